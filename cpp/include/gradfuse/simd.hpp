@@ -1,0 +1,236 @@
+// simd.hpp: the ONLY file with intrinsics. A small vector type, Vec<T>, for float and double on
+// three instruction sets, chosen by the macro GF_ISA_<NAME> of the translation unit:
+//
+//   scalar  x86-64 baseline, one lane        (GF_ISA_SCALAR)
+//   avx2    AVX2 + FMA, 256-bit              (GF_ISA_AVX2)
+//   avx512  AVX-512 F/BW/DQ/VL, 512-bit      (GF_ISA_AVX512)
+//
+// Every kernel family is compiled once per ISA inside namespace gf::<isa> (GF_ISA_NS), so the
+// three copies never meet at link time. Kernels are written once against this interface:
+//
+//   V::width, V::load(p), V::load(p, n), v.store(p), v.store(p, n), V::broadcast(x),
+//   + - * / unary-, sqrt, abs, maximum/minimum (NaN-propagating, like numpy), sign (torch's:
+//   NaN -> 0), comparisons -> V::Mask, select(mask, a, b), fma, any_nan, hsum.
+//
+// load(p, n) / store(p, n) touch only the first n < width lanes (masked), so a tail is processed
+// by the same vector code as the body: an element's result never depends on its position, which is
+// what makes results bitwise identical for every thread count and every chunking.
+// add, sub, mul, div and sqrt are correctly rounded IEEE operations on every path, so kernels that
+// avoid fma give bitwise the same results on all three ISAs (and match their NumPy twins).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#if defined(GF_ISA_AVX2) || defined(GF_ISA_AVX512)
+#include <immintrin.h>
+#endif
+
+#ifndef GF_ISA_NS
+#error "simd.hpp is compiled once per ISA: define GF_ISA_NS (scalar, avx2 or avx512)"
+#endif
+
+#define GF_INLINE inline __attribute__((always_inline))
+
+namespace gf {
+namespace GF_ISA_NS {
+
+template <class T>
+struct Vec;
+
+// ------------------------------------------------------------------------------------------------
+#if defined(GF_ISA_AVX512)
+constexpr const char* kIsaName = "avx512";
+
+GF_INLINE __mmask16 tail_mask16(int64_t n) { return static_cast<__mmask16>((1u << n) - 1u); }
+GF_INLINE __mmask8 tail_mask8(int64_t n) { return static_cast<__mmask8>((1u << n) - 1u); }
+
+template <>
+struct Vec<float> {
+  using value_type = float;
+  using Mask = __mmask16;
+  static constexpr int width = 16;
+  __m512 v;
+  static GF_INLINE Vec load(const float* p) { return {_mm512_loadu_ps(p)}; }
+  static GF_INLINE Vec load(const float* p, int64_t n) { return {_mm512_maskz_loadu_ps(tail_mask16(n), p)}; }
+  GF_INLINE void store(float* p) const { _mm512_storeu_ps(p, v); }
+  GF_INLINE void store(float* p, int64_t n) const { _mm512_mask_storeu_ps(p, tail_mask16(n), v); }
+  static GF_INLINE Vec broadcast(float x) { return {_mm512_set1_ps(x)}; }
+};
+GF_INLINE Vec<float> operator+(Vec<float> a, Vec<float> b) { return {_mm512_add_ps(a.v, b.v)}; }
+GF_INLINE Vec<float> operator-(Vec<float> a, Vec<float> b) { return {_mm512_sub_ps(a.v, b.v)}; }
+GF_INLINE Vec<float> operator*(Vec<float> a, Vec<float> b) { return {_mm512_mul_ps(a.v, b.v)}; }
+GF_INLINE Vec<float> operator/(Vec<float> a, Vec<float> b) { return {_mm512_div_ps(a.v, b.v)}; }
+GF_INLINE Vec<float> operator-(Vec<float> a) { return {_mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(a.v), _mm512_set1_epi32(INT32_MIN)))}; }
+GF_INLINE Vec<float> sqrt(Vec<float> a) { return {_mm512_sqrt_ps(a.v)}; }
+GF_INLINE Vec<float> abs(Vec<float> a) { return {_mm512_abs_ps(a.v)}; }
+GF_INLINE Vec<float> fma(Vec<float> a, Vec<float> b, Vec<float> c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
+GF_INLINE __mmask16 operator>(Vec<float> a, Vec<float> b) { return _mm512_cmp_ps_mask(a.v, b.v, _CMP_GT_OQ); }
+GF_INLINE __mmask16 operator<(Vec<float> a, Vec<float> b) { return _mm512_cmp_ps_mask(a.v, b.v, _CMP_LT_OQ); }
+GF_INLINE __mmask16 operator==(Vec<float> a, Vec<float> b) { return _mm512_cmp_ps_mask(a.v, b.v, _CMP_EQ_OQ); }
+GF_INLINE __mmask16 isnan(Vec<float> a) { return _mm512_cmp_ps_mask(a.v, a.v, _CMP_UNORD_Q); }
+GF_INLINE Vec<float> select(__mmask16 m, Vec<float> a, Vec<float> b) { return {_mm512_mask_blend_ps(m, b.v, a.v)}; }
+// vmaxps returns its second operand when either is NaN: (a, b) -> b; patch the NaN-in-a case.
+GF_INLINE Vec<float> maximum(Vec<float> a, Vec<float> b) { return {_mm512_mask_blend_ps(isnan(a), _mm512_max_ps(a.v, b.v), a.v)}; }
+GF_INLINE Vec<float> minimum(Vec<float> a, Vec<float> b) { return {_mm512_mask_blend_ps(isnan(a), _mm512_min_ps(a.v, b.v), a.v)}; }
+GF_INLINE bool any(__mmask16 m) { return m != 0; }
+GF_INLINE float hsum(Vec<float> a) { return _mm512_reduce_add_ps(a.v); }
+
+template <>
+struct Vec<double> {
+  using value_type = double;
+  using Mask = __mmask8;
+  static constexpr int width = 8;
+  __m512d v;
+  static GF_INLINE Vec load(const double* p) { return {_mm512_loadu_pd(p)}; }
+  static GF_INLINE Vec load(const double* p, int64_t n) { return {_mm512_maskz_loadu_pd(tail_mask8(n), p)}; }
+  GF_INLINE void store(double* p) const { _mm512_storeu_pd(p, v); }
+  GF_INLINE void store(double* p, int64_t n) const { _mm512_mask_storeu_pd(p, tail_mask8(n), v); }
+  static GF_INLINE Vec broadcast(double x) { return {_mm512_set1_pd(x)}; }
+};
+GF_INLINE Vec<double> operator+(Vec<double> a, Vec<double> b) { return {_mm512_add_pd(a.v, b.v)}; }
+GF_INLINE Vec<double> operator-(Vec<double> a, Vec<double> b) { return {_mm512_sub_pd(a.v, b.v)}; }
+GF_INLINE Vec<double> operator*(Vec<double> a, Vec<double> b) { return {_mm512_mul_pd(a.v, b.v)}; }
+GF_INLINE Vec<double> operator/(Vec<double> a, Vec<double> b) { return {_mm512_div_pd(a.v, b.v)}; }
+GF_INLINE Vec<double> operator-(Vec<double> a) { return {_mm512_castsi512_pd(_mm512_xor_si512(_mm512_castpd_si512(a.v), _mm512_set1_epi64(INT64_MIN)))}; }
+GF_INLINE Vec<double> sqrt(Vec<double> a) { return {_mm512_sqrt_pd(a.v)}; }
+GF_INLINE Vec<double> abs(Vec<double> a) { return {_mm512_abs_pd(a.v)}; }
+GF_INLINE Vec<double> fma(Vec<double> a, Vec<double> b, Vec<double> c) { return {_mm512_fmadd_pd(a.v, b.v, c.v)}; }
+GF_INLINE __mmask8 operator>(Vec<double> a, Vec<double> b) { return _mm512_cmp_pd_mask(a.v, b.v, _CMP_GT_OQ); }
+GF_INLINE __mmask8 operator<(Vec<double> a, Vec<double> b) { return _mm512_cmp_pd_mask(a.v, b.v, _CMP_LT_OQ); }
+GF_INLINE __mmask8 operator==(Vec<double> a, Vec<double> b) { return _mm512_cmp_pd_mask(a.v, b.v, _CMP_EQ_OQ); }
+GF_INLINE __mmask8 isnan(Vec<double> a) { return _mm512_cmp_pd_mask(a.v, a.v, _CMP_UNORD_Q); }
+GF_INLINE Vec<double> select(__mmask8 m, Vec<double> a, Vec<double> b) { return {_mm512_mask_blend_pd(m, b.v, a.v)}; }
+GF_INLINE Vec<double> maximum(Vec<double> a, Vec<double> b) { return {_mm512_mask_blend_pd(isnan(a), _mm512_max_pd(a.v, b.v), a.v)}; }
+GF_INLINE Vec<double> minimum(Vec<double> a, Vec<double> b) { return {_mm512_mask_blend_pd(isnan(a), _mm512_min_pd(a.v, b.v), a.v)}; }
+GF_INLINE bool any(__mmask8 m) { return m != 0; }
+GF_INLINE double hsum(Vec<double> a) { return _mm512_reduce_add_pd(a.v); }
+
+// ------------------------------------------------------------------------------------------------
+#elif defined(GF_ISA_AVX2)
+constexpr const char* kIsaName = "avx2";
+
+// Lane i is active when i < n: the sign bit of each 32/64-bit mask lane selects it.
+GF_INLINE __m256i tail_mask_ps(int64_t n) { return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)); }
+GF_INLINE __m256i tail_mask_pd(int64_t n) { return _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3)); }
+
+template <>
+struct Vec<float> {
+  using value_type = float;
+  using Mask = __m256;  // all-ones lanes where true
+  static constexpr int width = 8;
+  __m256 v;
+  static GF_INLINE Vec load(const float* p) { return {_mm256_loadu_ps(p)}; }
+  static GF_INLINE Vec load(const float* p, int64_t n) { return {_mm256_maskload_ps(p, tail_mask_ps(n))}; }
+  GF_INLINE void store(float* p) const { _mm256_storeu_ps(p, v); }
+  GF_INLINE void store(float* p, int64_t n) const { _mm256_maskstore_ps(p, tail_mask_ps(n), v); }
+  static GF_INLINE Vec broadcast(float x) { return {_mm256_set1_ps(x)}; }
+};
+GF_INLINE Vec<float> operator+(Vec<float> a, Vec<float> b) { return {_mm256_add_ps(a.v, b.v)}; }
+GF_INLINE Vec<float> operator-(Vec<float> a, Vec<float> b) { return {_mm256_sub_ps(a.v, b.v)}; }
+GF_INLINE Vec<float> operator*(Vec<float> a, Vec<float> b) { return {_mm256_mul_ps(a.v, b.v)}; }
+GF_INLINE Vec<float> operator/(Vec<float> a, Vec<float> b) { return {_mm256_div_ps(a.v, b.v)}; }
+GF_INLINE Vec<float> operator-(Vec<float> a) { return {_mm256_xor_ps(a.v, _mm256_set1_ps(-0.0f))}; }
+GF_INLINE Vec<float> sqrt(Vec<float> a) { return {_mm256_sqrt_ps(a.v)}; }
+GF_INLINE Vec<float> abs(Vec<float> a) { return {_mm256_andnot_ps(_mm256_set1_ps(-0.0f), a.v)}; }
+GF_INLINE Vec<float> fma(Vec<float> a, Vec<float> b, Vec<float> c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
+GF_INLINE __m256 operator>(Vec<float> a, Vec<float> b) { return _mm256_cmp_ps(a.v, b.v, _CMP_GT_OQ); }
+GF_INLINE __m256 operator<(Vec<float> a, Vec<float> b) { return _mm256_cmp_ps(a.v, b.v, _CMP_LT_OQ); }
+GF_INLINE __m256 operator==(Vec<float> a, Vec<float> b) { return _mm256_cmp_ps(a.v, b.v, _CMP_EQ_OQ); }
+GF_INLINE __m256 isnan(Vec<float> a) { return _mm256_cmp_ps(a.v, a.v, _CMP_UNORD_Q); }
+GF_INLINE Vec<float> select(__m256 m, Vec<float> a, Vec<float> b) { return {_mm256_blendv_ps(b.v, a.v, m)}; }
+GF_INLINE Vec<float> maximum(Vec<float> a, Vec<float> b) { return {_mm256_blendv_ps(_mm256_max_ps(a.v, b.v), a.v, isnan(a))}; }
+GF_INLINE Vec<float> minimum(Vec<float> a, Vec<float> b) { return {_mm256_blendv_ps(_mm256_min_ps(a.v, b.v), a.v, isnan(a))}; }
+GF_INLINE bool any(__m256 m) { return _mm256_movemask_ps(m) != 0; }
+GF_INLINE float hsum(Vec<float> a) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(a.v), _mm256_extractf128_ps(a.v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+template <>
+struct Vec<double> {
+  using value_type = double;
+  using Mask = __m256d;
+  static constexpr int width = 4;
+  __m256d v;
+  static GF_INLINE Vec load(const double* p) { return {_mm256_loadu_pd(p)}; }
+  static GF_INLINE Vec load(const double* p, int64_t n) { return {_mm256_maskload_pd(p, tail_mask_pd(n))}; }
+  GF_INLINE void store(double* p) const { _mm256_storeu_pd(p, v); }
+  GF_INLINE void store(double* p, int64_t n) const { _mm256_maskstore_pd(p, tail_mask_pd(n), v); }
+  static GF_INLINE Vec broadcast(double x) { return {_mm256_set1_pd(x)}; }
+};
+GF_INLINE Vec<double> operator+(Vec<double> a, Vec<double> b) { return {_mm256_add_pd(a.v, b.v)}; }
+GF_INLINE Vec<double> operator-(Vec<double> a, Vec<double> b) { return {_mm256_sub_pd(a.v, b.v)}; }
+GF_INLINE Vec<double> operator*(Vec<double> a, Vec<double> b) { return {_mm256_mul_pd(a.v, b.v)}; }
+GF_INLINE Vec<double> operator/(Vec<double> a, Vec<double> b) { return {_mm256_div_pd(a.v, b.v)}; }
+GF_INLINE Vec<double> operator-(Vec<double> a) { return {_mm256_xor_pd(a.v, _mm256_set1_pd(-0.0))}; }
+GF_INLINE Vec<double> sqrt(Vec<double> a) { return {_mm256_sqrt_pd(a.v)}; }
+GF_INLINE Vec<double> abs(Vec<double> a) { return {_mm256_andnot_pd(_mm256_set1_pd(-0.0), a.v)}; }
+GF_INLINE Vec<double> fma(Vec<double> a, Vec<double> b, Vec<double> c) { return {_mm256_fmadd_pd(a.v, b.v, c.v)}; }
+GF_INLINE __m256d operator>(Vec<double> a, Vec<double> b) { return _mm256_cmp_pd(a.v, b.v, _CMP_GT_OQ); }
+GF_INLINE __m256d operator<(Vec<double> a, Vec<double> b) { return _mm256_cmp_pd(a.v, b.v, _CMP_LT_OQ); }
+GF_INLINE __m256d operator==(Vec<double> a, Vec<double> b) { return _mm256_cmp_pd(a.v, b.v, _CMP_EQ_OQ); }
+GF_INLINE __m256d isnan(Vec<double> a) { return _mm256_cmp_pd(a.v, a.v, _CMP_UNORD_Q); }
+GF_INLINE Vec<double> select(__m256d m, Vec<double> a, Vec<double> b) { return {_mm256_blendv_pd(b.v, a.v, m)}; }
+GF_INLINE Vec<double> maximum(Vec<double> a, Vec<double> b) { return {_mm256_blendv_pd(_mm256_max_pd(a.v, b.v), a.v, isnan(a))}; }
+GF_INLINE Vec<double> minimum(Vec<double> a, Vec<double> b) { return {_mm256_blendv_pd(_mm256_min_pd(a.v, b.v), a.v, isnan(a))}; }
+GF_INLINE bool any(__m256d m) { return _mm256_movemask_pd(m) != 0; }
+GF_INLINE double hsum(Vec<double> a) {
+  __m128d s = _mm_add_pd(_mm256_castpd256_pd128(a.v), _mm256_extractf128_pd(a.v, 1));
+  return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
+}
+
+// ------------------------------------------------------------------------------------------------
+#else  // scalar: one lane, plain C++ (the compiler emits SSE2 scalar instructions)
+constexpr const char* kIsaName = "scalar";
+
+template <class T>
+struct Vec {
+  using value_type = T;
+  using Mask = bool;
+  static constexpr int width = 1;
+  T v;
+  static GF_INLINE Vec load(const T* p) { return {*p}; }
+  static GF_INLINE Vec load(const T* p, int64_t) { return {*p}; }  // never called: width 1 has no tail
+  GF_INLINE void store(T* p) const { *p = v; }
+  GF_INLINE void store(T* p, int64_t) const { *p = v; }
+  static GF_INLINE Vec broadcast(T x) { return {x}; }
+};
+template <class T> GF_INLINE Vec<T> operator+(Vec<T> a, Vec<T> b) { return {a.v + b.v}; }
+template <class T> GF_INLINE Vec<T> operator-(Vec<T> a, Vec<T> b) { return {a.v - b.v}; }
+template <class T> GF_INLINE Vec<T> operator*(Vec<T> a, Vec<T> b) { return {a.v * b.v}; }
+template <class T> GF_INLINE Vec<T> operator/(Vec<T> a, Vec<T> b) { return {a.v / b.v}; }
+template <class T> GF_INLINE Vec<T> operator-(Vec<T> a) { return {-a.v}; }
+GF_INLINE Vec<float> sqrt(Vec<float> a) { return {__builtin_sqrtf(a.v)}; }
+GF_INLINE Vec<double> sqrt(Vec<double> a) { return {__builtin_sqrt(a.v)}; }
+GF_INLINE Vec<float> abs(Vec<float> a) { return {__builtin_fabsf(a.v)}; }
+GF_INLINE Vec<double> abs(Vec<double> a) { return {__builtin_fabs(a.v)}; }
+// No FMA unit on the baseline: software fma is exact but slow; kernels that need speed here avoid it.
+GF_INLINE Vec<float> fma(Vec<float> a, Vec<float> b, Vec<float> c) { return {__builtin_fmaf(a.v, b.v, c.v)}; }
+GF_INLINE Vec<double> fma(Vec<double> a, Vec<double> b, Vec<double> c) { return {__builtin_fma(a.v, b.v, c.v)}; }
+template <class T> GF_INLINE bool operator>(Vec<T> a, Vec<T> b) { return a.v > b.v; }
+template <class T> GF_INLINE bool operator<(Vec<T> a, Vec<T> b) { return a.v < b.v; }
+template <class T> GF_INLINE bool operator==(Vec<T> a, Vec<T> b) { return a.v == b.v; }
+template <class T> GF_INLINE bool isnan(Vec<T> a) { return a.v != a.v; }
+template <class T> GF_INLINE Vec<T> select(bool m, Vec<T> a, Vec<T> b) { return m ? a : b; }
+// Same semantics as vmaxps/vminps with the NaN-in-a patch above: NaN in either operand wins.
+template <class T> GF_INLINE Vec<T> maximum(Vec<T> a, Vec<T> b) { return a.v != a.v ? a : (a.v > b.v ? a : b); }
+template <class T> GF_INLINE Vec<T> minimum(Vec<T> a, Vec<T> b) { return a.v != a.v ? a : (a.v < b.v ? a : b); }
+GF_INLINE bool any(bool m) { return m; }
+template <class T> GF_INLINE T hsum(Vec<T> a) { return a.v; }
+#endif
+
+// ---- ISA-independent helpers, written on the interface above ----------------------------------
+
+// torch.sign: +1 / -1 / 0, and 0 for NaN (numpy's sign would give NaN).
+template <class V>
+GF_INLINE V sign(V x) {
+  using T = typename V::value_type;
+  const V zero = V::broadcast(T(0));
+  return select(x > zero, V::broadcast(T(1)), select(x < zero, V::broadcast(T(-1)), zero));
+}
+
+}  // namespace GF_ISA_NS
+}  // namespace gf

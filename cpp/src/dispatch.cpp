@@ -1,0 +1,89 @@
+// dispatch.cpp: runtime ISA selection and the thread count.
+//
+// At load time the best ISA the CPU (and OS) supports is selected: avx512 > avx2 > scalar.
+// gradfuse/_isa.py then applies GRADFUSE_CPU (a lower path, with a warning when the CPU lacks the
+// requested one). The selection is a single atomic pointer to a table of function pointers.
+#include <omp.h>
+
+#include <atomic>
+#include <stdexcept>
+#include <string>
+
+#include "gradfuse/kernels.hpp"
+
+namespace gf {
+namespace {
+
+#define GF_TABLE(isa)                                                                         \
+  KernelTable {                                                                               \
+    #isa, {&isa::optim_step<float>, &isa::all_finite<float>},                                \
+        {&isa::optim_step<double>, &isa::all_finite<double> }                                  \
+  }
+
+const KernelTable kTables[] = {GF_TABLE(scalar), GF_TABLE(avx2), GF_TABLE(avx512)};
+const char* const kNames[] = {"scalar", "avx2", "avx512"};
+constexpr int kNumIsas = 3;
+
+bool supports(int index) {
+  __builtin_cpu_init();
+  switch (index) {
+    case 0: return true;
+    case 1: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case 2:
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") && supports(1);
+    default: return false;
+  }
+}
+
+int best_supported() {
+  for (int i = kNumIsas - 1; i > 0; --i)
+    if (supports(i)) return i;
+  return 0;
+}
+
+std::atomic<const KernelTable*> g_selected{&kTables[best_supported()]};
+std::atomic<int> g_threads{0};
+
+int index_of(const std::string& name) {
+  for (int i = 0; i < kNumIsas; ++i)
+    if (name == kNames[i]) return i;
+  return -1;
+}
+
+}  // namespace
+
+const KernelTable& kernels() { return *g_selected.load(std::memory_order_acquire); }
+const char* selected_isa() { return kernels().name; }
+
+const char* const* compiled_isas(int* count) {
+  *count = kNumIsas;
+  return kNames;
+}
+
+bool cpu_supports(const std::string& isa) {
+  const int i = index_of(isa);
+  return i >= 0 && supports(i);
+}
+
+void select_isa(const std::string& isa) {
+  const int i = index_of(isa);
+  if (i < 0) throw std::invalid_argument("unknown ISA '" + isa + "' (expected scalar, avx2 or avx512)");
+  if (!supports(i)) throw std::invalid_argument("this CPU does not support the ISA '" + isa + "'");
+  g_selected.store(&kTables[i], std::memory_order_release);
+}
+
+// gf.set_num_threads(n) caps the threads; OpenMP's own setting (OMP_NUM_THREADS, or what
+// threadpoolctl sets through omp_set_num_threads) caps them too, so either can limit gradfuse.
+int num_threads() {
+  const int omp = omp_get_max_threads();
+  const int mine = g_threads.load(std::memory_order_relaxed);
+  return (mine > 0 && mine < omp) ? mine : omp;
+}
+
+void set_num_threads(int n) {
+  g_threads.store(n > 0 ? n : 0, std::memory_order_relaxed);
+  if (n > 0) omp_set_num_threads(n);
+}
+
+}  // namespace gf

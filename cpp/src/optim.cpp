@@ -1,0 +1,392 @@
+// optim.cpp: bodies of the fused optimizer steps. The contract (formulas, state, bytes per
+// parameter, threading) is in gradfuse/optim.hpp. Compiled once per ISA into gf::<isa>.
+//
+// Each algorithm is a small struct: its constructor turns the step's scalar arguments into
+// broadcast coefficients (in double, then rounded to T, as torch rounds Python scalars), and its
+// operator() updates one vector of elements: p and the states in place, g read. Operation order
+// mirrors the NumPy twin (python/gradfuse/_numpy/optim.py) exactly and uses no fma, so results are
+// bitwise equal across ISA paths, thread counts and the twin.
+#include <cmath>
+
+#include "gradfuse/kernels.hpp"
+#include "gradfuse/optim.hpp"
+#include "gradfuse/parallel.hpp"
+#include "gradfuse/simd.hpp"
+
+namespace gf {
+namespace GF_ISA_NS {
+namespace {
+
+constexpr int64_t kGrain = 16384;  // minimum elements per thread
+
+template <class T>
+GF_INLINE Vec<T> bc(double x) { return Vec<T>::broadcast(static_cast<T>(x)); }
+
+// g <- g / grad_scale; g <- -g when maximizing. Shared by every algorithm.
+template <class T>
+struct GradPrologue {
+  using V = Vec<T>;
+  bool has_scale, maximize;
+  V scale;
+  explicit GradPrologue(const OptimArgs& a)
+      : has_scale(a.has_grad_scale), maximize(a.maximize), scale(bc<T>(a.grad_scale)) {}
+  GF_INLINE V operator()(V g) const {
+    if (has_scale) g = g / scale;
+    if (maximize) g = -g;
+    return g;
+  }
+};
+
+// Weight decay, coupled (g += wd p, L2) or decoupled (p *= 1 - lr wd, AdamW).
+template <class T>
+struct WeightDecay {
+  using V = Vec<T>;
+  bool on, decoupled;
+  V wd, decay;
+  WeightDecay(const OptimArgs& a, bool decoupled_)
+      : on(a.weight_decay != 0), decoupled(decoupled_), wd(bc<T>(a.weight_decay)),
+        decay(bc<T>(1.0 - a.lr * a.weight_decay)) {}
+  GF_INLINE void operator()(V& p, V& g) const {
+    if (!on) return;
+    if (decoupled) p = p * decay;
+    else g = g + wd * p;
+  }
+};
+
+template <class T>
+struct Sgd {
+  using V = Vec<T>;
+  GradPrologue<T> prep;
+  WeightDecay<T> decay;
+  bool has_momentum, nesterov, first;
+  V lr, mu, damp1;
+  explicit Sgd(const OptimArgs& a)
+      : prep(a), decay(a, false), has_momentum(a.momentum != 0), nesterov(a.nesterov),
+        first(a.first_step), lr(bc<T>(a.lr)), mu(bc<T>(a.momentum)), damp1(bc<T>(1.0 - a.dampening)) {}
+  GF_INLINE void operator()(V& p, V g, V* s) const {
+    g = prep(g);
+    decay(p, g);
+    if (has_momentum) {
+      V& buf = s[0];
+      buf = first ? g : buf * mu + damp1 * g;
+      g = nesterov ? g + mu * buf : buf;
+    }
+    p = p - lr * g;
+  }
+};
+
+template <class T>
+struct Adam {
+  using V = Vec<T>;
+  GradPrologue<T> prep;
+  WeightDecay<T> decay;
+  bool amsgrad;
+  V one_minus_beta1, beta2, one_minus_beta2, neg_step_size, bc2_sqrt, eps;
+  explicit Adam(const OptimArgs& a)
+      : prep(a), decay(a, a.decoupled_weight_decay), amsgrad(a.amsgrad),
+        one_minus_beta1(bc<T>(1.0 - a.beta1)), beta2(bc<T>(a.beta2)), one_minus_beta2(bc<T>(1.0 - a.beta2)),
+        neg_step_size(bc<T>(-(a.lr / (1.0 - std::pow(a.beta1, double(a.step)))))),
+        bc2_sqrt(bc<T>(std::sqrt(1.0 - std::pow(a.beta2, double(a.step))))), eps(bc<T>(a.eps)) {}
+  GF_INLINE void operator()(V& p, V g, V* s) const {
+    g = prep(g);
+    decay(p, g);
+    V& m = s[0];
+    V& v = s[1];
+    m = m + one_minus_beta1 * (g - m);
+    v = v * beta2 + one_minus_beta2 * g * g;
+    V second = v;
+    if (amsgrad) second = s[2] = maximum(s[2], v);
+    p = p + neg_step_size * m / (sqrt(second) / bc2_sqrt + eps);
+  }
+};
+
+template <class T>
+struct Adagrad {
+  using V = Vec<T>;
+  GradPrologue<T> prep;
+  WeightDecay<T> decay;
+  V neg_clr, eps;
+  explicit Adagrad(const OptimArgs& a)
+      : prep(a), decay(a, false), neg_clr(bc<T>(-(a.lr / (1.0 + double(a.step - 1) * a.lr_decay)))),
+        eps(bc<T>(a.eps)) {}
+  GF_INLINE void operator()(V& p, V g, V* s) const {
+    g = prep(g);
+    decay(p, g);
+    V& sum = s[0];
+    sum = sum + g * g;
+    p = p + neg_clr * g / (sqrt(sum) + eps);
+  }
+};
+
+template <class T>
+struct RMSprop {
+  using V = Vec<T>;
+  GradPrologue<T> prep;
+  WeightDecay<T> decay;
+  bool centered, has_momentum;
+  V alpha, one_minus_alpha, eps, mu, lr, neg_lr;
+  explicit RMSprop(const OptimArgs& a)
+      : prep(a), decay(a, false), centered(a.centered), has_momentum(a.momentum > 0), alpha(bc<T>(a.alpha)),
+        one_minus_alpha(bc<T>(1.0 - a.alpha)), eps(bc<T>(a.eps)), mu(bc<T>(a.momentum)), lr(bc<T>(a.lr)),
+        neg_lr(bc<T>(-a.lr)) {}
+  GF_INLINE void operator()(V& p, V g, V* s) const {
+    g = prep(g);
+    decay(p, g);
+    V& square_avg = s[0];
+    square_avg = square_avg * alpha + one_minus_alpha * g * g;
+    V avg;
+    if (centered) {
+      V& grad_avg = s[1];
+      grad_avg = grad_avg + one_minus_alpha * (g - grad_avg);
+      avg = sqrt(square_avg - grad_avg * grad_avg) + eps;
+    } else {
+      avg = sqrt(square_avg) + eps;
+    }
+    if (has_momentum) {
+      V& buf = s[2];
+      buf = buf * mu + g / avg;
+      p = p - lr * buf;
+    } else {
+      p = p + neg_lr * g / avg;
+    }
+  }
+};
+
+template <class T>
+struct Adadelta {
+  using V = Vec<T>;
+  GradPrologue<T> prep;
+  WeightDecay<T> decay;
+  V rho, one_minus_rho, eps, lr;
+  explicit Adadelta(const OptimArgs& a)
+      : prep(a), decay(a, false), rho(bc<T>(a.rho)), one_minus_rho(bc<T>(1.0 - a.rho)), eps(bc<T>(a.eps)),
+        lr(bc<T>(a.lr)) {}
+  GF_INLINE void operator()(V& p, V g, V* s) const {
+    g = prep(g);
+    decay(p, g);
+    V& square_avg = s[0];
+    V& acc_delta = s[1];
+    square_avg = square_avg * rho + one_minus_rho * g * g;
+    V delta = sqrt(acc_delta + eps) / sqrt(square_avg + eps) * g;
+    acc_delta = acc_delta * rho + one_minus_rho * delta * delta;
+    p = p - lr * delta;
+  }
+};
+
+template <class T>
+struct Adamax {
+  using V = Vec<T>;
+  GradPrologue<T> prep;
+  WeightDecay<T> decay;
+  V one_minus_beta1, beta2, eps, neg_clr;
+  explicit Adamax(const OptimArgs& a)
+      : prep(a), decay(a, false), one_minus_beta1(bc<T>(1.0 - a.beta1)), beta2(bc<T>(a.beta2)),
+        eps(bc<T>(a.eps)), neg_clr(bc<T>(-(a.lr / (1.0 - std::pow(a.beta1, double(a.step)))))) {}
+  GF_INLINE void operator()(V& p, V g, V* s) const {
+    g = prep(g);
+    decay(p, g);
+    V& m = s[0];
+    V& exp_inf = s[1];
+    m = m + one_minus_beta1 * (g - m);
+    exp_inf = maximum(exp_inf * beta2, abs(g) + eps);
+    p = p + neg_clr * m / exp_inf;
+  }
+};
+
+template <class T>
+struct NAdam {
+  using V = Vec<T>;
+  GradPrologue<T> prep;
+  WeightDecay<T> decay;
+  V one_minus_beta1, beta2, one_minus_beta2, bc2, eps, c_grad, c_avg;
+  static double mu_at(const OptimArgs& a, double step) {
+    return a.beta1 * (1.0 - 0.5 * std::pow(0.96, step * a.momentum_decay));
+  }
+  explicit NAdam(const OptimArgs& a)
+      : prep(a), decay(a, a.decoupled_weight_decay), one_minus_beta1(bc<T>(1.0 - a.beta1)),
+        beta2(bc<T>(a.beta2)), one_minus_beta2(bc<T>(1.0 - a.beta2)),
+        bc2(bc<T>(1.0 - std::pow(a.beta2, double(a.step)))), eps(bc<T>(a.eps)),
+        c_grad(bc<T>(-a.lr * (1.0 - mu_at(a, double(a.step))) / (1.0 - a.mu_product))),
+        c_avg(bc<T>(-a.lr * mu_at(a, double(a.step + 1)) / (1.0 - a.mu_product * mu_at(a, double(a.step + 1))))) {}
+  GF_INLINE void operator()(V& p, V g, V* s) const {
+    g = prep(g);
+    decay(p, g);
+    V& m = s[0];
+    V& v = s[1];
+    m = m + one_minus_beta1 * (g - m);
+    v = v * beta2 + one_minus_beta2 * g * g;
+    V denom = sqrt(v / bc2) + eps;
+    p = p + c_grad * g / denom;
+    p = p + c_avg * m / denom;
+  }
+};
+
+template <class T>
+struct RAdam {
+  using V = Vec<T>;
+  GradPrologue<T> prep;
+  WeightDecay<T> decay;
+  bool rectify;
+  V one_minus_beta1, beta2, one_minus_beta2, bc1, lr, bc2_sqrt, eps, rect;
+  static double rho_t(const OptimArgs& a) {
+    const double rho_inf = 2.0 / (1.0 - a.beta2) - 1.0, step = double(a.step);
+    return rho_inf - 2.0 * step * std::pow(a.beta2, step) / (1.0 - std::pow(a.beta2, step));
+  }
+  static double rectification(const OptimArgs& a) {
+    const double rho_inf = 2.0 / (1.0 - a.beta2) - 1.0, rt = rho_t(a);
+    return std::sqrt((rt - 4.0) * (rt - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rt));
+  }
+  explicit RAdam(const OptimArgs& a)
+      : prep(a), decay(a, a.decoupled_weight_decay), rectify(rho_t(a) > 5.0), one_minus_beta1(bc<T>(1.0 - a.beta1)),
+        beta2(bc<T>(a.beta2)), one_minus_beta2(bc<T>(1.0 - a.beta2)),
+        bc1(bc<T>(1.0 - std::pow(a.beta1, double(a.step)))), lr(bc<T>(a.lr)),
+        bc2_sqrt(bc<T>(std::sqrt(1.0 - std::pow(a.beta2, double(a.step))))), eps(bc<T>(a.eps)),
+        rect(bc<T>(rectify ? rectification(a) : 0.0)) {}
+  GF_INLINE void operator()(V& p, V g, V* s) const {
+    g = prep(g);
+    decay(p, g);
+    V& m = s[0];
+    V& v = s[1];
+    m = m + one_minus_beta1 * (g - m);
+    v = v * beta2 + one_minus_beta2 * g * g;
+    V update = m / bc1 * lr;
+    if (rectify) update = update * (bc2_sqrt / (sqrt(v) + eps)) * rect;
+    p = p - update;
+  }
+};
+
+template <class T>
+struct Rprop {
+  using V = Vec<T>;
+  GradPrologue<T> prep;
+  V etaminus, etaplus, step_min, step_max;
+  explicit Rprop(const OptimArgs& a)
+      : prep(a), etaminus(bc<T>(a.etaminus)), etaplus(bc<T>(a.etaplus)), step_min(bc<T>(a.step_size_min)),
+        step_max(bc<T>(a.step_size_max)) {}
+  GF_INLINE void operator()(V& p, V g, V* s) const {
+    const V zero = V::broadcast(T(0)), one = V::broadcast(T(1));
+    g = prep(g);
+    V& prev = s[0];
+    V& step_size = s[1];
+    const V agreement = g * prev;  // > 0: same direction, < 0: the sign flipped, NaN acts as 0
+    const V factor = select(agreement > zero, etaplus, select(agreement < zero, etaminus, one));
+    step_size = minimum(maximum(step_size * factor, step_min), step_max);
+    g = select(agreement < zero, zero, g);
+    p = p - sign(g) * step_size;
+    prev = g;
+  }
+};
+
+template <class T>
+struct Lion {
+  using V = Vec<T>;
+  GradPrologue<T> prep;
+  WeightDecay<T> decay;
+  V beta1, one_minus_beta1, beta2, one_minus_beta2, lr;
+  explicit Lion(const OptimArgs& a)
+      : prep(a), decay(a, true), beta1(bc<T>(a.beta1)), one_minus_beta1(bc<T>(1.0 - a.beta1)),
+        beta2(bc<T>(a.beta2)), one_minus_beta2(bc<T>(1.0 - a.beta2)), lr(bc<T>(a.lr)) {}
+  GF_INLINE void operator()(V& p, V g, V* s) const {
+    g = prep(g);
+    V& m = s[0];
+    decay(p, g);
+    p = p - lr * sign(m * beta1 + one_minus_beta1 * g);
+    m = m * beta2 + one_minus_beta2 * g;
+  }
+};
+
+// Calls f(segment, offset, length) for the pieces of [lo, hi) in each segment.
+template <class T, class F>
+GF_INLINE void for_each_piece(const TensorList<T>& list, int64_t lo, int64_t hi, F&& f) {
+  int64_t a = 0, b = list.count;  // binary search: the last segment starting at or before lo
+  while (b - a > 1) {
+    const int64_t mid = (a + b) / 2;
+    if (list.offset[mid] <= lo) a = mid; else b = mid;
+  }
+  for (int64_t s = a; s < list.count && list.offset[s] < hi; ++s) {
+    const int64_t begin = list.offset[s] > lo ? list.offset[s] : lo;
+    const int64_t end = list.offset[s + 1] < hi ? list.offset[s + 1] : hi;
+    if (begin < end) f(s, begin - list.offset[s], end - begin);
+  }
+}
+
+// One vector (or a masked tail of n < width elements) through an update rule.
+template <class T, class Op>
+GF_INLINE void update(const Op& op, T* p, const T* g, T* const* st, int64_t i, int64_t n) {
+  using V = Vec<T>;
+  const bool full = n == V::width;
+  V vp = full ? V::load(p + i) : V::load(p + i, n);
+  const V vg = full ? V::load(g + i) : V::load(g + i, n);
+  V vs[kMaxStates] = {V::broadcast(T(0)), V::broadcast(T(0)), V::broadcast(T(0))};
+  for (int k = 0; k < kMaxStates; ++k)
+    if (st[k]) vs[k] = full ? V::load(st[k] + i) : V::load(st[k] + i, n);
+  op(vp, vg, vs);
+  if (full) vp.store(p + i); else vp.store(p + i, n);
+  for (int k = 0; k < kMaxStates; ++k)
+    if (st[k]) { if (full) vs[k].store(st[k] + i); else vs[k].store(st[k] + i, n); }
+}
+
+template <class T, class Op>
+void run(const Op& op, const TensorList<T>& list, int threads) {
+  constexpr int64_t W = Vec<T>::width;
+  parallel_for(list.offset[list.count], threads, kGrain, [&](int64_t lo, int64_t hi) {
+    for_each_piece(list, lo, hi, [&](int64_t s, int64_t off, int64_t len) {
+      T* p = list.param[s] + off;
+      const T* g = list.grad[s] + off;
+      T* st[kMaxStates];
+      for (int k = 0; k < kMaxStates; ++k) st[k] = list.state[k] ? list.state[k][s] + off : nullptr;
+      int64_t i = 0;
+      for (; i + W <= len; i += W) update(op, p, g, st, i, W);
+      if (i < len) update(op, p, g, st, i, len - i);
+    });
+  });
+}
+
+}  // namespace
+
+template <class T>
+bool all_finite(const TensorList<T>& list, const OptimArgs& args, int threads) {
+  using V = Vec<T>;
+  constexpr int64_t W = V::width;
+  const GradPrologue<T> prep(args);
+  int found = 0;  // set by any thread that sees NaN/Inf: an OR, so the order cannot matter
+  parallel_for(list.offset[list.count], threads, kGrain, [&](int64_t lo, int64_t hi) {
+    const V zero = V::broadcast(T(0));
+    V acc = zero;  // x * 0 is NaN exactly when x is NaN or +-Inf
+    for_each_piece(list, lo, hi, [&](int64_t s, int64_t off, int64_t len) {
+      const T* g = list.grad[s] + off;
+      int64_t i = 0;
+      for (; i + W <= len; i += W) acc = acc + prep(V::load(g + i)) * zero;
+      if (i < len) acc = acc + prep(V::load(g + i, len - i)) * zero;
+    });
+    if (any(isnan(acc))) __atomic_store_n(&found, 1, __ATOMIC_RELAXED);
+  });
+  return found == 0;
+}
+
+template <class T>
+bool optim_step(Algo algo, const OptimArgs& args, const TensorList<T>& list, bool skip_nonfinite, int threads) {
+  if (list.count == 0) return true;
+  if (skip_nonfinite && !all_finite(list, args, threads)) return false;
+  switch (algo) {
+    case Algo::sgd: run(Sgd<T>(args), list, threads); break;
+    case Algo::adam: run(Adam<T>(args), list, threads); break;
+    case Algo::adagrad: run(Adagrad<T>(args), list, threads); break;
+    case Algo::rmsprop: run(RMSprop<T>(args), list, threads); break;
+    case Algo::adadelta: run(Adadelta<T>(args), list, threads); break;
+    case Algo::adamax: run(Adamax<T>(args), list, threads); break;
+    case Algo::nadam: run(NAdam<T>(args), list, threads); break;
+    case Algo::radam: run(RAdam<T>(args), list, threads); break;
+    case Algo::rprop: run(Rprop<T>(args), list, threads); break;
+    case Algo::lion: run(Lion<T>(args), list, threads); break;
+  }
+  return true;
+}
+
+template bool optim_step<float>(Algo, const OptimArgs&, const TensorList<float>&, bool, int);
+template bool optim_step<double>(Algo, const OptimArgs&, const TensorList<double>&, bool, int);
+template bool all_finite<float>(const TensorList<float>&, const OptimArgs&, int);
+template bool all_finite<double>(const TensorList<double>&, const OptimArgs&, int);
+
+}  // namespace GF_ISA_NS
+}  // namespace gf

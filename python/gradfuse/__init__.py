@@ -1,0 +1,17 @@
+"""gradfuse: fused SIMD + OpenMP CPU kernels for training neural networks.
+
+    import gradfuse as gf
+    gf.show_config()
+    opt = gf.optim.Adam(params, lr=1e-3)   # params: ndarrays or gf.nn.Parameter, torch-style groups
+    opt.step(grads)                        # one fused, multi-threaded, vectorised pass, in place
+
+gf.ops holds the kernels themselves; each has a NumPy twin of the same name and signature
+(gf.set_backend("numpy") or `with gf.use_backend("numpy"):` switches to them).
+"""
+from ._version import __version__
+from ._backend import get_backend, set_backend, use_backend
+from ._config import config, get_num_threads, set_num_threads, show_config
+from . import nn, ops, optim
+
+__all__ = ["__version__", "config", "show_config", "set_num_threads", "get_num_threads", "set_backend",
+           "get_backend", "use_backend", "ops", "optim", "nn"]

@@ -1,0 +1,71 @@
+"""Build and runtime configuration: gf.config(), gf.show_config(), threads."""
+from __future__ import annotations
+
+import os
+import platform
+
+import numpy as np
+
+from ._backend import get_backend
+from ._ext import IMPORT_ERROR, _core
+from ._version import __version__
+
+
+def get_num_threads() -> int:
+    """Threads a kernel called now (from this thread) uses.
+
+    Follows OMP_NUM_THREADS and OpenMP's runtime setting (so threadpoolctl can limit it), capped by
+    set_num_threads.
+    """
+    if _core is None:
+        return 1
+    return _core.get_num_threads()
+
+
+def set_num_threads(n: int) -> None:
+    """Cap the kernels' threads at n (n >= 1); 0 returns to OpenMP's setting."""
+    n = int(n)
+    if n < 0:
+        raise ValueError(f"set_num_threads: n must be >= 1 (or 0 to follow OpenMP), got {n}")
+    if _core is not None:
+        _core.set_num_threads(n)
+
+
+def config() -> dict:
+    """What gradfuse runs with: version, ISA paths, threads, OpenMP, compiler, Eigen, GEMM, backend."""
+    cfg = {
+        "version": __version__,
+        "backend": get_backend(),
+        "extension": "loaded" if _core is not None else f"unavailable ({IMPORT_ERROR})",
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+    }
+    if _core is None:
+        cfg.update(isa=None, isas=[], cpu_isas=[], threads=1, openmp=None, compiler=None, eigen=None, gemm=None)
+        return cfg
+    info = _core._build_info()
+    cfg.update(
+        isa=_core._get_isa(),
+        isas=list(info["isas"]),
+        cpu_isas=list(info["cpu_isas"]),
+        threads=_core.get_num_threads(),
+        openmp=info["openmp"],
+        compiler=info["compiler"],
+        eigen=info["eigen"],
+        gemm=info["gemm"],
+        gradfuse_cpu=os.environ.get("GRADFUSE_CPU") or None,
+        omp_num_threads=os.environ.get("OMP_NUM_THREADS") or None,
+    )
+    return cfg
+
+
+def show_config() -> None:
+    """Print config(), one key per line."""
+    cfg = config()
+    width = max(map(len, cfg))
+    for key, value in cfg.items():
+        if isinstance(value, list):
+            value = ", ".join(value) or "-"
+        print(f"{key:<{width}}  {value}")

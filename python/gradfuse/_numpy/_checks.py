@@ -1,0 +1,141 @@
+"""Argument checks of the NumPy twins: the same checks, exceptions and messages as the C++
+bindings (cpp/bindings/arrays.cpp), so both backends refuse the same inputs the same way.
+"""
+from __future__ import annotations
+
+import bisect
+import math
+
+import numpy as np
+
+
+def _item(name: str, i: int, is_list: bool) -> str:
+    return f"{name}[{i}]" if is_list else name
+
+
+def _shape(a: np.ndarray) -> str:
+    return "(" + ", ".join(map(str, a.shape)) + (",)" if a.ndim == 1 else ")")
+
+
+def tensor_lists(fn: str, *args):
+    """Check the tensor-list arguments of a multi-tensor kernel and return them as lists.
+
+    Each arg is (name, obj, written) or (name, obj, written, required). args[0] is the parameter
+    list; every other list has its length, and its i-th array the dtype and shape of params[i].
+    Absent optional arguments come back as None.
+    """
+    lists, flags = [], []
+    for spec in args:
+        name, obj, written = spec[:3]
+        required = spec[3] if len(spec) > 3 else True
+        if obj is None:
+            if required:
+                raise TypeError(f"{fn}: {name} is required (got None)")
+            lists.append(None)
+            flags.append(False)
+            continue
+        if isinstance(obj, np.ndarray):
+            items, is_list = [obj], False
+        elif isinstance(obj, (list, tuple)):
+            items, is_list = list(obj), True
+        else:
+            raise TypeError(f"{fn}: {name} must be a numpy.ndarray or a list of them, got {type(obj).__name__}")
+        if lists and len(items) != len(lists[0]):
+            raise ValueError(f"{fn}: {name} has {len(items)} arrays but {args[0][0]} has {len(lists[0])}")
+        lists.append(items)
+        flags.append(is_list)
+
+    dtype = None
+    written_ranges, read_ranges = [], []
+    for a, spec in enumerate(args):
+        items = lists[a]
+        if items is None:
+            continue
+        name, _, written = spec[:3]
+        for i, arr in enumerate(items):
+            what = _item(name, i, flags[a])
+            if not isinstance(arr, np.ndarray):
+                raise TypeError(f"{fn}: {what} must be a numpy.ndarray, got {type(arr).__name__}")
+            dt = arr.dtype
+            if dt.kind != "f" or dt.itemsize not in (4, 8):
+                raise TypeError(f"{fn}: {what} has dtype {dt}; expected float32 or float64")
+            if dt.byteorder == ">":
+                raise TypeError(f"{fn}: {what} is big-endian; expected native float32 or float64")
+            name_of = "float32" if dt.itemsize == 4 else "float64"
+            if dtype is None:
+                dtype = name_of
+            elif name_of != dtype:
+                raise TypeError(f"{fn}: {what} has dtype {name_of} but {_item(args[0][0], 0, flags[0])} is "
+                                f"{dtype} (one call takes one dtype)")
+            if not arr.flags.c_contiguous:
+                raise ValueError(f"{fn}: {what} is not C-contiguous (no silent copies: pass "
+                                 "np.ascontiguousarray(...) and use the result)")
+            if not arr.flags.aligned:
+                raise ValueError(f"{fn}: {what} is not aligned to its dtype")
+            if written and not arr.flags.writeable:
+                raise ValueError(f"{fn}: {what} is read-only (it is updated in place)")
+            if a > 0:
+                ref = lists[0][i]
+                if arr.shape != ref.shape:
+                    raise ValueError(f"{fn}: {what} has shape {_shape(arr)} but "
+                                     f"{_item(args[0][0], i, flags[0])} has shape {_shape(ref)}")
+            if arr.size:
+                start = arr.__array_interface__["data"][0]
+                (written_ranges if written else read_ranges).append((start, start + arr.nbytes, what))
+
+    written_ranges.sort(key=lambda r: r[0])
+    for prev, cur in zip(written_ranges, written_ranges[1:]):
+        if cur[0] < prev[1]:
+            raise ValueError(f"{fn}: {prev[2]} and {cur[2]} share memory (an array that is updated in place "
+                             "must not overlap any other argument)")
+    starts = [r[0] for r in written_ranges]
+    for begin, end, what in read_ranges:
+        k = bisect.bisect_left(starts, end)
+        if k > 0 and written_ranges[k - 1][1] > begin:
+            raise ValueError(f"{fn}: {what} shares memory with {written_ranges[k - 1][2]} (an array that is "
+                             "updated in place must not overlap any other argument)")
+    return lists
+
+
+def _fmt(x: float) -> str:
+    return repr(float(x))
+
+
+def nonneg(fn: str, name: str, x: float) -> None:
+    if not (math.isfinite(x) and x >= 0):
+        raise ValueError(f"{fn}: {name} must be a finite number >= 0, got {_fmt(x)}")
+
+
+def finite(fn: str, name: str, x: float) -> None:
+    if not math.isfinite(x):
+        raise ValueError(f"{fn}: {name} must be a finite number, got {_fmt(x)}")
+
+
+def unit(fn: str, name: str, x: float) -> None:
+    if not (0 <= x < 1):
+        raise ValueError(f"{fn}: {name} must be in [0, 1), got {_fmt(x)}")
+
+
+def closed_unit(fn: str, name: str, x: float) -> None:
+    if not (0 <= x <= 1):
+        raise ValueError(f"{fn}: {name} must be in [0, 1], got {_fmt(x)}")
+
+
+def step(fn: str, s) -> None:
+    if not isinstance(s, (int, np.integer)) or isinstance(s, bool):
+        raise TypeError(f"{fn}: step must be an int, got {type(s).__name__}")
+    if s < 1:
+        raise ValueError(f"{fn}: step must be >= 1 (the 1-based step being taken), got {s}")
+
+
+def grad_scale(fn: str, scale):
+    """None, or a finite number > 0."""
+    if scale is None:
+        return None
+    try:
+        s = float(scale)
+    except (TypeError, ValueError):
+        raise TypeError(f"{fn}: grad_scale must be a number or None, got {type(scale).__name__}") from None
+    if not (math.isfinite(s) and s > 0):
+        raise ValueError(f"{fn}: grad_scale must be a finite number > 0, got {_fmt(s)}")
+    return s
