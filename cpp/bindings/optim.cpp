@@ -278,6 +278,18 @@ void bind_optim(py::module_& m) {
       "Lion step (Chen et al. 2023, 'Symbolic Discovery of Optimization Algorithms'), decoupled weight decay.");
 
   m.def(
+      "_touch",
+      [](py::handle params, py::handle grads, py::handle s0, py::handle s1, py::handle s2) {
+        return run_step(Algo::touch, "_touch", OptimArgs{},
+                        {{"params", params, true}, {"grads", grads, false}, {"s0", s0, true, false},
+                         {"s1", s1, true, false}, {"s2", s2, true, false}},
+                        false);
+      },
+      "params"_a, "grads"_a, "s0"_a = py::none(), "s1"_a = py::none(), "s2"_a = py::none(),
+      "Benchmark ceiling: the memory traffic of an optimizer step with these arrays (p += 0*g, s += 0*g), "
+      "no math. Not a training kernel.");
+
+  m.def(
       "_check_tensor_lists",
       [](const std::string& fn, py::list specs) {
         std::vector<std::string> names;

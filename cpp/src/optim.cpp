@@ -1,6 +1,9 @@
 // optim.cpp: bodies of the fused optimizer steps. The contract (formulas, state, bytes per
 // parameter, threading) is in gradfuse/optim.hpp. Compiled once per ISA into gf::<isa>.
 //
+// Divisions by a per-step scalar (bias corrections) are multiplications by its reciprocal: on
+// cache-resident data the vector divider, not memory, is Adam's limit (measured ~10% faster).
+//
 // Each algorithm is a small struct: its constructor turns the step's scalar arguments into
 // broadcast coefficients (in double, then rounded to T, as torch rounds Python scalars), and its
 // operator() updates one vector of elements: p and the states in place, g read. Operation order
@@ -81,12 +84,12 @@ struct Adam {
   GradPrologue<T> prep;
   WeightDecay<T> decay;
   bool amsgrad;
-  V one_minus_beta1, beta2, one_minus_beta2, neg_step_size, bc2_sqrt, eps;
+  V one_minus_beta1, beta2, one_minus_beta2, neg_step_size, inv_bc2_sqrt, eps;
   explicit Adam(const OptimArgs& a)
       : prep(a), decay(a, a.decoupled_weight_decay), amsgrad(a.amsgrad),
         one_minus_beta1(bc<T>(1.0 - a.beta1)), beta2(bc<T>(a.beta2)), one_minus_beta2(bc<T>(1.0 - a.beta2)),
         neg_step_size(bc<T>(-(a.lr / (1.0 - std::pow(a.beta1, double(a.step)))))),
-        bc2_sqrt(bc<T>(std::sqrt(1.0 - std::pow(a.beta2, double(a.step))))), eps(bc<T>(a.eps)) {}
+        inv_bc2_sqrt(bc<T>(1.0 / std::sqrt(1.0 - std::pow(a.beta2, double(a.step))))), eps(bc<T>(a.eps)) {}
   GF_INLINE void operator()(V& p, V g, V* s) const {
     g = prep(g);
     decay(p, g);
@@ -96,7 +99,7 @@ struct Adam {
     v = v * beta2 + one_minus_beta2 * g * g;
     V second = v;
     if (amsgrad) second = s[2] = maximum(s[2], v);
-    p = p + neg_step_size * m / (sqrt(second) / bc2_sqrt + eps);
+    p = p + neg_step_size * m / (sqrt(second) * inv_bc2_sqrt + eps);
   }
 };
 
@@ -198,14 +201,14 @@ struct NAdam {
   using V = Vec<T>;
   GradPrologue<T> prep;
   WeightDecay<T> decay;
-  V one_minus_beta1, beta2, one_minus_beta2, bc2, eps, c_grad, c_avg;
+  V one_minus_beta1, beta2, one_minus_beta2, inv_bc2, eps, c_grad, c_avg;
   static double mu_at(const OptimArgs& a, double step) {
     return a.beta1 * (1.0 - 0.5 * std::pow(0.96, step * a.momentum_decay));
   }
   explicit NAdam(const OptimArgs& a)
       : prep(a), decay(a, a.decoupled_weight_decay), one_minus_beta1(bc<T>(1.0 - a.beta1)),
         beta2(bc<T>(a.beta2)), one_minus_beta2(bc<T>(1.0 - a.beta2)),
-        bc2(bc<T>(1.0 - std::pow(a.beta2, double(a.step)))), eps(bc<T>(a.eps)),
+        inv_bc2(bc<T>(1.0 / (1.0 - std::pow(a.beta2, double(a.step))))), eps(bc<T>(a.eps)),
         c_grad(bc<T>(-a.lr * (1.0 - mu_at(a, double(a.step))) / (1.0 - a.mu_product))),
         c_avg(bc<T>(-a.lr * mu_at(a, double(a.step + 1)) / (1.0 - a.mu_product * mu_at(a, double(a.step + 1))))) {}
   GF_INLINE void operator()(V& p, V g, V* s) const {
@@ -215,7 +218,7 @@ struct NAdam {
     V& v = s[1];
     m = m + one_minus_beta1 * (g - m);
     v = v * beta2 + one_minus_beta2 * g * g;
-    V denom = sqrt(v / bc2) + eps;
+    V denom = sqrt(v * inv_bc2) + eps;
     p = p + c_grad * g / denom;
     p = p + c_avg * m / denom;
   }
@@ -227,7 +230,7 @@ struct RAdam {
   GradPrologue<T> prep;
   WeightDecay<T> decay;
   bool rectify;
-  V one_minus_beta1, beta2, one_minus_beta2, bc1, lr, bc2_sqrt, eps, rect;
+  V one_minus_beta1, beta2, one_minus_beta2, inv_bc1, lr, bc2_sqrt, eps, rect;
   static double rho_t(const OptimArgs& a) {
     const double rho_inf = 2.0 / (1.0 - a.beta2) - 1.0, step = double(a.step);
     return rho_inf - 2.0 * step * std::pow(a.beta2, step) / (1.0 - std::pow(a.beta2, step));
@@ -239,7 +242,7 @@ struct RAdam {
   explicit RAdam(const OptimArgs& a)
       : prep(a), decay(a, a.decoupled_weight_decay), rectify(rho_t(a) > 5.0), one_minus_beta1(bc<T>(1.0 - a.beta1)),
         beta2(bc<T>(a.beta2)), one_minus_beta2(bc<T>(1.0 - a.beta2)),
-        bc1(bc<T>(1.0 - std::pow(a.beta1, double(a.step)))), lr(bc<T>(a.lr)),
+        inv_bc1(bc<T>(1.0 / (1.0 - std::pow(a.beta1, double(a.step))))), lr(bc<T>(a.lr)),
         bc2_sqrt(bc<T>(std::sqrt(1.0 - std::pow(a.beta2, double(a.step))))), eps(bc<T>(a.eps)),
         rect(bc<T>(rectify ? rectification(a) : 0.0)) {}
   GF_INLINE void operator()(V& p, V g, V* s) const {
@@ -249,7 +252,7 @@ struct RAdam {
     V& v = s[1];
     m = m + one_minus_beta1 * (g - m);
     v = v * beta2 + one_minus_beta2 * g * g;
-    V update = m / bc1 * lr;
+    V update = m * inv_bc1 * lr;
     if (rectify) update = update * (bc2_sqrt / (sqrt(v) + eps)) * rect;
     p = p - update;
   }
@@ -292,6 +295,18 @@ struct Lion {
     decay(p, g);
     p = p - lr * sign(m * beta1 + one_minus_beta1 * g);
     m = m * beta2 + one_minus_beta2 * g;
+  }
+};
+
+// Reads and writes what a step with the same arrays would, with no math to speak of.
+template <class T>
+struct Touch {
+  using V = Vec<T>;
+  explicit Touch(const OptimArgs&) {}
+  GF_INLINE void operator()(V& p, V g, V* s) const {
+    const V zero = V::broadcast(T(0)), dg = g * zero;
+    p = p + dg;
+    for (int k = 0; k < kMaxStates; ++k) s[k] = s[k] + dg;
   }
 };
 
@@ -379,6 +394,7 @@ bool optim_step(Algo algo, const OptimArgs& args, const TensorList<T>& list, boo
     case Algo::radam: run(RAdam<T>(args), list, threads); break;
     case Algo::rprop: run(Rprop<T>(args), list, threads); break;
     case Algo::lion: run(Lion<T>(args), list, threads); break;
+    case Algo::touch: run(Touch<T>(args), list, threads); break;
   }
   return true;
 }

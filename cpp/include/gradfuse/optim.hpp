@@ -20,7 +20,7 @@
 // adam      exp_avg, exp_avg_sq, max_exp_avg_sq    decoupled: p *= 1-lr wd, else g += wd p;     28 / 36
 //                                                  m += (1-b1)(g-m); v = b2 v + (1-b2) g g;
 //                                                  vmax = max(vmax, v) (amsgrad);
-//                                                  p -= lr/bc1 * m / (sqrt(v or vmax)/sqrt(bc2) + eps)
+//                                                  p -= lr/bc1 * m / (sqrt(v or vmax) (1/sqrt(bc2)) + eps)
 // adagrad   sum                                    g += wd p; s += g g; p -= clr g / (sqrt(s)+eps)  20
 // rmsprop   square_avg, grad_avg, momentum_buffer  g += wd p; a = alpha a + (1-alpha) g g;   20/28/36
 //                                                  centered: ga += (1-alpha)(g-ga), a' = a - ga^2;
@@ -31,11 +31,11 @@
 //                                                  u = rho u + (1-rho) d d; p -= lr d
 // adamax    exp_avg, exp_inf                       g += wd p; m += (1-b1)(g-m);                    28
 //                                                  u = max(b2 u, |g|+eps); p -= lr/bc1 m/u
-// nadam     exp_avg, exp_avg_sq                    (decoupled) wd; m, v as adam; d = sqrt(v/bc2)+eps 28
+// nadam     exp_avg, exp_avg_sq                    (decoupled) wd; m, v as adam; d = sqrt(v (1/bc2))+eps 28
 //                                                  p += c1 g/d; p += c2 m/d  (mu, mu_product)
 // radam     exp_avg, exp_avg_sq                    (decoupled) wd; m, v as adam; rho_t > 5:        28
-//                                                  p -= m/bc1 lr sqrt(bc2)/(sqrt(v)+eps) rect
-//                                                  else p -= m/bc1 lr
+//                                                  p -= m (1/bc1) lr sqrt(bc2)/(sqrt(v)+eps) rect
+//                                                  else p -= m (1/bc1) lr
 // rprop     prev, step_size                        s = g prev; f = eta+ (s>0), eta- (s<0), 1;      28
 //                                                  step = clamp(step f); g = 0 where s<0;
 //                                                  p -= sign(g) step; prev = g
@@ -51,7 +51,8 @@
 
 namespace gf {
 
-enum class Algo : int32_t { sgd, adam, adagrad, rmsprop, adadelta, adamax, nadam, radam, rprop, lion };
+// touch: p += 0 g, s += 0 g. The memory traffic of a step with no math: the benchmark's ceiling.
+enum class Algo : int32_t { sgd, adam, adagrad, rmsprop, adadelta, adamax, nadam, radam, rprop, lion, touch };
 
 // The scalar arguments of one step. Each algorithm reads the fields its formula uses.
 struct OptimArgs {

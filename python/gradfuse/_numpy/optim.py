@@ -3,8 +3,9 @@
 Same names, signatures, checks and results as gradfuse._core: each function updates params and
 the state arrays in place, reads grads, and returns False only when skip_nonfinite found NaN/Inf
 in the gradients (then nothing is written). The math follows torch.optim (foreach=False); the
-operation order is the C++ kernels' own, and every operation is a correctly rounded IEEE one, so a
-twin gives bitwise the C++ result. Python floats are rounded to the arrays' dtype as they meet
+operation order is the C++ kernels' own (a division by a per-step scalar is a multiplication by its
+reciprocal, as there), and every operation is a correctly rounded IEEE one, so a twin gives bitwise
+the C++ result. Python floats are rounded to the arrays' dtype as they meet
 them (NumPy's promotion rules), as torch and the C++ kernels do.
 """
 from __future__ import annotations
@@ -98,7 +99,7 @@ def adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, step, lr
     if skip_nonfinite and not _finite(gs, scale):
         return False
     step_size = lr / (1.0 - beta1 ** step)
-    bias_correction2_sqrt = math.sqrt(1.0 - beta2 ** step)
+    inv_bias_correction2_sqrt = 1.0 / math.sqrt(1.0 - beta2 ** step)
     for i, (p, g, m, v) in enumerate(zip(ps, gs, ms, vs)):
         g = _grad(g, scale, maximize)
         g = _weight_decay(p, g, lr, weight_decay, decoupled_weight_decay)
@@ -108,7 +109,7 @@ def adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, step, lr
         if amsgrad:
             np.maximum(vmaxs[i], v, out=vmaxs[i])
             second = vmaxs[i]
-        p += -step_size * m / (np.sqrt(second) / bias_correction2_sqrt + eps)
+        p += -step_size * m / (np.sqrt(second) * inv_bias_correction2_sqrt + eps)
     return True
 
 
@@ -230,7 +231,7 @@ def nadam(params, grads, exp_avgs, exp_avg_sqs, *, step, mu_product, lr=2e-3, be
                                         ("exp_avgs", exp_avgs, True), ("exp_avg_sqs", exp_avg_sqs, True))
     if skip_nonfinite and not _finite(gs, scale):
         return False
-    bias_correction2 = 1.0 - beta2 ** step
+    inv_bias_correction2 = 1.0 / (1.0 - beta2 ** step)
     mu = _nadam_mu(beta1, momentum_decay, step)
     mu_next = _nadam_mu(beta1, momentum_decay, step + 1)
     coef_grad = -lr * (1.0 - mu) / (1.0 - mu_product)
@@ -240,7 +241,7 @@ def nadam(params, grads, exp_avgs, exp_avg_sqs, *, step, mu_product, lr=2e-3, be
         g = _weight_decay(p, g, lr, weight_decay, decoupled_weight_decay)
         m += (1.0 - beta1) * (g - m)
         v[...] = v * beta2 + (1.0 - beta2) * g * g
-        denom = np.sqrt(v / bias_correction2) + eps
+        denom = np.sqrt(v * inv_bias_correction2) + eps
         p += coef_grad * g / denom
         p += coef_avg * m / denom
     return True
@@ -261,7 +262,7 @@ def radam(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, beta1=0.9, bet
                                         ("exp_avgs", exp_avgs, True), ("exp_avg_sqs", exp_avg_sqs, True))
     if skip_nonfinite and not _finite(gs, scale):
         return False
-    bias_correction1 = 1.0 - beta1 ** step
+    inv_bias_correction1 = 1.0 / (1.0 - beta1 ** step)
     bias_correction2_sqrt = math.sqrt(1.0 - beta2 ** step)
     rho_inf, rho_t = _radam_rho_t(beta2, step)
     rectify = rho_t > 5.0
@@ -272,7 +273,7 @@ def radam(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, beta1=0.9, bet
         g = _weight_decay(p, g, lr, weight_decay, decoupled_weight_decay)
         m += (1.0 - beta1) * (g - m)
         v[...] = v * beta2 + (1.0 - beta2) * g * g
-        update = m / bias_correction1 * lr
+        update = m * inv_bias_correction1 * lr
         if rectify:
             update = update * (bias_correction2_sqrt / (np.sqrt(v) + eps)) * rect
         p -= update
