@@ -101,7 +101,7 @@ TensorLists::TensorLists(const std::string& fn, std::vector<TensorArg> args) {
         have_dtype = true;
       } else if (t != dtype_) {
         raise_type(fn + ": " + item_name(arg, i, is_list[a]) + " has dtype " + dtype_name(t) + " but " +
-                   item_name(args[0], 0, is_list[0]) + " is " + dtype_name(dtype_) +
+                   item_name(args[0], a == 0 ? 0 : i, is_list[0]) + " is " + dtype_name(dtype_) +
                    " (one call takes one dtype)");
       }
       const int flags = arr->flags;

@@ -65,7 +65,7 @@ def tensor_lists(fn: str, *args):
             if dtype is None:
                 dtype = name_of
             elif name_of != dtype:
-                raise TypeError(f"{fn}: {what} has dtype {name_of} but {_item(args[0][0], 0, flags[0])} is "
+                raise TypeError(f"{fn}: {what} has dtype {name_of} but {_item(args[0][0], 0 if a == 0 else i, flags[0])} is "
                                 f"{dtype} (one call takes one dtype)")
             if not arr.flags.c_contiguous:
                 raise ValueError(f"{fn}: {what} is not C-contiguous (no silent copies: pass "

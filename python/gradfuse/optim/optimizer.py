@@ -116,7 +116,9 @@ class Optimizer:
         self._all_slots: list[_Slot] = []
         self._has_parameters = False
         self._single_dtype: list[bool] = []
-        # per group, when its last step was one call over all of it: (scalars, keys, state lists)
+        self._arrays: list[list | None] = []
+        # per group, when its last step was one call over all of it:
+        # (scalars, state keys, the slots' state dicts, the state lists of the kernel call)
         self._fast: list[tuple | None] = []
         self._lock = threading.Lock()
         self.state = _StateMap(self)
@@ -171,6 +173,8 @@ class Optimizer:
         self._all_slots.extend(slots)
         self._has_parameters = self._has_parameters or any(isinstance(p, Parameter) for p in params)
         self._single_dtype.append(len({s.data.dtype for s in slots}) <= 1)
+        # plain arrays never change identity: their list is reused by every step
+        self._arrays.append(None if any(isinstance(p, Parameter) for p in params) else params)
         self._fast.append(None)
         if self._eager_state:
             for slot in slots:
@@ -272,7 +276,7 @@ class Optimizer:
         keys = self._used_keys(group)
         fast = self._fast[gi]
         if fast is not None and slots is self._slots[gi]:
-            states = fast[2]
+            states = fast[3]
         else:
             for slot in slots:  # fresh state: filled in the arena, joins slot.state after the step
                 for key in keys:
@@ -282,7 +286,8 @@ class Optimizer:
         kwargs = self._kernel_kwargs(group, scalars)
         if grad_scale is not None:
             kwargs["grad_scale"] = grad_scale
-        return [[s.data for s in slots], grads, *states], kwargs
+        params = self._arrays[gi] if slots is self._slots[gi] and self._arrays[gi] else [s.data for s in slots]
+        return [params, grads, *states], kwargs
 
     def step(self, grads=None, closure=None, *, grad_scale=None):
         """One fused step over every parameter group.
@@ -328,15 +333,24 @@ class Optimizer:
         group = self.param_groups[gi]
         keys = self._used_keys(group)
         new = self._advance(group, scalars)
-        names = tuple(self._scalar_keys)
-        for slot in slots:
-            state = slot.state
-            if len(state) != len(keys) + len(names):
+        items = tuple(zip(self._scalar_keys, new))
+        fast = self._fast[gi]
+        if fast is not None and slots is self._slots[gi]:  # every state array is already in place
+            dicts = fast[2]
+        else:
+            dicts = [slot.state for slot in slots]
+            for slot in slots:
                 for key in keys:
-                    state.setdefault(key, slot.views[key])
-            state.update(zip(names, new))
-        whole = slots is self._slots[gi] or len(slots) == len(self._slots[gi])
-        self._fast[gi] = (new, keys, args[2:]) if whole and self._single_dtype[gi] else None
+                    slot.state.setdefault(key, slot.views[key])
+        if len(items) == 1:
+            (key, value), = items
+            for state in dicts:
+                state[key] = value
+        elif items:
+            for state in dicts:
+                state.update(items)
+        whole = len(slots) == len(self._slots[gi]) and self._single_dtype[gi]
+        self._fast[gi] = (new, keys, dicts, args[2:]) if whole else None
 
     def _checked(self, gi, fn, *args, **kwargs):
         """Call fn; a TypeError/ValueError is re-raised with the optimizer and group named."""
