@@ -34,6 +34,18 @@ OptimArgs common(const std::string& fn, py::handle grad_scale, bool maximize) {
   return a;
 }
 
+// Adam, Adamax, NAdam, RAdam: the step and the scalars they share.
+void check_adam_family(const std::string& fn, OptimArgs& a, int64_t step, double lr, double beta1, double beta2,
+                       double eps, double weight_decay) {
+  check_step(fn, step);
+  check_nonneg(fn, "lr", lr);
+  check_unit(fn, "beta1", beta1);
+  check_unit(fn, "beta2", beta2);
+  check_nonneg(fn, "eps", eps);
+  check_nonneg(fn, "weight_decay", weight_decay);
+  a.step = step, a.lr = lr, a.beta1 = beta1, a.beta2 = beta2, a.eps = eps, a.weight_decay = weight_decay;
+}
+
 }  // namespace
 
 void bind_optim(py::module_& m) {
@@ -71,13 +83,7 @@ void bind_optim(py::module_& m) {
          bool decoupled_weight_decay, bool maximize, py::handle grad_scale, bool skip_nonfinite) {
         const std::string fn = "adam";
         OptimArgs a = common(fn, grad_scale, maximize);
-        check_step(fn, step);
-        check_nonneg(fn, "lr", lr);
-        check_unit(fn, "beta1", beta1);
-        check_unit(fn, "beta2", beta2);
-        check_nonneg(fn, "eps", eps);
-        check_nonneg(fn, "weight_decay", weight_decay);
-        a.step = step, a.lr = lr, a.beta1 = beta1, a.beta2 = beta2, a.eps = eps, a.weight_decay = weight_decay;
+        check_adam_family(fn, a, step, lr, beta1, beta2, eps, weight_decay);
         a.amsgrad = amsgrad, a.decoupled_weight_decay = decoupled_weight_decay;
         return run_step(Algo::adam, fn, a,
                         {{"params", params, true}, {"grads", grads, false}, {"exp_avgs", exp_avgs, true},
@@ -165,13 +171,7 @@ void bind_optim(py::module_& m) {
          bool skip_nonfinite) {
         const std::string fn = "adamax";
         OptimArgs a = common(fn, grad_scale, maximize);
-        check_step(fn, step);
-        check_nonneg(fn, "lr", lr);
-        check_unit(fn, "beta1", beta1);
-        check_unit(fn, "beta2", beta2);
-        check_nonneg(fn, "eps", eps);
-        check_nonneg(fn, "weight_decay", weight_decay);
-        a.step = step, a.lr = lr, a.beta1 = beta1, a.beta2 = beta2, a.eps = eps, a.weight_decay = weight_decay;
+        check_adam_family(fn, a, step, lr, beta1, beta2, eps, weight_decay);
         return run_step(Algo::adamax, fn, a,
                         {{"params", params, true}, {"grads", grads, false}, {"exp_avgs", exp_avgs, true},
                          {"exp_infs", exp_infs, true}},
@@ -189,16 +189,10 @@ void bind_optim(py::module_& m) {
          bool skip_nonfinite) {
         const std::string fn = "nadam";
         OptimArgs a = common(fn, grad_scale, maximize);
-        check_step(fn, step);
-        check_nonneg(fn, "lr", lr);
-        check_unit(fn, "beta1", beta1);
-        check_unit(fn, "beta2", beta2);
-        check_nonneg(fn, "eps", eps);
-        check_nonneg(fn, "weight_decay", weight_decay);
+        check_adam_family(fn, a, step, lr, beta1, beta2, eps, weight_decay);
         check_nonneg(fn, "momentum_decay", momentum_decay);
         check_unit(fn, "mu_product", mu_product);
-        a.step = step, a.mu_product = mu_product, a.lr = lr, a.beta1 = beta1, a.beta2 = beta2, a.eps = eps;
-        a.weight_decay = weight_decay, a.momentum_decay = momentum_decay;
+        a.mu_product = mu_product, a.momentum_decay = momentum_decay;
         a.decoupled_weight_decay = decoupled_weight_decay;
         return run_step(Algo::nadam, fn, a,
                         {{"params", params, true}, {"grads", grads, false}, {"exp_avgs", exp_avgs, true},
@@ -219,13 +213,7 @@ void bind_optim(py::module_& m) {
          py::handle grad_scale, bool skip_nonfinite) {
         const std::string fn = "radam";
         OptimArgs a = common(fn, grad_scale, maximize);
-        check_step(fn, step);
-        check_nonneg(fn, "lr", lr);
-        check_unit(fn, "beta1", beta1);
-        check_unit(fn, "beta2", beta2);
-        check_nonneg(fn, "eps", eps);
-        check_nonneg(fn, "weight_decay", weight_decay);
-        a.step = step, a.lr = lr, a.beta1 = beta1, a.beta2 = beta2, a.eps = eps, a.weight_decay = weight_decay;
+        check_adam_family(fn, a, step, lr, beta1, beta2, eps, weight_decay);
         a.decoupled_weight_decay = decoupled_weight_decay;
         return run_step(Algo::radam, fn, a,
                         {{"params", params, true}, {"grads", grads, false}, {"exp_avgs", exp_avgs, true},

@@ -56,6 +56,20 @@ struct WeightDecay {
   }
 };
 
+// Adam's moment estimates: m moves towards g by (1-beta1) (torch's lerp), v = beta2 v + (1-beta2) g^2.
+template <class T>
+struct Moments {
+  using V = Vec<T>;
+  V one_minus_beta1, beta2, one_minus_beta2;
+  explicit Moments(const OptimArgs& a)
+      : one_minus_beta1(bc<T>(1.0 - a.beta1)), beta2(bc<T>(a.beta2)), one_minus_beta2(bc<T>(1.0 - a.beta2)) {}
+  GF_INLINE void first(V g, V& m) const { m = m + one_minus_beta1 * (g - m); }
+  GF_INLINE void operator()(V g, V& m, V& v) const {
+    first(g, m);
+    v = v * beta2 + one_minus_beta2 * g * g;
+  }
+};
+
 template <class T>
 struct Sgd {
   using V = Vec<T>;
@@ -83,11 +97,11 @@ struct Adam {
   using V = Vec<T>;
   GradPrologue<T> prep;
   WeightDecay<T> decay;
+  Moments<T> moments;
   bool amsgrad;
-  V one_minus_beta1, beta2, one_minus_beta2, neg_step_size, inv_bc2_sqrt, eps;
+  V neg_step_size, inv_bc2_sqrt, eps;
   explicit Adam(const OptimArgs& a)
-      : prep(a), decay(a, a.decoupled_weight_decay), amsgrad(a.amsgrad),
-        one_minus_beta1(bc<T>(1.0 - a.beta1)), beta2(bc<T>(a.beta2)), one_minus_beta2(bc<T>(1.0 - a.beta2)),
+      : prep(a), decay(a, a.decoupled_weight_decay), moments(a), amsgrad(a.amsgrad),
         neg_step_size(bc<T>(-(a.lr / (1.0 - std::pow(a.beta1, double(a.step)))))),
         inv_bc2_sqrt(bc<T>(1.0 / std::sqrt(1.0 - std::pow(a.beta2, double(a.step))))), eps(bc<T>(a.eps)) {}
   GF_INLINE void operator()(V& p, V g, V* s) const {
@@ -95,8 +109,7 @@ struct Adam {
     decay(p, g);
     V& m = s[0];
     V& v = s[1];
-    m = m + one_minus_beta1 * (g - m);
-    v = v * beta2 + one_minus_beta2 * g * g;
+    moments(g, m, v);
     V second = v;
     if (amsgrad) second = s[2] = maximum(s[2], v);
     p = p + neg_step_size * m / (sqrt(second) * inv_bc2_sqrt + eps);
@@ -181,16 +194,16 @@ struct Adamax {
   using V = Vec<T>;
   GradPrologue<T> prep;
   WeightDecay<T> decay;
-  V one_minus_beta1, beta2, eps, neg_clr;
+  Moments<T> moments;
+  V beta2, eps, neg_clr;
   explicit Adamax(const OptimArgs& a)
-      : prep(a), decay(a, false), one_minus_beta1(bc<T>(1.0 - a.beta1)), beta2(bc<T>(a.beta2)),
-        eps(bc<T>(a.eps)), neg_clr(bc<T>(-(a.lr / (1.0 - std::pow(a.beta1, double(a.step)))))) {}
+      : prep(a), decay(a, false), moments(a), beta2(bc<T>(a.beta2)), eps(bc<T>(a.eps)), neg_clr(bc<T>(-(a.lr / (1.0 - std::pow(a.beta1, double(a.step)))))) {}
   GF_INLINE void operator()(V& p, V g, V* s) const {
     g = prep(g);
     decay(p, g);
     V& m = s[0];
     V& exp_inf = s[1];
-    m = m + one_minus_beta1 * (g - m);
+    moments.first(g, m);
     exp_inf = maximum(exp_inf * beta2, abs(g) + eps);
     p = p + neg_clr * m / exp_inf;
   }
@@ -201,13 +214,13 @@ struct NAdam {
   using V = Vec<T>;
   GradPrologue<T> prep;
   WeightDecay<T> decay;
-  V one_minus_beta1, beta2, one_minus_beta2, inv_bc2, eps, c_grad, c_avg;
+  Moments<T> moments;
+  V inv_bc2, eps, c_grad, c_avg;
   static double mu_at(const OptimArgs& a, double step) {
     return a.beta1 * (1.0 - 0.5 * std::pow(0.96, step * a.momentum_decay));
   }
   explicit NAdam(const OptimArgs& a)
-      : prep(a), decay(a, a.decoupled_weight_decay), one_minus_beta1(bc<T>(1.0 - a.beta1)),
-        beta2(bc<T>(a.beta2)), one_minus_beta2(bc<T>(1.0 - a.beta2)),
+      : prep(a), decay(a, a.decoupled_weight_decay), moments(a),
         inv_bc2(bc<T>(1.0 / (1.0 - std::pow(a.beta2, double(a.step))))), eps(bc<T>(a.eps)),
         c_grad(bc<T>(-a.lr * (1.0 - mu_at(a, double(a.step))) / (1.0 - a.mu_product))),
         c_avg(bc<T>(-a.lr * mu_at(a, double(a.step + 1)) / (1.0 - a.mu_product * mu_at(a, double(a.step + 1))))) {}
@@ -216,8 +229,7 @@ struct NAdam {
     decay(p, g);
     V& m = s[0];
     V& v = s[1];
-    m = m + one_minus_beta1 * (g - m);
-    v = v * beta2 + one_minus_beta2 * g * g;
+    moments(g, m, v);
     V denom = sqrt(v * inv_bc2) + eps;
     p = p + c_grad * g / denom;
     p = p + c_avg * m / denom;
@@ -229,8 +241,9 @@ struct RAdam {
   using V = Vec<T>;
   GradPrologue<T> prep;
   WeightDecay<T> decay;
+  Moments<T> moments;
   bool rectify;
-  V one_minus_beta1, beta2, one_minus_beta2, inv_bc1, lr, bc2_sqrt, eps, rect;
+  V inv_bc1, lr, bc2_sqrt, eps, rect;
   static double rho_t(const OptimArgs& a) {
     const double rho_inf = 2.0 / (1.0 - a.beta2) - 1.0, step = double(a.step);
     return rho_inf - 2.0 * step * std::pow(a.beta2, step) / (1.0 - std::pow(a.beta2, step));
@@ -240,8 +253,7 @@ struct RAdam {
     return std::sqrt((rt - 4.0) * (rt - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rt));
   }
   explicit RAdam(const OptimArgs& a)
-      : prep(a), decay(a, a.decoupled_weight_decay), rectify(rho_t(a) > 5.0), one_minus_beta1(bc<T>(1.0 - a.beta1)),
-        beta2(bc<T>(a.beta2)), one_minus_beta2(bc<T>(1.0 - a.beta2)),
+      : prep(a), decay(a, a.decoupled_weight_decay), moments(a), rectify(rho_t(a) > 5.0),
         inv_bc1(bc<T>(1.0 / (1.0 - std::pow(a.beta1, double(a.step))))), lr(bc<T>(a.lr)),
         bc2_sqrt(bc<T>(std::sqrt(1.0 - std::pow(a.beta2, double(a.step))))), eps(bc<T>(a.eps)),
         rect(bc<T>(rectify ? rectification(a) : 0.0)) {}
@@ -250,8 +262,7 @@ struct RAdam {
     decay(p, g);
     V& m = s[0];
     V& v = s[1];
-    m = m + one_minus_beta1 * (g - m);
-    v = v * beta2 + one_minus_beta2 * g * g;
+    moments(g, m, v);
     V update = m * inv_bc1 * lr;
     if (rectify) update = update * (bc2_sqrt / (sqrt(v) + eps)) * rect;
     p = p - update;
