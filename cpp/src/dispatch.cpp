@@ -81,9 +81,6 @@ int num_threads() {
   return (mine > 0 && mine < omp) ? mine : omp;
 }
 
-void set_num_threads(int n) {
-  g_threads.store(n > 0 ? n : 0, std::memory_order_relaxed);
-  if (n > 0) omp_set_num_threads(n);
-}
+void set_num_threads(int n) { g_threads.store(n > 0 ? n : 0, std::memory_order_relaxed); }
 
 }  // namespace gf

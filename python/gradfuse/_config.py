@@ -23,7 +23,10 @@ def get_num_threads() -> int:
 
 
 def set_num_threads(n: int) -> None:
-    """Cap the kernels' threads at n (n >= 1); 0 returns to OpenMP's setting."""
+    """Cap the kernels' threads at n (n >= 1); 0 returns to OpenMP's setting.
+
+    OpenMP's own limit (OMP_NUM_THREADS, else the number of cores; threadpoolctl changes it at run
+    time) still applies: the kernels use min(n, that limit)."""
     n = int(n)
     if n < 0:
         raise ValueError(f"set_num_threads: n must be >= 1 (or 0 to follow OpenMP), got {n}")

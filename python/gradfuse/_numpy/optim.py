@@ -32,7 +32,8 @@ def _grad(g: np.ndarray, scale: float | None, maximize: bool) -> np.ndarray:
 
 
 def _finite(grads, scale) -> bool:
-    return all(np.isfinite(g if scale is None else g / scale).all() for g in grads)
+    with np.errstate(over="ignore"):  # g / scale may overflow: that is the Inf we look for
+        return all(np.isfinite(g if scale is None else g / scale).all() for g in grads)
 
 
 def sgd(params, grads, momentum_buffers=None, *, step=1, lr=1e-3, momentum=0.0, dampening=0.0,

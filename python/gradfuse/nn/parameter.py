@@ -25,12 +25,9 @@ class Parameter:
 
     def __init__(self, data, name: str | None = None, trainable: bool = True):
         arr = data if isinstance(data, np.ndarray) else np.asarray(data)
-        if arr.dtype not in _FLOATS:
-            arr = arr.astype(np.float64 if arr.dtype == np.float64 else np.float32)
-        if not arr.flags.c_contiguous or not arr.flags.writeable or not arr.dtype.isnative:
-            arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("="))
-            if not arr.flags.writeable:
-                arr = arr.copy()
+        dtype = np.dtype(np.float64 if arr.dtype.kind == "f" and arr.dtype.itemsize == 8 else np.float32)
+        if arr.dtype != dtype or not arr.flags.c_contiguous or not arr.flags.writeable:
+            arr = np.array(arr, dtype=dtype, order="C", copy=True)
         self.data: np.ndarray = arr
         self.grad: np.ndarray | None = None
         self.name = name

@@ -304,29 +304,38 @@ class Optimizer:
 
     def _step(self, grads: list, grad_scale) -> bool:
         calls = self._plan(grads)
-        for gi in {c[0] for c in calls}:  # hyperparameters may have been edited since the last step
+        for gi in {call[0] for call in calls}:  # hyperparameters may have been edited since the last step
             self._validate(self.param_groups[gi])
         prepared = [(gi, slots, scalars, *self._call_args(gi, slots, g, scalars, grad_scale))
                     for gi, slots, g, scalars in calls]
-        if len(prepared) > 1:  # all or nothing: check every call before the first one writes
-            for gi, _, _, args, _ in prepared:
-                self._checked(gi, _check_arrays, self._kernel, args)
+        kernel = getattr(ops, self._kernel)
+        if len(prepared) == 1:  # the kernel checks everything, then skips or steps
+            gi, slots, scalars, args, kwargs = prepared[0]
+            applied = self._checked(gi, kernel, *args, skip_nonfinite=self.skip_nonfinite, **kwargs)
+            if applied:
+                self._commit(gi, slots, scalars, args)
+            return self._applied(applied)
+        # Several calls: all or nothing. Every call's scalars (the kernel on empty lists checks them
+        # and writes nothing) and arrays are checked before the first one writes.
+        for gi, _, _, args, kwargs in prepared:
+            self._checked(gi, kernel, *[None if a is None else [] for a in args], **kwargs)
+            self._checked(gi, _check_arrays, self._kernel, args)
         if self.skip_nonfinite:
             by_dtype: dict = {}
             for _, _, _, args, _ in prepared:
                 for g in args[1]:
-                    by_dtype.setdefault(getattr(g, "dtype", None), []).append(g)
-            finite = all(self._checked(None, ops.all_finite, arrays, grad_scale=grad_scale)
-                         for arrays in by_dtype.values())
-            self.last_step_skipped = not finite
-            if not finite:
-                self.skipped_steps += 1
-                return False
-        kernel = getattr(ops, self._kernel)
+                    by_dtype.setdefault(g.dtype, []).append(g)
+            if not all(ops.all_finite(arrays, grad_scale=grad_scale) for arrays in by_dtype.values()):
+                return self._applied(False)
         for gi, slots, scalars, args, kwargs in prepared:
-            self._checked(gi, kernel, *args, **kwargs)
+            kernel(*args, **kwargs)
             self._commit(gi, slots, scalars, args)
-        return True
+        return self._applied(True)
+
+    def _applied(self, applied: bool) -> bool:
+        self.last_step_skipped = not applied
+        self.skipped_steps += not applied
+        return applied
 
     def _commit(self, gi: int, slots: list, scalars: tuple, args: list) -> None:
         """After a successful kernel call: fresh state joins slot.state, scalars advance."""
