@@ -1,0 +1,25 @@
+"""gradfuse's benchmark suites, run from the command line:
+
+    python -m gradfuse bench optim [--quick | --full] [--repeats N] [--out DIR] [--threads N] [--no-torch]
+
+Each suite is a module with HELP (one line), add_arguments(parser) and main(args) -> exit code;
+SUITES names them, so `python -m gradfuse bench <name>` finds them. The shared timing rules (one
+process, interleaved, medians; never asserted in tests) live in _harness.py.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+
+# name -> module (imported when the command line is built; the suites import torch only when run)
+SUITES = {
+    "optim": "gradfuse.bench.optim",
+}
+
+
+def add_subcommands(parser: argparse.ArgumentParser) -> None:
+    """Add one sub-command per suite to the `bench` parser."""
+    sub = parser.add_subparsers(dest="suite", metavar="SUITE", required=True)
+    for name, module_name in SUITES.items():
+        module = importlib.import_module(module_name)
+        module.add_arguments(sub.add_parser(name, help=module.HELP))

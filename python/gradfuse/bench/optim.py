@@ -1,0 +1,519 @@
+"""bench optim: fused optimizer steps against their NumPy twins, torch.optim, and the memory limit.
+
+    python -m gradfuse bench optim [--quick | --full] [--repeats N] [--out DIR] [--threads N] [--no-torch]
+
+For every workload (parameter layout) and algorithm (Adam, AdamW, SGD momentum 0.9, Adagrad,
+RMSprop), one group of implementations is timed interleaved in this process:
+
+  gradfuse        gf.optim.<Name> over the arrays, C++ backend (one fused multi-tensor call)
+  numpy           the same class under gf.use_backend("numpy"): the NumPy twins
+  torch-fused     torch.optim.<Name>(fused=True)     } when torch is importable; a variant torch
+  torch-foreach   torch.optim.<Name>(foreach=True)   } cannot build (RMSprop has no fused kernel)
+  torch-forloop   torch.optim.<Name>(foreach=False)  } is a skipped cell
+  touch           gradfuse._core._touch over the gradfuse optimizer's own arrays: exactly the
+                  memory traffic of the step (read p, g, state; write p, state) with no math.
+                  This is the ceiling: each cell's GB/s is reported as a fraction of it.
+
+All implementations step the same parameter and gradient arrays (torch through torch.from_numpy,
+zero copy) and keep their own state. Learning rates are 1e-6 so values stay finite over many
+steps. Bytes per parameter (float32; float64 doubles them) follow cpp/include/gradfuse/optim.hpp:
+Adam/AdamW 28, SGD momentum 20, Adagrad 20, RMSprop 20. GB/s = bytes * params / median time.
+
+A second, small section measures the fixed cost of one step: 256 tensors of 16 elements, where
+time is all per-call and per-tensor overhead (Python in opt.step, the binding, OpenMP fork/join).
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import _harness as H
+
+LR = 1e-6
+
+IMPLS = ("gradfuse", "numpy", "torch-fused", "torch-foreach", "torch-forloop", "touch")
+TORCH_VARIANTS = {"torch-fused": {"fused": True}, "torch-foreach": {"foreach": True},
+                  "torch-forloop": {"foreach": False}}
+PEERS = ("numpy", "torch-fused", "torch-foreach", "torch-forloop")
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    name: str               # gf.optim / torch.optim class name
+    kwargs: dict            # constructor arguments, the same for gradfuse and torch
+    states: tuple           # state tensors the step reads and writes (torch's names, kernel order)
+    bytes_fp32: int         # optim.hpp's bytes per float32 parameter
+    kernel: str             # gradfuse._core kernel, for the overhead section's direct call
+    kernel_kwargs: dict     # its scalar arguments in steady state (after the first step)
+
+
+ALGORITHMS = {
+    a.name: a for a in (
+        Algorithm("Adam", {"lr": LR}, ("exp_avg", "exp_avg_sq"), 28, "adam", {"step": 10, "lr": LR}),
+        Algorithm("AdamW", {"lr": LR, "weight_decay": 1e-2}, ("exp_avg", "exp_avg_sq"), 28, "adam",
+                  {"step": 10, "lr": LR, "weight_decay": 1e-2, "decoupled_weight_decay": True}),
+        Algorithm("SGD", {"lr": LR, "momentum": 0.9}, ("momentum_buffer",), 20, "sgd",
+                  {"step": 2, "lr": LR, "momentum": 0.9}),
+        Algorithm("Adagrad", {"lr": LR}, ("sum",), 20, "adagrad", {"step": 10, "lr": LR}),
+        Algorithm("RMSprop", {"lr": LR}, ("square_avg",), 20, "rmsprop", {"lr": LR}),
+    )
+}
+
+
+def bytes_per_param(algo: Algorithm, dtype) -> int:
+    """Read p, g and every state once, write p and every state once."""
+    itemsize = np.dtype(dtype).itemsize
+    n = itemsize * (3 + 2 * len(algo.states))
+    assert itemsize != 4 or n == algo.bytes_fp32, (algo.name, n)
+    return n
+
+
+# ---- workloads ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Workload:
+    id: str
+    kind: str                    # "single" (one tensor), "list" (separate arrays), "arena" (ParameterArena)
+    shapes: tuple
+    dtype: str = "float32"
+
+    @property
+    def params(self) -> int:
+        return sum(math.prod(s) for s in self.shapes)
+
+    @property
+    def label(self) -> str:
+        return f"{self.id} {'fp32' if self.dtype == 'float32' else 'fp64'}"
+
+    def with_dtype(self, dtype: str) -> Workload:
+        return Workload(self.id, self.kind, self.shapes, dtype)
+
+
+def _mlp(*widths) -> tuple:
+    shapes = []
+    for a, b in zip(widths, widths[1:]):
+        shapes += [(a, b), (b,)]
+    return tuple(shapes)
+
+
+def _size(n: int) -> str:
+    return f"{n >> 20}M" if n % 2**20 == 0 else f"{n >> 10}K" if n % 2**10 == 0 else str(n)
+
+
+def _workloads(big: int, huge: int, n_tensors: int, per_tensor: int, mlp: tuple) -> list[Workload]:
+    many = ((per_tensor,),) * n_tensors
+    return [
+        Workload(f"1x{_size(big)}", "single", ((big,),)),
+        Workload(f"1x{_size(huge)}", "single", ((huge,),)),
+        Workload(f"list {n_tensors}x{_size(per_tensor)}", "list", many),
+        Workload(f"arena {n_tensors}x{_size(per_tensor)}", "arena", many),
+        Workload("mlp " + "-".join(map(str, mlp)), "list", _mlp(*mlp)),
+    ]
+
+
+@dataclass(frozen=True)
+class Mode:
+    repeats: int
+    warmup: int
+    min_sample_s: float     # back-to-back calls per sample until a sample lasts this long
+    workloads: tuple
+    float64: bool           # also run the float64 version of each workload (except the largest)
+    overhead_min_sample_s: float
+
+
+MODES = {
+    "quick": Mode(3, 1, 0.0, tuple(_workloads(2**18, 2**20, 256, 1024, (784, 128, 128, 10))), False, 0.002),
+    "default": Mode(9, 3, 0.02, tuple(_workloads(16 * 2**20, 64 * 2**20, 256, 4096, (784, 1024, 1024, 10))),
+                    False, 0.02),
+    "full": Mode(15, 5, 0.05, tuple(_workloads(16 * 2**20, 64 * 2**20, 256, 4096, (784, 1024, 1024, 10))),
+                 True, 0.05),
+}
+
+OVERHEAD_TENSORS, OVERHEAD_SIZE = 256, 16
+
+
+# ---- building the arrays --------------------------------------------------------------------------------
+@dataclass
+class Built:
+    gf_params: list            # what the gradfuse optimizers get: arrays, or the arena's Parameters
+    arrays: list               # the parameter arrays
+    grads: list                # their gradients
+    arena: object = None
+    torch_params: list = field(default_factory=list)
+
+
+def build(w: Workload, rng: np.random.Generator, torch=None) -> Built:
+    dtype = np.dtype(w.dtype)
+    if w.kind == "arena":
+        import gradfuse as gf
+        arena = gf.nn.ParameterArena(list(w.shapes), dtype=dtype)
+        arena.data[...] = rng.standard_normal(arena.size, dtype=dtype)
+        arena.grad[...] = rng.standard_normal(arena.size, dtype=dtype)
+        params = arena.parameters
+        built = Built(params, [p.data for p in params], [p.grad for p in params], arena)
+    else:
+        arrays, grads = [], []
+        for shape in w.shapes:  # separate allocations, interleaved: never adjacent in memory
+            arrays.append(rng.standard_normal(shape, dtype=dtype))
+            grads.append(rng.standard_normal(shape, dtype=dtype))
+        built = Built(arrays, arrays, grads)
+    if torch is not None:
+        for a, g in zip(built.arrays, built.grads):
+            t = torch.from_numpy(a)
+            t.grad = torch.from_numpy(g)
+            built.torch_params.append(t)
+    return built
+
+
+def _gf_step(opt, built: Built, backend: str):
+    import gradfuse as gf
+    grads = None if built.arena is not None else built.grads
+
+    if backend == "cpp":
+        def step():
+            opt.step(grads)
+    else:
+        def step():
+            with gf.use_backend(backend):
+                opt.step(grads)
+    return step
+
+
+def _state_lists(opt, built: Built, algo: Algorithm) -> list[list[np.ndarray]]:
+    return [[opt.state[p][key] for p in built.gf_params] for key in algo.states]
+
+
+def _torch_optimizer(torch, algo: Algorithm, params: list, variant: dict):
+    opt = getattr(torch.optim, algo.name)(params, **algo.kwargs, **variant)
+    return opt
+
+
+def _impls_for(algo: Algorithm, built: Built, torch, errors: dict) -> tuple[dict, list]:
+    """The callables of one group, and the objects that keep their state alive."""
+    import gradfuse as gf
+    from .._ext import _core
+
+    keep = []
+    cls = getattr(gf.optim, algo.name)
+    gf_opt = cls(built.gf_params, **algo.kwargs)
+    np_opt = cls(built.gf_params, **algo.kwargs)
+    keep += [gf_opt, np_opt]
+    impls = {"gradfuse": _gf_step(gf_opt, built, "cpp"), "numpy": _gf_step(np_opt, built, "numpy")}
+    if torch is not None:
+        for name, variant in TORCH_VARIANTS.items():
+            try:
+                topt = _torch_optimizer(torch, algo, built.torch_params, variant)
+            except Exception as exc:  # noqa: BLE001 - a variant torch does not offer is a skipped cell
+                errors[name] = H._describe(exc)
+                continue
+            keep.append(topt)
+            impls[name] = topt.step
+    impls["gradfuse"]()  # the state exists from here on: the touch steps the same arrays
+    states = _state_lists(gf_opt, built, algo)
+    impls["touch"] = lambda: _core._touch(built.arrays, built.grads, *states)
+    return impls, keep
+
+
+# ---- running --------------------------------------------------------------------------------------------
+def _cell_row(w: Workload, algo: Algorithm, impl: str, timing: H.Timing | None, bpp: int) -> dict:
+    row = {"workload": w.id, "kind": w.kind, "dtype": w.dtype, "tensors": len(w.shapes), "params": w.params,
+           "algorithm": algo.name, "impl": impl, "bytes_per_param": bpp}
+    if timing is None:
+        row.update(ms=None)
+        return row
+    row.update(timing.as_ms())
+    t = timing.median
+    row["gparams_per_s"] = w.params / t / 1e9
+    row["gb_per_s"] = w.params * bpp / t / 1e9
+    return row
+
+
+def run_group(w: Workload, algo: Algorithm, built: Built, torch, mode: Mode, repeats: int,
+              sleep_s: float) -> list[dict]:
+    errors: dict[str, str] = {}
+    impls, keep = _impls_for(algo, built, torch, errors)
+    m = H.measure_interleaved(impls, repeats=repeats, warmup=mode.warmup, min_sample_s=mode.min_sample_s,
+                              sleep_s=sleep_s, required=("gradfuse", "numpy", "touch"))
+    errors.update(m.errors)
+    del keep, impls
+    bpp = bytes_per_param(algo, w.dtype)
+    touch = m.timings["touch"]
+    gf_t = m.timings["gradfuse"].median
+    rows = []
+    for impl in IMPLS:
+        if impl.startswith("torch") and torch is None:
+            continue
+        timing = m.timings.get(impl)
+        row = _cell_row(w, algo, impl, timing, bpp)
+        if timing is None:
+            row["skipped"] = errors.get(impl, "not run")
+        else:
+            row["ceiling_gb_per_s"] = w.params * bpp / touch.median / 1e9
+            row["frac_of_ceiling"] = touch.median / timing.median
+            row["frac_of_ceiling_best"] = touch.min / timing.min  # least disturbed samples
+            if impl in PEERS:
+                row["gradfuse_speedup"] = timing.median / gf_t
+        rows.append(row)
+    gf_row = next(r for r in rows if r["impl"] == "gradfuse")
+    gf_row["speedup_vs"] = {r["impl"]: r["gradfuse_speedup"] for r in rows if "gradfuse_speedup" in r}
+    return rows
+
+
+def run_overhead(torch, mode: Mode, repeats: int, sleep_s: float, algorithms, progress) -> list[dict]:
+    """µs per step on 256 tensors of 16 elements: opt.step against the bare kernel call."""
+    from .._ext import _core
+    import gradfuse as gf
+    w = Workload(f"list {OVERHEAD_TENSORS}x{OVERHEAD_SIZE}", "list", ((OVERHEAD_SIZE,),) * OVERHEAD_TENSORS)
+    rng = np.random.default_rng(1)
+    built = build(w, rng, torch)
+    rows = []
+    for algo in algorithms:
+        progress.begin(f"overhead {algo.name}")
+        opt = getattr(gf.optim, algo.name)(built.gf_params, **algo.kwargs)
+        opt.step(built.grads)
+        kernel = getattr(_core, algo.kernel)
+        args = [built.arrays, built.grads, *_state_lists(opt, built, algo)]
+        impls = {"gradfuse step": lambda: opt.step(built.grads),
+                 "kernel only": lambda: kernel(*args, **algo.kernel_kwargs)}
+        keep = []
+        if torch is not None:
+            for name, variant in TORCH_VARIANTS.items():
+                try:
+                    topt = _torch_optimizer(torch, algo, built.torch_params, variant)
+                except Exception:  # noqa: BLE001
+                    continue
+                keep.append(topt)
+                impls[name] = topt.step
+        m = H.measure_interleaved(impls, repeats=repeats, warmup=max(3, mode.warmup),
+                                  min_sample_s=max(mode.overhead_min_sample_s, 0.002), sleep_s=sleep_s,
+                                  required=("gradfuse step", "kernel only"))
+        row = {"workload": w.id, "tensors": OVERHEAD_TENSORS, "params": w.params, "algorithm": algo.name,
+               "us": {name: t.median * 1e6 for name, t in m.timings.items()},
+               "us_iqr": {name: t.iqr * 1e6 for name, t in m.timings.items()},
+               "calls_per_sample": {name: t.number for name, t in m.timings.items()}}
+        us = row["us"]
+        row["python_overhead_us"] = us["gradfuse step"] - us["kernel only"]
+        row["python_overhead_us_per_tensor"] = row["python_overhead_us"] / OVERHEAD_TENSORS
+        rows.append(row)
+        del opt, keep, impls
+    return rows
+
+
+def run(args) -> dict:
+    import gradfuse as gf
+    from .._ext import _core
+    if _core is None:
+        raise SystemExit("bench optim: the gradfuse C++ extension is not available "
+                         f"({gf.config()['extension']}); nothing to benchmark")
+    mode_name = "quick" if args.quick else "full" if args.full else "default"
+    mode = MODES[mode_name]
+    repeats = args.repeats if args.repeats is not None else mode.repeats
+    if repeats < 1:
+        raise SystemExit("bench optim: --repeats must be >= 1")
+    torch, torch_missing = H.import_torch(args.no_torch)
+    H.set_threads(args.threads, torch)
+    algorithms = [ALGORITHMS[a] for a in args.algorithms] if args.algorithms else list(ALGORITHMS.values())
+    workloads = list(mode.workloads)
+    if mode.float64:
+        largest = max(w.params for w in workloads if w.kind == "single")
+        workloads += [w.with_dtype("float64") for w in mode.workloads if w.params != largest]
+    sleep_s = args.sleep_ms / 1e3
+    settings = {"mode": mode_name, "repeats": repeats, "warmup": mode.warmup, "warmup_budget_s": 1.0,
+                "min_sample_s": mode.min_sample_s,
+                "sleep_s": sleep_s, "lr": LR, "threads_requested": args.threads,
+                "algorithms": [a.name for a in algorithms],
+                "workloads": [{"id": w.id, "kind": w.kind, "dtype": w.dtype, "tensors": len(w.shapes),
+                               "params": w.params} for w in workloads],
+                "impls": [i for i in IMPLS if torch is not None or not i.startswith("torch")],
+                "timing": "median over repeats; each repeat runs every implementation of a group once, "
+                          "in a rotating order; a sample is calls_per_sample back-to-back steps"}
+    result = {"suite": "optim", "machine": H.machine_info(torch, torch_missing), "settings": settings,
+              "rows": [], "overhead": [], "notes": []}
+    t_start = time.perf_counter()
+    progress = H.Progress(len(workloads) * len(algorithms) + len(algorithms), "bench optim")
+    rng = np.random.default_rng(0)
+    try:
+        for w in workloads:
+            built = build(w, rng, torch)
+            for algo in algorithms:
+                progress.begin(f"{w.label} {algo.name}")
+                result["rows"] += run_group(w, algo, built, torch, mode, repeats, sleep_s)
+                if w.params >= 2**22:  # torch optimizers sit in reference cycles: free their state now
+                    gc.collect()
+            if not all(np.isfinite(a).all() for a in built.arrays):
+                result["notes"].append(f"{w.label}: parameters are not finite after the benchmark")
+            del built
+            gc.collect()
+        result["overhead"] = run_overhead(torch, mode, repeats, sleep_s, algorithms, progress)
+    finally:
+        progress.close()
+    result["elapsed_s"] = time.perf_counter() - t_start
+    try:
+        result["loadavg_end"] = list(os.getloadavg())
+    except OSError:
+        result["loadavg_end"] = None
+    result["cpu_busy_at_end"] = H.cpu_busy_fraction()
+    busy = [b for b in (result["machine"]["cpu_busy_at_start"], result["cpu_busy_at_end"]) if b is not None]
+    if busy and max(busy) >= 0.15:
+        result["notes"].append(f"other processes kept {max(busy):.0%} of the {os.cpu_count()} cpus busy (sampled "
+                               "at the start and the end): expect disturbed timings; OpenMP steps stall for "
+                               "scheduler slices when one of their threads is preempted")
+    singles = [r for r in result["rows"] if r["impl"] == "touch" and r["kind"] == "single"
+               and r["dtype"] == "float32" and r["bytes_per_param"] == 28]
+    if singles:
+        head = max(singles, key=lambda r: r["params"])
+        result["rmw_bandwidth"] = {"gb_per_s": head["gb_per_s"], "workload": head["workload"],
+                                   "arrays": "p, g, m, v (28 B/param)", "ms": head["ms"]}
+    return result
+
+
+# ---- reporting ------------------------------------------------------------------------------------------
+def _ms(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.0f}" if x >= 100 else f"{x:.1f}" if x >= 10 else f"{x:.2f}" if x >= 1 else f"{x:.3f}"
+
+
+def _x(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1f}x" if x >= 10 else f"{x:.2f}x"
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.0%}"
+
+
+def _label(r: dict) -> str:
+    return f"{r['workload']} {'fp32' if r['dtype'] == 'float32' else 'fp64'}"
+
+
+def report(result: dict, long: bool = False) -> str:
+    m, s = result["machine"], result["settings"]
+    cfg = m["gradfuse"]
+    th = m["threads"]
+    torch_desc = (f"torch {m['torch']} ({th['torch']} threads)" if m["torch"] else f"torch: {m['torch_missing']}")
+    lines = [
+        f"gradfuse {cfg['version']} ({cfg['isa']}, {th['gradfuse']} threads) | {torch_desc} | numpy {m['numpy']}",
+        f"CPU: {m['cpu_model']}, {m['cpu_count']} cpus, {m['mem_total_gib']} GiB | busy with other work: "
+        f"{_pct(m['cpu_busy_at_start'])} at the start, {_pct(result.get('cpu_busy_at_end'))} at the end",
+    ]
+    rmw = result.get("rmw_bandwidth")
+    if rmw:
+        lines.append(f"RMW bandwidth (touch p,g,m,v on {rmw['workload']} fp32): {rmw['gb_per_s']:.1f} GB/s")
+    lines.append(f"mode {s['mode']}: median of {s['repeats']} interleaved repeats after {s['warmup']} warm-up "
+                 f"steps; ms per step; (x) = that time / gradfuse's; ceiling = touch (same arrays, no math)")
+    if s["repeats"] < 7:
+        lines.append("note: fewer than 7 repeats, the medians are rough")
+    lines.append("")
+    rows = result["rows"]
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((_label(r), r["algorithm"]), {})[r["impl"]] = r
+    peers = [p for p in PEERS if any(r["impl"] == p for r in rows)]
+    if long:
+        headers = ["workload", "algorithm", "impl", "ms", "min", "IQR", "Gparam/s", "GB/s", "ceil", "gf x"]
+        table = []
+        for (label, algo), cells in groups.items():
+            for impl in IMPLS:
+                r = cells.get(impl)
+                if r is None:
+                    continue
+                if r["ms"] is None:
+                    table.append([label, algo, impl, "skipped", "", "", "", "", "", r.get("skipped", "")[:40]])
+                    continue
+                table.append([label, algo, impl, _ms(r["ms"]), _ms(r["ms_min"]), _ms(r["ms_iqr"]),
+                              f"{r['gparams_per_s']:.2f}", f"{r['gb_per_s']:.1f}", f"{r['frac_of_ceiling']:.0%}",
+                              _x(r.get("gradfuse_speedup")) if impl in PEERS else ""])
+        lines.append(H.format_table(headers, table, right=set(range(3, 9))))
+    else:
+        headers = ["workload", "algorithm", "B/p", "ceil GB/s", "gradfuse ms", "GB/s", "ceil"]
+        headers += [f"{p} ms (x)" for p in peers]
+        table = []
+        for (label, algo), cells in groups.items():
+            g, t = cells["gradfuse"], cells["touch"]
+            row = [label, algo, str(g["bytes_per_param"]), f"{t['gb_per_s']:.1f}", _ms(g["ms"]),
+                   f"{g['gb_per_s']:.1f}", f"{g['frac_of_ceiling']:.0%}"]
+            for p in peers:
+                r = cells.get(p)
+                row.append("-" if r is None or r["ms"] is None else f"{_ms(r['ms'])} ({_x(r['gradfuse_speedup'])})")
+            table.append(row)
+        lines.append(H.format_table(headers, table))
+    if result.get("overhead"):
+        lines.append("")
+        o0 = result["overhead"][0]
+        lines.append(f"fixed cost of one step: {o0['workload']} fp32 (us per step, median); "
+                     "overhead = opt.step - the bare kernel call")
+        names = [n for n in ("gradfuse step", "kernel only", *TORCH_VARIANTS)
+                 if any(n in o["us"] for o in result["overhead"])]
+        headers = ["algorithm", *names, "overhead", "per tensor"]
+        table = []
+        for o in result["overhead"]:
+            table.append([o["algorithm"], *(f"{o['us'][n]:.1f}" if n in o["us"] else "-" for n in names),
+                          f"{o['python_overhead_us']:.1f}", f"{o['python_overhead_us_per_tensor']:.2f}"])
+        lines.append(H.format_table(headers, table, right=set(range(1, len(headers)))))
+    for note in result.get("notes", []):
+        lines.append(f"note: {note}")
+    lines.append(f"\nbench optim took {result['elapsed_s']:.1f} s")
+    return "\n".join(lines)
+
+
+# ---- command line ---------------------------------------------------------------------------------------
+HELP = "fused optimizer steps vs the NumPy twins, torch.optim and the memory limit"
+
+DESCRIPTION = __doc__.split("\n", 2)[2]
+
+EPILOG = """modes:
+  default  workloads 1x16M, 1x64M, 256 tensors x 4K (separate arrays), the same as one ParameterArena,
+           and an MLP's list (784-1024-1024-10); 9 repeats; a few minutes on 2 cores.
+  --quick  1x256K, 1x1M, 256 x 1K (list and arena), MLP 784-128-128-10; 3 repeats, 1 warm-up step, one call
+           per sample: a smoke test of seconds, not a measurement.
+  --full   the default workloads plus their float64 versions (except 1x64M), 15 repeats, longer samples.
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = DESCRIPTION
+    parser.epilog = EPILOG
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--quick", action="store_true", help="small workloads, few repeats (smoke test, seconds)")
+    which.add_argument("--full", action="store_true", help="adds float64 rows and more repeats")
+    parser.add_argument("--repeats", type=int, default=None, metavar="N",
+                        help="timed repeats per cell (default: 9; --quick 3; --full 15)")
+    parser.add_argument("--out", metavar="DIR", help="write DIR/optim.json (the table is always printed)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="threads for gradfuse and torch (default: as configured, see `python -m gradfuse "
+                             "config`)")
+    parser.add_argument("--no-torch", action="store_true", help="leave out the torch.optim rows")
+    parser.add_argument("--algorithms", type=lambda s: [a.strip() for a in s.split(",") if a.strip()],
+                        default=None, metavar="A,B",
+                        help=f"only these algorithms (of {', '.join(ALGORITHMS)})")
+    parser.add_argument("--sleep-ms", type=float, default=2.0, metavar="MS",
+                        help="pause before each timed sample, so spinning OpenMP threads of the previous "
+                             "implementation go idle (default 2)")
+    parser.add_argument("--long", action="store_true", help="one table row per implementation")
+    parser.set_defaults(func=main)
+
+
+def main(args) -> int:
+    if args.algorithms:
+        unknown = [a for a in args.algorithms if a not in ALGORITHMS]
+        if unknown:
+            print(f"bench optim: unknown algorithm(s) {', '.join(unknown)}; choose from {', '.join(ALGORITHMS)}",
+                  file=sys.stderr)
+            return 2
+    if args.threads is not None and args.threads < 1:
+        print("bench optim: --threads must be >= 1", file=sys.stderr)
+        return 2
+    result = run(args)
+    print(report(result, long=args.long))
+    if args.out:
+        path = os.path.join(args.out, "optim.json")
+        H.write_json(path, result)
+        print(f"wrote {path}")
+    return 0
