@@ -21,7 +21,7 @@ class Parameter:
     is converted to a new float32 array (float64 input stays float64).
     """
 
-    __slots__ = ("data", "grad", "name", "trainable", "_arena_grad")
+    __slots__ = ("data", "grad", "name", "trainable", "_arena", "_offset", "_arena_data", "_arena_grad")
 
     def __init__(self, data, name: str | None = None, trainable: bool = True):
         arr = data if isinstance(data, np.ndarray) else np.asarray(data)
@@ -32,7 +32,12 @@ class Parameter:
         self.grad: np.ndarray | None = None
         self.name = name
         self.trainable = bool(trainable)
-        self._arena_grad: np.ndarray | None = None  # the view this parameter owns in a gradient arena
+        # Set by a ParameterArena: the arena, this parameter's element offset in it, and its views
+        # into the arena's data and gradient buffers.
+        self._arena: ParameterArena | None = None
+        self._offset = 0
+        self._arena_data: np.ndarray | None = None
+        self._arena_grad: np.ndarray | None = None
 
     shape = property(lambda self: self.data.shape)
     dtype = property(lambda self: self.data.dtype)
@@ -97,6 +102,9 @@ class ParameterArena:
                                 f"got {type(item).__name__}")
         if len({id(p) for p in params}) != len(params):
             raise ValueError("ParameterArena: the same Parameter appears more than once")
+        for i, p in enumerate(params):
+            if p._arena is not None:
+                raise ValueError(f"ParameterArena: items[{i}] already belongs to another arena")
         total = sum(p.size for p in params)
         self.data = _aligned_zeros(total, self.dtype)
         self.grad = _aligned_zeros(total, self.dtype)
@@ -105,7 +113,8 @@ class ParameterArena:
             view = self.data[offset:offset + p.size].reshape(p.shape)
             view[...] = p.data
             grad = self.grad[offset:offset + p.size].reshape(p.shape)
-            p.data, p.grad, p._arena_grad = view, grad, grad
+            p.data, p.grad = view, grad
+            p._arena, p._offset, p._arena_data, p._arena_grad = self, offset, view, grad
             offset += p.size
         self.parameters = params
 

@@ -18,6 +18,7 @@ one thread at a time (a lock serialises concurrent step() calls).
 from __future__ import annotations
 
 import copy
+import operator
 import threading
 from collections.abc import Iterable, Mapping
 
@@ -50,6 +51,60 @@ class _Slot:
     @property
     def data(self) -> np.ndarray:
         return self.obj.data if isinstance(self.obj, Parameter) else self.obj
+
+
+class _ArenaRuns:
+    """A group whose parameters all live in ParameterArenas, as maximal runs of neighbours.
+
+    While every parameter still holds its arena views (checked each step by identity, in C-level
+    loops), a step passes one flat view per run instead of one array per parameter: for a group
+    that is a whole arena, one array per list, whatever the number of parameters.
+    """
+
+    def __init__(self, objs: list, bounds: list):
+        self.objs = objs
+        self.data_views = [p._arena_data for p in objs]
+        self.grad_views = [p._arena_grad for p in objs]
+        self.bounds = bounds  # (first slot, end slot, arena, first element, end element) per run
+        self.params = [arena.data[a:b] for _, _, arena, a, b in bounds]
+        self.grads = [arena.grad[a:b] for _, _, arena, a, b in bounds]
+        sizes = np.cumsum([0] + [p.size for p in objs])
+        self.state_ranges = [(int(sizes[i]), int(sizes[j])) for i, j, *_ in bounds]
+        self._states: dict = {}
+
+    @classmethod
+    def of(cls, params: list):
+        if not params or not all(isinstance(p, Parameter) and p._arena is not None for p in params):
+            return None
+        bounds, start = [], 0
+        for i in range(1, len(params) + 1):
+            prev = params[i - 1]
+            if i == len(params) or params[i]._arena is not prev._arena or \
+                    params[i]._offset != prev._offset + prev.size:
+                first = params[start]
+                bounds.append((start, i, first._arena, first._offset, prev._offset + prev.size))
+                start = i
+        return cls(params, bounds)
+
+    def intact(self, grads: list) -> bool:
+        """Every parameter still has its arena data, and every gradient is its arena gradient."""
+        return all(map(operator.is_, grads, self.grad_views)) and \
+            all(map(operator.is_, map(_DATA, self.objs), self.data_views))
+
+    def states(self, opt: Optimizer, gi: int, keys: tuple) -> list:
+        """Per state key of the optimizer: the runs' flat views into its state buffer, or None."""
+        cached = self._states.get(keys)
+        if cached is None:
+            dtype = self.objs[0].data.dtype.char
+            cached = [[opt._flat[(gi, dtype, k)][a:b] for a, b in self.state_ranges] if k in keys else None
+                      for k in opt._state_keys]
+            self._states[keys] = cached
+        return cached
+
+
+_DATA = operator.attrgetter("data")
+_GRAD = operator.attrgetter("grad")
+_TRAINABLE = operator.attrgetter("trainable")
 
 
 class _StateMap(Mapping):
@@ -113,10 +168,13 @@ class Optimizer:
         self.param_groups: list[dict] = []
         self._slots: list[list[_Slot]] = []
         self._slot_by_id: dict[int, _Slot] = {}
-        self._all_slots: list[_Slot] = []
+        self._objs: list = []  # every parameter as passed, in group order
         self._has_parameters = False
+        self._all_parameters = True
         self._single_dtype: list[bool] = []
         self._arrays: list[list | None] = []
+        self._runs: list[_ArenaRuns | None] = []
+        self._flat: dict = {}  # (group, dtype char, key) -> the state arena buffer
         # per group, when its last step was one call over all of it:
         # (scalars, state keys, the slots' state dicts, the state lists of the kernel call)
         self._fast: list[tuple | None] = []
@@ -170,11 +228,13 @@ class Optimizer:
         self.param_groups.append(group)
         self._slots.append(slots)
         self._slot_by_id.update(zip(ids, slots))
-        self._all_slots.extend(slots)
-        self._has_parameters = self._has_parameters or any(isinstance(p, Parameter) for p in params)
+        self._objs.extend(params)
+        self._has_parameters = any(isinstance(p, Parameter) for p in self._objs)
+        self._all_parameters = all(isinstance(p, Parameter) for p in self._objs)
         self._single_dtype.append(len({s.data.dtype for s in slots}) <= 1)
         # plain arrays never change identity: their list is reused by every step
         self._arrays.append(None if any(isinstance(p, Parameter) for p in params) else params)
+        self._runs.append(_ArenaRuns.of(params) if self._single_dtype[-1] else None)
         self._fast.append(None)
         if self._eager_state:
             for slot in slots:
@@ -199,6 +259,7 @@ class Optimizer:
             dtype = slot.data.dtype
             members = [s for s in self._slots[gi] if s.data.dtype == dtype]
             buf = np.zeros(sum(s.data.size for s in members), dtype)
+            self._flat[(gi, dtype.char, key)] = buf
             offset = 0
             for s in members:
                 s.views[key] = buf[offset:offset + s.data.size].reshape(s.data.shape)
@@ -231,23 +292,24 @@ class Optimizer:
         return (slot.data.dtype.char, self._scalars(slot))
 
     def _grads(self, grads) -> list:
-        slots = self._all_slots
+        objs = self._objs
         if grads is None:
-            out = []
-            for i, s in enumerate(slots):
-                if not isinstance(s.obj, Parameter):
-                    raise TypeError("step() needs grads=[...] when the parameters are plain arrays "
-                                    f"(params[{i}] is an ndarray, which has no .grad)")
-                out.append(s.obj.grad if s.obj.trainable else None)
-            return out
+            if not self._all_parameters:
+                i = next(i for i, p in enumerate(objs) if not isinstance(p, Parameter))
+                raise TypeError("step() needs grads=[...] when the parameters are plain arrays "
+                                f"(params[{i}] is an ndarray, which has no .grad)")
+            if all(map(_TRAINABLE, objs)):
+                return list(map(_GRAD, objs))
+            return [p.grad if p.trainable else None for p in objs]
         grads = [grads] if isinstance(grads, np.ndarray) else list(grads)
-        if len(grads) != len(slots):
-            raise ValueError(f"step(): got {len(grads)} gradients for {len(slots)} parameters "
+        if len(grads) != len(objs):
+            raise ValueError(f"step(): got {len(grads)} gradients for {len(objs)} parameters "
                              "(one per parameter, in param-group order; None skips a parameter)")
-        if self._has_parameters:
-            for i, s in enumerate(slots):
-                if isinstance(s.obj, Parameter) and not s.obj.trainable:
-                    grads[i] = None
+        if self._all_parameters:
+            if not all(map(_TRAINABLE, objs)):
+                grads = [g if p.trainable else None for g, p in zip(grads, objs)]
+        elif self._has_parameters:  # frozen Parameters get no step
+            grads = [None if isinstance(p, Parameter) and not p.trainable else g for g, p in zip(grads, objs)]
         return grads
 
     def _plan(self, grads: list) -> list:
@@ -276,6 +338,12 @@ class Optimizer:
         keys = self._used_keys(group)
         fast = self._fast[gi]
         if fast is not None and slots is self._slots[gi]:
+            runs = self._runs[gi]
+            if runs is not None and runs.intact(grads):  # one flat view per arena run
+                kwargs = self._kernel_kwargs(group, scalars)
+                if grad_scale is not None:
+                    kwargs["grad_scale"] = grad_scale
+                return [runs.params, runs.grads, *runs.states(self, gi, keys)], kwargs
             states = fast[3]
         else:
             for slot in slots:  # fresh state: filled in the arena, joins slot.state after the step
