@@ -492,6 +492,75 @@ def test_arena_steps_bitwise_like_separate_arrays(backend, name, kwargs):
         assert np.shares_memory(p.data, arena.data)  # still views: stepped in place
 
 
+ARENA_DEVIATIONS = ["gradient replaced by a separate array", "gradient set to None", "parameter frozen"]
+
+
+@pytest.mark.parametrize("deviation", ARENA_DEVIATIONS)
+def test_arena_fast_path_follows_replaced_gradients(backend, deviation):
+    """The arena path steps one flat view per run only while every .grad is its arena view; after
+    parameter 1 deviates at step 3, the optimizer must use what is really there."""
+    arrays = make_params([(33, 17), (5,), (64,)])
+    arena = ParameterArena([Parameter(a.copy()) for a in arrays])
+    p1 = arena.parameters[1]
+    opt = gf.optim.Adam(arena.parameters, lr=0.01, weight_decay=0.1)
+    ref = gf.optim.Adam(arrays, lr=0.01, weight_decay=0.1)
+    replacement = None
+    for step in range(6):
+        grads = make_grads(arrays, step)
+        for p, g in zip(arena, grads):
+            p._arena_grad[...] = g
+        if step == 3:
+            if deviation == "gradient replaced by a separate array":
+                replacement = p1.grad = grads[1].copy()  # holds the step-3 gradient from now on
+            elif deviation == "gradient set to None":
+                p1.grad = None
+            else:
+                p1.trainable = False
+        opt.step()
+        if step >= 3:
+            grads[1] = replacement  # None for the other two deviations
+        ref.step(grads)
+    assert_bitwise([p.data for p in arena], arrays)
+    assert [opt.state[p]["step"] for p in arena] == [ref.state[a]["step"] for a in arrays]
+
+
+def test_arena_fast_path_follows_rebound_data(backend):
+    arrays = make_params([(8,), (9,)])
+    arena = ParameterArena([Parameter(a.copy()) for a in arrays])
+    opt = gf.optim.SGD(arena.parameters, lr=0.1, momentum=0.9)
+    grads = make_grads(arrays, 0)
+    for p, g in zip(arena, grads):
+        p.grad[...] = g
+    opt.step()
+    moved = arena.parameters[0].data.copy()
+    arena.parameters[0].data = moved  # no longer the arena's memory: must be stepped where it now is
+    opt.step()
+    ref = gf.optim.SGD(arrays, lr=0.1, momentum=0.9)
+    ref.step(grads)
+    ref.step(grads)
+    assert_bitwise([moved, arena.parameters[1].data], arrays)
+
+
+def test_arena_group_spanning_two_arenas_and_a_gap(backend):
+    """Runs split where parameters stop being neighbours: a second arena, or a skipped parameter."""
+    arrays = make_params([(7,), (9,), (11,), (13,)])
+    a1 = ParameterArena([Parameter(a.copy()) for a in arrays[:3]])
+    a2 = ParameterArena([Parameter(arrays[3].copy())])
+    params = [a1.parameters[0], a1.parameters[2], a2.parameters[0]]  # a1's middle one is left out
+    opt = gf.optim.RMSprop(params, lr=0.01, momentum=0.5, centered=True)
+    ref_arrays = [arrays[0].copy(), arrays[2].copy(), arrays[3].copy()]
+    ref = gf.optim.RMSprop(ref_arrays, lr=0.01, momentum=0.5, centered=True)
+    for step in range(4):
+        grads = make_grads(ref_arrays, step)
+        for p, g in zip(params, grads):
+            p.grad[...] = g
+        opt.step()
+        ref.step(grads)
+    assert len(opt._runs[0].bounds) == 3
+    assert_bitwise([p.data for p in params], ref_arrays)
+    np.testing.assert_array_equal(a1.parameters[1].data, arrays[1])  # the one left out is untouched
+
+
 # ------------------------------------------------------------------------------------------------
 # state_dict / load_state_dict
 # ------------------------------------------------------------------------------------------------

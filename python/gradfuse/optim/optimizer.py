@@ -381,7 +381,7 @@ class Optimizer:
             gi, slots, scalars, args, kwargs = prepared[0]
             applied = self._checked(gi, kernel, *args, skip_nonfinite=self.skip_nonfinite, **kwargs)
             if applied:
-                self._commit(gi, slots, scalars, args)
+                self._commit(gi, slots, scalars)
             return self._applied(applied)
         # Several calls: all or nothing. Every call's scalars (the kernel on empty lists checks them
         # and writes nothing) and arrays are checked before the first one writes.
@@ -397,7 +397,7 @@ class Optimizer:
                 return self._applied(False)
         for gi, slots, scalars, args, kwargs in prepared:
             kernel(*args, **kwargs)
-            self._commit(gi, slots, scalars, args)
+            self._commit(gi, slots, scalars)
         return self._applied(True)
 
     def _applied(self, applied: bool) -> bool:
@@ -405,7 +405,7 @@ class Optimizer:
         self.skipped_steps += not applied
         return applied
 
-    def _commit(self, gi: int, slots: list, scalars: tuple, args: list) -> None:
+    def _commit(self, gi: int, slots: list, scalars: tuple) -> None:
         """After a successful kernel call: fresh state joins slot.state, scalars advance."""
         group = self.param_groups[gi]
         keys = self._used_keys(group)
@@ -427,7 +427,14 @@ class Optimizer:
             for state in dicts:
                 state.update(items)
         whole = len(slots) == len(self._slots[gi]) and self._single_dtype[gi]
-        self._fast[gi] = (new, keys, dicts, args[2:]) if whole else None
+        if not whole:
+            self._fast[gi] = None
+            return
+        if fast is not None and fast[1] == keys:
+            per_slot = fast[3]  # args may hold the flat arena-run views instead
+        else:
+            per_slot = [[slot.views[k] for slot in slots] if k in keys else None for k in self._state_keys]
+        self._fast[gi] = (new, keys, dicts, per_slot)
 
     def _checked(self, gi, fn, *args, **kwargs):
         """Call fn; a TypeError/ValueError is re-raised with the optimizer and group named."""
