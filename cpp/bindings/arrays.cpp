@@ -176,6 +176,98 @@ TensorLists::TensorLists(const std::string& fn, std::vector<TensorArg> args) {
   }
 }
 
+std::string shape_str(const std::vector<int64_t>& shape) {
+  std::ostringstream s;
+  s << '(';
+  for (size_t d = 0; d < shape.size(); ++d) s << (d ? ", " : "") << shape[d];
+  s << (shape.size() == 1 ? ",)" : ")");
+  return s.str();
+}
+
+void ArgSet::fail(const std::string& msg) const { raise_value(fn_ + ": " + msg); }
+
+ArrayArg& ArgSet::add(const char* name, py::handle obj, bool written, bool optional) {
+  args_.push_back(std::make_unique<ArrayArg>());
+  ArrayArg& a = *args_.back();
+  a.name = name;
+  a.written = written;
+  PyObject* o = obj.ptr();
+  if (o == nullptr || o == Py_None) {
+    if (!optional) raise_type(fn_ + ": " + name + " is required (got None)");
+    return a;
+  }
+  if (!npy_api::get().PyArray_Check_(o))
+    raise_type(fn_ + ": " + name + " must be a numpy.ndarray, got " + std::string(Py_TYPE(o)->tp_name));
+  const auto* arr = py::detail::array_proxy(o);
+  const int flags = arr->flags;
+  if (!(flags & npy_api::NPY_ARRAY_C_CONTIGUOUS_))
+    raise_value(fn_ + ": " + name + " is not C-contiguous (no silent copies: pass np.ascontiguousarray(...) "
+                "and use the result)");
+  if (!(flags & npy_api::NPY_ARRAY_ALIGNED_)) raise_value(fn_ + ": " + name + " is not aligned to its dtype");
+  if (written && !(flags & npy_api::NPY_ARRAY_WRITEABLE_))
+    raise_value(fn_ + ": " + name + " is read-only (it is written)");
+  a.present = true;
+  a.data = arr->data;
+  a.shape.assign(arr->dimensions, arr->dimensions + arr->nd);
+  a.size = 1;
+  for (int64_t d : a.shape) a.size *= d;
+  a.nbytes = a.size * py::reinterpret_borrow<py::dtype>(arr->descr).itemsize();
+  keep_.push_back(py::reinterpret_borrow<py::object>(o));
+  return a;
+}
+
+const ArrayArg& ArgSet::floating(const char* name, py::handle obj, bool written, bool optional) {
+  PyObject* o = obj.ptr();
+  if (o != nullptr && o != Py_None && npy_api::get().PyArray_Check_(o)) {  // dtype before layout
+    const auto* descr = py::detail::array_descriptor_proxy(py::detail::array_proxy(o)->descr);
+    DType t;
+    if (descr->type_num == npy_api::NPY_FLOAT_) t = DType::f32;
+    else if (descr->type_num == npy_api::NPY_DOUBLE_) t = DType::f64;
+    else
+      raise_type(fn_ + ": " + name + " has dtype " + py::str(py::handle(py::detail::array_proxy(o)->descr)).cast<std::string>() +
+                 "; expected float32 or float64");
+    if (descr->byteorder == '>')
+      raise_type(fn_ + ": " + name + " is big-endian; expected native float32 or float64");
+    if (!have_dtype_) {
+      dtype_ = t, have_dtype_ = true, first_floating_ = name;
+    } else if (t != dtype_) {
+      raise_type(fn_ + ": " + name + " has dtype " + (t == DType::f32 ? "float32" : "float64") + " but " +
+                 first_floating_ + " is " + (dtype_ == DType::f32 ? "float32" : "float64") + " (one call takes one dtype)");
+    }
+  }
+  return add(name, obj, written, optional);
+}
+
+const ArrayArg& ArgSet::typed(const char* name, py::handle obj, bool written, char kind, int itemsize,
+                              const char* type_name, bool optional) {
+  PyObject* o = obj.ptr();
+  if (o != nullptr && o != Py_None && npy_api::get().PyArray_Check_(o)) {
+    py::dtype dt = py::reinterpret_borrow<py::dtype>(py::detail::array_proxy(o)->descr);
+    if (dt.kind() != kind || dt.itemsize() != itemsize || dt.byteorder() == '>')
+      raise_type(fn_ + ": " + name + " has dtype " + py::str(dt).cast<std::string>() + "; expected " + type_name);
+  }
+  return add(name, obj, written, optional);
+}
+
+void ArgSet::require_shape(const ArrayArg& a, const std::vector<int64_t>& shape, const std::string& what) const {
+  if (a.present && a.shape != shape)
+    raise_value(fn_ + ": " + a.name + " has shape " + shape_str(a.shape) + " but " + what + " " + shape_str(shape));
+}
+
+void ArgSet::check_aliasing() const {
+  for (size_t i = 0; i < args_.size(); ++i) {
+    const ArrayArg& w = *args_[i];
+    if (!w.written || !w.present || w.nbytes == 0) continue;
+    for (size_t j = 0; j < args_.size(); ++j) {
+      const ArrayArg& o = *args_[j];
+      if (i == j || !o.present || o.nbytes == 0) continue;
+      if (w.data < o.data + o.nbytes && o.data < w.data + w.nbytes)
+        raise_value(fn_ + ": " + w.name + " shares memory with " + o.name +
+                    " (an array that is written must not overlap any other argument)");
+    }
+  }
+}
+
 void check_nonneg(const std::string& fn, const char* name, double x) {
   if (!(std::isfinite(x) && x >= 0))
     raise_value(fn + ": " + name + " must be a finite number >= 0, got " + py::str(py::float_(x)).cast<std::string>());

@@ -12,6 +12,7 @@
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -64,6 +65,50 @@ class TensorLists {
   std::vector<bool> present_;
   DType dtype_ = DType::f32;
 };
+
+// One array argument of a kernel that takes single arrays (batch norm, dropout, dense, losses).
+struct ArrayArg {
+  const char* name = nullptr;
+  bool present = false;  // false: an optional argument given None
+  char* data = nullptr;
+  std::vector<int64_t> shape;
+  int64_t size = 0;
+  int64_t nbytes = 0;
+  bool written = false;
+  int ndim() const { return static_cast<int>(shape.size()); }
+  template <class T>
+  T* ptr() const { return reinterpret_cast<T*>(data); }
+};
+
+// The array arguments of one call. Floating arrays share one dtype (float32 or float64, native,
+// set by the first one); typed arrays have the dtype asked for (uint8 masks, int64 labels). Every
+// array is C-contiguous and aligned, written ones writeable; check_aliasing() then refuses a
+// written array that shares memory with any other argument. Errors name fn and the argument.
+class ArgSet {
+ public:
+  explicit ArgSet(std::string fn) : fn_(std::move(fn)) {}
+  const ArrayArg& floating(const char* name, py::handle obj, bool written, bool optional = false);
+  const ArrayArg& typed(const char* name, py::handle obj, bool written, char kind, int itemsize,
+                        const char* type_name, bool optional = false);
+  DType dtype() const { return dtype_; }
+  bool has_dtype() const { return have_dtype_; }
+  const std::string& fn() const { return fn_; }
+  // ValueError "fn: <name> has shape (a, b) but <what> (c, d)" unless a's shape equals `shape`.
+  void require_shape(const ArrayArg& a, const std::vector<int64_t>& shape, const std::string& what) const;
+  void check_aliasing() const;
+  [[noreturn]] void fail(const std::string& msg) const;  // ValueError "fn: msg"
+
+ private:
+  ArrayArg& add(const char* name, py::handle obj, bool written, bool optional);
+  std::string fn_;
+  std::vector<std::unique_ptr<ArrayArg>> args_;
+  std::vector<py::object> keep_;
+  DType dtype_ = DType::f32;
+  bool have_dtype_ = false;
+  const char* first_floating_ = nullptr;
+};
+
+std::string shape_str(const std::vector<int64_t>& shape);
 
 [[noreturn]] void raise_type(const std::string& msg);
 [[noreturn]] void raise_value(const std::string& msg);

@@ -6,7 +6,7 @@
 // small: each thread gets at least `grain` elements, since waking a thread costs microseconds.
 //
 // Element-wise kernels are bitwise deterministic under any split (see simd.hpp). Reductions use
-// fixed-size blocks combined in a fixed order, never an OpenMP reduction clause.
+// parallel_blocks: fixed-size blocks combined in a fixed order, never an OpenMP reduction clause.
 //
 // Compiled inside gf::<isa> like the kernels, so no inline function here is shared between TUs
 // built with different instruction sets.
@@ -43,6 +43,22 @@ void parallel_for(int64_t n, int threads, int64_t grain, F&& f) {
     if (hi > n) hi = n;
     if (lo < hi) f(lo, hi);
   }
+}
+
+// Deterministic reductions: split the work into blocks whose edges depend only on the problem
+// (never on the thread count), call f(b) once for every block b in [0, nblocks) on whichever
+// thread, keep one partial result per block, and let the caller combine the partials in block
+// order. The result is then bitwise the same for every thread count.
+template <class F>
+void parallel_blocks(int64_t nblocks, int threads, F&& f) {
+  if (nblocks <= 0) return;
+  const int want = threads < 1 ? 1 : (nblocks < threads ? static_cast<int>(nblocks) : threads);
+  if (want == 1) {
+    for (int64_t b = 0; b < nblocks; ++b) f(b);
+    return;
+  }
+#pragma omp parallel for num_threads(want) schedule(static)
+  for (int64_t b = 0; b < nblocks; ++b) f(b);
 }
 
 }  // namespace GF_ISA_NS

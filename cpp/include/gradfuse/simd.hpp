@@ -10,7 +10,10 @@
 //
 //   V::width, V::load(p), V::load(p, n), v.store(p), v.store(p, n), V::broadcast(x),
 //   + - * / unary-, sqrt, abs, maximum/minimum (NaN-propagating, like numpy), sign (torch's:
-//   NaN -> 0), comparisons -> V::Mask, select(mask, a, b), fma, any_nan, hsum.
+//   NaN -> 0), comparisons -> V::Mask, select(mask, a, b), fma, isnan, any, hsum,
+//   mask_from_bits<V>(bits) / mask_bits(mask) (lane i <-> bit i), widen_lo/widen_hi (float
+//   lanes as doubles; scalar has one lane, so only widen_lo);
+//   U32: uint32 lanes (as many as Vec<float>): broadcast, iota, +, ^, mulhilo, ge_bits, store.
 //
 // load(p, n) / store(p, n) touch only the first n < width lanes (masked), so a tail is processed
 // by the same vector code as the body: an element's result never depends on its position, which is
@@ -106,6 +109,44 @@ GF_INLINE Vec<double> minimum(Vec<double> a, Vec<double> b) { return {_mm512_mas
 GF_INLINE bool any(__mmask8 m) { return m != 0; }
 GF_INLINE double hsum(Vec<double> a) { return _mm512_reduce_add_pd(a.v); }
 
+// float -> double widening (accumulating float32 data in double), lanes 0..7 and 8..15
+GF_INLINE Vec<double> widen_lo(Vec<float> a) { return {_mm512_cvtps_pd(_mm512_castps512_ps256(a.v))}; }
+GF_INLINE Vec<double> widen_hi(Vec<float> a) {
+  return {_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a.v), 1)))};
+}
+// A mask from the low `width` bits of an integer (bit i -> lane i).
+template <class V> GF_INLINE typename V::Mask mask_from_bits(uint32_t bits);
+template <> GF_INLINE __mmask16 mask_from_bits<Vec<float>>(uint32_t bits) { return static_cast<__mmask16>(bits); }
+template <> GF_INLINE __mmask8 mask_from_bits<Vec<double>>(uint32_t bits) { return static_cast<__mmask8>(bits); }
+GF_INLINE uint32_t mask_bits(__mmask16 m) { return m; }
+GF_INLINE uint32_t mask_bits(__mmask8 m) { return m; }
+
+// uint32 lanes, as many as Vec<float> has: the counter-based RNG (philox.hpp) runs on these.
+struct U32 {
+  static constexpr int width = 16;
+  __m512i v;
+  static GF_INLINE U32 broadcast(uint32_t x) { return {_mm512_set1_epi32(static_cast<int>(x))}; }
+  static GF_INLINE U32 iota(uint32_t base) {  // base, base+1, ..., base+15
+    return {_mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(base)),
+                             _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15))};
+  }
+  GF_INLINE void store(uint32_t* p) const { _mm512_storeu_si512(p, v); }
+};
+GF_INLINE U32 operator+(U32 a, U32 b) { return {_mm512_add_epi32(a.v, b.v)}; }
+GF_INLINE U32 operator^(U32 a, U32 b) { return {_mm512_xor_si512(a.v, b.v)}; }
+// The full 64-bit products a * m, split into their high and low 32-bit halves.
+GF_INLINE void mulhilo(U32 a, uint32_t m, U32& hi, U32& lo) {
+  const __m512i mv = _mm512_set1_epi32(static_cast<int>(m));
+  const __m512i even = _mm512_mul_epu32(a.v, mv);                          // lanes 0, 2, ...
+  const __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(a.v, 32), mv);    // lanes 1, 3, ...
+  lo.v = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
+  hi.v = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 32), odd);
+}
+// Bit i set where lane i of a is >= t (unsigned).
+GF_INLINE uint32_t ge_bits(U32 a, uint32_t t) {
+  return _mm512_cmpge_epu32_mask(a.v, _mm512_set1_epi32(static_cast<int>(t)));
+}
+
 // ------------------------------------------------------------------------------------------------
 #elif defined(GF_ISA_AVX2)
 constexpr const char* kIsaName = "avx2";
@@ -182,6 +223,48 @@ GF_INLINE double hsum(Vec<double> a) {
   return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
 }
 
+// float -> double widening (accumulating float32 data in double), lanes 0..3 and 4..7
+GF_INLINE Vec<double> widen_lo(Vec<float> a) { return {_mm256_cvtps_pd(_mm256_castps256_ps128(a.v))}; }
+GF_INLINE Vec<double> widen_hi(Vec<float> a) { return {_mm256_cvtps_pd(_mm256_extractf128_ps(a.v, 1))}; }
+// A mask from the low `width` bits of an integer (bit i -> lane i).
+template <class V> GF_INLINE typename V::Mask mask_from_bits(uint32_t bits);
+template <> GF_INLINE __m256 mask_from_bits<Vec<float>>(uint32_t bits) {
+  const __m256i lane = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+  const __m256i b = _mm256_and_si256(_mm256_set1_epi32(static_cast<int>(bits)), lane);
+  return _mm256_castsi256_ps(_mm256_cmpeq_epi32(b, lane));
+}
+template <> GF_INLINE __m256d mask_from_bits<Vec<double>>(uint32_t bits) {
+  const __m256i lane = _mm256_setr_epi64x(1, 2, 4, 8);
+  const __m256i b = _mm256_and_si256(_mm256_set1_epi64x(bits), lane);
+  return _mm256_castsi256_pd(_mm256_cmpeq_epi64(b, lane));
+}
+GF_INLINE uint32_t mask_bits(__m256 m) { return static_cast<uint32_t>(_mm256_movemask_ps(m)); }
+GF_INLINE uint32_t mask_bits(__m256d m) { return static_cast<uint32_t>(_mm256_movemask_pd(m)); }
+
+// uint32 lanes, as many as Vec<float> has: the counter-based RNG (philox.hpp) runs on these.
+struct U32 {
+  static constexpr int width = 8;
+  __m256i v;
+  static GF_INLINE U32 broadcast(uint32_t x) { return {_mm256_set1_epi32(static_cast<int>(x))}; }
+  static GF_INLINE U32 iota(uint32_t base) {
+    return {_mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(base)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))};
+  }
+  GF_INLINE void store(uint32_t* p) const { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v); }
+};
+GF_INLINE U32 operator+(U32 a, U32 b) { return {_mm256_add_epi32(a.v, b.v)}; }
+GF_INLINE U32 operator^(U32 a, U32 b) { return {_mm256_xor_si256(a.v, b.v)}; }
+GF_INLINE void mulhilo(U32 a, uint32_t m, U32& hi, U32& lo) {
+  const __m256i mv = _mm256_set1_epi32(static_cast<int>(m));
+  const __m256i even = _mm256_mul_epu32(a.v, mv);
+  const __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(a.v, 32), mv);
+  lo.v = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+  hi.v = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
+}
+GF_INLINE uint32_t ge_bits(U32 a, uint32_t t) {  // unsigned a >= t  <=>  max(a, t) == a
+  const __m256i eq = _mm256_cmpeq_epi32(_mm256_max_epu32(a.v, _mm256_set1_epi32(static_cast<int>(t))), a.v);
+  return static_cast<uint32_t>(_mm256_movemask_ps(_mm256_castsi256_ps(eq)));
+}
+
 // ------------------------------------------------------------------------------------------------
 #else  // scalar: one lane, plain C++ (the compiler emits SSE2 scalar instructions)
 constexpr const char* kIsaName = "scalar";
@@ -220,6 +303,28 @@ template <class T> GF_INLINE Vec<T> maximum(Vec<T> a, Vec<T> b) { return a.v != 
 template <class T> GF_INLINE Vec<T> minimum(Vec<T> a, Vec<T> b) { return a.v != a.v ? a : (a.v < b.v ? a : b); }
 GF_INLINE bool any(bool m) { return m; }
 template <class T> GF_INLINE T hsum(Vec<T> a) { return a.v; }
+
+// float -> double widening: one lane
+GF_INLINE Vec<double> widen_lo(Vec<float> a) { return {static_cast<double>(a.v)}; }
+template <class V> GF_INLINE bool mask_from_bits(uint32_t bits) { return (bits & 1u) != 0; }
+GF_INLINE uint32_t mask_bits(bool m) { return m ? 1u : 0u; }
+
+// uint32 lanes: one.
+struct U32 {
+  static constexpr int width = 1;
+  uint32_t v;
+  static GF_INLINE U32 broadcast(uint32_t x) { return {x}; }
+  static GF_INLINE U32 iota(uint32_t base) { return {base}; }
+  GF_INLINE void store(uint32_t* p) const { *p = v; }
+};
+GF_INLINE U32 operator+(U32 a, U32 b) { return {a.v + b.v}; }
+GF_INLINE U32 operator^(U32 a, U32 b) { return {a.v ^ b.v}; }
+GF_INLINE void mulhilo(U32 a, uint32_t m, U32& hi, U32& lo) {
+  const uint64_t prod = static_cast<uint64_t>(a.v) * m;
+  hi.v = static_cast<uint32_t>(prod >> 32);
+  lo.v = static_cast<uint32_t>(prod);
+}
+GF_INLINE uint32_t ge_bits(U32 a, uint32_t t) { return a.v >= t ? 1u : 0u; }
 #endif
 
 // ---- ISA-independent helpers, written on the interface above ----------------------------------

@@ -139,3 +139,77 @@ def grad_scale(fn: str, scale):
     if not (math.isfinite(s) and s > 0):
         raise ValueError(f"{fn}: grad_scale must be a finite number > 0, got {_fmt(s)}")
     return s
+
+
+def shape_str(shape) -> str:
+    return "(" + ", ".join(map(str, shape)) + (",)" if len(shape) == 1 else ")")
+
+
+class ArgSet:
+    """The array arguments of one single-array kernel call: the twin of cpp/bindings ArgSet, with
+    the same checks and messages. Floating arrays share one dtype (float32 or float64, set by the
+    first one); typed arrays have the dtype asked for (uint8 masks, int64 labels)."""
+
+    def __init__(self, fn: str):
+        self.fn = fn
+        self.dtype = None
+        self._first_floating = None
+        self._args = []  # (name, array or None, written)
+
+    def _add(self, name, obj, written, optional):
+        if obj is None:
+            if not optional:
+                raise TypeError(f"{self.fn}: {name} is required (got None)")
+            self._args.append((name, None, written))
+            return None
+        if not isinstance(obj, np.ndarray):
+            raise TypeError(f"{self.fn}: {name} must be a numpy.ndarray, got {type(obj).__name__}")
+        if not obj.flags.c_contiguous:
+            raise ValueError(f"{self.fn}: {name} is not C-contiguous (no silent copies: pass "
+                             "np.ascontiguousarray(...) and use the result)")
+        if not obj.flags.aligned:
+            raise ValueError(f"{self.fn}: {name} is not aligned to its dtype")
+        if written and not obj.flags.writeable:
+            raise ValueError(f"{self.fn}: {name} is read-only (it is written)")
+        self._args.append((name, obj, written))
+        return obj
+
+    def floating(self, name, obj, written, optional=False):
+        if isinstance(obj, np.ndarray):
+            dt = obj.dtype
+            if dt.kind != "f" or dt.itemsize not in (4, 8):
+                raise TypeError(f"{self.fn}: {name} has dtype {dt}; expected float32 or float64")
+            if dt.byteorder == ">":
+                raise TypeError(f"{self.fn}: {name} is big-endian; expected native float32 or float64")
+            kind = "float32" if dt.itemsize == 4 else "float64"
+            if self.dtype is None:
+                self.dtype, self._first_floating = kind, name
+            elif kind != self.dtype:
+                raise TypeError(f"{self.fn}: {name} has dtype {kind} but {self._first_floating} is {self.dtype} "
+                                "(one call takes one dtype)")
+        return self._add(name, obj, written, optional)
+
+    def typed(self, name, obj, written, kind, itemsize, type_name, optional=False):
+        if isinstance(obj, np.ndarray):
+            dt = obj.dtype
+            if dt.kind != kind or dt.itemsize != itemsize or dt.byteorder == ">":
+                raise TypeError(f"{self.fn}: {name} has dtype {dt}; expected {type_name}")
+        return self._add(name, obj, written, optional)
+
+    def require_shape(self, name, arr, shape, what):
+        if arr is not None and tuple(arr.shape) != tuple(shape):
+            raise ValueError(f"{self.fn}: {name} has shape {shape_str(arr.shape)} but {what} {shape_str(shape)}")
+
+    def fail(self, msg):
+        raise ValueError(f"{self.fn}: {msg}")
+
+    def check_aliasing(self):
+        spans = [(name, a.__array_interface__["data"][0], a.nbytes, w) for name, a, w in self._args
+                 if a is not None and a.nbytes]
+        for wname, wstart, wbytes, written in spans:
+            if not written:
+                continue
+            for oname, ostart, obytes, _ in spans:
+                if oname != wname and wstart < ostart + obytes and ostart < wstart + wbytes:
+                    raise ValueError(f"{self.fn}: {wname} shares memory with {oname} (an array that is written "
+                                     "must not overlap any other argument)")
