@@ -12,6 +12,11 @@
 namespace gf {
 namespace bind {
 void bind_optim(pybind11::module_& m);
+void bind_batchnorm(pybind11::module_& m);
+void bind_dropout(pybind11::module_& m);
+void bind_activation(pybind11::module_& m);
+void bind_dense(pybind11::module_& m);
+void bind_loss(pybind11::module_& m);
 }
 }  // namespace gf
 
@@ -51,7 +56,7 @@ py::dict build_info() {
 PYBIND11_MODULE(_core, m) {
   m.doc() = "gradfuse C++ kernels (fused SIMD + OpenMP); use them through gradfuse.ops";
   m.def("_build_info", &build_info, "What the extension was built with and what this CPU supports.");
-  m.def("_get_isa", [] { return std::string(gf::selected_isa()); }, "The ISA path the kernels use now.");
+  m.def("_get_isa", [] { return std::string(gf::isa_name(gf::selected_isa())); }, "The ISA path the kernels use now.");
   m.def(
       "_set_isa",
       [](const std::string& isa) {
@@ -71,4 +76,9 @@ PYBIND11_MODULE(_core, m) {
       },
       "n"_a, "Cap the kernels' threads at n (0: follow OMP_NUM_THREADS / omp_set_num_threads).");
   gf::bind::bind_optim(m);
+  gf::bind::bind_batchnorm(m);
+  gf::bind::bind_dropout(m);
+  gf::bind::bind_activation(m);
+  gf::bind::bind_dense(m);
+  gf::bind::bind_loss(m);
 }

@@ -8,6 +8,7 @@
 
 #include "arrays.hpp"
 #include "gradfuse/kernels.hpp"
+#include "gradfuse/optim.hpp"
 
 namespace gf {
 namespace bind {
@@ -21,9 +22,8 @@ bool run_step(Algo algo, const std::string& fn, const OptimArgs& args, std::vect
   if (lists.empty()) return true;
   const int threads = num_threads();
   py::gil_scoped_release release;
-  const KernelTable& k = kernels();
-  if (lists.dtype() == DType::f32) return k.f32.optim_step(algo, args, lists.view<float>(), skip_nonfinite, threads);
-  return k.f64.optim_step(algo, args, lists.view<double>(), skip_nonfinite, threads);
+  if (lists.dtype() == DType::f32) return GF_CALL(optim_step<float>, algo, args, lists.view<float>(), skip_nonfinite, threads);
+  return GF_CALL(optim_step<double>, algo, args, lists.view<double>(), skip_nonfinite, threads);
 }
 
 // Arguments every kernel shares: gradient scaling, maximize.
@@ -303,9 +303,8 @@ void bind_optim(py::module_& m) {
         if (lists.empty()) return true;
         const int threads = num_threads();
         py::gil_scoped_release release;
-        const KernelTable& k = kernels();
-        if (lists.dtype() == DType::f32) return k.f32.all_finite(lists.view<float>(), a, threads);
-        return k.f64.all_finite(lists.view<double>(), a, threads);
+        if (lists.dtype() == DType::f32) return GF_CALL(all_finite<float>, lists.view<float>(), a, threads);
+        return GF_CALL(all_finite<double>, lists.view<double>(), a, threads);
       },
       "arrays"_a, "grad_scale"_a = py::none(),
       "True when every element of every array (divided by grad_scale, if given) is finite.");

@@ -1,8 +1,8 @@
 // dispatch.cpp: runtime ISA selection and the thread count.
 //
 // At load time the best ISA the CPU (and OS) supports is selected: avx512 > avx2 > scalar.
-// gradfuse/_isa.py then applies GRADFUSE_CPU (a lower path, with a warning when the CPU lacks the
-// requested one). The selection is a single atomic pointer to a table of function pointers.
+// gradfuse/_ext.py then applies GRADFUSE_CPU (a lower path, with a warning when the CPU lacks the
+// requested one). The selection is one atomic index that GF_CALL (kernels.hpp) reads.
 #include <omp.h>
 
 #include <atomic>
@@ -14,13 +14,6 @@
 namespace gf {
 namespace {
 
-#define GF_TABLE(isa)                                                                         \
-  KernelTable {                                                                               \
-    #isa, {&isa::optim_step<float>, &isa::all_finite<float>},                                \
-        {&isa::optim_step<double>, &isa::all_finite<double> }                                  \
-  }
-
-const KernelTable kTables[] = {GF_TABLE(scalar), GF_TABLE(avx2), GF_TABLE(avx512)};
 const char* const kNames[] = {"scalar", "avx2", "avx512"};
 constexpr int kNumIsas = 3;
 
@@ -42,7 +35,7 @@ int best_supported() {
   return 0;
 }
 
-std::atomic<const KernelTable*> g_selected{&kTables[best_supported()]};
+std::atomic<int> g_selected{best_supported()};
 std::atomic<int> g_threads{0};
 
 int index_of(const std::string& name) {
@@ -53,8 +46,8 @@ int index_of(const std::string& name) {
 
 }  // namespace
 
-const KernelTable& kernels() { return *g_selected.load(std::memory_order_acquire); }
-const char* selected_isa() { return kernels().name; }
+Isa selected_isa() { return static_cast<Isa>(g_selected.load(std::memory_order_relaxed)); }
+const char* isa_name(Isa isa) { return kNames[static_cast<int>(isa)]; }
 
 const char* const* compiled_isas(int* count) {
   *count = kNumIsas;
@@ -70,7 +63,7 @@ void select_isa(const std::string& isa) {
   const int i = index_of(isa);
   if (i < 0) throw std::invalid_argument("unknown ISA '" + isa + "' (expected scalar, avx2 or avx512)");
   if (!supports(i)) throw std::invalid_argument("this CPU does not support the ISA '" + isa + "'");
-  g_selected.store(&kTables[i], std::memory_order_release);
+  g_selected.store(i, std::memory_order_relaxed);
 }
 
 // gf.set_num_threads(n) caps the threads; OpenMP's own setting (OMP_NUM_THREADS, or what

@@ -11,7 +11,6 @@
 // bitwise equal across ISA paths, thread counts and the twin.
 #include <cmath>
 
-#include "gradfuse/kernels.hpp"
 #include "gradfuse/optim.hpp"
 #include "gradfuse/parallel.hpp"
 #include "gradfuse/simd.hpp"

@@ -9,7 +9,7 @@ import functools
 
 from ._backend import get_backend
 from ._ext import _core
-from ._numpy import optim as _numpy_optim
+from ._numpy import activation, batchnorm, dense, dropout, loss, optim
 
 __all__: list[str] = []
 
@@ -28,7 +28,10 @@ def _dispatcher(name: str, twin):
     return kernel
 
 
-for _name in _numpy_optim.KERNELS:
-    globals()[_name] = _dispatcher(_name, getattr(_numpy_optim, _name))
-    __all__.append(_name)
-del _name
+# Each twin module lists its kernels in KERNELS; the C++ extension has a function of each name.
+for _module in (optim, batchnorm, dropout, activation, dense, loss):
+    for _name in _module.KERNELS:
+        globals()[_name] = _dispatcher(_name, getattr(_module, _name))
+        __all__.append(_name)
+del _module, _name
+del activation, batchnorm, dense, dropout, loss, optim

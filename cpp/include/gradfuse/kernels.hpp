@@ -1,45 +1,21 @@
-// kernels.hpp: the entry points each ISA translation unit defines, and the table of them that
-// dispatch.cpp selects at import (or when GRADFUSE_CPU / gradfuse._core._set_isa asks for another).
+// kernels.hpp: runtime ISA dispatch.
+//
+// Every kernel family is compiled once per ISA into namespace gf::<isa>; its header declares the
+// entry points for all three with GF_FOR_EACH_ISA, and the bindings call the selected one with
+// GF_CALL(function<T>, args...). dispatch.cpp selects the ISA at load time (the best the CPU
+// supports); gradfuse/_ext.py applies GRADFUSE_CPU; gradfuse._core._set_isa switches for tests.
 #pragma once
 
 #include <string>
 
-#include "gradfuse/optim.hpp"
-
 namespace gf {
 
-#define GF_DECLARE_ISA_KERNELS(isa)                                                                \
-  namespace isa {                                                                                  \
-  template <class T>                                                                               \
-  bool optim_step(Algo algo, const OptimArgs& args, const TensorList<T>& list, bool skip_nonfinite, \
-                  int threads);                                                                    \
-  template <class T>                                                                               \
-  bool all_finite(const TensorList<T>& list, const OptimArgs& args, int threads);                  \
-  }
-GF_DECLARE_ISA_KERNELS(scalar)
-GF_DECLARE_ISA_KERNELS(avx2)
-GF_DECLARE_ISA_KERNELS(avx512)
-#undef GF_DECLARE_ISA_KERNELS
+#define GF_FOR_EACH_ISA(X) X(scalar) X(avx2) X(avx512)
 
-template <class T>
-struct KernelOps {
-  bool (*optim_step)(Algo, const OptimArgs&, const TensorList<T>&, bool, int);
-  bool (*all_finite)(const TensorList<T>&, const OptimArgs&, int);
-};
+enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2 };
 
-struct KernelTable {
-  const char* name;
-  KernelOps<float> f32;
-  KernelOps<double> f64;
-  template <class T>
-  const KernelOps<T>& ops() const {
-    if constexpr (sizeof(T) == 4) return f32; else return f64;
-  }
-};
-
-// dispatch.cpp
-const KernelTable& kernels();                  // the selected ISA's table
-const char* selected_isa();
+Isa selected_isa();                            // the ISA kernels run on now
+const char* isa_name(Isa isa);
 const char* const* compiled_isas(int* count);  // scalar, avx2, avx512
 bool cpu_supports(const std::string& isa);
 void select_isa(const std::string& isa);       // throws std::invalid_argument if unknown/unsupported
@@ -48,3 +24,9 @@ int num_threads();                             // threads a kernel called now fr
 void set_num_threads(int n);                   // n <= 0: follow OpenMP (OMP_NUM_THREADS, threadpoolctl)
 
 }  // namespace gf
+
+// Call the selected ISA's copy of a kernel: GF_CALL(batchnorm_forward<float>, a, b, c).
+#define GF_CALL(fn, ...)                                                         \
+  (::gf::selected_isa() == ::gf::Isa::avx512 ? ::gf::avx512::fn(__VA_ARGS__)    \
+   : ::gf::selected_isa() == ::gf::Isa::avx2 ? ::gf::avx2::fn(__VA_ARGS__)      \
+                                             : ::gf::scalar::fn(__VA_ARGS__))

@@ -1,6 +1,5 @@
 // optim.hpp: the fused optimizer engine, shared by the bindings and the per-ISA kernel bodies
-// (cpp/src/optim.cpp). Plain data only: no inline functions, so nothing here is compiled
-// differently by the three ISA translation units.
+// (cpp/src/optim.cpp). Plain data and declarations only.
 //
 // Contract
 // --------
@@ -49,6 +48,8 @@
 
 #include <cstdint>
 
+#include "gradfuse/kernels.hpp"
+
 namespace gf {
 
 // touch: p += 0 g, s += 0 g. The memory traffic of a step with no math: the benchmark's ceiling.
@@ -77,5 +78,16 @@ struct TensorList {
   const T* const* grad = nullptr;         // [count]
   T* const* state[kMaxStates] = {};       // [count] each, or null when the state is absent
 };
+
+#define GF_DECLARE_OPTIM(isa)                                                                         \
+  namespace isa {                                                                                     \
+  template <class T>                                                                                  \
+  bool optim_step(Algo algo, const OptimArgs& args, const TensorList<T>& list, bool skip_nonfinite,    \
+                  int threads);                                                                       \
+  template <class T>                                                                                  \
+  bool all_finite(const TensorList<T>& list, const OptimArgs& args, int threads);                     \
+  }
+GF_FOR_EACH_ISA(GF_DECLARE_OPTIM)
+#undef GF_DECLARE_OPTIM
 
 }  // namespace gf

@@ -3,6 +3,6 @@
 They are the readable reference, the fallback where the extension cannot run, and the oracle of
 the parity tests.
 """
-from . import optim
+from . import activation, batchnorm, dense, dropout, loss, optim
 
-__all__ = ["optim"]
+__all__ = ["optim", "batchnorm", "dropout", "activation", "dense", "loss"]

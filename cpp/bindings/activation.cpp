@@ -1,0 +1,13 @@
+// activation.cpp (bindings): (being written)
+#include <pybind11/pybind11.h>
+
+#include "arrays.hpp"
+#include "gradfuse/activation.hpp"
+
+namespace gf {
+namespace bind {
+
+void bind_activation(py::module_& m) { (void)m; }
+
+}  // namespace bind
+}  // namespace gf

@@ -1,0 +1,13 @@
+// dense.cpp (bindings): (being written)
+#include <pybind11/pybind11.h>
+
+#include "arrays.hpp"
+#include "gradfuse/dense.hpp"
+
+namespace gf {
+namespace bind {
+
+void bind_dense(py::module_& m) { (void)m; }
+
+}  // namespace bind
+}  // namespace gf

@@ -1,0 +1,4 @@
+// dense.hpp: (being written) the contract of the dense kernels and their per-ISA declarations.
+#pragma once
+
+#include "gradfuse/kernels.hpp"

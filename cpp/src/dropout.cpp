@@ -1,0 +1,2 @@
+// dropout.cpp: (being written) the dropout kernel bodies, compiled once per ISA into gf::<isa>.
+#include "gradfuse/dropout.hpp"
