@@ -7,6 +7,7 @@
 #include <Eigen/Core>
 #include <string>
 
+#include "gradfuse/blas.hpp"
 #include "gradfuse/kernels.hpp"
 
 namespace gf {
@@ -46,9 +47,10 @@ py::dict build_info() {
     if (gf::cpu_supports(names[i])) cpu.append(names[i]);
   const std::string eigen =
       std::to_string(EIGEN_WORLD_VERSION) + "." + std::to_string(EIGEN_MAJOR_VERSION) + "." + std::to_string(EIGEN_MINOR_VERSION);
+  const std::string gemm = gf::gemm_name() == "openblas" ? "OpenBLAS (" + gf::blas_description() + ")" : "Eigen " + eigen;
   return py::dict("version"_a = GF_VERSION, "isas"_a = isas, "cpu_isas"_a = cpu,
                   "compiler"_a = "GCC " __VERSION__, "openmp"_a = openmp_runtime(), "eigen"_a = eigen,
-                  "gemm"_a = "Eigen " + eigen, "cxx_standard"_a = __cplusplus);
+                  "gemm"_a = gemm, "blas"_a = gf::blas_description(), "cxx_standard"_a = __cplusplus);
 }
 
 }  // namespace
@@ -67,6 +69,24 @@ PYBIND11_MODULE(_core, m) {
         }
       },
       "isa"_a, "Switch the kernels to another ISA path (scalar, avx2, avx512); for tests and benchmarks.");
+  m.def(
+      "_load_blas",
+      [](const std::string& path) {
+        std::string error;
+        if (!gf::load_blas(path, &error)) throw py::value_error("cannot load OpenBLAS from " + path + ": " + error);
+      },
+      "path"_a, "Load OpenBLAS (scipy-openblas32's library) and use it for GEMMs.");
+  m.def("_get_gemm", &gf::gemm_name, "The GEMM backend in use: openblas or eigen.");
+  m.def(
+      "_set_gemm",
+      [](const std::string& name) {
+        try {
+          gf::select_gemm(name);
+        } catch (const std::invalid_argument& e) {
+          throw py::value_error(e.what());
+        }
+      },
+      "name"_a, "Use openblas (if loaded) or eigen for GEMMs; for tests and benchmarks.");
   m.def("get_num_threads", &gf::num_threads, "Threads a kernel called now, from this thread, would use.");
   m.def(
       "set_num_threads",

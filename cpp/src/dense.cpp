@@ -1,2 +1,209 @@
-// dense.cpp: (being written) the dense kernel bodies, compiled once per ISA into gf::<isa>.
+// dense.cpp: matmul and the dense layer (contract in gradfuse/dense.hpp), compiled once per ISA
+// into gf::<isa>. GEMM tiles go to OpenBLAS (g_blas) or to this ISA's copy of Eigen.
 #include "gradfuse/dense.hpp"
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <vector>
+
+#include "gradfuse/activation_ops.hpp"
+#include "gradfuse/blas.hpp"
+#include "gradfuse/parallel.hpp"
+
+namespace gf {
+namespace GF_ISA_NS {
+namespace {
+
+constexpr int64_t kEigenTile = 256;
+constexpr int64_t kMinTileSide = 16;
+constexpr double kMinTileWork = 4e6;  // multiply-adds; OpenBLAS's small-matrix kernels stop at 1e6
+constexpr int64_t kBiasBlock = 128;   // rows per partial column sum of dz
+
+// One C tile: rows [i0, i0+h) and columns [j0, j0+w) of C = op(A) op(B).
+struct Tile {
+  int64_t i0, h, j0, w;
+};
+
+// The tiles of C (m x n). Depend on the thread count only where results do not (see dense.hpp).
+std::vector<Tile> plan_tiles(int64_t m, int64_t n, int64_t k, int threads) {
+  std::vector<Tile> tiles;
+  if (m == 0 || n == 0) return tiles;
+  if (!g_blas.use) {
+    for (int64_t i = 0; i < m; i += kEigenTile)
+      for (int64_t j = 0; j < n; j += kEigenTile)
+        tiles.push_back({i, std::min(kEigenTile, m - i), j, std::min(kEigenTile, n - j)});
+    return tiles;
+  }
+  const bool split_cols = n >= m;
+  const int64_t side = split_cols ? n : m, other = split_cols ? m : n;
+  int parts = std::max(1, threads);
+  for (; parts > 1; --parts) {
+    const int64_t len = (side + parts - 1) / parts;
+    if (len >= kMinTileSide && other >= kMinTileSide && double(len) * double(other) * double(k) >= kMinTileWork) break;
+  }
+  const int64_t len = (side + parts - 1) / parts;
+  for (int64_t s = 0; s < side; s += len) {
+    const int64_t l = std::min(len, side - s);
+    tiles.push_back(split_cols ? Tile{0, m, s, l} : Tile{s, l, 0, n});
+  }
+  return tiles;
+}
+
+template <class T>
+using RowMajor = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <class T>
+using CMap = Eigen::Map<const RowMajor<T>, 0, Eigen::OuterStride<>>;
+template <class T>
+using MMap = Eigen::Map<RowMajor<T>, 0, Eigen::OuterStride<>>;
+
+// C[h x w] (=|+=) op(A)[h x k] op(B)[k x w], single-threaded. A, B point at the tile's first row
+// of op(A) / first column of op(B) in their storage.
+template <class T>
+void gemm_tile(bool ta, bool tb, bool accumulate, int64_t h, int64_t w, int64_t k, const T* a, int64_t lda,
+               const T* b, int64_t ldb, T* c, int64_t ldc) {
+  if (h == 0 || w == 0) return;
+  if (k == 0) {
+    if (!accumulate)
+      for (int64_t i = 0; i < h; ++i) std::fill(c + i * ldc, c + i * ldc + w, T(0));
+    return;
+  }
+  if (g_blas.use) {
+    const int ta_ = ta ? 112 : 111, tb_ = tb ? 112 : 111;
+    const T beta = accumulate ? T(1) : T(0);
+    if constexpr (sizeof(T) == 4)
+      g_blas.sgemm(101, ta_, tb_, int(h), int(w), int(k), 1.0f, a, int(lda), b, int(ldb), beta, c, int(ldc));
+    else
+      g_blas.dgemm(101, ta_, tb_, int(h), int(w), int(k), 1.0, a, int(lda), b, int(ldb), beta, c, int(ldc));
+    return;
+  }
+  MMap<T> C(c, h, w, Eigen::OuterStride<>(ldc));
+  const CMap<T> A(a, ta ? k : h, ta ? h : k, Eigen::OuterStride<>(lda));
+  const CMap<T> B(b, tb ? w : k, tb ? k : w, Eigen::OuterStride<>(ldb));
+  auto run = [&](const auto& opa, const auto& opb) {
+    if (accumulate) C.noalias() += opa * opb;
+    else C.noalias() = opa * opb;
+  };
+  if (!ta && !tb) run(A, B);
+  else if (ta && !tb) run(A.transpose(), B);
+  else if (!ta && tb) run(A, B.transpose());
+  else run(A.transpose(), B.transpose());
+}
+
+// C = op(A) op(B) over the planned tiles; epilogue(tile) runs on each tile right after its GEMM.
+template <class T, class Epilogue>
+void tiled_gemm(const GemmArgs& g, const T* a, int64_t lda, const T* b, int64_t ldb, T* c, int64_t ldc,
+                int threads, Epilogue&& epilogue) {
+  const std::vector<Tile> tiles = plan_tiles(g.m, g.n, g.k, threads);
+  blas_single_threaded();
+  parallel_blocks(static_cast<int64_t>(tiles.size()), threads, [&](int64_t t) {
+    const Tile& tile = tiles[t];
+    const T* at = g.trans_a ? a + tile.i0 : a + tile.i0 * lda;
+    const T* bt = g.trans_b ? b + tile.j0 * ldb : b + tile.j0;
+    gemm_tile(g.trans_a, g.trans_b, g.accumulate, tile.h, tile.w, g.k, at, lda, bt, ldb, c + tile.i0 * ldc + tile.j0,
+              ldc);
+    epilogue(tile);
+  });
+}
+
+// acc[0:n) += g[0:n), accumulating in double.
+GF_INLINE void add_to_double(double* acc, const double* g, int64_t n) {
+  for_vectors<double>(n, [&](int64_t i, int64_t c) { store_n(load_n(acc + i, c) + load_n(g + i, c), acc + i, c); });
+}
+GF_INLINE void add_to_double(double* acc, const float* g, int64_t n) {
+  using V = Vec<float>;
+  constexpr int64_t W = V::width;
+  int64_t i = 0;
+  for (; i + W <= n; i += W) {
+    const V v = V::load(g + i);
+    (Vec<double>::load(acc + i) + widen_lo(v)).store(acc + i);
+#if !defined(GF_ISA_SCALAR)
+    (Vec<double>::load(acc + i + W / 2) + widen_hi(v)).store(acc + i + W / 2);
+#endif
+  }
+  for (; i < n; ++i) acc[i] += static_cast<double>(g[i]);
+}
+
+}  // namespace
+
+template <class T>
+void matmul(const GemmArgs& g, const T* a, const T* b, T* c, int threads) {
+  const int64_t lda = g.trans_a ? g.m : g.k, ldb = g.trans_b ? g.k : g.n;
+  tiled_gemm(g, a, lda, b, ldb, c, g.n, threads, [](const Tile&) {});
+}
+
+template <class T>
+void dense_forward(Act act, double slope, const T* x, const T* w, const T* bias, T* y, T* z, int64_t n, int64_t in,
+                   int64_t out, int threads) {
+  GemmArgs g;
+  g.m = n, g.n = out, g.k = in;
+  const bool plain = act == Act::none && bias == nullptr && z == nullptr;
+  tiled_gemm(g, x, in, w, out, y, out, threads, [&](const Tile& t) {
+    if (plain) return;
+    for (int64_t r = t.i0; r < t.i0 + t.h; ++r) {
+      T* row = y + r * out + t.j0;
+      act_forward_span<T>(act, T(slope), row, bias ? bias + t.j0 : nullptr, z ? z + r * out + t.j0 : nullptr, row,
+                          t.w);
+    }
+  });
+}
+
+template <class T>
+void dense_backward(Act act, double slope, const T* dy, const T* x, const T* w, const T* y, const T* z, T* dz,
+                    T* dx, T* dw, T* db, bool accumulate, int64_t n, int64_t in, int64_t out, int threads) {
+  // 1. dz = dy * act'(.) and the partial column sums of dz, per fixed block of rows.
+  std::vector<T> scratch;
+  const T* grad = dy;
+  if (act != Act::none) {
+    if (!dz) {
+      scratch.resize(static_cast<size_t>(n * out));
+      dz = scratch.data();
+    }
+    grad = dz;
+  }
+  const int64_t blocks = (n + kBiasBlock - 1) / kBiasBlock;
+  std::vector<double> partial(db ? static_cast<size_t>(blocks * out) : 0, 0.0);
+  if (act != Act::none || db) {
+    parallel_blocks(blocks, threads, [&](int64_t b) {
+      const int64_t r0 = b * kBiasBlock, r1 = std::min(n, r0 + kBiasBlock);
+      for (int64_t r = r0; r < r1; ++r) {
+        if (act != Act::none)  // z is the forward's input to the activation, y its output
+          act_backward_span<T>(act, T(slope), dy + r * out, z ? z + r * out : nullptr, y ? y + r * out : nullptr,
+                               dz + r * out, out);
+        if (db) add_to_double(partial.data() + b * out, grad + r * out, out);
+      }
+    });
+  }
+  if (db) {
+    for (int64_t j = 0; j < out; ++j) {
+      double s = 0.0;
+      for (int64_t b = 0; b < blocks; ++b) s += partial[b * out + j];
+      db[j] = accumulate ? static_cast<T>(db[j] + static_cast<T>(s)) : static_cast<T>(s);
+    }
+  }
+  // 2. dx = dz W^T (n x in, summing over out); dW (+)= x^T dz (in x out, summing over n).
+  if (dx) {
+    GemmArgs g;
+    g.trans_b = true, g.m = n, g.n = in, g.k = out;
+    tiled_gemm(g, grad, out, w, out, dx, in, threads, [](const Tile&) {});
+  }
+  if (dw) {
+    GemmArgs g;
+    g.trans_a = true, g.accumulate = accumulate, g.m = in, g.n = out, g.k = n;
+    tiled_gemm(g, x, in, grad, out, dw, out, threads, [](const Tile&) {});
+  }
+}
+
+template void matmul<float>(const GemmArgs&, const float*, const float*, float*, int);
+template void matmul<double>(const GemmArgs&, const double*, const double*, double*, int);
+template void dense_forward<float>(Act, double, const float*, const float*, const float*, float*, float*, int64_t,
+                                   int64_t, int64_t, int);
+template void dense_forward<double>(Act, double, const double*, const double*, const double*, double*, double*,
+                                    int64_t, int64_t, int64_t, int);
+template void dense_backward<float>(Act, double, const float*, const float*, const float*, const float*, const float*,
+                                    float*, float*, float*, float*, bool, int64_t, int64_t, int64_t, int);
+template void dense_backward<double>(Act, double, const double*, const double*, const double*, const double*,
+                                     const double*, double*, double*, double*, double*, bool, int64_t, int64_t,
+                                     int64_t, int);
+
+}  // namespace GF_ISA_NS
+}  // namespace gf

@@ -58,6 +58,7 @@ def config() -> dict:
         compiler=info["compiler"],
         eigen=info["eigen"],
         gemm=info["gemm"],
+        gemm_backend=_core._get_gemm(),
         gradfuse_cpu=os.environ.get("GRADFUSE_CPU") or None,
         omp_num_threads=os.environ.get("OMP_NUM_THREADS") or None,
     )

@@ -49,6 +49,31 @@ def _apply_env() -> None:
     if warning:
         warnings.warn(f"gradfuse: {warning}", RuntimeWarning, stacklevel=3)
     _core._set_isa(isa)
+    _load_blas(os.environ.get("GRADFUSE_GEMM", "").strip().lower())
+
+
+BLAS_ERROR: str | None = None
+
+
+def _load_blas(requested: str) -> None:
+    """GEMMs run on OpenBLAS from the scipy-openblas32 wheel when it loads, else on Eigen.
+    GRADFUSE_GEMM=eigen forces Eigen; GRADFUSE_GEMM=openblas warns if OpenBLAS cannot load."""
+    global BLAS_ERROR
+    if requested not in ("", "openblas", "eigen"):
+        warnings.warn(f"gradfuse: GRADFUSE_GEMM={requested!r} is not openblas or eigen; ignored",
+                      RuntimeWarning, stacklevel=4)
+    try:
+        import scipy_openblas32
+
+        _core._load_blas(os.path.join(scipy_openblas32.get_lib_dir(),
+                                      f"lib{scipy_openblas32.get_library()}.so"))
+    except (ImportError, ValueError, OSError) as exc:
+        BLAS_ERROR = f"{type(exc).__name__}: {exc}"
+        if requested == "openblas":
+            warnings.warn(f"gradfuse: GRADFUSE_GEMM=openblas but OpenBLAS did not load ({BLAS_ERROR}); "
+                          "using Eigen", RuntimeWarning, stacklevel=4)
+    if requested == "eigen":
+        _core._set_gemm("eigen")
 
 
 if _core is not None:

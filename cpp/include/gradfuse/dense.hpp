@@ -1,4 +1,55 @@
-// dense.hpp: (being written) the contract of the dense kernels and their per-ISA declarations.
+// dense.hpp: matrix products and the dense (fully connected) layer.
+//
+// Contract
+// --------
+// matmul:          C = op(A) op(B)  (or C += ... with accumulate), op = identity or transpose;
+//                  A, B, C row-major, C-contiguous.
+// dense_forward:   z = x @ W + b, y = act(z);  x (N, in), W (in, out), b (out,) or none, y (N, out),
+//                  z (N, out) optional (kept for a backward that needs the pre-activation: gelu).
+//                  The bias and activation are an epilogue applied to each output tile right after
+//                  its GEMM, while the tile is still in cache: y is written by the GEMM and
+//                  rewritten in cache, never re-read from memory.
+// dense_backward:  dz = dy * act'(.) (from y, or z for gelu; dz = dy for none);
+//                  db = column sums of dz; dx = dz @ W^T; dW = x^T @ dz (db, dW += with accumulate).
+//                  One pass over dy produces dz and the partial column sums; then two GEMMs.
+//                  dx, dW, db each optional (None: not computed).
+//
+// GEMM: OpenBLAS (scipy-openblas32) when loaded, else Eigen (blas.hpp), always called
+// single-threaded on tiles spread over OpenMP threads. With OpenBLAS the tiles are one per thread
+// along the longer side of C, and only when every tile stays large (>= 16 rows and columns and
+// 4e6 multiply-adds; smaller tiles would take OpenBLAS's small-matrix kernels, which sum in another
+// order); its single-threaded kernels sum each element over K in an order that depends only on K,
+// so C is bitwise the same for every thread count. Eigen's blocking depends on the call's shape,
+// so with Eigen the tiles are fixed (256 x 256) whatever the thread count.
+// db: per fixed block of 128 rows, column sums in double, blocks combined in order: deterministic.
+// Sizes: N, in and out must each fit in a 32-bit int (the BLAS interface).
 #pragma once
 
+#include <cstdint>
+
+#include "gradfuse/activation.hpp"
 #include "gradfuse/kernels.hpp"
+
+namespace gf {
+
+struct GemmArgs {
+  bool trans_a = false, trans_b = false, accumulate = false;
+  int64_t m = 0, n = 0, k = 0;  // C is m x n, the products sum over k
+};
+
+#define GF_DECLARE_DENSE(isa)                                                                              \
+  namespace isa {                                                                                          \
+  template <class T>                                                                                       \
+  void matmul(const GemmArgs& g, const T* a, const T* b, T* c, int threads);                               \
+  template <class T>                                                                                       \
+  void dense_forward(Act act, double slope, const T* x, const T* w, const T* bias, T* y, T* z, int64_t n, \
+                     int64_t in, int64_t out, int threads);                                                \
+  template <class T>                                                                                       \
+  void dense_backward(Act act, double slope, const T* dy, const T* x, const T* w, const T* y, const T* z,  \
+                      T* dz, T* dx, T* dw, T* db, bool accumulate, int64_t n, int64_t in, int64_t out,     \
+                      int threads);                                                                        \
+  }
+GF_FOR_EACH_ISA(GF_DECLARE_DENSE)
+#undef GF_DECLARE_DENSE
+
+}  // namespace gf

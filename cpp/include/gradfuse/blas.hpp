@@ -1,0 +1,43 @@
+// blas.hpp: the GEMM backend. OpenBLAS from the scipy-openblas32 wheel (what NumPy and SciPy build
+// on; it picks its own kernels for the CPU at run time) when it can be loaded, else Eigen's GEMM,
+// compiled per ISA with the kernels. Measured on the reference machine (2 AVX-512 cores), float32,
+// GFLOP/s: Eigen 249-265, OpenBLAS 267-310, numpy.matmul 253-296, torch 243-330: only OpenBLAS
+// reaches 0.9x the better of numpy and torch on the shapes, so it is the default.
+//
+// OpenBLAS is loaded with dlopen by path (gradfuse/_ext.py asks the scipy_openblas32 package where
+// it is) and always called single-threaded: the dense kernels split the work into tiles over their
+// own OpenMP threads. OpenBLAS's threaded driver sums some products in another order than its
+// single-threaded one, so this also keeps results bitwise identical for every thread count.
+#pragma once
+
+#include <string>
+
+namespace gf {
+
+// cblas_?gemm with the enums as ints (CblasRowMajor = 101, CblasNoTrans = 111, CblasTrans = 112).
+using SgemmFn = void (*)(int, int, int, int, int, int, float, const float*, int, const float*, int, float, float*,
+                         int);
+using DgemmFn = void (*)(int, int, int, int, int, int, double, const double*, int, const double*, int, double,
+                         double*, int);
+
+struct Blas {
+  SgemmFn sgemm = nullptr;
+  DgemmFn dgemm = nullptr;
+  void (*set_num_threads)(int) = nullptr;
+  int (*get_num_threads)() = nullptr;
+  bool use = false;  // false: Eigen
+};
+
+extern Blas g_blas;
+
+// Loads OpenBLAS from `path` and selects it; on failure returns false with the reason in *error.
+bool load_blas(const std::string& path, std::string* error);
+// "openblas" (if loaded) or "eigen"; throws std::invalid_argument for anything else.
+void select_gemm(const std::string& name);
+std::string gemm_name();           // what GEMMs use now
+std::string blas_description();    // e.g. "OpenBLAS 0.3.34 DYNAMIC_ARCH ... SkylakeX", or "" if not loaded
+// Before a batch of single-threaded BLAS calls from OpenMP threads: keep OpenBLAS at 1 thread
+// (threadpoolctl may have changed it).
+void blas_single_threaded();
+
+}  // namespace gf
