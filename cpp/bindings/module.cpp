@@ -87,6 +87,20 @@ PYBIND11_MODULE(_core, m) {
         }
       },
       "name"_a, "Use openblas (if loaded) or eigen for GEMMs; for tests and benchmarks.");
+  m.def(
+      "_fma_peak",
+      [](int64_t iters, int threads) {
+        double flops = 0;
+        double seconds;
+        {
+          py::gil_scoped_release release;
+          seconds = GF_CALL(fma_peak, iters, threads, &flops);
+        }
+        return py::make_tuple(seconds, flops);
+      },
+      "iters"_a, "threads"_a,
+      "Benchmark probe: (seconds, flops) of iters rounds of independent float32 FMAs per thread on the selected "
+      "ISA path.");
   m.def("get_num_threads", &gf::num_threads, "Threads a kernel called now, from this thread, would use.");
   m.def(
       "set_num_threads",

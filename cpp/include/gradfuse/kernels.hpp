@@ -6,6 +6,7 @@
 // supports); gradfuse/_ext.py applies GRADFUSE_CPU; gradfuse._core._set_isa switches for tests.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace gf {
@@ -22,6 +23,14 @@ void select_isa(const std::string& isa);       // throws std::invalid_argument i
 
 int num_threads();                             // threads a kernel called now from this thread uses
 void set_num_threads(int n);                   // n <= 0: follow OpenMP (OMP_NUM_THREADS, threadpoolctl)
+
+// machine.cpp: the FMA units' throughput on an ISA path (a benchmark probe, not a kernel).
+#define GF_DECLARE_MACHINE(isa) \
+  namespace isa {               \
+  double fma_peak(int64_t iters, int threads, double* flops); \
+  }
+GF_FOR_EACH_ISA(GF_DECLARE_MACHINE)
+#undef GF_DECLARE_MACHINE
 
 }  // namespace gf
 
