@@ -2,6 +2,7 @@
 
     python -m gradfuse config                  # the build and runtime configuration (gf.show_config())
     python -m gradfuse bench optim [options]   # the optimizer benchmark (see: bench optim --help)
+    python -m gradfuse bench layers [options]  # batch norm, dropout, dense layers, GEMM
 
 Commands are argparse sub-commands: a new one is a parser added in build_parser() whose `func`
 takes the parsed arguments and returns the exit code.
@@ -25,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     config = commands.add_parser("config", help="print the build and runtime configuration")
     config.set_defaults(func=_config)
-    bench = commands.add_parser("bench", help="run a benchmark suite (optim)",
+    bench = commands.add_parser("bench", help="run a benchmark suite (optim, layers)",
                                 description="Benchmark suites: each runs its implementations interleaved "
                                             "in one process and reports medians.")
     from .bench import add_subcommands

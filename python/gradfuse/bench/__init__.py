@@ -1,6 +1,7 @@
 """gradfuse's benchmark suites, run from the command line:
 
     python -m gradfuse bench optim [--quick | --full] [--repeats N] [--out DIR] [--threads N] [--no-torch]
+    python -m gradfuse bench layers [--quick] [--repeats N] [--out DIR] [--threads N] [--no-torch]
 
 Each suite is a module with HELP (one line), add_arguments(parser) and main(args) -> exit code;
 SUITES names them, so `python -m gradfuse bench <name>` finds them. The shared timing rules (one
@@ -14,6 +15,7 @@ import importlib
 # name -> module (imported when the command line is built; the suites import torch only when run)
 SUITES = {
     "optim": "gradfuse.bench.optim",
+    "layers": "gradfuse.bench.layers",
 }
 
 

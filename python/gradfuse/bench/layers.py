@@ -1,0 +1,317 @@
+"""bench layers: batch norm, dropout, dense + ReLU and GEMM, against the NumPy twins and torch.
+
+    python -m gradfuse bench layers [--quick] [--repeats N] [--out DIR] [--threads N] [--no-torch]
+
+Every row times gradfuse (C++), its NumPy twin and torch (when importable) in this process,
+interleaved, after warm-up; cells are medians. Forward rows use torch under no_grad (its cheapest
+forward); forward+backward rows use autograd, as training does (parameter gradients set to None
+before each backward, like zero_grad).
+
+Rates: batch norm and dropout are memory-bound and reported in GB/s of the bytes their algorithm
+must move (float32: batch norm forward 12 B/element: x read twice, y written once; backward 20:
+dy and x read for the sums, again for dx, dx written; dropout forward 8.125: x read, y written, one
+mask bit; backward 8.125), next to the machine's read-modify-write bandwidth measured here. Dense
+layers and GEMM are compute-bound and reported in GFLOP/s (2 N in out per GEMM), next to the FMA
+units' peak measured here.
+
+Targets (the layer issue): dropout forward+backward >= 25x faster than torch; batch norm
+forward+backward >= 2x faster than torch; dense + ReLU forward+backward at least as fast as torch,
+and GEMM at >= 0.9x the better of numpy.matmul and torch.mm.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import itertools
+import os
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import _harness as H
+
+HELP = "batch norm, dropout, dense + ReLU and GEMM against the NumPy twins and torch"
+
+BN_SHAPES = [(256, 4096), (4096, 1024), (64, 64, 32, 32)]
+BN_SHAPES_QUICK = [(64, 256), (16, 8, 8, 8)]
+DROPOUT_N = 16 * 2**20
+DROPOUT_N_QUICK = 2**18
+DENSE_SHAPES = [(256, 784, 1024), (256, 1024, 1024), (1024, 4096, 4096)]
+DENSE_SHAPES_QUICK = [(64, 128, 96)]
+
+
+@dataclass
+class Case:
+    workload: str
+    kind: str               # "batchnorm", "dropout", "dense", "gemm"
+    passes: str             # "forward", "forward+backward", "C = A @ B"
+    unit: str               # "GB/s" or "GFLOP/s"
+    work: float             # bytes or flops per call
+    impls: dict = field(default_factory=dict)
+    target: str = ""
+
+
+# ---- the cases ------------------------------------------------------------------------------------------
+def batchnorm_cases(shape, torch, rng) -> list[Case]:
+    import gradfuse as gf
+    c = shape[1]
+    x = rng.standard_normal(shape, dtype=np.float32)
+    dy = rng.standard_normal(shape, dtype=np.float32)
+    w, b = np.ones(c, np.float32), np.zeros(c, np.float32)
+    rm, rv = np.zeros(c, np.float32), np.ones(c, np.float32)
+    y, dx = np.empty_like(x), np.empty_like(x)
+    sm, si, dw, db = (np.empty(c, np.float32) for _ in range(4))
+
+    def forward():
+        gf.ops.batchnorm_forward(x, w, b, rm, rv, y, sm, si, training=True, momentum=0.1, eps=1e-5)
+
+    def both():
+        forward()
+        gf.ops.batchnorm_backward(dy, x, w, sm, si, dx, dw, db, training=True)
+
+    def twin(fn):
+        def run():
+            with gf.use_backend("numpy"):
+                fn()
+        return run
+
+    n = x.size
+    name = f"batchnorm {shape}"
+    fwd = Case(name, "batchnorm", "forward", "GB/s", 12 * n, {"gradfuse": forward, "numpy": twin(forward)})
+    fb = Case(name, "batchnorm", "forward+backward", "GB/s", 32 * n, {"gradfuse": both, "numpy": twin(both)},
+              target="torch >= 2x")
+    if torch is not None:
+        tx, tdy = torch.from_numpy(x), torch.from_numpy(dy)
+        tw, tb = torch.ones(c, requires_grad=True), torch.zeros(c, requires_grad=True)
+        trm, trv = torch.zeros(c), torch.ones(c)
+        F = torch.nn.functional
+
+        def t_forward():
+            with torch.no_grad():
+                F.batch_norm(tx, trm, trv, tw, tb, training=True, momentum=0.1, eps=1e-5)
+
+        tx_grad = tx.clone().requires_grad_(True)
+
+        def t_both():
+            tx_grad.grad = tw.grad = tb.grad = None
+            F.batch_norm(tx_grad, trm, trv, tw, tb, training=True, momentum=0.1, eps=1e-5).backward(tdy)
+
+        fwd.impls["torch"], fb.impls["torch"] = t_forward, t_both
+    return [fwd, fb]
+
+
+def dropout_cases(n, torch, rng) -> list[Case]:
+    import gradfuse as gf
+    x = rng.standard_normal(n, dtype=np.float32)
+    dy = rng.standard_normal(n, dtype=np.float32)
+    y, dx = np.empty_like(x), np.empty_like(x)
+    mask = np.empty(gf.ops.dropout_mask_bytes(n), np.uint8)
+    counter = itertools.count()
+
+    def forward():
+        gf.ops.dropout_forward(x, y, mask, p=0.5, seed=1234, counter=next(counter))
+
+    def both():
+        forward()
+        gf.ops.dropout_backward(dy, mask, dx, p=0.5)
+
+    def twin(fn):
+        def run():
+            with gf.use_backend("numpy"):
+                fn()
+        return run
+
+    name = f"dropout p=0.5, {n / 2**20:g}M"
+    fwd = Case(name, "dropout", "forward", "GB/s", 8.125 * n, {"gradfuse": forward, "numpy": twin(forward)})
+    fb = Case(name, "dropout", "forward+backward", "GB/s", 16.25 * n, {"gradfuse": both, "numpy": twin(both)},
+              target="torch >= 25x")
+    if torch is not None:
+        tx, tdy = torch.from_numpy(x), torch.from_numpy(dy)
+        tx_grad = tx.clone().requires_grad_(True)
+
+        def t_forward():
+            with torch.no_grad():
+                torch.nn.functional.dropout(tx, 0.5, training=True)
+
+        def t_both():
+            tx_grad.grad = None
+            torch.nn.functional.dropout(tx_grad, 0.5, training=True).backward(tdy)
+
+        fwd.impls["torch"], fb.impls["torch"] = t_forward, t_both
+    return [fwd, fb]
+
+
+def dense_cases(shape, torch, rng) -> list[Case]:
+    import gradfuse as gf
+    n, n_in, n_out = shape
+    x = rng.standard_normal((n, n_in), dtype=np.float32)
+    w = (rng.standard_normal((n_in, n_out), dtype=np.float32) / np.sqrt(n_in)).astype(np.float32)
+    b = rng.standard_normal(n_out, dtype=np.float32)
+    dy = rng.standard_normal((n, n_out), dtype=np.float32)
+    y = np.empty((n, n_out), np.float32)
+    dx, dw, db = np.empty_like(x), np.empty_like(w), np.empty_like(b)
+    dz = np.empty_like(y)
+
+    def forward():
+        gf.ops.dense_forward(x, w, b, y, activation="relu")
+
+    def both():
+        forward()
+        gf.ops.dense_backward(dy, x, w, dx, dw, db, activation="relu", y=y, dz=dz)
+
+    def twin(fn):
+        def run():
+            with gf.use_backend("numpy"):
+                fn()
+        return run
+
+    def gemm():
+        gf.ops.matmul(x, w, y)
+
+    flops = 2.0 * n * n_in * n_out
+    name = f"dense+relu {n}x{n_in}x{n_out}"
+    fwd = Case(name, "dense", "forward", "GFLOP/s", flops, {"gradfuse": forward, "numpy": twin(forward)})
+    fb = Case(name, "dense", "forward+backward", "GFLOP/s", 3 * flops, {"gradfuse": both, "numpy": twin(both)},
+              target="torch >= 1x")
+    mm = Case(f"gemm {n}x{n_in}x{n_out}", "gemm", "C = A @ B", "GFLOP/s", flops,
+              {"gradfuse": gemm, "numpy": lambda: np.matmul(x, w, out=y)}, target=">= 0.9x best peer")
+    if torch is not None:
+        tx, tdy, tw = torch.from_numpy(x), torch.from_numpy(dy), torch.from_numpy(w)
+        lin = torch.nn.Linear(n_in, n_out)
+        with torch.no_grad():
+            lin.weight.copy_(tw.T)
+            lin.bias.copy_(torch.from_numpy(b))
+
+        def t_forward():
+            with torch.no_grad():
+                torch.relu(lin(tx))
+
+        tx_grad = tx.clone().requires_grad_(True)
+
+        def t_both():
+            tx_grad.grad = lin.weight.grad = lin.bias.grad = None
+            torch.relu(lin(tx_grad)).backward(tdy)
+
+        fwd.impls["torch"], fb.impls["torch"] = t_forward, t_both
+        mm.impls["torch"] = lambda: torch.mm(tx, tw)
+    return [fwd, fb, mm]
+
+
+# ---- machine limits -------------------------------------------------------------------------------------
+def machine_limits(quick: bool) -> dict:
+    """Read-modify-write bandwidth (_touch on p, g: 12 B/element) and FMA peak, measured here."""
+    import gradfuse as gf
+    from gradfuse._ext import _core
+    n = 2**20 if quick else 16 * 2**20
+    p, g = np.ones(n, np.float32), np.ones(n, np.float32)
+    m = H.measure_interleaved({"touch": lambda: _core._touch(p, g)}, repeats=5 if quick else 9, warmup=3,
+                              min_sample_s=0.02)
+    rmw = 12 * n / m.timings["touch"].median / 1e9
+    threads = gf.get_num_threads()
+    best = {}
+    for t in sorted({1, threads}):
+        rates = []
+        for _ in range(3 if quick else 7):
+            seconds, flops = _core._fma_peak(200_000 if quick else 2_000_000, t)
+            rates.append(flops / seconds / 1e9)
+        best[t] = max(rates)
+    return {"rmw_gb_per_s": rmw, "fma_gflops_1_thread": best[1], "fma_gflops_all": best[threads],
+            "threads": threads}
+
+
+# ---- running and reporting ------------------------------------------------------------------------------
+def run(args) -> dict:
+    import gradfuse as gf
+    torch, torch_missing = H.import_torch(args.no_torch)
+    H.set_threads(args.threads, torch)
+    if torch is not None and args.threads is None:
+        torch.set_num_threads(gf.get_num_threads())
+    quick = args.quick
+    repeats = args.repeats or (3 if quick else 7)
+    rng = np.random.default_rng(0)
+    limits = machine_limits(quick)
+    builders = ([lambda s=s: batchnorm_cases(s, torch, rng) for s in (BN_SHAPES_QUICK if quick else BN_SHAPES)]
+                + [lambda: dropout_cases(DROPOUT_N_QUICK if quick else DROPOUT_N, torch, rng)]
+                + [lambda s=s: dense_cases(s, torch, rng) for s in (DENSE_SHAPES_QUICK if quick else DENSE_SHAPES)])
+    rows = []
+    for build in builders:
+        for case in build():
+            m = H.measure_interleaved(case.impls, repeats=repeats, warmup=2, min_sample_s=0.0 if quick else 0.05,
+                                      sleep_s=args.sleep_ms / 1e3, required=("gradfuse",))
+            row = {"workload": case.workload, "kind": case.kind, "pass": case.passes, "unit": case.unit,
+                   "work": case.work, "target": case.target, "cells": {}, "errors": m.errors}
+            for name, timing in m.timings.items():
+                cell = timing.as_ms()
+                cell["rate"] = case.work / timing.median / 1e9
+                row["cells"][name] = cell
+            g = row["cells"]["gradfuse"]
+            limit = limits["rmw_gb_per_s"] if case.unit == "GB/s" else limits["fma_gflops_all"]
+            g["frac_of_limit"] = g["rate"] / limit
+            row["speedup_vs"] = {k: v["ms"] / g["ms"] for k, v in row["cells"].items() if k != "gradfuse"}
+            rows.append(row)
+        gc.collect()
+    return {"suite": "layers", "machine": H.machine_info(torch, torch_missing), "limits": limits,
+            "settings": {"quick": quick, "repeats": repeats, "sleep_ms": args.sleep_ms}, "rows": rows}
+
+
+def _target_met(row) -> str:
+    cells, target = row["cells"], row["target"]
+    if not target or "torch" not in cells and target.startswith("torch"):
+        return ""
+    g = cells["gradfuse"]["ms"]
+    if target == ">= 0.9x best peer":
+        peers = [c["rate"] for k, c in cells.items() if k != "gradfuse"]
+        if not peers:
+            return ""
+        ratio = cells["gradfuse"]["rate"] / max(peers)
+        return f"{ratio:.2f}x best: {'met' if ratio >= 0.9 else 'NOT met'}"
+    need = float(target.split(">=")[1].rstrip("x "))
+    ratio = cells["torch"]["ms"] / g
+    return f"{ratio:.2f}x vs torch (need {need:g}x): {'met' if ratio >= need else 'NOT met'}"
+
+
+def report(result) -> str:
+    lim = result["limits"]
+    head = [f"limits measured here: read-modify-write {lim['rmw_gb_per_s']:.1f} GB/s ({lim['threads']} threads); "
+            f"FMA peak {lim['fma_gflops_1_thread']:.0f} GFLOP/s on 1 thread, {lim['fma_gflops_all']:.0f} on "
+            f"{lim['threads']}",
+            f"median of {result['settings']['repeats']} interleaved repeats; (x) = that time / gradfuse's", ""]
+    headers = ["workload", "pass", "gradfuse ms", "rate", "of limit", "numpy ms (x)", "torch ms (x)", "target"]
+    rows = []
+    for r in result["rows"]:
+        g = r["cells"]["gradfuse"]
+        cells = [r["workload"], r["pass"], f"{g['ms']:.3g}", f"{g['rate']:.3g} {r['unit']}",
+                 f"{100 * g['frac_of_limit']:.0f}%"]
+        for peer in ("numpy", "torch"):
+            c = r["cells"].get(peer)
+            cells.append(f"{c['ms']:.3g} ({c['ms'] / g['ms']:.3g}x)" if c else "-")
+        cells.append(_target_met(r))
+        rows.append(cells)
+    return "\n".join(head) + H.format_table(headers, rows, right={2, 3, 4, 5, 6})
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = __doc__.split("\n\n", 2)[2]
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("--quick", action="store_true", help="small shapes, 3 repeats (smoke test, seconds)")
+    parser.add_argument("--repeats", type=int, default=None, metavar="N", help="timed repeats (default 7; quick 3)")
+    parser.add_argument("--out", metavar="DIR", help="write DIR/layers.json (the table is always printed)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N", help="threads for gradfuse and torch")
+    parser.add_argument("--no-torch", action="store_true", help="leave out the torch columns")
+    parser.add_argument("--sleep-ms", type=float, default=2.0, metavar="MS",
+                        help="pause before each timed sample (default 2)")
+    parser.set_defaults(func=main)
+
+
+def main(args) -> int:
+    if args.threads is not None and args.threads < 1:
+        print("bench layers: --threads must be >= 1", file=sys.stderr)
+        return 2
+    result = run(args)
+    print(report(result))
+    if args.out:
+        path = os.path.join(args.out, "layers.json")
+        H.write_json(path, result)
+        print(f"wrote {path}")
+    return 0
