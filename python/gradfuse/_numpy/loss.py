@@ -233,7 +233,7 @@ def multi_margin_loss(scores, labels, grad=None, *, p=1, margin=1.0, reduction="
         positive[rows, labels] = False  # j != y
         h = z if p == 1 else z * z
         total = (np.where(positive, h, 0).sum(axis=-1, dtype=np.float64) / k).sum()
-        if grad is not None:
+        if grad is not None and n:
             g1 = dtype(1.0 / (k * denom))  # torch: g, and 2 * g * z
             g = np.where(positive, g1 if p == 1 else (dtype(2) * g1) * z, dtype(0)).astype(dtype)
             g[rows, labels] = (0.0 - g.sum(axis=-1, dtype=np.float64)).astype(dtype)
