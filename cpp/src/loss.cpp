@@ -82,15 +82,14 @@ struct DoubleSum {
       hi = hi + b * b;
     }
   }
-  // The lanes in order (not hsum: GCC 12 warns about _mm512_reduce_add_pd's undefined register).
+  // The lanes, added as a fixed tree (not hsum: GCC 12 warns about _mm512_reduce_add_pd's
+  // undefined register); short rows make this add chain visible, a tree keeps it shallow.
   GF_INLINE double sum() const {
-    alignas(64) double a[D::width], b[D::width];
-    lo.store(a);
-    hi.store(b);
-    double s = 0.0;
-    for (int k = 0; k < D::width; ++k) s += a[k];
-    for (int k = 0; k < D::width; ++k) s += b[k];
-    return s;
+    alignas(64) double a[D::width];
+    (lo + hi).store(a);
+    for (int w = D::width / 2; w >= 1; w /= 2)
+      for (int k = 0; k < w; ++k) a[k] += a[k + w];
+    return a[0];
   }
 };
 
@@ -104,12 +103,11 @@ T row_max(const T* x, int64_t n) {
   int64_t i = 0;
   for (; i + W <= n; i += W) m = maximum(m, V::load(x + i));
   if (i < n) m = maximum(m, load_fill<V>(x + i, n - i, ninf));
-  alignas(64) T lanes[W];
-  m.store(lanes);
-  T r = lanes[0];
-  for (int64_t k = 1; k < W; ++k)
-    if (r == r && (lanes[k] > r || lanes[k] != lanes[k])) r = lanes[k];
-  return r;
+  alignas(64) T a[W];
+  m.store(a);
+  for (int64_t w = W / 2; w >= 1; w /= 2)  // a fixed tree over the lanes; NaN wins
+    for (int64_t k = 0; k < w; ++k) a[k] = (a[k] != a[k] || a[k] >= a[k + w]) ? a[k] : a[k + w];
+  return a[0];
 }
 
 // buf[0, len) = exp(x[0, len) - shift), len <= kChunk; buf is 64-byte aligned with kChunk elements.
