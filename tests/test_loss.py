@@ -231,6 +231,47 @@ def test_cross_entropy_of_a_one_hot_row(backend):
     np.testing.assert_array_equal(y, [[1.0, 0.0, 0.0, 0.0]])
 
 
+@needs_core
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_exp_underflow_is_exactly_zero_on_every_path(dtype, isa):
+    """exp of -inf, -1e4 and of arguments whose exp is subnormal is 0 on every ISA path (Eigen's exp
+    clamps its argument there; the kernels flush what it returns)."""
+    tiny = -200.0 if dtype == np.float32 else -800.0
+    x = np.array([[0.0, -1e4, -np.inf, tiny], [tiny, 0.0, -np.inf, -1e4]], dtype)
+    want = np.array([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]], dtype)
+    y = np.empty_like(x)
+    _core.softmax_forward(x, y)
+    assert_bitwise_equal(y, want, "softmax")
+    grad = np.empty_like(x)
+    assert _core.softmax_cross_entropy(x, np.array([0, 1]), grad) == 0.0
+    assert_bitwise_equal(grad, np.zeros_like(x), "cross-entropy gradient")
+    _core.log_softmax_forward(x, y)
+    dy = np.ones_like(x)
+    _core.log_softmax_backward(y, dy, grad)
+    assert_bitwise_equal(grad, want * -4.0 + 1.0, "log_softmax backward: dx = dy - exp(y) sum(dy)")
+    logits = np.array([-1e4, 1e4, tiny, -tiny], dtype)  # (+-inf give NaN losses, as in torch)
+    targets = np.array([0.0, 1.0, 0.0, 1.0], dtype)
+    grad = np.empty_like(logits)
+    assert _core.bce_with_logits(logits, targets, grad, reduction="sum") == 0.0
+    assert_bitwise_equal(grad, np.zeros_like(logits), "bce gradient")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_nan_propagates_to_its_row(dtype, backend, torch):
+    x = np.random.default_rng(3).standard_normal((3, 20)).astype(dtype)
+    x[1, 17] = np.nan
+    for fn, ref in (("softmax_forward", torch.softmax), ("log_softmax_forward", torch.log_softmax)):
+        y = np.empty_like(x)
+        getattr(gf.ops, fn)(x, y)
+        assert np.isnan(y[1]).all() and np.isfinite(y[[0, 2]]).all()
+        np.testing.assert_allclose(y, ref(torch.from_numpy(x), dim=-1).numpy(), **tol(dtype))
+    grad = np.empty_like(x)
+    assert np.isnan(gf.ops.softmax_cross_entropy(x, np.array([0, 1, 2]), grad))
+    assert np.isnan(grad[1]).all() and np.isfinite(grad[[0, 2]]).all()
+    assert np.isnan(gf.ops.bce_with_logits(x, np.zeros_like(x), grad))
+    assert np.isnan(grad[1, 17]) and np.isfinite(np.delete(grad.ravel(), 37)).all()
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_softmax_over_the_last_axis_of_any_ndim(dtype, backend, torch):
     x = np.random.default_rng(5).standard_normal((2, 3, 19)).astype(dtype)

@@ -110,21 +110,36 @@ T row_max(const T* x, int64_t n) {
   return a[0];
 }
 
-// buf[0, len) = exp(x[0, len) - shift), len <= kChunk; buf is 64-byte aligned with kChunk elements.
+// log of the smallest normal number: exp of anything below it is flushed to 0. (Eigen clamps its
+// argument near there, so on some paths exp(-inf) or exp(-1e4) would otherwise be a subnormal, not 0.)
 template <class T>
-GF_INLINE void exp_block(const T* x, int64_t len, T shift, T* buf) {
+constexpr T kExpFlush = static_cast<T>(sizeof(T) == 4 ? -87.336544750553102 : -708.39641853226408);
+
+// out[0, padded) = exp(in[0, padded)), padded a multiple of kPad, both 64-byte aligned: every element
+// through Eigen's packet code, then arguments below kExpFlush give exactly 0.
+template <class T>
+GF_INLINE void exp_padded(const T* in, T* out, int64_t padded) {
+  using V = Vec<T>;
+  AlignedMap<T>(out, padded) = AlignedMap<T>(const_cast<T*>(in), padded).exp();
+  const V lo = V::broadcast(kExpFlush<T>), zero = V::broadcast(T(0));
+  for (int64_t i = 0; i < padded; i += V::width) select(V::load(in + i) < lo, zero, V::load(out + i)).store(out + i);
+}
+
+// buf[0, len) = exp(x[0, len) - shift), len <= kChunk; tmp and buf are 64-byte aligned, kChunk long.
+template <class T>
+GF_INLINE void exp_block(const T* x, int64_t len, T shift, T* tmp, T* buf) {
   using V = Vec<T>;
   constexpr int64_t W = V::width;
   const V s = V::broadcast(shift), zero = V::broadcast(T(0));
   int64_t i = 0;
-  for (; i + W <= len; i += W) (V::load(x + i) - s).store(buf + i);
+  for (; i + W <= len; i += W) (V::load(x + i) - s).store(tmp + i);
   if (i < len) {
-    select(active<V>(len - i), V::load(x + i, len - i) - s, zero).store(buf + i);
+    select(active<V>(len - i), V::load(x + i, len - i) - s, zero).store(tmp + i);
     i += W;
   }
   const int64_t padded = (len + kPad - 1) / kPad * kPad;
-  for (; i < padded; ++i) buf[i] = T(0);
-  AlignedMap<T>(buf, padded) = AlignedMap<T>(buf, padded).exp();
+  for (; i < padded; ++i) tmp[i] = T(0);
+  exp_padded(tmp, buf, padded);
 }
 
 // sum_j exp(x_j - shift) over [0, n), in double; the exps are written to out when it is given.
@@ -132,11 +147,12 @@ template <class T>
 double exp_sum(const T* x, int64_t n, T shift, T* out) {
   using V = Vec<T>;
   constexpr int64_t W = V::width;
+  alignas(64) T tmp[kChunk];
   alignas(64) T buf[kChunk];
   DoubleSum acc;
   for (int64_t c = 0; c < n; c += kChunk) {
     const int64_t len = std::min(kChunk, n - c);
-    exp_block(x + c, len, shift, buf);
+    exp_block(x + c, len, shift, tmp, buf);
     for (int64_t i = 0; i < len; i += W) {
       const int64_t m = std::min<int64_t>(W, len - i);
       const V e = load_n<V>(buf + i, m);
@@ -214,11 +230,11 @@ double bce_span(const T* x, const T* t, const T* pw, T* g, int64_t n, T scale) {
     // e = exp(-|x|), l = log1p(e): every element through the same Eigen packet code.
     for (int64_t i = 0; i < len; i += W) {
       const int64_t m = std::min<int64_t>(W, len - i);
-      (-abs(load_n<V>(x + c + i, m))).store(e + i);  // lanes past len: -|0| = -0
+      (-abs(load_n<V>(x + c + i, m))).store(l + i);  // lanes past len: -|0| = -0
     }
     const int64_t padded = (len + kPad - 1) / kPad * kPad;
-    for (int64_t i = (len + W - 1) / W * W; i < padded; ++i) e[i] = T(0);
-    AlignedMap<T>(e, padded) = AlignedMap<T>(e, padded).exp();
+    for (int64_t i = (len + W - 1) / W * W; i < padded; ++i) l[i] = T(0);
+    exp_padded(l, e, padded);
     AlignedMap<T>(l, padded) = AlignedMap<T>(e, padded).log1p();
     for (int64_t i = 0; i < len; i += W) {
       const int64_t m = std::min<int64_t>(W, len - i);
@@ -306,10 +322,11 @@ void softmax_backward(const T* y, const T* dy, T* dx, int64_t rows, int64_t cols
     } else {  // dx = dy - exp(y) sum dy
       for (int64_t i = 0; i < cols; i += W) acc.add(load_n<V>(gr + i, std::min<int64_t>(W, cols - i)));
       const V s = V::broadcast(static_cast<T>(acc.sum()));
+      alignas(64) T tmp[kChunk];
       alignas(64) T buf[kChunk];
       for (int64_t c = 0; c < cols; c += kChunk) {
         const int64_t len = std::min(kChunk, cols - c);
-        exp_block(yr + c, len, T(0), buf);
+        exp_block(yr + c, len, T(0), tmp, buf);
         for (int64_t i = 0; i < len; i += W) {
           const int64_t k = std::min<int64_t>(W, len - i);
           store_n(load_n<V>(gr + c + i, k) - V::load(buf + i) * s, out + c + i, k);

@@ -44,7 +44,9 @@
 // log1p(exp(-|x|)) never overflows. NaN propagates.
 //
 // Precision: exp, log and log1p are Eigen's vectorized functions (a few ulp), evaluated on aligned,
-// padded blocks so every element goes through the same code whatever its position. Every sum (row
+// padded blocks so every element goes through the same code whatever its position; exp of an
+// argument below log(smallest normal) (-87.3 in float32, -708.4 in float64) is exactly 0 (subnormal
+// results are flushed: Eigen clamps there, and exp(-inf) must be 0 on every path). Every sum (row
 // sums of exp or of dy y, the loss over a batch, the penalty norms) is accumulated in double: vector
 // lanes of doubles within a row or block, those lanes added in a fixed order, blocks combined in
 // block order. Element-wise results (gradients, softmax) are computed in T.
