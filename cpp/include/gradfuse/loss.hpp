@@ -39,6 +39,8 @@
 //                        lambda (beta ||W||_2^2 + ||W||_1) (lecture 003) -> l1 = lambda, l2 = 2 lambda beta.
 //                        Params are read once (4 B), grads read and written (8 B); value only: 4 B.
 //
+// reduction is "mean" or "sum". Not offered (torch has them): reduction="none", per-class `weight`
+// (cross-entropy, multi-margin), cross-entropy over (N, K, d1, ...) or with class-probability targets.
 // Empty batches: "mean" of nothing is NaN (0 / 0, as torch), "sum" is 0; nothing is written.
 // Stability: the row max is subtracted before exp, so logits of 1e4 (and -inf entries) are fine;
 // log1p(exp(-|x|)) never overflows. NaN propagates.
