@@ -1,13 +1,295 @@
-// loss.cpp (bindings): (being written)
+// loss.cpp (bindings): softmax, the losses and the penalties (contract: gradfuse/loss.hpp).
+//
+// Thin: check the scalars, then every array (ArgSet / TensorLists: dtype, layout, shapes, aliasing),
+// then the labels' range, all before anything is written; release the GIL; call the selected ISA's
+// kernel. Losses return their value as a Python float. Signatures, defaults, checks and messages are
+// those of the NumPy twins in python/gradfuse/_numpy/loss.py (a test compares the signatures).
 #include <pybind11/pybind11.h>
 
+#include <limits>
+#include <string>
+
 #include "arrays.hpp"
+#include "gradfuse/kernels.hpp"
 #include "gradfuse/loss.hpp"
 
 namespace gf {
 namespace bind {
+namespace {
 
-void bind_loss(py::module_& m) { (void)m; }
+using namespace pybind11::literals;
+
+// "mean" -> true, "sum" -> false; anything else is a ValueError.
+bool parse_reduction(const std::string& fn, const std::string& reduction) {
+  if (reduction == "mean") return true;
+  if (reduction == "sum") return false;
+  raise_value(fn + ": reduction must be 'mean' or 'sum', got '" + reduction + "'");
+}
+
+// The same memory (the output is the input itself): allowed for the row kernels' in-place use.
+bool same_memory(const ArrayArg& a, const ArrayArg& b) {
+  return a.present && b.present && a.data == b.data && a.nbytes == b.nbytes;
+}
+
+// Rows and columns of an array whose last axis is the class axis.
+void rows_cols(const ArrayArg& a, int64_t& rows, int64_t& cols) {
+  cols = a.shape.back();
+  rows = cols > 0 ? a.size / cols : 0;  // no columns: nothing to do
+}
+
+// (N, K) scores and (N,) labels.
+void check_labels(const ArgSet& s, const ArrayArg& scores, const ArrayArg& labels) {
+  if (scores.ndim() != 2) s.fail(std::string(scores.name) + " must be 2-D (N, K), got shape " + shape_str(scores.shape));
+  s.require_shape(labels, {scores.shape[0]}, "must be (N,) =");
+}
+
+// Each label in [0, K), unless it is ignore_index (when there is one).
+void check_label_range(const ArgSet& s, const ArrayArg& labels, int64_t classes, bool has_ignore,
+                       int64_t ignore_index) {
+  const int64_t* y = labels.ptr<int64_t>();
+  for (int64_t i = 0; i < labels.size; ++i) {
+    if (has_ignore && y[i] == ignore_index) continue;
+    if (y[i] < 0 || y[i] >= classes)
+      s.fail("labels[" + std::to_string(i) + "] = " + std::to_string(y[i]) + " is out of range [0, " +
+             std::to_string(classes) + ")");
+  }
+}
+
+template <class F>
+py::float_ run_loss(DType dtype, F&& f) {
+  const int threads = num_threads();
+  double value;
+  {
+    py::gil_scoped_release release;
+    value = dtype == DType::f32 ? f(float{}, threads) : f(double{}, threads);
+  }
+  return py::float_(value);
+}
+
+void softmax_forward_binding(const std::string& fn, py::handle x, py::handle y, bool log) {
+  ArgSet s(fn);
+  const ArrayArg& xa = s.floating("x", x, false);
+  const ArrayArg& ya = s.floating("y", y, true);
+  if (xa.ndim() < 1) s.fail("x must have at least one axis (the last is normalised), got shape ()");
+  s.require_shape(ya, xa.shape, "must have x's shape");
+  if (!same_memory(xa, ya)) s.check_aliasing();  // y may be x itself (in place), nothing in between
+  int64_t rows, cols;
+  rows_cols(xa, rows, cols);
+  const int threads = num_threads();
+  py::gil_scoped_release release;
+  if (s.dtype() == DType::f32) GF_CALL(softmax_forward<float>, xa.ptr<float>(), ya.ptr<float>(), rows, cols, log, threads);
+  else GF_CALL(softmax_forward<double>, xa.ptr<double>(), ya.ptr<double>(), rows, cols, log, threads);
+}
+
+void softmax_backward_binding(const std::string& fn, py::handle y, py::handle dy, py::handle dx, bool log) {
+  ArgSet s(fn);
+  const ArrayArg& ya = s.floating("y", y, false);
+  const ArrayArg& dya = s.floating("dy", dy, false);
+  const ArrayArg& dxa = s.floating("dx", dx, true);
+  if (ya.ndim() < 1) s.fail("y must have at least one axis (the last is normalised), got shape ()");
+  s.require_shape(dya, ya.shape, "must have y's shape");
+  s.require_shape(dxa, ya.shape, "must have y's shape");
+  if (same_memory(dxa, dya)) {  // dx may be dy itself (in place); it must still not overlap y
+    ArgSet pair(fn);
+    pair.floating("y", y, false);
+    pair.floating("dx", dx, true);
+    pair.check_aliasing();
+  } else {
+    s.check_aliasing();
+  }
+  int64_t rows, cols;
+  rows_cols(ya, rows, cols);
+  const int threads = num_threads();
+  py::gil_scoped_release release;
+  if (s.dtype() == DType::f32)
+    GF_CALL(softmax_backward<float>, ya.ptr<float>(), dya.ptr<float>(), dxa.ptr<float>(), rows, cols, log, threads);
+  else
+    GF_CALL(softmax_backward<double>, ya.ptr<double>(), dya.ptr<double>(), dxa.ptr<double>(), rows, cols, log, threads);
+}
+
+// pred/target/grad of an element-wise loss: same shape.
+py::float_ squared_error_binding(const std::string& fn, py::handle pred, py::handle target, py::handle grad,
+                                 bool mean) {
+  ArgSet s(fn);
+  const ArrayArg& p = s.floating("pred", pred, false);
+  const ArrayArg& t = s.floating("target", target, false);
+  const ArrayArg& g = s.floating("grad", grad, true, true);
+  s.require_shape(t, p.shape, "must have pred's shape");
+  s.require_shape(g, p.shape, "must have pred's shape");
+  s.check_aliasing();
+  const int64_t n = p.size;
+  const double denom = mean ? static_cast<double>(n) : 1.0;
+  return run_loss(s.dtype(), [&](auto zero, int threads) {
+    using T = decltype(zero);
+    const double sum = GF_CALL(squared_error<T>, p.ptr<T>(), t.ptr<T>(), g.present ? g.ptr<T>() : nullptr, n,
+                               2.0 / denom, threads);
+    return sum / denom;  // mean of nothing: 0 / 0 = NaN, as torch
+  });
+}
+
+}  // namespace
+
+void bind_loss(py::module_& m) {
+  m.def(
+      "softmax_forward",
+      [](py::handle x, py::handle y) { softmax_forward_binding("softmax_forward", x, y, false); }, "x"_a, "y"_a,
+      "y = softmax(x) over the last axis (max-subtracted: stable). y may be x itself (in place).");
+
+  m.def(
+      "softmax_backward",
+      [](py::handle y, py::handle dy, py::handle dx) { softmax_backward_binding("softmax_backward", y, dy, dx, false); },
+      "y"_a, "dy"_a, "dx"_a,
+      "dx = y * (dy - sum(dy * y, last axis)), y = softmax(x). dx may be dy itself (in place).");
+
+  m.def(
+      "log_softmax_forward",
+      [](py::handle x, py::handle y) { softmax_forward_binding("log_softmax_forward", x, y, true); }, "x"_a, "y"_a,
+      "y = log_softmax(x) = (x - max) - log(sum(exp(x - max))) over the last axis. y may be x itself.");
+
+  m.def(
+      "log_softmax_backward",
+      [](py::handle y, py::handle dy, py::handle dx) {
+        softmax_backward_binding("log_softmax_backward", y, dy, dx, true);
+      },
+      "y"_a, "dy"_a, "dx"_a,
+      "dx = dy - exp(y) * sum(dy, last axis), y = log_softmax(x). dx may be dy itself (in place).");
+
+  m.def(
+      "softmax_cross_entropy",
+      [](py::handle logits, py::handle labels, py::handle grad, const std::string& reduction, int64_t ignore_index,
+         double label_smoothing) {
+        const std::string fn = "softmax_cross_entropy";
+        CrossEntropyArgs a;
+        a.mean = parse_reduction(fn, reduction);
+        check_closed_unit(fn, "label_smoothing", label_smoothing);
+        a.ignore_index = ignore_index;
+        a.label_smoothing = label_smoothing;
+        ArgSet s(fn);
+        const ArrayArg& x = s.floating("logits", logits, false);
+        const ArrayArg& y = s.typed("labels", labels, false, 'i', 8, "int64");
+        const ArrayArg& g = s.floating("grad", grad, true, true);
+        check_labels(s, x, y);
+        s.require_shape(g, x.shape, "must have logits' shape");
+        s.check_aliasing();
+        check_label_range(s, y, x.shape[1], true, ignore_index);
+        const int64_t rows = x.shape[0], cols = x.shape[1];
+        return run_loss(s.dtype(), [&](auto zero, int threads) {
+          using T = decltype(zero);
+          return GF_CALL(softmax_cross_entropy<T>, x.ptr<T>(), y.ptr<int64_t>(), g.present ? g.ptr<T>() : nullptr,
+                         rows, cols, a, threads);
+        });
+      },
+      "logits"_a, "labels"_a, "grad"_a = py::none(), py::kw_only(), "reduction"_a = "mean", "ignore_index"_a = -100,
+      "label_smoothing"_a = 0.0,
+      "Softmax cross-entropy of (N, K) logits and (N,) int64 labels, as torch.nn.functional.cross_entropy; "
+      "writes d loss / d logits into grad when given. Returns the loss.");
+
+  m.def(
+      "multi_margin_loss",
+      [](py::handle scores, py::handle labels, py::handle grad, int64_t p, double margin,
+         const std::string& reduction) {
+        const std::string fn = "multi_margin_loss";
+        if (p != 1 && p != 2) raise_value(fn + ": p must be 1 or 2, got " + std::to_string(p));
+        check_finite(fn, "margin", margin);
+        const bool mean = parse_reduction(fn, reduction);
+        ArgSet s(fn);
+        const ArrayArg& x = s.floating("scores", scores, false);
+        const ArrayArg& y = s.typed("labels", labels, false, 'i', 8, "int64");
+        const ArrayArg& g = s.floating("grad", grad, true, true);
+        check_labels(s, x, y);
+        s.require_shape(g, x.shape, "must have scores' shape");
+        s.check_aliasing();
+        check_label_range(s, y, x.shape[1], false, 0);
+        const int64_t rows = x.shape[0], cols = x.shape[1];
+        return run_loss(s.dtype(), [&](auto zero, int threads) {
+          using T = decltype(zero);
+          return GF_CALL(multi_margin_loss<T>, x.ptr<T>(), y.ptr<int64_t>(), g.present ? g.ptr<T>() : nullptr, rows,
+                         cols, static_cast<int>(p), margin, mean, threads);
+        });
+      },
+      "scores"_a, "labels"_a, "grad"_a = py::none(), py::kw_only(), "p"_a = 1, "margin"_a = 1.0,
+      "reduction"_a = "mean",
+      "Multiclass hinge loss of (N, K) scores and (N,) int64 labels, as torch.nn.functional.multi_margin_loss "
+      "(divided by K); writes d loss / d scores into grad when given. Returns the loss.");
+
+  m.def(
+      "mse_loss",
+      [](py::handle pred, py::handle target, py::handle grad, const std::string& reduction) {
+        const std::string fn = "mse_loss";
+        const bool mean = parse_reduction(fn, reduction);
+        return squared_error_binding(fn, pred, target, grad, mean);
+      },
+      "pred"_a, "target"_a, "grad"_a = py::none(), py::kw_only(), "reduction"_a = "mean",
+      "Mean (or summed) squared error, as torch.nn.functional.mse_loss; grad = 2 (pred - target) / n "
+      "(no / n for 'sum') when given. Returns the loss.");
+
+  m.def(
+      "sum_of_squares_loss",
+      [](py::handle pred, py::handle target, py::handle grad) {
+        return squared_error_binding("sum_of_squares_loss", pred, target, grad, false);
+      },
+      "pred"_a, "target"_a, "grad"_a = py::none(),
+      "The seeds' L2 loss L = sum_i (pred_i - target_i)^2 (= mse_loss(reduction='sum')); grad = 2 (pred - target) "
+      "when given. Returns the loss.");
+
+  m.def(
+      "bce_with_logits",
+      [](py::handle logits, py::handle targets, py::handle grad, const std::string& reduction, py::handle pos_weight) {
+        const std::string fn = "bce_with_logits";
+        const bool mean = parse_reduction(fn, reduction);
+        ArgSet s(fn);
+        const ArrayArg& x = s.floating("logits", logits, false);
+        const ArrayArg& t = s.floating("targets", targets, false);
+        const ArrayArg& g = s.floating("grad", grad, true, true);
+        const ArrayArg& pw = s.floating("pos_weight", pos_weight, false, true);
+        s.require_shape(t, x.shape, "must have logits' shape");
+        s.require_shape(g, x.shape, "must have logits' shape");
+        int64_t cols = 0;
+        if (pw.present) {
+          if (x.ndim() < 1) s.fail("pos_weight needs logits with a class axis (the last), got shape ()");
+          cols = x.shape.back();
+          s.require_shape(pw, {cols}, "must be (C,) =");
+        }
+        s.check_aliasing();
+        const int64_t n = x.size;
+        const double denom = mean ? static_cast<double>(n) : 1.0;
+        return run_loss(s.dtype(), [&](auto zero, int threads) {
+          using T = decltype(zero);
+          const double sum = GF_CALL(bce_with_logits<T>, x.ptr<T>(), t.ptr<T>(), pw.present ? pw.ptr<T>() : nullptr,
+                                     g.present ? g.ptr<T>() : nullptr, n, cols, 1.0 / denom, threads);
+          return sum / denom;
+        });
+      },
+      "logits"_a, "targets"_a, "grad"_a = py::none(), py::kw_only(), "reduction"_a = "mean",
+      "pos_weight"_a = py::none(),
+      "Binary cross-entropy with logits, as torch.nn.functional.binary_cross_entropy_with_logits "
+      "(pos_weight: (C,) over the last axis); grad = ((pw t + 1 - t) sigmoid(x) - pw t) / n when given. "
+      "Returns the loss.");
+
+  m.def(
+      "penalty",
+      [](py::handle params, py::handle grads, double l1, double l2) {
+        const std::string fn = "penalty";
+        check_nonneg(fn, "l1", l1);
+        check_nonneg(fn, "l2", l2);
+        const bool has_grads = !grads.is_none();
+        TensorLists lists(fn, {{"params", params, false}, {"grads", grads, true, false}});
+        if (lists.empty()) return py::float_(0.0);
+        return run_loss(lists.dtype(), [&](auto zero, int threads) {
+          using T = decltype(zero);
+          const TensorList<T> v = lists.view<T>();
+          ParamGradList<T> list;
+          list.count = v.count;
+          list.offset = v.offset;
+          list.param = v.param;
+          list.grad = has_grads ? const_cast<T* const*>(v.grad) : nullptr;  // written: checked as such
+          return GF_CALL(penalty<T>, list, l1, l2, threads);
+        });
+      },
+      "params"_a, "grads"_a = py::none(), py::kw_only(), "l1"_a = 0.0, "l2"_a = 0.0,
+      "L1 / L2 / elastic-net penalty over a list of parameters (or an arena) in one pass: returns "
+      "l1 sum|w| + (l2/2) sum w^2 and, when grads are given, adds l1 sign(w) + l2 w to them in place.");
+}
 
 }  // namespace bind
 }  // namespace gf
