@@ -13,7 +13,7 @@
 //   NaN -> 0), comparisons -> V::Mask, select(mask, a, b), fma, isnan, any, hsum,
 //   mask_from_bits<V>(bits) / mask_bits(mask) (lane i <-> bit i), widen_lo/widen_hi (float
 //   lanes as doubles; scalar has one lane, so only widen_lo);
-//   U32: uint32 lanes (as many as Vec<float>): broadcast, iota, +, ^, mulhilo, ge_bits, store.
+//   U32: uint32 lanes (as many as Vec<float>): broadcast, iota, load, +, ^, mulhilo, ge_bits, store.
 //
 // load(p, n) / store(p, n) touch only the first n < width lanes (masked), so a tail is processed
 // by the same vector code as the body: an element's result never depends on its position, which is
@@ -130,6 +130,7 @@ struct U32 {
     return {_mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(base)),
                              _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15))};
   }
+  static GF_INLINE U32 load(const uint32_t* p) { return {_mm512_loadu_si512(p)}; }
   GF_INLINE void store(uint32_t* p) const { _mm512_storeu_si512(p, v); }
 };
 GF_INLINE U32 operator+(U32 a, U32 b) { return {_mm512_add_epi32(a.v, b.v)}; }
@@ -249,6 +250,7 @@ struct U32 {
   static GF_INLINE U32 iota(uint32_t base) {
     return {_mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(base)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))};
   }
+  static GF_INLINE U32 load(const uint32_t* p) { return {_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))}; }
   GF_INLINE void store(uint32_t* p) const { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v); }
 };
 GF_INLINE U32 operator+(U32 a, U32 b) { return {_mm256_add_epi32(a.v, b.v)}; }
@@ -315,6 +317,7 @@ struct U32 {
   uint32_t v;
   static GF_INLINE U32 broadcast(uint32_t x) { return {x}; }
   static GF_INLINE U32 iota(uint32_t base) { return {base}; }
+  static GF_INLINE U32 load(const uint32_t* p) { return {*p}; }
   GF_INLINE void store(uint32_t* p) const { *p = v; }
 };
 GF_INLINE U32 operator+(U32 a, U32 b) { return {a.v + b.v}; }
