@@ -13,7 +13,8 @@
 //   NaN -> 0), comparisons -> V::Mask, select(mask, a, b), fma, isnan, any, hsum,
 //   mask_from_bits<V>(bits) / mask_bits(mask) (lane i <-> bit i), widen_lo/widen_hi (float
 //   lanes as doubles; scalar has one lane, so only widen_lo);
-//   U32: uint32 lanes (as many as Vec<float>): broadcast, iota, load, +, ^, mulhilo, ge_bits, store.
+//   U32: uint32 lanes (as many as Vec<float>): broadcast, iota, load, +, ^, mulhilo, ge_bits, store;
+//   spread_bits4(bits) (bit k -> bit 4 k: interleaves four lane masks into one 64-bit word).
 //
 // load(p, n) / store(p, n) touch only the first n < width lanes (masked), so a tail is processed
 // by the same vector code as the body: an element's result never depends on its position, which is
@@ -135,13 +136,14 @@ struct U32 {
 };
 GF_INLINE U32 operator+(U32 a, U32 b) { return {_mm512_add_epi32(a.v, b.v)}; }
 GF_INLINE U32 operator^(U32 a, U32 b) { return {_mm512_xor_si512(a.v, b.v)}; }
-// The full 64-bit products a * m, split into their high and low 32-bit halves.
+// The full 64-bit products a * m, split into their high and low 32-bit halves. The lane swaps are
+// shuffles (port 5), merged under a mask, so only the two multiplies use port 0.
 GF_INLINE void mulhilo(U32 a, uint32_t m, U32& hi, U32& lo) {
   const __m512i mv = _mm512_set1_epi32(static_cast<int>(m));
-  const __m512i even = _mm512_mul_epu32(a.v, mv);                          // lanes 0, 2, ...
-  const __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(a.v, 32), mv);    // lanes 1, 3, ...
-  lo.v = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
-  hi.v = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 32), odd);
+  const __m512i even = _mm512_mul_epu32(a.v, mv);                                     // lanes 0, 2, ...
+  const __m512i odd = _mm512_mul_epu32(_mm512_shuffle_epi32(a.v, _MM_PERM_CDAB), mv);  // lanes 1, 3, ...
+  lo.v = _mm512_mask_shuffle_epi32(even, 0xAAAA, odd, _MM_PERM_CDAB);
+  hi.v = _mm512_mask_shuffle_epi32(odd, 0x5555, even, _MM_PERM_CDAB);
 }
 // Bit i set where lane i of a is >= t (unsigned).
 GF_INLINE uint32_t ge_bits(U32 a, uint32_t t) {
@@ -255,12 +257,12 @@ struct U32 {
 };
 GF_INLINE U32 operator+(U32 a, U32 b) { return {_mm256_add_epi32(a.v, b.v)}; }
 GF_INLINE U32 operator^(U32 a, U32 b) { return {_mm256_xor_si256(a.v, b.v)}; }
-GF_INLINE void mulhilo(U32 a, uint32_t m, U32& hi, U32& lo) {
+GF_INLINE void mulhilo(U32 a, uint32_t m, U32& hi, U32& lo) {  // lane swaps as shuffles, as above
   const __m256i mv = _mm256_set1_epi32(static_cast<int>(m));
   const __m256i even = _mm256_mul_epu32(a.v, mv);
-  const __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(a.v, 32), mv);
-  lo.v = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
-  hi.v = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
+  const __m256i odd = _mm256_mul_epu32(_mm256_shuffle_epi32(a.v, 0xB1), mv);
+  lo.v = _mm256_blend_epi32(even, _mm256_shuffle_epi32(odd, 0xB1), 0xAA);
+  hi.v = _mm256_blend_epi32(_mm256_shuffle_epi32(even, 0xB1), odd, 0xAA);
 }
 GF_INLINE uint32_t ge_bits(U32 a, uint32_t t) {  // unsigned a >= t  <=>  max(a, t) == a
   const __m256i eq = _mm256_cmpeq_epi32(_mm256_max_epu32(a.v, _mm256_set1_epi32(static_cast<int>(t))), a.v);
@@ -328,6 +330,22 @@ GF_INLINE void mulhilo(U32 a, uint32_t m, U32& hi, U32& lo) {
   lo.v = static_cast<uint32_t>(prod);
 }
 GF_INLINE uint32_t ge_bits(U32 a, uint32_t t) { return a.v >= t ? 1u : 0u; }
+#endif
+
+// Bit k of bits (k < 16) moved to bit 4 k, the other bits 0: four 16-lane compare masks m_j become
+// one 64-bit word with bit 4 l + j = bit l of m_j. BMI2 pdep where AVX-512 runs (every such CPU
+// has a fast one); shifts and masks elsewhere (AMD Zen 1/2, served by the AVX2 path, microcode pdep).
+#if defined(GF_ISA_AVX512)
+GF_INLINE uint64_t spread_bits4(uint32_t bits) { return _pdep_u64(bits, 0x1111111111111111ull); }
+#else
+GF_INLINE uint64_t spread_bits4(uint32_t bits) {
+  uint64_t x = bits & 0xFFFFu;
+  x = (x | (x << 24)) & 0x000000FF000000FFull;
+  x = (x | (x << 12)) & 0x000F000F000F000Full;
+  x = (x | (x << 6)) & 0x0303030303030303ull;
+  x = (x | (x << 3)) & 0x1111111111111111ull;
+  return x;
+}
 #endif
 
 // ---- ISA-independent helpers, written on the interface above ----------------------------------
