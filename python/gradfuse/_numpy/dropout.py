@@ -119,7 +119,8 @@ def dropout_forward(x, y, mask, *, p, seed, counter):
         keep = np.zeros(n, bool)
     else:
         keep = random_words(n, seed, counter) >= threshold(p)
-    y[...] = x * _factors(keep, p, x.dtype).reshape(x.shape)
+    with np.errstate(invalid="ignore"):  # a dropped Inf gives NaN (x * 0, as torch)
+        y[...] = x * _factors(keep, p, x.dtype).reshape(x.shape)
     padded = np.zeros(8 * mask.size, bool)
     padded[:n] = keep
     mask[...] = np.packbits(padded, bitorder="little")
@@ -140,7 +141,8 @@ def dropout_backward(dy, mask, dx, *, p):
     args.check_aliasing()
 
     keep = np.unpackbits(mask, bitorder="little")[:dy.size].astype(bool)
-    dx[...] = dy * _factors(keep, p, dy.dtype).reshape(dy.shape)
+    with np.errstate(invalid="ignore"):
+        dx[...] = dy * _factors(keep, p, dy.dtype).reshape(dy.shape)
 
 
 def philox4x32_10(counters, key, out):
