@@ -249,6 +249,51 @@ def test_cpp_matches_twin_extreme_keys(seed, counter, isa):
     assert_same_call(x, 0.5, x, seed, counter, what=f"seed={seed} counter={counter}")
 
 
+# Outputs of 16 MiB and more are written with non-temporal stores, the vectors shifted onto the
+# output's vector-size boundary (so they straddle mask words): every alignment of the output.
+STREAM_SIZES = {np.float32: (16 << 20) // 4 + 77, np.float64: (16 << 20) // 8 + 77}
+
+
+@functools.lru_cache(maxsize=None)
+def _stream_twin(dtype):
+    n = STREAM_SIZES[dtype]
+    rng = np.random.default_rng(15)
+    x, dy = rng.standard_normal(n).astype(dtype), rng.standard_normal(n).astype(dtype)
+    y, mask = forward(twin.dropout_forward, x, 0.3)
+    return x, dy, y, mask, backward(twin.dropout_backward, dy, mask, 0.3)
+
+
+def _at_offset(a, offset):
+    """A copy of a whose data starts `offset` elements past a 64-byte boundary."""
+    buf = np.empty(a.size + 64, a.dtype)
+    start = (-buf.ctypes.data % 64) // a.itemsize + offset
+    out = buf[start:start + a.size]
+    out[...] = a
+    assert out.ctypes.data % 64 == offset * a.itemsize
+    return out
+
+
+@needs_core
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_streaming_outputs_match_twin_at_every_alignment(dtype, isa, threads):
+    x, dy, y_ref, mask_ref, dx_ref = _stream_twin(dtype)
+    # (the scalar path has one-element vectors: every offset is the same case there)
+    for offset in range(64 // np.dtype(dtype).itemsize) if isa != "scalar" else (0, 1):
+        threads(1 + offset % 2)
+        y = _at_offset(np.zeros_like(x), offset)
+        mask = np.zeros_like(mask_ref)
+        _core.dropout_forward(x, y, mask, p=0.3, seed=SEED, counter=COUNTER)
+        np.testing.assert_array_equal(mask, mask_ref, err_msg=f"offset {offset}")
+        assert_bitwise_equal(y, y_ref, err_msg=f"y at offset {offset}")
+        dx = _at_offset(np.zeros_like(dy), offset)
+        _core.dropout_backward(dy, mask, dx, p=0.3)
+        assert_bitwise_equal(dx, dx_ref, err_msg=f"dx at offset {offset}")
+    threads(2)
+    inplace = _at_offset(x, 3)
+    _core.dropout_forward(inplace, inplace, mask, p=0.3, seed=SEED, counter=COUNTER)
+    assert_bitwise_equal(inplace, y_ref, err_msg="in place")
+
+
 SHAPES = [(), (7,), (3, 5), (2, 3, 4, 5), (2, 0, 3), (1, 1, 65)]
 
 

@@ -36,6 +36,8 @@
 //
 // Bytes moved per element (float32 / float64): forward reads x and writes y and a mask bit,
 // 4 + 4 + 1/8 = 8.125 / 16.125 B; backward reads dy and a mask bit and writes dx, the same.
+// Outputs of 16 MiB and more are written with non-temporal stores (no read-for-ownership of the
+// output's lines, which would add 4 / 8 B; they bypass the caches), at any alignment of the output.
 // Compute: Philox4x32-10 per 4 elements, 20 32x32->64 multiplies, on U32 lanes (16 blocks per
 // AVX-512 vector = one 64-bit mask word).
 //
