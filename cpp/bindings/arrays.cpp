@@ -254,13 +254,21 @@ void ArgSet::require_shape(const ArrayArg& a, const std::vector<int64_t>& shape,
     raise_value(fn_ + ": " + a.name + " has shape " + shape_str(a.shape) + " but " + what + " " + shape_str(shape));
 }
 
+void ArgSet::allow_in_place(const ArrayArg& out, const ArrayArg& in) { in_place_.emplace_back(&out, &in); }
+
 void ArgSet::check_aliasing() const {
+  auto exact_in_place = [&](const ArrayArg& w, const ArrayArg& o) {
+    if (w.data != o.data || w.shape != o.shape || w.nbytes != o.nbytes) return false;
+    for (const auto& pair : in_place_)
+      if ((pair.first == &w && pair.second == &o) || (pair.first == &o && pair.second == &w)) return true;
+    return false;
+  };
   for (size_t i = 0; i < args_.size(); ++i) {
     const ArrayArg& w = *args_[i];
     if (!w.written || !w.present || w.nbytes == 0) continue;
     for (size_t j = 0; j < args_.size(); ++j) {
       const ArrayArg& o = *args_[j];
-      if (i == j || !o.present || o.nbytes == 0) continue;
+      if (i == j || !o.present || o.nbytes == 0 || exact_in_place(w, o)) continue;
       if (w.data < o.data + o.nbytes && o.data < w.data + w.nbytes)
         raise_value(fn_ + ": " + w.name + " shares memory with " + o.name +
                     " (an array that is written must not overlap any other argument)");

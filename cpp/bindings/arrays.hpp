@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gradfuse/optim.hpp"
@@ -95,6 +96,9 @@ class ArgSet {
   const std::string& fn() const { return fn_; }
   // ValueError "fn: <name> has shape (a, b) but <what> (c, d)" unless a's shape equals `shape`.
   void require_shape(const ArrayArg& a, const std::vector<int64_t>& shape, const std::string& what) const;
+  // Lets `out` be exactly `in` (same start, same shape: an element-wise kernel updating in place,
+  // each element read before it is written); any other overlap is still refused by check_aliasing().
+  void allow_in_place(const ArrayArg& out, const ArrayArg& in);
   void check_aliasing() const;
   [[noreturn]] void fail(const std::string& msg) const;  // ValueError "fn: msg"
 
@@ -106,6 +110,7 @@ class ArgSet {
   DType dtype_ = DType::f32;
   bool have_dtype_ = false;
   const char* first_floating_ = nullptr;
+  std::vector<std::pair<const ArrayArg*, const ArrayArg*>> in_place_;
 };
 
 std::string shape_str(const std::vector<int64_t>& shape);

@@ -1,13 +1,139 @@
-// dropout.cpp (bindings): (being written)
+// dropout.cpp (bindings): gradfuse._core.dropout_forward / dropout_backward / dropout_mask_bytes /
+// philox4x32_10. The contract is in gradfuse/dropout.hpp.
+//
+// Thin: check every argument (scalars, then arrays with ArgSet), release the GIL, call the
+// selected ISA's kernel. Signatures, checks and messages are those of the NumPy twins in
+// python/gradfuse/_numpy/dropout.py (tests compare them).
 #include <pybind11/pybind11.h>
 
 #include "arrays.hpp"
 #include "gradfuse/dropout.hpp"
+#include "gradfuse/kernels.hpp"
 
 namespace gf {
 namespace bind {
+namespace {
 
-void bind_dropout(py::module_& m) { (void)m; }
+using namespace pybind11::literals;
+
+// torch's wording (torch.nn.functional.dropout), after the function's name.
+void check_probability(const std::string& fn, double p) {
+  if (!(p >= 0 && p <= 1))
+    raise_value(fn + ": dropout probability has to be between 0 and 1, but got " +
+                py::str(py::float_(p)).cast<std::string>());
+}
+
+// An int (or an object with __index__, e.g. a NumPy integer; not a bool) in [0, 2**64).
+uint64_t parse_u64(const std::string& fn, const char* name, py::handle obj) {
+  PyObject* o = obj.ptr();
+  if (PyBool_Check(o) || !PyIndex_Check(o))
+    raise_type(fn + ": " + name + " must be an int, got " + std::string(Py_TYPE(o)->tp_name));
+  py::int_ value = py::reinterpret_steal<py::int_>(PyNumber_Index(o));
+  if (!value) throw py::error_already_set();
+  const int negative = PyObject_RichCompareBool(value.ptr(), py::int_(0).ptr(), Py_LT);
+  if (negative < 0) throw py::error_already_set();
+  bool ok = negative == 0;
+  unsigned long long v = 0;
+  if (ok) {
+    v = PyLong_AsUnsignedLongLong(value.ptr());
+    if (v == ~0ull && PyErr_Occurred()) {
+      PyErr_Clear();
+      ok = false;
+    }
+  }
+  if (!ok)
+    raise_value(fn + ": " + name + " must be an int in [0, 2**64), got " + py::str(value).cast<std::string>());
+  return v;
+}
+
+}  // namespace
+
+void bind_dropout(py::module_& m) {
+  m.def(
+      "dropout_forward",
+      [](py::handle x, py::handle y, py::handle mask, double p, py::handle seed, py::handle counter) {
+        const std::string fn = "dropout_forward";
+        check_probability(fn, p);
+        const uint64_t s = parse_u64(fn, "seed", seed), c = parse_u64(fn, "counter", counter);
+        ArgSet args(fn);
+        const ArrayArg& ax = args.floating("x", x, false);
+        const ArrayArg& ay = args.floating("y", y, true);
+        const ArrayArg& am = args.typed("mask", mask, true, 'u', 1, "uint8");
+        args.require_shape(ay, ax.shape, "x has shape");
+        args.require_shape(am, {dropout_mask_bytes(ax.size)}, "x.size = " + std::to_string(ax.size) + " needs");
+        args.allow_in_place(ay, ax);
+        args.check_aliasing();
+        const int64_t n = ax.size;
+        const int threads = num_threads();
+        py::gil_scoped_release release;
+        if (args.dtype() == DType::f32)
+          GF_CALL(dropout_forward<float>, ax.ptr<float>(), ay.ptr<float>(), am.ptr<uint8_t>(), n, p, s, c, threads);
+        else
+          GF_CALL(dropout_forward<double>, ax.ptr<double>(), ay.ptr<double>(), am.ptr<uint8_t>(), n, p, s, c, threads);
+      },
+      "x"_a, "y"_a, "mask"_a, py::kw_only(), "p"_a, "seed"_a, "counter"_a,
+      "Inverted dropout, training mode: y = x * keep / (1 - p), and the keep bits packed into mask "
+      "(uint8, dropout_mask_bytes(x.size) bytes; np.unpackbits(mask, bitorder='little')[:x.size]). "
+      "keep comes from Philox4x32-10 keyed on (seed, counter, element index): the same for every "
+      "thread count, ISA and backend. p in [0, 1] (1: zeros); seed and counter: ints in [0, 2**64). "
+      "y may be x (in place).");
+
+  m.def(
+      "dropout_backward",
+      [](py::handle dy, py::handle mask, py::handle dx, double p) {
+        const std::string fn = "dropout_backward";
+        check_probability(fn, p);
+        ArgSet args(fn);
+        const ArrayArg& ady = args.floating("dy", dy, false);
+        const ArrayArg& am = args.typed("mask", mask, false, 'u', 1, "uint8");
+        const ArrayArg& adx = args.floating("dx", dx, true);
+        args.require_shape(adx, ady.shape, "dy has shape");
+        args.require_shape(am, {dropout_mask_bytes(ady.size)}, "dy.size = " + std::to_string(ady.size) + " needs");
+        args.allow_in_place(adx, ady);
+        args.check_aliasing();
+        const int64_t n = ady.size;
+        const int threads = num_threads();
+        py::gil_scoped_release release;
+        if (args.dtype() == DType::f32)
+          GF_CALL(dropout_backward<float>, ady.ptr<float>(), am.ptr<uint8_t>(), adx.ptr<float>(), n, p, threads);
+        else
+          GF_CALL(dropout_backward<double>, ady.ptr<double>(), am.ptr<uint8_t>(), adx.ptr<double>(), n, p, threads);
+      },
+      "dy"_a, "mask"_a, "dx"_a, py::kw_only(), "p"_a,
+      "Dropout backward: dx = dy * keep / (1 - p) with keep read from the forward's mask (0 when "
+      "p == 1). dx may be dy (in place).");
+
+  m.def(
+      "dropout_mask_bytes",
+      [](int64_t n) {
+        if (n < 0) raise_value("dropout_mask_bytes: n must be >= 0, got " + std::to_string(n));
+        return dropout_mask_bytes(n);
+      },
+      "n"_a, "Bytes of the packed dropout mask of n elements: 8 * ceil(n / 64) (whole 64-bit words).");
+
+  m.def(
+      "philox4x32_10",
+      [](py::handle counters, py::handle key, py::handle out) {
+        const std::string fn = "philox4x32_10";
+        ArgSet args(fn);
+        const ArrayArg& ac = args.typed("counters", counters, false, 'u', 4, "uint32");
+        const ArrayArg& ak = args.typed("key", key, false, 'u', 4, "uint32");
+        const ArrayArg& ao = args.typed("out", out, true, 'u', 4, "uint32");
+        if (ac.ndim() != 2 || ac.shape[1] != 4)
+          args.fail("counters has shape " + shape_str(ac.shape) + "; expected (n, 4)");
+        args.require_shape(ak, {2}, "expected");
+        args.require_shape(ao, ac.shape, "counters has shape");
+        args.check_aliasing();
+        const int64_t n = ac.shape[0];
+        const uint32_t k0 = ak.ptr<uint32_t>()[0], k1 = ak.ptr<uint32_t>()[1];
+        const int threads = num_threads();
+        py::gil_scoped_release release;
+        GF_CALL(philox4x32_10, ac.ptr<uint32_t>(), n, k0, k1, ao.ptr<uint32_t>(), threads);
+      },
+      "counters"_a, "key"_a, "out"_a,
+      "Philox4x32-10 (Random123): out[i] = the four output words of counter counters[i] (uint32, "
+      "(n, 4)) under key (uint32, (2,)); out is uint32 (n, 4).");
+}
 
 }  // namespace bind
 }  // namespace gf

@@ -9,11 +9,14 @@
 // three copies never meet at link time. Kernels are written once against this interface:
 //
 //   V::width, V::load(p), V::load(p, n), v.store(p), v.store(p, n), V::broadcast(x),
+//   v.stream(p) (a non-temporal store, p aligned to sizeof(V); then stream_fence() before the
+//   threads join; for outputs far larger than the caches: no read-for-ownership of the lines),
 //   + - * / unary-, sqrt, abs, maximum/minimum (NaN-propagating, like numpy), sign (torch's:
 //   NaN -> 0), comparisons -> V::Mask, select(mask, a, b), fma, isnan, any, hsum,
 //   mask_from_bits<V>(bits) / mask_bits(mask) (lane i <-> bit i), widen_lo/widen_hi (float
 //   lanes as doubles; scalar has one lane, so only widen_lo);
-//   U32: uint32 lanes (as many as Vec<float>): broadcast, iota, +, ^, mulhilo, ge_bits, store.
+//   U32: uint32 lanes (as many as Vec<float>): broadcast, iota, load, +, ^, mulhilo, ge_bits, store;
+//   spread_bits4(bits) (bit k -> bit 4 k: interleaves four lane masks into one 64-bit word).
 //
 // load(p, n) / store(p, n) touch only the first n < width lanes (masked), so a tail is processed
 // by the same vector code as the body: an element's result never depends on its position, which is
@@ -58,6 +61,7 @@ struct Vec<float> {
   static GF_INLINE Vec load(const float* p, int64_t n) { return {_mm512_maskz_loadu_ps(tail_mask16(n), p)}; }
   GF_INLINE void store(float* p) const { _mm512_storeu_ps(p, v); }
   GF_INLINE void store(float* p, int64_t n) const { _mm512_mask_storeu_ps(p, tail_mask16(n), v); }
+  GF_INLINE void stream(float* p) const { _mm512_stream_ps(p, v); }
   static GF_INLINE Vec broadcast(float x) { return {_mm512_set1_ps(x)}; }
 };
 GF_INLINE Vec<float> operator+(Vec<float> a, Vec<float> b) { return {_mm512_add_ps(a.v, b.v)}; }
@@ -89,6 +93,7 @@ struct Vec<double> {
   static GF_INLINE Vec load(const double* p, int64_t n) { return {_mm512_maskz_loadu_pd(tail_mask8(n), p)}; }
   GF_INLINE void store(double* p) const { _mm512_storeu_pd(p, v); }
   GF_INLINE void store(double* p, int64_t n) const { _mm512_mask_storeu_pd(p, tail_mask8(n), v); }
+  GF_INLINE void stream(double* p) const { _mm512_stream_pd(p, v); }
   static GF_INLINE Vec broadcast(double x) { return {_mm512_set1_pd(x)}; }
 };
 GF_INLINE Vec<double> operator+(Vec<double> a, Vec<double> b) { return {_mm512_add_pd(a.v, b.v)}; }
@@ -130,17 +135,19 @@ struct U32 {
     return {_mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(base)),
                              _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15))};
   }
+  static GF_INLINE U32 load(const uint32_t* p) { return {_mm512_loadu_si512(p)}; }
   GF_INLINE void store(uint32_t* p) const { _mm512_storeu_si512(p, v); }
 };
 GF_INLINE U32 operator+(U32 a, U32 b) { return {_mm512_add_epi32(a.v, b.v)}; }
 GF_INLINE U32 operator^(U32 a, U32 b) { return {_mm512_xor_si512(a.v, b.v)}; }
-// The full 64-bit products a * m, split into their high and low 32-bit halves.
+// The full 64-bit products a * m, split into their high and low 32-bit halves. The lane swaps are
+// shuffles (port 5), merged under a mask, so only the two multiplies use port 0.
 GF_INLINE void mulhilo(U32 a, uint32_t m, U32& hi, U32& lo) {
   const __m512i mv = _mm512_set1_epi32(static_cast<int>(m));
-  const __m512i even = _mm512_mul_epu32(a.v, mv);                          // lanes 0, 2, ...
-  const __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(a.v, 32), mv);    // lanes 1, 3, ...
-  lo.v = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
-  hi.v = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 32), odd);
+  const __m512i even = _mm512_mul_epu32(a.v, mv);                                     // lanes 0, 2, ...
+  const __m512i odd = _mm512_mul_epu32(_mm512_shuffle_epi32(a.v, _MM_PERM_CDAB), mv);  // lanes 1, 3, ...
+  lo.v = _mm512_mask_shuffle_epi32(even, 0xAAAA, odd, _MM_PERM_CDAB);
+  hi.v = _mm512_mask_shuffle_epi32(odd, 0x5555, even, _MM_PERM_CDAB);
 }
 // Bit i set where lane i of a is >= t (unsigned).
 GF_INLINE uint32_t ge_bits(U32 a, uint32_t t) {
@@ -165,6 +172,7 @@ struct Vec<float> {
   static GF_INLINE Vec load(const float* p, int64_t n) { return {_mm256_maskload_ps(p, tail_mask_ps(n))}; }
   GF_INLINE void store(float* p) const { _mm256_storeu_ps(p, v); }
   GF_INLINE void store(float* p, int64_t n) const { _mm256_maskstore_ps(p, tail_mask_ps(n), v); }
+  GF_INLINE void stream(float* p) const { _mm256_stream_ps(p, v); }
   static GF_INLINE Vec broadcast(float x) { return {_mm256_set1_ps(x)}; }
 };
 GF_INLINE Vec<float> operator+(Vec<float> a, Vec<float> b) { return {_mm256_add_ps(a.v, b.v)}; }
@@ -200,6 +208,7 @@ struct Vec<double> {
   static GF_INLINE Vec load(const double* p, int64_t n) { return {_mm256_maskload_pd(p, tail_mask_pd(n))}; }
   GF_INLINE void store(double* p) const { _mm256_storeu_pd(p, v); }
   GF_INLINE void store(double* p, int64_t n) const { _mm256_maskstore_pd(p, tail_mask_pd(n), v); }
+  GF_INLINE void stream(double* p) const { _mm256_stream_pd(p, v); }
   static GF_INLINE Vec broadcast(double x) { return {_mm256_set1_pd(x)}; }
 };
 GF_INLINE Vec<double> operator+(Vec<double> a, Vec<double> b) { return {_mm256_add_pd(a.v, b.v)}; }
@@ -249,16 +258,17 @@ struct U32 {
   static GF_INLINE U32 iota(uint32_t base) {
     return {_mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(base)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))};
   }
+  static GF_INLINE U32 load(const uint32_t* p) { return {_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))}; }
   GF_INLINE void store(uint32_t* p) const { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v); }
 };
 GF_INLINE U32 operator+(U32 a, U32 b) { return {_mm256_add_epi32(a.v, b.v)}; }
 GF_INLINE U32 operator^(U32 a, U32 b) { return {_mm256_xor_si256(a.v, b.v)}; }
-GF_INLINE void mulhilo(U32 a, uint32_t m, U32& hi, U32& lo) {
+GF_INLINE void mulhilo(U32 a, uint32_t m, U32& hi, U32& lo) {  // lane swaps as shuffles, as above
   const __m256i mv = _mm256_set1_epi32(static_cast<int>(m));
   const __m256i even = _mm256_mul_epu32(a.v, mv);
-  const __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(a.v, 32), mv);
-  lo.v = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
-  hi.v = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
+  const __m256i odd = _mm256_mul_epu32(_mm256_shuffle_epi32(a.v, 0xB1), mv);
+  lo.v = _mm256_blend_epi32(even, _mm256_shuffle_epi32(odd, 0xB1), 0xAA);
+  hi.v = _mm256_blend_epi32(_mm256_shuffle_epi32(even, 0xB1), odd, 0xAA);
 }
 GF_INLINE uint32_t ge_bits(U32 a, uint32_t t) {  // unsigned a >= t  <=>  max(a, t) == a
   const __m256i eq = _mm256_cmpeq_epi32(_mm256_max_epu32(a.v, _mm256_set1_epi32(static_cast<int>(t))), a.v);
@@ -279,6 +289,7 @@ struct Vec {
   static GF_INLINE Vec load(const T* p, int64_t) { return {*p}; }  // never called: width 1 has no tail
   GF_INLINE void store(T* p) const { *p = v; }
   GF_INLINE void store(T* p, int64_t) const { *p = v; }
+  GF_INLINE void stream(T* p) const { *p = v; }  // a plain store on the baseline path
   static GF_INLINE Vec broadcast(T x) { return {x}; }
 };
 template <class T> GF_INLINE Vec<T> operator+(Vec<T> a, Vec<T> b) { return {a.v + b.v}; }
@@ -315,6 +326,7 @@ struct U32 {
   uint32_t v;
   static GF_INLINE U32 broadcast(uint32_t x) { return {x}; }
   static GF_INLINE U32 iota(uint32_t base) { return {base}; }
+  static GF_INLINE U32 load(const uint32_t* p) { return {*p}; }
   GF_INLINE void store(uint32_t* p) const { *p = v; }
 };
 GF_INLINE U32 operator+(U32 a, U32 b) { return {a.v + b.v}; }
@@ -325,6 +337,30 @@ GF_INLINE void mulhilo(U32 a, uint32_t m, U32& hi, U32& lo) {
   lo.v = static_cast<uint32_t>(prod);
 }
 GF_INLINE uint32_t ge_bits(U32 a, uint32_t t) { return a.v >= t ? 1u : 0u; }
+#endif
+
+// Orders a thread's non-temporal stores (v.stream) before what follows (the end of a parallel
+// region). No-op on the scalar path, whose stream() is a plain store.
+#if defined(GF_ISA_AVX2) || defined(GF_ISA_AVX512)
+GF_INLINE void stream_fence() { _mm_sfence(); }
+#else
+GF_INLINE void stream_fence() {}
+#endif
+
+// Bit k of bits (k < 16) moved to bit 4 k, the other bits 0: four 16-lane compare masks m_j become
+// one 64-bit word with bit 4 l + j = bit l of m_j. BMI2 pdep where AVX-512 runs (every such CPU
+// has a fast one); shifts and masks elsewhere (AMD Zen 1/2, served by the AVX2 path, microcode pdep).
+#if defined(GF_ISA_AVX512)
+GF_INLINE uint64_t spread_bits4(uint32_t bits) { return _pdep_u64(bits, 0x1111111111111111ull); }
+#else
+GF_INLINE uint64_t spread_bits4(uint32_t bits) {
+  uint64_t x = bits & 0xFFFFu;
+  x = (x | (x << 24)) & 0x000000FF000000FFull;
+  x = (x | (x << 12)) & 0x000F000F000F000Full;
+  x = (x | (x << 6)) & 0x0303030303030303ull;
+  x = (x | (x << 3)) & 0x1111111111111111ull;
+  return x;
+}
 #endif
 
 // ---- ISA-independent helpers, written on the interface above ----------------------------------

@@ -155,6 +155,7 @@ class ArgSet:
         self.dtype = None
         self._first_floating = None
         self._args = []  # (name, array or None, written)
+        self._in_place = set()  # frozenset({out, in}): names allowed to be exactly the same array
 
     def _add(self, name, obj, written, optional):
         if obj is None:
@@ -203,13 +204,21 @@ class ArgSet:
     def fail(self, msg):
         raise ValueError(f"{self.fn}: {msg}")
 
+    def allow_in_place(self, out_name, in_name):
+        """Lets `out` be exactly `in` (same start, same shape: an element-wise kernel updating in
+        place); any other overlap is still refused by check_aliasing()."""
+        self._in_place.add(frozenset((out_name, in_name)))
+
     def check_aliasing(self):
-        spans = [(name, a.__array_interface__["data"][0], a.nbytes, w) for name, a, w in self._args
+        spans = [(name, a.__array_interface__["data"][0], a.nbytes, w, a.shape) for name, a, w in self._args
                  if a is not None and a.nbytes]
-        for wname, wstart, wbytes, written in spans:
+        for wname, wstart, wbytes, written, wshape in spans:
             if not written:
                 continue
-            for oname, ostart, obytes, _ in spans:
+            for oname, ostart, obytes, _, oshape in spans:
+                if (frozenset((wname, oname)) in self._in_place and wstart == ostart and wbytes == obytes
+                        and wshape == oshape):
+                    continue
                 if oname != wname and wstart < ostart + obytes and ostart < wstart + wbytes:
                     raise ValueError(f"{self.fn}: {wname} shares memory with {oname} (an array that is written "
                                      "must not overlap any other argument)")
