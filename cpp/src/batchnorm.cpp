@@ -106,12 +106,15 @@ std::vector<T> per_column(const Geometry& g, const T* per_channel) {
 
 // ---- pass 1: per-channel sums ------------------------------------------------------------------
 //
-// kGrad false (forward):  d = x - p;  u += d,  v += d d
-// kGrad true (backward):  d = x - p;  u += g,  v += g d        (p = the saved mean)
-// d, u, v in double. Lanes beyond the data are loaded as zero in x, g AND p, so they add zero.
+// kGrad false (forward):  d = x - p;  s0 += d,  s1 += d d                    (p: the pivot)
+// kGrad true (backward):  d = x - p;  s0 += g,  s1 += g d,  s2 += d          (p: the saved mean)
+// in double. Lanes beyond the data are loaded as zero in x, g AND p, so they add zero.
+
+template <bool kGrad>
+constexpr int kSums = kGrad ? 3 : 2;
 
 template <class T, bool kGrad>
-GF_INLINE void accumulate(Vec<T> x, Vec<T> g, const D* p, D* u, D* v) {
+GF_INLINE void accumulate(Vec<T> x, Vec<T> g, const D* p, D (*s)[Wide<T>::P]) {
   constexpr int P = Wide<T>::P;
   D xw[P], gw[P];
   Wide<T>::of(x, xw);
@@ -119,113 +122,115 @@ GF_INLINE void accumulate(Vec<T> x, Vec<T> g, const D* p, D* u, D* v) {
   for (int j = 0; j < P; ++j) {
     const D d = xw[j] - p[j];
     if constexpr (kGrad) {
-      u[j] = u[j] + gw[j];
-      v[j] = v[j] + gw[j] * d;
+      s[0][j] = s[0][j] + gw[j];
+      s[1][j] = s[1][j] + gw[j] * d;
+      s[2][j] = s[2][j] + d;
     } else {
-      u[j] = u[j] + d;
-      v[j] = v[j] + d * d;
+      s[0][j] = s[0][j] + d;
+      s[1][j] = s[1][j] + d * d;
     }
   }
 }
 
-// Rows layout: Q consecutive rows (stride apart) of the columns [k0, k1), added into s1, s2
+// Rows layout: Q consecutive rows (stride apart) of the columns [k0, k1), added into out[i]
 // (indexed by column). The Q rows are summed first, in row order, then added.
 template <class T, bool kGrad, int Q>
 GF_INLINE void sum_rows(const T* x, const T* g, int64_t stride, const T* piv, int64_t k0, int64_t k1,
-                        double* s1, double* s2) {
+                        double* const* out) {
   using V = Vec<T>;
-  constexpr int W = V::width, P = Wide<T>::P, DW = D::width;
+  constexpr int W = V::width, P = Wide<T>::P, DW = D::width, NS = kSums<kGrad>;
   for (int64_t k = k0; k < k1; k += W) {
     const int64_t nl = std::min<int64_t>(W, k1 - k);
-    D p[P], u[P], v[P];
+    D p[P], acc[NS][P];
     Wide<T>::of(load_n(piv + k, nl), p);
-    for (int j = 0; j < P; ++j) u[j] = v[j] = D::broadcast(0.0);
+    for (int i = 0; i < NS; ++i)
+      for (int j = 0; j < P; ++j) acc[i][j] = D::broadcast(0.0);
     for (int q = 0; q < Q; ++q) {
       const V xv = load_n(x + q * stride + k, nl);
-      if constexpr (kGrad) accumulate<T, true>(xv, load_n(g + q * stride + k, nl), p, u, v);
-      else accumulate<T, false>(xv, xv, p, u, v);
+      if constexpr (kGrad) accumulate<T, true>(xv, load_n(g + q * stride + k, nl), p, acc);
+      else accumulate<T, false>(xv, xv, p, acc);
     }
-    for (int j = 0; j < P; ++j) {
-      (D::load(s1 + k + j * DW) + u[j]).store(s1 + k + j * DW);
-      (D::load(s2 + k + j * DW) + v[j]).store(s2 + k + j * DW);
-    }
+    for (int i = 0; i < NS; ++i)
+      for (int j = 0; j < P; ++j) (D::load(out[i] + k + j * DW) + acc[i][j]).store(out[i] + k + j * DW);
   }
 }
 
-// Rows layout, one reduction block: rows [r0, r1) x columns [k0, k1) into s1[k0..], s2[k0..],
-// which this block owns (zeroed here, up to a whole vector past k1).
+// Rows layout, one reduction block: rows [r0, r1) x columns [k0, k1) into out[i][k0..], which this
+// block owns (zeroed here, up to a whole vector past k1).
 template <class T, bool kGrad>
 void rows_block(const Geometry& geo, const T* x, const T* g, const T* piv, int64_t r0, int64_t r1, int64_t k0,
-                int64_t k1, double* s1, double* s2) {
+                int64_t k1, double* const* out) {
   const int64_t cols = geo.cols;
   const int64_t kend = k0 + ceil_div(k1 - k0, Vec<T>::width) * Vec<T>::width;
-  std::fill(s1 + k0, s1 + kend, 0.0);
-  std::fill(s2 + k0, s2 + kend, 0.0);
+  for (int i = 0; i < kSums<kGrad>; ++i) std::fill(out[i] + k0, out[i] + kend, 0.0);
   const int64_t full = std::min(r1, geo.total / cols);  // rows with every column present
   int64_t r = r0;
-  for (; r + 4 <= full; r += 4)
-    sum_rows<T, kGrad, 4>(x + r * cols, g + r * cols, cols, piv, k0, k1, s1, s2);
-  for (; r < full; ++r) sum_rows<T, kGrad, 1>(x + r * cols, g + r * cols, cols, piv, k0, k1, s1, s2);
+  for (; r + 4 <= full; r += 4) sum_rows<T, kGrad, 4>(x + r * cols, g + r * cols, cols, piv, k0, k1, out);
+  for (; r < full; ++r) sum_rows<T, kGrad, 1>(x + r * cols, g + r * cols, cols, piv, k0, k1, out);
   if (r < r1) {  // the partial last row
     const int64_t end = std::min(k1, geo.total - r * cols);
-    if (end > k0) sum_rows<T, kGrad, 1>(x + r * cols, g + r * cols, cols, piv, k0, end, s1, s2);
+    if (end > k0) sum_rows<T, kGrad, 1>(x + r * cols, g + r * cols, cols, piv, k0, end, out);
   }
 }
 
-// Planes layout, one reduction block: channel ch of samples [n0, n1).
+// Planes layout, one reduction block: channel ch of samples [n0, n1), into out[0..kSums).
 template <class T, bool kGrad>
 void planes_block(const Geometry& geo, const T* x, const T* g, T pivot, int64_t ch, int64_t n0, int64_t n1,
-                  double& out1, double& out2) {
+                  double* out) {
   using V = Vec<T>;
-  constexpr int W = V::width, P = Wide<T>::P;
+  constexpr int W = V::width, P = Wide<T>::P, NS = kSums<kGrad>;
   const int64_t l = geo.l, body = l - l % W, rem = l % W;
-  D p[P], ptail[P], u[P], v[P];
+  D p[P], ptail[P], acc[NS][P];
   Wide<T>::of(V::broadcast(pivot), p);
   if (rem) {
     T buf[W];
     for (int i = 0; i < W; ++i) buf[i] = pivot;
     Wide<T>::of(V::load(buf, rem), ptail);  // zero beyond rem, like the data
   }
-  for (int j = 0; j < P; ++j) u[j] = v[j] = D::broadcast(0.0);
+  for (int i = 0; i < NS; ++i)
+    for (int j = 0; j < P; ++j) acc[i][j] = D::broadcast(0.0);
   for (int64_t s = n0; s < n1; ++s) {
     const int64_t base = (s * geo.c + ch) * l;
     const T* xp = x + base;
     const T* gp = g + base;
     for (int64_t i = 0; i < body; i += W) {
       const V xv = V::load(xp + i);
-      if constexpr (kGrad) accumulate<T, true>(xv, V::load(gp + i), p, u, v);
-      else accumulate<T, false>(xv, xv, p, u, v);
+      if constexpr (kGrad) accumulate<T, true>(xv, V::load(gp + i), p, acc);
+      else accumulate<T, false>(xv, xv, p, acc);
     }
     if (rem) {
       const V xv = V::load(xp + body, rem);
-      if constexpr (kGrad) accumulate<T, true>(xv, V::load(gp + body, rem), ptail, u, v);
-      else accumulate<T, false>(xv, xv, ptail, u, v);
+      if constexpr (kGrad) accumulate<T, true>(xv, V::load(gp + body, rem), ptail, acc);
+      else accumulate<T, false>(xv, xv, ptail, acc);
     }
   }
-  double a = 0.0, b = 0.0;
-  for (int j = 0; j < P; ++j) a += hsum(u[j]), b += hsum(v[j]);
-  out1 = a, out2 = b;
+  for (int i = 0; i < NS; ++i) {
+    double t = 0.0;
+    for (int j = 0; j < P; ++j) t += hsum(acc[i][j]);
+    out[i] = t;
+  }
 }
 
-// Per-channel sums s1[c], s2[c] over every element (see accumulate), pivot per channel. Fixed
+// Per-channel sums sums[i][c] over every element (see accumulate), pivot per channel. Fixed
 // blocks (edges from the shape only), one partial per block, combined in block order.
 template <class T, bool kGrad>
-void channel_sums(const Geometry& geo, const T* x, const T* g, const T* pivot, int threads, double* s1,
-                  double* s2) {
+void channel_sums(const Geometry& geo, const T* x, const T* g, const T* pivot, int threads, double* const* sums) {
+  constexpr int NS = kSums<kGrad>;
   const int64_t C = geo.c;
   if (geo.planes) {
     const int64_t per_block = std::max<int64_t>(1, kTaskElems / geo.l);
     const int64_t nb = ceil_div(geo.n, per_block);
-    std::unique_ptr<double[]> part(new double[2 * C * nb]);
+    std::unique_ptr<double[]> part(new double[NS * C * nb]);
     parallel_blocks(C * nb, threads, [&](int64_t b) {
       const int64_t ch = b / nb, n0 = (b % nb) * per_block, n1 = std::min(geo.n, n0 + per_block);
-      planes_block<T, kGrad>(geo, x, g, pivot[ch], ch, n0, n1, part[2 * b], part[2 * b + 1]);
+      planes_block<T, kGrad>(geo, x, g, pivot[ch], ch, n0, n1, &part[NS * b]);
     });
-    for (int64_t ch = 0; ch < C; ++ch) {
-      double a = 0.0, b = 0.0;
-      for (int64_t pb = 0; pb < nb; ++pb) a += part[2 * (ch * nb + pb)], b += part[2 * (ch * nb + pb) + 1];
-      s1[ch] = a, s2[ch] = b;
-    }
+    for (int64_t ch = 0; ch < C; ++ch)
+      for (int i = 0; i < NS; ++i) {
+        double t = 0.0;
+        for (int64_t pb = 0; pb < nb; ++pb) t += part[NS * (ch * nb + pb) + i];
+        sums[i][ch] = t;
+      }
     return;
   }
   const int64_t cols = geo.cols, rows = ceil_div(geo.total, cols);
@@ -234,28 +239,33 @@ void channel_sums(const Geometry& geo, const T* x, const T* g, const T* pivot, i
   const int64_t ncb = ceil_div(cols, kColBlock);
   const int64_t rows_per = std::max<int64_t>(1, kTaskElems / std::min(cols, kColBlock));
   const int64_t nrb = ceil_div(rows, rows_per);
-  std::unique_ptr<double[]> p1(new double[nrb * stride]), p2(new double[nrb * stride]);
+  // part[i][rb * stride + col]: sum i of column col over row block rb
+  std::unique_ptr<double[]> part(new double[NS * nrb * stride]);
   parallel_blocks(nrb * ncb, threads, [&](int64_t b) {
     const int64_t rb = b / ncb, cb = b % ncb;
     const int64_t r0 = rb * rows_per, r1 = std::min(rows, r0 + rows_per);
     const int64_t k0 = cb * kColBlock, k1 = std::min(cols, k0 + kColBlock);
-    rows_block<T, kGrad>(geo, x, g, piv.data(), r0, r1, k0, k1, p1.get() + rb * stride, p2.get() + rb * stride);
+    double* out[NS];
+    for (int i = 0; i < NS; ++i) out[i] = part.get() + (i * nrb + rb) * stride;
+    rows_block<T, kGrad>(geo, x, g, piv.data(), r0, r1, k0, k1, out);
   });
   // Channel ch: for each group j and column l of it, the column's blocks in order; then in (j, l) order.
   const int64_t work = geo.group * geo.per * nrb;
   parallel_for(C, threads, std::max<int64_t>(1, kGrain / std::max<int64_t>(1, work)), [&](int64_t lo, int64_t hi) {
-    for (int64_t ch = lo; ch < hi; ++ch) {
-      double a = 0.0, b = 0.0;
-      for (int64_t j = 0; j < geo.group; ++j)
-        for (int64_t l = 0; l < geo.per; ++l) {
-          const int64_t col = j * geo.k + ch * geo.per + l;
-          if (col >= cols) continue;
-          double ca = 0.0, cb = 0.0;
-          for (int64_t rb = 0; rb < nrb; ++rb) ca += p1[rb * stride + col], cb += p2[rb * stride + col];
-          a += ca, b += cb;
-        }
-      s1[ch] = a, s2[ch] = b;
-    }
+    for (int64_t ch = lo; ch < hi; ++ch)
+      for (int i = 0; i < NS; ++i) {
+        const double* pi = part.get() + i * nrb * stride;
+        double t = 0.0;
+        for (int64_t j = 0; j < geo.group; ++j)
+          for (int64_t l = 0; l < geo.per; ++l) {
+            const int64_t col = j * geo.k + ch * geo.per + l;
+            if (col >= cols) continue;
+            double column = 0.0;
+            for (int64_t rb = 0; rb < nrb; ++rb) column += pi[rb * stride + col];
+            t += column;
+          }
+        sums[i][ch] = t;
+      }
   });
 }
 
@@ -324,7 +334,8 @@ void batchnorm_forward(const BnForward<T>& a, int threads) {
     const int64_t first = a.channels_last ? 1 : a.l;  // channel ch starts at x[ch * first]
     for (int64_t ch = 0; ch < C; ++ch) pivot[ch] = a.x[ch * first];
     std::vector<double> s1(C), s2(C);
-    channel_sums<T, false>(geo, a.x, a.x, pivot.data(), threads, s1.data(), s2.data());
+    double* const sums[2] = {s1.data(), s2.data()};
+    channel_sums<T, false>(geo, a.x, a.x, pivot.data(), threads, sums);
     const double n = static_cast<double>(count);
     for (int64_t ch = 0; ch < C; ++ch) {
       const double md = s1[ch] / n;                            // mean - pivot
@@ -367,24 +378,33 @@ template <class T>
 void batchnorm_backward(const BnBackward<T>& a, int threads) {
   const int64_t C = a.c, count = a.n * a.l;
   if (C == 0) return;
-  const bool sums = a.batch_stats || a.dweight || a.dbias;
-  std::vector<double> sg(C, 0.0), sgd(C, 0.0);  // sum dy, sum dy (x - mean)
+  const bool need_sums = a.batch_stats || a.dweight || a.dbias;
+  // sum dy, sum dy (x - save_mean), sum (x - save_mean)
+  std::vector<double> sg(C, 0.0), sgd(C, 0.0), sd(C, 0.0);
   const Geometry geo = count > 0 ? geometry(a.n, a.c, a.l, a.channels_last) : Geometry{};
-  if (sums && count > 0) channel_sums<T, true>(geo, a.x, a.dy, a.save_mean, threads, sg.data(), sgd.data());
-  // dx = (dy k1 + (x - mean) k2) + k3   (eval: dy k1)
+  if (need_sums && count > 0) {
+    double* const sums[3] = {sg.data(), sgd.data(), sd.data()};
+    channel_sums<T, true>(geo, a.x, a.dy, a.save_mean, threads, sums);
+  }
+  // dx = (dy k1 + (x - save_mean) k2) + k3   (eval: dy k1)
+  // With batch statistics, save_mean is the batch mean rounded to T: e = mean(x - save_mean)
+  // re-centres it exactly (x - mean = (x - save_mean) - e), so its rounding does not reach dx.
   std::vector<T> k1(C), k2(C), k3(C);
   const double n = static_cast<double>(count);
   for (int64_t ch = 0; ch < C; ++ch) {
     const double invstd = static_cast<double>(a.save_invstd[ch]);
     const double w = a.weight ? static_cast<double>(a.weight[ch]) : 1.0;
+    const double e = a.batch_stats && count > 0 ? sd[ch] / n : 0.0;
+    const double sgx = sgd[ch] - e * sg[ch];  // sum dy (x - mean)
     if (a.dbias) a.dbias[ch] = static_cast<T>(sg[ch]);
-    if (a.dweight) a.dweight[ch] = static_cast<T>(sgd[ch] * invstd);
+    if (a.dweight) a.dweight[ch] = static_cast<T>(sgx * invstd);
     const double c1 = w * invstd;
     k1[ch] = static_cast<T>(c1);
     if (a.batch_stats && count > 0) {
-      const double mean_dy = sg[ch] / n, mean_dy_xhat = sgd[ch] * invstd / n;
-      k2[ch] = static_cast<T>(-c1 * invstd * mean_dy_xhat);
-      k3[ch] = static_cast<T>(-c1 * mean_dy);
+      const double mean_dy = sg[ch] / n, mean_dy_xhat = sgx * invstd / n;
+      const double c2 = -c1 * invstd * mean_dy_xhat;
+      k2[ch] = static_cast<T>(c2);
+      k3[ch] = static_cast<T>(-c1 * mean_dy - c2 * e);
     }
   }
   if (count == 0) return;

@@ -29,13 +29,15 @@
 // a pivot, its first element p (the value at n = 0, s = 0): the forward sums d = x - p and d^2 in
 // double (d is exact for float32 data unless the channel spans more than 2^29 in magnitude), so
 // mean = p + S1/n and var = S2/n - (S1/n)^2 suffer no cancellation even when |mean| >> std, as
-// E[x^2] - E[x]^2 on raw values would. The backward sums dy and dy (x - save_mean) in double.
+// E[x^2] - E[x]^2 on raw values would. The backward sums dy, dy (x - save_mean) and, with batch
+// statistics, x - save_mean in double: e = mean(x - save_mean) re-centres the saved mean (the batch
+// mean rounded to the dtype), so that rounding does not reach dx and dweight.
 // Per-channel coefficients are formed in double and rounded to the dtype once; the per-element
 // work is in the dtype:
 //   y = (x - p) a + b'              a = weight invstd, b' = bias - (mean - p) a   (x - p is exact
 //                                   for x within a factor 2 of p: no loss when |mean| >> std)
-//   dx = (dy k1 + (x - mean) k2) + k3,   k1 = weight invstd, k2 = -k1 invstd mean(dy xhat),
-//                                        k3 = -k1 mean(dy)
+//   dx = (dy k1 + (x - save_mean) k2) + k3,   k1 = weight invstd, k2 = -k1 invstd mean(dy xhat),
+//                                             k3 = -k1 mean(dy) - k2 e
 // Non-finite values propagate: a NaN or Inf in a channel makes that channel's statistics NaN.
 //
 // Memory traffic per element (E = 4 or 8 bytes): forward with batch statistics 2 reads of x + 1

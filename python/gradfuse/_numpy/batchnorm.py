@@ -98,6 +98,14 @@ def batchnorm_forward(x, weight, bias, running_mean, running_var, y, save_mean, 
         args.fail(f"Expected more than 1 value per channel when training, got input size {check.shape_str(x.shape)}")
     if c == 0:
         return
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # NaN / Inf propagate, like torch
+        _forward(x, weight, bias, running_mean, running_var, y, save_mean, save_invstd, batch, count, momentum, eps,
+                 channels_last)
+
+
+def _forward(x, weight, bias, running_mean, running_var, y, save_mean, save_invstd, batch, count, momentum, eps,
+             channels_last):
+    c = save_mean.shape[0]
     dtype = x.dtype
     w = np.ones(c) if weight is None else weight.astype(np.float64)
     b = np.zeros(c) if bias is None else bias.astype(np.float64)
@@ -161,22 +169,31 @@ def batchnorm_backward(dy, x, weight, save_mean, save_invstd, dx, dweight, dbias
                          ("dbias", dbias, True)], "dx", "dy")
     if c == 0:
         return
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # NaN / Inf propagate, like torch
+        _backward(dy, x, weight, save_mean, save_invstd, dx, dweight, dbias, training, n * l, channels_last)
+
+
+def _backward(dy, x, weight, save_mean, save_invstd, dx, dweight, dbias, training, count, channels_last):
+    c = save_mean.shape[0]
     dtype = x.dtype
-    count = n * l
     w = np.ones(c) if weight is None else weight.astype(np.float64)
     invstd = save_invstd.astype(np.float64)
 
-    # sum(dy) and sum(dy (x - mean)) per channel, in float64
+    # sum(dy), sum(dy (x - save_mean)) and sum(x - save_mean) per channel, in float64
     if count > 0 and (training or dweight is not None or dbias is not None):
         g = _by_channel(dy, channels_last)
         d = _by_channel(x, channels_last) - save_mean.astype(np.float64)[:, None]
-        sum_dy, sum_dy_d = g.sum(axis=1), (g * d).sum(axis=1)
+        sum_dy, sum_dy_d, sum_d = g.sum(axis=1), (g * d).sum(axis=1), d.sum(axis=1)
     else:
-        sum_dy, sum_dy_d = np.zeros(c), np.zeros(c)
+        sum_dy, sum_dy_d, sum_d = np.zeros(c), np.zeros(c), np.zeros(c)
+    # With batch statistics save_mean is the batch mean rounded to the dtype: e = mean(x - save_mean)
+    # re-centres it (x - mean = (x - save_mean) - e), so its rounding does not reach the gradients.
+    e = sum_d / count if training and count > 0 else np.zeros(c)
+    sum_dy_xc = sum_dy_d - e * sum_dy  # sum(dy (x - mean))
     if dbias is not None:
         dbias[...] = sum_dy
     if dweight is not None:
-        dweight[...] = sum_dy_d * invstd
+        dweight[...] = sum_dy_xc * invstd
     if count == 0:
         return
 
@@ -185,9 +202,9 @@ def batchnorm_backward(dy, x, weight, save_mean, save_invstd, dx, dweight, dbias
 
     k1 = w * invstd
     if training:
-        # dx = k1 (dy - mean(dy) - xhat mean(dy xhat)) = (dy k1 + (x - mean) k2) + k3
-        k2 = -k1 * invstd * (sum_dy_d * invstd / count)
-        k3 = -k1 * (sum_dy / count)
+        # dx = k1 (dy - mean(dy) - xhat mean(dy xhat)) = (dy k1 + (x - save_mean) k2) + k3
+        k2 = -k1 * invstd * (sum_dy_xc * invstd / count)
+        k3 = -k1 * (sum_dy / count) - k2 * e
         dx[...] = (dy * per_channel(k1) + (x - per_channel(save_mean)) * per_channel(k2)) + per_channel(k3)
     else:
         dx[...] = dy * per_channel(k1)
