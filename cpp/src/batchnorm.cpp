@@ -13,7 +13,6 @@
 //   planes  channels-first data with L >= kPlaneMin: N C contiguous planes of L values.
 #include <algorithm>
 #include <cmath>
-#include <memory>
 #include <vector>
 
 #include "gradfuse/batchnorm.hpp"
@@ -77,8 +76,7 @@ struct Geometry {
   int64_t total = 0;            // elements
   int64_t cols = 0;             // rows: row width (K times the grouping); planes: L
   int64_t k = 0, per = 1;       // rows: columns of one original row, and per channel
-  int64_t group = 1;            // rows: original rows per row
-  int64_t channel_of(int64_t col) const { return (col % k) / per; }
+  int64_t group = 1;            // rows: original rows per row; column j k + ch per + l is channel ch's
 };
 
 Geometry geometry(int64_t n, int64_t c, int64_t l, bool channels_last) {
@@ -100,7 +98,9 @@ Geometry geometry(int64_t n, int64_t c, int64_t l, bool channels_last) {
 template <class T>
 std::vector<T> per_column(const Geometry& g, const T* per_channel) {
   std::vector<T> out(static_cast<size_t>(ceil_div(g.cols, Vec<T>::width) * Vec<T>::width), T(0));
-  for (int64_t col = 0; col < g.cols; ++col) out[col] = per_channel[g.channel_of(col)];
+  T* o = out.data();  // column j k + ch per + l belongs to channel ch
+  for (int64_t j = 0; j < g.group; ++j)
+    for (int64_t ch = 0; ch < g.c; ++ch) o = std::fill_n(o, g.per, per_channel[ch]);
   return out;
 }
 
@@ -211,6 +211,14 @@ void planes_block(const Geometry& geo, const T* x, const T* g, T pivot, int64_t 
   }
 }
 
+// The calling thread's buffer for reduction partials, kept between calls (fresh pages for every
+// call would cost page faults of the size of the partials).
+double* scratch(int64_t n) {
+  thread_local std::vector<double> buf;
+  if (static_cast<int64_t>(buf.size()) < n) buf.resize(static_cast<size_t>(n));
+  return buf.data();
+}
+
 // Per-channel sums sums[i][c] over every element (see accumulate), pivot per channel. Fixed
 // blocks (edges from the shape only), one partial per block, combined in block order.
 template <class T, bool kGrad>
@@ -220,7 +228,7 @@ void channel_sums(const Geometry& geo, const T* x, const T* g, const T* pivot, i
   if (geo.planes) {
     const int64_t per_block = std::max<int64_t>(1, kTaskElems / geo.l);
     const int64_t nb = ceil_div(geo.n, per_block);
-    std::unique_ptr<double[]> part(new double[NS * C * nb]);
+    double* part = scratch(NS * C * nb);
     parallel_blocks(C * nb, threads, [&](int64_t b) {
       const int64_t ch = b / nb, n0 = (b % nb) * per_block, n1 = std::min(geo.n, n0 + per_block);
       planes_block<T, kGrad>(geo, x, g, pivot[ch], ch, n0, n1, &part[NS * b]);
@@ -240,13 +248,13 @@ void channel_sums(const Geometry& geo, const T* x, const T* g, const T* pivot, i
   const int64_t rows_per = std::max<int64_t>(1, kTaskElems / std::min(cols, kColBlock));
   const int64_t nrb = ceil_div(rows, rows_per);
   // part[i][rb * stride + col]: sum i of column col over row block rb
-  std::unique_ptr<double[]> part(new double[NS * nrb * stride]);
+  double* part = scratch(NS * nrb * stride);
   parallel_blocks(nrb * ncb, threads, [&](int64_t b) {
     const int64_t rb = b / ncb, cb = b % ncb;
     const int64_t r0 = rb * rows_per, r1 = std::min(rows, r0 + rows_per);
     const int64_t k0 = cb * kColBlock, k1 = std::min(cols, k0 + kColBlock);
     double* out[NS];
-    for (int i = 0; i < NS; ++i) out[i] = part.get() + (i * nrb + rb) * stride;
+    for (int i = 0; i < NS; ++i) out[i] = part + (i * nrb + rb) * stride;
     rows_block<T, kGrad>(geo, x, g, piv.data(), r0, r1, k0, k1, out);
   });
   // Channel ch: for each group j and column l of it, the column's blocks in order; then in (j, l) order.
@@ -254,7 +262,7 @@ void channel_sums(const Geometry& geo, const T* x, const T* g, const T* pivot, i
   parallel_for(C, threads, std::max<int64_t>(1, kGrain / std::max<int64_t>(1, work)), [&](int64_t lo, int64_t hi) {
     for (int64_t ch = lo; ch < hi; ++ch)
       for (int i = 0; i < NS; ++i) {
-        const double* pi = part.get() + i * nrb * stride;
+        const double* pi = part + i * nrb * stride;
         double t = 0.0;
         for (int64_t j = 0; j < geo.group; ++j)
           for (int64_t l = 0; l < geo.per; ++l) {
