@@ -2,8 +2,8 @@
 // element, threading) is in gradfuse/batchnorm.hpp. Compiled once per ISA into gf::<isa>.
 //
 // Every kernel is two passes over the data:
-//   1. per-channel sums in double (forward: x - pivot and its square; backward: dy and
-//      dy (x - mean)), over fixed blocks combined in block order;
+//   1. per-channel sums in double (forward: x - pivot and its square; backward: dy, dy (x - mean)
+//      and x - mean), over fixed blocks combined in block order;
 //   2. an element-wise pass with per-channel coefficients rounded to the dtype.
 // The data are seen in one of two layouts (Geometry):
 //   rows    a row-major matrix whose column k belongs to channel (k % K) / per: channels-last and
