@@ -9,6 +9,8 @@
 // three copies never meet at link time. Kernels are written once against this interface:
 //
 //   V::width, V::load(p), V::load(p, n), v.store(p), v.store(p, n), V::broadcast(x),
+//   v.stream(p) (a non-temporal store, p aligned to sizeof(V); then stream_fence() before the
+//   threads join; for outputs far larger than the caches: no read-for-ownership of the lines),
 //   + - * / unary-, sqrt, abs, maximum/minimum (NaN-propagating, like numpy), sign (torch's:
 //   NaN -> 0), comparisons -> V::Mask, select(mask, a, b), fma, isnan, any, hsum,
 //   mask_from_bits<V>(bits) / mask_bits(mask) (lane i <-> bit i), widen_lo/widen_hi (float
@@ -58,6 +60,7 @@ struct Vec<float> {
   static GF_INLINE Vec load(const float* p, int64_t n) { return {_mm512_maskz_loadu_ps(tail_mask16(n), p)}; }
   GF_INLINE void store(float* p) const { _mm512_storeu_ps(p, v); }
   GF_INLINE void store(float* p, int64_t n) const { _mm512_mask_storeu_ps(p, tail_mask16(n), v); }
+  GF_INLINE void stream(float* p) const { _mm512_stream_ps(p, v); }
   static GF_INLINE Vec broadcast(float x) { return {_mm512_set1_ps(x)}; }
 };
 GF_INLINE Vec<float> operator+(Vec<float> a, Vec<float> b) { return {_mm512_add_ps(a.v, b.v)}; }
@@ -89,6 +92,7 @@ struct Vec<double> {
   static GF_INLINE Vec load(const double* p, int64_t n) { return {_mm512_maskz_loadu_pd(tail_mask8(n), p)}; }
   GF_INLINE void store(double* p) const { _mm512_storeu_pd(p, v); }
   GF_INLINE void store(double* p, int64_t n) const { _mm512_mask_storeu_pd(p, tail_mask8(n), v); }
+  GF_INLINE void stream(double* p) const { _mm512_stream_pd(p, v); }
   static GF_INLINE Vec broadcast(double x) { return {_mm512_set1_pd(x)}; }
 };
 GF_INLINE Vec<double> operator+(Vec<double> a, Vec<double> b) { return {_mm512_add_pd(a.v, b.v)}; }
@@ -165,6 +169,7 @@ struct Vec<float> {
   static GF_INLINE Vec load(const float* p, int64_t n) { return {_mm256_maskload_ps(p, tail_mask_ps(n))}; }
   GF_INLINE void store(float* p) const { _mm256_storeu_ps(p, v); }
   GF_INLINE void store(float* p, int64_t n) const { _mm256_maskstore_ps(p, tail_mask_ps(n), v); }
+  GF_INLINE void stream(float* p) const { _mm256_stream_ps(p, v); }
   static GF_INLINE Vec broadcast(float x) { return {_mm256_set1_ps(x)}; }
 };
 GF_INLINE Vec<float> operator+(Vec<float> a, Vec<float> b) { return {_mm256_add_ps(a.v, b.v)}; }
@@ -200,6 +205,7 @@ struct Vec<double> {
   static GF_INLINE Vec load(const double* p, int64_t n) { return {_mm256_maskload_pd(p, tail_mask_pd(n))}; }
   GF_INLINE void store(double* p) const { _mm256_storeu_pd(p, v); }
   GF_INLINE void store(double* p, int64_t n) const { _mm256_maskstore_pd(p, tail_mask_pd(n), v); }
+  GF_INLINE void stream(double* p) const { _mm256_stream_pd(p, v); }
   static GF_INLINE Vec broadcast(double x) { return {_mm256_set1_pd(x)}; }
 };
 GF_INLINE Vec<double> operator+(Vec<double> a, Vec<double> b) { return {_mm256_add_pd(a.v, b.v)}; }
@@ -279,6 +285,7 @@ struct Vec {
   static GF_INLINE Vec load(const T* p, int64_t) { return {*p}; }  // never called: width 1 has no tail
   GF_INLINE void store(T* p) const { *p = v; }
   GF_INLINE void store(T* p, int64_t) const { *p = v; }
+  GF_INLINE void stream(T* p) const { *p = v; }  // a plain store on the baseline path
   static GF_INLINE Vec broadcast(T x) { return {x}; }
 };
 template <class T> GF_INLINE Vec<T> operator+(Vec<T> a, Vec<T> b) { return {a.v + b.v}; }
@@ -325,6 +332,14 @@ GF_INLINE void mulhilo(U32 a, uint32_t m, U32& hi, U32& lo) {
   lo.v = static_cast<uint32_t>(prod);
 }
 GF_INLINE uint32_t ge_bits(U32 a, uint32_t t) { return a.v >= t ? 1u : 0u; }
+#endif
+
+// Orders a thread's non-temporal stores (v.stream) before what follows (the end of a parallel
+// region). No-op on the scalar path, whose stream() is a plain store.
+#if defined(GF_ISA_AVX2) || defined(GF_ISA_AVX512)
+GF_INLINE void stream_fence() { _mm_sfence(); }
+#else
+GF_INLINE void stream_fence() {}
 #endif
 
 // ---- ISA-independent helpers, written on the interface above ----------------------------------
