@@ -9,6 +9,8 @@ count; across ISA paths and against the twin they agree to about an ulp of the d
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -300,6 +302,45 @@ def test_one_and_two_threads_and_two_runs_are_bitwise_equal(shape, channels_last
                                 forward=_core.batchnorm_forward, backward=_core.batchnorm_backward))
     assert_outputs_equal(results[1], results[2], "two 2-thread runs")
     assert_outputs_equal(results[0], results[1], "1 vs 2 threads")
+
+
+# Outputs of 16 MiB and more are streamed (non-temporal stores from the first vector-aligned
+# column of each row / plane): odd row and plane lengths put those starts everywhere.
+STREAMED = [(1033, 4067), (2, 3, 699_051)]
+
+
+@functools.lru_cache(maxsize=None)
+def _streamed_problem(shape):
+    return make_problem(shape, np.float32, seed=9)
+
+
+@functools.lru_cache(maxsize=None)
+def _streamed_reference(shape):
+    return run_both(copy_problem(_streamed_problem(shape)), forward=twin.batchnorm_forward,
+                    backward=twin.batchnorm_backward)
+
+
+@needs_core
+@pytest.mark.parametrize("shape", STREAMED, ids=str)
+def test_streamed_outputs(shape, isa, threads):
+    if isa == "scalar":
+        pytest.skip("one lane: no alignment peel, and stream() is a plain store")
+    assert np.prod(shape) * 4 >= 16 << 20
+    ref = _streamed_reference(shape)
+    results = []
+    for n in (1, 2):
+        threads(n)
+        results.append(run_both(copy_problem(_streamed_problem(shape)), forward=_core.batchnorm_forward,
+                                backward=_core.batchnorm_backward))
+    assert_outputs_close(results[0], ref, TWIN_TOL[np.float32], f"{isa} streamed {shape}")
+    assert_outputs_equal(results[1], results[0], f"{isa} streamed {shape}: 1 vs 2 threads")
+    # in place: y is x, dx is dy
+    p = copy_problem(_streamed_problem(shape))
+    x, dy = p["x"].copy(), p["dy"].copy()
+    run_forward(_core.batchnorm_forward, dict(p, x=x, y=x))
+    run_backward(_core.batchnorm_backward, dict(p, dy=dy, dx=dy))
+    np.testing.assert_array_equal(x, results[1]["y"])
+    np.testing.assert_array_equal(dy, results[1]["dx"])
 
 
 # ---- odd and empty shapes ------------------------------------------------------------------------------

@@ -13,6 +13,7 @@
 //   planes  channels-first data with L >= kPlaneMin: N C contiguous planes of L values.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <vector>
 
 #include "gradfuse/batchnorm.hpp"
@@ -34,6 +35,7 @@ constexpr int64_t kTaskElems = 1 << 17;  // elements per reduction block
 constexpr int64_t kColBlock = 1024;      // columns per reduction block (rows layout); a multiple of 16
 constexpr int64_t kPlaneMin = 64;        // channels-first data with L >= kPlaneMin: planes layout
 constexpr int64_t kMinRow = 256;         // rows layout: narrower rows are grouped
+constexpr int64_t kStreamBytes = int64_t{16} << 20;  // outputs this large are streamed (no read-for-ownership)
 
 using D = Vec<double>;
 
@@ -108,26 +110,36 @@ std::vector<T> per_column(const Geometry& g, const T* per_channel) {
 //
 // kGrad false (forward):  d = x - p;  s0 += d,  s1 += d d                    (p: the pivot)
 // kGrad true (backward):  d = x - p;  s0 += g,  s1 += g d,  s2 += d          (p: the saved mean)
-// in double. Lanes beyond the data are loaded as zero in x, g AND p, so they add zero.
+// d is formed in T (exact when x is within a factor 2 of p, as near the pivot or the mean; one
+// rounding, 2^-24 |d| for float32, otherwise), then widened: the products and every sum are in
+// double, d d and g d with one fma on the vector paths. Lanes beyond the data are loaded as zero
+// in x, g AND p, so they add zero.
 
 template <bool kGrad>
 constexpr int kSums = kGrad ? 3 : 2;
 
+constexpr int kRowGroup = 8;  // rows layout: rows summed per column vector before the partials are updated
+
+// a b + c: one fma on the vector paths, a product and a sum on the scalar one (no fma unit there)
+GF_INLINE D madd(D a, D b, D c) {
+  if constexpr (D::width > 1) return fma(a, b, c);
+  else return a * b + c;
+}
+
 template <class T, bool kGrad>
-GF_INLINE void accumulate(Vec<T> x, Vec<T> g, const D* p, D (*s)[Wide<T>::P]) {
+GF_INLINE void accumulate(Vec<T> x, Vec<T> g, Vec<T> p, D (*s)[Wide<T>::P]) {
   constexpr int P = Wide<T>::P;
-  D xw[P], gw[P];
-  Wide<T>::of(x, xw);
+  D dw[P], gw[P];
+  Wide<T>::of(x - p, dw);
   if constexpr (kGrad) Wide<T>::of(g, gw);
   for (int j = 0; j < P; ++j) {
-    const D d = xw[j] - p[j];
     if constexpr (kGrad) {
       s[0][j] = s[0][j] + gw[j];
-      s[1][j] = s[1][j] + gw[j] * d;
-      s[2][j] = s[2][j] + d;
+      s[1][j] = madd(gw[j], dw[j], s[1][j]);
+      s[2][j] = s[2][j] + dw[j];
     } else {
-      s[0][j] = s[0][j] + d;
-      s[1][j] = s[1][j] + d * d;
+      s[0][j] = s[0][j] + dw[j];
+      s[1][j] = madd(dw[j], dw[j], s[1][j]);
     }
   }
 }
@@ -141,17 +153,17 @@ GF_INLINE void sum_rows(const T* x, const T* g, int64_t stride, const T* piv, in
   constexpr int W = V::width, P = Wide<T>::P, DW = D::width, NS = kSums<kGrad>;
   for (int64_t k = k0; k < k1; k += W) {
     const int64_t nl = std::min<int64_t>(W, k1 - k);
-    D p[P], acc[NS][P];
-    Wide<T>::of(load_n(piv + k, nl), p);
+    const V p = load_n(piv + k, nl);
+    D acc[NS][P];
     for (int i = 0; i < NS; ++i)
-      for (int j = 0; j < P; ++j) acc[i][j] = D::broadcast(0.0);
+      for (int j = 0; j < P; ++j) acc[i][j] = D::load(out[i] + k + j * DW);
     for (int q = 0; q < Q; ++q) {
       const V xv = load_n(x + q * stride + k, nl);
       if constexpr (kGrad) accumulate<T, true>(xv, load_n(g + q * stride + k, nl), p, acc);
       else accumulate<T, false>(xv, xv, p, acc);
     }
     for (int i = 0; i < NS; ++i)
-      for (int j = 0; j < P; ++j) (D::load(out[i] + k + j * DW) + acc[i][j]).store(out[i] + k + j * DW);
+      for (int j = 0; j < P; ++j) acc[i][j].store(out[i] + k + j * DW);
   }
 }
 
@@ -165,7 +177,7 @@ void rows_block(const Geometry& geo, const T* x, const T* g, const T* piv, int64
   for (int i = 0; i < kSums<kGrad>; ++i) std::fill(out[i] + k0, out[i] + kend, 0.0);
   const int64_t full = std::min(r1, geo.total / cols);  // rows with every column present
   int64_t r = r0;
-  for (; r + 4 <= full; r += 4) sum_rows<T, kGrad, 4>(x + r * cols, g + r * cols, cols, piv, k0, k1, out);
+  for (; r + kRowGroup <= full; r += kRowGroup) sum_rows<T, kGrad, kRowGroup>(x + r * cols, g + r * cols, cols, piv, k0, k1, out);
   for (; r < full; ++r) sum_rows<T, kGrad, 1>(x + r * cols, g + r * cols, cols, piv, k0, k1, out);
   if (r < r1) {  // the partial last row
     const int64_t end = std::min(k1, geo.total - r * cols);
@@ -180,13 +192,14 @@ void planes_block(const Geometry& geo, const T* x, const T* g, T pivot, int64_t 
   using V = Vec<T>;
   constexpr int W = V::width, P = Wide<T>::P, NS = kSums<kGrad>;
   const int64_t l = geo.l, body = l - l % W, rem = l % W;
-  D p[P], ptail[P], acc[NS][P];
-  Wide<T>::of(V::broadcast(pivot), p);
+  const V p = V::broadcast(pivot);
+  V ptail = p;
   if (rem) {
     T buf[W];
     for (int i = 0; i < W; ++i) buf[i] = pivot;
-    Wide<T>::of(V::load(buf, rem), ptail);  // zero beyond rem, like the data
+    ptail = V::load(buf, rem);  // zero beyond rem, like the data
   }
+  D acc[NS][P];
   for (int i = 0; i < NS; ++i)
     for (int j = 0; j < P; ++j) acc[i][j] = D::broadcast(0.0);
   for (int64_t s = n0; s < n1; ++s) {
@@ -288,6 +301,7 @@ void elementwise(const Geometry& geo, const T* a, const T* b, T* out, const T* c
   constexpr int W = V::width;
   const int64_t cols = geo.cols;
   const bool planes = geo.planes;
+  const bool stream = geo.total * static_cast<int64_t>(sizeof(T)) >= kStreamBytes;
   parallel_for(geo.total, threads, kGrain, [&](int64_t lo, int64_t hi) {
     int64_t row = lo / cols, c0 = lo % cols;
     while (lo < hi) {  // the part [c0, c1) of one row (planes: of one plane) at a time
@@ -297,18 +311,33 @@ void elementwise(const Geometry& geo, const T* a, const T* b, T* out, const T* c
       T* outr = out + row * cols;
       V pv[NP];
       for (int i = 0; i < NP; ++i) pv[i] = V::broadcast(planes ? prm[i][row % geo.c] : T(0));
-      for (int64_t c = c0; c < c1; c += W) {
-        const int64_t nl = std::min<int64_t>(W, c1 - c);
+      // nl lanes from column c; streamed (a non-temporal store) when nt
+      auto one = [&](int64_t c, int64_t nl, bool nt) {
         if (!planes)
           for (int i = 0; i < NP; ++i) pv[i] = load_n(prm[i] + c, nl);
         const V av = load_n(ar + c, nl);
         const V bv = NIN == 2 ? load_n(br + c, nl) : av;
-        store_n(op(av, bv, pv), outr + c, nl);
+        const V r = op(av, bv, pv);
+        if (nt) r.stream(outr + c);
+        else store_n(r, outr + c, nl);
+      };
+      int64_t c = c0;
+      if (stream) {
+        // up to the first column whose output address is vector-aligned, then whole streamed vectors
+        const int64_t mis = static_cast<int64_t>(reinterpret_cast<uintptr_t>(outr + c) % sizeof(V)) / sizeof(T);
+        if (mis) {
+          const int64_t nl = std::min<int64_t>(W - mis, c1 - c);
+          one(c, nl, false);
+          c += nl;
+        }
+        for (; c + W <= c1; c += W) one(c, W, true);
       }
+      for (; c < c1; c += W) one(c, std::min<int64_t>(W, c1 - c), false);
       lo += c1 - c0;
       ++row;
       c0 = 0;
     }
+    if (stream) stream_fence();
   });
 }
 

@@ -26,12 +26,14 @@
 // written array and another argument is refused).
 //
 // Precision. The statistics are accumulated in DOUBLE for both dtypes. Each channel is shifted by
-// a pivot, its first element p (the value at n = 0, s = 0): the forward sums d = x - p and d^2 in
-// double (d is exact for float32 data unless the channel spans more than 2^29 in magnitude), so
+// a pivot, its first element p (the value at n = 0, s = 0): the forward sums d = x - p and d^2, so
 // mean = p + S1/n and var = S2/n - (S1/n)^2 suffer no cancellation even when |mean| >> std, as
 // E[x^2] - E[x]^2 on raw values would. The backward sums dy, dy (x - save_mean) and, with batch
-// statistics, x - save_mean in double: e = mean(x - save_mean) re-centres the saved mean (the batch
-// mean rounded to the dtype), so that rounding does not reach dx and dweight.
+// statistics, x - save_mean: e = mean(x - save_mean) re-centres the saved mean (the batch mean
+// rounded to the dtype), so that rounding does not reach dx and dweight. Each difference d is
+// formed in the dtype (exact when x is within a factor 2 of p, as near the pivot or the mean; else
+// one rounding, 2^-24 |d| in float32, the order of the data's own rounding), then widened: every
+// product (one fma on the vector paths) and every sum is in double.
 // Per-channel coefficients are formed in double and rounded to the dtype once; the per-element
 // work is in the dtype:
 //   y = (x - p) a + b'              a = weight invstd, b' = bias - (mean - p) a   (x - p is exact
@@ -42,8 +44,10 @@
 //
 // Memory traffic per element (E = 4 or 8 bytes): forward with batch statistics 2 reads of x + 1
 // write of y (3E), with running statistics 1 read + 1 write (2E); backward 1 pass reading dy and x
-// for the two sums (2E, skipped in eval when dweight and dbias are not asked for) + 1 pass reading
-// dy and x and writing dx (3E; eval: dy only, 2E). The per-channel arrays are negligible.
+// for the sums (2E, skipped in eval when dweight and dbias are not asked for) + 1 pass reading dy
+// and x and writing dx (3E; eval: dy only, 2E). The per-channel arrays are negligible. Outputs of
+// 16 MiB and more are written with non-temporal stores (no read-for-ownership of their lines, which
+// would be one more read per element); smaller ones stay in the caches for the next layer.
 //
 // Threading and determinism. OpenMP over channels AND over the batch: the reductions split the
 // data into fixed blocks (a block of rows x a block of columns in the rows layouts, a block of

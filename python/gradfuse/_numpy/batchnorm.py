@@ -3,9 +3,10 @@
 Same names, signatures, checks and messages as gradfuse._core; the contract (formulas, precision,
 layouts) is in cpp/include/gradfuse/batchnorm.hpp. Written for clarity: each channel's values are
 gathered into one row of a float64 matrix and reduced with NumPy. The statistics use the same
-pivot shift as the C++ kernels (x - the channel's first element, in float64) and the per-element
-work is the same dtype arithmetic on the same coefficients, so outputs agree with the C++ kernels
-to about one unit in the last place (the float64 sums are taken in another order).
+pivot shift as the C++ kernels (x - the channel's first element; here in float64, there in the
+dtype, exact near the pivot) and the per-element work is the same dtype arithmetic on the same
+coefficients, so outputs agree with the C++ kernels to about one unit in the last place (the
+float64 sums are taken in another order).
 """
 from __future__ import annotations
 
