@@ -224,13 +224,25 @@ void planes_block(const Geometry& geo, const T* x, const T* g, T pivot, int64_t 
   }
 }
 
-// The calling thread's buffer for reduction partials, kept between calls (fresh pages for every
-// call would cost page faults of the size of the partials).
-double* scratch(int64_t n) {
-  thread_local std::vector<double> buf;
-  if (static_cast<int64_t>(buf.size()) < n) buf.resize(static_cast<size_t>(n));
-  return buf.data();
-}
+// Room for the reduction partials: the calling thread's buffer, kept between calls up to
+// kKeepDoubles (fresh pages on every call would cost page faults the size of the partials), or a
+// buffer of this call's own when more is needed (not kept: a rare huge call must not pin memory).
+constexpr int64_t kKeepDoubles = int64_t{1} << 20;  // 8 MiB
+
+class Scratch {
+ public:
+  explicit Scratch(int64_t n) {
+    thread_local std::vector<double> kept;
+    std::vector<double>& buf = n <= kKeepDoubles ? kept : own_;
+    if (static_cast<int64_t>(buf.size()) < n) buf.resize(static_cast<size_t>(n));
+    data_ = buf.data();
+  }
+  double* data() const { return data_; }
+
+ private:
+  std::vector<double> own_;
+  double* data_ = nullptr;
+};
 
 // Per-channel sums sums[i][c] over every element (see accumulate), pivot per channel. Fixed
 // blocks (edges from the shape only), one partial per block, combined in block order.
@@ -241,7 +253,8 @@ void channel_sums(const Geometry& geo, const T* x, const T* g, const T* pivot, i
   if (geo.planes) {
     const int64_t per_block = std::max<int64_t>(1, kTaskElems / geo.l);
     const int64_t nb = ceil_div(geo.n, per_block);
-    double* part = scratch(NS * C * nb);
+    const Scratch room(NS * C * nb);
+    double* part = room.data();
     parallel_blocks(C * nb, threads, [&](int64_t b) {
       const int64_t ch = b / nb, n0 = (b % nb) * per_block, n1 = std::min(geo.n, n0 + per_block);
       planes_block<T, kGrad>(geo, x, g, pivot[ch], ch, n0, n1, &part[NS * b]);
@@ -261,7 +274,8 @@ void channel_sums(const Geometry& geo, const T* x, const T* g, const T* pivot, i
   const int64_t rows_per = std::max<int64_t>(1, kTaskElems / std::min(cols, kColBlock));
   const int64_t nrb = ceil_div(rows, rows_per);
   // part[i][rb * stride + col]: sum i of column col over row block rb
-  double* part = scratch(NS * nrb * stride);
+  const Scratch room(NS * nrb * stride);
+  double* part = room.data();
   parallel_blocks(nrb * ncb, threads, [&](int64_t b) {
     const int64_t rb = b / ncb, cb = b % ncb;
     const int64_t r0 = rb * rows_per, r1 = std::min(rows, r0 + rows_per);
