@@ -1,13 +1,187 @@
-// batchnorm.cpp (bindings): (being written)
+// batchnorm.cpp (bindings): gradfuse._core.batchnorm_forward / batchnorm_backward.
+//
+// Thin: check every argument (arrays.hpp; shapes, scalars and the batch-of-one rule here) before
+// anything is written, release the GIL, call the selected ISA's kernel. Signatures, defaults, checks
+// and messages are those of the NumPy twins in python/gradfuse/_numpy/batchnorm.py (tests compare).
 #include <pybind11/pybind11.h>
+
+#include <string>
+#include <vector>
 
 #include "arrays.hpp"
 #include "gradfuse/batchnorm.hpp"
+#include "gradfuse/kernels.hpp"
 
 namespace gf {
 namespace bind {
+namespace {
 
-void bind_batchnorm(py::module_& m) { (void)m; }
+using namespace pybind11::literals;
+
+// x as (n, c, l): channels first (N, C, *S) or channels last (N, *S, C); l = prod(S).
+struct Dims {
+  int64_t n = 0, c = 0, l = 1;
+};
+
+Dims dims_of(const ArgSet& args, const ArrayArg& x, bool channels_last) {
+  if (x.ndim() < 2)
+    args.fail("x must have at least 2 dimensions, (N, C, ...) or channels last (N, ..., C); got shape " +
+              shape_str(x.shape));
+  Dims d;
+  d.n = x.shape[0];
+  d.c = channels_last ? x.shape.back() : x.shape[1];
+  const int first = channels_last ? 1 : 2, last = channels_last ? x.ndim() - 1 : x.ndim();
+  for (int i = first; i < last; ++i) d.l *= x.shape[i];
+  return d;
+}
+
+void require_channels(const ArgSet& args, const Dims& d, std::initializer_list<const ArrayArg*> arrays) {
+  const std::string what = "x has " + std::to_string(d.c) + " channels: expected";
+  for (const ArrayArg* a : arrays) args.require_shape(*a, {d.c}, what);
+}
+
+// ArgSet::check_aliasing, except that `out` may be exactly `in` (in place: the same memory and
+// the same shape). Same message as ArgSet's.
+void check_aliasing(const ArgSet& args, std::initializer_list<const ArrayArg*> all, const ArrayArg& out,
+                    const ArrayArg& in) {
+  for (const ArrayArg* w : all) {
+    if (!w->written || !w->present || w->nbytes == 0) continue;
+    for (const ArrayArg* o : all) {
+      if (o == w || !o->present || o->nbytes == 0) continue;
+      const bool in_place = ((w == &out && o == &in) || (w == &in && o == &out)) && w->data == o->data &&
+                            w->nbytes == o->nbytes && w->shape == o->shape;
+      if (in_place) continue;
+      if (w->data < o->data + o->nbytes && o->data < w->data + w->nbytes)
+        args.fail(std::string(w->name) + " shares memory with " + o->name +
+                  " (an array that is written must not overlap any other argument)");
+    }
+  }
+}
+
+std::string float_str(double x) { return py::str(py::float_(x)).cast<std::string>(); }
+
+template <class T>
+T* opt_ptr(const ArrayArg& a) {
+  return a.present ? a.ptr<T>() : nullptr;
+}
+
+template <class T>
+BnForward<T> forward_args(const Dims& d, const ArrayArg& x, const ArrayArg& w, const ArrayArg& b, const ArrayArg& rm,
+                          const ArrayArg& rv, const ArrayArg& y, const ArrayArg& sm, const ArrayArg& si, bool batch,
+                          double momentum, double eps, bool channels_last) {
+  BnForward<T> f;
+  f.x = x.ptr<T>(), f.y = y.ptr<T>(), f.weight = opt_ptr<T>(w), f.bias = opt_ptr<T>(b);
+  f.running_mean = opt_ptr<T>(rm), f.running_var = opt_ptr<T>(rv);
+  f.save_mean = sm.ptr<T>(), f.save_invstd = si.ptr<T>();
+  f.n = d.n, f.c = d.c, f.l = d.l, f.channels_last = channels_last;
+  f.batch_stats = batch, f.momentum = momentum, f.eps = eps;
+  return f;
+}
+
+template <class T>
+BnBackward<T> backward_args(const Dims& d, const ArrayArg& dy, const ArrayArg& x, const ArrayArg& w,
+                            const ArrayArg& sm, const ArrayArg& si, const ArrayArg& dx, const ArrayArg& dw,
+                            const ArrayArg& db, bool training, bool channels_last) {
+  BnBackward<T> g;
+  g.dy = dy.ptr<T>(), g.x = x.ptr<T>(), g.weight = opt_ptr<T>(w);
+  g.save_mean = sm.ptr<T>(), g.save_invstd = si.ptr<T>();
+  g.dx = dx.ptr<T>(), g.dweight = opt_ptr<T>(dw), g.dbias = opt_ptr<T>(db);
+  g.n = d.n, g.c = d.c, g.l = d.l, g.channels_last = channels_last, g.batch_stats = training;
+  return g;
+}
+
+const char* kForwardDoc =
+    "Batch normalization forward (torch.nn.functional.batch_norm), written into y, save_mean and "
+    "save_invstd (and running_mean / running_var when training).\n\n"
+    "x: (N, C, ...) or, with channels_last, (N, ..., C). weight, bias: (C,) or None (1 and 0). "
+    "running_mean, running_var: (C,), both or neither. Batch statistics are used when training, or "
+    "when there are no running statistics; then save_mean = the batch mean, save_invstd = "
+    "1/sqrt(biased var + eps), and the running statistics (when given) move by momentum towards the "
+    "batch mean and the unbiased variance, as torch does. Otherwise the running statistics are used "
+    "(and saved). y may be x itself (in place). Statistics accumulate in double.";
+
+const char* kBackwardDoc =
+    "Batch normalization backward: dx (and dweight = sum(dy xhat), dbias = sum(dy) when given) from "
+    "save_mean and save_invstd of the forward. training=True: the statistics were the batch's, and dx "
+    "includes their gradient; training=False: dx = dy weight invstd. dx may be dy itself (in place).";
+
+}  // namespace
+
+void bind_batchnorm(py::module_& m) {
+  m.def(
+      "batchnorm_forward",
+      [](py::handle x, py::handle weight, py::handle bias, py::handle running_mean, py::handle running_var,
+         py::handle y, py::handle save_mean, py::handle save_invstd, bool training, double momentum, double eps,
+         bool channels_last) {
+        const std::string fn = "batchnorm_forward";
+        check_closed_unit(fn, "momentum", momentum);
+        check_nonneg(fn, "eps", eps);
+        ArgSet args(fn);
+        const ArrayArg& ax = args.floating("x", x, false);
+        const ArrayArg& aw = args.floating("weight", weight, false, true);
+        const ArrayArg& ab = args.floating("bias", bias, false, true);
+        const ArrayArg& arm = args.floating("running_mean", running_mean, true, true);
+        const ArrayArg& arv = args.floating("running_var", running_var, true, true);
+        const ArrayArg& ay = args.floating("y", y, true);
+        const ArrayArg& asm_ = args.floating("save_mean", save_mean, true);
+        const ArrayArg& asi = args.floating("save_invstd", save_invstd, true);
+        const Dims d = dims_of(args, ax, channels_last);
+        require_channels(args, d, {&aw, &ab, &arm, &arv, &asm_, &asi});
+        args.require_shape(ay, ax.shape, "x has shape");
+        if (arm.present != arv.present) args.fail("running_mean and running_var must both be arrays or both be None");
+        const bool batch = training || !arm.present;
+        if (batch && !(eps > 0))
+          args.fail("eps must be > 0 when the batch statistics are used (training), got " + float_str(eps));
+        check_aliasing(args, {&ax, &aw, &ab, &arm, &arv, &ay, &asm_, &asi}, ay, ax);
+        if (batch && d.n * d.l == 1)
+          args.fail("Expected more than 1 value per channel when training, got input size " + shape_str(ax.shape));
+        const int threads = num_threads();
+        if (args.dtype() == DType::f32) {
+          const auto f = forward_args<float>(d, ax, aw, ab, arm, arv, ay, asm_, asi, batch, momentum, eps, channels_last);
+          py::gil_scoped_release release;
+          GF_CALL(batchnorm_forward<float>, f, threads);
+        } else {
+          const auto f = forward_args<double>(d, ax, aw, ab, arm, arv, ay, asm_, asi, batch, momentum, eps, channels_last);
+          py::gil_scoped_release release;
+          GF_CALL(batchnorm_forward<double>, f, threads);
+        }
+      },
+      "x"_a, "weight"_a, "bias"_a, "running_mean"_a, "running_var"_a, "y"_a, "save_mean"_a, "save_invstd"_a,
+      py::kw_only(), "training"_a = true, "momentum"_a = 0.1, "eps"_a = 1e-5, "channels_last"_a = false, kForwardDoc);
+
+  m.def(
+      "batchnorm_backward",
+      [](py::handle dy, py::handle x, py::handle weight, py::handle save_mean, py::handle save_invstd, py::handle dx,
+         py::handle dweight, py::handle dbias, bool training, bool channels_last) {
+        const std::string fn = "batchnorm_backward";
+        ArgSet args(fn);
+        const ArrayArg& ady = args.floating("dy", dy, false);
+        const ArrayArg& ax = args.floating("x", x, false);
+        const ArrayArg& aw = args.floating("weight", weight, false, true);
+        const ArrayArg& asm_ = args.floating("save_mean", save_mean, false);
+        const ArrayArg& asi = args.floating("save_invstd", save_invstd, false);
+        const ArrayArg& adx = args.floating("dx", dx, true);
+        const ArrayArg& adw = args.floating("dweight", dweight, true, true);
+        const ArrayArg& adb = args.floating("dbias", dbias, true, true);
+        const Dims d = dims_of(args, ax, channels_last);
+        args.require_shape(ady, ax.shape, "x has shape");
+        args.require_shape(adx, ax.shape, "x has shape");
+        require_channels(args, d, {&aw, &asm_, &asi, &adw, &adb});
+        check_aliasing(args, {&ady, &ax, &aw, &asm_, &asi, &adx, &adw, &adb}, adx, ady);
+        const int threads = num_threads();
+        if (args.dtype() == DType::f32) {
+          const auto g = backward_args<float>(d, ady, ax, aw, asm_, asi, adx, adw, adb, training, channels_last);
+          py::gil_scoped_release release;
+          GF_CALL(batchnorm_backward<float>, g, threads);
+        } else {
+          const auto g = backward_args<double>(d, ady, ax, aw, asm_, asi, adx, adw, adb, training, channels_last);
+          py::gil_scoped_release release;
+          GF_CALL(batchnorm_backward<double>, g, threads);
+        }
+      },
+      "dy"_a, "x"_a, "weight"_a, "save_mean"_a, "save_invstd"_a, "dx"_a, "dweight"_a, "dbias"_a, py::kw_only(),
+      "training"_a = true, "channels_last"_a = false, kBackwardDoc);
+}
 
 }  // namespace bind
 }  // namespace gf
