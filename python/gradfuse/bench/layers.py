@@ -252,7 +252,8 @@ def run(args) -> dict:
             rows.append(row)
         gc.collect()
     return {"suite": "layers", "machine": H.machine_info(torch, torch_missing), "limits": limits,
-            "settings": {"quick": quick, "repeats": repeats, "sleep_ms": args.sleep_ms}, "rows": rows}
+            "settings": {"quick": quick, "repeats": repeats, "sleep_ms": args.sleep_ms,
+                         "OPENBLAS_THREAD_TIMEOUT": os.environ.get("OPENBLAS_THREAD_TIMEOUT")}, "rows": rows}
 
 
 def _target_met(row) -> str:
@@ -276,7 +277,9 @@ def report(result) -> str:
     head = [f"limits measured here: read-modify-write {lim['rmw_gb_per_s']:.1f} GB/s ({lim['threads']} threads); "
             f"FMA peak {lim['fma_gflops_1_thread']:.0f} GFLOP/s on 1 thread, {lim['fma_gflops_all']:.0f} on "
             f"{lim['threads']}",
-            f"median of {result['settings']['repeats']} interleaved repeats; (x) = that time / gradfuse's", ""]
+            f"median of {result['settings']['repeats']} interleaved repeats; (x) = that time / gradfuse's; "
+            f"OPENBLAS_THREAD_TIMEOUT={result['settings']['OPENBLAS_THREAD_TIMEOUT']} (numpy's BLAS threads sleep "
+            "after each call instead of spinning)", ""]
     headers = ["workload", "pass", "gradfuse ms", "rate", "of limit", "numpy ms (x)", "torch ms (x)", "target"]
     rows = []
     for r in result["rows"]:
