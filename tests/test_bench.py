@@ -125,3 +125,25 @@ def test_bench_optim_rejects_bad_arguments():
     assert proc.returncode == 2 and "Nope" in proc.stderr
     proc = _run("bench", "optim", "--quick", "--full")
     assert proc.returncode == 2  # argparse: mutually exclusive
+
+
+@needs_core
+@pytest.mark.slow
+@pytest.mark.parametrize("no_torch", [False, True])
+def test_bench_layers_quick_writes_every_row(tmp_path, no_torch):
+    args = ["bench", "layers", "--quick", "--repeats", "2", "--out", str(tmp_path)] + (["--no-torch"] if no_torch else [])
+    proc = _run(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert "read-modify-write" in proc.stdout and "FMA peak" in proc.stdout
+    result = json.loads((tmp_path / "layers.json").read_text())
+    assert result["settings"]["OPENBLAS_THREAD_TIMEOUT"] == "4"  # the run re-executed itself with it
+    limits = result["limits"]
+    assert limits["rmw_gb_per_s"] > 0 and limits["fma_gflops_all"] > 0
+    kinds = {}
+    for row in result["rows"]:
+        kinds.setdefault(row["kind"], set()).add(row["pass"])
+        assert row["cells"]["gradfuse"]["ms"] > 0 and row["cells"]["gradfuse"]["rate"] > 0
+        assert row["cells"]["numpy"]["ms"] > 0
+        assert ("torch" in row["cells"]) == (HAS_TORCH and not no_torch)
+    assert kinds == {"batchnorm": {"forward", "forward+backward"}, "dropout": {"forward", "forward+backward"},
+                     "dense": {"forward", "forward+backward"}, "gemm": {"C = A @ B"}}
