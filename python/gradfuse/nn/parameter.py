@@ -15,15 +15,17 @@ _ALIGN_BYTES = 64  # a cache line; also AVX-512's vector width
 
 
 class Parameter:
-    """A trainable array: `.data`, `.grad` (None until a gradient is set), `.name`, `.trainable`.
+    """A trainable array: `.data`, `.grad` (None until a gradient is set), `.name`, `.trainable`,
+    `.regularize` (whether penalties and weight decay apply: layers set it False for biases and
+    batch-norm parameters).
 
     `data` is used as is when it is a C-contiguous float32/float64 ndarray (no copy); anything else
     is converted to a new float32 array (float64 input stays float64).
     """
 
-    __slots__ = ("data", "grad", "name", "trainable", "_arena", "_offset", "_arena_data", "_arena_grad")
+    __slots__ = ("data", "grad", "name", "trainable", "regularize", "_arena", "_offset", "_arena_data", "_arena_grad")
 
-    def __init__(self, data, name: str | None = None, trainable: bool = True):
+    def __init__(self, data, name: str | None = None, trainable: bool = True, regularize: bool = True):
         arr = data if isinstance(data, np.ndarray) else np.asarray(data)
         dtype = np.dtype(np.float64 if arr.dtype.kind == "f" and arr.dtype.itemsize == 8 else np.float32)
         if arr.dtype != dtype or not arr.flags.c_contiguous or not arr.flags.writeable:
@@ -32,6 +34,7 @@ class Parameter:
         self.grad: np.ndarray | None = None
         self.name = name
         self.trainable = bool(trainable)
+        self.regularize = bool(regularize)
         # Set by a ParameterArena: the arena, this parameter's element offset in it, and its views
         # into the arena's data and gradient buffers.
         self._arena: ParameterArena | None = None

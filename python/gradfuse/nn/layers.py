@@ -1,0 +1,484 @@
+"""The layers: Dense, DropConnect, BatchNorm, Dropout, activations, Flatten, Sequential.
+
+Each layer arranges gradfuse's fused kernels (gf.ops); none redoes their work in NumPy. Shapes are
+gradfuse's: a Dense weight is (in_features, out_features) and y = act(x @ weight + bias).
+"""
+from __future__ import annotations
+
+import secrets
+
+import numpy as np
+
+from .. import ops
+from .module import Module, grad_target
+from .parameter import Parameter, ParameterArena
+
+_ACTIVATIONS = {None: "none", "none": "none", "linear": "none", "relu": "relu", "leaky_relu": "leaky_relu",
+                "tanh": "tanh", "sigmoid": "sigmoid", "logistic": "sigmoid", "gelu": "gelu",
+                "gelu_tanh": "gelu_tanh"}
+# the activations whose backward needs the pre-activation z (the others use the output y)
+_NEEDS_Z = {"gelu", "gelu_tanh"}
+
+
+def _activation_name(activation) -> str:
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; expected one of "
+                         f"{sorted(k for k in _ACTIVATIONS if k)} or None")
+    return _ACTIVATIONS[activation]
+
+
+def _new_seed() -> int:
+    return secrets.randbits(63)
+
+
+def _initialize(weight: np.ndarray, init, activation: str, rng: np.random.Generator) -> None:
+    """Fill a (in, out) weight with a named initializer from gf.nn.init, or a callable(array, rng)."""
+    if callable(init):
+        init(weight, rng=rng)
+        return
+    from . import init as init_module
+    init_module.get_initializer(init)(weight, rng=rng, nonlinearity=activation)
+
+
+class Dense(Module):
+    """y = activation(x @ weight + bias), x (N, in_features); weight (in_features, out_features).
+
+    activation: None, "relu", "leaky_relu" (negative_slope), "tanh", "sigmoid", "gelu", "gelu_tanh",
+    applied inside the fused kernel. init: an initializer name from gf.nn.init ("glorot_uniform",
+    "he_normal", "lecun_uniform", ...) or a callable(array, rng=...); seed makes it reproducible.
+    The bias starts at zero and, like every bias, is not regularized or decayed by default.
+    """
+
+    def __init__(self, in_features: int, out_features: int, activation=None, bias: bool = True,
+                 init="glorot_uniform", negative_slope: float = 0.01, seed=None, dtype=np.float32):
+        super().__init__()
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.activation = _activation_name(activation)
+        self.negative_slope = float(negative_slope)
+        rng = np.random.default_rng(seed)
+        weight = np.empty((self.in_features, self.out_features), dtype)
+        _initialize(weight, init, self.activation, rng)
+        self.weight = Parameter(weight, name="weight")
+        self.bias = Parameter(np.zeros(self.out_features, dtype), name="bias", regularize=False) if bias else None
+
+    def _local_parameters(self):
+        return {"weight": self.weight, **({"bias": self.bias} if self.bias is not None else {})}
+
+    def _weight_for_forward(self, training: bool) -> np.ndarray:
+        return self.weight.data
+
+    def forward(self, x, training=None):
+        training = self._mode(training)
+        weight = self._weight_for_forward(training)
+        y = np.empty((x.shape[0], self.out_features), weight.dtype)
+        z = np.empty_like(y) if self.activation in _NEEDS_Z else None
+        ops.dense_forward(x, weight, None if self.bias is None else self.bias.data, y,
+                          activation=self.activation, negative_slope=self.negative_slope, z=z)
+        self._cache = (x, weight, y, z)
+        return y
+
+    def _weight_grad_target(self, accumulate: bool):
+        return grad_target(self.weight, accumulate)
+
+    def backward(self, dy, *, accumulate=False, need_input_grad=True):
+        if self._cache is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+        x, weight, y, z = self._cache
+        dx = np.empty_like(x) if need_input_grad else None
+        dw = self._weight_grad_target(accumulate)
+        db = grad_target(self.bias, accumulate) if self.bias is not None else None
+        ops.dense_backward(dy, x, weight, dx, dw, db, activation=self.activation, y=y, z=z,
+                           negative_slope=self.negative_slope, accumulate=accumulate)
+        self._after_backward(accumulate)
+        return dx
+
+    def _after_backward(self, accumulate: bool) -> None:
+        pass
+
+    def output_shape(self, input_shape):
+        return input_shape[:-1] + (self.out_features,)
+
+    def extra_repr(self):
+        act = "" if self.activation == "none" else f", activation={self.activation!r}"
+        return f"{self.in_features}, {self.out_features}{act}, bias={self.bias is not None}"
+
+
+class _Masked:
+    """A counter-based dropout mask source: Philox keyed on (seed, call counter, element)."""
+
+    def __init__(self, p: float, seed):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+        self.p = float(p)
+        self.seed = _new_seed() if seed is None else int(seed)
+        self.counter = 0
+
+    def state(self):
+        return {"seed": self.seed, "counter": self.counter}
+
+    def load(self, state):
+        if "seed" in state:
+            self.seed = int(state["seed"])
+        if "counter" in state:
+            self.counter = int(state["counter"])
+
+    def apply(self, x: np.ndarray):
+        """(x masked and scaled, the packed mask); advances the counter."""
+        y = np.empty_like(x)
+        mask = np.empty(ops.dropout_mask_bytes(x.size), np.uint8)
+        ops.dropout_forward(x, y, mask, p=self.p, seed=self.seed, counter=self.counter)
+        self.counter += 1
+        return y, mask
+
+
+class DropConnect(Dense):
+    """A Dense layer whose weight matrix is masked afresh at every training forward (DropConnect,
+    Wan et al. 2013): W_masked = W * mask / (1 - p), mask ~ Bernoulli(1 - p) per element; the
+    gradient reaches only the kept weights. Evaluation uses W itself (its expectation)."""
+
+    def __init__(self, in_features: int, out_features: int, activation=None, bias: bool = True, p: float = 0.5,
+                 init="glorot_uniform", negative_slope: float = 0.01, seed=None, dtype=np.float32):
+        super().__init__(in_features, out_features, activation, bias, init, negative_slope, seed, dtype)
+        self._masks = _Masked(p, None if seed is None else np.random.default_rng(seed).integers(2**63))
+        self._mask = None
+        self._dw_masked = None
+
+    def _local_state(self):
+        return self._masks.state()
+
+    def _load_local_state(self, state):
+        self._masks.load(state)
+
+    def _weight_for_forward(self, training):
+        if not training or self._masks.p == 0:
+            self._mask = None
+            return self.weight.data
+        masked, self._mask = self._masks.apply(self.weight.data)
+        return masked
+
+    def _weight_grad_target(self, accumulate):
+        if self._mask is None:
+            return grad_target(self.weight, accumulate)
+        if not self.weight.trainable:
+            return None
+        self._dw_masked = np.empty_like(self.weight.data)
+        return self._dw_masked
+
+    def _after_backward(self, accumulate):
+        if self._mask is None or not self.weight.trainable:
+            return
+        target = grad_target(self.weight, accumulate)
+        if accumulate:
+            tmp = np.empty_like(target)
+            ops.dropout_backward(self._dw_masked, self._mask, tmp, p=self._masks.p)
+            target += tmp
+        else:
+            ops.dropout_backward(self._dw_masked, self._mask, target, p=self._masks.p)
+        self._dw_masked = None
+
+    def extra_repr(self):
+        return super().extra_repr() + f", p={self._masks.p}"
+
+
+class BatchNorm(Module):
+    """Batch normalization over (N, C), (N, C, L) or (N, C, H, W) inputs (channels_last: C last),
+    with torch's semantics: batch statistics in training, running statistics in eval (updated with
+    momentum; momentum=None: the cumulative average), affine weight and bias."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
+                 track_running_stats: bool = True, channels_last: bool = False, dtype=np.float32):
+        super().__init__()
+        self.num_features, self.eps, self.momentum = int(num_features), float(eps), momentum
+        self.channels_last = bool(channels_last)
+        c = self.num_features
+        self.weight = Parameter(np.ones(c, dtype), name="weight", regularize=False) if affine else None
+        self.bias = Parameter(np.zeros(c, dtype), name="bias", regularize=False) if affine else None
+        self.track_running_stats = bool(track_running_stats)
+        self.running_mean = np.zeros(c, dtype) if track_running_stats else None
+        self.running_var = np.ones(c, dtype) if track_running_stats else None
+        self.num_batches_tracked = 0
+
+    def _local_parameters(self):
+        return {} if self.weight is None else {"weight": self.weight, "bias": self.bias}
+
+    def _local_state(self):
+        if not self.track_running_stats:
+            return {}
+        return {"running_mean": self.running_mean, "running_var": self.running_var,
+                "num_batches_tracked": self.num_batches_tracked}
+
+    def _load_local_state(self, state):
+        for key in ("running_mean", "running_var"):
+            if key in state:
+                getattr(self, key)[...] = np.asarray(state[key])
+        if "num_batches_tracked" in state:
+            self.num_batches_tracked = int(np.asarray(state["num_batches_tracked"]))
+
+    def forward(self, x, training=None):
+        training = self._mode(training)
+        momentum = self.momentum
+        if training and self.track_running_stats:
+            self.num_batches_tracked += 1
+            if momentum is None:
+                momentum = 1.0 / self.num_batches_tracked
+        batch_stats = training or self.running_mean is None
+        y = np.empty_like(x)
+        c = self.num_features
+        save_mean, save_invstd = np.empty(c, x.dtype), np.empty(c, x.dtype)
+        ops.batchnorm_forward(x, None if self.weight is None else self.weight.data,
+                              None if self.bias is None else self.bias.data,
+                              self.running_mean, self.running_var, y, save_mean, save_invstd,
+                              training=training, momentum=0.0 if momentum is None else momentum, eps=self.eps,
+                              channels_last=self.channels_last)
+        self._cache = (x, save_mean, save_invstd, batch_stats)
+        return y
+
+    def backward(self, dy, *, accumulate=False, need_input_grad=True):
+        if self._cache is None:
+            raise RuntimeError("BatchNorm.backward called before forward")
+        x, save_mean, save_invstd, batch_stats = self._cache
+        # the parameter gradients: written in place, or computed aside and added (accumulate)
+        grads = {}
+        for name, p in (("weight", self.weight), ("bias", self.bias)):
+            if p is not None and p.trainable:
+                grads[name] = np.empty_like(p.data) if accumulate else grad_target(p, False)
+        dx = np.empty_like(x)  # the kernel always computes dx: it shares its pass with the sums
+        ops.batchnorm_backward(dy, x, None if self.weight is None else self.weight.data, save_mean, save_invstd,
+                               dx, grads.get("weight"), grads.get("bias"), training=batch_stats,
+                               channels_last=self.channels_last)
+        if accumulate:
+            for name, g in grads.items():
+                grad_target(getattr(self, name), True)[...] += g
+        return dx if need_input_grad else None
+
+    def extra_repr(self):
+        options = [(k, v, d) for k, v, d in (("eps", self.eps, 1e-5), ("momentum", self.momentum, 0.1),
+                                             ("affine", self.weight is not None, True),
+                                             ("track_running_stats", self.track_running_stats, True),
+                                             ("channels_last", self.channels_last, False)) if v != d]
+        return ", ".join([str(self.num_features)] + [f"{k}={v}" for k, v, _ in options])
+
+
+class Dropout(Module):
+    """Inverted dropout: y = x * mask / (1 - p) in training, the identity in eval. The mask comes
+    from Philox4x32-10 keyed on (seed, this layer's call counter, element index): reproducible from
+    the seed, the same for every thread count, saved with the model (seed and counter)."""
+
+    def __init__(self, p: float = 0.5, seed=None):
+        super().__init__()
+        self._masks = _Masked(p, seed)
+        self._mask = None
+
+    @property
+    def p(self) -> float:
+        return self._masks.p
+
+    def _local_state(self):
+        return self._masks.state()
+
+    def _load_local_state(self, state):
+        self._masks.load(state)
+
+    def forward(self, x, training=None):
+        if not self._mode(training) or self._masks.p == 0:
+            self._mask = None
+            return x
+        y, self._mask = self._masks.apply(x)
+        return y
+
+    def backward(self, dy, *, accumulate=False, need_input_grad=True):
+        if self._mask is None:
+            return dy
+        dx = np.empty_like(dy)
+        ops.dropout_backward(dy, self._mask, dx, p=self._masks.p)
+        return dx
+
+    def extra_repr(self):
+        return f"p={self._masks.p}"
+
+
+class Activation(Module):
+    """An element-wise activation layer (see ReLU, Tanh, ...)."""
+
+    activation = "none"
+
+    def __init__(self, negative_slope: float = 0.01):
+        super().__init__()
+        self.negative_slope = float(negative_slope)
+
+    def forward(self, x, training=None):
+        y = np.empty_like(x)
+        ops.activation_forward(x, y, activation=self.activation, negative_slope=self.negative_slope)
+        self._cache = (x, y)
+        return y
+
+    def backward(self, dy, *, accumulate=False, need_input_grad=True):
+        if self._cache is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+        x, y = self._cache
+        dx = np.empty_like(dy)
+        ops.activation_backward(dy, dx, activation=self.activation, x=x, y=y, negative_slope=self.negative_slope)
+        return dx
+
+
+class ReLU(Activation):
+    activation = "relu"
+
+    def __init__(self):
+        super().__init__()
+
+
+class LeakyReLU(Activation):
+    activation = "leaky_relu"
+
+    def extra_repr(self):
+        return f"negative_slope={self.negative_slope}"
+
+
+class Tanh(Activation):
+    activation = "tanh"
+
+    def __init__(self):
+        super().__init__()
+
+
+class Sigmoid(Activation):
+    activation = "sigmoid"
+
+    def __init__(self):
+        super().__init__()
+
+
+class GELU(Activation):
+    def __init__(self, approximate: str = "none"):
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.activation = "gelu" if approximate == "none" else "gelu_tanh"
+
+    def extra_repr(self):
+        return "" if self.activation == "gelu" else "approximate='tanh'"
+
+
+class Identity(Module):
+    def forward(self, x, training=None):
+        return x
+
+    def backward(self, dy, *, accumulate=False, need_input_grad=True):
+        return dy
+
+
+class Flatten(Module):
+    """(N, ...) -> (N, prod(...)), a view."""
+
+    def forward(self, x, training=None):
+        self._cache = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dy, *, accumulate=False, need_input_grad=True):
+        return dy.reshape(self._cache)
+
+    def output_shape(self, input_shape):
+        rest = 1
+        for d in input_shape[1:]:
+            rest *= d
+        return (input_shape[0], rest)
+
+
+class Sequential(Module):
+    """Layers applied in order. At construction every parameter moves into one ParameterArena (one
+    buffer for the values, a twin for the gradients), so an optimizer over model.parameters() steps
+    the whole model in one kernel call; layers' Dropout/DropConnect without a seed get one derived
+    from `seed` (reproducible), else from the OS."""
+
+    def __init__(self, layers, seed=None, arena: bool = True):
+        super().__init__()
+        self.layers = list(layers)
+        for i, layer in enumerate(self.layers):
+            if not isinstance(layer, Module):
+                raise TypeError(f"Sequential: layers[{i}] is a {type(layer).__name__}, not a gradfuse Module")
+        if seed is not None:
+            seeds = np.random.SeedSequence(seed).generate_state(len(self.layers), np.uint64)
+            for layer, s in zip(self.layers, seeds):
+                for masks in _mask_sources(layer):
+                    masks.seed = int(s) & (2**63 - 1)
+        params = self.parameters()
+        self.arena = None
+        if arena and params:
+            dtypes = {p.dtype for p in params}
+            if len(dtypes) == 1 and all(p._arena is None for p in params):
+                self.arena = ParameterArena(params, dtype=dtypes.pop())
+
+    def children(self):
+        return self.layers
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __getitem__(self, i):
+        return self.layers[i]
+
+    def forward(self, x, training=None):
+        for layer in self.layers:
+            x = layer.forward(x, training)
+        return x
+
+    def backward(self, dy, *, accumulate=False, need_input_grad=False):
+        """Backward through every layer; the input gradient (a whole extra GEMM for a first Dense
+        layer) is only computed when need_input_grad is True."""
+        for i in range(len(self.layers) - 1, -1, -1):
+            dy = self.layers[i].backward(dy, accumulate=accumulate, need_input_grad=need_input_grad or i > 0)
+        return dy
+
+    def predict(self, x, batch_size: int | None = 1024):
+        """Eval-mode forward over x in batches (no state changes)."""
+        was_training = self.training
+        self.eval()
+        try:
+            if batch_size is None or len(x) <= batch_size:
+                return self.forward(x, training=False)
+            return np.concatenate([self.forward(x[i:i + batch_size], training=False)
+                                   for i in range(0, len(x), batch_size)])
+        finally:
+            self.train(was_training)
+
+    def parameter_groups(self, weight_decay: float, **group_options) -> list[dict]:
+        """Two optimizer groups: the regularized parameters (weights) with weight_decay, the others
+        (biases, batch-norm parameters) without. E.g. gf.optim.AdamW(model.parameter_groups(1e-2))."""
+        decay = [p for p in self.parameters() if p.regularize]
+        rest = [p for p in self.parameters() if not p.regularize]
+        groups = [{"params": decay, "weight_decay": weight_decay, **group_options}]
+        if rest:
+            groups.append({"params": rest, "weight_decay": 0.0, **group_options})
+        return groups
+
+    def summary(self, input_shape: tuple | None = None) -> str:
+        """A table of the layers, their output shapes and parameter counts."""
+        if input_shape is None and self.layers and isinstance(self.layers[0], Dense):
+            input_shape = (None, self.layers[0].in_features)
+        rows, shape = [], input_shape
+        for i, layer in enumerate(self.layers):
+            shape = layer.output_shape(shape) if shape is not None else None
+            n = sum(p.size for p in layer.parameters())
+            frozen = sum(p.size for p in layer.parameters() if not p.trainable)
+            rows.append((f"{i}: {layer!r}", "?" if shape is None else str(shape), f"{n:,}" + (
+                f" ({frozen:,} frozen)" if frozen else "")))
+        widths = [max(len(r[k]) for r in rows + [("layer", "output shape", "parameters")]) for k in range(3)]
+        line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
+        total = self.num_parameters()
+        trainable = self.num_parameters(trainable_only=True)
+        out = [line(("layer", "output shape", "parameters")), line(tuple("-" * w for w in widths))]
+        out += [line(r) for r in rows]
+        out.append(f"total parameters: {total:,} ({trainable:,} trainable)" +
+                   (f", one arena of {self.arena.data.nbytes / 2**20:.2f} MiB" if self.arena is not None else ""))
+        return "\n".join(out)
+
+    def extra_repr(self):
+        return ", ".join(repr(layer) for layer in self.layers)
+
+
+def _mask_sources(layer):
+    if isinstance(layer, (Dropout, DropConnect)):
+        yield layer._masks
+    for child in layer.children():
+        yield from _mask_sources(child)
