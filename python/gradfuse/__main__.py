@@ -1,6 +1,7 @@
 """The gradfuse command line.
 
     python -m gradfuse config                  # the build and runtime configuration (gf.show_config())
+    python -m gradfuse demo [--backend numpy]  # train an MLP on scikit-learn's digits, plot the curves
     python -m gradfuse bench optim [options]   # the optimizer benchmark (see: bench optim --help)
     python -m gradfuse bench layers [options]  # batch norm, dropout, dense layers, GEMM
 
@@ -27,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     config = commands.add_parser("config", help="print the build and runtime configuration")
     config.set_defaults(func=_config)
+    from . import demo
+    demo.add_arguments(commands.add_parser("demo", help=demo.HELP))
     bench = commands.add_parser("bench", help="run a benchmark suite (optim, layers)",
                                 description="Benchmark suites: each runs its implementations interleaved "
                                             "in one process and reports medians.")

@@ -2,6 +2,7 @@
 
     python -m gradfuse bench optim [--quick | --full] [--repeats N] [--out DIR] [--threads N] [--no-torch]
     python -m gradfuse bench layers [--quick] [--repeats N] [--out DIR] [--threads N] [--no-torch]
+    python -m gradfuse bench train [--quick] [--repeats N] [--out DIR] [--threads N] [--no-torch]
 
 Each suite is a module with HELP (one line), add_arguments(parser) and main(args) -> exit code;
 SUITES names them, so `python -m gradfuse bench <name>` finds them. The shared timing rules (one
@@ -16,6 +17,7 @@ import importlib
 SUITES = {
     "optim": "gradfuse.bench.optim",
     "layers": "gradfuse.bench.layers",
+    "train": "gradfuse.bench.train",
 }
 
 

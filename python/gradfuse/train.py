@@ -1,0 +1,424 @@
+"""The training loop: fit, evaluate, History, callbacks.
+
+    history = gf.train.fit(model, "cross_entropy", opt, x, y, epochs=20, batch_size=64,
+                           validation_split=0.1, schedule=sched,
+                           callbacks=[gf.train.EarlyStopping(patience=3, restore_best_weights=True)])
+
+fit arranges the fused kernels: per batch one forward, one loss kernel (value and gradient in one
+pass), one backward, optionally a penalty pass over the arena, the gradient norm (and clipping), and
+one optimizer step. It keeps per epoch: the training and validation loss, accuracy for
+classification losses, the learning rate and the mean gradient norm (before clipping).
+
+Everything random is seeded (the batch order from (seed, epoch), dropout masks from each layer's
+seed and call counter), so a run resumed from a checkpoint (model, optimizer, schedule, callbacks,
+epoch: see ModelCheckpoint and resume_state) continues bitwise like an uninterrupted one.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+import numpy as np
+
+from . import data as _data
+from .losses import get_loss
+
+__all__ = ["fit", "evaluate", "History", "Callback", "EarlyStopping", "ReduceLROnPlateau", "ModelCheckpoint",
+           "TerminateOnNaN", "LearningRateScheduler", "resume_state"]
+
+
+# ---- History ----------------------------------------------------------------------------------------------
+class History:
+    """Per-epoch logs: history["loss"], history["val_loss"], history["accuracy"], history["lr"],
+    history["grad_norm"], ... (one value per epoch), and the epoch numbers in history.epoch."""
+
+    def __init__(self):
+        self.history: dict[str, list] = {}
+        self.epoch: list[int] = []
+
+    def append(self, epoch: int, logs: dict) -> None:
+        self.epoch.append(epoch)
+        for key, value in logs.items():
+            self.history.setdefault(key, [math.nan] * (len(self.epoch) - 1)).append(float(value))
+        for key, values in self.history.items():
+            if len(values) < len(self.epoch):
+                values.append(math.nan)
+
+    def __getitem__(self, key):
+        return self.history[key]
+
+    def __contains__(self, key):
+        return key in self.history
+
+    def keys(self):
+        return self.history.keys()
+
+    def state_dict(self) -> dict:
+        return {"epoch": list(self.epoch), "history": {k: list(v) for k, v in self.history.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = [int(e) for e in state["epoch"]]
+        self.history = {k: [float(x) for x in v] for k, v in state["history"].items()}
+
+    def __repr__(self):
+        return f"History(epochs={len(self.epoch)}, keys={sorted(self.history)})"
+
+
+# ---- callbacks --------------------------------------------------------------------------------------------
+class Callback:
+    """Hooks called by fit. self.trainer (set before on_train_begin) has .model, .optimizer,
+    .history, .epoch and .stop_training (set it True to stop after this epoch)."""
+
+    trainer = None
+
+    def set_trainer(self, trainer) -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self, logs=None): ...
+    def on_train_end(self, logs=None): ...
+    def on_epoch_begin(self, epoch, logs=None): ...
+    def on_epoch_end(self, epoch, logs=None): ...
+    def on_batch_begin(self, batch, logs=None): ...
+    def on_batch_end(self, batch, logs=None): ...
+
+    def state_dict(self) -> dict:
+        """What a resumed run needs (counters, best values); numbers and strings only."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class _Monitor:
+    """Tracks the best value of a logged quantity ("val_loss", "accuracy", ...)."""
+
+    def __init__(self, monitor: str, mode: str, min_delta: float):
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
+        if mode == "auto":
+            mode = "max" if ("acc" in monitor or monitor.endswith("auc")) else "min"
+        self.monitor, self.mode, self.min_delta = monitor, mode, abs(float(min_delta))
+        self.best = math.inf if mode == "min" else -math.inf
+
+    def improved(self, value: float) -> bool:
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+    def value(self, logs) -> float | None:
+        if logs is None or self.monitor not in logs:
+            return None
+        return float(logs[self.monitor])
+
+
+class EarlyStopping(Callback):
+    """Stop when `monitor` has not improved by more than min_delta for `patience` epochs;
+    restore_best_weights puts back the model (parameters and buffers) of the best epoch."""
+
+    def __init__(self, monitor="val_loss", min_delta=0.0, patience=0, mode="auto", restore_best_weights=False,
+                 start_from_epoch=0):
+        self.tracker = _Monitor(monitor, mode, min_delta)
+        self.patience, self.restore_best_weights = int(patience), bool(restore_best_weights)
+        self.start_from_epoch = int(start_from_epoch)
+        self.wait, self.stopped_epoch, self.best_epoch = 0, None, None
+        self.best_weights = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = self.tracker.value(logs)
+        if value is None or epoch < self.start_from_epoch:
+            return
+        if self.tracker.improved(value) or self.best_epoch is None:
+            self.tracker.best, self.best_epoch, self.wait = value, epoch, 0
+            if self.restore_best_weights:
+                self.best_weights = self.trainer.model.state_dict()
+            return
+        self.wait += 1
+        if self.wait >= self.patience:  # Keras: patience epochs without improvement
+            self.stopped_epoch = epoch
+            self.trainer.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.restore_best_weights and self.best_weights is not None and self.best_epoch is not None:
+            self.trainer.model.load_state_dict(self.best_weights)
+
+    def state_dict(self):
+        return {"best": self.tracker.best, "wait": self.wait, "best_epoch": -1 if self.best_epoch is None else
+                self.best_epoch}
+
+    def load_state_dict(self, state):
+        self.tracker.best, self.wait = float(state["best"]), int(state["wait"])
+        self.best_epoch = None if int(state["best_epoch"]) < 0 else int(state["best_epoch"])
+
+
+class ReduceLROnPlateau(Callback):
+    """Multiply every group's lr by `factor` when `monitor` has not improved for `patience` epochs
+    (then wait `cooldown` epochs), never below min_lr."""
+
+    def __init__(self, monitor="val_loss", factor=0.1, patience=10, mode="auto", min_delta=1e-4, cooldown=0,
+                 min_lr=0.0):
+        if not 0 < factor < 1:
+            raise ValueError(f"factor must be in (0, 1), got {factor}")
+        self.tracker = _Monitor(monitor, mode, min_delta)
+        self.factor, self.patience, self.cooldown, self.min_lr = float(factor), int(patience), int(cooldown), min_lr
+        self.wait, self.cooldown_left = 0, 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = self.tracker.value(logs)
+        if value is None:
+            return
+        if self.cooldown_left > 0:
+            self.cooldown_left -= 1
+            self.wait = 0
+        if self.tracker.improved(value):
+            self.tracker.best, self.wait = value, 0
+            return
+        if self.cooldown_left > 0:
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            for group in self.trainer.optimizer.param_groups:
+                group["lr"] = max(group["lr"] * self.factor, self.min_lr)
+            self.cooldown_left, self.wait = self.cooldown, 0
+
+    def state_dict(self):
+        return {"best": self.tracker.best, "wait": self.wait, "cooldown_left": self.cooldown_left}
+
+    def load_state_dict(self, state):
+        self.tracker.best, self.wait, self.cooldown_left = float(state["best"]), int(state["wait"]), int(
+            state["cooldown_left"])
+
+
+class TerminateOnNaN(Callback):
+    """Stop as soon as a batch's loss is NaN or infinite."""
+
+    def on_batch_end(self, batch, logs=None):
+        if logs is not None and not math.isfinite(logs.get("loss", 0.0)):
+            self.trainer.stop_training = True
+            self.trainer.stop_now = True
+
+
+class LearningRateScheduler(Callback):
+    """Steps a scheduler (gf.optim.lr_scheduler) per "epoch" or per "batch", or sets every group's
+    lr to fn(epoch) for a function."""
+
+    def __init__(self, schedule, per="epoch"):
+        if per not in ("epoch", "batch"):
+            raise ValueError(f"per must be 'epoch' or 'batch', got {per!r}")
+        self.schedule, self.per = schedule, per
+
+    def _step(self, logs):
+        if callable(getattr(self.schedule, "step", None)):
+            if type(self.schedule).__name__ == "ReduceLROnPlateau":
+                self.schedule.step(logs.get("val_loss", logs.get("loss")))
+            else:
+                self.schedule.step()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not hasattr(self.schedule, "step"):  # a function of the epoch
+            for group in self.trainer.optimizer.param_groups:
+                group["lr"] = float(self.schedule(epoch))
+
+    def on_batch_end(self, batch, logs=None):
+        if self.per == "batch" and hasattr(self.schedule, "step"):
+            self._step(logs or {})
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.per == "epoch" and hasattr(self.schedule, "step"):
+            self._step(logs or {})
+
+    def state_dict(self):
+        return self.schedule.state_dict() if hasattr(self.schedule, "state_dict") else {}
+
+    def load_state_dict(self, state):
+        if state and hasattr(self.schedule, "load_state_dict"):
+            self.schedule.load_state_dict(state)
+
+
+class ModelCheckpoint(Callback):
+    """Save a checkpoint (gf.save: model, optimizer, callbacks and schedule state, history, epoch)
+    at the end of every epoch, or only when `monitor` improves (save_best_only). filepath may hold
+    "{epoch}" and any logged key, e.g. "ckpt-{epoch:03d}-{val_loss:.3f}.gfz"."""
+
+    def __init__(self, filepath, monitor="val_loss", save_best_only=False, mode="auto", every=1):
+        self.filepath = os.fspath(filepath)
+        self.tracker = _Monitor(monitor, mode, 0.0)
+        self.save_best_only, self.every = bool(save_best_only), int(every)
+        self.saved: list[str] = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.save_best_only:
+            value = self.tracker.value(logs)
+            if value is None or not self.tracker.improved(value):
+                return
+            self.tracker.best = value
+        elif (epoch + 1) % self.every:
+            return
+        from .checkpoint import save
+        path = self.filepath.format(epoch=epoch, **logs)
+        save(resume_state(self.trainer, epoch + 1), path)
+        self.saved.append(path)
+
+    def state_dict(self):
+        return {"best": self.tracker.best}
+
+    def load_state_dict(self, state):
+        self.tracker.best = float(state["best"])
+
+
+def resume_state(trainer, next_epoch: int) -> dict:
+    """Everything fit needs to continue from next_epoch: pass it to fit(..., resume=state)."""
+    return {
+        "format": "gradfuse-fit",
+        "epoch": int(next_epoch),
+        "model": trainer.model.state_dict(),
+        "optimizer": trainer.optimizer.state_dict(),
+        "callbacks": [cb.state_dict() for cb in trainer.callbacks],
+        "history": trainer.history.state_dict(),
+    }
+
+
+# ---- fit / evaluate ---------------------------------------------------------------------------------------
+class _Trainer:
+    def __init__(self, model, loss, optimizer, callbacks):
+        self.model, self.loss, self.optimizer, self.callbacks = model, loss, optimizer, callbacks
+        self.history = History()
+        self.stop_training = False
+        self.stop_now = False
+        self.epoch = 0
+
+
+def _accuracy_count(loss, pred, target) -> int:
+    labels = np.asarray(target)
+    guess = loss.predictions(pred)
+    return int(np.count_nonzero(guess.reshape(labels.shape) == labels))
+
+
+def evaluate(model, loss, x, y, batch_size: int | None = 1024) -> dict:
+    """Mean loss (and accuracy for classification losses) over (x, y), in eval mode."""
+    loss = get_loss(loss)
+    n = len(x)
+    if n == 0:
+        return {"loss": math.nan}
+    total, correct = 0.0, 0
+    step = n if batch_size is None else int(batch_size)
+    for i in range(0, n, step):
+        pred = model.forward(x[i:i + step], training=False)
+        value, _ = loss(pred, y[i:i + step])
+        total += value * len(pred)
+        if loss.classification:
+            correct += _accuracy_count(loss, pred, y[i:i + step])
+    out = {"loss": total / n}
+    if loss.classification:
+        out["accuracy"] = correct / n
+    return out
+
+
+def _current_lr(optimizer) -> float:
+    return float(optimizer.param_groups[0]["lr"])
+
+
+def _progress(total, desc, verbose):
+    if verbose != 1 or not sys.stderr.isatty():
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def fit(model, loss, optimizer, x, y, *, epochs=1, batch_size=32, validation_data=None, validation_split=0.0,
+        schedule=None, schedule_per="epoch", callbacks=(), clip_norm=None, clip_value=None, regularizer=None,
+        shuffle=True, seed=0, verbose=1, initial_epoch=0, resume=None, drop_last=False) -> History:
+    """Train `model` with `loss` and `optimizer` on (x, y) for `epochs` epochs of mini-batches.
+
+    validation_data=(xv, yv) or validation_split (the LAST fraction of x/y, before shuffling, like
+    Keras); schedule: a gf.optim.lr_scheduler scheduler stepped per "epoch" or per "batch"
+    (ReduceLROnPlateau steps on the monitored validation loss); clip_norm / clip_value: gradient
+    clipping by global L2 norm / by value; regularizer: a gf.regularizers penalty; verbose: 0
+    silent, 1 a progress bar on a terminal, 2 one line per epoch. resume: a state from
+    resume_state / ModelCheckpoint (gf.load(path)) to continue a run exactly.
+    """
+    from .optim import clip_grad_norm_, clip_grad_value_, grad_norm
+
+    loss = get_loss(loss)
+    callbacks = list(callbacks)
+    if schedule is not None:
+        callbacks.append(LearningRateScheduler(schedule, per=schedule_per))
+    if validation_data is None and validation_split:
+        x, y, xv, yv = _data.train_val_split(x, y, validation_split)
+        validation_data = (xv, yv)
+    trainer = _Trainer(model, loss, optimizer, callbacks)
+    start = int(initial_epoch)
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        for cb, state in zip(callbacks, resume["callbacks"]):
+            cb.load_state_dict(state)
+        trainer.history.load_state_dict(resume["history"])
+        start = int(resume["epoch"])
+    for cb in callbacks:
+        cb.set_trainer(trainer)
+    batches = _data.MiniBatches(x, y, batch_size=batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last)
+    params = model.parameters()
+    for cb in callbacks:
+        cb.on_train_begin({})
+    bar = _progress(max(0, epochs - start) * len(batches), "fit", verbose)
+    for epoch in range(start, epochs):
+        trainer.epoch = epoch
+        for cb in callbacks:
+            cb.on_epoch_begin(epoch, {})
+        model.train()
+        batches.set_epoch(epoch)
+        seen, total_loss, correct, norms = 0, 0.0, 0, []
+        for b, (xb, yb) in enumerate(batches):
+            for cb in callbacks:
+                cb.on_batch_begin(b, {})
+            pred = model.forward(xb, training=True)
+            value, dpred = loss(pred, yb)
+            model.backward(dpred)
+            if regularizer is not None:
+                value += regularizer(params)
+            if clip_norm is not None:
+                norms.append(clip_grad_norm_(params, clip_norm))
+            else:
+                norms.append(grad_norm(params))
+            if clip_value is not None:
+                clip_grad_value_(params, clip_value)
+            optimizer.step()
+            seen += len(xb)
+            total_loss += value * len(xb)
+            if loss.classification:
+                correct += _accuracy_count(loss, pred, yb)
+            batch_logs = {"loss": value, "lr": _current_lr(optimizer)}
+            for cb in callbacks:
+                cb.on_batch_end(b, batch_logs)
+            if bar is not None:
+                bar.set_postfix(epoch=epoch, loss=f"{total_loss / seen:.4f}", refresh=False)
+                bar.update(1)
+            if trainer.stop_now:
+                break
+        logs = {"loss": total_loss / max(seen, 1)}
+        if loss.classification:
+            logs["accuracy"] = correct / max(seen, 1)
+        logs["lr"] = _current_lr(optimizer)
+        logs["grad_norm"] = float(np.mean(norms)) if norms else math.nan
+        if validation_data is not None:
+            val = evaluate(model, loss, validation_data[0], validation_data[1])
+            logs.update({f"val_{k}": v for k, v in val.items()})
+        trainer.history.append(epoch, logs)
+        for cb in callbacks:
+            cb.on_epoch_end(epoch, logs)
+        if verbose == 2 or (verbose == 1 and bar is None and sys.stderr.isatty()):
+            print(f"epoch {epoch + 1}/{epochs} " + " ".join(f"{k}={v:.4g}" for k, v in logs.items()),
+                  file=sys.stderr)
+        if trainer.stop_training:
+            break
+    if bar is not None:
+        bar.close()
+    for cb in callbacks:
+        cb.on_train_end({})
+    model.train()
+    return trainer.history
