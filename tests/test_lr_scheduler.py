@@ -89,7 +89,7 @@ TORCH_CASES = [
     ("ConstantLR-1", ("SGD", {}), lambda M, o: M.ConstantLR(o, factor=1.0)),
     ("StepLR", ("SGD", {}), lambda M, o: M.StepLR(o, step_size=7, gamma=0.5)),
     ("StepLR-default", ("SGD", {}), lambda M, o: M.StepLR(o, 20)),
-    ("MultiStepLR", ("SGD", {}), lambda M, o: M.MultiStepLR(o, milestones=[5, 17, 17, 40], gamma=0.3)),
+    ("MultiStepLR", ("SGD", {}), lambda M, o: M.MultiStepLR(o, milestones=[5, 17, 17, 40, 40], gamma=0.3)),
     ("ExponentialLR", ("SGD", {}), lambda M, o: M.ExponentialLR(o, gamma=0.95)),
     ("LinearLR", ("SGD", {}), lambda M, o: M.LinearLR(o)),
     ("LinearLR-decay", ("SGD", {}), lambda M, o: M.LinearLR(o, start_factor=1.0, end_factor=0.0, total_iters=50)),
@@ -189,11 +189,12 @@ def test_state_dict_keeps_no_callables():
 
 def test_state_dict_is_a_copy():
     opt = gf_optimizer()
-    sched = L.MultiStepLR(opt, [3, 5])
+    sched = L.MultiStepLR(opt, [3, 5, 5])
     sd = sched.state_dict()
+    assert sd["milestones"] == [3, 5, 5]
     sd["base_lrs"].append(1.0)
     sd["milestones"].append(1)
-    assert sched.base_lrs == list(LRS) and sorted(sched.milestones) == [3, 5]
+    assert sched.base_lrs == list(LRS) and sorted(sched.milestones.elements()) == [3, 5, 5]
     with pytest.raises(ValueError, match="unknown keys"):
         sched.load_state_dict({"no_such_key": 1})
     sched.load_state_dict({"_get_lr_called_within_step": False, "last_epoch": 4})  # torch's private flags: ignored
