@@ -62,8 +62,14 @@ does not wrap optimizer.step); step(epoch) does not warn; an error in step() (On
 past total_steps) leaves the scheduler unchanged; OneCycleLR phases of zero length do not divide by
 zero; ConstantLR(factor=0) restores base_lr at total_iters instead of dividing by zero; a chainable
 schedule built with last_epoch >= 0 keeps the groups' lr at construction (torch's StepLR,
-MultiStepLR and ConstantLR may rescale it there); nonsensical arguments torch accepts (step_size=0,
-T_max=0, ...) raise ValueError at construction instead of failing later.
+MultiStepLR and ConstantLR may rescale it there); ConstantLR(total_iters=0) is base_lr throughout;
+nonsensical arguments torch accepts (step_size=0, T_max=0, total_iters=0 for LinearLR/PolynomialLR,
+unsorted SequentialLR milestones, ...) raise ValueError at construction instead of failing later.
+State dicts: no callables, so LambdaLR/MultiplicativeLR/CyclicLR(scale_fn) do not save a callable
+object's attributes as torch does; MultiStepLR's milestones are a sorted list (repeats kept), not a
+Counter; ReduceLROnPlateau keeps _per_group_min_lr instead of default_min_lr=None (a property
+here); load_state_dict refuses unknown public keys and ignores unknown private ones, so torch's
+scheduler state dicts load too.
 """
 from __future__ import annotations
 
@@ -1041,9 +1047,9 @@ class LinearWarmup(LRScheduler):
 
         start_factor + (1 - start_factor) * t / warmup_steps      for t < warmup_steps,
 
-    and at t = warmup_steps hands over to the scheduler, which then runs from its own t = 0: step
-    t >= warmup_steps steps the scheduler (``step(metric)`` for ReduceLROnPlateau; metrics during
-    the warmup are ignored). The lr sequence is that of torch's
+    and at t = warmup_steps hands over to the scheduler, which then runs from its own t = 0: the lr
+    is the scheduler's starting lr at t = warmup_steps, and every later step steps the scheduler
+    (``step(metric)`` for ReduceLROnPlateau; the metrics of steps t <= warmup_steps are ignored). The lr sequence is that of torch's
     ``SequentialLR(opt, [LinearLR(opt, start_factor, 1.0, warmup_steps), scheduler], [warmup_steps])``,
     but start_factor may be 0 and any scheduler fits. Pass an optimizer instead of a scheduler for
     a warmup to the groups' lr, constant after."""
