@@ -208,11 +208,10 @@ class LearningRateScheduler(Callback):
         self.schedule, self.per = schedule, per
 
     def _step(self, logs):
-        if callable(getattr(self.schedule, "step", None)):
-            if type(self.schedule).__name__ == "ReduceLROnPlateau":
-                self.schedule.step(logs.get("val_loss", logs.get("loss")))
-            else:
-                self.schedule.step()
+        if getattr(self.schedule, "takes_metrics", False):  # ReduceLROnPlateau (or warmup around one)
+            self.schedule.step(logs.get("val_loss", logs.get("loss")))
+        else:
+            self.schedule.step()
 
     def on_epoch_begin(self, epoch, logs=None):
         if not hasattr(self.schedule, "step"):  # a function of the epoch
