@@ -11,7 +11,8 @@ gf.ops holds the kernels themselves; each has a NumPy twin of the same name and 
 from ._version import __version__
 from ._backend import get_backend, set_backend, use_backend
 from ._config import config, get_num_threads, set_num_threads, show_config
-from . import nn, ops, optim
+from . import data, nn, ops, optim
+from .checkpoint import CheckpointError, load, save
 
 __all__ = ["__version__", "config", "show_config", "set_num_threads", "get_num_threads", "set_backend",
-           "get_backend", "use_backend", "ops", "optim", "nn"]
+           "get_backend", "use_backend", "ops", "optim", "nn", "data", "save", "load", "CheckpointError"]
