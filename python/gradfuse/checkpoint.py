@@ -188,7 +188,8 @@ def _encode(obj, where: str, arrays: list, active: set):
 
 def _array_pieces(arr: np.ndarray, file_dtype: np.dtype):
     """arr's bytes in C order and file byte order, in pieces of about _CHUNK bytes, without copying
-    the whole array (a contiguous native array is not copied at all)."""
+    the whole array: a contiguous native array is not copied at all, any other goes through one
+    reused buffer (each piece must be consumed before the next is asked for)."""
     if arr.size == 0:
         return
     if arr.dtype.str == file_dtype.str and arr.flags.c_contiguous:
@@ -199,10 +200,14 @@ def _array_pieces(arr: np.ndarray, file_dtype: np.dtype):
     if arr.ndim == 0:
         yield np.array(arr, dtype=file_dtype).reshape(-1).view(np.uint8)
         return
-    rows = max(1, _CHUNK // max(1, arr[0].size * arr.itemsize))
+    row = arr[0].size  # elements per index of the first axis
+    rows = max(1, _CHUNK // max(1, row * arr.itemsize))
+    buffer = np.empty(min(rows, arr.shape[0]) * row, file_dtype)
     for start in range(0, arr.shape[0], rows):
-        piece = np.ascontiguousarray(arr[start:start + rows], dtype=file_dtype)
-        yield piece.reshape(-1).view(np.uint8)
+        block = arr[start:start + rows]
+        out = buffer[:block.size].reshape(block.shape)
+        np.copyto(out, block)
+        yield out.reshape(-1).view(np.uint8)
 
 
 def _encode_file(state) -> tuple[bytes, list]:
