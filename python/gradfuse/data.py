@@ -39,11 +39,10 @@ def _as_index(value, what: str) -> int:
 
 
 def _out_dtype(dtype: np.dtype, where: str) -> np.dtype:
-    """float32/float64 stay; float16 becomes float32; integers and bools become float64."""
-    if dtype in (np.float32, np.float64):
-        return np.dtype(dtype.type)  # native byte order
-    if dtype == np.float16:
-        return np.dtype(np.float32)
+    """float32/float64 stay (in native byte order); float16 becomes float32; integers, bools and
+    long doubles become float64."""
+    if dtype.kind == "f":  # any byte order; long double becomes float64
+        return np.dtype(np.float32) if dtype.itemsize <= 4 else np.dtype(np.float64)
     if dtype.kind in "biu":
         return np.dtype(np.float64)
     raise TypeError(f"{where}: x has dtype {dtype}; expected a real number dtype (float, int or bool)")
@@ -69,6 +68,7 @@ class Standardizer:
     Statistics are computed in float64 (in pieces, so memory stays small). transform returns a
     new array: float32 and float64 inputs keep their dtype (the statistics are rounded to it
     first), float16 becomes float32, integers and bools become float64. fit refuses NaN/Inf.
+    The mean of a constant feature is its value exactly, so "zscore" and "center" map it to 0.
     """
 
     def __init__(self, mode: str = "zscore", axis=1):
@@ -144,13 +144,14 @@ class Standardizer:
             total += piece.sum(axis=0)
             np.minimum(low, piece.min(axis=0), out=low)
             np.maximum(high, piece.max(axis=0), out=high)
-        mean = total / m
+        constant = high == low
+        mean = np.where(constant, low, total / m)  # a constant feature's mean is exact: it maps to 0
         squares = np.zeros(features)
         for piece in pieces():
             piece -= mean
             squares += np.einsum("ij,ij->j", piece, piece)
         std = np.sqrt(squares / m)
-        scale = np.where((high == low) | (std == 0), 1.0, std)
+        scale = np.where(constant | (std == 0), 1.0, std)
         self.ndim_, self.axes_, self.n_samples_ = x.ndim, axes, x.shape[0]
         self.mean_ = mean.reshape(feature_shape)
         self.std_ = std.reshape(feature_shape)
