@@ -63,7 +63,8 @@ Writing and reading
 save() encodes and checks the whole tree first, then writes a temporary file in the destination's
 folder (``.<name>.<random>.gfckpt-tmp``), flushes and fsyncs it, gives it the mode the old file had
 (or the umask's default), renames it over ``path`` with os.replace (atomic on POSIX and Windows),
-then fsyncs the folder where the platform allows. Readers therefore see either the old or the new
+then fsyncs the folder where the platform allows (a symlink at ``path`` is replaced by the file,
+not followed). Readers therefore see either the old or the new
 file, never a partial one; a crash at any point leaves the previous checkpoint intact. On an
 exception (KeyboardInterrupt included) the temporary file is removed; only a process killed
 outright (SIGKILL, power loss) can leave one behind: clean_temp_files(path) removes them (call it
@@ -297,7 +298,8 @@ def save(state, path) -> None:
             f.write(digest.digest())
             f.flush()
             if hasattr(os, "fchmod"):
-                os.fchmod(f.fileno(), mode)
+                with contextlib.suppress(OSError):  # best effort: some file systems refuse modes
+                    os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())
         os.replace(temp, path)
     except BaseException:
