@@ -11,7 +11,9 @@ gf.ops holds the kernels themselves; each has a NumPy twin of the same name and 
 from ._version import __version__
 from ._backend import get_backend, set_backend, use_backend
 from ._config import config, get_num_threads, set_num_threads, show_config
-from . import losses, nn, ops, optim, regularizers
+from . import data, losses, nn, ops, optim, regularizers, train
+from .checkpoint import CheckpointError, load, save
 
 __all__ = ["__version__", "config", "show_config", "set_num_threads", "get_num_threads", "set_backend",
-           "get_backend", "use_backend", "ops", "optim", "nn", "losses", "regularizers"]
+           "get_backend", "use_backend", "ops", "optim", "nn", "losses", "regularizers", "data", "train", "save",
+           "load", "CheckpointError"]
