@@ -347,8 +347,7 @@ def fit(model, loss, optimizer, x, y, *, epochs=1, batch_size=32, validation_dat
     if schedule is not None:
         callbacks.append(LearningRateScheduler(schedule, per=schedule_per))
     if validation_data is None and validation_split:
-        x, y, xv, yv = _data.train_val_split(x, y, validation_split)
-        validation_data = (xv, yv)
+        (x, y), validation_data = _data.train_val_split(x, y, validation_split)
     trainer = _Trainer(model, loss, optimizer, callbacks)
     start = int(initial_epoch)
     if resume is not None:

@@ -31,13 +31,13 @@ def _new_seed() -> int:
     return secrets.randbits(63)
 
 
-def _initialize(weight: np.ndarray, init, activation: str, rng: np.random.Generator) -> None:
-    """Fill a (in, out) weight with a named initializer from gf.nn.init, or a callable(array, rng)."""
+def _initialize(weight: np.ndarray, init, rng: np.random.Generator) -> None:
+    """Fill a (in, out) weight with a named initializer from gf.nn.init, or a callable(array, rng=)."""
     if callable(init):
         init(weight, rng=rng)
         return
     from . import init as init_module
-    init_module.get_initializer(init)(weight, rng=rng, nonlinearity=activation)
+    init_module.get_initializer(init)(weight, rng=rng)
 
 
 class Dense(Module):
@@ -57,7 +57,7 @@ class Dense(Module):
         self.negative_slope = float(negative_slope)
         rng = np.random.default_rng(seed)
         weight = np.empty((self.in_features, self.out_features), dtype)
-        _initialize(weight, init, self.activation, rng)
+        _initialize(weight, init, rng)
         self.weight = Parameter(weight, name="weight")
         self.bias = Parameter(np.zeros(self.out_features, dtype), name="bias", regularize=False) if bias else None
 
