@@ -138,6 +138,14 @@ def _items(fn: str, parameters) -> list:
     return items
 
 
+def _check_scalars(fn: str, kernel, **kwargs) -> None:
+    """The kernel's own checks of its scalar arguments (a call on an empty list), naming fn."""
+    try:
+        kernel([], **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(re.sub(r"^[a-z_]+: ", f"{fn}: ", str(exc), count=1)) from None
+
+
 def _combine(norms: list, p: float) -> float:
     """The p-norm of per-dtype norms (= the norm of all the gradients), without overflow."""
     if any(n != n for n in norms):
@@ -165,7 +173,7 @@ def grad_norm(parameters, norm_type=2.0, error_if_nonfinite=False) -> float:
     """
     p = float(norm_type)
     grads = _Grads("grad_norm", parameters, merge_arenas=True)
-    ops.grad_norm([], norm_type=p)  # the scalar checks, even when there is nothing to measure
+    _check_scalars("grad_norm", ops.grad_norm, norm_type=p)  # even when there is nothing to measure
     norms = [grads.call(k, ops.grad_norm, norm_type=p) for k in range(len(grads.groups))]
     total = norms[0] if len(norms) == 1 else _combine(norms, p)  # no gradients: 0.0
     if error_if_nonfinite and not math.isfinite(total):
@@ -184,7 +192,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     """
     max_norm, p = float(max_norm), float(norm_type)
     grads = _Grads("clip_grad_norm_", parameters, merge_arenas=True)
-    ops.clip_grad_norm([], max_norm=max_norm, norm_type=p)  # the scalar checks
+    _check_scalars("clip_grad_norm_", ops.clip_grad_norm, max_norm=max_norm, norm_type=p)
     if len(grads.groups) <= 1:  # the common case: one kernel call, which checks, measures and scales
         if not grads.groups:
             return 0.0
@@ -211,7 +219,7 @@ def clip_grad_value_(parameters, clip_value, foreach=None) -> None:
     (NaN stays NaN). `foreach` is ignored (the call is always fused)."""
     v = float(clip_value)
     grads = _Grads("clip_grad_value_", parameters, merge_arenas=True)
-    ops.clip_grad_value([], clip_value=v)  # the scalar check
+    _check_scalars("clip_grad_value_", ops.clip_grad_value, clip_value=v)
     if len(grads.groups) > 1:
         grads.check_all("clip_grad_value")
     for k in range(len(grads.groups)):
@@ -228,7 +236,7 @@ def clip_grad_norm_per_param_(parameters, max_norm, norm_type=2.0, error_if_nonf
     """
     max_norm, p = float(max_norm), float(norm_type)
     grads = _Grads("clip_grad_norm_per_param_", parameters, merge_arenas=False)
-    ops.clip_grad_norm_per_tensor([], max_norm=max_norm, norm_type=p)  # the scalar checks
+    _check_scalars("clip_grad_norm_per_param_", ops.clip_grad_norm_per_tensor, max_norm=max_norm, norm_type=p)
     out: list = [None] * grads.count
 
     def clip(k: int, bound: float) -> None:
