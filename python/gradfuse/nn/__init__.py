@@ -2,4 +2,4 @@
 from . import init
 from .parameter import Parameter, ParameterArena
 
-__all__ = ["Parameter", "ParameterArena"]
+__all__ = ["Parameter", "ParameterArena", "init"]
