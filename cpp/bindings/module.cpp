@@ -18,6 +18,7 @@ void bind_dropout(pybind11::module_& m);
 void bind_activation(pybind11::module_& m);
 void bind_dense(pybind11::module_& m);
 void bind_loss(pybind11::module_& m);
+void bind_clip(pybind11::module_& m);
 }
 }  // namespace gf
 
@@ -115,4 +116,5 @@ PYBIND11_MODULE(_core, m) {
   gf::bind::bind_activation(m);
   gf::bind::bind_dense(m);
   gf::bind::bind_loss(m);
+  gf::bind::bind_clip(m);
 }

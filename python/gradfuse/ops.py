@@ -9,7 +9,7 @@ import functools
 
 from ._backend import get_backend
 from ._ext import _core
-from ._numpy import activation, batchnorm, dense, dropout, loss, optim
+from ._numpy import activation, batchnorm, clip, dense, dropout, loss, optim
 
 __all__: list[str] = []
 
@@ -29,9 +29,9 @@ def _dispatcher(name: str, twin):
 
 
 # Each twin module lists its kernels in KERNELS; the C++ extension has a function of each name.
-for _module in (optim, batchnorm, dropout, activation, dense, loss):
+for _module in (optim, batchnorm, dropout, activation, dense, loss, clip):
     for _name in _module.KERNELS:
         globals()[_name] = _dispatcher(_name, getattr(_module, _name))
         __all__.append(_name)
 del _module, _name
-del activation, batchnorm, dense, dropout, loss, optim
+del activation, batchnorm, clip, dense, dropout, loss, optim

@@ -3,6 +3,6 @@
 They are the readable reference, the fallback where the extension cannot run, and the oracle of
 the parity tests.
 """
-from . import activation, batchnorm, dense, dropout, loss, optim
+from . import activation, batchnorm, clip, dense, dropout, loss, optim
 
-__all__ = ["optim", "batchnorm", "dropout", "activation", "dense", "loss"]
+__all__ = ["optim", "batchnorm", "dropout", "activation", "dense", "loss", "clip"]

@@ -1,0 +1,181 @@
+// clip.cpp (bindings): gradfuse._core.grad_norm / clip_grad_norm / clip_grad_norm_per_tensor /
+// clip_grad_value. The contract is in gradfuse/clip.hpp.
+//
+// Thin: check the scalars, then the gradient list (TensorLists: one dtype, C-contiguous, aligned,
+// writeable where clipped, no two gradients sharing memory; arrays adjacent in memory merged into
+// one segment), release the GIL, call the selected ISA's kernel. Signatures and defaults are those
+// of the NumPy twins in python/gradfuse/_numpy/clip.py (a test compares them).
+#include <pybind11/pybind11.h>
+
+#include <cmath>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "arrays.hpp"
+#include "gradfuse/clip.hpp"
+#include "gradfuse/kernels.hpp"
+
+namespace gf {
+namespace bind {
+namespace {
+
+using namespace pybind11::literals;
+
+std::string num(double x) { return py::str(py::float_(x)).cast<std::string>(); }
+
+void check_norm_type(const std::string& fn, double p) {
+  if (!(p > 0)) raise_value(fn + ": norm_type must be a number > 0 or inf, got " + num(p));
+}
+
+void check_max_norm(const std::string& fn, double max_norm) {
+  if (!(max_norm >= 0)) raise_value(fn + ": max_norm must be a number >= 0 (inf: no clipping), got " + num(max_norm));
+}
+
+// torch's error_if_nonfinite message, naming the kernel and the argument.
+[[noreturn]] void raise_nonfinite(const std::string& fn, const std::string& what, double norm_type) {
+  throw std::runtime_error(fn + ": the " + what + " of order " + num(norm_type) +
+                           " is non-finite, so it cannot be clipped (nothing was written). To disable this "
+                           "error and scale the gradients by the non-finite norm anyway, set "
+                           "`error_if_nonfinite=False`");
+}
+
+template <class T>
+GradSegments<T> segments(const TensorLists& lists) {
+  const TensorList<T> v = lists.view<T>();
+  GradSegments<T> g;
+  g.count = v.count;
+  g.offset = v.offset;
+  g.data = v.param;
+  return g;
+}
+
+// The arrays of a validated tensor-list argument (an ndarray or a list/tuple of them), in order.
+std::vector<py::handle> items_of(py::handle obj) {
+  if (PyList_Check(obj.ptr()) || PyTuple_Check(obj.ptr())) {
+    const Py_ssize_t n = PySequence_Fast_GET_SIZE(obj.ptr());
+    PyObject** data = PySequence_Fast_ITEMS(obj.ptr());
+    return std::vector<py::handle>(data, data + n);
+  }
+  return {obj};
+}
+
+}  // namespace
+
+void bind_clip(py::module_& m) {
+  m.def(
+      "grad_norm",
+      [](py::handle grads, double norm_type) {
+        const std::string fn = "grad_norm";
+        check_norm_type(fn, norm_type);
+        TensorLists lists(fn, {{"grads", grads, false}});
+        const int threads = num_threads();
+        double norm;
+        {
+          py::gil_scoped_release release;
+          norm = lists.dtype() == DType::f32 ? GF_CALL(grad_norm<float>, segments<float>(lists), norm_type, threads)
+                                             : GF_CALL(grad_norm<double>, segments<double>(lists), norm_type, threads);
+        }
+        return norm;
+      },
+      "grads"_a, py::kw_only(), "norm_type"_a = 2.0,
+      "The p-norm of all the gradients together (as one vector): p = 2, 1, inf or any p > 0 "
+      "(torch.nn.utils.get_total_norm). Accumulated in double, deterministic; 0.0 for no elements.");
+
+  m.def(
+      "clip_grad_norm",
+      [](py::handle grads, double max_norm, double norm_type, bool error_if_nonfinite) {
+        const std::string fn = "clip_grad_norm";
+        check_max_norm(fn, max_norm);
+        check_norm_type(fn, norm_type);
+        TensorLists lists(fn, {{"grads", grads, true}});
+        const int threads = num_threads();
+        double norm;
+        {
+          py::gil_scoped_release release;
+          norm = lists.dtype() == DType::f32
+                     ? GF_CALL(clip_grad_norm<float>, segments<float>(lists), max_norm, norm_type,
+                               error_if_nonfinite, threads)
+                     : GF_CALL(clip_grad_norm<double>, segments<double>(lists), max_norm, norm_type,
+                               error_if_nonfinite, threads);
+        }
+        if (error_if_nonfinite && !std::isfinite(norm)) raise_nonfinite(fn, "total norm of grads", norm_type);
+        return norm;
+      },
+      "grads"_a, py::kw_only(), "max_norm"_a, "norm_type"_a = 2.0, "error_if_nonfinite"_a = false,
+      "torch.nn.utils.clip_grad_norm_ on a list of gradients, in place: n = the p-norm of all of them "
+      "together; each is multiplied by min(max_norm / (n + 1e-6), 1) (only when that is below 1). Returns "
+      "n, the norm before clipping. error_if_nonfinite: a NaN/Inf norm raises RuntimeError, nothing written.");
+
+  m.def(
+      "clip_grad_norm_per_tensor",
+      [](py::handle grads, double max_norm, double norm_type, bool error_if_nonfinite) {
+        const std::string fn = "clip_grad_norm_per_tensor";
+        check_max_norm(fn, max_norm);
+        check_norm_type(fn, norm_type);
+        TensorLists lists(fn, {{"grads", grads, true}});  // every check; its segments are merged ones
+        // One segment per non-empty array (not merged: each array has its own norm).
+        const std::vector<py::handle> items = items_of(grads);
+        std::vector<int64_t> offset{0};
+        std::vector<char*> data;
+        std::vector<size_t> index;  // segment -> array
+        for (size_t i = 0; i < items.size(); ++i) {
+          const auto* arr = py::detail::array_proxy(items[i].ptr());
+          int64_t size = 1;
+          for (int d = 0; d < arr->nd; ++d) size *= arr->dimensions[d];
+          if (size == 0) continue;
+          offset.push_back(offset.back() + size);
+          data.push_back(arr->data);
+          index.push_back(i);
+        }
+        std::vector<double> seg_norms(data.size(), 0.0);
+        const int threads = num_threads();
+        int64_t bad;
+        {
+          py::gil_scoped_release release;
+          auto run = [&](auto zero) {
+            using T = decltype(zero);
+            GradSegments<T> g;
+            g.count = static_cast<int64_t>(data.size());
+            g.offset = offset.data();
+            g.data = reinterpret_cast<T* const*>(data.data());
+            return GF_CALL(clip_grad_norm_per_segment<T>, g, max_norm, norm_type, error_if_nonfinite,
+                           seg_norms.data(), threads);
+          };
+          bad = lists.dtype() == DType::f32 ? run(float{}) : run(double{});
+        }
+        const bool is_list = PyList_Check(grads.ptr()) || PyTuple_Check(grads.ptr());
+        if (bad >= 0) {
+          const size_t i = index[static_cast<size_t>(bad)];
+          raise_nonfinite(fn, "norm of grads" + (is_list ? "[" + std::to_string(i) + "]" : std::string()),
+                          norm_type);
+        }
+        std::vector<double> norms(items.size(), 0.0);
+        for (size_t s = 0; s < index.size(); ++s) norms[index[s]] = seg_norms[s];
+        py::list out(norms.size());
+        for (size_t i = 0; i < norms.size(); ++i) out[i] = py::float_(norms[i]);
+        return out;
+      },
+      "grads"_a, py::kw_only(), "max_norm"_a, "norm_type"_a = 2.0, "error_if_nonfinite"_a = false,
+      "Per-tensor norm clipping, in place: each gradient array on its own, n_i = its p-norm, multiplied by "
+      "min(max_norm / (n_i + 1e-6), 1). Returns [n_i], one per array (before clipping). error_if_nonfinite: "
+      "a NaN/Inf norm raises RuntimeError, nothing written.");
+
+  m.def(
+      "clip_grad_value",
+      [](py::handle grads, double clip_value) {
+        const std::string fn = "clip_grad_value";
+        if (!(clip_value >= 0)) raise_value(fn + ": clip_value must be a number >= 0, got " + num(clip_value));
+        TensorLists lists(fn, {{"grads", grads, true}});
+        const int threads = num_threads();
+        py::gil_scoped_release release;
+        if (lists.dtype() == DType::f32) GF_CALL(clip_grad_value<float>, segments<float>(lists), clip_value, threads);
+        else GF_CALL(clip_grad_value<double>, segments<double>(lists), clip_value, threads);
+      },
+      "grads"_a, py::kw_only(), "clip_value"_a,
+      "torch.nn.utils.clip_grad_value_ on a list of gradients, in place: clamp to [-clip_value, clip_value] "
+      "(NaN stays NaN).");
+}
+
+}  // namespace bind
+}  // namespace gf

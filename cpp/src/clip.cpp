@@ -1,0 +1,321 @@
+// clip.cpp: bodies of the gradient-norm and clipping kernels. The contract (formulas, precision,
+// determinism) is in gradfuse/clip.hpp. Compiled once per ISA into gf::<isa>.
+//
+// Reduction layout (the same on every ISA path, and in the NumPy twin): each segment is cut into
+// blocks of kClipBlock elements starting at the segment's first element; a block is read 16
+// elements at a time, element j of the block going to lane j mod 16 of 16 double accumulators
+// (Lanes16: 16 / Vec<double>::width vectors); a short last group is read with masked loads (zeros
+// add nothing). A block's value is its 16 lanes added as a fixed tree; the call's value is the
+// blocks' values added in (segment, block) order. parallel_blocks hands blocks to threads; which
+// thread does a block changes nothing.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "gradfuse/clip.hpp"
+#include "gradfuse/parallel.hpp"
+#include "gradfuse/simd.hpp"
+
+namespace gf {
+namespace GF_ISA_NS {
+namespace {
+
+constexpr int kLanes = 16;
+constexpr int64_t kGrain = 16384;  // minimum elements per thread
+static_assert(kClipBlock % kLanes == 0, "blocks hold whole lane groups");
+
+enum class Norm { l1, l2, inf, p };
+
+Norm norm_kind(double p) {
+  if (p == 2.0) return Norm::l2;
+  if (p == 1.0) return Norm::l1;
+  if (std::isinf(p)) return Norm::inf;
+  return Norm::p;
+}
+
+// n <= width elements; lanes past n are zero.
+template <class V>
+GF_INLINE V load_n(const typename V::value_type* p, int64_t n) { return n == V::width ? V::load(p) : V::load(p, n); }
+
+template <class V>
+GF_INLINE void store_n(V v, typename V::value_type* p, int64_t n) {
+  if (n == V::width) v.store(p); else v.store(p, n);
+}
+
+// The upper half of a float vector as doubles; never used on the one-lane scalar path.
+template <class V, int W = V::width>
+struct WidenHi {
+  static GF_INLINE Vec<double> get(V v) { return widen_hi(v); }
+};
+template <class V>
+struct WidenHi<V, 1> {
+  static GF_INLINE Vec<double> get(V) { return Vec<double>::broadcast(0.0); }
+};
+
+// 16 double accumulators; lane k of the layout is lane k % DW of vector k / DW.
+struct Lanes16 {
+  using D = Vec<double>;
+  static constexpr int kVecs = kLanes / D::width;
+  D acc[kVecs];
+  Lanes16() {
+    for (auto& a : acc) a = D::broadcast(0.0);
+  }
+  // Squared (Square) or absolute values of n <= 16 elements at x, lane k <- x[k].
+  template <bool Square>
+  GF_INLINE void add(const double* x, int64_t n) {
+    for (int k = 0; k < kVecs; ++k) {
+      const int64_t m = std::min<int64_t>(D::width, n - int64_t{k} * D::width);
+      if (m <= 0) break;  // the remaining lanes would add +0
+      const D v = load_n<D>(x + k * D::width, m);
+      acc[k] = acc[k] + (Square ? v * v : abs(v));
+    }
+  }
+  template <bool Square>
+  GF_INLINE void add(const float* x, int64_t n) {
+    using F = Vec<float>;
+    constexpr int kLoads = kLanes / F::width;  // F::width is D::width, or twice it
+    for (int k = 0; k < kLoads; ++k) {
+      const int64_t m = std::min<int64_t>(F::width, n - int64_t{k} * F::width);
+      if (m <= 0) break;
+      const F v = load_n<F>(x + k * F::width, m);
+      const D lo = widen_lo(v);  // widened first: a float square is exact in double
+      if constexpr (F::width == D::width) {
+        acc[k] = acc[k] + (Square ? lo * lo : abs(lo));
+      } else {
+        const D hi = WidenHi<F>::get(v);
+        acc[2 * k] = acc[2 * k] + (Square ? lo * lo : abs(lo));
+        acc[2 * k + 1] = acc[2 * k + 1] + (Square ? hi * hi : abs(hi));
+      }
+    }
+  }
+  // The 16 lanes added as a fixed tree: a[k] += a[k + w] for w = 8, 4, 2, 1.
+  GF_INLINE double sum() const {
+    alignas(64) double a[kLanes];
+    for (int k = 0; k < kVecs; ++k) acc[k].store(a + k * D::width);
+    for (int w = kLanes / 2; w >= 1; w /= 2)
+      for (int k = 0; k < w; ++k) a[k] += a[k + w];
+    return a[0];
+  }
+};
+
+template <class T>
+double block_sum_l(const T* x, int64_t n, bool square) {
+  Lanes16 lanes;
+  int64_t i = 0;
+  if (square) {
+    for (; i + kLanes <= n; i += kLanes) lanes.add<true>(x + i, kLanes);
+    if (i < n) lanes.add<true>(x + i, n - i);
+  } else {
+    for (; i + kLanes <= n; i += kLanes) lanes.add<false>(x + i, kLanes);
+    if (i < n) lanes.add<false>(x + i, n - i);
+  }
+  return lanes.sum();
+}
+
+// Any other p: |x|^p by libm's pow, one element at a time, in the same 16 lanes.
+template <class T>
+double block_sum_p(const T* x, int64_t n, double p) {
+  double a[kLanes] = {};
+  for (int64_t j = 0; j < n; ++j) a[j % kLanes] += std::pow(std::fabs(static_cast<double>(x[j])), p);
+  for (int w = kLanes / 2; w >= 1; w /= 2)
+    for (int k = 0; k < w; ++k) a[k] += a[k + w];
+  return a[0];
+}
+
+// max |x| (exact; NaN if any element is NaN), 0 for n == 0.
+template <class T>
+double block_max(const T* x, int64_t n) {
+  using V = Vec<T>;
+  constexpr int64_t W = V::width;
+  V m = V::broadcast(T(0));
+  int64_t i = 0;
+  for (; i + W <= n; i += W) m = maximum(m, abs(V::load(x + i)));
+  if (i < n) m = maximum(m, abs(V::load(x + i, n - i)));  // lanes past n: |0|
+  alignas(64) T a[W];
+  m.store(a);
+  T r = a[0];
+  for (int64_t k = 1; k < W; ++k) r = (r != r || r >= a[k]) ? r : a[k];  // NaN wins
+  return static_cast<double>(r);
+}
+
+GF_INLINE double max_nan(double a, double b) { return (a != a || a >= b) ? a : b; }
+
+// One reduction block: [begin, begin + len) of segment seg.
+struct Block {
+  int64_t seg, begin, len;
+};
+
+template <class T>
+std::vector<Block> blocks_of(const GradSegments<T>& g) {
+  std::vector<Block> blocks;
+  for (int64_t s = 0; s < g.count; ++s) {
+    const int64_t n = g.offset[s + 1] - g.offset[s];
+    for (int64_t b = 0; b < n; b += kClipBlock) blocks.push_back({s, b, std::min(kClipBlock, n - b)});
+  }
+  return blocks;
+}
+
+// The threads worth waking for n elements.
+GF_INLINE int useful_threads(int64_t n, int threads) {
+  const int64_t useful = n / kGrain;
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, useful)));
+}
+
+// Each block's partial value (a sum of |x|^p, or a max) in block order.
+template <class T>
+std::vector<double> block_partials(const GradSegments<T>& g, const std::vector<Block>& blocks, double p,
+                                   int threads) {
+  const Norm kind = norm_kind(p);
+  std::vector<double> partial(blocks.size(), 0.0);
+  const int64_t n = g.count ? g.offset[g.count] : 0;
+  parallel_blocks(static_cast<int64_t>(blocks.size()), useful_threads(n, threads), [&](int64_t b) {
+    const Block& blk = blocks[static_cast<size_t>(b)];
+    const T* x = g.data[blk.seg] + blk.begin;
+    double v;
+    switch (kind) {
+      case Norm::l2: v = block_sum_l(x, blk.len, true); break;
+      case Norm::l1: v = block_sum_l(x, blk.len, false); break;
+      case Norm::inf: v = block_max(x, blk.len); break;
+      default: v = block_sum_p(x, blk.len, p); break;
+    }
+    partial[static_cast<size_t>(b)] = v;
+  });
+  return partial;
+}
+
+// Partial values (in order) -> the norm.
+struct Combine {
+  Norm kind;
+  double p;
+  double acc = 0.0;
+  GF_INLINE void add(double v) { acc = kind == Norm::inf ? max_nan(acc, v) : acc + v; }
+  GF_INLINE double norm() const {
+    switch (kind) {
+      case Norm::l2: return std::sqrt(acc);
+      case Norm::l1:
+      case Norm::inf: return acc;
+      default: return std::pow(acc, 1.0 / p);
+    }
+  }
+};
+
+// torch's clip coefficient max_norm / (norm + 1e-6), "clamped to 1": scaling is needed unless it is
+// >= 1 (a NaN coefficient scales, as in torch).
+GF_INLINE double clip_coef(double max_norm, double norm) { return max_norm / (norm + 1e-6); }
+GF_INLINE bool scales(double coef) { return !(coef >= 1.0); }
+
+// Calls f(s, off, len) for the pieces of [lo, hi) (the concatenated index space) in each segment.
+template <class T, class F>
+GF_INLINE void for_each_piece(const GradSegments<T>& g, int64_t lo, int64_t hi, F&& f) {
+  int64_t a = 0, b = g.count;  // binary search: the last segment starting at or before lo
+  while (b - a > 1) {
+    const int64_t mid = (a + b) / 2;
+    if (g.offset[mid] <= lo) a = mid; else b = mid;
+  }
+  for (int64_t s = a; s < g.count && g.offset[s] < hi; ++s) {
+    const int64_t begin = std::max(g.offset[s], lo), end = std::min(g.offset[s + 1], hi);
+    if (begin < end) f(s, begin - g.offset[s], end - begin);
+  }
+}
+
+// x[s] *= coef[s] (rounded to T) for every segment s with scale[s] != 0.
+template <class T>
+void scale_segments(const GradSegments<T>& g, const double* coef, const unsigned char* scale, int threads) {
+  using V = Vec<T>;
+  constexpr int64_t W = V::width;
+  const int64_t n = g.offset[g.count];
+  parallel_for(n, threads, kGrain, [&](int64_t lo, int64_t hi) {
+    for_each_piece(g, lo, hi, [&](int64_t s, int64_t off, int64_t len) {
+      if (!scale[s]) return;
+      const V c = V::broadcast(static_cast<T>(coef[s]));
+      T* x = g.data[s] + off;
+      int64_t i = 0;
+      for (; i + W <= len; i += W) (V::load(x + i) * c).store(x + i);
+      if (i < len) (V::load(x + i, len - i) * c).store(x + i, len - i);
+    });
+  });
+}
+
+}  // namespace
+
+template <class T>
+double grad_norm(const GradSegments<T>& g, double norm_type, int threads) {
+  const std::vector<Block> blocks = blocks_of(g);
+  const std::vector<double> partial = block_partials(g, blocks, norm_type, threads);
+  Combine c{norm_kind(norm_type), norm_type};
+  for (double v : partial) c.add(v);
+  return c.norm();
+}
+
+template <class T>
+double clip_grad_norm(const GradSegments<T>& g, double max_norm, double norm_type, bool error_if_nonfinite,
+                      int threads) {
+  const double norm = grad_norm(g, norm_type, threads);
+  if (error_if_nonfinite && !std::isfinite(norm)) return norm;  // the bindings raise; nothing written
+  const double coef = clip_coef(max_norm, norm);
+  if (g.count > 0 && scales(coef)) {
+    const std::vector<double> coefs(static_cast<size_t>(g.count), coef);
+    const std::vector<unsigned char> all(static_cast<size_t>(g.count), 1);
+    scale_segments(g, coefs.data(), all.data(), threads);
+  }
+  return norm;
+}
+
+template <class T>
+int64_t clip_grad_norm_per_segment(const GradSegments<T>& g, double max_norm, double norm_type,
+                                   bool error_if_nonfinite, double* norms, int threads) {
+  const std::vector<Block> blocks = blocks_of(g);
+  const std::vector<double> partial = block_partials(g, blocks, norm_type, threads);
+  const Norm kind = norm_kind(norm_type);
+  size_t b = 0;
+  for (int64_t s = 0; s < g.count; ++s) {
+    Combine c{kind, norm_type};
+    for (; b < blocks.size() && blocks[b].seg == s; ++b) c.add(partial[b]);
+    norms[s] = c.norm();
+  }
+  if (error_if_nonfinite)
+    for (int64_t s = 0; s < g.count; ++s)
+      if (!std::isfinite(norms[s])) return s;
+  std::vector<double> coefs(static_cast<size_t>(g.count));
+  std::vector<unsigned char> flags(static_cast<size_t>(g.count));
+  bool any = false;
+  for (size_t s = 0; s < coefs.size(); ++s) {
+    coefs[s] = clip_coef(max_norm, norms[s]);
+    flags[s] = scales(coefs[s]);
+    any = any || flags[s];
+  }
+  if (any) scale_segments(g, coefs.data(), flags.data(), threads);
+  return -1;
+}
+
+template <class T>
+void clip_grad_value(const GradSegments<T>& g, double clip_value, int threads) {
+  using V = Vec<T>;
+  constexpr int64_t W = V::width;
+  if (g.count == 0) return;
+  const V hi_v = V::broadcast(static_cast<T>(clip_value)), lo_v = V::broadcast(static_cast<T>(-clip_value));
+  // Only out-of-range elements are replaced: NaN (no comparison holds) and signed zeros stay.
+  auto clamp = [&](V x) { return select(x < lo_v, lo_v, select(x > hi_v, hi_v, x)); };
+  parallel_for(g.offset[g.count], threads, kGrain, [&](int64_t lo, int64_t hi) {
+    for_each_piece(g, lo, hi, [&](int64_t s, int64_t off, int64_t len) {
+      T* x = g.data[s] + off;
+      int64_t i = 0;
+      for (; i + W <= len; i += W) clamp(V::load(x + i)).store(x + i);
+      if (i < len) clamp(V::load(x + i, len - i)).store(x + i, len - i);
+    });
+  });
+}
+
+#define GF_INSTANTIATE(T)                                                                        \
+  template double grad_norm<T>(const GradSegments<T>&, double, int);                             \
+  template double clip_grad_norm<T>(const GradSegments<T>&, double, double, bool, int);          \
+  template int64_t clip_grad_norm_per_segment<T>(const GradSegments<T>&, double, double, bool,    \
+                                                 double*, int);                                  \
+  template void clip_grad_value<T>(const GradSegments<T>&, double, int);
+GF_INSTANTIATE(float)
+GF_INSTANTIATE(double)
+#undef GF_INSTANTIATE
+
+}  // namespace GF_ISA_NS
+}  // namespace gf

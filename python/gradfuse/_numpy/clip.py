@@ -1,0 +1,191 @@
+"""NumPy twins of the gradient-norm and clipping kernels (cpp/src/clip.cpp).
+
+Same names, signatures, checks and messages as gradfuse._core; the contract (formulas, precision,
+determinism) is at the top of cpp/include/gradfuse/clip.hpp.
+
+The norms follow the kernels' reduction layout, so that they are bitwise equal to the C++ results
+for p = 1, 2 and inf: arrays adjacent in memory form one segment (as the bindings merge them), each
+segment is cut into blocks of CLIP_BLOCK elements, element j of a block goes to lane j mod 16 of 16
+float64 accumulators (each lane summed in order), the 16 lanes are added as a fixed tree
+(8, 4, 2, 1) and the blocks in order. Scaling and clamping are element-wise and bitwise equal.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import _checks as check
+
+KERNELS: tuple[str, ...] = ("grad_norm", "clip_grad_norm", "clip_grad_norm_per_tensor", "clip_grad_value")
+
+CLIP_BLOCK = 32768  # kClipBlock in clip.hpp
+LANES = 16
+
+
+# ---- checks ----------------------------------------------------------------------------------------
+
+
+def _norm_type(fn: str, p) -> float:
+    p = _number(fn, "norm_type", p)
+    if not p > 0:
+        raise ValueError(f"{fn}: norm_type must be a number > 0 or inf, got {check._fmt(p)}")
+    return p
+
+
+def _max_norm(fn: str, max_norm) -> float:
+    max_norm = _number(fn, "max_norm", max_norm)
+    if not max_norm >= 0:
+        raise ValueError(f"{fn}: max_norm must be a number >= 0 (inf: no clipping), got {check._fmt(max_norm)}")
+    return max_norm
+
+
+def _number(fn: str, name: str, x) -> float:
+    if isinstance(x, (str, bytes)) or not isinstance(x, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{fn}: {name} must be a number, got {type(x).__name__}")
+    return float(x)
+
+
+def _raise_nonfinite(fn: str, what: str, p: float):
+    raise RuntimeError(f"{fn}: the {what} of order {check._fmt(p)} is non-finite, so it cannot be clipped (nothing "
+                       "was written). To disable this error and scale the gradients by the non-finite norm anyway, "
+                       "set `error_if_nonfinite=False`")
+
+
+# ---- the reduction -----------------------------------------------------------------------------------
+
+
+def _segments(arrays) -> list[np.ndarray]:
+    """The arrays as the kernels see them: flat, empty ones dropped, neighbours in memory merged."""
+    segments, runs, end = [], [], None
+    for a in arrays:
+        if a.size == 0:
+            continue
+        start = a.__array_interface__["data"][0]
+        if runs and start == end:
+            runs[-1].append(a)
+        else:
+            runs.append([a])
+        end = start + a.nbytes
+    for run in runs:
+        segments.append(run[0].reshape(-1) if len(run) == 1 else np.concatenate([a.reshape(-1) for a in run]))
+    return segments
+
+
+def _lane_tree(lanes: np.ndarray) -> float:
+    """16 lane sums added as the kernels add them: a[k] += a[k + w] for w = 8, 4, 2, 1."""
+    while lanes.size > 1:
+        half = lanes.size // 2
+        lanes = lanes[:half] + lanes[half:]
+    return float(lanes[0])
+
+
+def _block_value(x: np.ndarray, p: float) -> float:
+    """One block's partial value: sum over its elements of |x|^p in 16 lanes, or max |x|."""
+    if math.isinf(p):
+        return float(np.max(np.abs(x))) if x.size else 0.0  # exact; NaN if any element is NaN
+    x = np.abs(x.astype(np.float64))  # float32 -> float64 is exact, and so is its square
+    terms = x * x if p == 2 else x if p == 1 else np.power(x, p)
+    padded = np.zeros(-(-x.size // LANES) * LANES)
+    padded[:x.size] = terms
+    lanes = np.cumsum(padded.reshape(-1, LANES), axis=0)[-1]  # each lane summed in order
+    return _lane_tree(lanes)
+
+
+def _combine(values, p: float) -> float:
+    """Partial values, in order -> the norm."""
+    acc = 0.0
+    for v in values:
+        if math.isinf(p):
+            acc = acc if (acc != acc or acc >= v) else v  # NaN wins
+        else:
+            acc += v
+    if p == 2:
+        return math.sqrt(acc)
+    if p == 1 or math.isinf(p):
+        return acc
+    return math.pow(acc, 1.0 / p)
+
+
+def _blocks(segment: np.ndarray):
+    return (segment[b:b + CLIP_BLOCK] for b in range(0, segment.size, CLIP_BLOCK))
+
+
+def _norm_of_segments(segments, p: float) -> float:
+    return _combine((_block_value(block, p) for seg in segments for block in _blocks(seg)), p)
+
+
+def _coef(max_norm: float, norm: float) -> float:
+    """torch's clip coefficient; scaling is needed unless it is >= 1 (a NaN coefficient scales)."""
+    return max_norm / (norm + 1e-6)
+
+
+def _scale(arrays, coef: float) -> None:
+    with np.errstate(all="ignore"):
+        for g in arrays:
+            np.multiply(g, g.dtype.type(coef), out=g)
+
+
+# ---- kernels -------------------------------------------------------------------------------------------
+
+
+def grad_norm(grads, *, norm_type=2.0):
+    """The p-norm of all the gradients together (as one vector): p = 2, 1, inf or any p > 0
+    (torch.nn.utils.get_total_norm). Accumulated in double, deterministic; 0.0 for no elements."""
+    fn = "grad_norm"
+    p = _norm_type(fn, norm_type)
+    (gs,) = check.tensor_lists(fn, ("grads", grads, False))
+    return _norm_of_segments(_segments(gs), p)
+
+
+def clip_grad_norm(grads, *, max_norm, norm_type=2.0, error_if_nonfinite=False):
+    """torch.nn.utils.clip_grad_norm_ on a list of gradients, in place: n = the p-norm of all of them
+    together; each is multiplied by min(max_norm / (n + 1e-6), 1) (only when that is below 1). Returns
+    n, the norm before clipping. error_if_nonfinite: a NaN/Inf norm raises RuntimeError, nothing written."""
+    fn = "clip_grad_norm"
+    max_norm = _max_norm(fn, max_norm)
+    p = _norm_type(fn, norm_type)
+    (gs,) = check.tensor_lists(fn, ("grads", grads, True))
+    norm = _norm_of_segments(_segments(gs), p)
+    if error_if_nonfinite and not math.isfinite(norm):
+        _raise_nonfinite(fn, "total norm of grads", p)
+    coef = _coef(max_norm, norm)
+    if not coef >= 1.0:
+        _scale(gs, coef)
+    return norm
+
+
+def clip_grad_norm_per_tensor(grads, *, max_norm, norm_type=2.0, error_if_nonfinite=False):
+    """Per-tensor norm clipping, in place: each gradient array on its own, n_i = its p-norm, multiplied by
+    min(max_norm / (n_i + 1e-6), 1). Returns [n_i], one per array (before clipping). error_if_nonfinite:
+    a NaN/Inf norm raises RuntimeError, nothing written."""
+    fn = "clip_grad_norm_per_tensor"
+    max_norm = _max_norm(fn, max_norm)
+    p = _norm_type(fn, norm_type)
+    (gs,) = check.tensor_lists(fn, ("grads", grads, True))
+    norms = [_norm_of_segments([g.reshape(-1)], p) if g.size else 0.0 for g in gs]
+    if error_if_nonfinite:
+        for i, n in enumerate(norms):
+            if not math.isfinite(n):
+                _raise_nonfinite(fn, f"norm of grads[{i}]" if isinstance(grads, (list, tuple)) else "norm of grads", p)
+    for g, n in zip(gs, norms):
+        coef = _coef(max_norm, n)
+        if not coef >= 1.0:
+            _scale([g], coef)
+    return norms
+
+
+def clip_grad_value(grads, *, clip_value):
+    """torch.nn.utils.clip_grad_value_ on a list of gradients, in place: clamp to [-clip_value, clip_value]
+    (NaN stays NaN)."""
+    fn = "clip_grad_value"
+    v = _number(fn, "clip_value", clip_value)
+    if not v >= 0:
+        raise ValueError(f"{fn}: clip_value must be a number >= 0, got {check._fmt(v)}")
+    (gs,) = check.tensor_lists(fn, ("grads", grads, True))
+    for g in gs:
+        lo, hi = g.dtype.type(-v), g.dtype.type(v)
+        # only out-of-range elements are replaced: NaN (no comparison holds) and signed zeros stay
+        np.copyto(g, lo, where=g < lo)
+        np.copyto(g, hi, where=g > hi)
+    return None
