@@ -360,6 +360,53 @@ class GELU(Activation):
         return "" if self.activation == "gelu" else "approximate='tanh'"
 
 
+class Standardize(Module):
+    """A gf.data.Standardizer as the model's first layer, so its statistics (fitted on the training
+    set only: adapt(x_train)) are saved with the model and applied at prediction time. Forward
+    returns the standardized input; backward divides by the same scale (no parameters)."""
+
+    def __init__(self, mode: str = "zscore", axis=1, standardizer=None):
+        super().__init__()
+        from ..data import Standardizer
+        self.standardizer = standardizer if standardizer is not None else Standardizer(mode, axis=axis)
+
+    def adapt(self, x):
+        """Fit the statistics on (training) data x."""
+        self.standardizer.fit(x)
+        return self
+
+    def _local_state(self):
+        state = self.standardizer.state_dict()
+        return {f"standardizer.{k}": v for k, v in state.items()}
+
+    def _optional_state_keys(self):
+        return {f"standardizer.{k}" for k in ("axis", "ndim", "n_samples", "mean", "std", "scale")}
+
+    def _load_local_state(self, state):
+        if state:
+            self.standardizer.load_state_dict({k.split(".", 1)[1]: v for k, v in state.items()})
+
+    def forward(self, x, training=None):
+        if not self.standardizer.fitted:
+            raise RuntimeError("Standardize: call adapt(x_train) (or pass a fitted Standardizer) before forward")
+        y = self.standardizer.transform(x)
+        self._cache = x.dtype
+        return y
+
+    def backward(self, dy, *, accumulate=False, need_input_grad=True):
+        if not need_input_grad:
+            return None
+        if self.standardizer.mode == "center":
+            return dy
+        shape = [1] * dy.ndim
+        for axis in self.standardizer.axes_:
+            shape[axis] = dy.shape[axis]
+        return (dy / self.standardizer.scale_.reshape(shape)).astype(dy.dtype, copy=False)
+
+    def extra_repr(self):
+        return repr(self.standardizer.mode)
+
+
 class Identity(Module):
     def forward(self, x, training=None):
         return x

@@ -41,6 +41,11 @@ class Module:
     def _load_local_state(self, state: dict) -> None:
         pass
 
+    def _optional_state_keys(self) -> set:
+        """State keys a load may bring beyond those _local_state() has now (e.g. a fitted
+        standardizer's statistics, loaded into an unfitted one)."""
+        return set()
+
     def children(self) -> list[Module]:
         return []
 
@@ -106,9 +111,10 @@ class Module:
         local = {}
         self._collect_states("", local)
         expected = set(params) | {f"{prefix}{k}" for prefix, m in local.items() for k in m._local_state()}
+        optional = {f"{prefix}{k}" for prefix, m in local.items() for k in m._optional_state_keys()}
         if strict:
             missing = sorted(expected - set(state))
-            unexpected = sorted(set(state) - expected)
+            unexpected = sorted(set(state) - expected - optional)
             if missing or unexpected:
                 raise KeyError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
         for name, p in params.items():
@@ -120,8 +126,8 @@ class Module:
             if name in state:
                 p.data[...] = np.asarray(state[name])
         for prefix, module in local.items():
-            mine = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix) and
-                    k[len(prefix):] in module._local_state()}
+            keys = set(module._local_state()) | module._optional_state_keys()
+            mine = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix) and k[len(prefix):] in keys}
             module._load_local_state(mine)
 
     def _collect_states(self, prefix, out):
