@@ -3,11 +3,11 @@
     pip install ".[demo]" && python -m gradfuse demo [--backend numpy] [--out curves.png]
 
 8x8 images of the digits 0-9 (1797 samples, 64 features; 70/10/20 train/validation/test),
-standardized with statistics of the training set only; an MLP 64-512-256-10 with batch norm, ReLU
-and dropout 0.3; cross-entropy with label smoothing 0.1; Adam (weight decay 1e-4 on the weights
-only) with a 5-epoch linear warmup in front of a cosine decay, stepped per batch; early stopping
-on the validation loss (patience 20), restoring the best weights. Over 8 seeds the test accuracy
-was 97.8-99.2% (mean 98.5%). Prints the test accuracy and writes the loss / accuracy /
+standardized by the model's first layer with statistics of the training set only (saved with the
+model); an MLP 64-512-256-10 with batch norm, ReLU and dropout 0.2; cross-entropy with label
+smoothing 0.1; Adam (weight decay 5e-4 on the weights only) with a 5-epoch linear warmup in front of
+a cosine decay, stepped per batch; early stopping on the validation loss (patience 30), restoring
+the best weights. Over 12 seeds the test accuracy was 97.8-99.4% (mean 98.7%). Prints the test accuracy and writes the loss / accuracy /
 learning-rate curves as a PNG. `--backend numpy` runs the same code on the NumPy twins.
 """
 from __future__ import annotations
@@ -40,8 +40,8 @@ def build_model(seed: int, x_train):
     nn = gf.nn
     return nn.Sequential([
         nn.Standardize("zscore").adapt(x_train),
-        nn.Dense(64, 512, init="he_normal", seed=seed), nn.BatchNorm(512), nn.ReLU(), nn.Dropout(0.3),
-        nn.Dense(512, 256, init="he_normal", seed=seed + 1), nn.BatchNorm(256), nn.ReLU(), nn.Dropout(0.3),
+        nn.Dense(64, 512, init="he_normal", seed=seed), nn.BatchNorm(512), nn.ReLU(), nn.Dropout(0.2),
+        nn.Dense(512, 256, init="he_normal", seed=seed + 1), nn.BatchNorm(256), nn.ReLU(), nn.Dropout(0.2),
         nn.Dense(256, 10, init="glorot_uniform", seed=seed + 2),
     ], seed=seed)
 
@@ -53,7 +53,7 @@ def run(backend: str = "cpp", epochs: int = 100, batch_size: int = 64, lr: float
     x_train, y_train, x_val, y_val, x_test, y_test = load_digits_split(seed)
     with gf.use_backend(backend):
         model = build_model(seed, x_train)
-        opt = gf.optim.Adam(model.parameter_groups(weight_decay=1e-4), lr=lr)
+        opt = gf.optim.Adam(model.parameter_groups(weight_decay=5e-4), lr=lr)
         steps_per_epoch = -(-len(x_train) // batch_size)
         sched = gf.optim.lr_scheduler
         warmup = 5 * steps_per_epoch
@@ -61,7 +61,7 @@ def run(backend: str = "cpp", epochs: int = 100, batch_size: int = 64, lr: float
             sched.LinearLR(opt, start_factor=0.05, end_factor=1.0, total_iters=warmup),
             sched.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch - warmup, eta_min=lr * 1e-3),
         ], milestones=[warmup])
-        stopper = gf.train.EarlyStopping(monitor="val_loss", patience=20, restore_best_weights=True)
+        stopper = gf.train.EarlyStopping(monitor="val_loss", patience=30, restore_best_weights=True)
         loss = gf.losses.CrossEntropyLoss(label_smoothing=0.1)
         start = time.perf_counter()
         history = gf.train.fit(model, loss, opt, x_train, y_train, epochs=epochs, batch_size=batch_size,
