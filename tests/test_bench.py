@@ -147,3 +147,16 @@ def test_bench_layers_quick_writes_every_row(tmp_path, no_torch):
         assert ("torch" in row["cells"]) == (HAS_TORCH and not no_torch)
     assert kinds == {"batchnorm": {"forward", "forward+backward"}, "dropout": {"forward", "forward+backward"},
                      "dense": {"forward", "forward+backward"}, "gemm": {"C = A @ B"}}
+
+
+@needs_core
+@pytest.mark.slow
+def test_bench_train_quick_reports_every_implementation_and_the_breakdown(tmp_path):
+    proc = _run("bench", "train", "--quick", "--repeats", "2", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "train.json").read_text())
+    assert {"gradfuse", "numpy"} <= set(result["cells"])
+    assert ("torch" in result["cells"]) == HAS_TORCH
+    parts = result["breakdown_ms"]
+    assert {"GEMM (dense layers)", "batch norm", "dropout", "optimizer (Adam)", "Python and the rest"} <= set(parts)
+    assert parts["total"] > 0 and "where a gradfuse step goes" in proc.stdout

@@ -195,7 +195,7 @@ def report(result) -> str:
     total = parts["total"]
     gemm_ms = parts.get("GEMM (dense layers)", 0)
     lines += ["", f"where a gradfuse step goes (instrumented, {total:.2f} ms per step; the dense layers do "
-                  f"{result['gemm_gflops_per_step']:.2f} GFLOP: {result['gemm_gflops_per_step'] / max(gemm_ms, 1e-9):.0f} "
+                  f"{result['gemm_gflops_per_step']:.2f} GFLOP: {result['gemm_gflops_per_step'] / max(gemm_ms / 1e3, 1e-12):.0f} "
                   "GFLOP/s in them):"]
     rows = [[k, f"{v:.3f}", f"{100 * v / total:.0f}%"] for k, v in parts.items() if k != "total"]
     lines.append(H.format_table(["component", "ms", "share"], rows, right={1, 2}))
