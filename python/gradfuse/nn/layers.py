@@ -501,8 +501,12 @@ class Sequential(Module):
 
     def summary(self, input_shape: tuple | None = None) -> str:
         """A table of the layers, their output shapes and parameter counts."""
-        if input_shape is None and self.layers and isinstance(self.layers[0], Dense):
-            input_shape = (None, self.layers[0].in_features)
+        if input_shape is None and self.layers:
+            first = self.layers[0]
+            if isinstance(first, Dense):
+                input_shape = (None, first.in_features)
+            elif isinstance(first, Standardize) and first.standardizer.fitted:
+                input_shape = (None,) + tuple(first.standardizer.mean_.shape)
         rows, shape = [], input_shape
         for i, layer in enumerate(self.layers):
             shape = layer.output_shape(shape) if shape is not None else None
