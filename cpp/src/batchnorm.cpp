@@ -58,16 +58,6 @@ struct Wide<float> {
 };
 
 // n lanes from p (n <= width; the others zero), a full load when n == width.
-template <class T>
-GF_INLINE Vec<T> load_n(const T* p, int64_t n) {
-  return n == Vec<T>::width ? Vec<T>::load(p) : Vec<T>::load(p, n);
-}
-template <class T>
-GF_INLINE void store_n(Vec<T> v, T* p, int64_t n) {
-  if (n == Vec<T>::width) v.store(p);
-  else v.store(p, n);
-}
-
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // ---- the layouts -------------------------------------------------------------------------------

@@ -34,25 +34,6 @@ Norm norm_kind(double p) {
   return Norm::p;
 }
 
-// n <= width elements; lanes past n are zero.
-template <class V>
-GF_INLINE V load_n(const typename V::value_type* p, int64_t n) { return n == V::width ? V::load(p) : V::load(p, n); }
-
-template <class V>
-GF_INLINE void store_n(V v, typename V::value_type* p, int64_t n) {
-  if (n == V::width) v.store(p); else v.store(p, n);
-}
-
-// The upper half of a float vector as doubles; never used on the one-lane scalar path.
-template <class V, int W = V::width>
-struct WidenHi {
-  static GF_INLINE Vec<double> get(V v) { return widen_hi(v); }
-};
-template <class V>
-struct WidenHi<V, 1> {
-  static GF_INLINE Vec<double> get(V) { return Vec<double>::broadcast(0.0); }
-};
-
 // 16 double accumulators; lane k of the layout is lane k % DW of vector k / DW.
 struct Lanes16 {
   using D = Vec<double>;
@@ -67,7 +48,7 @@ struct Lanes16 {
     for (int k = 0; k < kVecs; ++k) {
       const int64_t m = std::min<int64_t>(D::width, n - int64_t{k} * D::width);
       if (m <= 0) break;  // the remaining lanes would add +0
-      const D v = load_n<D>(x + k * D::width, m);
+      const D v = load_n(x + k * D::width, m);
       acc[k] = acc[k] + (Square ? v * v : abs(v));
     }
   }
@@ -78,12 +59,12 @@ struct Lanes16 {
     for (int k = 0; k < kLoads; ++k) {
       const int64_t m = std::min<int64_t>(F::width, n - int64_t{k} * F::width);
       if (m <= 0) break;
-      const F v = load_n<F>(x + k * F::width, m);
+      const F v = load_n(x + k * F::width, m);
       const D lo = widen_lo(v);  // widened first: a float square is exact in double
       if constexpr (F::width == D::width) {
         acc[k] = acc[k] + (Square ? lo * lo : abs(lo));
       } else {
-        const D hi = WidenHi<F>::get(v);
+        const D hi = widen_hi_or_zero(v);
         acc[2 * k] = acc[2 * k] + (Square ? lo * lo : abs(lo));
         acc[2 * k + 1] = acc[2 * k + 1] + (Square ? hi * hi : abs(hi));
       }

@@ -39,30 +39,11 @@ GF_INLINE int64_t rows_per_block(int64_t cols) { return cols >= kBlock ? 1 : kBl
 template <class V>
 GF_INLINE typename V::Mask active(int64_t n) { return mask_from_bits<V>((1u << n) - 1u); }
 
-// n <= width elements; lanes past n are zero.
-template <class V>
-GF_INLINE V load_n(const typename V::value_type* p, int64_t n) { return n == V::width ? V::load(p) : V::load(p, n); }
-
 // n <= width elements; lanes past n hold fill.
 template <class V>
 GF_INLINE V load_fill(const typename V::value_type* p, int64_t n, typename V::value_type fill) {
   return n == V::width ? V::load(p) : select(active<V>(n), V::load(p, n), V::broadcast(fill));
 }
-
-template <class V>
-GF_INLINE void store_n(V v, typename V::value_type* p, int64_t n) {
-  if (n == V::width) v.store(p); else v.store(p, n);
-}
-
-// The upper half of a float vector as doubles; nothing on the one-lane scalar path.
-template <class V, int W = V::width>
-struct WidenHi {
-  static GF_INLINE Vec<double> get(V v) { return widen_hi(v); }
-};
-template <class V>
-struct WidenHi<V, 1> {
-  static GF_INLINE Vec<double> get(V) { return Vec<double>::broadcast(0.0); }
-};
 
 // Sums vectors of float or double in double lanes; sum() adds the lanes in a fixed order.
 struct DoubleSum {
@@ -71,14 +52,14 @@ struct DoubleSum {
   GF_INLINE void add(Vec<double> v) { lo = lo + v; }
   GF_INLINE void add(Vec<float> v) {
     lo = lo + widen_lo(v);
-    if constexpr (Vec<float>::width > 1) hi = hi + WidenHi<Vec<float>>::get(v);
+    if constexpr (Vec<float>::width > 1) hi = hi + widen_hi_or_zero(v);
   }
   GF_INLINE void add_sq(Vec<double> v) { lo = lo + v * v; }
   GF_INLINE void add_sq(Vec<float> v) {  // squared in double: exact
     const D a = widen_lo(v);
     lo = lo + a * a;
     if constexpr (Vec<float>::width > 1) {
-      const D b = WidenHi<Vec<float>>::get(v);
+      const D b = widen_hi_or_zero(v);
       hi = hi + b * b;
     }
   }
@@ -155,7 +136,7 @@ double exp_sum(const T* x, int64_t n, T shift, T* out) {
     exp_block(x + c, len, shift, tmp, buf);
     for (int64_t i = 0; i < len; i += W) {
       const int64_t m = std::min<int64_t>(W, len - i);
-      const V e = load_n<V>(buf + i, m);
+      const V e = load_n(buf + i, m);
       acc.add(e);
       if (out) store_n(e, out + c + i, m);
     }
@@ -171,7 +152,7 @@ void scale_shift(T* y, int64_t n, T a, T b) {
   const V va = V::broadcast(a), vb = V::broadcast(b);
   for (int64_t i = 0; i < n; i += W) {
     const int64_t m = std::min<int64_t>(W, n - i);
-    const V v = load_n<V>(y + i, m) * va;
+    const V v = load_n(y + i, m) * va;
     store_n(b == T(0) ? v : v - vb, y + i, m);
   }
 }
@@ -230,7 +211,7 @@ double bce_span(const T* x, const T* t, const T* pw, T* g, int64_t n, T scale) {
     // e = exp(-|x|), l = log1p(e): every element through the same Eigen packet code.
     for (int64_t i = 0; i < len; i += W) {
       const int64_t m = std::min<int64_t>(W, len - i);
-      (-abs(load_n<V>(x + c + i, m))).store(l + i);  // lanes past len: -|0| = -0
+      (-abs(load_n(x + c + i, m))).store(l + i);  // lanes past len: -|0| = -0
     }
     const int64_t padded = (len + kPad - 1) / kPad * kPad;
     for (int64_t i = (len + W - 1) / W * W; i < padded; ++i) l[i] = T(0);
@@ -238,9 +219,9 @@ double bce_span(const T* x, const T* t, const T* pw, T* g, int64_t n, T scale) {
     AlignedMap<T>(l, padded) = AlignedMap<T>(e, padded).log1p();
     for (int64_t i = 0; i < len; i += W) {
       const int64_t m = std::min<int64_t>(W, len - i);
-      const V xv = load_n<V>(x + c + i, m), tv = load_n<V>(t + c + i, m);
+      const V xv = load_n(x + c + i, m), tv = load_n(t + c + i, m);
       const V ev = V::load(e + i), lv = V::load(l + i);
-      const V pv = pw ? load_n<V>(pw + c + i, m) : one;
+      const V pv = pw ? load_n(pw + c + i, m) : one;
       const V w = pw ? one + (pv - one) * tv : one;
       const V loss = (one - tv) * xv + w * (lv - minimum(xv, zero));
       acc.add(m == W ? loss : select(active<V>(m), loss, zero));
@@ -293,7 +274,7 @@ void softmax_forward(const T* x, T* y, int64_t rows, int64_t cols, bool log, int
       const V vm = V::broadcast(m), ls = V::broadcast(static_cast<T>(std::log(exp_sum(xr, cols, m, (T*)nullptr))));
       for (int64_t i = 0; i < cols; i += W) {
         const int64_t k = std::min<int64_t>(W, cols - i);
-        store_n((load_n<V>(xr + i, k) - vm) - ls, yr + i, k);
+        store_n((load_n(xr + i, k) - vm) - ls, yr + i, k);
       }
     }
   });
@@ -312,15 +293,15 @@ void softmax_backward(const T* y, const T* dy, T* dx, int64_t rows, int64_t cols
     if (!log) {  // dx = y (dy - sum dy y)
       for (int64_t i = 0; i < cols; i += W) {
         const int64_t k = std::min<int64_t>(W, cols - i);
-        acc.add(load_n<V>(gr + i, k) * load_n<V>(yr + i, k));
+        acc.add(load_n(gr + i, k) * load_n(yr + i, k));
       }
       const V s = V::broadcast(static_cast<T>(acc.sum()));
       for (int64_t i = 0; i < cols; i += W) {
         const int64_t k = std::min<int64_t>(W, cols - i);
-        store_n(load_n<V>(yr + i, k) * (load_n<V>(gr + i, k) - s), out + i, k);
+        store_n(load_n(yr + i, k) * (load_n(gr + i, k) - s), out + i, k);
       }
     } else {  // dx = dy - exp(y) sum dy
-      for (int64_t i = 0; i < cols; i += W) acc.add(load_n<V>(gr + i, std::min<int64_t>(W, cols - i)));
+      for (int64_t i = 0; i < cols; i += W) acc.add(load_n(gr + i, std::min<int64_t>(W, cols - i)));
       const V s = V::broadcast(static_cast<T>(acc.sum()));
       alignas(64) T tmp[kChunk];
       alignas(64) T buf[kChunk];
@@ -329,7 +310,7 @@ void softmax_backward(const T* y, const T* dy, T* dx, int64_t rows, int64_t cols
         exp_block(yr + c, len, T(0), tmp, buf);
         for (int64_t i = 0; i < len; i += W) {
           const int64_t k = std::min<int64_t>(W, len - i);
-          store_n(load_n<V>(gr + c + i, k) - V::load(buf + i) * s, out + c + i, k);
+          store_n(load_n(gr + c + i, k) - V::load(buf + i) * s, out + c + i, k);
         }
       }
     }
@@ -421,7 +402,7 @@ double squared_error(const T* pred, const T* target, T* grad, int64_t n, double 
     DoubleSum acc;
     for (int64_t i = lo; i < hi; i += W) {
       const int64_t m = std::min<int64_t>(W, hi - i);
-      const V d = load_n<V>(pred + i, m) - load_n<V>(target + i, m);  // lanes past m: 0 - 0
+      const V d = load_n(pred + i, m) - load_n(target + i, m);  // lanes past m: 0 - 0
       acc.add_sq(d);
       if (grad) store_n(sc * d, grad + i, m);  // torch: norm * (input - target)
     }
@@ -460,7 +441,7 @@ double penalty(const ParamGradList<T>& list, double l1, double l2, int threads) 
       T* g = write ? list.grad[s] + off : nullptr;
       for (int64_t i = 0; i < len; i += W) {
         const int64_t m = std::min<int64_t>(W, len - i);
-        const V wv = load_n<V>(w + i, m);  // lanes past m: 0, adding nothing
+        const V wv = load_n(w + i, m);  // lanes past m: 0, adding nothing
         a1.add(abs(wv));
         a2.add_sq(wv);
         if (g) {
@@ -468,7 +449,7 @@ double penalty(const ParamGradList<T>& list, double l1, double l2, int threads) 
           if (l1 != 0 && l2 != 0) d = vl1 * sign(wv) + vl2 * wv;
           else if (l1 != 0) d = vl1 * sign(wv);
           else d = vl2 * wv;
-          store_n(load_n<V>(g + i, m) + d, g + i, m);
+          store_n(load_n(g + i, m) + d, g + i, m);
         }
       }
     });

@@ -65,15 +65,6 @@ GF_INLINE void for_vectors(int64_t n, F&& f) {
   if (i < n) f(i, n - i);
 }
 
-template <class T>
-GF_INLINE Vec<T> load_n(const T* p, int64_t count) {
-  return count == Vec<T>::width ? Vec<T>::load(p) : Vec<T>::load(p, count);
-}
-template <class T>
-GF_INLINE void store_n(Vec<T> v, T* p, int64_t count) {
-  if (count == Vec<T>::width) v.store(p); else v.store(p, count);
-}
-
 // y = act(x + bias) over a span; bias may be null (none); z (if not null) receives x + bias.
 // x, z and y may be the same array.
 template <class T>

@@ -365,6 +365,24 @@ GF_INLINE uint64_t spread_bits4(uint32_t bits) {
 
 // ---- ISA-independent helpers, written on the interface above ----------------------------------
 
+// n <= width elements from p (a masked load when n < width; the other lanes are zero), and back.
+template <class T>
+GF_INLINE Vec<T> load_n(const T* p, int64_t n) {
+  return n == Vec<T>::width ? Vec<T>::load(p) : Vec<T>::load(p, n);
+}
+template <class T>
+GF_INLINE void store_n(Vec<T> v, T* p, int64_t n) {
+  if (n == Vec<T>::width) v.store(p); else v.store(p, n);
+}
+
+// The upper half of a float vector as doubles (widen_hi); zero on the one-lane scalar path, whose
+// single lane widen_lo already covers, so code that sums both halves needs no special case.
+template <class V>
+GF_INLINE Vec<double> widen_hi_or_zero(V v) {
+  if constexpr (V::width == 1) return Vec<double>::broadcast(0.0);
+  else return widen_hi(v);
+}
+
 // torch.sign: +1 / -1 / 0, and 0 for NaN (numpy's sign would give NaN).
 template <class V>
 GF_INLINE V sign(V x) {
