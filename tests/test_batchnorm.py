@@ -450,26 +450,6 @@ def test_non_finite_values_stay_in_their_channel(shape, bad, backend):
 
 # ---- signatures and dispatch ------------------------------------------------------------------------
 
-
-@needs_core
-@pytest.mark.parametrize("name", twin.KERNELS)
-def test_pybind_signature_matches_twin(name):
-    from test_optim_kernels import parse_pybind_signature, twin_signature
-
-    got = parse_pybind_signature(getattr(_core, name).__doc__)
-    want = twin_signature(getattr(twin, name))
-    assert [g[:2] for g in got] == [w[:2] for w in want]
-    for (pname, _, a), (_, _, b) in zip(got, want):
-        assert (type(a), a) == (type(b), b), f"{name}: default of {pname}: {a!r} (C++) vs {b!r} (NumPy)"
-
-
-@pytest.mark.parametrize("name", twin.KERNELS)
-def test_ops_dispatches_to_both_backends(name):
-    op = getattr(gf.ops, name)
-    assert op.numpy is getattr(twin, name)
-    assert op.cpp is (getattr(_core, name) if _core is not None else None)
-
-
 # ---- bad inputs: the documented exception, the same message on both backends, nothing mutated -------
 
 

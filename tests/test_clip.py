@@ -13,7 +13,6 @@ torch-style API gf.optim.clip_grad_norm_ / clip_grad_value_ / clip_grad_norm_per
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import pytest
@@ -24,7 +23,7 @@ from gradfuse._ext import _core
 from gradfuse._numpy import clip as twin
 
 from conftest import CPU_ISAS, assert_unchanged, snapshot
-from test_optim_kernels import assert_bitwise_equal, parse_pybind_signature, twin_signature
+from test_optim_kernels import assert_bitwise_equal
 
 pytestmark = pytest.mark.kernels
 
@@ -427,19 +426,6 @@ def test_bad_inputs_same_message_on_both_backends(case_id, fn, make, exc, match)
 def test_grad_norm_reads_read_only_arrays(backend):
     g = _readonly(np.full(4, 3.0))
     assert gf.ops.grad_norm([g, g]) == pytest.approx(math.sqrt(72))  # reading the same array twice is fine
-
-
-@needs_core
-@pytest.mark.parametrize("name", twin.KERNELS)
-def test_pybind_signature_matches_twin(name):
-    got = parse_pybind_signature(getattr(_core, name).__doc__)
-    want = twin_signature(getattr(twin, name))
-    assert [g[:2] for g in got] == [w[:2] for w in want]
-    for (pname, _, a), (_, _, b) in zip(got, want):
-        assert (type(a), a) == (type(b), b), f"{name}: default of {pname}: {a!r} (C++) vs {b!r} (NumPy)"
-    doc = getattr(_core, name).__doc__.strip().splitlines()
-    assert " ".join(doc[2:]).split() == getattr(twin, name).__doc__.split()
-
 
 # ---- the torch.nn.utils-style API ----------------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from gradfuse._ext import _core
 from gradfuse._numpy import dropout as twin
 
 from conftest import assert_unchanged, snapshot
-from test_optim_kernels import assert_bitwise_equal, parse_pybind_signature, twin_signature
+from test_optim_kernels import assert_bitwise_equal
 
 pytestmark = pytest.mark.kernels
 
@@ -674,20 +674,3 @@ def test_bad_mask_bytes_argument(n, exc, backend):
 
 def test_kernels_list():
     assert twin.KERNELS == ("dropout_forward", "dropout_backward", "dropout_mask_bytes", "philox4x32_10")
-
-
-@needs_core
-@pytest.mark.parametrize("name", twin.KERNELS)
-def test_pybind_signature_matches_twin(name):
-    got = parse_pybind_signature(getattr(_core, name).__doc__)
-    want = twin_signature(getattr(twin, name))
-    assert [g[:2] for g in got] == [w[:2] for w in want]
-    for (pname, _, a), (_, _, b) in zip(got, want):
-        assert (type(a), a) == (type(b), b), f"{name}: default of {pname}: {a!r} (C++) vs {b!r} (NumPy)"
-
-
-@pytest.mark.parametrize("name", twin.KERNELS)
-def test_ops_dispatches_to_both_backends(name):
-    op = getattr(gf.ops, name)
-    assert op.numpy is getattr(twin, name)
-    assert op.cpp is (getattr(_core, name) if _core is not None else None)

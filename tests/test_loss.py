@@ -14,7 +14,6 @@ penalty (contract: cpp/include/gradfuse/loss.hpp).
 """
 from __future__ import annotations
 
-import inspect
 
 import numpy as np
 import pytest
@@ -24,7 +23,7 @@ from gradfuse._ext import _core
 from gradfuse._numpy import loss as twin
 
 from conftest import assert_unchanged, snapshot
-from test_optim_kernels import assert_bitwise_equal, parse_pybind_signature, twin_signature
+from test_optim_kernels import assert_bitwise_equal
 
 pytestmark = pytest.mark.kernels
 
@@ -747,21 +746,3 @@ def test_kernels_list_is_complete():
     assert set(twin.KERNELS) == {"softmax_forward", "softmax_backward", "log_softmax_forward", "log_softmax_backward",
                                  "softmax_cross_entropy", "multi_margin_loss", "mse_loss", "sum_of_squares_loss",
                                  "bce_with_logits", "penalty"}
-
-
-@needs_core
-@pytest.mark.parametrize("name", twin.KERNELS)
-def test_pybind_signature_matches_twin(name):
-    got = parse_pybind_signature(getattr(_core, name).__doc__)
-    want = twin_signature(getattr(twin, name))
-    assert [g[:2] for g in got] == [w[:2] for w in want]
-    for (pname, _, a), (_, _, b) in zip(got, want):
-        assert (type(a), a) == (type(b), b), f"{name}: default of {pname}: {a!r} (C++) vs {b!r} (NumPy)"
-
-
-@pytest.mark.parametrize("name", twin.KERNELS)
-def test_ops_dispatches_to_both_backends(name):
-    op = getattr(gf.ops, name)
-    assert op.numpy is getattr(twin, name)
-    assert op.cpp is (getattr(_core, name) if _core is not None else None)
-    assert inspect.signature(op) == inspect.signature(getattr(twin, name))
