@@ -163,6 +163,18 @@ def test_plot_paths_draws_the_paths(mpl, tmp_path):
         assert close.sum() > 300, colour
 
 
+def test_plot_paths_of_given_paths_on_a_users_surface(mpl, tmp_path):
+    himmelblau = gf.viz.Surface(
+        "himmelblau", "Himmelblau", lambda x, y: (x * x + y - 11) ** 2 + (x + y * y - 7) ** 2,
+        lambda x, y: (4 * x * (x * x + y - 11) + 2 * (x + y * y - 7), 2 * (x * x + y - 11) + 4 * y * (x + y * y - 7)),
+        start=(0.0, 0.0), xlim=(-5, 5), ylim=(-5, 5), minimum=(3.0, 2.0), steps=100, lrs={"SGD": 0.01},
+        log_contours=True)
+    paths = gf.viz.optimizer_paths(himmelblau, ["SGD", "Adam"])  # Adam: the class's default lr
+    np.testing.assert_allclose(paths["SGD"][-1], (3.0, 2.0), atol=1e-3)
+    assert np.linalg.norm(paths["Adam"][-1]) < 0.2  # lr 1e-3: 100 steps of at most 1e-3 each
+    check_png(gf.viz.plot_paths(himmelblau, tmp_path / "h.png", paths=paths, title="Himmelblau"))
+
+
 def test_plot_schedules(mpl, tmp_path):
     check_png(gf.viz.plot_schedules(tmp_path / "schedules.png", steps=60, lr=1.0))
 

@@ -2,18 +2,18 @@
 
     import gradfuse as gf
     paths = gf.viz.optimizer_paths("rosenbrock", ["SGD", "Adam"], steps=500)   # name -> (501, 2) array
-    gf.viz.plot_paths("rosenbrock", "rosenbrock.png")          # every optimizer on one contour plot
+    gf.viz.plot_paths("rosenbrock", "rosenbrock.png")          # a panel per optimizer + the losses
     gf.viz.plot_schedules("schedules.png")                     # lr against step, real schedulers
     gf.viz.plot_history(history, "fit.png")                    # loss / accuracy / lr / gradient norm
     python -m gradfuse viz --out gallery/                      # all of them
 
 The paths are those of the real optimizers: each step is a gf.optim optimizer stepping a 2-element
 float32 parameter with the surface's analytic gradient, through the same fused kernels as training.
-The surfaces are the seeds' (the lecture notes'): a quadratic with condition number 5, a long
-canyon (the same picture stretched to condition number 100), a saddle x^2 - y^2, and Rosenbrock's
-banana valley, the classic test of first-order methods. Each has per-optimizer learning rates chosen
-so that its picture shows the optimizers' characters (the lr is in the legend), not a contest won
-by tuning.
+The surfaces: from the seeds (the lecture notes), a quadratic with condition number 5 and the
+"long canyon" it describes (here stretched to condition number 100) and a saddle x^2 - y^2; and
+Rosenbrock's banana valley, the classic test of first-order methods (not in the seeds). Each has
+per-optimizer learning rates chosen so that its picture shows the optimizers' characters (the lr is
+in each panel's title), not a contest won by tuning.
 
 This module is imported on first use of gf.viz and imports matplotlib only when it draws, so the
 paths and the curves are available without it. pip install "gradfuse[plot]" for the pictures.
@@ -27,7 +27,7 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["Surface", "SURFACES", "OPTIMIZERS", "get_surface", "optimizer_paths", "plot_paths",
+__all__ = ["Surface", "SURFACES", "OPTIMIZERS", "get_surface", "optimizer_path", "optimizer_paths", "plot_paths",
            "default_schedules", "schedule_curves", "plot_schedules", "plot_history", "plot_grad_norms",
            "gallery"]
 
@@ -153,33 +153,28 @@ OPTIMIZERS: dict[str, tuple[str, dict]] = {
 }
 
 
-def _factories(surface: Surface, optimizers) -> dict:
-    """label -> factory(params) -> Optimizer, from names (this surface's lr), a {name: lr} dict or a
-    {label: factory} dict."""
+def _resolve(surface: Surface, optimizers) -> dict:
+    """{label: (factory(params) -> Optimizer, lr or None)} from names (each with this surface's lr),
+    a {name: lr} dict, or a {label: factory} dict."""
     from . import optim
 
     if optimizers is None:
         optimizers = list(OPTIMIZERS)
     if not isinstance(optimizers, dict):
-        optimizers = {name: surface.lrs[name] if name in surface.lrs else None for name in optimizers}
+        optimizers = dict.fromkeys(optimizers)
     out = {}
     for name, spec in optimizers.items():
         if callable(spec):
-            out[name] = spec
+            out[name] = (spec, None)
             continue
         if name not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {name!r}: give a factory, or one of {', '.join(OPTIMIZERS)}")
         cls_name, kwargs = OPTIMIZERS[name]
         lr = surface.lrs.get(name) if spec is None else float(spec)
-        out[name] = (lambda params, cls=getattr(optim, cls_name), kw=dict(kwargs, lr=lr): cls(params, **kw))
+        if lr is not None:  # else the class's default
+            kwargs = dict(kwargs, lr=lr)
+        out[name] = (lambda params, cls=getattr(optim, cls_name), kw=kwargs: cls(params, **kw)), lr
     return out
-
-
-def _optimizer_lr(surface: Surface, name: str, optimizers) -> float | None:
-    if isinstance(optimizers, dict):
-        spec = optimizers.get(name)
-        return None if callable(spec) else (surface.lrs.get(name) if spec is None else float(spec))
-    return surface.lrs.get(name)
 
 
 def optimizer_path(surface, factory, steps: int | None = None, start=None) -> np.ndarray:
@@ -208,7 +203,7 @@ def optimizer_paths(surface, optimizers=None, steps: int | None = None, start=No
     gf.optim optimizer. Row 0 is the start, row t the parameter after t optimizer steps."""
     surface = get_surface(surface)
     return {name: optimizer_path(surface, factory, steps, start)
-            for name, factory in _factories(surface, optimizers).items()}
+            for name, (factory, _) in _resolve(surface, optimizers).items()}
 
 
 def _save(fig, path, dpi) -> str:
@@ -259,9 +254,13 @@ def plot_paths(surface, path, optimizers=None, steps: int | None = None, start=N
                title: str | None = None, dpi: int = 90) -> str:
     """Write a PNG: one panel per optimizer with its path on the surface's contours (log-spaced for
     Rosenbrock; a dot per step, the end circled, the minimum a star), and one panel with the loss
-    along every path. `paths` ({name: array}) skips computing them."""
+    along every path. `paths` ({name: array}) skips computing them (the legend then names the lr
+    only where `optimizers` says it)."""
     plt = _pyplot()
     surface = get_surface(surface)
+    lrs = {}
+    if paths is None or optimizers is not None:
+        lrs = {name: lr for name, (_, lr) in _resolve(surface, optimizers).items()}
     if paths is None:
         paths = optimizer_paths(surface, optimizers, steps, start)
     gx, gy = np.meshgrid(np.linspace(*surface.xlim, 250), np.linspace(*surface.ylim, 250))
@@ -275,8 +274,7 @@ def plot_paths(surface, path, optimizers=None, steps: int | None = None, start=N
     ax_loss = cells[n]
     f_min = surface.value(surface.minimum) if surface.minimum is not None else None
     for ax, color, (name, p) in zip(cells, _colors(n), paths.items()):
-        lr = _optimizer_lr(surface, name, optimizers)
-        label = name if lr is None else f"{name} (lr {lr:g})"
+        label = name if lrs.get(name) is None else f"{name} (lr {lrs[name]:g})"
         _draw_contours(ax, surface, grid)
         ax.plot(p[:, 0], p[:, 1], "-o", color=color, linewidth=1.5, markersize=2)
         ax.plot(p[0, 0], p[0, 1], "o", color="black", markersize=5)
@@ -289,7 +287,8 @@ def plot_paths(surface, path, optimizers=None, steps: int | None = None, start=N
     if f_min is not None:
         ax_loss.set(yscale="log", title="f - f(minimum) per step")
     else:
-        ax_loss.set(yscale="symlog", ylim=(-100, surface.value(surface.start) * 2), title="f per step (symlog)")
+        ax_loss.set(yscale="symlog", title="f per step (symlog)")
+        ax_loss.set_ylim(bottom=-100)  # the escapes run off to -infinity
     ax_loss.set_xlabel("step", fontsize=8)
     ax_loss.tick_params(labelsize=7)
     ax_loss.grid(alpha=0.3)
@@ -301,8 +300,8 @@ def plot_paths(surface, path, optimizers=None, steps: int | None = None, start=N
     for ax in cells[n + 1:]:
         ax.axis("off")
     steps_run = len(next(iter(paths.values()))) - 1 if paths else 0
-    fig.suptitle(f"{title or surface.title}: {steps_run} steps of gf.optim from ({', '.join(f'{v:g}' for v in (surface.start if start is None else start))})",
-                 fontsize=12)
+    x0, y0 = surface.start if start is None else start
+    fig.suptitle(f"{title or surface.title}: {steps_run} steps of gf.optim from ({x0:g}, {y0:g})", fontsize=12)
     fig.tight_layout()
     return _save(fig, path, dpi)
 
@@ -317,16 +316,18 @@ def default_schedules(steps: int = 100) -> dict:
     """{name: factory(optimizer) -> scheduler}: the gf.optim.lr_scheduler schedules, sized for `steps`."""
     from .optim import lr_scheduler as s
 
-    quarter = max(steps // 4, 1)
+    quarter, warm = max(steps // 4, 1), max(steps // 10, 1)
     return {
-        "StepLR(step_size=25, gamma=0.5)": lambda o: s.StepLR(o, step_size=quarter, gamma=0.5),
-        "MultiStepLR([50, 75], gamma=0.1)": lambda o: s.MultiStepLR(o, [2 * quarter, 3 * quarter], gamma=0.1),
+        f"StepLR(step_size={quarter}, gamma=0.5)": lambda o: s.StepLR(o, step_size=quarter, gamma=0.5),
+        f"MultiStepLR([{2 * quarter}, {3 * quarter}], gamma=0.1)":
+            lambda o: s.MultiStepLR(o, [2 * quarter, 3 * quarter], gamma=0.1),
         "ExponentialLR(gamma=0.97)": lambda o: s.ExponentialLR(o, gamma=0.97),
         "InverseTimeDecayLR(k=0.1)": lambda o: s.InverseTimeDecayLR(o, k=0.1),
         "PolynomialLR(power=2)": lambda o: s.PolynomialLR(o, total_iters=steps, power=2.0),
         "CosineAnnealingLR": lambda o: s.CosineAnnealingLR(o, T_max=steps),
         "CosineAnnealingWarmRestarts(T_0=10, T_mult=2)": lambda o: s.CosineAnnealingWarmRestarts(o, T_0=10, T_mult=2),
-        "warmup(10) + cosine": lambda o: s.warmup(s.CosineAnnealingLR(o, T_max=steps - 10), 10, start_factor=0.0),
+        f"warmup({warm}) + cosine": lambda o: s.warmup(s.CosineAnnealingLR(o, T_max=max(steps - warm, 1)), warm,
+                                                        start_factor=0.0),
         "OneCycleLR": lambda o: s.OneCycleLR(o, max_lr=o.param_groups[0]["lr"], total_steps=steps),
         "CyclicLR(triangular2)": lambda o: s.CyclicLR(o, base_lr=o.param_groups[0]["lr"] / 10,
                                                       max_lr=o.param_groups[0]["lr"], step_size_up=10,
