@@ -16,4 +16,12 @@ from .checkpoint import CheckpointError, load, save
 
 __all__ = ["__version__", "config", "show_config", "set_num_threads", "get_num_threads", "set_backend",
            "get_backend", "use_backend", "ops", "optim", "nn", "losses", "regularizers", "data", "train", "save",
-           "load", "CheckpointError"]
+           "load", "CheckpointError", "viz"]
+
+
+def __getattr__(name):
+    # gf.viz is imported on first use: it is the only module that needs matplotlib (an optional extra).
+    if name == "viz":
+        import importlib
+        return importlib.import_module(".viz", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,6 +4,7 @@
     python -m gradfuse demo [--backend numpy]  # train an MLP on scikit-learn's digits, plot the curves
     python -m gradfuse bench optim [options]   # the optimizer benchmark (see: bench optim --help)
     python -m gradfuse bench layers [options]  # batch norm, dropout, dense layers, GEMM
+    python -m gradfuse viz [--out DIR]         # optimizer paths on 2-D surfaces, schedules, fit curves (PNGs)
 
 Commands are argparse sub-commands: a new one is a parser added in build_parser() whose `func`
 takes the parsed arguments and returns the exit code.
@@ -30,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     config.set_defaults(func=_config)
     from . import demo
     demo.add_arguments(commands.add_parser("demo", help=demo.HELP))
+    from . import viz
+    viz.add_arguments(commands.add_parser("viz", help=viz.HELP))
     bench = commands.add_parser("bench", help="run a benchmark suite (optim, layers)",
                                 description="Benchmark suites: each runs its implementations interleaved "
                                             "in one process and reports medians.")

@@ -73,39 +73,11 @@ def run(backend: str = "cpp", epochs: int = 100, batch_size: int = 64, lr: float
               "epochs_run": len(history.epoch), "best_epoch": stopper.best_epoch, "seconds": seconds,
               "history": history, "model": model}
     if out:
+        from .viz import plot_history
         plot_history(history, out, title=f"gradfuse demo: digits MLP ({backend} backend), "
                                          f"test accuracy {test['accuracy']:.2%}")
         result["plot"] = out
     return result
-
-
-def plot_history(history, path: str, title: str = "") -> None:
-    """Loss, accuracy and learning-rate curves per epoch, as a PNG (matplotlib, headless)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = np.asarray(history.epoch) + 1
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    for key, label in (("loss", "train"), ("val_loss", "validation")):
-        if key in history:
-            axes[0].plot(epochs, history[key], label=label)
-    axes[0].set(title="loss", xlabel="epoch", yscale="log")
-    for key, label in (("accuracy", "train"), ("val_accuracy", "validation")):
-        if key in history:
-            axes[1].plot(epochs, history[key], label=label)
-    axes[1].set(title="accuracy", xlabel="epoch")
-    axes[2].plot(epochs, history["lr"])
-    axes[2].set(title="learning rate (end of epoch)", xlabel="epoch")
-    for ax in axes[:2]:
-        ax.legend()
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -25,7 +25,7 @@ from . import data as _data
 from .losses import get_loss
 
 __all__ = ["fit", "evaluate", "History", "Callback", "EarlyStopping", "ReduceLROnPlateau", "ModelCheckpoint",
-           "TerminateOnNaN", "LearningRateScheduler", "resume_state"]
+           "TerminateOnNaN", "LearningRateScheduler", "BatchLogger", "resume_state"]
 
 
 # ---- History ----------------------------------------------------------------------------------------------
@@ -234,6 +234,34 @@ class LearningRateScheduler(Callback):
             self.schedule.load_state_dict(state)
 
 
+class BatchLogger(Callback):
+    """Keeps every batch's logs (fit's: loss, lr, grad_norm before clipping): logger["grad_norm"] is
+    a list with one value per batch, logger.epochs / logger.batches say which. gf.viz draws them."""
+
+    def __init__(self):
+        self.logs: dict[str, list] = {}
+        self.epochs: list[int] = []
+        self.batches: list[int] = []
+
+    def on_batch_end(self, batch, logs=None):
+        self.epochs.append(self.trainer.epoch)
+        self.batches.append(int(batch))
+        for key, value in (logs or {}).items():
+            self.logs.setdefault(key, []).append(float(value))
+
+    def __getitem__(self, key):
+        return self.logs[key]
+
+    def __contains__(self, key):
+        return key in self.logs
+
+    def epoch_position(self) -> np.ndarray:
+        """Each batch's end in epochs (epoch e's last batch at e + 1), to draw beside a History."""
+        epochs, batches = np.asarray(self.epochs), np.asarray(self.batches)
+        per_epoch = {e: batches[epochs == e].max() + 1 for e in np.unique(epochs)}
+        return np.array([e + (b + 1) / per_epoch[e] for e, b in zip(epochs, batches)], dtype=np.float64)
+
+
 class ModelCheckpoint(Callback):
     """Save a checkpoint (gf.save: model, optimizer, callbacks and schedule state, history, epoch)
     at the end of every epoch, or only when `monitor` improves (save_best_only). filepath may hold
@@ -390,7 +418,7 @@ def fit(model, loss, optimizer, x, y, *, epochs=1, batch_size=32, validation_dat
             total_loss += value * len(xb)
             if loss.classification:
                 correct += _accuracy_count(loss, pred, yb)
-            batch_logs = {"loss": value, "lr": _current_lr(optimizer)}
+            batch_logs = {"loss": value, "lr": _current_lr(optimizer), "grad_norm": norms[-1]}
             for cb in callbacks:
                 cb.on_batch_end(b, batch_logs)
             if bar is not None:
