@@ -346,8 +346,10 @@ def test_batchnorm_equals_the_twin_within_an_ulp(data, dtype, training, eps):
     # the means are sums of the data: ulps of max|x| (they may cancel to far less)
     data_scale = float(np.abs(x).max(initial=0.0))
     atols = {"y": scale, "running_mean": data_scale, "save_mean": data_scale, "running_var": 0.0, "save_invstd": 0.0}
+    # the statistics are double sums in another order, var = S2/n - (S1/n)^2 cancelling a little: the
+    # last bits of double, which in float64 are several ulp of the dtype
     for i, name in ((5, "y"), (3, "running_mean"), (4, "running_var"), (6, "save_mean"), (7, "save_invstd")):
-        assert_close(cpp_f[i], twin_f[i], 8 * u, 8 * u * atols[name], name)
+        assert_close(cpp_f[i], twin_f[i], (8 if name == "y" else 32) * u, 8 * u * atols[name], name)
     save_mean, save_invstd = twin_f[6], twin_f[7]
 
     def backward_args():
