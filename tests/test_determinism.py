@@ -258,14 +258,21 @@ def worker(path: str, thread_counts: list[int]) -> None:
         f.write(buf.getvalue())
 
 
-def run_worker(tmp_path, label: str, thread_counts, **env) -> dict:
+def start_worker(tmp_path, label: str, thread_counts, **env):
+    """A fresh process running worker(); returns (process, path of its results)."""
     path = tmp_path / f"{label}.npz"
     tests_dir = os.path.dirname(os.path.abspath(__file__))
     environ = dict(os.environ, **env)
     environ["PYTHONPATH"] = os.pathsep.join([tests_dir, *sys.path])
     code = f"import test_determinism as t; t.worker({str(path)!r}, {list(thread_counts)!r})"
-    proc = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    with open(tmp_path / f"{label}.stderr", "w") as err:  # a file: no pipe to fill while others run
+        proc = subprocess.Popen([sys.executable, "-c", code], env=environ, stdout=subprocess.DEVNULL, stderr=err)
+    return proc, path
+
+
+def finish_worker(proc, path) -> dict:
+    proc.wait(timeout=600)
+    assert proc.returncode == 0, path.with_suffix(".stderr").read_text()[-4000:]
     with np.load(path) as data:
         return {k: data[k] for k in data.files}
 
@@ -295,11 +302,12 @@ def split_key(key: str):
 def runs(tmp_path_factory):
     """The fresh processes, each computing everything once per thread count."""
     tmp = tmp_path_factory.mktemp("determinism")
-    best = CPU_ISAS[-1]
-    out = {"threads": run_worker(tmp, "threads", [1, 2, 3, 4], OMP_NUM_THREADS="4", GRADFUSE_CPU=best)}
-    for isa in CPU_ISAS:  # the best path's process is also the second run of the first one's code
-        out[isa] = run_worker(tmp, isa, [2], OMP_NUM_THREADS="4", GRADFUSE_CPU=isa)
-    return out
+    # all at once (their results do not depend on the load); the best path's process is also the
+    # second run of the threads process's code
+    started = {"threads": start_worker(tmp, "threads", [1, 2, 3, 4], OMP_NUM_THREADS="4", GRADFUSE_CPU=CPU_ISAS[-1])}
+    for isa in CPU_ISAS:
+        started[isa] = start_worker(tmp, isa, [2], OMP_NUM_THREADS="4", GRADFUSE_CPU=isa)
+    return {label: finish_worker(*started[label]) for label in started}
 
 
 def test_every_kernel_has_a_case():
