@@ -12,7 +12,7 @@ and so what is asserted here:
 | grad_norm / clip (other p)     | 4 ulp of double (libm pow)        | any float                                |
 | dropout, philox                | bitwise (counter-based RNG)       | any float, any 64-bit seed and counter   |
 | activations                    | a few ulp (Eigen's tanh/exp/erf)  | any float                                |
-| batch norm                     | ~1 ulp of the outputs (sum order) | finite, scales 1e-30 .. 1e30             |
+| batch norm                     | ~1 ulp of the outputs (sum order) | finite, scales 10^+-15 f32, 10^+-30 f64  |
 | matmul / dense                 | GEMM error bound k u (|A| |B|)    | finite, |x| <= 1e15 (products fit)       |
 | softmax / losses               | a few ulp of exp/log, sums        | finite logits up to 1e4, -inf entries    |
 | mse gradient, penalty grads    | bitwise (element-wise, no fma)    | finite                                   |
@@ -560,6 +560,20 @@ def test_lr_zero_leaves_parameters_unchanged(data, name, dtype, backend):
         assert opt.step(grads) is True
     for a, b in zip(params, before):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", sorted(set(OPTIMIZERS) - {"Lion"}))  # torch.optim has no Lion
+def test_torch_also_leaves_parameters_unchanged_with_lr_zero(name, torch):
+    """The property above is torch's behaviour too."""
+    cls = getattr(torch.optim, name)
+    rng = np.random.default_rng(0)
+    p = torch.nn.Parameter(torch.tensor(rng.standard_normal(50), dtype=torch.float32))
+    before = p.detach().clone()
+    opt = cls([p], lr=0.0, **OPTIMIZERS[name])
+    for _ in range(3):
+        p.grad = torch.tensor(rng.standard_normal(50), dtype=torch.float32)
+        opt.step()
+    assert torch.equal(p.detach(), before)
 
 
 def test_rprop_lr_zero_still_moves_like_torch(torch):
