@@ -307,6 +307,19 @@ def test_activations_equal_the_twin_within_a_few_ulp(data, dtype, act, slope):
         assert_close(cpp_args[1], twin_args[1], rtol, atol * np.abs(dy.astype(np.float64)), f"{act} backward")
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_backward_of_an_infinite_gradient_where_x_is_not_positive_is_zero(dtype, backend, torch):
+    """Found by the property above: the twin computed dy * 0 (NaN for an infinite dy) where the kernel
+    and torch select 0."""
+    x = np.array([0.0, -1.0, 2.0], dtype)
+    dy = np.array([np.inf, np.nan, np.inf], dtype)
+    dx = np.empty_like(x)
+    gf.ops.activation_backward(dy, dx, activation="relu", x=x)
+    tx = torch.tensor(x, requires_grad=True)
+    torch.relu(tx).backward(torch.tensor(dy))
+    assert_same_bits(dx, tx.grad.numpy(), "relu backward")
+
+
 # ---- batch norm: about an ulp of the outputs; zero mean, unit variance --------------------------------------
 
 @st.composite
