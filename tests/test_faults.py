@@ -109,7 +109,9 @@ def mem_available() -> int:
 def test_kernels_past_2_to_the_31_elements():
     """One float32 parameter of 2^31 + 33 elements (8.6 GB, the only memory really used: the gradient
     is a zero-filled array whose untouched pages are the kernel's shared zero page). Only the head and
-    the tail are non-zero; after each kernel they are checked against the NumPy twin on slices."""
+    the tail are non-zero; after each kernel they are checked against the NumPy twin on slices.
+    Measured on the 2-core reference machine: 35-60 s (the first write of the 8.6 GB, page faults,
+    takes most of it), peak RSS 8.1 GiB."""
     edge = 1000
     rng = np.random.default_rng(0)
     p = np.zeros(BIG, np.float32)
@@ -117,17 +119,18 @@ def test_kernels_past_2_to_the_31_elements():
     for a in (p, g):
         a[:edge] = rng.standard_normal(edge) * 3
         a[-edge:] = rng.standard_normal(edge) * 3
-    g[-1] = 5.0  # the very last element: above the clip value below and the largest |g|
+    last = np.float32(20.0)
+    g[-1] = last  # the very last element: the largest |g|
     head_p, tail_p = p[:edge].copy(), p[-edge:].copy()
 
     # read-only reductions over the whole index space
-    assert gf.ops.grad_norm([g], norm_type=float("inf")) == 5.0
+    assert gf.ops.grad_norm([g], norm_type=float("inf")) == last
     edges = np.concatenate([g[:edge], g[-edge:]]).astype(np.float64)
     np.testing.assert_allclose(gf.ops.grad_norm([g], norm_type=2.0), np.sqrt((edges ** 2).sum()), rtol=1e-13)
     assert gf.ops.all_finite([g])
     g[-1] = np.nan
     assert not gf.ops.all_finite([g])
-    g[-1] = 5.0
+    g[-1] = last
 
     # an in-place update of every element: SGD with weight decay, the twin on the two slices
     assert gf.ops.sgd([p], [g], lr=0.5, weight_decay=0.1)
