@@ -99,7 +99,7 @@ def assert_close(a, b, rtol, atol, what=""):
     atol = np.broadcast_to(np.asarray(atol, np.float64), b.shape)
     with np.errstate(invalid="ignore", over="ignore"):
         err = np.abs(a - b)
-    bad = finite & ~(err <= atol + rtol * np.abs(b))
+    bad = finite & (a != b) & ~(err <= atol + rtol * np.abs(b))  # (atol may be NaN: scaled by a NaN)
     assert not bad.any(), f"{what}: {a[bad][:5]} vs {b[bad][:5]} (err {err[bad][:5]})"
 
 
