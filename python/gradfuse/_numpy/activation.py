@@ -72,7 +72,9 @@ def backward_math(act: str, slope: float, g: np.ndarray, x, y) -> np.ndarray:
             return g
         if act in ("relu", "leaky_relu"):
             s = x if x is not None else y
-            return np.where(s > 0, g, g * g.dtype.type(0 if act == "relu" else slope))
+            if act == "relu":  # 0, not g * 0: an Inf or NaN dy where x <= 0 gives 0 (the kernel, torch)
+                return np.where(s > 0, g, g.dtype.type(0))
+            return np.where(s > 0, g, g * g.dtype.type(slope))
         if act == "tanh":
             return g * (1 - y * y)
         if act == "sigmoid":

@@ -147,6 +147,12 @@ class Optimizer:
     _scalar_keys  per-parameter scalar state (torch's names) and their initial values
     and override _validate (torch's wording), _kernel_kwargs, and where needed _used_keys,
     _initial_value and _advance.
+
+    Threads: step() holds a per-optimizer lock from reading the gradients to committing the state,
+    so concurrent step() calls on ONE optimizer are serialised (each applies, in some order; none
+    fails, none interleaves with another). Different optimizers step concurrently: the kernels
+    release the GIL. Other methods (zero_grad, state_dict, load_state_dict, editing param_groups)
+    take no lock: do not call them while another thread steps the same optimizer.
     """
 
     _kernel: str = ""
