@@ -212,6 +212,10 @@ class BatchNorm(Module):
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
                  track_running_stats: bool = True, channels_last: bool = False, dtype=np.float32):
         super().__init__()
+        if not float(eps) > 0:
+            raise ValueError(f"BatchNorm: eps must be > 0, got {eps}")
+        if momentum is not None and not 0.0 <= float(momentum) <= 1.0:
+            raise ValueError(f"BatchNorm: momentum must be in [0, 1] or None, got {momentum}")
         self.num_features, self.eps, self.momentum = int(num_features), float(eps), momentum
         self.channels_last = bool(channels_last)
         c = self.num_features
@@ -316,16 +320,18 @@ class Dropout(Module):
             self._mask = None
             return x
         y, mask = self._masks.apply(x)
-        self._mask, self._cache = mask, x.shape
+        self._mask, self._cache = mask, (x.shape, x.dtype)
         return y
 
     def backward(self, dy, *, accumulate=False, need_input_grad=True):
         if self._mask is None:
             return dy
         dy = check_input(self, "dy", dy)
-        if dy.shape != self._cache:  # the mask's size alone would let some wrong shapes through
-            raise ValueError(f"Dropout.backward: dy has shape {dy.shape} but the forward's input had shape "
-                             f"{self._cache}")
+        shape, dtype = self._cache
+        if dy.dtype != dtype:
+            raise TypeError(f"Dropout.backward: dy has dtype {dy.dtype} but the forward's input had dtype {dtype}")
+        if dy.shape != shape:  # the mask's size alone would let some wrong shapes through
+            raise ValueError(f"Dropout.backward: dy has shape {dy.shape} but the forward's input had shape {shape}")
         dx = np.empty_like(dy)
         ops.dropout_backward(dy, self._mask, dx, p=self._masks.p)
         return dx
