@@ -509,8 +509,18 @@ class Sequential(Module):
         return self.layers[i]
 
     def forward(self, x, training=None):
-        for layer in self.layers:
-            x = layer.forward(x, training)
+        """Each layer in order. When a layer raises (a model whose layers do not fit together), the
+        buffers and counters the layers before it moved (running statistics, dropout counters) are
+        put back: a forward that raised changes no state."""
+        saved = _local_states(self)
+        try:
+            for layer in self.layers:
+                x = layer.forward(x, training)
+        except BaseException:
+            for module, state in saved:
+                if not _same_state(module._local_state(), state):
+                    module._load_local_state(state)
+            raise
         return x
 
     def backward(self, dy, *, accumulate=False, need_input_grad=False):
@@ -569,6 +579,20 @@ class Sequential(Module):
 
     def extra_repr(self):
         return ", ".join(repr(layer) for layer in self.layers)
+
+
+def _local_states(model) -> list:
+    """(module, copy of its buffers and counters) for each module of model that has any."""
+    modules = {}
+    model._collect_states("", modules)
+    return [(m, {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in m._local_state().items()})
+            for m in modules.values() if m._local_state()]
+
+
+def _same_state(now: dict, saved: dict) -> bool:
+    return now.keys() == saved.keys() and all(
+        np.array_equal(now[k], v, equal_nan=True) if isinstance(v, np.ndarray) else now[k] == v
+        for k, v in saved.items())
 
 
 def _mask_sources(layer):
