@@ -326,6 +326,11 @@ def bad_cases():
                 yield kernel, f"{w}-overlaps-{o}", _alias(spec, w, o, 1), ValueError, w
             if w in spec.lists:
                 yield kernel, f"{w}-twice-in-list", _twice(w), ValueError, w
+        for w, (role, dtype) in spec.typed.items():  # a written mask / output over another argument's bytes
+            if role == WRITE:
+                for o in [*spec.floats, *spec.typed]:
+                    if o != w:
+                        yield kernel, f"{w}-inside-{o}", _bytes_of(spec, w, o, dtype), ValueError, w
         for name, value, exc in spec.scalars:
             yield kernel, f"{name}={value!r}", _scalar(name, value), exc, name
 
@@ -364,6 +369,17 @@ def _alias(spec, w, o, shift):
             buf = np.concatenate([a.reshape(-1), b.reshape(-1)[-1:]])
             _put(args, spec, w, buf[:a.size].reshape(a.shape))
             _put(args, spec, o, buf[1:].reshape(b.shape))
+        return True
+    return mutate
+
+
+def _bytes_of(spec, w, o, dtype):
+    """w becomes a view of the first bytes of o, reinterpreted as w's dtype and shape."""
+    def mutate(args):
+        a, b = _get(args, spec, w), _get(args, spec, o)
+        if b.nbytes < a.nbytes or a.size == 0:
+            return False
+        _put(args, spec, w, b.reshape(-1).view(np.uint8)[:a.nbytes].view(dtype).reshape(a.shape))
         return True
     return mutate
 

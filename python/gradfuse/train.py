@@ -371,6 +371,11 @@ def fit(model, loss, optimizer, x, y, *, epochs=1, batch_size=32, validation_dat
     clipping by global L2 norm / by value; regularizer: a gf.regularizers penalty; verbose: 0
     silent, 1 a progress bar on a terminal, 2 one line per epoch. resume: a state from
     resume_state / ModelCheckpoint (gf.load(path)) to continue a run exactly.
+
+    The data is checked before anything changes (model, optimizer, callbacks): x and y of different
+    lengths, and for the class-label losses (cross_entropy, hinge) labels that are not 1-D integers
+    in [0, K), K the model's outputs, raise ValueError / TypeError naming y; so does x that does not
+    fit the model (an eval-mode forward of one sample, which changes no state, checks it).
     """
     from .optim import clip_grad_norm_, clip_grad_value_, grad_norm
 
