@@ -14,45 +14,64 @@ __all__ = ["cross_entropy", "mse", "sum_of_squares", "hinge", "bce_with_logits",
            "MSELoss", "SumOfSquaresLoss", "HingeLoss", "BCEWithLogitsLoss", "get_loss"]
 
 
-def _labels(labels) -> np.ndarray:
+def _labels(fn: str, labels) -> np.ndarray:
     """Class labels as the int64 array the kernels take (a read-only input: converting is safe)."""
     arr = np.asarray(labels)
     if arr.dtype.kind not in "iu":
-        raise TypeError(f"labels must be integers, got dtype {arr.dtype}")
+        raise TypeError(f"{fn}: labels must be integers, got dtype {arr.dtype}")
+    if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"{fn}: labels hold a value over the int64 range")
     return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def _predictions(fn: str, name: str, a) -> np.ndarray:
+    """The model's output: an ndarray (the kernels check its dtype, layout and shape)."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{fn}: {name} must be a numpy.ndarray, got {type(a).__name__}")
+    return a
+
+
+def _targets(fn: str, name: str, t, dtype) -> np.ndarray:
+    """Targets converted to the predictions' dtype (a read-only input: converting is safe)."""
+    arr = np.asarray(t)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{fn}: {name} must be numbers, got dtype {arr.dtype}")
+    return np.ascontiguousarray(arr, dtype=dtype)
 
 
 def cross_entropy(logits, labels, *, reduction="mean", ignore_index=-100, label_smoothing=0.0):
     """Softmax cross-entropy from logits (N, K) and integer labels (N,): (loss, dlogits)."""
-    grad = np.empty_like(logits)
-    loss = ops.softmax_cross_entropy(logits, _labels(labels), grad, reduction=reduction, ignore_index=ignore_index,
+    labels = _labels("cross_entropy", labels)
+    grad = np.empty_like(_predictions("cross_entropy", "logits", logits))
+    loss = ops.softmax_cross_entropy(logits, labels, grad, reduction=reduction, ignore_index=ignore_index,
                                      label_smoothing=label_smoothing)
     return loss, grad
 
 
 def mse(pred, target, *, reduction="mean"):
     """Mean squared error: (mean((pred - target)^2), gradient)."""
-    grad = np.empty_like(pred)
-    return ops.mse_loss(pred, np.asarray(target, pred.dtype), grad, reduction=reduction), grad
+    grad = np.empty_like(_predictions("mse", "pred", pred))
+    return ops.mse_loss(pred, _targets("mse", "target", target, pred.dtype), grad, reduction=reduction), grad
 
 
 def sum_of_squares(pred, target):
     """The seeds' L2 loss, sum over every element of (pred - target)^2: (loss, gradient)."""
-    grad = np.empty_like(pred)
-    return ops.sum_of_squares_loss(pred, np.asarray(target, pred.dtype), grad), grad
+    grad = np.empty_like(_predictions("sum_of_squares", "pred", pred))
+    return ops.sum_of_squares_loss(pred, _targets("sum_of_squares", "target", target, pred.dtype), grad), grad
 
 
 def hinge(scores, labels, *, margin=1.0, p=1, reduction="mean"):
     """The multiclass hinge (SVM) loss, torch's multi_margin_loss: (loss, dscores)."""
-    grad = np.empty_like(scores)
-    return ops.multi_margin_loss(scores, _labels(labels), grad, p=p, margin=margin, reduction=reduction), grad
+    labels = _labels("hinge", labels)
+    grad = np.empty_like(_predictions("hinge", "scores", scores))
+    return ops.multi_margin_loss(scores, labels, grad, p=p, margin=margin, reduction=reduction), grad
 
 
 def bce_with_logits(logits, targets, *, reduction="mean", pos_weight=None):
     """Binary cross-entropy from logits (stable): (loss, dlogits)."""
-    grad = np.empty_like(logits)
-    loss = ops.bce_with_logits(logits, np.asarray(targets, logits.dtype), grad, reduction=reduction,
-                               pos_weight=pos_weight)
+    grad = np.empty_like(_predictions("bce_with_logits", "logits", logits))
+    targets = _targets("bce_with_logits", "targets", targets, logits.dtype)
+    loss = ops.bce_with_logits(logits, targets, grad, reduction=reduction, pos_weight=pos_weight)
     return loss, grad
 
 

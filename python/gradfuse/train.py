@@ -22,7 +22,7 @@ import sys
 import numpy as np
 
 from . import data as _data
-from .losses import get_loss
+from .losses import CrossEntropyLoss, HingeLoss, get_loss
 
 __all__ = ["fit", "evaluate", "History", "Callback", "EarlyStopping", "ReduceLROnPlateau", "ModelCheckpoint",
            "TerminateOnNaN", "LearningRateScheduler", "BatchLogger", "resume_state"]
@@ -342,6 +342,38 @@ def evaluate(model, loss, x, y, batch_size: int | None = 1024) -> dict:
     return out
 
 
+def _check_data(model, loss, x, y, where: str):
+    """Refuse bad training or validation data before fit changes anything: x and y of different
+    lengths; for the losses over class labels, labels that are not integers, not 1-D, or outside
+    [0, K) (K: the model's outputs, from an eval-mode forward of one sample, which also checks x's
+    dtype and shape against the first layer). Returns (x, y) as arrays."""
+    x, y = np.asarray(x), np.asarray(y)
+    if x.ndim == 0 or y.ndim == 0:
+        raise ValueError(f"fit: {where} x and y must hold samples along axis 0, got shapes {x.shape} and {y.shape}")
+    if len(x) != len(y):
+        raise ValueError(f"fit: {where} x has {len(x)} samples but y has {len(y)}")
+    if len(x) == 0:
+        return x, y
+    outputs = model.forward(x[:1], training=False)  # eval mode: no state changes
+    if not isinstance(loss, (CrossEntropyLoss, HingeLoss)):
+        return x, y
+    if y.dtype.kind not in "iu":
+        raise TypeError(f"fit: {where} y must hold integer class labels for {type(loss).__name__}, got dtype "
+                        f"{y.dtype}")
+    if y.ndim != 1:
+        raise ValueError(f"fit: {where} y must be 1-D class labels for {type(loss).__name__}, got shape {y.shape}")
+    classes = np.shape(outputs)[-1]
+    ignored = getattr(loss, "ignore_index", None)
+    bad = (y < 0) | (y >= classes)
+    if ignored is not None:
+        bad &= y != ignored
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"fit: {where} y[{i}] = {int(y[i])} is not a class id of the model's {classes} outputs "
+                         f"(expected 0 <= y < {classes})")
+    return x, y
+
+
 def _current_lr(optimizer) -> float:
     return float(optimizer.param_groups[0]["lr"])
 
@@ -367,6 +399,11 @@ def fit(model, loss, optimizer, x, y, *, epochs=1, batch_size=32, validation_dat
     clipping by global L2 norm / by value; regularizer: a gf.regularizers penalty; verbose: 0
     silent, 1 a progress bar on a terminal, 2 one line per epoch. resume: a state from
     resume_state / ModelCheckpoint (gf.load(path)) to continue a run exactly.
+
+    The data is checked before anything changes (model, optimizer, callbacks): x and y of different
+    lengths, and for the class-label losses (cross_entropy, hinge) labels that are not 1-D integers
+    in [0, K), K the model's outputs, raise ValueError / TypeError naming y; so does x that does not
+    fit the model (an eval-mode forward of one sample, which changes no state, checks it).
     """
     from .optim import clip_grad_norm_, clip_grad_value_, grad_norm
 
@@ -376,6 +413,11 @@ def fit(model, loss, optimizer, x, y, *, epochs=1, batch_size=32, validation_dat
         callbacks.append(LearningRateScheduler(schedule, per=schedule_per))
     if validation_data is None and validation_split:
         (x, y), validation_data = _data.train_val_split(x, y, validation_split)
+    # every argument is checked before anything changes (the model, the optimizer, the callbacks)
+    x, y = _check_data(model, loss, x, y, "training")
+    if validation_data is not None:
+        validation_data = _check_data(model, loss, *validation_data, "validation")
+    batches = _data.MiniBatches(x, y, batch_size=batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last)
     trainer = _Trainer(model, loss, optimizer, callbacks)
     start = int(initial_epoch)
     if resume is not None:
@@ -387,7 +429,6 @@ def fit(model, loss, optimizer, x, y, *, epochs=1, batch_size=32, validation_dat
         start = int(resume["epoch"])
     for cb in callbacks:
         cb.set_trainer(trainer)
-    batches = _data.MiniBatches(x, y, batch_size=batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last)
     params = model.parameters()
     for cb in callbacks:
         cb.on_train_begin({})

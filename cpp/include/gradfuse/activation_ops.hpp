@@ -33,6 +33,15 @@ GF_INLINE ActChunk<T> sigmoid_chunk(const E& z) {
   return (zz < underflow).select(ActChunk<T>::Zero(), zz.logistic());
 }
 
+// exp(z), exactly 0 where it underflows: Eigen's exp clamps z on some ISA paths and would return a
+// tiny positive number for z = -inf, so that -inf * exp(-inf) would be -inf there and NaN elsewhere.
+template <class T, class E>
+GF_INLINE ActChunk<T> exp_chunk(const E& z) {
+  const T underflow = sizeof(T) == 4 ? T(-88) : T(-708);
+  const ActChunk<T> zz = z;
+  return (zz < underflow).select(ActChunk<T>::Zero(), zz.exp());
+}
+
 // Applies f(Map<const Chunk> in_0, ..., Map<Chunk> out) to every 64-element chunk of [0, n).
 // ins: the input pointers; out: the output (may alias an input).
 template <class T, int NIn, class F>
@@ -135,7 +144,7 @@ void act_backward_span(Act act, T slope, const T* dy, const T* x, const T* y, T*
   for_chunks<T, 2>(ins, dx, n, [&](auto g, auto v, auto out) {
     if (act == Act::gelu) {
       const T beta = T(M_2_SQRTPI * M_SQRT1_2 * 0.5);  // 1 / sqrt(2 pi)
-      out = g * (T(0.5) * (T(1) + (v * T(M_SQRT1_2)).erf()) + v * beta * (T(-0.5) * v * v).exp());
+      out = g * (T(0.5) * (T(1) + (v * T(M_SQRT1_2)).erf()) + v * beta * exp_chunk<T>(T(-0.5) * v * v));
     } else {  // gelu_tanh: with s = sigmoid(2u), (1 + tanh u)/2 = s and 1 - tanh^2 u = 4 s sigmoid(-2u)
       const T beta = T(M_SQRT2 * M_2_SQRTPI * 0.5), kappa = T(0.044715);
       const ActChunk<T> u2 = T(2) * beta * (v + kappa * v * v * v);

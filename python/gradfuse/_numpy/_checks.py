@@ -4,7 +4,9 @@ bindings (cpp/bindings/arrays.cpp), so both backends refuse the same inputs the 
 from __future__ import annotations
 
 import bisect
+import functools
 import math
+import operator
 
 import numpy as np
 
@@ -15,6 +17,16 @@ def _item(name: str, i: int, is_list: bool) -> str:
 
 def _shape(a: np.ndarray) -> str:
     return "(" + ", ".join(map(str, a.shape)) + (",)" if a.ndim == 1 else ")")
+
+
+def quiet(kernel):
+    """A twin that never warns, like its C++ kernel: NaN / Inf arithmetic (inf - inf, 0 / 0,
+    overflow) gives NaN / Inf silently."""
+    @functools.wraps(kernel)
+    def silent(*args, **kwargs):
+        with np.errstate(all="ignore"):
+            return kernel(*args, **kwargs)
+    return silent
 
 
 def tensor_lists(fn: str, *args):
@@ -101,29 +113,64 @@ def _fmt(x: float) -> str:
     return repr(float(x))
 
 
+# Scalar conversions with the C++ bindings' rules (pybind11's casters), so that both backends refuse
+# the same values with the same exception type; the messages name the function and the argument.
+
+
+def real(fn: str, name: str, x) -> float:
+    """A Python/NumPy number (or a 0-d array), as a float; TypeError for anything else (a str, None)."""
+    if (isinstance(x, (str, bytes)) or (isinstance(x, np.ndarray) and x.ndim != 0)
+            or not (hasattr(type(x), "__float__") or hasattr(type(x), "__index__"))):
+        raise TypeError(f"{fn}: {name} must be a number, got {type(x).__name__}")
+    try:
+        return float(x)
+    except (TypeError, ValueError, OverflowError):
+        raise TypeError(f"{fn}: {name} must be a number, got {type(x).__name__}") from None
+
+
+def integer(fn: str, name: str, x) -> int:
+    """An int (or an object with __index__, not a float) that fits in int64; TypeError otherwise."""
+    if isinstance(x, (float, np.floating)) or not hasattr(type(x), "__index__"):
+        raise TypeError(f"{fn}: {name} must be an int, got {type(x).__name__}")
+    value = operator.index(x)
+    if not -2**63 <= value < 2**63:
+        raise TypeError(f"{fn}: {name} must be an int that fits in 64 bits, got {value}")
+    return value
+
+
+def flag(fn: str, name: str, x) -> bool:
+    """A bool, a NumPy bool, a number or None (False); TypeError for anything else (a str, a list)."""
+    if x is None or isinstance(x, (bool, np.bool_, int, float, np.integer, np.floating)):
+        return bool(x)
+    raise TypeError(f"{fn}: {name} must be a bool, got {type(x).__name__}")
+
+
 def nonneg(fn: str, name: str, x: float) -> None:
+    x = real(fn, name, x)
     if not (math.isfinite(x) and x >= 0):
         raise ValueError(f"{fn}: {name} must be a finite number >= 0, got {_fmt(x)}")
 
 
 def finite(fn: str, name: str, x: float) -> None:
+    x = real(fn, name, x)
     if not math.isfinite(x):
         raise ValueError(f"{fn}: {name} must be a finite number, got {_fmt(x)}")
 
 
 def unit(fn: str, name: str, x: float) -> None:
+    x = real(fn, name, x)
     if not (0 <= x < 1):
         raise ValueError(f"{fn}: {name} must be in [0, 1), got {_fmt(x)}")
 
 
 def closed_unit(fn: str, name: str, x: float) -> None:
+    x = real(fn, name, x)
     if not (0 <= x <= 1):
         raise ValueError(f"{fn}: {name} must be in [0, 1], got {_fmt(x)}")
 
 
 def step(fn: str, s) -> None:
-    if not isinstance(s, (int, np.integer)) or isinstance(s, bool):
-        raise TypeError(f"{fn}: step must be an int, got {type(s).__name__}")
+    s = integer(fn, "step", s)
     if s < 1:
         raise ValueError(f"{fn}: step must be >= 1 (the 1-based step being taken), got {s}")
 
@@ -132,13 +179,16 @@ def grad_scale(fn: str, scale):
     """None, or a finite number > 0."""
     if scale is None:
         return None
-    try:
-        s = float(scale)
-    except (TypeError, ValueError):
-        raise TypeError(f"{fn}: grad_scale must be a number or None, got {type(scale).__name__}") from None
+    s = real(fn, "grad_scale", scale)
     if not (math.isfinite(s) and s > 0):
         raise ValueError(f"{fn}: grad_scale must be a finite number > 0, got {_fmt(s)}")
     return s
+
+
+def flags(fn: str, **values) -> None:
+    """flag() of each keyword argument (the bool options of a kernel)."""
+    for name, value in values.items():
+        flag(fn, name, value)
 
 
 def shape_str(shape) -> str:

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from ._checks import ArgSet
+from ._checks import ArgSet, real
 
 KERNELS = ("activation_forward", "activation_backward")
 
@@ -27,7 +27,9 @@ def erf(x: np.ndarray) -> np.ndarray:
 
 
 def parse_activation(fn: str, name: str, slope: float) -> str:
-    if not math.isfinite(slope):
+    if not isinstance(name, str):
+        raise TypeError(f"{fn}: activation must be a str, got {type(name).__name__}")
+    if not math.isfinite(real(fn, "negative_slope", slope)):
         raise ValueError(f"{fn}: negative_slope must be a finite number")
     if name not in ACTIVATIONS:
         raise ValueError(f"{fn}: unknown activation '{name}' (expected none, relu, leaky_relu, tanh, sigmoid, "
@@ -72,9 +74,8 @@ def backward_math(act: str, slope: float, g: np.ndarray, x, y) -> np.ndarray:
             return g
         if act in ("relu", "leaky_relu"):
             s = x if x is not None else y
-            if act == "relu":  # 0, not g * 0: an Inf or NaN dy where x <= 0 gives 0 (the kernel, torch)
-                return np.where(s > 0, g, g.dtype.type(0))
-            return np.where(s > 0, g, g * g.dtype.type(slope))
+            # relu: 0 where the input is <= 0, even for a NaN / Inf dy (torch's threshold_backward)
+            return np.where(s > 0, g, g.dtype.type(0) if act == "relu" else g * g.dtype.type(slope))
         if act == "tanh":
             return g * (1 - y * y)
         if act == "sigmoid":

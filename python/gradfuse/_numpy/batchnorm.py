@@ -71,6 +71,7 @@ def batchnorm_forward(x, weight, bias, running_mean, running_var, y, save_mean, 
     """Batch normalization forward (torch.nn.functional.batch_norm), written into y, save_mean and
     save_invstd (and running_mean / running_var when training). See the C++ docstring."""
     fn = "batchnorm_forward"
+    check.flags(fn, training=training, channels_last=channels_last)
     check.closed_unit(fn, "momentum", momentum)
     check.nonneg(fn, "eps", eps)
     args = check.ArgSet(fn)
@@ -89,7 +90,7 @@ def batchnorm_forward(x, weight, bias, running_mean, running_var, y, save_mean, 
     if (running_mean is None) != (running_var is None):
         args.fail("running_mean and running_var must both be arrays or both be None")
     batch = training or running_mean is None
-    if batch and not eps > 0:
+    if batch and not float(eps) > 0:
         args.fail(f"eps must be > 0 when the batch statistics are used (training), got {float(eps)!r}")
     _check_aliasing(fn, [("x", x, False), ("weight", weight, False), ("bias", bias, False),
                          ("running_mean", running_mean, True), ("running_var", running_var, True), ("y", y, True),
@@ -151,6 +152,7 @@ def batchnorm_backward(dy, x, weight, save_mean, save_invstd, dx, dweight, dbias
     """Batch normalization backward: dx (and dweight = sum(dy xhat), dbias = sum(dy) when given) from
     save_mean and save_invstd of the forward. See the C++ docstring."""
     fn = "batchnorm_backward"
+    check.flags(fn, training=training, channels_last=channels_last)
     args = check.ArgSet(fn)
     dy = args.floating("dy", dy, False)
     x = args.floating("x", x, False)

@@ -41,9 +41,7 @@ def _max_norm(fn: str, max_norm) -> float:
 
 
 def _number(fn: str, name: str, x) -> float:
-    if isinstance(x, (str, bytes)) or not isinstance(x, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{fn}: {name} must be a number, got {type(x).__name__}")
-    return float(x)
+    return check.real(fn, name, x)
 
 
 def _raise_nonfinite(fn: str, what: str, p: float):
@@ -76,7 +74,8 @@ def _lane_tree(lanes: np.ndarray) -> float:
     """16 lane sums added as the kernels add them: a[k] += a[k + w] for w = 8, 4, 2, 1."""
     while lanes.size > 1:
         half = lanes.size // 2
-        lanes = lanes[:half] + lanes[half:]
+        with np.errstate(over="ignore", invalid="ignore"):
+            lanes = lanes[:half] + lanes[half:]
     return float(lanes[0])
 
 
@@ -85,10 +84,12 @@ def _block_value(x: np.ndarray, p: float) -> float:
     if math.isinf(p):
         return float(np.max(np.abs(x))) if x.size else 0.0  # exact; NaN if any element is NaN
     x = np.abs(x.astype(np.float64))  # float32 -> float64 is exact, and so is its square
-    terms = x * x if p == 2 else x if p == 1 else np.power(x, p)
+    with np.errstate(over="ignore"):  # float64 terms may overflow to inf, as in the kernels (no warning)
+        terms = x * x if p == 2 else x if p == 1 else np.power(x, p)
     padded = np.zeros(-(-x.size // LANES) * LANES)
     padded[:x.size] = terms
-    lanes = np.cumsum(padded.reshape(-1, LANES), axis=0)[-1]  # each lane summed in order
+    with np.errstate(over="ignore", invalid="ignore"):
+        lanes = np.cumsum(padded.reshape(-1, LANES), axis=0)[-1]  # each lane summed in order
     return _lane_tree(lanes)
 
 
@@ -106,7 +107,7 @@ def _combine(values, p: float) -> float:
         return acc
     try:
         return math.pow(acc, 1.0 / p)
-    except OverflowError:  # p < 1: a finite sum whose root is beyond double's range; inf, as the kernel
+    except OverflowError:  # p < 1: the root can overflow; the kernels' std::pow gives inf
         return math.inf
 
 
@@ -146,6 +147,7 @@ def clip_grad_norm(grads, *, max_norm, norm_type=2.0, error_if_nonfinite=False):
     together; each is multiplied by min(max_norm / (n + 1e-6), 1) (only when that is below 1). Returns
     n, the norm before clipping. error_if_nonfinite: a NaN/Inf norm raises RuntimeError, nothing written."""
     fn = "clip_grad_norm"
+    check.flag(fn, "error_if_nonfinite", error_if_nonfinite)
     max_norm = _max_norm(fn, max_norm)
     p = _norm_type(fn, norm_type)
     (gs,) = check.tensor_lists(fn, ("grads", grads, True))
@@ -163,6 +165,7 @@ def clip_grad_norm_per_tensor(grads, *, max_norm, norm_type=2.0, error_if_nonfin
     min(max_norm / (n_i + 1e-6), 1). Returns [n_i], one per array (before clipping). error_if_nonfinite:
     a NaN/Inf norm raises RuntimeError, nothing written."""
     fn = "clip_grad_norm_per_tensor"
+    check.flag(fn, "error_if_nonfinite", error_if_nonfinite)
     max_norm = _max_norm(fn, max_norm)
     p = _norm_type(fn, norm_type)
     (gs,) = check.tensor_lists(fn, ("grads", grads, True))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import ArgSet, shape_str
+from ._checks import ArgSet, flags, quiet, shape_str
 from .activation import backward_math, check_saved, forward_math, parse_activation
 
 KERNELS = ("matmul", "dense_forward", "dense_backward")
@@ -24,10 +24,12 @@ def _require_matrix(args: ArgSet, name: str, a) -> None:
         args.fail(f"{name} has a dimension over 2^31 - 1 (the BLAS interface's limit)")
 
 
+@quiet
 def matmul(a, b, c, *, trans_a=False, trans_b=False, accumulate=False):
     """c = op(a) @ op(b), or c += ... with accumulate; op transposes when trans_a / trans_b.
     Deterministic for every thread count."""
     args = ArgSet("matmul")
+    flags(args.fn, trans_a=trans_a, trans_b=trans_b, accumulate=accumulate)
     args.floating("a", a, False)
     args.floating("b", b, False)
     args.floating("c", c, True)
@@ -47,6 +49,7 @@ def matmul(a, b, c, *, trans_a=False, trans_b=False, accumulate=False):
 
 
 
+@quiet
 def dense_forward(x, weight, bias, y, *, activation="none", negative_slope=0.01, z=None):
     """y = activation(x @ weight + bias); weight (in_features, out_features), bias (out_features,) or
     None; z, if given, receives the pre-activation x @ weight + bias (gelu's backward needs it)."""
@@ -75,6 +78,7 @@ def dense_forward(x, weight, bias, y, *, activation="none", negative_slope=0.01,
     y[...] = forward_math(act, negative_slope, pre)
 
 
+@quiet
 def dense_backward(dy, x, weight, dx, dweight, dbias, *, activation="none", y=None, z=None, negative_slope=0.01,
                    accumulate=False, dz=None):
     """Backward of dense_forward: dz = dy * activation'(.) (from y, the forward output, or z, the
@@ -82,6 +86,7 @@ def dense_backward(dy, x, weight, dx, dweight, dbias, *, activation="none", y=No
     weight.T, dweight = x.T @ dz; dx, dweight, dbias may each be None (not computed); accumulate adds into
     dweight and dbias; dz is an optional scratch array (else one is allocated)."""
     args = ArgSet("dense_backward")
+    flags(args.fn, accumulate=accumulate)
     act = parse_activation(args.fn, activation, negative_slope)
     for name, arr, written, optional in (("dy", dy, False, False), ("x", x, False, False),
                                          ("weight", weight, False, False), ("dx", dx, True, True),

@@ -66,7 +66,7 @@ def scale(p: float, dtype) -> np.generic:
 
 def dropout_mask_bytes(n):
     """Bytes of the packed dropout mask of n elements: 8 * ceil(n / 64) (whole 64-bit words)."""
-    n = operator.index(n)
+    n = check.integer("dropout_mask_bytes", "n", n)
     if n < 0:
         raise ValueError(f"dropout_mask_bytes: n must be >= 0, got {n}")
     return 8 * ((n + 63) // 64)

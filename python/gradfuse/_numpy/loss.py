@@ -43,9 +43,7 @@ def _reduction(fn: str, reduction) -> bool:
 
 
 def _int(fn: str, name: str, value) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
-        raise TypeError(f"{fn}: {name} must be an int, got {type(value).__name__}")
-    return int(value)
+    return check.integer(fn, name, value)
 
 
 def _same_memory(a, b) -> bool:

@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from . import _checks as check
+from ._checks import quiet
 
 
 def _torch_sign(x: np.ndarray) -> np.ndarray:
@@ -36,11 +37,13 @@ def _finite(grads, scale) -> bool:
         return all(np.isfinite(g if scale is None else g / scale).all() for g in grads)
 
 
+@quiet
 def sgd(params, grads, momentum_buffers=None, *, step=1, lr=1e-3, momentum=0.0, dampening=0.0,
         weight_decay=0.0, nesterov=False, maximize=False, grad_scale=None, skip_nonfinite=False):
     """SGD step (torch.optim.SGD). momentum_buffers are required when momentum != 0; step == 1
     initialises them with the gradient, as torch does on a parameter's first step."""
     fn = "sgd"
+    check.flags(fn, nesterov=nesterov, maximize=maximize, skip_nonfinite=skip_nonfinite)
     scale = check.grad_scale(fn, grad_scale)
     check.step(fn, step)
     check.nonneg(fn, "lr", lr)
@@ -87,11 +90,14 @@ def _weight_decay(p, g, lr, weight_decay, decoupled):
     return g
 
 
+@quiet
 def adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, step, lr=1e-3, beta1=0.9,
          beta2=0.999, eps=1e-8, weight_decay=0.0, amsgrad=False, decoupled_weight_decay=False,
          maximize=False, grad_scale=None, skip_nonfinite=False):
     """Adam / AdamW (decoupled_weight_decay=True) / AMSGrad (amsgrad=True) step (torch.optim.Adam)."""
     fn = "adam"
+    check.flags(fn, amsgrad=amsgrad, decoupled_weight_decay=decoupled_weight_decay, maximize=maximize,
+                skip_nonfinite=skip_nonfinite)
     scale = _adam_family_checks(fn, grad_scale, step, lr, beta1, beta2, eps, weight_decay)
     ps, gs, ms, vs, vmaxs = check.tensor_lists(
         fn, ("params", params, True), ("grads", grads, False), ("exp_avgs", exp_avgs, True),
@@ -114,10 +120,12 @@ def adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, step, lr
     return True
 
 
+@quiet
 def adagrad(params, grads, state_sums, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0, eps=1e-10,
             maximize=False, grad_scale=None, skip_nonfinite=False):
     """Adagrad step (torch.optim.Adagrad)."""
     fn = "adagrad"
+    check.flags(fn, maximize=maximize, skip_nonfinite=skip_nonfinite)
     scale = check.grad_scale(fn, grad_scale)
     check.step(fn, step)
     for name, value in (("lr", lr), ("lr_decay", lr_decay), ("weight_decay", weight_decay), ("eps", eps)):
@@ -135,12 +143,14 @@ def adagrad(params, grads, state_sums, *, step, lr=1e-2, lr_decay=0.0, weight_de
     return True
 
 
+@quiet
 def rmsprop(params, grads, square_avgs, grad_avgs=None, momentum_buffers=None, *, lr=1e-2, alpha=0.99,
             eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False, maximize=False, grad_scale=None,
             skip_nonfinite=False):
     """RMSprop step (torch.optim.RMSprop). grad_avgs are required when centered, momentum_buffers
     when momentum > 0."""
     fn = "rmsprop"
+    check.flags(fn, centered=centered, maximize=maximize, skip_nonfinite=skip_nonfinite)
     scale = check.grad_scale(fn, grad_scale)
     check.nonneg(fn, "lr", lr)
     check.closed_unit(fn, "alpha", alpha)
@@ -173,10 +183,12 @@ def rmsprop(params, grads, square_avgs, grad_avgs=None, momentum_buffers=None, *
     return True
 
 
+@quiet
 def adadelta(params, grads, square_avgs, acc_deltas, *, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0,
              maximize=False, grad_scale=None, skip_nonfinite=False):
     """Adadelta step (torch.optim.Adadelta)."""
     fn = "adadelta"
+    check.flags(fn, maximize=maximize, skip_nonfinite=skip_nonfinite)
     scale = check.grad_scale(fn, grad_scale)
     check.nonneg(fn, "lr", lr)
     check.closed_unit(fn, "rho", rho)
@@ -196,10 +208,12 @@ def adadelta(params, grads, square_avgs, acc_deltas, *, lr=1.0, rho=0.9, eps=1e-
     return True
 
 
+@quiet
 def adamax(params, grads, exp_avgs, exp_infs, *, step, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8,
            weight_decay=0.0, maximize=False, grad_scale=None, skip_nonfinite=False):
     """Adamax step (torch.optim.Adamax)."""
     fn = "adamax"
+    check.flags(fn, maximize=maximize, skip_nonfinite=skip_nonfinite)
     scale = _adam_family_checks(fn, grad_scale, step, lr, beta1, beta2, eps, weight_decay)
     ps, gs, ms, us = check.tensor_lists(fn, ("params", params, True), ("grads", grads, False),
                                         ("exp_avgs", exp_avgs, True), ("exp_infs", exp_infs, True))
@@ -219,12 +233,15 @@ def _nadam_mu(beta1: float, momentum_decay: float, step: int) -> float:
     return beta1 * (1.0 - 0.5 * 0.96 ** (step * momentum_decay))
 
 
+@quiet
 def nadam(params, grads, exp_avgs, exp_avg_sqs, *, step, mu_product, lr=2e-3, beta1=0.9, beta2=0.999,
           eps=1e-8, weight_decay=0.0, momentum_decay=4e-3, decoupled_weight_decay=False, maximize=False,
           grad_scale=None, skip_nonfinite=False):
     """NAdam step (torch.optim.NAdam). mu_product is the product of the momentum coefficients
     mu_1..mu_step, this step's included (the optimizer keeps it as state)."""
     fn = "nadam"
+    check.flags(fn, decoupled_weight_decay=decoupled_weight_decay, maximize=maximize,
+                skip_nonfinite=skip_nonfinite)
     scale = _adam_family_checks(fn, grad_scale, step, lr, beta1, beta2, eps, weight_decay)
     check.nonneg(fn, "momentum_decay", momentum_decay)
     check.unit(fn, "mu_product", mu_product)
@@ -253,11 +270,14 @@ def _radam_rho_t(beta2: float, step: int) -> tuple[float, float]:
     return rho_inf, rho_inf - 2.0 * step * beta2 ** step / (1.0 - beta2 ** step)
 
 
+@quiet
 def radam(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
           weight_decay=0.0, decoupled_weight_decay=False, maximize=False, grad_scale=None,
           skip_nonfinite=False):
     """RAdam step (torch.optim.RAdam)."""
     fn = "radam"
+    check.flags(fn, decoupled_weight_decay=decoupled_weight_decay, maximize=maximize,
+                skip_nonfinite=skip_nonfinite)
     scale = _adam_family_checks(fn, grad_scale, step, lr, beta1, beta2, eps, weight_decay)
     ps, gs, ms, vs = check.tensor_lists(fn, ("params", params, True), ("grads", grads, False),
                                         ("exp_avgs", exp_avgs, True), ("exp_avg_sqs", exp_avg_sqs, True))
@@ -281,10 +301,13 @@ def radam(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, beta1=0.9, bet
     return True
 
 
+@quiet
 def rprop(params, grads, prevs, step_sizes, *, etaminus=0.5, etaplus=1.2, step_size_min=1e-6,
           step_size_max=50.0, maximize=False, grad_scale=None, skip_nonfinite=False):
     """Rprop step (torch.optim.Rprop)."""
     fn = "rprop"
+    check.flags(fn, maximize=maximize, skip_nonfinite=skip_nonfinite)
+    etaminus, etaplus = check.real(fn, "etaminus", etaminus), check.real(fn, "etaplus", etaplus)
     scale = check.grad_scale(fn, grad_scale)
     if not (0.0 < etaminus < 1.0 < etaplus and math.isfinite(etaplus)):
         raise ValueError(f"{fn}: etas must satisfy 0 < etaminus < 1 < etaplus")
@@ -306,11 +329,13 @@ def rprop(params, grads, prevs, step_sizes, *, etaminus=0.5, etaplus=1.2, step_s
     return True
 
 
+@quiet
 def lion(params, grads, exp_avgs, *, lr=1e-4, beta1=0.9, beta2=0.99, weight_decay=0.0, maximize=False,
          grad_scale=None, skip_nonfinite=False):
     """Lion step (Chen et al. 2023, 'Symbolic Discovery of Optimization Algorithms'), decoupled
     weight decay."""
     fn = "lion"
+    check.flags(fn, maximize=maximize, skip_nonfinite=skip_nonfinite)
     scale = check.grad_scale(fn, grad_scale)
     check.nonneg(fn, "lr", lr)
     check.unit(fn, "beta1", beta1)
@@ -328,6 +353,7 @@ def lion(params, grads, exp_avgs, *, lr=1e-4, beta1=0.9, beta2=0.99, weight_deca
     return True
 
 
+@quiet
 def all_finite(arrays, grad_scale=None):
     """True when every element of every array (divided by grad_scale, if given) is finite."""
     fn = "all_finite"

@@ -10,7 +10,7 @@ import secrets
 import numpy as np
 
 from .. import ops
-from .module import Module, grad_target
+from .module import Module, check_input, grad_target, keep_grad
 from .parameter import Parameter, ParameterArena
 
 _ACTIVATIONS = {None: "none", "none": "none", "linear": "none", "relu": "relu", "leaky_relu": "leaky_relu",
@@ -64,16 +64,22 @@ class Dense(Module):
     def _local_parameters(self):
         return {"weight": self.weight, **({"bias": self.bias} if self.bias is not None else {})}
 
-    def _weight_for_forward(self, training: bool) -> np.ndarray:
-        return self.weight.data
+    def _weight_for_forward(self, training: bool):
+        """(the weight this forward uses, what _commit_forward needs once the kernel succeeded)."""
+        return self.weight.data, None
+
+    def _commit_forward(self, pending) -> None:
+        pass
 
     def forward(self, x, training=None):
         training = self._mode(training)
-        weight = self._weight_for_forward(training)
-        y = np.empty((x.shape[0], self.out_features), weight.dtype)
+        x = check_input(self, "x", x)
+        weight, pending = self._weight_for_forward(training)
+        y = np.empty((x.shape[0] if x.ndim else 0, self.out_features), weight.dtype)
         z = np.empty_like(y) if self.activation in _NEEDS_Z else None
         ops.dense_forward(x, weight, None if self.bias is None else self.bias.data, y,
                           activation=self.activation, negative_slope=self.negative_slope, z=z)
+        self._commit_forward(pending)  # only now: a forward that raised changes no state
         self._cache = (x, weight, y, z)
         return y
 
@@ -89,11 +95,12 @@ class Dense(Module):
         db = grad_target(self.bias, accumulate) if self.bias is not None else None
         ops.dense_backward(dy, x, weight, dx, dw, db, activation=self.activation, y=y, z=z,
                            negative_slope=self.negative_slope, accumulate=accumulate)
-        self._after_backward(accumulate)
+        self._after_backward(accumulate, dw)
+        keep_grad(self.bias, db)
         return dx
 
-    def _after_backward(self, accumulate: bool) -> None:
-        pass
+    def _after_backward(self, accumulate: bool, dw) -> None:
+        keep_grad(self.weight, dw)
 
     def output_shape(self, input_shape):
         return input_shape[:-1] + (self.out_features,)
@@ -122,13 +129,21 @@ class _Masked:
         if "counter" in state:
             self.counter = int(state["counter"])
 
-    def apply(self, x: np.ndarray):
-        """(x masked and scaled, the packed mask); advances the counter."""
+    def draw(self, x: np.ndarray):
+        """(x masked and scaled, the packed mask) for the current counter; advance() moves it on."""
         y = np.empty_like(x)
         mask = np.empty(ops.dropout_mask_bytes(x.size), np.uint8)
         ops.dropout_forward(x, y, mask, p=self.p, seed=self.seed, counter=self.counter)
-        self.counter += 1
         return y, mask
+
+    def advance(self) -> None:
+        self.counter += 1
+
+    def apply(self, x: np.ndarray):
+        """draw(x), then advance the counter (not when the kernel raised)."""
+        out = self.draw(x)
+        self.advance()
+        return out
 
 
 class DropConnect(Dense):
@@ -151,10 +166,15 @@ class DropConnect(Dense):
 
     def _weight_for_forward(self, training):
         if not training or self._masks.p == 0:
-            self._mask = None
-            return self.weight.data
-        masked, self._mask = self._masks.apply(self.weight.data)
-        return masked
+            return self.weight.data, ("eval", None)
+        masked, mask = self._masks.draw(self.weight.data)  # the counter moves once the forward succeeded
+        return masked, ("train", mask)
+
+    def _commit_forward(self, pending):
+        mode, mask = pending
+        if mode == "train":
+            self._masks.advance()
+        self._mask = mask
 
     def _weight_grad_target(self, accumulate):
         if self._mask is None:
@@ -164,8 +184,11 @@ class DropConnect(Dense):
         self._dw_masked = np.empty_like(self.weight.data)
         return self._dw_masked
 
-    def _after_backward(self, accumulate):
-        if self._mask is None or not self.weight.trainable:
+    def _after_backward(self, accumulate, dw):
+        if self._mask is None:
+            keep_grad(self.weight, dw)
+            return
+        if not self.weight.trainable:
             return
         target = grad_target(self.weight, accumulate)
         if accumulate:
@@ -174,6 +197,7 @@ class DropConnect(Dense):
             target += tmp
         else:
             ops.dropout_backward(self._dw_masked, self._mask, target, p=self._masks.p)
+        keep_grad(self.weight, target)
         self._dw_masked = None
 
     def extra_repr(self):
@@ -188,6 +212,10 @@ class BatchNorm(Module):
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
                  track_running_stats: bool = True, channels_last: bool = False, dtype=np.float32):
         super().__init__()
+        if not float(eps) > 0:
+            raise ValueError(f"BatchNorm: eps must be > 0, got {eps}")
+        if momentum is not None and not 0.0 <= float(momentum) <= 1.0:
+            raise ValueError(f"BatchNorm: momentum must be in [0, 1] or None, got {momentum}")
         self.num_features, self.eps, self.momentum = int(num_features), float(eps), momentum
         self.channels_last = bool(channels_last)
         c = self.num_features
@@ -216,11 +244,11 @@ class BatchNorm(Module):
 
     def forward(self, x, training=None):
         training = self._mode(training)
+        x = check_input(self, "x", x)
         momentum = self.momentum
-        if training and self.track_running_stats:
-            self.num_batches_tracked += 1
-            if momentum is None:
-                momentum = 1.0 / self.num_batches_tracked
+        tracking = training and self.track_running_stats
+        if tracking and momentum is None:
+            momentum = 1.0 / (self.num_batches_tracked + 1)  # the cumulative average, this batch included
         batch_stats = training or self.running_mean is None
         y = np.empty_like(x)
         c = self.num_features
@@ -230,6 +258,8 @@ class BatchNorm(Module):
                               self.running_mean, self.running_var, y, save_mean, save_invstd,
                               training=training, momentum=0.0 if momentum is None else momentum, eps=self.eps,
                               channels_last=self.channels_last)
+        if tracking:  # counted once the kernel succeeded: a forward that raised changes no state
+            self.num_batches_tracked += 1
         self._cache = (x, save_mean, save_invstd, batch_stats)
         return y
 
@@ -248,7 +278,12 @@ class BatchNorm(Module):
                                channels_last=self.channels_last)
         if accumulate:
             for name, g in grads.items():
-                grad_target(getattr(self, name), True)[...] += g
+                target = grad_target(getattr(self, name), True)
+                target += g
+                keep_grad(getattr(self, name), target)
+        else:
+            for name, g in grads.items():
+                keep_grad(getattr(self, name), g)
         return dx if need_input_grad else None
 
     def extra_repr(self):
@@ -280,15 +315,23 @@ class Dropout(Module):
         self._masks.load(state)
 
     def forward(self, x, training=None):
+        x = check_input(self, "x", x)
         if not self._mode(training) or self._masks.p == 0:
             self._mask = None
             return x
-        y, self._mask = self._masks.apply(x)
+        y, mask = self._masks.apply(x)
+        self._mask, self._cache = mask, (x.shape, x.dtype)
         return y
 
     def backward(self, dy, *, accumulate=False, need_input_grad=True):
         if self._mask is None:
             return dy
+        dy = check_input(self, "dy", dy)
+        shape, dtype = self._cache
+        if dy.dtype != dtype:
+            raise TypeError(f"Dropout.backward: dy has dtype {dy.dtype} but the forward's input had dtype {dtype}")
+        if dy.shape != shape:  # the mask's size alone would let some wrong shapes through
+            raise ValueError(f"Dropout.backward: dy has shape {dy.shape} but the forward's input had shape {shape}")
         dx = np.empty_like(dy)
         ops.dropout_backward(dy, self._mask, dx, p=self._masks.p)
         return dx
@@ -466,8 +509,18 @@ class Sequential(Module):
         return self.layers[i]
 
     def forward(self, x, training=None):
-        for layer in self.layers:
-            x = layer.forward(x, training)
+        """Each layer in order. When a layer raises (a model whose layers do not fit together), the
+        buffers and counters the layers before it moved (running statistics, dropout counters) are
+        put back: a forward that raised changes no state."""
+        saved = _local_states(self)
+        try:
+            for layer in self.layers:
+                x = layer.forward(x, training)
+        except BaseException:
+            for module, state in saved:
+                if not _same_state(module._local_state(), state):
+                    module._load_local_state(state)
+            raise
         return x
 
     def backward(self, dy, *, accumulate=False, need_input_grad=False):
@@ -526,6 +579,20 @@ class Sequential(Module):
 
     def extra_repr(self):
         return ", ".join(repr(layer) for layer in self.layers)
+
+
+def _local_states(model) -> list:
+    """(module, copy of its buffers and counters) for each module of model that has any."""
+    modules = {}
+    model._collect_states("", modules)
+    return [(m, {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in m._local_state().items()})
+            for m in modules.values() if m._local_state()]
+
+
+def _same_state(now: dict, saved: dict) -> bool:
+    return now.keys() == saved.keys() and all(
+        np.array_equal(now[k], v, equal_nan=True) if isinstance(v, np.ndarray) else now[k] == v
+        for k, v in saved.items())
 
 
 def _mask_sources(layer):

@@ -147,9 +147,24 @@ class Module:
 
 
 def grad_target(p: Parameter, accumulate: bool) -> np.ndarray | None:
-    """Where a backward writes p's gradient: None when p is frozen; p.grad (allocated if missing)."""
+    """Where a backward writes p's gradient: None when p is frozen; p.grad, or a fresh array when p
+    has none yet. A fresh array becomes p.grad only through keep_grad, after the kernel succeeded:
+    a backward that raises leaves p.grad as it was."""
     if not p.trainable:
         return None
     if p.grad is None:
-        p.grad = np.zeros_like(p.data) if accumulate else np.empty_like(p.data)
+        return np.zeros_like(p.data) if accumulate else np.empty_like(p.data)
     return p.grad
+
+
+def keep_grad(p: Parameter | None, grad: np.ndarray | None) -> None:
+    """After a successful backward: a fresh gradient array from grad_target becomes p.grad."""
+    if p is not None and grad is not None and p.grad is None:
+        p.grad = grad
+
+
+def check_input(layer, name: str, x) -> np.ndarray:
+    """TypeError unless x is an ndarray (the kernels check its dtype, layout and shape)."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{type(layer).__name__}: {name} must be a numpy.ndarray, got {type(x).__name__}")
+    return x

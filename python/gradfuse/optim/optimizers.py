@@ -8,31 +8,60 @@ capturable/differentiable=True are refused.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .optimizer import Optimizer
 
+# Hyperparameters are checked here (torch's wording) with the kernels' rules: a value the kernel
+# would refuse at the first step (inf, NaN, a beta of 1, a string) is refused by the constructor,
+# by add_param_group, and by step() after an edit of param_groups, before anything changes.
+
+
+def _number(value, what: str) -> float:
+    if isinstance(value, (str, bytes, bool)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"Invalid {what}: {value!r} (expected a number, got {type(value).__name__})")
+    return float(value)
+
+
+def _nonneg(g, key: str, what: str) -> None:
+    """A finite number >= 0."""
+    value = _number(g[key], what)
+    if not (math.isfinite(value) and value >= 0.0):
+        raise ValueError(f"Invalid {what}: {g[key]}")
+
+
+def _in_unit(value, what: str, closed: bool = False) -> None:
+    """In [0, 1), or [0, 1] when closed."""
+    v = _number(value, what)
+    if not (0.0 <= v < 1.0 or (closed and v == 1.0)):
+        raise ValueError(f"Invalid {what}: {value}")
+
+
+def _pair(g, key: str) -> tuple:
+    value = g[key]
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(f"Invalid {key}: {value!r} (expected a pair of numbers)")
+    return tuple(value)
+
 
 def _lr(g):
-    if not 0.0 <= g["lr"]:
-        raise ValueError(f"Invalid learning rate: {g['lr']}")
+    _nonneg(g, "lr", "learning rate")
 
 
 def _eps(g):
-    if not 0.0 <= g["eps"]:
-        raise ValueError(f"Invalid epsilon value: {g['eps']}")
+    _nonneg(g, "eps", "epsilon value")
 
 
 def _weight_decay(g):
-    if not 0.0 <= g["weight_decay"]:
-        raise ValueError(f"Invalid weight_decay value: {g['weight_decay']}")
+    _nonneg(g, "weight_decay", "weight_decay value")
 
 
 def _betas(g):
-    betas = g["betas"]
+    betas = _pair(g, "betas")
     for i in (0, 1):
-        if not 0.0 <= betas[i] < 1.0:
-            raise ValueError(f"Invalid beta parameter at index {i}: {betas[i]}")
+        _in_unit(betas[i], f"beta parameter at index {i}")
 
 
 class SGD(Optimizer):
@@ -50,12 +79,11 @@ class SGD(Optimizer):
         super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
 
     def _validate(self, g):
-        if g["lr"] < 0.0 or g["lr"] != g["lr"]:
-            raise ValueError(f"Invalid learning rate: {g['lr']}")
-        if g["momentum"] < 0.0:
-            raise ValueError(f"Invalid momentum value: {g['momentum']}")
-        if g["weight_decay"] < 0.0:
-            raise ValueError(f"Invalid weight_decay value: {g['weight_decay']}")
+        _lr(g)
+        _nonneg(g, "momentum", "momentum value")
+        _weight_decay(g)
+        if not math.isfinite(_number(g["dampening"], "dampening value")):
+            raise ValueError(f"Invalid dampening value: {g['dampening']}")
         if g["nesterov"] and (g["momentum"] <= 0 or g["dampening"] != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 
@@ -127,11 +155,9 @@ class Adagrad(Optimizer):
 
     def _validate(self, g):
         _lr(g)
-        if not 0.0 <= g["lr_decay"]:
-            raise ValueError(f"Invalid lr_decay value: {g['lr_decay']}")
+        _nonneg(g, "lr_decay", "lr_decay value")
         _weight_decay(g)
-        if not 0.0 <= g["initial_accumulator_value"]:
-            raise ValueError(f"Invalid initial_accumulator_value value: {g['initial_accumulator_value']}")
+        _nonneg(g, "initial_accumulator_value", "initial_accumulator_value value")
         _eps(g)
 
     def _initial_value(self, g, key):
@@ -157,11 +183,9 @@ class RMSprop(Optimizer):
 
     def _validate(self, g):
         _lr(g), _eps(g)
-        if not 0.0 <= g["momentum"]:
-            raise ValueError(f"Invalid momentum value: {g['momentum']}")
+        _nonneg(g, "momentum", "momentum value")
         _weight_decay(g)
-        if not 0.0 <= g["alpha"]:
-            raise ValueError(f"Invalid alpha value: {g['alpha']}")
+        _in_unit(g["alpha"], "alpha value", closed=True)  # the kernel's range (torch lets alpha > 1 through)
 
     def _used_keys(self, g):
         return tuple(k for k, used in zip(self._state_keys, (True, g["centered"], g["momentum"] > 0)) if used)
@@ -185,8 +209,7 @@ class Adadelta(Optimizer):
 
     def _validate(self, g):
         _lr(g)
-        if not 0.0 <= g["rho"] <= 1.0:
-            raise ValueError(f"Invalid rho value: {g['rho']}")
+        _in_unit(g["rho"], "rho value", closed=True)
         _eps(g), _weight_decay(g)
 
     def _kernel_kwargs(self, g, scalars):
@@ -231,8 +254,7 @@ class NAdam(Optimizer):
 
     def _validate(self, g):
         _lr(g), _eps(g), _betas(g), _weight_decay(g)
-        if not 0.0 <= g["momentum_decay"]:
-            raise ValueError(f"Invalid momentum_decay value: {g['momentum_decay']}")
+        _nonneg(g, "momentum_decay", "momentum_decay value")
 
     @staticmethod
     def _mu_product(g, scalars) -> float:
@@ -288,9 +310,12 @@ class Rprop(Optimizer):
 
     def _validate(self, g):
         _lr(g)
-        etaminus, etaplus = g["etas"]
-        if not 0.0 < etaminus < 1.0 < etaplus:
+        etaminus, etaplus = _pair(g, "etas")
+        if not 0.0 < _number(etaminus, "eta") < 1.0 < _number(etaplus, "eta") < math.inf:
             raise ValueError(f"Invalid eta values: {etaminus}, {etaplus}")
+        smin, smax = _pair(g, "step_sizes")
+        _nonneg({"min": smin}, "min", "minimal step size")
+        _nonneg({"max": smax}, "max", "maximal step size")
 
     def _initial_value(self, g, key):
         return g["lr"] if key == "step_size" else 0.0
