@@ -1,4 +1,4 @@
-"""Peers that run in their own process: DeepSpeed's CPU optimizers and bitsandbytes'.
+"""Peers that run in their own process: DeepSpeed's CPU optimizers, bitsandbytes', torch's fused.
 
 Both bring their own native code and OpenMP runtime (DeepSpeed builds its cpu_adam op with ninja at
 first use; both run on torch, whose libgomp is not ours), so they are timed in a separate Python
@@ -29,8 +29,11 @@ import sys
 import tempfile
 import time
 
-# peer -> (module that must import, algorithms it implements: name -> how to build it)
+# peer -> (module that must import, the algorithms it implements)
 PEERS = {
+    # torch.optim's fused CPU kernels without gradfuse's OpenMP runtime in the process: the in-process
+    # torch rows of bench optim share the cores with our thread pool; these do not
+    "torch-process": ("torch", ("Adam", "AdamW", "SGD", "Adagrad")),
     "deepspeed": ("deepspeed", ("Adam", "AdamW", "Adagrad")),
     "bnb": ("bitsandbytes", ("Adam", "AdamW", "SGD", "Adagrad", "RMSprop")),
     "bnb-8bit": ("bitsandbytes", ("Adam", "AdamW")),
@@ -76,6 +79,9 @@ def _probe(peer: str) -> dict:
 def _optimizer(peer: str, algorithm: str, params: list, kwargs: dict):
     if algorithm not in PEERS[peer][1]:
         raise NotImplementedError(f"{peer} has no {algorithm}")
+    if peer == "torch-process":
+        import torch
+        return getattr(torch.optim, algorithm)(params, fused=True, **kwargs)
     if peer == "deepspeed":
         if algorithm == "Adagrad":
             from deepspeed.ops.adagrad import DeepSpeedCPUAdagrad

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 COLORS = {"gradfuse": "#d62728", "numpy": "#7f7f7f", "torch-fused": "#1f77b4", "torch-foreach": "#6baed6",
-          "torch-forloop": "#c6dbef", "torch": "#1f77b4", "torch-fused-adam": "#6baed6", "torch.mm": "#1f77b4",
+          "torch-forloop": "#c6dbef", "torch": "#08519c", "torch-fused-adam": "#9ecae1", "torch-process": "#17becf", "torch.mm": "#1f77b4",
           "deepspeed": "#2ca02c", "bnb": "#ff7f0e", "bnb-8bit": "#fdae6b", "touch": "#000000"}
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import math
 import os
 import sys
 import time
@@ -66,7 +67,10 @@ MODES = {
                       0.02),
 }
 SWEEP_ALGORITHMS = ("Adam", "SGD")
-SWEEP_REMOTE = ("deepspeed",)       # bitsandbytes' CPU path takes seconds per step at 64M
+# bitsandbytes' CPU optimizers are torch-op loops (~0.1 s per step for 1M Adam parameters on 2 cores):
+# left out of the larger rows to keep --full within its time budget
+REMOTE_MAX_PARAMS = {"bnb": 4 * 2**20, "bnb-8bit": 4 * 2**20}
+SWEEP_REMOTE = ("deepspeed",)       # bitsandbytes' CPU path takes seconds per step at 64M; torch is here
 
 
 # ---- peers in another process ---------------------------------------------------------------------------
@@ -92,6 +96,11 @@ class RemotePeers:
             status = self.status.get(name, {})
             if not status.get("available"):
                 skipped[name] = status.get("reason", "not available")
+                continue
+            params = sum(math.prod(s) for s in shapes)
+            if params > REMOTE_MAX_PARAMS.get(name, params):
+                skipped[name] = (f"left out above {optim_suite._size(REMOTE_MAX_PARAMS[name])} parameters "
+                                 "(too slow for the time budget)")
                 continue
             try:
                 impls[name] = self.process.step(name, algorithm, kwargs, shapes, dtype, self.threads)
@@ -352,8 +361,9 @@ def run(args) -> dict:
         return value
 
     try:
-        if args.peers:
-            remote = part("peers", lambda: RemotePeers(args.peers, args.peer_python, gf.get_num_threads()))
+        peers = [p for p in args.peers if not (args.no_torch and p == "torch-process")]
+        if peers:
+            remote = part("peers", lambda: RemotePeers(peers, args.peer_python, gf.get_num_threads()))
             result["peers"] = remote.status
         else:
             result["peers"] = {}
