@@ -512,7 +512,9 @@ def markdown(result: dict, command: str) -> str:
               "faster). **of limit** = gradfuse's rate as a fraction of the row's limit: for optimizer rows the "
               "touch of the same arrays (read p, g, state; write p, state; no math), for batch norm and dropout "
               "the read-modify-write bandwidth, for dense layers, GEMM and the training step the FMA peak on all "
-              "threads. DeepSpeed and bitsandbytes run in their own process, interleaved with the rest.", ""]
+              "threads. DeepSpeed, bitsandbytes and torch-process (torch.optim fused, without gradfuse's "
+              "OpenMP runtime in the process) run in a second process, their samples interleaved with the rest. "
+              "An empty cell: that peer has no such kernel; skip: see the reasons below the table.", ""]
     lines.append(_md_table(*table_rows(rows, peers)))
     reasons = skipped_reasons(rows)
     if reasons:
