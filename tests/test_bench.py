@@ -329,3 +329,16 @@ def test_bench_all_is_the_default_and_the_suites_still_parse():
     assert args.func is optim.main and args.quick
     proc = _run("bench", "--quick", "--full")
     assert proc.returncode == 2  # mutually exclusive
+
+
+def test_peer_process_that_hangs_is_killed_and_reported(tmp_path):
+    """A peer process that never answers: the call gives up after the timeout, the process is killed."""
+    from gradfuse.bench._peer import PeerProcess
+    silent = tmp_path / "silent.py"
+    silent.write_text("import sys, time\nsys.stdin.readline()\ntime.sleep(60)\n")
+    process = PeerProcess(setup_timeout_s=0.5, script=str(silent))
+    try:
+        status = process.probe(["deepspeed"])
+    finally:
+        process.close()
+    assert status["deepspeed"]["available"] is False and "did not answer" in status["deepspeed"]["reason"]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 import tempfile
@@ -155,19 +156,21 @@ def serve() -> None:
 class PeerProcess:
     """The peer process, started on first use; every call waits for its one-line answer."""
 
-    def __init__(self, python: str | None = None, setup_timeout_s: float = 900.0):
+    def __init__(self, python: str | None = None, setup_timeout_s: float = 900.0, script: str | None = None):
+        # setup_timeout_s bounds every answer: the slowest is the probe, which builds DeepSpeed's op
         self.python = python or sys.executable
         self.setup_timeout_s = setup_timeout_s
         self._proc = None
         self._log = None
         self._keys = 0
+        self._script = script or os.path.abspath(__file__)  # the server (another only in tests)
         self.dead: str | None = None  # why the process is gone
 
     def _start(self):
         env = dict(os.environ)
         env.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed: the CPU accelerator, no CUDA probing
         self._log = tempfile.TemporaryFile(mode="w+")
-        self._proc = subprocess.Popen([self.python, os.path.abspath(__file__)], stdin=subprocess.PIPE,
+        self._proc = subprocess.Popen([self.python, self._script], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, stderr=self._log, text=True, env=env, bufsize=1)
 
     def call(self, cmd: str, **msg) -> dict:
@@ -181,6 +184,12 @@ class PeerProcess:
                 raise RuntimeError(self.dead) from exc
         self._proc.stdin.write(json.dumps({"cmd": cmd, **msg}) + "\n")
         self._proc.stdin.flush()
+        # one request, one line back: nothing stays buffered, so select() on the pipe is reliable
+        ready, _, _ = select.select([self._proc.stdout], [], [], self.setup_timeout_s)
+        if not ready:
+            self._proc.kill()
+            self.dead = f"peer process did not answer {cmd!r} within {self.setup_timeout_s:.0f} s (killed)"
+            raise RuntimeError(self.dead)
         line = self._proc.stdout.readline()
         if not line:
             self._log.seek(0)
