@@ -151,7 +151,7 @@ def run_sweep(mode: SuiteMode, torch, remote: RemotePeers | None, sleep_s: float
                 impls.update(remote_impls)
             impls["gradfuse"]()
             states = optim_suite._state_lists(gf_opt, built, algo)
-            impls["touch"] = lambda states=states: _core._touch(built.arrays, built.grads, *states)
+            impls["touch"] = lambda b=built, states=states: _core._touch(b.arrays, b.grads, *states)
             m = H.measure_interleaved(impls, repeats=mode.sweep_repeats, warmup=2, min_sample_s=mode.min_sample_s,
                                       sleep_s=sleep_s, required=("gradfuse", "numpy", "touch"),
                                       warmup_budget_s=0.5)
