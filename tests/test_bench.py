@@ -4,13 +4,16 @@ Timings and speedups are never asserted (shared, noisy machines); only that the 
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from gradfuse._ext import _core
@@ -160,3 +163,182 @@ def test_bench_train_quick_reports_every_implementation_and_the_breakdown(tmp_pa
     parts = result["breakdown_ms"]
     assert {"GEMM (dense layers)", "batch norm", "dropout", "optimizer (Adam)", "Python and the rest"} <= set(parts)
     assert parts["total"] > 0 and "where a gradfuse step goes" in proc.stdout
+
+
+# ---- the whole suite (`python -m gradfuse bench`) ------------------------------------------------------
+def _shadow_modules(root: Path, *names: str) -> str:
+    """A directory whose packages `names` raise ImportError: put first on PYTHONPATH, the peer process
+    sees them as not installed whether or not they are."""
+    for name in names:
+        pkg = root / name
+        pkg.mkdir(parents=True, exist_ok=True)
+        (pkg / "__init__.py").write_text(f"raise ImportError('{name} is not installed here')\n")
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def smoke_suite(tmp_path_factory):
+    """`bench --smoke --out DIR` run once in this process (tiny sizes, one repeat), with the
+    DeepSpeed and bitsandbytes peers made unimportable."""
+    from gradfuse.__main__ import build_parser
+    if _core is None:
+        pytest.skip("the C++ extension is not available")
+    out = tmp_path_factory.mktemp("suite")
+    shadow = _shadow_modules(out / "shadow", "deepspeed", "bitsandbytes")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PYTHONPATH", os.pathsep.join(p for p in (shadow, os.environ.get("PYTHONPATH")) if p))
+    try:
+        args = build_parser().parse_args(["bench", "--smoke", "--out", str(out / "result"),
+                                          "--peers", "deepspeed,bnb,bnb-8bit,torch-process"])
+        stdout = io.StringIO()
+        with contextlib.redirect_stdout(stdout):
+            code = args.func(args)
+    finally:
+        mp.undo()
+    result = json.loads((out / "result" / "suite.json").read_text())
+    return code, stdout.getvalue(), out / "result", result
+
+
+@needs_core
+def test_bench_suite_writes_json_markdown_and_charts(smoke_suite):
+    code, stdout, out, result = smoke_suite
+    assert code == 0
+    assert {"suite.json", "suite.md"} <= {p.name for p in out.iterdir()}
+    assert {"machine", "limits", "settings", "parts", "rows", "sizes", "scaling", "peers", "elapsed_s"} <= set(result)
+    assert result["mode"] == "smoke" and set(result["parts"]) == {"optim", "layers", "train"}
+    machine = result["machine"]
+    assert machine["cpu_count"] >= 1 and machine["gradfuse"]["isa"] and machine["numpy"]
+    assert isinstance(machine["caches"], list) and isinstance(machine["cpu_flags"], list)
+    limits = result["limits"]
+    assert limits["rmw_gb_per_s"] > 0 and limits["fma_gflops_1_thread"] > 0 and limits["fma_gflops_all"] > 0
+    # the table on the terminal and in the report
+    assert "gradfuse ms" in stdout and "of limit" in stdout and "thread scaling" in stdout
+    md = (out / "suite.md").read_text()
+    assert "| part | kernel |" in md and "## Thread scaling" in md
+
+
+@needs_core
+def test_bench_suite_rows_have_every_implementation_and_their_limit(smoke_suite):
+    result = smoke_suite[3]
+    rows = result["rows"]
+    assert {r["part"] for r in rows} == {"optim", "layers", "train"}
+    assert {r["kernel"] for r in rows if r["part"] == "optim"} == {"Adam", "SGD"}
+    for r in rows:
+        assert r["unit"] in ("GB/s", "GFLOP/s") and r["limit"]["value"] > 0
+        assert r["limit"]["unit"] == r["unit"]
+        g = r["cells"]["gradfuse"]
+        assert g["ms"] > 0 and g["rate"] > 0 and g["frac_of_limit"] > 0 and g["speedup"] == 1.0
+        assert r["cells"]["numpy"]["ms"] > 0 and r["cells"]["numpy"]["speedup"] > 0
+        if HAS_TORCH:
+            assert any(k.startswith("torch") and "ms" in c for k, c in r["cells"].items()), r
+    gemm = [r for r in rows if r["kernel"].startswith("gemm")]
+    assert gemm and all(r["limit"]["name"].startswith("FMA") for r in gemm)
+
+
+@needs_core
+def test_bench_suite_missing_peer_is_a_skipped_cell(smoke_suite):
+    result = smoke_suite[3]
+    for peer in ("deepspeed", "bnb", "bnb-8bit"):
+        assert result["peers"][peer]["available"] is False
+        assert "not installed" in result["peers"][peer]["reason"]
+    adam = [r for r in result["rows"] if r["kernel"] == "Adam"]
+    sgd = [r for r in result["rows"] if r["kernel"] == "SGD"]
+    for r in adam:
+        assert "not installed" in r["cells"]["deepspeed"]["skipped"]
+        assert "not installed" in r["cells"]["bnb-8bit"]["skipped"]
+    for r in sgd:
+        assert "deepspeed" not in r["cells"]  # DeepSpeed has no SGD: no cell at all
+        assert "not installed" in r["cells"]["bnb"]["skipped"]
+    assert "skipped deepspeed: not installed" in smoke_suite[1]
+
+
+@needs_core
+@pytest.mark.skipif(not HAS_TORCH, reason="the peer process runs torch.optim")
+def test_bench_suite_peer_process_rows_are_timed(smoke_suite):
+    """torch's fused optimizers in the peer process: timed there, interleaved with the rest."""
+    result = smoke_suite[3]
+    assert result["peers"]["torch-process"]["available"] is True
+    for r in result["rows"]:
+        if r["part"] == "optim":
+            cell = r["cells"]["torch-process"]
+            assert cell["ms"] > 0 and cell["speedup"] > 0
+
+
+@needs_core
+def test_bench_suite_sizes_and_threads(smoke_suite):
+    result = smoke_suite[3]
+    sizes = result["settings"]["sweep_sizes"]
+    for algo in ("Adam", "SGD"):
+        for impl in ("gradfuse", "numpy", "touch"):
+            got = sorted(r["params"] for r in result["sizes"] if r["algorithm"] == algo and r["impl"] == impl)
+            assert got == sorted(sizes)
+    assert all(r["ms"] > 0 for r in result["sizes"] if r["impl"] != "deepspeed")
+    threads = result["settings"]["scaling_threads"]
+    assert threads[0] == 1 and threads[-1] == os.cpu_count()
+    cases = {r["case"] for r in result["scaling"]}
+    assert any(c.startswith("Adam") for c in cases) and any(c.startswith("GEMM") for c in cases)
+    for case in cases:
+        mine = [r for r in result["scaling"] if r["case"] == case and r["impl"] == "gradfuse"]
+        assert sorted(r["threads"] for r in mine) == threads
+        assert all(r["ms"] > 0 and r["speedup"] > 0 for r in mine)
+
+
+@needs_core
+def test_bench_suite_charts_are_nonblank_pngs(smoke_suite):
+    pytest.importorskip("matplotlib")
+    from matplotlib.image import imread
+    out, result = smoke_suite[2], smoke_suite[3]
+    assert result["charts"] == ["speedup.png", "sizes.png", "threads.png"] and result["charts_skipped"] is None
+    for name in result["charts"]:
+        image = imread(out / name)
+        assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 200
+        pixels = image[::3, ::3].reshape(-1, image.shape[2])
+        assert len(np.unique(pixels, axis=0)) > 16  # more than a blank canvas and a frame
+        assert f"({name})" in (out / "suite.md").read_text()
+
+
+@needs_core
+def test_bench_suite_without_matplotlib_skips_the_charts(smoke_suite, tmp_path, monkeypatch):
+    from gradfuse.bench import charts, suite
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
+    written, why = charts.draw_all(smoke_suite[3], str(tmp_path))
+    assert written == [] and "matplotlib" in why
+    assert list(tmp_path.iterdir()) == []
+    result = dict(smoke_suite[3], charts=written, charts_skipped=why)
+    assert "Charts skipped: matplotlib" in suite.markdown(result, "python -m gradfuse bench")
+    assert "charts skipped: matplotlib" in suite.report(result)
+
+
+def test_peer_process_reports_missing_and_unknown_peers():
+    from gradfuse.bench._peer import PeerProcess
+    process = PeerProcess()
+    try:
+        status = process.probe(["nosuch-peer"])
+    finally:
+        process.close()
+    assert status == {"nosuch-peer": {"available": False, "reason": "unknown peer 'nosuch-peer'"}}
+
+
+@needs_core
+def test_bench_all_is_the_default_and_the_suites_still_parse():
+    from gradfuse.__main__ import build_parser
+    from gradfuse.bench import optim, suite
+    args = build_parser().parse_args(["bench"])
+    assert args.func is suite.main and args.suite is None and not args.full
+    args = build_parser().parse_args(["bench", "optim", "--quick"])
+    assert args.func is optim.main and args.quick
+    proc = _run("bench", "--quick", "--full")
+    assert proc.returncode == 2  # mutually exclusive
+
+
+def test_peer_process_that_hangs_is_killed_and_reported(tmp_path):
+    """A peer process that never answers: the call gives up after the timeout, the process is killed."""
+    from gradfuse.bench._peer import PeerProcess
+    silent = tmp_path / "silent.py"
+    silent.write_text("import sys, time\nsys.stdin.readline()\ntime.sleep(60)\n")
+    process = PeerProcess(setup_timeout_s=0.5, script=str(silent))
+    try:
+        status = process.probe(["deepspeed"])
+    finally:
+        process.close()
+    assert status["deepspeed"]["available"] is False and "did not answer" in status["deepspeed"]["reason"]

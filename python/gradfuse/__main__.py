@@ -2,6 +2,7 @@
 
     python -m gradfuse config                  # the build and runtime configuration (gf.show_config())
     python -m gradfuse demo [--backend numpy]  # train an MLP on scikit-learn's digits, plot the curves
+    python -m gradfuse bench [options]         # every part, one report and charts (see: bench --help)
     python -m gradfuse bench optim [options]   # the optimizer benchmark (see: bench optim --help)
     python -m gradfuse bench layers [options]  # batch norm, dropout, dense layers, GEMM
     python -m gradfuse viz [--out DIR]         # optimizer paths on 2-D surfaces, schedules, fit curves (PNGs)
@@ -33,9 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_arguments(commands.add_parser("demo", help=demo.HELP))
     from . import viz
     viz.add_arguments(commands.add_parser("viz", help=viz.HELP))
-    bench = commands.add_parser("bench", help="run a benchmark suite (optim, layers)",
+    from .bench import suite
+    bench = commands.add_parser("bench", help="run the benchmark (every part, or one: optim, layers, train)",
                                 description="Benchmark suites: each runs its implementations interleaved "
-                                            "in one process and reports medians.")
+                                            "and reports medians. Without a suite name: every part, one "
+                                            "report, charts.\n\n" + suite.__doc__.split("\n\n", 2)[2],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     from .bench import add_subcommands
     add_subcommands(bench)
     return parser

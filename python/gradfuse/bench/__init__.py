@@ -1,5 +1,7 @@
 """gradfuse's benchmark suites, run from the command line:
 
+    python -m gradfuse bench [--quick | --full | --smoke] [--out DIR] [--peers ...] [--peer-python PYTHON]
+                                                # every part, one report, charts (suite.py)
     python -m gradfuse bench optim [--quick | --full] [--repeats N] [--out DIR] [--threads N] [--no-torch]
     python -m gradfuse bench layers [--quick] [--repeats N] [--out DIR] [--threads N] [--no-torch]
     python -m gradfuse bench train [--quick] [--repeats N] [--out DIR] [--threads N] [--no-torch]
@@ -22,8 +24,10 @@ SUITES = {
 
 
 def add_subcommands(parser: argparse.ArgumentParser) -> None:
-    """Add one sub-command per suite to the `bench` parser."""
-    sub = parser.add_subparsers(dest="suite", metavar="SUITE", required=True)
+    """Add one sub-command per suite to the `bench` parser; without one, `bench` runs them all."""
+    from . import suite
+    suite.add_arguments(parser)
+    sub = parser.add_subparsers(dest="suite", metavar="SUITE")
     for name, module_name in SUITES.items():
         module = importlib.import_module(module_name)
         module.add_arguments(sub.add_parser(name, help=module.HELP))

@@ -88,6 +88,10 @@ def measure_interleaved(impls: dict[str, Callable[[], object]], *, repeats: int,
     warmup_budget_s; the last one sizes `number`); then `repeats`
     rounds, round r running the implementations in the order rotated by r. An implementation that
     raises is dropped and its error recorded, unless it is in `required` (the error propagates).
+
+    A callable with a `timed(number) -> seconds` method (a peer in another process, see _peer.py)
+    times itself: its sample is what timed() reports, so the round trip to the other process is
+    not counted.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
@@ -101,9 +105,7 @@ def measure_interleaved(impls: dict[str, Callable[[], object]], *, repeats: int,
                 if i >= 2 and spent > warmup_budget_s:  # a slow step is warm after two calls
                     break
                 time.sleep(sleep_s)
-                t0 = time.perf_counter()
-                fn()
-                last = time.perf_counter() - t0
+                last = _run_timed(fn, 1)
                 spent += last
         except Exception as exc:  # noqa: BLE001 - a peer that cannot run is a skipped cell
             if name in required:
@@ -125,10 +127,7 @@ def measure_interleaved(impls: dict[str, Callable[[], object]], *, repeats: int,
                 fn, number = live[name], numbers[name]
                 time.sleep(sleep_s)
                 try:
-                    t0 = time.perf_counter()
-                    for _ in range(number):
-                        fn()
-                    dt = time.perf_counter() - t0
+                    dt = _run_timed(fn, number)
                 except Exception as exc:  # noqa: BLE001
                     if name in required:
                         raise
@@ -142,6 +141,17 @@ def measure_interleaved(impls: dict[str, Callable[[], object]], *, repeats: int,
     for name in live:
         result.timings[name] = Timing(samples[name], numbers[name])
     return result
+
+
+def _run_timed(fn, number: int) -> float:
+    """Seconds for `number` back-to-back calls of fn."""
+    timed = getattr(fn, "timed", None)
+    if timed is not None:
+        return timed(number)
+    t0 = time.perf_counter()
+    for _ in range(number):
+        fn()
+    return time.perf_counter() - t0
 
 
 # ---- peers and threads -----------------------------------------------------------------------------------
@@ -210,6 +220,63 @@ def cpu_busy_fraction(interval_s: float = 0.3) -> float | None:
     return None if total <= 0 else max(0.0, min(1.0, 1.0 - (idle1 - idle0) / total))
 
 
+CACHE_DIR = "/sys/devices/system/cpu/cpu0/cache"
+ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
+             "avx512_fp16", "amx_tile")
+
+
+def _parse_size(text: str) -> int:
+    """'48K' -> 49152 (sysfs cache sizes)."""
+    units = {"K": 2**10, "M": 2**20, "G": 2**30}
+    text = text.strip()
+    return int(text[:-1]) * units[text[-1]] if text and text[-1] in units else int(text)
+
+
+def _count_cpus(cpu_list: str) -> int:
+    """'0-1,4' -> 3 (sysfs shared_cpu_list)."""
+    n = 0
+    for part in cpu_list.strip().split(","):
+        lo, _, hi = part.partition("-")
+        n += int(hi or lo) - int(lo) + 1
+    return n
+
+
+def cpu_caches(cache_dir: str = CACHE_DIR) -> list[dict]:
+    """cpu0's caches from sysfs: level, type, size per instance, the cpus sharing one instance, and
+    the total over the machine (instances = cpus / sharing cpus). [] where sysfs does not say."""
+    caches = []
+    try:
+        entries = sorted(e for e in os.listdir(cache_dir) if e.startswith("index"))
+    except OSError:
+        return caches
+    cpus = os.cpu_count() or 1
+    for entry in entries:
+        def read(name):
+            with open(os.path.join(cache_dir, entry, name), encoding="ascii") as f:
+                return f.read().strip()
+        try:
+            size = _parse_size(read("size"))
+            sharing = _count_cpus(read("shared_cpu_list"))
+            caches.append({"level": int(read("level")), "type": read("type"), "bytes": size,
+                           "shared_by_cpus": sharing, "total_bytes": size * max(1, cpus // max(1, sharing))})
+        except (OSError, ValueError, IndexError, KeyError):
+            continue
+    return caches
+
+
+def cpu_flags() -> list[str]:
+    """The vector ISA extensions /proc/cpuinfo lists (of ISA_FLAGS)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    have = set(line.split(":", 1)[1].split())
+                    return [flag for flag in ISA_FLAGS if flag in have]
+    except OSError:
+        pass
+    return []
+
+
 def machine_info(torch=None, torch_missing: str | None = None) -> dict:
     import gradfuse as gf
     info = {
@@ -220,6 +287,8 @@ def machine_info(torch=None, torch_missing: str | None = None) -> dict:
         "cpu_count": os.cpu_count(),
         "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "mem_total_gib": _meminfo_gib(),
+        "caches": cpu_caches(),
+        "cpu_flags": cpu_flags(),
         "numpy": np.__version__,
         "torch": torch.__version__ if torch is not None else None,
         "torch_missing": torch_missing,

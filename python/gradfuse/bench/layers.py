@@ -221,7 +221,8 @@ def machine_limits(quick: bool) -> dict:
 
 
 # ---- running and reporting ------------------------------------------------------------------------------
-def run(args) -> dict:
+def run(args, limits: dict | None = None) -> dict:
+    """limits: machine_limits() measured by the caller (the whole suite measures them once)."""
     import gradfuse as gf
     torch, torch_missing = H.import_torch(args.no_torch)
     H.set_threads(args.threads, torch)
@@ -230,7 +231,7 @@ def run(args) -> dict:
     quick = args.quick
     repeats = args.repeats or (3 if quick else 7)
     rng = np.random.default_rng(0)
-    limits = machine_limits(quick)
+    limits = limits or machine_limits(quick)
     builders = ([lambda s=s: batchnorm_cases(s, torch, rng) for s in (BN_SHAPES_QUICK if quick else BN_SHAPES)]
                 + [lambda: dropout_cases(DROPOUT_N_QUICK if quick else DROPOUT_N, torch, rng)]
                 + [lambda s=s: dense_cases(s, torch, rng) for s in (DENSE_SHAPES_QUICK if quick else DENSE_SHAPES)])

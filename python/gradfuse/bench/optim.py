@@ -131,6 +131,8 @@ MODES = {
     "quick": Mode(3, 1, 0.0, tuple(_workloads(2**18, 2**20, 256, 1024, (784, 128, 128, 10))), False, 0.002),
     "default": Mode(9, 3, 0.02, tuple(_workloads(16 * 2**20, 64 * 2**20, 256, 4096, (784, 1024, 1024, 10))),
                     False, 0.02),
+    # tiny arrays, one repeat: only for `bench --smoke` (the tests), which checks that everything runs
+    "smoke": Mode(1, 1, 0.0, tuple(_workloads(2**12, 2**14, 8, 1024, (16, 8, 4))), False, 0.0),
     "full": Mode(15, 5, 0.05, tuple(_workloads(16 * 2**20, 64 * 2**20, 256, 4096, (784, 1024, 1024, 10))),
                  True, 0.05),
 }
@@ -235,29 +237,42 @@ def _cell_row(w: Workload, algo: Algorithm, impl: str, timing: H.Timing | None, 
 
 
 def run_group(w: Workload, algo: Algorithm, built: Built, torch, mode: Mode, repeats: int,
-              sleep_s: float) -> list[dict]:
+              sleep_s: float, remote=None) -> list[dict]:
+    """One row group. remote (suite.RemotePeers or None): peers in another process that step arrays
+    of the same shapes, timed interleaved with the rest."""
     errors: dict[str, str] = {}
     impls, keep = _impls_for(algo, built, torch, errors)
+    remote_names: list[str] = []
+    if remote is not None:
+        remote_impls, remote_errors = remote.impls_for(algo.name, algo.kwargs, w.shapes, w.dtype)
+        remote_names = [*remote_impls, *remote_errors]
+        impls.update(remote_impls)
+        errors.update(remote_errors)
+        keep.append(remote_impls)
     m = H.measure_interleaved(impls, repeats=repeats, warmup=mode.warmup, min_sample_s=mode.min_sample_s,
                               sleep_s=sleep_s, required=("gradfuse", "numpy", "touch"))
     errors.update(m.errors)
+    if remote is not None:
+        remote.release(keep[-1])
     del keep, impls
     bpp = bytes_per_param(algo, w.dtype)
     touch = m.timings["touch"]
     gf_t = m.timings["gradfuse"].median
     rows = []
-    for impl in IMPLS:
+    for impl in (*IMPLS, *remote_names):
         if impl.startswith("torch") and torch is None:
             continue
         timing = m.timings.get(impl)
         row = _cell_row(w, algo, impl, timing, bpp)
+        if impl in remote_names:
+            row["process"] = "peer"
         if timing is None:
             row["skipped"] = errors.get(impl, "not run")
         else:
             row["ceiling_gb_per_s"] = w.params * bpp / touch.median / 1e9
             row["frac_of_ceiling"] = touch.median / timing.median
             row["frac_of_ceiling_best"] = touch.min / timing.min  # least disturbed samples
-            if impl in PEERS:
+            if impl in PEERS or impl in remote_names:
                 row["gradfuse_speedup"] = timing.median / gf_t
         rows.append(row)
     gf_row = next(r for r in rows if r["impl"] == "gradfuse")
@@ -305,13 +320,15 @@ def run_overhead(torch, mode: Mode, repeats: int, sleep_s: float, algorithms, pr
     return rows
 
 
-def run(args) -> dict:
+def run(args, remote=None) -> dict:
+    """remote: peers in another process (suite.RemotePeers), timed in the same groups."""
     import gradfuse as gf
     from .._ext import _core
     if _core is None:
         raise SystemExit("bench optim: the gradfuse C++ extension is not available "
                          f"({gf.config()['extension']}); nothing to benchmark")
-    mode_name = "quick" if args.quick else "full" if args.full else "default"
+    mode_name = ("smoke" if getattr(args, "smoke", False) else "quick" if args.quick else "full" if args.full
+                 else "default")
     mode = MODES[mode_name]
     repeats = args.repeats if args.repeats is not None else mode.repeats
     if repeats < 1:
@@ -343,7 +360,7 @@ def run(args) -> dict:
             built = build(w, rng, torch)
             for algo in algorithms:
                 progress.begin(f"{w.label} {algo.name}")
-                result["rows"] += run_group(w, algo, built, torch, mode, repeats, sleep_s)
+                result["rows"] += run_group(w, algo, built, torch, mode, repeats, sleep_s, remote)
                 if w.params >= 2**22:  # torch optimizers sit in reference cycles: free their state now
                     gc.collect()
             if not all(np.isfinite(a).all() for a in built.arrays):
