@@ -104,7 +104,10 @@ def _combine(values, p: float) -> float:
         return math.sqrt(acc)
     if p == 1 or math.isinf(p):
         return acc
-    return math.pow(acc, 1.0 / p)
+    try:
+        return math.pow(acc, 1.0 / p)
+    except OverflowError:  # C's pow, which the kernels call, gives inf there (acc >= 0)
+        return math.inf
 
 
 def _blocks(segment: np.ndarray):
