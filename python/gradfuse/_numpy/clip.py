@@ -106,7 +106,7 @@ def _combine(values, p: float) -> float:
         return acc
     try:
         return math.pow(acc, 1.0 / p)
-    except OverflowError:  # C's pow, which the kernels call, gives inf there (acc >= 0)
+    except OverflowError:  # p < 1: the root can overflow; the kernels' std::pow gives inf
         return math.inf
 
 
