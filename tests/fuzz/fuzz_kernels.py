@@ -34,7 +34,7 @@ DTYPES = [np.float32, np.float64, np.float16, np.int64, np.int32, np.uint8, np.u
 # The dtype and shape an argument of this name needs (labels, masks, Philox words), so that the
 # fuzzer reaches the checks behind the dtype check often enough.
 TYPED_ARGS = {"labels": np.int64, "mask": np.uint8, "counters": np.uint32, "key": np.uint32, "out": np.uint32}
-STRINGS = ["none", "relu", "leaky_relu", "tanh", "sigmoid", "gelu", "silu", "elu", "softplus", "mean", "sum", "",
+STRINGS = ["none", "relu", "leaky_relu", "tanh", "sigmoid", "gelu", "gelu_tanh", "silu", "mean", "sum", "",
            "RELU", "bogus"]
 # What the keyword-only arguments without a default take (their values are fuzzed around these).
 REQUIRED_KEYWORDS = {"step": 1, "seed": 1, "counter": 1, "p": 0.5, "mu_product": 0.5, "max_norm": 1.0,
