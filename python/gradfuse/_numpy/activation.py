@@ -23,7 +23,8 @@ _erf = np.frompyfunc(math.erf, 1, 1)
 
 def erf(x: np.ndarray) -> np.ndarray:
     """Element-wise erf in x's dtype (the C library's, one element at a time)."""
-    return _erf(x).astype(x.dtype) if x.size else x.copy()
+    # np.asarray: on a 0-d array (or a NumPy scalar) the ufunc returns a plain Python float
+    return np.asarray(_erf(x)).astype(x.dtype) if x.size else x.copy()
 
 
 def parse_activation(fn: str, name: str, slope: float) -> str:
