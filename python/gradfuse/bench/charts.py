@@ -34,33 +34,46 @@ def draw_all(result: dict, out_dir: str) -> tuple[list[str], str | None]:
     return written, None
 
 
+# The peers drawn as bars (every peer's number is in suite.md / suite.json): the NumPy twin, torch's
+# fastest optimizer variants and its layers, DeepSpeed and bitsandbytes' 32-bit optimizers.
+CHART_PEERS = ("numpy", "torch-fused", "torch-foreach", "torch", "torch-fused-adam", "deepspeed", "bnb")
+
+
 def speedup_chart(plt, result: dict):
-    from .suite import peer_columns
+    """One panel per part (optimizers; layers and the training step), one group of bars per row."""
     rows = [r for r in result["rows"] if "fp64" not in r["workload"]]
-    peers = peer_columns(rows)
-    peers = [p for p in peers if any("speedup" in r["cells"].get(p, {}) for r in rows)]
-    if not rows or not peers:
+    parts = [("optimizer steps", [r for r in rows if r["part"] == "optim"]),
+             ("layers and the training step", [r for r in rows if r["part"] != "optim"])]
+    panels = []
+    for title, part_rows in parts:
+        peers = [p for p in CHART_PEERS if any("speedup" in r["cells"].get(p, {}) for r in part_rows)]
+        if part_rows and peers:
+            panels.append((title, part_rows, peers))
+    if not panels:
         return None
-    height = 0.8 / len(peers)
-    fig, ax = plt.subplots(figsize=(9, 1.0 + 0.13 * len(rows) * max(2, len(peers))))
-    labels, labelled = [], set()
-    for i, r in enumerate(rows):
-        labels.append(f"{r['kernel']}  {r['workload']}")
-        for j, p in enumerate(peers):
-            cell = r["cells"].get(p, {})
-            if "speedup" in cell:
-                ax.barh(i + (j - (len(peers) - 1) / 2) * height, cell["speedup"], height=height,
-                        color=COLORS.get(p, f"C{j}"), label=None if p in labelled else p)
-                labelled.add(p)
-    ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels(labels, fontsize=7)
-    ax.invert_yaxis()
-    ax.set_xscale("log")
-    ax.axvline(1.0, color="black", linewidth=0.8)
-    ax.set_xlabel("peer time / gradfuse time (log; right of 1: gradfuse is faster)")
-    ax.set_title("gradfuse against each peer, per kernel (fp32)")
-    ax.legend(fontsize=7, loc="lower right")
-    ax.grid(axis="x", which="both", alpha=0.3)
+    bars = max(len(part_rows) * len(peers) for _, part_rows, peers in panels)
+    fig, axes = plt.subplots(1, len(panels), figsize=(7.5 * len(panels), 1.5 + 0.055 * bars), squeeze=False)
+    for ax, (title, part_rows, peers) in zip(axes[0], panels):
+        height = 0.8 / len(peers)
+        for i, r in enumerate(part_rows):
+            for j, p in enumerate(peers):
+                cell = r["cells"].get(p, {})
+                if "speedup" in cell:
+                    ax.barh(i + (j - (len(peers) - 1) / 2) * height, cell["speedup"], height=height,
+                            color=COLORS.get(p, f"C{j}"), label=p)
+        ax.set_yticks(range(len(part_rows)))
+        ax.set_yticklabels([f"{r['kernel']}  {r['workload']}" for r in part_rows], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        ax.axvline(1.0, color="black", linewidth=0.8)
+        ax.set_xlabel("peer time / gradfuse time (log; right of 1: gradfuse is faster)", fontsize=8)
+        ax.set_title(f"{title} (fp32)", fontsize=10)
+        handles, labels = ax.get_legend_handles_labels()
+        unique = dict(zip(labels, handles))  # one entry per peer, in the order drawn
+        ax.legend(unique.values(), unique.keys(), fontsize=7, loc="best")
+        ax.grid(axis="x", which="both", alpha=0.3)
+    fig.suptitle("gradfuse against each peer (every peer's figure: suite.md)", fontsize=11)
+    fig.tight_layout()
     return fig
 
 
