@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import ops
+from .nn.module import check_input
 
 __all__ = ["cross_entropy", "mse", "sum_of_squares", "hinge", "bce_with_logits", "Loss", "CrossEntropyLoss",
            "MSELoss", "SumOfSquaresLoss", "HingeLoss", "BCEWithLogitsLoss", "get_loss"]
@@ -24,13 +25,6 @@ def _labels(fn: str, labels) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
-def _predictions(fn: str, name: str, a) -> np.ndarray:
-    """The model's output: an ndarray (the kernels check its dtype, layout and shape)."""
-    if not isinstance(a, np.ndarray):
-        raise TypeError(f"{fn}: {name} must be a numpy.ndarray, got {type(a).__name__}")
-    return a
-
-
 def _targets(fn: str, name: str, t, dtype) -> np.ndarray:
     """Targets converted to the predictions' dtype (a read-only input: converting is safe)."""
     arr = np.asarray(t)
@@ -42,7 +36,7 @@ def _targets(fn: str, name: str, t, dtype) -> np.ndarray:
 def cross_entropy(logits, labels, *, reduction="mean", ignore_index=-100, label_smoothing=0.0):
     """Softmax cross-entropy from logits (N, K) and integer labels (N,): (loss, dlogits)."""
     labels = _labels("cross_entropy", labels)
-    grad = np.empty_like(_predictions("cross_entropy", "logits", logits))
+    grad = np.empty_like(check_input("cross_entropy", "logits", logits))
     loss = ops.softmax_cross_entropy(logits, labels, grad, reduction=reduction, ignore_index=ignore_index,
                                      label_smoothing=label_smoothing)
     return loss, grad
@@ -50,26 +44,26 @@ def cross_entropy(logits, labels, *, reduction="mean", ignore_index=-100, label_
 
 def mse(pred, target, *, reduction="mean"):
     """Mean squared error: (mean((pred - target)^2), gradient)."""
-    grad = np.empty_like(_predictions("mse", "pred", pred))
+    grad = np.empty_like(check_input("mse", "pred", pred))
     return ops.mse_loss(pred, _targets("mse", "target", target, pred.dtype), grad, reduction=reduction), grad
 
 
 def sum_of_squares(pred, target):
     """The seeds' L2 loss, sum over every element of (pred - target)^2: (loss, gradient)."""
-    grad = np.empty_like(_predictions("sum_of_squares", "pred", pred))
+    grad = np.empty_like(check_input("sum_of_squares", "pred", pred))
     return ops.sum_of_squares_loss(pred, _targets("sum_of_squares", "target", target, pred.dtype), grad), grad
 
 
 def hinge(scores, labels, *, margin=1.0, p=1, reduction="mean"):
     """The multiclass hinge (SVM) loss, torch's multi_margin_loss: (loss, dscores)."""
     labels = _labels("hinge", labels)
-    grad = np.empty_like(_predictions("hinge", "scores", scores))
+    grad = np.empty_like(check_input("hinge", "scores", scores))
     return ops.multi_margin_loss(scores, labels, grad, p=p, margin=margin, reduction=reduction), grad
 
 
 def bce_with_logits(logits, targets, *, reduction="mean", pos_weight=None):
     """Binary cross-entropy from logits (stable): (loss, dlogits)."""
-    grad = np.empty_like(_predictions("bce_with_logits", "logits", logits))
+    grad = np.empty_like(check_input("bce_with_logits", "logits", logits))
     targets = _targets("bce_with_logits", "targets", targets, logits.dtype)
     loss = ops.bce_with_logits(logits, targets, grad, reduction=reduction, pos_weight=pos_weight)
     return loss, grad

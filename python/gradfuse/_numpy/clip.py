@@ -27,21 +27,17 @@ LANES = 16
 
 
 def _norm_type(fn: str, p) -> float:
-    p = _number(fn, "norm_type", p)
+    p = check.real(fn, "norm_type", p)
     if not p > 0:
         raise ValueError(f"{fn}: norm_type must be a number > 0 or inf, got {check._fmt(p)}")
     return p
 
 
 def _max_norm(fn: str, max_norm) -> float:
-    max_norm = _number(fn, "max_norm", max_norm)
+    max_norm = check.real(fn, "max_norm", max_norm)
     if not max_norm >= 0:
         raise ValueError(f"{fn}: max_norm must be a number >= 0 (inf: no clipping), got {check._fmt(max_norm)}")
     return max_norm
-
-
-def _number(fn: str, name: str, x) -> float:
-    return check.real(fn, name, x)
 
 
 def _raise_nonfinite(fn: str, what: str, p: float):
@@ -185,7 +181,7 @@ def clip_grad_value(grads, *, clip_value):
     """torch.nn.utils.clip_grad_value_ on a list of gradients, in place: clamp to [-clip_value, clip_value]
     (NaN stays NaN)."""
     fn = "clip_grad_value"
-    v = _number(fn, "clip_value", clip_value)
+    v = check.real(fn, "clip_value", clip_value)
     if not v >= 0:
         raise ValueError(f"{fn}: clip_value must be a number >= 0, got {check._fmt(v)}")
     (gs,) = check.tensor_lists(fn, ("grads", grads, True))

@@ -42,10 +42,6 @@ def _reduction(fn: str, reduction) -> bool:
     raise ValueError(f"{fn}: reduction must be 'mean' or 'sum', got '{reduction}'")
 
 
-def _int(fn: str, name: str, value) -> int:
-    return check.integer(fn, name, value)
-
-
 def _same_memory(a, b) -> bool:
     """The output is the input itself (allowed for the softmax kernels: in place)."""
     return (a is not None and b is not None and a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
@@ -165,7 +161,7 @@ def softmax_cross_entropy(logits, labels, grad=None, *, reduction="mean", ignore
     fn = "softmax_cross_entropy"
     mean = _reduction(fn, reduction)
     check.closed_unit(fn, "label_smoothing", label_smoothing)
-    ignore_index = _int(fn, "ignore_index", ignore_index)
+    ignore_index = check.integer(fn, "ignore_index", ignore_index)
     s = check.ArgSet(fn)
     logits = s.floating("logits", logits, False)
     labels = s.typed("labels", labels, False, "i", 8, "int64")
@@ -207,7 +203,7 @@ def multi_margin_loss(scores, labels, grad=None, *, p=1, margin=1.0, reduction="
     """Multiclass hinge loss of (N, K) scores and (N,) int64 labels, as torch.nn.functional.multi_margin_loss
     (divided by K); writes d loss / d scores into grad when given. Returns the loss."""
     fn = "multi_margin_loss"
-    p = _int(fn, "p", p)
+    p = check.integer(fn, "p", p)
     if p not in (1, 2):
         raise ValueError(f"{fn}: p must be 1 or 2, got {p}")
     check.finite(fn, "margin", margin)

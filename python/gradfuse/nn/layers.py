@@ -166,13 +166,11 @@ class DropConnect(Dense):
 
     def _weight_for_forward(self, training):
         if not training or self._masks.p == 0:
-            return self.weight.data, ("eval", None)
-        masked, mask = self._masks.draw(self.weight.data)  # the counter moves once the forward succeeded
-        return masked, ("train", mask)
+            return self.weight.data, None
+        return self._masks.draw(self.weight.data)  # the counter moves once the forward succeeded
 
-    def _commit_forward(self, pending):
-        mode, mask = pending
-        if mode == "train":
+    def _commit_forward(self, mask):
+        if mask is not None:
             self._masks.advance()
         self._mask = mask
 

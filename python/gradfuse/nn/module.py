@@ -163,8 +163,10 @@ def keep_grad(p: Parameter | None, grad: np.ndarray | None) -> None:
         p.grad = grad
 
 
-def check_input(layer, name: str, x) -> np.ndarray:
-    """TypeError unless x is an ndarray (the kernels check its dtype, layout and shape)."""
+def check_input(owner, name: str, x) -> np.ndarray:
+    """TypeError unless x is an ndarray (the kernels check its dtype, layout and shape). owner: the
+    layer, or the name of the function, that the message names."""
     if not isinstance(x, np.ndarray):
-        raise TypeError(f"{type(layer).__name__}: {name} must be a numpy.ndarray, got {type(x).__name__}")
+        where = owner if isinstance(owner, str) else type(owner).__name__
+        raise TypeError(f"{where}: {name} must be a numpy.ndarray, got {type(x).__name__}")
     return x

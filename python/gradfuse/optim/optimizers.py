@@ -25,11 +25,15 @@ def _number(value, what: str) -> float:
     return float(value)
 
 
-def _nonneg(g, key: str, what: str) -> None:
+def _nonneg_value(value, what: str) -> None:
     """A finite number >= 0."""
-    value = _number(g[key], what)
-    if not (math.isfinite(value) and value >= 0.0):
-        raise ValueError(f"Invalid {what}: {g[key]}")
+    v = _number(value, what)
+    if not (math.isfinite(v) and v >= 0.0):
+        raise ValueError(f"Invalid {what}: {value}")
+
+
+def _nonneg(g, key: str, what: str) -> None:
+    _nonneg_value(g[key], what)
 
 
 def _in_unit(value, what: str, closed: bool = False) -> None:
@@ -314,8 +318,8 @@ class Rprop(Optimizer):
         if not 0.0 < _number(etaminus, "eta") < 1.0 < _number(etaplus, "eta") < math.inf:
             raise ValueError(f"Invalid eta values: {etaminus}, {etaplus}")
         smin, smax = _pair(g, "step_sizes")
-        _nonneg({"min": smin}, "min", "minimal step size")
-        _nonneg({"max": smax}, "max", "maximal step size")
+        _nonneg_value(smin, "minimal step size")
+        _nonneg_value(smax, "maximal step size")
 
     def _initial_value(self, g, key):
         return g["lr"] if key == "step_size" else 0.0
