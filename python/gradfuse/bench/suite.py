@@ -387,10 +387,6 @@ def run(args) -> dict:
 
 
 # ---- reporting ------------------------------------------------------------------------------------------
-def _ms(x):
-    return optim_suite._ms(x)
-
-
 def _fmt_rate(x: float) -> str:
     return f"{x:.3g}"
 
@@ -409,7 +405,7 @@ def table_rows(rows: list[dict], peers: list[str]) -> tuple[list[str], list[list
     for r in rows:
         g = r["cells"]["gradfuse"]
         frac = g.get("frac_of_limit")
-        table.append([r["part"], r["kernel"], r["workload"], _ms(g["ms"]), f"{_fmt_rate(g['rate'])} {r['unit']}",
+        table.append([r["part"], r["kernel"], r["workload"], optim_suite._ms(g["ms"]), f"{_fmt_rate(g['rate'])} {r['unit']}",
                       "-" if frac is None else f"{frac:.0%}", *(_speedup_cell(r["cells"].get(p)) for p in peers)])
     return headers, table
 
@@ -460,7 +456,7 @@ def sweep_table(result: dict) -> tuple[list[str], list[list[str]]]:
         row = [algo, optim_suite._size(n)]
         for impl in impls:
             c = cells.get((algo, n, impl))
-            row.append("-" if c is None or c["ms"] is None else _ms(c["ms"]))
+            row.append("-" if c is None or c["ms"] is None else optim_suite._ms(c["ms"]))
         row.append(f"{cells[(algo, n, 'gradfuse')]['gb_per_s']:.1f}")
         table.append(row)
     return headers, table
@@ -468,7 +464,7 @@ def sweep_table(result: dict) -> tuple[list[str], list[list[str]]]:
 
 def scaling_table(result: dict) -> tuple[list[str], list[list[str]]]:
     headers = ["case", "impl", "threads", "ms", "rate", "speedup vs 1"]
-    table = [[r["case"], r["impl"], str(r["threads"]), _ms(r["ms"]), f"{_fmt_rate(r['rate'])} {r['unit']}",
+    table = [[r["case"], r["impl"], str(r["threads"]), optim_suite._ms(r["ms"]), f"{_fmt_rate(r['rate'])} {r['unit']}",
               "-" if r["speedup"] is None else f"{r['speedup']:.2f}x"] for r in result["scaling"]]
     return headers, table
 
