@@ -556,7 +556,7 @@ def test_arena_group_spanning_two_arenas_and_a_gap(backend):
             p.grad[...] = g
         opt.step()
         ref.step(grads)
-    assert len(opt._runs[0].bounds) == 3
+    assert len(opt._groups[0].runs.bounds) == 3
     assert_bitwise([p.data for p in params], ref_arrays)
     np.testing.assert_array_equal(a1.parameters[1].data, arrays[1])  # the one left out is untouched
 

@@ -14,11 +14,13 @@ Act parse_activation(const std::string& fn, const std::string& name, double slop
   static const std::pair<const char*, Act> kNames[] = {
       {"none", Act::none},       {"relu", Act::relu}, {"leaky_relu", Act::leaky_relu}, {"tanh", Act::tanh},
       {"sigmoid", Act::sigmoid}, {"gelu", Act::gelu}, {"gelu_tanh", Act::gelu_tanh}};
-  if (!std::isfinite(slope)) raise_value(fn + ": negative_slope must be a finite number");
   for (const auto& [n, a] : kNames)
-    if (name == n) return a;
-  raise_value(fn + ": unknown activation '" + name +
-              "' (expected none, relu, leaky_relu, tanh, sigmoid, gelu or gelu_tanh)");
+    if (name == n) {
+      check_finite(fn, "negative_slope", slope);
+      return a;
+    }
+  value_error(fn, "unknown activation '" + name + "' (expected none, relu, leaky_relu, tanh, sigmoid, gelu or gelu_tanh)",
+              "activation");
 }
 
 ActNeeds activation_needs(Act act) {
@@ -35,13 +37,12 @@ ActNeeds activation_needs(Act act) {
 void check_saved(const ArgSet& args, const std::string& act_name, Act act, double slope, const ArrayArg& x,
                  const ArrayArg& y) {
   const ActNeeds needs = activation_needs(act);
-  if (needs == ActNeeds::y && !y.present)
-    args.fail(act_name + "'s backward needs y (the forward output)");
-  if (needs == ActNeeds::x && !x.present) args.fail(act_name + "'s backward needs x (the forward input)");
+  if (needs == ActNeeds::y && !y.present) args.fail(y, act_name + "'s backward needs y (the forward output)");
+  if (needs == ActNeeds::x && !x.present) args.fail(x, act_name + "'s backward needs x (the forward input)");
   if (needs == ActNeeds::x_or_y && !x.present && !y.present)
-    args.fail(act_name + "'s backward needs x (the forward input) or y (its output)");
+    args.fail(x, act_name + "'s backward needs x (the forward input) or y (its output)");
   if (act == Act::leaky_relu && !x.present && slope < 0)
-    args.fail("leaky_relu's backward needs x (the forward input) when negative_slope < 0");
+    args.fail(x, "leaky_relu's backward needs x (the forward input) when negative_slope < 0");
 }
 
 void bind_activation(py::module_& m) {
@@ -52,14 +53,15 @@ void bind_activation(py::module_& m) {
         const Act act = parse_activation(args.fn(), activation, negative_slope);
         const ArrayArg& ax = args.floating("x", x, false);
         const ArrayArg& ay = args.floating("y", y, true);
-        args.require_shape(ay, ax.shape, "x has shape");
-        if (ay.data != ax.data) args.check_aliasing();  // in place (y is x) is allowed
+        args.require_like(ay, ax);
+        args.allow_in_place(ay, ax);
+        args.check_aliasing();
         const int threads = num_threads();
         py::gil_scoped_release release;
-        if (args.dtype() == DType::f32)
-          GF_CALL(activation_forward<float>, act, negative_slope, ax.ptr<float>(), ay.ptr<float>(), ax.size, threads);
-        else
-          GF_CALL(activation_forward<double>, act, negative_slope, ax.ptr<double>(), ay.ptr<double>(), ax.size, threads);
+        with_dtype(args.dtype(), [&](auto zero) {
+          using T = decltype(zero);
+          GF_CALL(activation_forward<T>, act, negative_slope, ax.ptr<T>(), ay.ptr<T>(), ax.size, threads);
+        });
       },
       "x"_a, "y"_a, py::kw_only(), "activation"_a, "negative_slope"_a = 0.01,
       "y = activation(x), element-wise, any shape; y may be x (in place).");
@@ -71,23 +73,22 @@ void bind_activation(py::module_& m) {
         ArgSet args("activation_backward");
         const Act act = parse_activation(args.fn(), activation, negative_slope);
         const ArrayArg& ady = args.floating("dy", dy, false);
+        const ArrayArg& adx = args.floating("dx", dx, true);
         const ArrayArg& ax = args.floating("x", x, false, true);
         const ArrayArg& ay = args.floating("y", y, false, true);
-        const ArrayArg& adx = args.floating("dx", dx, true);
+        args.require_like(adx, ady);
+        args.require_like(ax, ady);
+        args.require_like(ay, ady);
+        args.allow_in_place(adx, ady);
+        args.check_aliasing();
         check_saved(args, activation, act, negative_slope, ax, ay);
-        args.require_shape(ax, ady.shape, "dy has shape");
-        args.require_shape(ay, ady.shape, "dy has shape");
-        args.require_shape(adx, ady.shape, "dy has shape");
-        if (adx.data != ady.data) args.check_aliasing();  // in place (dx is dy) is allowed
         const int threads = num_threads();
         py::gil_scoped_release release;
-        if (args.dtype() == DType::f32)
-          GF_CALL(activation_backward<float>, act, negative_slope, ady.ptr<float>(), ax.present ? ax.ptr<float>() : nullptr,
-                  ay.present ? ay.ptr<float>() : nullptr, adx.ptr<float>(), ady.size, threads);
-        else
-          GF_CALL(activation_backward<double>, act, negative_slope, ady.ptr<double>(),
-                  ax.present ? ax.ptr<double>() : nullptr, ay.present ? ay.ptr<double>() : nullptr, adx.ptr<double>(),
-                  ady.size, threads);
+        with_dtype(args.dtype(), [&](auto zero) {
+          using T = decltype(zero);
+          GF_CALL(activation_backward<T>, act, negative_slope, ady.ptr<T>(), ax.ptr_or_null<T>(), ay.ptr_or_null<T>(),
+                  adx.ptr<T>(), ady.size, threads);
+        });
       },
       "dy"_a, "dx"_a, py::kw_only(), "activation"_a, "x"_a = py::none(), "y"_a = py::none(),
       "negative_slope"_a = 0.01,

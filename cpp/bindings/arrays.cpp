@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <sstream>
 
 namespace gf {
@@ -11,169 +12,29 @@ namespace {
 
 using py::detail::npy_api;
 
-std::string shape_str(const py::detail::PyArray_Proxy* a) {
-  std::ostringstream s;
-  s << '(';
-  for (int d = 0; d < a->nd; ++d) s << (d ? ", " : "") << a->dimensions[d];
-  s << (a->nd == 1 ? ",)" : ")");
-  return s.str();
+py::object none_or(const char* s) { return s ? py::object(py::str(s)) : py::object(py::none()); }
+py::object none_or(int64_t i) { return i >= 0 ? py::object(py::int_(i)) : py::object(py::none()); }
+
+[[noreturn]] void raise(const char* cls, const std::string& fn, const std::string& tmpl, const char* arg,
+                        int64_t index, const char* other, int64_t other_index) {
+  py::object type = py::module_::import("gradfuse.errors").attr(cls);
+  py::object err = type(fn, tmpl, none_or(arg), none_or(index), none_or(other), none_or(other_index));
+  PyErr_SetObject(type.ptr(), err.ptr());
+  throw py::error_already_set();
 }
 
 const char* dtype_name(DType t) { return t == DType::f32 ? "float32" : "float64"; }
 
-std::string item_name(const TensorArg& arg, size_t i, bool is_list) {
-  return is_list ? std::string(arg.name) + "[" + std::to_string(i) + "]" : std::string(arg.name);
-}
-
-struct Range {
-  const char* begin;
-  const char* end;
-  size_t arg;
-  size_t index;
-};
-
 }  // namespace
 
-void raise_type(const std::string& msg) { throw py::type_error(msg); }
-void raise_value(const std::string& msg) { throw py::value_error(msg); }
+void type_error(const std::string& fn, const std::string& tmpl, const char* arg, int64_t index, const char* other,
+                int64_t other_index) {
+  raise("KernelTypeError", fn, tmpl, arg, index, other, other_index);
+}
 
-TensorLists::TensorLists(const std::string& fn, std::vector<TensorArg> args) {
-  const auto& api = npy_api::get();
-  const size_t nargs = args.size();
-  std::vector<std::vector<py::handle>> items(nargs);
-  std::vector<bool> is_list(nargs, false);
-  present_.assign(std::max<size_t>(nargs, kMaxStates + 2), false);
-  base_.resize(present_.size());
-
-  // 1. Each argument: an ndarray, a list/tuple of them, or None where optional.
-  for (size_t a = 0; a < nargs; ++a) {
-    const TensorArg& arg = args[a];
-    PyObject* o = arg.obj.ptr();
-    if (o == nullptr || o == Py_None) {
-      if (arg.required) raise_type(fn + ": " + arg.name + " is required (got None)");
-      continue;
-    }
-    present_[a] = true;
-    if (api.PyArray_Check_(o)) {
-      items[a].push_back(arg.obj);
-    } else if (PyList_Check(o) || PyTuple_Check(o)) {
-      is_list[a] = true;
-      const Py_ssize_t n = PySequence_Fast_GET_SIZE(o);
-      PyObject** data = PySequence_Fast_ITEMS(o);
-      items[a].assign(data, data + n);
-    } else {
-      raise_type(fn + ": " + arg.name + " must be a numpy.ndarray or a list of them, got " +
-                 std::string(Py_TYPE(o)->tp_name));
-    }
-    if (a > 0 && items[a].size() != items[0].size())
-      raise_value(fn + ": " + arg.name + " has " + std::to_string(items[a].size()) + " arrays but " +
-                  args[0].name + " has " + std::to_string(items[0].size()));
-  }
-  const size_t n = items[0].size();
-
-  // 2. Each array: ndarray, native float32/float64 (the dtype of the first one), C-contiguous,
-  //    aligned, writeable when written, and the shape of its parameter.
-  std::vector<const py::detail::PyArray_Proxy*> first(n, nullptr);
-  std::vector<Range> written, read;
-  written.reserve(n * nargs);
-  bool have_dtype = false;
-  keep_.reserve(n * nargs);
-  for (size_t a = 0; a < nargs; ++a) {
-    if (!present_[a]) continue;
-    const TensorArg& arg = args[a];
-    for (size_t i = 0; i < n; ++i) {
-      PyObject* o = items[a][i].ptr();
-      if (!api.PyArray_Check_(o))
-        raise_type(fn + ": " + item_name(arg, i, is_list[a]) + " must be a numpy.ndarray, got " +
-                   std::string(Py_TYPE(o)->tp_name));
-      const auto* arr = py::detail::array_proxy(o);
-      const auto* descr = py::detail::array_descriptor_proxy(arr->descr);
-      DType t;
-      if (descr->type_num == npy_api::NPY_FLOAT_) t = DType::f32;
-      else if (descr->type_num == npy_api::NPY_DOUBLE_) t = DType::f64;
-      else
-        raise_type(fn + ": " + item_name(arg, i, is_list[a]) + " has dtype " +
-                   py::str(py::handle(arr->descr)).cast<std::string>() + "; expected float32 or float64");
-      if (descr->byteorder == '>')
-        raise_type(fn + ": " + item_name(arg, i, is_list[a]) + " is big-endian; expected native float32 or float64");
-      if (!have_dtype) {
-        dtype_ = t;
-        have_dtype = true;
-      } else if (t != dtype_) {
-        raise_type(fn + ": " + item_name(arg, i, is_list[a]) + " has dtype " + dtype_name(t) + " but " +
-                   item_name(args[0], a == 0 ? 0 : i, is_list[0]) + " is " + dtype_name(dtype_) +
-                   " (one call takes one dtype)");
-      }
-      const int flags = arr->flags;
-      if (!(flags & npy_api::NPY_ARRAY_C_CONTIGUOUS_))
-        raise_value(fn + ": " + item_name(arg, i, is_list[a]) + " is not C-contiguous (no silent copies: "
-                    "pass np.ascontiguousarray(...) and use the result)");
-      if (!(flags & npy_api::NPY_ARRAY_ALIGNED_))
-        raise_value(fn + ": " + item_name(arg, i, is_list[a]) + " is not aligned to its dtype");
-      if (arg.written && !(flags & npy_api::NPY_ARRAY_WRITEABLE_))
-        raise_value(fn + ": " + item_name(arg, i, is_list[a]) + " is read-only (it is updated in place)");
-      if (a == 0) {
-        first[i] = arr;
-      } else {
-        const auto* ref = first[i];
-        bool same = ref->nd == arr->nd;
-        for (int d = 0; same && d < arr->nd; ++d) same = ref->dimensions[d] == arr->dimensions[d];
-        if (!same)
-          raise_value(fn + ": " + item_name(arg, i, is_list[a]) + " has shape " + shape_str(arr) + " but " +
-                      item_name(args[0], i, is_list[0]) + " has shape " + shape_str(ref));
-      }
-      int64_t size = 1;
-      for (int d = 0; d < arr->nd; ++d) size *= arr->dimensions[d];
-      if (size > 0) {
-        const int64_t nbytes = size * (t == DType::f32 ? 4 : 8);
-        (arg.written ? written : read).push_back(Range{arr->data, arr->data + nbytes, a, i});
-      }
-      keep_.push_back(py::reinterpret_borrow<py::object>(o));
-    }
-  }
-
-  // 3. Aliasing: written arrays pairwise disjoint, read arrays disjoint from every written one.
-  //    (The same parameter twice, a gradient that is its parameter, a state shared by two tensors.)
-  auto describe = [&](const Range& r) { return item_name(args[r.arg], r.index, is_list[r.arg]); };
-  std::sort(written.begin(), written.end(), [](const Range& x, const Range& y) { return x.begin < y.begin; });
-  for (size_t k = 1; k < written.size(); ++k)
-    if (written[k].begin < written[k - 1].end)
-      raise_value(fn + ": " + describe(written[k - 1]) + " and " + describe(written[k]) +
-                  " share memory (an array that is updated in place must not overlap any other argument)");
-  for (const Range& r : read) {
-    auto it = std::lower_bound(written.begin(), written.end(), r.end,
-                               [](const Range& w, const char* end) { return w.begin < end; });
-    if (it != written.begin() && (it - 1)->end > r.begin)
-      raise_value(fn + ": " + describe(r) + " shares memory with " + describe(*(it - 1)) +
-                  " (an array that is updated in place must not overlap any other argument)");
-  }
-
-  // 4. Coalesce: array i joins the open segment when, in every present list, it starts where the
-  //    segment's previous array ended. Empty arrays are dropped.
-  const int64_t itemsize = dtype_ == DType::f32 ? 4 : 8;
-  std::vector<const char*> seg_end(nargs, nullptr);
-  for (size_t i = 0; i < n; ++i) {
-    const auto* p = first[i];
-    int64_t size = 1;
-    for (int d = 0; d < p->nd; ++d) size *= p->dimensions[d];
-    if (size == 0) continue;
-    bool joins = offset_.size() > 1;
-    for (size_t a = 0; joins && a < nargs; ++a)
-      if (present_[a]) joins = py::detail::array_proxy(items[a][i].ptr())->data == seg_end[a];
-    if (!joins) {
-      offset_.push_back(offset_.back());
-      for (size_t a = 0; a < nargs; ++a)
-        if (present_[a]) base_[a].push_back(py::detail::array_proxy(items[a][i].ptr())->data);
-    }
-    offset_.back() += size;
-    for (size_t a = 0; a < nargs; ++a)
-      if (present_[a]) seg_end[a] = py::detail::array_proxy(items[a][i].ptr())->data + size * itemsize;
-  }
-  // A single list (all_finite): the arrays are the "gradients" the kernel reads.
-  if (nargs == 1) {
-    base_[1] = base_[0];
-    present_[1] = true;
-  }
+void value_error(const std::string& fn, const std::string& tmpl, const char* arg, int64_t index, const char* other,
+                 int64_t other_index) {
+  raise("KernelValueError", fn, tmpl, arg, index, other, other_index);
 }
 
 std::string shape_str(const std::vector<int64_t>& shape) {
@@ -184,135 +45,280 @@ std::string shape_str(const std::vector<int64_t>& shape) {
   return s.str();
 }
 
-void ArgSet::fail(const std::string& msg) const { raise_value(fn_ + ": " + msg); }
+std::string num(double x) { return py::str(py::float_(x)).cast<std::string>(); }
 
-ArrayArg& ArgSet::add(const char* name, py::handle obj, bool written, bool optional) {
+double real(const std::string& fn, const char* name, py::handle x) {
+  PyObject* o = x.ptr();
+  PyNumberMethods* nb = Py_TYPE(o)->tp_as_number;
+  const bool number = nb && (nb->nb_float || nb->nb_index) && !PyUnicode_Check(o) && !PyBytes_Check(o);
+  const double v = number ? PyFloat_AsDouble(o) : -1.0;
+  if (!number || (v == -1.0 && PyErr_Occurred())) {
+    PyErr_Clear();
+    type_error(fn, "{arg} must be a number, got " + std::string(Py_TYPE(o)->tp_name), name);
+  }
+  return v;
+}
+
+void check_nonneg(const std::string& fn, const char* name, double x) {
+  if (!(std::isfinite(x) && x >= 0)) value_error(fn, "{arg} must be a finite number >= 0, got " + num(x), name);
+}
+
+void check_finite(const std::string& fn, const char* name, double x) {
+  if (!std::isfinite(x)) value_error(fn, "{arg} must be a finite number, got " + num(x), name);
+}
+
+void check_closed_unit(const std::string& fn, const char* name, double x) {
+  if (!(x >= 0 && x <= 1)) value_error(fn, "{arg} must be in [0, 1], got " + num(x), name);
+}
+
+Checked check_array(const std::string& fn, PyObject* o, DtypeRule rule, DtypeState& dtypes, const char* name,
+                    int64_t index, bool written) {
+  struct {
+    const char* name;
+    int64_t index;
+    bool written;
+  } out{name, index, written};
+  const auto& api = npy_api::get();
+  if (!api.PyArray_Check_(o))
+    type_error(fn, "{arg} must be a numpy.ndarray, got " + std::string(Py_TYPE(o)->tp_name), out.name, out.index);
+  const auto* arr = py::detail::array_proxy(o);
+  const auto* descr = py::detail::array_descriptor_proxy(arr->descr);
+  const auto dtype = [&] { return py::str(py::handle(arr->descr)).cast<std::string>(); };
+  int64_t itemsize = rule.itemsize;
+  if (rule.kind == 'f') {
+    DType t;
+    if (descr->type_num == npy_api::NPY_FLOAT_) t = DType::f32;
+    else if (descr->type_num == npy_api::NPY_DOUBLE_) t = DType::f64;
+    else type_error(fn, "{arg} has dtype " + dtype() + "; expected float32 or float64", out.name, out.index);
+    if (descr->byteorder == '>')
+      type_error(fn, "{arg} is big-endian; expected native float32 or float64", out.name, out.index);
+    itemsize = t == DType::f32 ? 4 : 8;
+    if (!dtypes.set) {
+      dtypes = DtypeState{t, true, out.name, out.index};
+    } else if (t != dtypes.dtype) {
+      // a list names its counterpart in the first list (params[i] for grads[i])
+      const bool same_arg = std::string(out.name) == dtypes.first;
+      const int64_t other_index = (dtypes.first_index >= 0 && out.index >= 0 && !same_arg) ? out.index
+                                                                                            : dtypes.first_index;
+      type_error(fn, "{arg} has dtype " + std::string(dtype_name(t)) + " but {other} is " + dtype_name(dtypes.dtype) +
+                     " (one call takes one dtype)",
+                 out.name, out.index, dtypes.first, other_index);
+    }
+  } else {
+    const py::dtype dt = py::reinterpret_borrow<py::dtype>(arr->descr);
+    if (dt.kind() != rule.kind || dt.itemsize() != rule.itemsize || dt.byteorder() == '>')
+      type_error(fn, "{arg} has dtype " + dtype() + "; expected " + rule.name, out.name, out.index);
+  }
+  const int flags = arr->flags;
+  if (!(flags & npy_api::NPY_ARRAY_C_CONTIGUOUS_))
+    value_error(fn, "{arg} is not C-contiguous (no silent copies: pass np.ascontiguousarray(...) and use the result)",
+                out.name, out.index);
+  if (!(flags & npy_api::NPY_ARRAY_ALIGNED_)) value_error(fn, "{arg} is not aligned to its dtype", out.name, out.index);
+  if (out.written && !(flags & npy_api::NPY_ARRAY_WRITEABLE_))
+    value_error(fn, "{arg} is read-only (it is written in place)", out.name, out.index);
+  static_assert(sizeof(Py_intptr_t) == sizeof(int64_t), "numpy's dimensions are read as int64");
+  Checked c;
+  c.data = arr->data;
+  c.shape = Shape{reinterpret_cast<const int64_t*>(arr->dimensions), arr->nd};
+  c.size = 1;
+  for (int d = 0; d < arr->nd; ++d) c.size *= c.shape[d];
+  c.nbytes = c.size * itemsize;
+  return c;
+}
+
+namespace {
+
+// The memory of one array, for the aliasing check: ref is its position among the call's arrays
+// (signature order, list items in list order), which also breaks ties between equal starts.
+struct Span {
+  const char* begin;
+  const char* end;
+  uint32_t ref;
+};
+
+// The same steps as the Python checker's _check_aliasing: written arrays sorted by address must be
+// pairwise disjoint (neighbours suffice), then no read array overlaps a written one, but its
+// in-place partner exactly. written, read: the non-empty arrays; get(ref) -> the ArrayArg.
+template <class Get>
+void check_spans(const std::string& fn, std::vector<Span>& written, const std::vector<Span>& read, Get get) {
+  const char* kShared = "{arg} shares memory with {other} (an array that is written must not overlap any other argument)";
+  const auto by_address = [](const Span& x, const Span& y) {
+    return x.begin != y.begin ? x.begin < y.begin : x.ref < y.ref;
+  };
+  if (!std::is_sorted(written.begin(), written.end(), by_address))  // lists allocated in order often are
+    std::sort(written.begin(), written.end(), by_address);
+  for (size_t k = 1; k < written.size(); ++k)
+    if (written[k].begin < written[k - 1].end) {
+      const auto& a = get(written[k].ref);
+      const auto& b = get(written[k - 1].ref);
+      value_error(fn, kShared, a.name, a.index, b.name, b.index);
+    }
+  const auto partners = [](const ArrayArg& a, const ArrayArg& b) {
+    return (a.in_place && std::strcmp(a.in_place, b.name) == 0) || (b.in_place && std::strcmp(b.in_place, a.name) == 0);
+  };
+  for (const Span& it : read) {
+    auto k = std::lower_bound(written.begin(), written.end(), it.end,
+                              [](const Span& w, const char* e) { return w.begin < e; });
+    while (k != written.begin()) {
+      const Span& w = *--k;
+      if (w.end <= it.begin) break;  // disjoint and sorted: the ends grow with the starts
+      const auto& a = get(w.ref);
+      const auto& b = get(it.ref);
+      if (partners(a, b) && w.begin == it.begin && w.end == it.end && a.shape == b.shape) continue;
+      value_error(fn, kShared, a.name, a.index, b.name, b.index);
+    }
+  }
+}
+
+// Spans of the non-empty arrays among get(0 .. count-1).
+template <class Get>
+void check_arrays_spans(const std::string& fn, size_t count, Get get) {
+  std::vector<Span> written, read;
+  for (size_t k = 0; k < count; ++k) {
+    const ArrayArg& a = get(k);
+    if (a.present && a.nbytes > 0)
+      (a.written ? written : read).push_back({a.data, a.data + a.nbytes, static_cast<uint32_t>(k)});
+  }
+  check_spans(fn, written, read, get);
+}
+
+}  // namespace
+
+void check_aliasing(const std::string& fn, const std::vector<const ArrayArg*>& arrays) {
+  check_arrays_spans(fn, arrays.size(), [&](size_t k) -> const ArrayArg& { return *arrays[k]; });
+}
+
+TensorLists::TensorLists(const std::string& fn, std::vector<TensorArg> args, bool check_only) {
+  const auto& api = npy_api::get();
+  const size_t nargs = args.size();
+  present_.assign(nargs, false);
+  base_.resize(nargs);
+  // Every array of the call, list after list: items[start[a] + i] is argument a's i-th.
+  std::vector<Checked> items;
+  std::vector<size_t> start(nargs + 1, 0);
+  std::vector<bool> is_list(nargs, false);
+  std::vector<Span> written, read;
+  size_t count = 0, first = 0;
+  const char* first_list = nullptr;
+  // The ArrayArg of items[k], for error messages.
+  const auto get = [&](size_t k) {
+    const size_t a = static_cast<size_t>(std::upper_bound(start.begin(), start.end(), k) - start.begin()) - 1;
+    ArrayArg r;
+    r.name = args[a].name, r.index = is_list[a] ? static_cast<int64_t>(k - start[a]) : -1;
+    r.present = true, r.written = args[a].written, r.data = items[k].data, r.shape = items[k].shape;
+    r.size = items[k].size, r.nbytes = items[k].nbytes;
+    return r;
+  };
+  for (size_t a = 0; a < nargs; ++a) {
+    const TensorArg& arg = args[a];
+    PyObject* o = arg.obj.ptr();
+    start[a] = items.size();
+    if (o == nullptr || o == Py_None) {
+      if (arg.required) type_error(fn, "{arg} is required (got None)", arg.name);
+      continue;
+    }
+    present_[a] = true;
+    PyObject* const* objs = &o;
+    size_t n = 1;
+    if (!api.PyArray_Check_(o)) {
+      if (!PyList_Check(o) && !PyTuple_Check(o))
+        type_error(fn, "{arg} must be a numpy.ndarray or a list of them, got " + std::string(Py_TYPE(o)->tp_name),
+                   arg.name);
+      is_list[a] = true;
+      n = static_cast<size_t>(PySequence_Fast_GET_SIZE(o));
+      objs = PySequence_Fast_ITEMS(o);
+    }
+    if (first_list == nullptr) {
+      count = n, first_list = arg.name, first = a;
+      items.reserve(count * nargs);
+      keep_.reserve(count * nargs);
+      written.reserve(count * nargs);
+      read.reserve(count);
+    } else if (n != count) {
+      value_error(fn, "{arg} has " + std::to_string(n) + " arrays but {other} has " + std::to_string(count), arg.name,
+                  -1, first_list);
+    }
+    for (size_t i = 0; i < n; ++i) {
+      const Checked& c = items.emplace_back(check_array(fn, objs[i], kFloating, dtypes_, arg.name,
+                                                         is_list[a] ? static_cast<int64_t>(i) : -1, arg.written));
+      keep_.push_back(py::reinterpret_borrow<py::object>(objs[i]));
+      if (c.nbytes > 0)
+        (arg.written ? written : read).push_back({c.data, c.data + c.nbytes, static_cast<uint32_t>(items.size() - 1)});
+    }
+  }
+  start[nargs] = items.size();
+
+  // Shapes: the i-th array of every list has the shape of the first list's i-th (one list: free).
+  for (size_t a = first + 1; a < nargs; ++a) {
+    if (!present_[a]) continue;
+    for (size_t i = 0; i < count; ++i)
+      if (items[start[a] + i].shape != items[start[first] + i].shape) {
+        const ArrayArg item = get(start[a] + i), ref = get(start[first] + i);
+        value_error(fn, "{arg} has shape " + shape_str(item.shape) + " but {other} has shape " + shape_str(ref.shape),
+                    item.name, item.index, ref.name, ref.index);
+      }
+  }
+  check_spans(fn, written, read, get);
+  if (check_only) return;
+
+  // Coalesce: array i joins the open segment when, in every present list, it starts where the
+  // segment's previous array ended. Empty arrays are dropped.
+  std::vector<size_t> lists;
+  for (size_t a = 0; a < nargs; ++a)
+    if (present_[a]) lists.push_back(a), base_[a].reserve(count);
+  const int64_t itemsize = dtypes_.dtype == DType::f32 ? 4 : 8;
+  std::vector<const char*> seg_end(nargs, nullptr);
+  offset_.reserve(count + 1);
+  for (size_t i = 0; i < count; ++i) {
+    const int64_t size = items[start[first] + i].size;
+    if (size == 0) continue;
+    bool joins = offset_.size() > 1;
+    for (size_t k = 0; joins && k < lists.size(); ++k) joins = items[start[lists[k]] + i].data == seg_end[lists[k]];
+    if (!joins) {
+      offset_.push_back(offset_.back());
+      for (size_t a : lists) base_[a].push_back(items[start[a] + i].data);
+    }
+    offset_.back() += size;
+    for (size_t a : lists) seg_end[a] = items[start[a] + i].data + size * itemsize;
+  }
+}
+
+const ArrayArg& ArgSet::add(const char* name, py::handle obj, bool written, DtypeRule rule, bool optional) {
   args_.push_back(std::make_unique<ArrayArg>());
   ArrayArg& a = *args_.back();
   a.name = name;
   a.written = written;
   PyObject* o = obj.ptr();
   if (o == nullptr || o == Py_None) {
-    if (!optional) raise_type(fn_ + ": " + name + " is required (got None)");
+    if (!optional) type_error(fn_, "{arg} is required (got None)", name);
     return a;
   }
-  if (!npy_api::get().PyArray_Check_(o))
-    raise_type(fn_ + ": " + name + " must be a numpy.ndarray, got " + std::string(Py_TYPE(o)->tp_name));
-  const auto* arr = py::detail::array_proxy(o);
-  const int flags = arr->flags;
-  if (!(flags & npy_api::NPY_ARRAY_C_CONTIGUOUS_))
-    raise_value(fn_ + ": " + name + " is not C-contiguous (no silent copies: pass np.ascontiguousarray(...) "
-                "and use the result)");
-  if (!(flags & npy_api::NPY_ARRAY_ALIGNED_)) raise_value(fn_ + ": " + name + " is not aligned to its dtype");
-  if (written && !(flags & npy_api::NPY_ARRAY_WRITEABLE_))
-    raise_value(fn_ + ": " + name + " is read-only (it is written)");
-  a.present = true;
-  a.data = arr->data;
-  a.shape.assign(arr->dimensions, arr->dimensions + arr->nd);
-  a.size = 1;
-  for (int64_t d : a.shape) a.size *= d;
-  a.nbytes = a.size * py::reinterpret_borrow<py::dtype>(arr->descr).itemsize();
+  const Checked c = check_array(fn_, o, rule, dtypes_, name, -1, written);
+  a.present = true, a.data = c.data, a.shape = c.shape, a.size = c.size, a.nbytes = c.nbytes;
   keep_.push_back(py::reinterpret_borrow<py::object>(o));
   return a;
 }
 
-const ArrayArg& ArgSet::floating(const char* name, py::handle obj, bool written, bool optional) {
-  PyObject* o = obj.ptr();
-  if (o != nullptr && o != Py_None && npy_api::get().PyArray_Check_(o)) {  // dtype before layout
-    const auto* descr = py::detail::array_descriptor_proxy(py::detail::array_proxy(o)->descr);
-    DType t;
-    if (descr->type_num == npy_api::NPY_FLOAT_) t = DType::f32;
-    else if (descr->type_num == npy_api::NPY_DOUBLE_) t = DType::f64;
-    else
-      raise_type(fn_ + ": " + name + " has dtype " + py::str(py::handle(py::detail::array_proxy(o)->descr)).cast<std::string>() +
-                 "; expected float32 or float64");
-    if (descr->byteorder == '>')
-      raise_type(fn_ + ": " + name + " is big-endian; expected native float32 or float64");
-    if (!have_dtype_) {
-      dtype_ = t, have_dtype_ = true, first_floating_ = name;
-    } else if (t != dtype_) {
-      raise_type(fn_ + ": " + name + " has dtype " + (t == DType::f32 ? "float32" : "float64") + " but " +
-                 first_floating_ + " is " + (dtype_ == DType::f32 ? "float32" : "float64") + " (one call takes one dtype)");
-    }
-  }
-  return add(name, obj, written, optional);
-}
-
-const ArrayArg& ArgSet::typed(const char* name, py::handle obj, bool written, char kind, int itemsize,
-                              const char* type_name, bool optional) {
-  PyObject* o = obj.ptr();
-  if (o != nullptr && o != Py_None && npy_api::get().PyArray_Check_(o)) {
-    py::dtype dt = py::reinterpret_borrow<py::dtype>(py::detail::array_proxy(o)->descr);
-    if (dt.kind() != kind || dt.itemsize() != itemsize || dt.byteorder() == '>')
-      raise_type(fn_ + ": " + name + " has dtype " + py::str(dt).cast<std::string>() + "; expected " + type_name);
-  }
-  return add(name, obj, written, optional);
-}
-
 void ArgSet::require_shape(const ArrayArg& a, const std::vector<int64_t>& shape, const std::string& what) const {
   if (a.present && a.shape != shape)
-    raise_value(fn_ + ": " + a.name + " has shape " + shape_str(a.shape) + " but " + what + " " + shape_str(shape));
+    value_error(fn_, "{arg} has shape " + shape_str(a.shape) + " but " + what + " " + shape_str(shape), a.name);
 }
 
-void ArgSet::allow_in_place(const ArrayArg& out, const ArrayArg& in) { in_place_.emplace_back(&out, &in); }
+void ArgSet::require_like(const ArrayArg& a, const ArrayArg& other) const {
+  if (a.present && other.present && a.shape != other.shape)
+    value_error(fn_, "{arg} has shape " + shape_str(a.shape) + " but {other} has shape " + shape_str(other.shape),
+                a.name, -1, other.name);
+}
+
+void ArgSet::allow_in_place(const ArrayArg& out, const ArrayArg& in) { const_cast<ArrayArg&>(out).in_place = in.name; }
 
 void ArgSet::check_aliasing() const {
-  auto exact_in_place = [&](const ArrayArg& w, const ArrayArg& o) {
-    if (w.data != o.data || w.shape != o.shape || w.nbytes != o.nbytes) return false;
-    for (const auto& pair : in_place_)
-      if ((pair.first == &w && pair.second == &o) || (pair.first == &o && pair.second == &w)) return true;
-    return false;
-  };
-  for (size_t i = 0; i < args_.size(); ++i) {
-    const ArrayArg& w = *args_[i];
-    if (!w.written || !w.present || w.nbytes == 0) continue;
-    for (size_t j = 0; j < args_.size(); ++j) {
-      const ArrayArg& o = *args_[j];
-      if (i == j || !o.present || o.nbytes == 0 || exact_in_place(w, o)) continue;
-      if (w.data < o.data + o.nbytes && o.data < w.data + w.nbytes)
-        raise_value(fn_ + ": " + w.name + " shares memory with " + o.name +
-                    " (an array that is written must not overlap any other argument)");
-    }
-  }
+  std::vector<const ArrayArg*> all;
+  for (const auto& a : args_) all.push_back(a.get());
+  bind::check_aliasing(fn_, all);
 }
 
-void check_nonneg(const std::string& fn, const char* name, double x) {
-  if (!(std::isfinite(x) && x >= 0))
-    raise_value(fn + ": " + name + " must be a finite number >= 0, got " + py::str(py::float_(x)).cast<std::string>());
-}
-
-void check_finite(const std::string& fn, const char* name, double x) {
-  if (!std::isfinite(x))
-    raise_value(fn + ": " + name + " must be a finite number, got " + py::str(py::float_(x)).cast<std::string>());
-}
-
-void check_unit(const std::string& fn, const char* name, double x) {
-  if (!(x >= 0 && x < 1))
-    raise_value(fn + ": " + name + " must be in [0, 1), got " + py::str(py::float_(x)).cast<std::string>());
-}
-
-void check_closed_unit(const std::string& fn, const char* name, double x) {
-  if (!(x >= 0 && x <= 1))
-    raise_value(fn + ": " + name + " must be in [0, 1], got " + py::str(py::float_(x)).cast<std::string>());
-}
-
-void check_step(const std::string& fn, int64_t step) {
-  if (step < 1) raise_value(fn + ": step must be >= 1 (the 1-based step being taken), got " + std::to_string(step));
-}
-
-void parse_grad_scale(const std::string& fn, py::handle grad_scale, OptimArgs& args) {
-  if (grad_scale.is_none()) return;
-  double s;
-  try {
-    s = grad_scale.cast<double>();
-  } catch (const py::cast_error&) {
-    raise_type(fn + ": grad_scale must be a number or None, got " + std::string(Py_TYPE(grad_scale.ptr())->tp_name));
-  }
-  if (!(std::isfinite(s) && s > 0))
-    raise_value(fn + ": grad_scale must be a finite number > 0, got " + py::str(py::float_(s)).cast<std::string>());
-  args.grad_scale = s;
-  args.has_grad_scale = true;
-}
+void ArgSet::fail(const ArrayArg& a, const std::string& tmpl) const { value_error(fn_, tmpl, a.name, a.index); }
 
 }  // namespace bind
 }  // namespace gf

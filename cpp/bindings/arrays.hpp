@@ -1,23 +1,30 @@
-// arrays.hpp: argument checking shared by every binding.
+// arrays.hpp: argument checking shared by every binding, and the errors it raises.
 //
 // No silent copies: arrays are taken as they are (never py::array_t, which would convert a wrong
 // dtype or layout into a temporary that an in-place update then writes into and drops). Each one is
-// checked and refused with TypeError (not an ndarray, wrong dtype, byte-swapped) or ValueError
-// (not C-contiguous, misaligned, read-only where written, wrong shape, list lengths, memory shared
-// between a written array and any other), the message naming the function and the argument.
-// Every check runs before any kernel writes anything.
+// checked once, by check_array(), and refused with TypeError (not an ndarray, wrong dtype,
+// byte-swapped) or ValueError (not C-contiguous, misaligned, read-only where written); then shapes,
+// and memory shared between a written array and any other argument (check_aliasing()). Every check
+// runs before any kernel writes anything.
+//
+// The rules, the order of the checks and the arguments an error names are those of the Python
+// checker (python/gradfuse/_checks.py, driven by the kernel table), so both backends refuse the same
+// calls naming the same arguments. Errors are gradfuse.errors.KernelTypeError / KernelValueError:
+// TypeError / ValueError subclasses carrying the kernel, the argument, its index in a list and a
+// second argument the message names.
 #pragma once
 
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
-#include "gradfuse/optim.hpp"
+#include "gradfuse/parallel.hpp"
 
 namespace gf {
 namespace bind {
@@ -26,8 +33,111 @@ namespace py = pybind11;
 
 enum class DType : int { f32 = 0, f64 = 1 };
 
-// One tensor-list argument of a multi-tensor call. `obj` is an ndarray or a list/tuple of them;
-// None means absent (allowed only when required is false).
+// Calls f(float{}) or f(double{}): the one place where a call's floating dtype becomes a C++ type.
+template <class F>
+decltype(auto) with_dtype(DType t, F&& f) {
+  if (t == DType::f32) return f(float{});
+  return f(double{});
+}
+
+// ---- errors --------------------------------------------------------------------------------------------
+// `tmpl` is the message after "fn: ", with {arg} and {other} standing for the arguments' labels
+// ("grads[3]": index >= 0 is a position in a list argument).
+[[noreturn]] void type_error(const std::string& fn, const std::string& tmpl, const char* arg = nullptr,
+                             int64_t index = -1, const char* other = nullptr, int64_t other_index = -1);
+[[noreturn]] void value_error(const std::string& fn, const std::string& tmpl, const char* arg = nullptr,
+                              int64_t index = -1, const char* other = nullptr, int64_t other_index = -1);
+
+std::string shape_str(const std::vector<int64_t>& shape);
+std::string num(double x);  // as Python's repr of a float
+
+// A Python number (anything with __float__ or __index__, not a str) as a double; TypeError naming it.
+double real(const std::string& fn, const char* name, py::handle x);
+
+// Scalar checks (ValueError naming the function and the argument), with the kernel table's ranges.
+void check_nonneg(const std::string& fn, const char* name, double x);       // finite and >= 0
+void check_finite(const std::string& fn, const char* name, double x);
+void check_closed_unit(const std::string& fn, const char* name, double x);  // in [0, 1]
+
+// ---- arrays --------------------------------------------------------------------------------------------
+// What an argument's dtype must be: the call's floating dtype (float32 or float64, one per call),
+// or a fixed one (kind and itemsize, e.g. 'u', 1 for uint8).
+struct DtypeRule {
+  char kind = 'f';  // 'f': the call's floating dtype
+  int itemsize = 0;
+  const char* name = "float32 or float64";
+};
+constexpr DtypeRule kFloating{};
+constexpr DtypeRule kUint8{'u', 1, "uint8"};
+constexpr DtypeRule kUint32{'u', 4, "uint32"};
+constexpr DtypeRule kInt64{'i', 8, "int64"};
+
+// An array's shape, read in place from the ndarray (no copy: checks run on every call).
+struct Shape {
+  const int64_t* dims = nullptr;
+  int nd = 0;
+  int64_t operator[](int i) const { return dims[i]; }
+  int64_t back() const { return dims[nd - 1]; }
+  const int64_t* begin() const { return dims; }
+  const int64_t* end() const { return dims + nd; }
+  size_t size() const { return static_cast<size_t>(nd); }
+  operator std::vector<int64_t>() const { return std::vector<int64_t>(dims, dims + nd); }
+  bool operator==(const Shape& o) const { return nd == o.nd && std::equal(dims, dims + nd, o.dims); }
+  bool operator!=(const Shape& o) const { return !(*this == o); }
+  bool operator==(const std::vector<int64_t>& v) const {
+    return static_cast<size_t>(nd) == v.size() && std::equal(dims, dims + nd, v.begin());
+  }
+  bool operator!=(const std::vector<int64_t>& v) const { return !(*this == v); }
+};
+
+inline std::string shape_str(const Shape& shape) { return shape_str(std::vector<int64_t>(shape)); }
+
+// One checked array.
+struct ArrayArg {
+  const char* name = nullptr;
+  int64_t index = -1;              // position in a list argument, or -1
+  bool present = false;            // false: an optional argument given None
+  bool written = false;
+  const char* in_place = nullptr;  // the argument this one may be exactly
+  char* data = nullptr;
+  Shape shape;
+  int64_t size = 0;
+  int64_t nbytes = 0;
+  int ndim() const { return shape.nd; }
+  template <class T>
+  T* ptr() const { return reinterpret_cast<T*>(data); }
+  template <class T>
+  T* ptr_or_null() const { return present ? reinterpret_cast<T*>(data) : nullptr; }
+};
+
+// The call-wide state of dtype checking: the floating dtype, set by the first floating array.
+struct DtypeState {
+  DType dtype = DType::f32;
+  bool set = false;
+  const char* first = nullptr;
+  int64_t first_index = -1;
+};
+
+// What check_array learns of an array.
+struct Checked {
+  char* data = nullptr;
+  Shape shape;
+  int64_t size = 0;
+  int64_t nbytes = 0;
+};
+
+// The one array check: `o` is an ndarray of the rule's dtype, C-contiguous, aligned, writeable when
+// written. Errors name the argument (name, index).
+Checked check_array(const std::string& fn, PyObject* o, DtypeRule rule, DtypeState& dtypes, const char* name,
+                    int64_t index, bool written);
+
+// Refuses a written array that shares memory with any other argument, unless it is exactly (same
+// start, bytes and shape) its in-place partner. arrays: the call's arrays in signature order (list
+// items in list order); absent and empty ones are skipped.
+void check_aliasing(const std::string& fn, const std::vector<const ArrayArg*>& arrays);
+
+// ---- multi-tensor calls ----------------------------------------------------------------------------------
+// One list argument of a multi-tensor call: an ndarray or a list/tuple of them; None means absent.
 struct TensorArg {
   const char* name;
   py::handle obj;
@@ -35,97 +145,63 @@ struct TensorArg {
   bool required = true;
 };
 
-// The validated, coalesced tensor lists of one multi-tensor call. args[0] is the parameter list:
-// every other list must have the same length, and its i-th array the shape and dtype of args[0][i].
-// Arrays that are adjacent in memory in every list (an arena) are merged into one segment.
+// The validated, coalesced lists of one multi-tensor call. args[0] is the first list: every other
+// list has its length, and its i-th array the shape of args[0][i] (unless shapes are free, as for
+// clipping's one list). Arrays adjacent in memory in every list (an arena) are merged into one
+// segment; empty arrays are dropped.
 class TensorLists {
  public:
-  TensorLists(const std::string& fn, std::vector<TensorArg> args);
+  TensorLists(const std::string& fn, std::vector<TensorArg> args, bool check_only = false);
 
   bool empty() const { return offset_.size() <= 1; }
-  DType dtype() const { return dtype_; }
-  int64_t num_elements() const { return offset_.back(); }
-
-  // args[0] -> param, args[1] -> grad, args[2..] -> state[0..]; an absent argument -> null.
+  DType dtype() const { return dtypes_.dtype; }
+  // list[k] <- argument k's segment starts (null when absent).
   template <class T>
-  TensorList<T> view() const {
-    TensorList<T> list;
-    list.count = static_cast<int64_t>(offset_.size()) - 1;
-    list.offset = offset_.data();
-    list.param = reinterpret_cast<T* const*>(base_[0].data());
-    list.grad = reinterpret_cast<const T* const*>(base_[1].data());
-    for (int k = 0; k < kMaxStates; ++k)
-      list.state[k] = present_[k + 2] ? reinterpret_cast<T* const*>(base_[k + 2].data()) : nullptr;
-    return list;
+  Segments<T> segments() const {
+    Segments<T> s;
+    s.count = static_cast<int64_t>(offset_.size()) - 1;
+    s.offset = offset_.data();
+    for (size_t k = 0; k < base_.size() && k < static_cast<size_t>(kMaxLists); ++k)
+      s.list[k] = present_[k] ? reinterpret_cast<T* const*>(base_[k].data()) : nullptr;
+    return s;
   }
 
  private:
-  std::vector<py::object> keep_;             // the arrays stay alive while the GIL is released
-  std::vector<int64_t> offset_{0};           // prefix sums of segment sizes (elements)
-  std::vector<std::vector<char*>> base_;     // per argument: the start of each segment
+  std::vector<py::object> keep_;          // the arrays stay alive while the GIL is released
+  std::vector<int64_t> offset_{0};        // prefix sums of segment sizes (elements)
+  std::vector<std::vector<char*>> base_;  // per argument: the start of each segment
   std::vector<bool> present_;
-  DType dtype_ = DType::f32;
+  DtypeState dtypes_;
 };
 
-// One array argument of a kernel that takes single arrays (batch norm, dropout, dense, losses).
-struct ArrayArg {
-  const char* name = nullptr;
-  bool present = false;  // false: an optional argument given None
-  char* data = nullptr;
-  std::vector<int64_t> shape;
-  int64_t size = 0;
-  int64_t nbytes = 0;
-  bool written = false;
-  int ndim() const { return static_cast<int>(shape.size()); }
-  template <class T>
-  T* ptr() const { return reinterpret_cast<T*>(data); }
-};
-
-// The array arguments of one call. Floating arrays share one dtype (float32 or float64, native,
-// set by the first one); typed arrays have the dtype asked for (uint8 masks, int64 labels). Every
-// array is C-contiguous and aligned, written ones writeable; check_aliasing() then refuses a
-// written array that shares memory with any other argument. Errors name fn and the argument.
+// ---- single-array calls ----------------------------------------------------------------------------------
+// The array arguments of one call (batch norm, dropout, dense, losses), added in signature order.
 class ArgSet {
  public:
   explicit ArgSet(std::string fn) : fn_(std::move(fn)) {}
-  const ArrayArg& floating(const char* name, py::handle obj, bool written, bool optional = false);
-  const ArrayArg& typed(const char* name, py::handle obj, bool written, char kind, int itemsize,
-                        const char* type_name, bool optional = false);
-  DType dtype() const { return dtype_; }
-  bool has_dtype() const { return have_dtype_; }
+  const ArrayArg& add(const char* name, py::handle obj, bool written, DtypeRule rule = kFloating,
+                      bool optional = false);
+  const ArrayArg& floating(const char* name, py::handle obj, bool written, bool optional = false) {
+    return add(name, obj, written, kFloating, optional);
+  }
+  DType dtype() const { return dtypes_.dtype; }
   const std::string& fn() const { return fn_; }
   // ValueError "fn: <name> has shape (a, b) but <what> (c, d)" unless a's shape equals `shape`.
   void require_shape(const ArrayArg& a, const std::vector<int64_t>& shape, const std::string& what) const;
-  // Lets `out` be exactly `in` (same start, same shape: an element-wise kernel updating in place,
-  // each element read before it is written); any other overlap is still refused by check_aliasing().
+  // ValueError "fn: <name> has shape (a, b) but <other> has shape (c, d)" unless the shapes agree.
+  void require_like(const ArrayArg& a, const ArrayArg& other) const;
+  // Lets `out` be exactly `in` (an element-wise kernel updating in place, each element read before
+  // it is written); any other overlap is still refused by check_aliasing().
   void allow_in_place(const ArrayArg& out, const ArrayArg& in);
   void check_aliasing() const;
-  [[noreturn]] void fail(const std::string& msg) const;  // ValueError "fn: msg"
+  [[noreturn]] void fail(const ArrayArg& a, const std::string& tmpl) const;  // ValueError naming a
 
  private:
-  ArrayArg& add(const char* name, py::handle obj, bool written, bool optional);
   std::string fn_;
   std::vector<std::unique_ptr<ArrayArg>> args_;
   std::vector<py::object> keep_;
-  DType dtype_ = DType::f32;
-  bool have_dtype_ = false;
-  const char* first_floating_ = nullptr;
-  std::vector<std::pair<const ArrayArg*, const ArrayArg*>> in_place_;
+  DtypeState dtypes_;
 };
-
-std::string shape_str(const std::vector<int64_t>& shape);
-
-[[noreturn]] void raise_type(const std::string& msg);
-[[noreturn]] void raise_value(const std::string& msg);
-
-// Scalar-argument checks (ValueError naming the function and the argument).
-void check_nonneg(const std::string& fn, const char* name, double x);          // finite and >= 0
-void check_finite(const std::string& fn, const char* name, double x);
-void check_unit(const std::string& fn, const char* name, double x);            // in [0, 1)
-void check_closed_unit(const std::string& fn, const char* name, double x);     // in [0, 1]
-void check_step(const std::string& fn, int64_t step);                          // >= 1
-// None -> no scaling; else a finite number > 0.
-void parse_grad_scale(const std::string& fn, py::handle grad_scale, OptimArgs& args);
 
 }  // namespace bind
 }  // namespace gf

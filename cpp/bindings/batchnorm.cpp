@@ -25,8 +25,8 @@ struct Dims {
 
 Dims dims_of(const ArgSet& args, const ArrayArg& x, bool channels_last) {
   if (x.ndim() < 2)
-    args.fail("x must have at least 2 dimensions, (N, C, ...) or channels last (N, ..., C); got shape " +
-              shape_str(x.shape));
+    args.fail(x, "{arg} must have at least 2 dimensions, (N, C, ...) or channels last (N, ..., C); got shape " +
+                     shape_str(x.shape));
   Dims d;
   d.n = x.shape[0];
   d.c = channels_last ? x.shape.back() : x.shape[1];
@@ -40,38 +40,13 @@ void require_channels(const ArgSet& args, const Dims& d, std::initializer_list<c
   for (const ArrayArg* a : arrays) args.require_shape(*a, {d.c}, what);
 }
 
-// ArgSet::check_aliasing, except that `out` may be exactly `in` (in place: the same memory and
-// the same shape). Same message as ArgSet's.
-void check_aliasing(const ArgSet& args, std::initializer_list<const ArrayArg*> all, const ArrayArg& out,
-                    const ArrayArg& in) {
-  for (const ArrayArg* w : all) {
-    if (!w->written || !w->present || w->nbytes == 0) continue;
-    for (const ArrayArg* o : all) {
-      if (o == w || !o->present || o->nbytes == 0) continue;
-      const bool in_place = ((w == &out && o == &in) || (w == &in && o == &out)) && w->data == o->data &&
-                            w->nbytes == o->nbytes && w->shape == o->shape;
-      if (in_place) continue;
-      if (w->data < o->data + o->nbytes && o->data < w->data + w->nbytes)
-        args.fail(std::string(w->name) + " shares memory with " + o->name +
-                  " (an array that is written must not overlap any other argument)");
-    }
-  }
-}
-
-std::string float_str(double x) { return py::str(py::float_(x)).cast<std::string>(); }
-
-template <class T>
-T* opt_ptr(const ArrayArg& a) {
-  return a.present ? a.ptr<T>() : nullptr;
-}
-
 template <class T>
 BnForward<T> forward_args(const Dims& d, const ArrayArg& x, const ArrayArg& w, const ArrayArg& b, const ArrayArg& rm,
                           const ArrayArg& rv, const ArrayArg& y, const ArrayArg& sm, const ArrayArg& si, bool batch,
                           double momentum, double eps, bool channels_last) {
   BnForward<T> f;
-  f.x = x.ptr<T>(), f.y = y.ptr<T>(), f.weight = opt_ptr<T>(w), f.bias = opt_ptr<T>(b);
-  f.running_mean = opt_ptr<T>(rm), f.running_var = opt_ptr<T>(rv);
+  f.x = x.ptr<T>(), f.y = y.ptr<T>(), f.weight = w.ptr_or_null<T>(), f.bias = b.ptr_or_null<T>();
+  f.running_mean = rm.ptr_or_null<T>(), f.running_var = rv.ptr_or_null<T>();
   f.save_mean = sm.ptr<T>(), f.save_invstd = si.ptr<T>();
   f.n = d.n, f.c = d.c, f.l = d.l, f.channels_last = channels_last;
   f.batch_stats = batch, f.momentum = momentum, f.eps = eps;
@@ -83,9 +58,9 @@ BnBackward<T> backward_args(const Dims& d, const ArrayArg& dy, const ArrayArg& x
                             const ArrayArg& sm, const ArrayArg& si, const ArrayArg& dx, const ArrayArg& dw,
                             const ArrayArg& db, bool training, bool channels_last) {
   BnBackward<T> g;
-  g.dy = dy.ptr<T>(), g.x = x.ptr<T>(), g.weight = opt_ptr<T>(w);
+  g.dy = dy.ptr<T>(), g.x = x.ptr<T>(), g.weight = w.ptr_or_null<T>();
   g.save_mean = sm.ptr<T>(), g.save_invstd = si.ptr<T>();
-  g.dx = dx.ptr<T>(), g.dweight = opt_ptr<T>(dw), g.dbias = opt_ptr<T>(db);
+  g.dx = dx.ptr<T>(), g.dweight = dw.ptr_or_null<T>(), g.dbias = db.ptr_or_null<T>();
   g.n = d.n, g.c = d.c, g.l = d.l, g.channels_last = channels_last, g.batch_stats = training;
   return g;
 }
@@ -126,25 +101,25 @@ void bind_batchnorm(py::module_& m) {
         const ArrayArg& asm_ = args.floating("save_mean", save_mean, true);
         const ArrayArg& asi = args.floating("save_invstd", save_invstd, true);
         const Dims d = dims_of(args, ax, channels_last);
-        require_channels(args, d, {&aw, &ab, &arm, &arv, &asm_, &asi});
-        args.require_shape(ay, ax.shape, "x has shape");
-        if (arm.present != arv.present) args.fail("running_mean and running_var must both be arrays or both be None");
+        require_channels(args, d, {&aw, &ab, &arm, &arv});
+        args.require_like(ay, ax);
+        require_channels(args, d, {&asm_, &asi});
+        args.allow_in_place(ay, ax);
+        args.check_aliasing();
+        if (arm.present != arv.present)
+          args.fail(arm, "running_mean and running_var must both be arrays or both be None");
         const bool batch = training || !arm.present;
         if (batch && !(eps > 0))
-          args.fail("eps must be > 0 when the batch statistics are used (training), got " + float_str(eps));
-        check_aliasing(args, {&ax, &aw, &ab, &arm, &arv, &ay, &asm_, &asi}, ay, ax);
+          value_error(fn, "{arg} must be > 0 when the batch statistics are used (training), got " + num(eps), "eps");
         if (batch && d.n * d.l == 1)
-          args.fail("Expected more than 1 value per channel when training, got input size " + shape_str(ax.shape));
+          args.fail(ax, "Expected more than 1 value per channel when training, got input size " + shape_str(ax.shape));
         const int threads = num_threads();
-        if (args.dtype() == DType::f32) {
-          const auto f = forward_args<float>(d, ax, aw, ab, arm, arv, ay, asm_, asi, batch, momentum, eps, channels_last);
+        with_dtype(args.dtype(), [&](auto zero) {
+          using T = decltype(zero);
+          const auto f = forward_args<T>(d, ax, aw, ab, arm, arv, ay, asm_, asi, batch, momentum, eps, channels_last);
           py::gil_scoped_release release;
-          GF_CALL(batchnorm_forward<float>, f, threads);
-        } else {
-          const auto f = forward_args<double>(d, ax, aw, ab, arm, arv, ay, asm_, asi, batch, momentum, eps, channels_last);
-          py::gil_scoped_release release;
-          GF_CALL(batchnorm_forward<double>, f, threads);
-        }
+          GF_CALL(batchnorm_forward<T>, f, threads);
+        });
       },
       "x"_a, "weight"_a, "bias"_a, "running_mean"_a, "running_var"_a, "y"_a, "save_mean"_a, "save_invstd"_a,
       py::kw_only(), "training"_a = true, "momentum"_a = 0.1, "eps"_a = 1e-5, "channels_last"_a = false, kForwardDoc);
@@ -164,20 +139,19 @@ void bind_batchnorm(py::module_& m) {
         const ArrayArg& adw = args.floating("dweight", dweight, true, true);
         const ArrayArg& adb = args.floating("dbias", dbias, true, true);
         const Dims d = dims_of(args, ax, channels_last);
-        args.require_shape(ady, ax.shape, "x has shape");
-        args.require_shape(adx, ax.shape, "x has shape");
-        require_channels(args, d, {&aw, &asm_, &asi, &adw, &adb});
-        check_aliasing(args, {&ady, &ax, &aw, &asm_, &asi, &adx, &adw, &adb}, adx, ady);
+        args.require_like(ady, ax);
+        require_channels(args, d, {&aw, &asm_, &asi});
+        args.require_like(adx, ax);
+        require_channels(args, d, {&adw, &adb});
+        args.allow_in_place(adx, ady);
+        args.check_aliasing();
         const int threads = num_threads();
-        if (args.dtype() == DType::f32) {
-          const auto g = backward_args<float>(d, ady, ax, aw, asm_, asi, adx, adw, adb, training, channels_last);
+        with_dtype(args.dtype(), [&](auto zero) {
+          using T = decltype(zero);
+          const auto g = backward_args<T>(d, ady, ax, aw, asm_, asi, adx, adw, adb, training, channels_last);
           py::gil_scoped_release release;
-          GF_CALL(batchnorm_backward<float>, g, threads);
-        } else {
-          const auto g = backward_args<double>(d, ady, ax, aw, asm_, asi, adx, adw, adb, training, channels_last);
-          py::gil_scoped_release release;
-          GF_CALL(batchnorm_backward<double>, g, threads);
-        }
+          GF_CALL(batchnorm_backward<T>, g, threads);
+        });
       },
       "dy"_a, "x"_a, "weight"_a, "save_mean"_a, "save_invstd"_a, "dx"_a, "dweight"_a, "dbias"_a, py::kw_only(),
       "training"_a = true, "channels_last"_a = false, kBackwardDoc);

@@ -22,14 +22,13 @@ namespace {
 
 using namespace pybind11::literals;
 
-std::string num(double x) { return py::str(py::float_(x)).cast<std::string>(); }
-
 void check_norm_type(const std::string& fn, double p) {
-  if (!(p > 0)) raise_value(fn + ": norm_type must be a number > 0 or inf, got " + num(p));
+  if (!(p > 0)) value_error(fn, "{arg} must be a number > 0 or inf, got " + num(p), "norm_type");
 }
 
 void check_max_norm(const std::string& fn, double max_norm) {
-  if (!(max_norm >= 0)) raise_value(fn + ": max_norm must be a number >= 0 (inf: no clipping), got " + num(max_norm));
+  if (!(max_norm >= 0))
+    value_error(fn, "max_norm must be a number >= 0 (inf: no clipping), got " + num(max_norm), "max_norm");
 }
 
 // torch's error_if_nonfinite message, naming the kernel and the argument.
@@ -38,16 +37,6 @@ void check_max_norm(const std::string& fn, double max_norm) {
                            " is non-finite, so it cannot be clipped (nothing was written). To disable this "
                            "error and scale the gradients by the non-finite norm anyway, set "
                            "`error_if_nonfinite=False`");
-}
-
-template <class T>
-GradSegments<T> segments(const TensorLists& lists) {
-  const TensorList<T> v = lists.view<T>();
-  GradSegments<T> g;
-  g.count = v.count;
-  g.offset = v.offset;
-  g.data = v.param;
-  return g;
 }
 
 // The arrays of a validated tensor-list argument (an ndarray or a list/tuple of them), in order.
@@ -73,8 +62,10 @@ void bind_clip(py::module_& m) {
         double norm;
         {
           py::gil_scoped_release release;
-          norm = lists.dtype() == DType::f32 ? GF_CALL(grad_norm<float>, segments<float>(lists), norm_type, threads)
-                                             : GF_CALL(grad_norm<double>, segments<double>(lists), norm_type, threads);
+          norm = with_dtype(lists.dtype(), [&](auto zero) {
+            using T = decltype(zero);
+            return GF_CALL(grad_norm<T>, lists.segments<T>(), norm_type, threads);
+          });
         }
         return norm;
       },
@@ -93,11 +84,10 @@ void bind_clip(py::module_& m) {
         double norm;
         {
           py::gil_scoped_release release;
-          norm = lists.dtype() == DType::f32
-                     ? GF_CALL(clip_grad_norm<float>, segments<float>(lists), max_norm, norm_type,
-                               error_if_nonfinite, threads)
-                     : GF_CALL(clip_grad_norm<double>, segments<double>(lists), max_norm, norm_type,
-                               error_if_nonfinite, threads);
+          norm = with_dtype(lists.dtype(), [&](auto zero) {
+            using T = decltype(zero);
+            return GF_CALL(clip_grad_norm<T>, lists.segments<T>(), max_norm, norm_type, error_if_nonfinite, threads);
+          });
         }
         if (error_if_nonfinite && !std::isfinite(norm)) raise_nonfinite(fn, "total norm of grads", norm_type);
         return norm;
@@ -133,16 +123,15 @@ void bind_clip(py::module_& m) {
         int64_t bad;
         {
           py::gil_scoped_release release;
-          auto run = [&](auto zero) {
+          bad = with_dtype(lists.dtype(), [&](auto zero) {
             using T = decltype(zero);
-            GradSegments<T> g;
+            Segments<T> g;
             g.count = static_cast<int64_t>(data.size());
             g.offset = offset.data();
-            g.data = reinterpret_cast<T* const*>(data.data());
+            g.list[0] = reinterpret_cast<T* const*>(data.data());
             return GF_CALL(clip_grad_norm_per_segment<T>, g, max_norm, norm_type, error_if_nonfinite,
                            seg_norms.data(), threads);
-          };
-          bad = lists.dtype() == DType::f32 ? run(float{}) : run(double{});
+          });
         }
         const bool is_list = PyList_Check(grads.ptr()) || PyTuple_Check(grads.ptr());
         if (bad >= 0) {
@@ -165,12 +154,14 @@ void bind_clip(py::module_& m) {
       "clip_grad_value",
       [](py::handle grads, double clip_value) {
         const std::string fn = "clip_grad_value";
-        if (!(clip_value >= 0)) raise_value(fn + ": clip_value must be a number >= 0, got " + num(clip_value));
+        if (!(clip_value >= 0)) value_error(fn, "{arg} must be a number >= 0, got " + num(clip_value), "clip_value");
         TensorLists lists(fn, {{"grads", grads, true}});
         const int threads = num_threads();
         py::gil_scoped_release release;
-        if (lists.dtype() == DType::f32) GF_CALL(clip_grad_value<float>, segments<float>(lists), clip_value, threads);
-        else GF_CALL(clip_grad_value<double>, segments<double>(lists), clip_value, threads);
+        with_dtype(lists.dtype(), [&](auto zero) {
+          using T = decltype(zero);
+          GF_CALL(clip_grad_value<T>, lists.segments<T>(), clip_value, threads);
+        });
       },
       "grads"_a, py::kw_only(), "clip_value"_a,
       "torch.nn.utils.clip_grad_value_ on a list of gradients, in place: clamp to [-clip_value, clip_value] "

@@ -15,15 +15,14 @@ namespace {
 using namespace pybind11::literals;
 
 void require_matrix(const ArgSet& args, const ArrayArg& a) {
-  if (a.present && a.ndim() != 2) args.fail(std::string(a.name) + " must be 2-D, got shape " + shape_str(a.shape));
-  for (int64_t d : a.shape)
-    if (d > INT_MAX) args.fail(std::string(a.name) + " has a dimension over 2^31 - 1 (the BLAS interface's limit)");
+  if (a.present && a.ndim() != 2) args.fail(a, "{arg} must be 2-D, got shape " + shape_str(a.shape));
 }
 
-template <class F>
-void with_dtype(DType t, F&& f) {
-  if (t == DType::f32) f(float{});
-  else f(double{});
+// The BLAS interface takes int dimensions.
+void require_int_dims(const ArgSet& args, std::initializer_list<const ArrayArg*> arrays) {
+  for (const ArrayArg* a : arrays)
+    for (int64_t d : a->shape)
+      if (d > INT_MAX) args.fail(*a, "{arg} has a dimension over 2^31 - 1 (the BLAS interface's limit)");
 }
 
 }  // namespace
@@ -44,10 +43,11 @@ void bind_dense(py::module_& m) {
         const int64_t kb = trans_b ? ab.shape[1] : ab.shape[0];
         g.n = trans_b ? ab.shape[0] : ab.shape[1];
         if (kb != g.k)
-          args.fail("op(a) has shape " + shape_str({g.m, g.k}) + " and op(b) " + shape_str({kb, g.n}) +
-                    ": the inner dimensions differ");
+          args.fail(ab, "op(a) has shape " + shape_str({g.m, g.k}) + " and op({arg}) " + shape_str({kb, g.n}) +
+                            ": the inner dimensions differ");
         args.require_shape(ac, {g.m, g.n}, "op(a) @ op(b) has shape");
         args.check_aliasing();
+        require_int_dims(args, {&aa, &ab, &ac});
         const int threads = num_threads();
         py::gil_scoped_release release;
         with_dtype(args.dtype(), [&](auto t) {
@@ -78,12 +78,13 @@ void bind_dense(py::module_& m) {
         args.require_shape(ay, {n, out}, "x @ weight has shape");
         args.require_shape(az, {n, out}, "x @ weight has shape");
         args.check_aliasing();
+        require_int_dims(args, {&ax, &aw});
         const int threads = num_threads();
         py::gil_scoped_release release;
         with_dtype(args.dtype(), [&](auto t) {
           using T = decltype(t);
-          GF_CALL(dense_forward<T>, act, negative_slope, ax.ptr<T>(), aw.ptr<T>(), ab.present ? ab.ptr<T>() : nullptr,
-                  ay.ptr<T>(), az.present ? az.ptr<T>() : nullptr, n, in, out, threads);
+          GF_CALL(dense_forward<T>, act, negative_slope, ax.ptr<T>(), aw.ptr<T>(), ab.ptr_or_null<T>(), ay.ptr<T>(),
+                  az.ptr_or_null<T>(), n, in, out, threads);
         });
       },
       "x"_a, "weight"_a, "bias"_a, "y"_a, py::kw_only(), "activation"_a = "none", "negative_slope"_a = 0.01,
@@ -111,19 +112,21 @@ void bind_dense(py::module_& m) {
         require_matrix(args, aw);
         const int64_t n = ax.shape[0], in = ax.shape[1], out = aw.shape[1];
         args.require_shape(aw, {in, out}, "x has shape " + shape_str(ax.shape) + ", so it must be (in_features, out_features) =");
-        for (const ArrayArg* a : {&ady, &ay, &az, &adz}) args.require_shape(*a, {n, out}, "x @ weight has shape");
+        args.require_shape(ady, {n, out}, "x @ weight has shape");
         args.require_shape(adx, {n, in}, "x has shape");
         args.require_shape(adw, {in, out}, "weight has shape");
         args.require_shape(adb, {out}, "the bias has shape");
-        check_saved(args, activation, act, negative_slope, az, ay);  // z plays the activation's input
+        for (const ArrayArg* a : {&ay, &az, &adz}) args.require_shape(*a, {n, out}, "x @ weight has shape");
         args.check_aliasing();
+        check_saved(args, activation, act, negative_slope, az, ay);  // z plays the activation's input
+        require_int_dims(args, {&ax, &aw});
         const int threads = num_threads();
         py::gil_scoped_release release;
         with_dtype(args.dtype(), [&](auto t) {
           using T = decltype(t);
-          auto opt = [](const ArrayArg& a) { return a.present ? a.ptr<T>() : nullptr; };
-          GF_CALL(dense_backward<T>, act, negative_slope, ady.ptr<T>(), ax.ptr<T>(), aw.ptr<T>(), opt(ay), opt(az),
-                  opt(adz), opt(adx), opt(adw), opt(adb), accumulate, n, in, out, threads);
+          GF_CALL(dense_backward<T>, act, negative_slope, ady.ptr<T>(), ax.ptr<T>(), aw.ptr<T>(), ay.ptr_or_null<T>(),
+                  az.ptr_or_null<T>(), adz.ptr_or_null<T>(), adx.ptr_or_null<T>(), adw.ptr_or_null<T>(),
+                  adb.ptr_or_null<T>(), accumulate, n, in, out, threads);
         });
       },
       "dy"_a, "x"_a, "weight"_a, "dx"_a, "dweight"_a, "dbias"_a, py::kw_only(), "activation"_a = "none",

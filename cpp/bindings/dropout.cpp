@@ -18,16 +18,14 @@ using namespace pybind11::literals;
 
 // torch's wording (torch.nn.functional.dropout), after the function's name.
 void check_probability(const std::string& fn, double p) {
-  if (!(p >= 0 && p <= 1))
-    raise_value(fn + ": dropout probability has to be between 0 and 1, but got " +
-                py::str(py::float_(p)).cast<std::string>());
+  if (!(p >= 0 && p <= 1)) value_error(fn, "dropout probability has to be between 0 and 1, but got " + num(p), "p");
 }
 
 // An int (or an object with __index__, e.g. a NumPy integer; not a bool) in [0, 2**64).
 uint64_t parse_u64(const std::string& fn, const char* name, py::handle obj) {
   PyObject* o = obj.ptr();
   if (PyBool_Check(o) || !PyIndex_Check(o))
-    raise_type(fn + ": " + name + " must be an int, got " + std::string(Py_TYPE(o)->tp_name));
+    type_error(fn, "{arg} must be an int, got " + std::string(Py_TYPE(o)->tp_name), name);
   py::int_ value = py::reinterpret_steal<py::int_>(PyNumber_Index(o));
   if (!value) throw py::error_already_set();
   const int negative = PyObject_RichCompareBool(value.ptr(), py::int_(0).ptr(), Py_LT);
@@ -41,8 +39,7 @@ uint64_t parse_u64(const std::string& fn, const char* name, py::handle obj) {
       ok = false;
     }
   }
-  if (!ok)
-    raise_value(fn + ": " + name + " must be an int in [0, 2**64), got " + py::str(value).cast<std::string>());
+  if (!ok) value_error(fn, "{arg} must be an int in [0, 2**64), got " + py::str(value).cast<std::string>(), name);
   return v;
 }
 
@@ -58,18 +55,18 @@ void bind_dropout(py::module_& m) {
         ArgSet args(fn);
         const ArrayArg& ax = args.floating("x", x, false);
         const ArrayArg& ay = args.floating("y", y, true);
-        const ArrayArg& am = args.typed("mask", mask, true, 'u', 1, "uint8");
-        args.require_shape(ay, ax.shape, "x has shape");
+        const ArrayArg& am = args.add("mask", mask, true, kUint8);
+        args.require_like(ay, ax);
         args.require_shape(am, {dropout_mask_bytes(ax.size)}, "x.size = " + std::to_string(ax.size) + " needs");
         args.allow_in_place(ay, ax);
         args.check_aliasing();
         const int64_t n = ax.size;
         const int threads = num_threads();
         py::gil_scoped_release release;
-        if (args.dtype() == DType::f32)
-          GF_CALL(dropout_forward<float>, ax.ptr<float>(), ay.ptr<float>(), am.ptr<uint8_t>(), n, p, s, c, threads);
-        else
-          GF_CALL(dropout_forward<double>, ax.ptr<double>(), ay.ptr<double>(), am.ptr<uint8_t>(), n, p, s, c, threads);
+        with_dtype(args.dtype(), [&](auto zero) {
+          using T = decltype(zero);
+          GF_CALL(dropout_forward<T>, ax.ptr<T>(), ay.ptr<T>(), am.ptr<uint8_t>(), n, p, s, c, threads);
+        });
       },
       "x"_a, "y"_a, "mask"_a, py::kw_only(), "p"_a, "seed"_a, "counter"_a,
       "Inverted dropout, training mode: y = x * keep / (1 - p), and the keep bits packed into mask "
@@ -85,19 +82,19 @@ void bind_dropout(py::module_& m) {
         check_probability(fn, p);
         ArgSet args(fn);
         const ArrayArg& ady = args.floating("dy", dy, false);
-        const ArrayArg& am = args.typed("mask", mask, false, 'u', 1, "uint8");
+        const ArrayArg& am = args.add("mask", mask, false, kUint8);
         const ArrayArg& adx = args.floating("dx", dx, true);
-        args.require_shape(adx, ady.shape, "dy has shape");
         args.require_shape(am, {dropout_mask_bytes(ady.size)}, "dy.size = " + std::to_string(ady.size) + " needs");
+        args.require_like(adx, ady);
         args.allow_in_place(adx, ady);
         args.check_aliasing();
         const int64_t n = ady.size;
         const int threads = num_threads();
         py::gil_scoped_release release;
-        if (args.dtype() == DType::f32)
-          GF_CALL(dropout_backward<float>, ady.ptr<float>(), am.ptr<uint8_t>(), adx.ptr<float>(), n, p, threads);
-        else
-          GF_CALL(dropout_backward<double>, ady.ptr<double>(), am.ptr<uint8_t>(), adx.ptr<double>(), n, p, threads);
+        with_dtype(args.dtype(), [&](auto zero) {
+          using T = decltype(zero);
+          GF_CALL(dropout_backward<T>, ady.ptr<T>(), am.ptr<uint8_t>(), adx.ptr<T>(), n, p, threads);
+        });
       },
       "dy"_a, "mask"_a, "dx"_a, py::kw_only(), "p"_a,
       "Dropout backward: dx = dy * keep / (1 - p) with keep read from the forward's mask (0 when "
@@ -106,7 +103,7 @@ void bind_dropout(py::module_& m) {
   m.def(
       "dropout_mask_bytes",
       [](int64_t n) {
-        if (n < 0) raise_value("dropout_mask_bytes: n must be >= 0, got " + std::to_string(n));
+        if (n < 0) value_error("dropout_mask_bytes", "{arg} must be >= 0, got " + std::to_string(n), "n");
         return dropout_mask_bytes(n);
       },
       "n"_a, "Bytes of the packed dropout mask of n elements: 8 * ceil(n / 64) (whole 64-bit words).");
@@ -116,13 +113,13 @@ void bind_dropout(py::module_& m) {
       [](py::handle counters, py::handle key, py::handle out) {
         const std::string fn = "philox4x32_10";
         ArgSet args(fn);
-        const ArrayArg& ac = args.typed("counters", counters, false, 'u', 4, "uint32");
-        const ArrayArg& ak = args.typed("key", key, false, 'u', 4, "uint32");
-        const ArrayArg& ao = args.typed("out", out, true, 'u', 4, "uint32");
+        const ArrayArg& ac = args.add("counters", counters, false, kUint32);
+        const ArrayArg& ak = args.add("key", key, false, kUint32);
+        const ArrayArg& ao = args.add("out", out, true, kUint32);
         if (ac.ndim() != 2 || ac.shape[1] != 4)
-          args.fail("counters has shape " + shape_str(ac.shape) + "; expected (n, 4)");
-        args.require_shape(ak, {2}, "expected");
-        args.require_shape(ao, ac.shape, "counters has shape");
+          args.fail(ac, "{arg} has shape " + shape_str(ac.shape) + " but must be (N, 4)");
+        args.require_shape(ak, {2}, "must be");
+        args.require_like(ao, ac);
         args.check_aliasing();
         const int64_t n = ac.shape[0];
         const uint32_t k0 = ak.ptr<uint32_t>()[0], k1 = ak.ptr<uint32_t>()[1];

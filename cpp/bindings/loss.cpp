@@ -23,12 +23,7 @@ using namespace pybind11::literals;
 bool parse_reduction(const std::string& fn, const std::string& reduction) {
   if (reduction == "mean") return true;
   if (reduction == "sum") return false;
-  raise_value(fn + ": reduction must be 'mean' or 'sum', got '" + reduction + "'");
-}
-
-// The same memory (the output is the input itself): allowed for the row kernels' in-place use.
-bool same_memory(const ArrayArg& a, const ArrayArg& b) {
-  return a.present && b.present && a.data == b.data && a.nbytes == b.nbytes;
+  value_error(fn, "reduction must be 'mean' or 'sum', got '" + reduction + "'", "reduction");
 }
 
 // Rows and columns of an array whose last axis is the class axis.
@@ -39,7 +34,7 @@ void rows_cols(const ArrayArg& a, int64_t& rows, int64_t& cols) {
 
 // (N, K) scores and (N,) labels.
 void check_labels(const ArgSet& s, const ArrayArg& scores, const ArrayArg& labels) {
-  if (scores.ndim() != 2) s.fail(std::string(scores.name) + " must be 2-D (N, K), got shape " + shape_str(scores.shape));
+  if (scores.ndim() != 2) s.fail(scores, "{arg} must be 2-D (N, K), got shape " + shape_str(scores.shape));
   s.require_shape(labels, {scores.shape[0]}, "must be (N,) =");
 }
 
@@ -50,8 +45,8 @@ void check_label_range(const ArgSet& s, const ArrayArg& labels, int64_t classes,
   for (int64_t i = 0; i < labels.size; ++i) {
     if (has_ignore && y[i] == ignore_index) continue;
     if (y[i] < 0 || y[i] >= classes)
-      s.fail("labels[" + std::to_string(i) + "] = " + std::to_string(y[i]) + " is out of range [0, " +
-             std::to_string(classes) + ")");
+      value_error(s.fn(), "{arg} = " + std::to_string(y[i]) + " is out of range [0, " + std::to_string(classes) + ")",
+                  labels.name, i);
   }
 }
 
@@ -61,7 +56,7 @@ py::float_ run_loss(DType dtype, F&& f) {
   double value;
   {
     py::gil_scoped_release release;
-    value = dtype == DType::f32 ? f(float{}, threads) : f(double{}, threads);
+    value = with_dtype(dtype, [&](auto zero) { return f(zero, threads); });
   }
   return py::float_(value);
 }
@@ -70,15 +65,18 @@ void softmax_forward_binding(const std::string& fn, py::handle x, py::handle y, 
   ArgSet s(fn);
   const ArrayArg& xa = s.floating("x", x, false);
   const ArrayArg& ya = s.floating("y", y, true);
-  if (xa.ndim() < 1) s.fail("x must have at least one axis (the last is normalised), got shape ()");
-  s.require_shape(ya, xa.shape, "must have x's shape");
-  if (!same_memory(xa, ya)) s.check_aliasing();  // y may be x itself (in place), nothing in between
+  if (xa.ndim() < 1) s.fail(xa, "{arg} must have at least one axis (the last is normalised), got shape ()");
+  s.require_like(ya, xa);
+  s.allow_in_place(ya, xa);
+  s.check_aliasing();
   int64_t rows, cols;
   rows_cols(xa, rows, cols);
   const int threads = num_threads();
   py::gil_scoped_release release;
-  if (s.dtype() == DType::f32) GF_CALL(softmax_forward<float>, xa.ptr<float>(), ya.ptr<float>(), rows, cols, log, threads);
-  else GF_CALL(softmax_forward<double>, xa.ptr<double>(), ya.ptr<double>(), rows, cols, log, threads);
+  with_dtype(s.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    GF_CALL(softmax_forward<T>, xa.ptr<T>(), ya.ptr<T>(), rows, cols, log, threads);
+  });
 }
 
 void softmax_backward_binding(const std::string& fn, py::handle y, py::handle dy, py::handle dx, bool log) {
@@ -86,25 +84,19 @@ void softmax_backward_binding(const std::string& fn, py::handle y, py::handle dy
   const ArrayArg& ya = s.floating("y", y, false);
   const ArrayArg& dya = s.floating("dy", dy, false);
   const ArrayArg& dxa = s.floating("dx", dx, true);
-  if (ya.ndim() < 1) s.fail("y must have at least one axis (the last is normalised), got shape ()");
-  s.require_shape(dya, ya.shape, "must have y's shape");
-  s.require_shape(dxa, ya.shape, "must have y's shape");
-  if (same_memory(dxa, dya)) {  // dx may be dy itself (in place); it must still not overlap y
-    ArgSet pair(fn);
-    pair.floating("y", y, false);
-    pair.floating("dx", dx, true);
-    pair.check_aliasing();
-  } else {
-    s.check_aliasing();
-  }
+  if (ya.ndim() < 1) s.fail(ya, "{arg} must have at least one axis (the last is normalised), got shape ()");
+  s.require_like(dya, ya);
+  s.require_like(dxa, ya);
+  s.allow_in_place(dxa, dya);  // dx may be dy itself; it must still not overlap y
+  s.check_aliasing();
   int64_t rows, cols;
   rows_cols(ya, rows, cols);
   const int threads = num_threads();
   py::gil_scoped_release release;
-  if (s.dtype() == DType::f32)
-    GF_CALL(softmax_backward<float>, ya.ptr<float>(), dya.ptr<float>(), dxa.ptr<float>(), rows, cols, log, threads);
-  else
-    GF_CALL(softmax_backward<double>, ya.ptr<double>(), dya.ptr<double>(), dxa.ptr<double>(), rows, cols, log, threads);
+  with_dtype(s.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    GF_CALL(softmax_backward<T>, ya.ptr<T>(), dya.ptr<T>(), dxa.ptr<T>(), rows, cols, log, threads);
+  });
 }
 
 // pred/target/grad of an element-wise loss: same shape.
@@ -114,8 +106,8 @@ py::float_ squared_error_binding(const std::string& fn, py::handle pred, py::han
   const ArrayArg& p = s.floating("pred", pred, false);
   const ArrayArg& t = s.floating("target", target, false);
   const ArrayArg& g = s.floating("grad", grad, true, true);
-  s.require_shape(t, p.shape, "must have pred's shape");
-  s.require_shape(g, p.shape, "must have pred's shape");
+  s.require_like(t, p);
+  s.require_like(g, p);
   s.check_aliasing();
   const int64_t n = p.size;
   const double denom = mean ? static_cast<double>(n) : 1.0;
@@ -166,10 +158,10 @@ void bind_loss(py::module_& m) {
         a.label_smoothing = label_smoothing;
         ArgSet s(fn);
         const ArrayArg& x = s.floating("logits", logits, false);
-        const ArrayArg& y = s.typed("labels", labels, false, 'i', 8, "int64");
+        const ArrayArg& y = s.add("labels", labels, false, kInt64);
         const ArrayArg& g = s.floating("grad", grad, true, true);
         check_labels(s, x, y);
-        s.require_shape(g, x.shape, "must have logits' shape");
+        s.require_like(g, x);
         s.check_aliasing();
         check_label_range(s, y, x.shape[1], true, ignore_index);
         const int64_t rows = x.shape[0], cols = x.shape[1];
@@ -189,15 +181,15 @@ void bind_loss(py::module_& m) {
       [](py::handle scores, py::handle labels, py::handle grad, int64_t p, double margin,
          const std::string& reduction) {
         const std::string fn = "multi_margin_loss";
-        if (p != 1 && p != 2) raise_value(fn + ": p must be 1 or 2, got " + std::to_string(p));
+        if (p != 1 && p != 2) value_error(fn, "p must be 1 or 2, got " + std::to_string(p), "p");
         check_finite(fn, "margin", margin);
         const bool mean = parse_reduction(fn, reduction);
         ArgSet s(fn);
         const ArrayArg& x = s.floating("scores", scores, false);
-        const ArrayArg& y = s.typed("labels", labels, false, 'i', 8, "int64");
+        const ArrayArg& y = s.add("labels", labels, false, kInt64);
         const ArrayArg& g = s.floating("grad", grad, true, true);
         check_labels(s, x, y);
-        s.require_shape(g, x.shape, "must have scores' shape");
+        s.require_like(g, x);
         s.check_aliasing();
         check_label_range(s, y, x.shape[1], false, 0);
         const int64_t rows = x.shape[0], cols = x.shape[1];
@@ -242,11 +234,11 @@ void bind_loss(py::module_& m) {
         const ArrayArg& t = s.floating("targets", targets, false);
         const ArrayArg& g = s.floating("grad", grad, true, true);
         const ArrayArg& pw = s.floating("pos_weight", pos_weight, false, true);
-        s.require_shape(t, x.shape, "must have logits' shape");
-        s.require_shape(g, x.shape, "must have logits' shape");
+        s.require_like(t, x);
+        s.require_like(g, x);
         int64_t cols = 0;
         if (pw.present) {
-          if (x.ndim() < 1) s.fail("pos_weight needs logits with a class axis (the last), got shape ()");
+          if (x.ndim() < 1) s.fail(pw, "{arg} needs logits with a class axis (the last), got shape ()");
           cols = x.shape.back();
           s.require_shape(pw, {cols}, "must be (C,) =");
         }
@@ -272,18 +264,11 @@ void bind_loss(py::module_& m) {
         const std::string fn = "penalty";
         check_nonneg(fn, "l1", l1);
         check_nonneg(fn, "l2", l2);
-        const bool has_grads = !grads.is_none();
         TensorLists lists(fn, {{"params", params, false}, {"grads", grads, true, false}});
         if (lists.empty()) return py::float_(0.0);
         return run_loss(lists.dtype(), [&](auto zero, int threads) {
           using T = decltype(zero);
-          const TensorList<T> v = lists.view<T>();
-          ParamGradList<T> list;
-          list.count = v.count;
-          list.offset = v.offset;
-          list.param = v.param;
-          list.grad = has_grads ? const_cast<T* const*>(v.grad) : nullptr;  // written: checked as such
-          return GF_CALL(penalty<T>, list, l1, l2, threads);
+          return GF_CALL(penalty<T>, lists.segments<T>(), l1, l2, threads);
         });
       },
       "params"_a, "grads"_a = py::none(), py::kw_only(), "l1"_a = 0.0, "l2"_a = 0.0,

@@ -9,7 +9,6 @@ namespace gf {
 namespace GF_ISA_NS {
 
 namespace {
-constexpr int64_t kGrain = 16384;
 }
 
 template <class T>

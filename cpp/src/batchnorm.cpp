@@ -30,7 +30,6 @@ namespace gf {
 namespace GF_ISA_NS {
 namespace {
 
-constexpr int64_t kGrain = 16384;        // minimum elements per thread, element-wise passes
 constexpr int64_t kTaskElems = 1 << 17;  // elements per reduction block
 constexpr int64_t kColBlock = 1024;      // columns per reduction block (rows layout); a multiple of 16
 constexpr int64_t kPlaneMin = 64;        // channels-first data with L >= kPlaneMin: planes layout

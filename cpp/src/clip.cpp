@@ -22,7 +22,6 @@ namespace GF_ISA_NS {
 namespace {
 
 constexpr int kLanes = 16;
-constexpr int64_t kGrain = 16384;  // minimum elements per thread
 static_assert(kClipBlock % kLanes == 0, "blocks hold whole lane groups");
 
 enum class Norm { l1, l2, inf, p };
@@ -128,7 +127,7 @@ struct Block {
 };
 
 template <class T>
-std::vector<Block> blocks_of(const GradSegments<T>& g) {
+std::vector<Block> blocks_of(const Segments<T>& g) {
   std::vector<Block> blocks;
   for (int64_t s = 0; s < g.count; ++s) {
     const int64_t n = g.offset[s + 1] - g.offset[s];
@@ -145,14 +144,14 @@ GF_INLINE int useful_threads(int64_t n, int threads) {
 
 // Each block's partial value (a sum of |x|^p, or a max) in block order.
 template <class T>
-std::vector<double> block_partials(const GradSegments<T>& g, const std::vector<Block>& blocks, double p,
+std::vector<double> block_partials(const Segments<T>& g, const std::vector<Block>& blocks, double p,
                                    int threads) {
   const Norm kind = norm_kind(p);
   std::vector<double> partial(blocks.size(), 0.0);
   const int64_t n = g.count ? g.offset[g.count] : 0;
   parallel_blocks(static_cast<int64_t>(blocks.size()), useful_threads(n, threads), [&](int64_t b) {
     const Block& blk = blocks[static_cast<size_t>(b)];
-    const T* x = g.data[blk.seg] + blk.begin;
+    const T* x = g.list[0][blk.seg] + blk.begin;
     double v;
     switch (kind) {
       case Norm::l2: v = block_sum_l(x, blk.len, true); break;
@@ -186,23 +185,9 @@ struct Combine {
 GF_INLINE double clip_coef(double max_norm, double norm) { return max_norm / (norm + 1e-6); }
 GF_INLINE bool scales(double coef) { return !(coef >= 1.0); }
 
-// Calls f(s, off, len) for the pieces of [lo, hi) (the concatenated index space) in each segment.
-template <class T, class F>
-GF_INLINE void for_each_piece(const GradSegments<T>& g, int64_t lo, int64_t hi, F&& f) {
-  int64_t a = 0, b = g.count;  // binary search: the last segment starting at or before lo
-  while (b - a > 1) {
-    const int64_t mid = (a + b) / 2;
-    if (g.offset[mid] <= lo) a = mid; else b = mid;
-  }
-  for (int64_t s = a; s < g.count && g.offset[s] < hi; ++s) {
-    const int64_t begin = std::max(g.offset[s], lo), end = std::min(g.offset[s + 1], hi);
-    if (begin < end) f(s, begin - g.offset[s], end - begin);
-  }
-}
-
 // x[s] *= coef[s] (rounded to T) for every segment s with scale[s] != 0.
 template <class T>
-void scale_segments(const GradSegments<T>& g, const double* coef, const unsigned char* scale, int threads) {
+void scale_segments(const Segments<T>& g, const double* coef, const unsigned char* scale, int threads) {
   using V = Vec<T>;
   constexpr int64_t W = V::width;
   const int64_t n = g.offset[g.count];
@@ -210,7 +195,7 @@ void scale_segments(const GradSegments<T>& g, const double* coef, const unsigned
     for_each_piece(g, lo, hi, [&](int64_t s, int64_t off, int64_t len) {
       if (!scale[s]) return;
       const V c = V::broadcast(static_cast<T>(coef[s]));
-      T* x = g.data[s] + off;
+      T* x = g.list[0][s] + off;
       int64_t i = 0;
       for (; i + W <= len; i += W) (V::load(x + i) * c).store(x + i);
       if (i < len) (V::load(x + i, len - i) * c).store(x + i, len - i);
@@ -221,7 +206,7 @@ void scale_segments(const GradSegments<T>& g, const double* coef, const unsigned
 }  // namespace
 
 template <class T>
-double grad_norm(const GradSegments<T>& g, double norm_type, int threads) {
+double grad_norm(const Segments<T>& g, double norm_type, int threads) {
   const std::vector<Block> blocks = blocks_of(g);
   const std::vector<double> partial = block_partials(g, blocks, norm_type, threads);
   Combine c{norm_kind(norm_type), norm_type};
@@ -230,7 +215,7 @@ double grad_norm(const GradSegments<T>& g, double norm_type, int threads) {
 }
 
 template <class T>
-double clip_grad_norm(const GradSegments<T>& g, double max_norm, double norm_type, bool error_if_nonfinite,
+double clip_grad_norm(const Segments<T>& g, double max_norm, double norm_type, bool error_if_nonfinite,
                       int threads) {
   const double norm = grad_norm(g, norm_type, threads);
   if (error_if_nonfinite && !std::isfinite(norm)) return norm;  // the bindings raise; nothing written
@@ -244,7 +229,7 @@ double clip_grad_norm(const GradSegments<T>& g, double max_norm, double norm_typ
 }
 
 template <class T>
-int64_t clip_grad_norm_per_segment(const GradSegments<T>& g, double max_norm, double norm_type,
+int64_t clip_grad_norm_per_segment(const Segments<T>& g, double max_norm, double norm_type,
                                    bool error_if_nonfinite, double* norms, int threads) {
   const std::vector<Block> blocks = blocks_of(g);
   const std::vector<double> partial = block_partials(g, blocks, norm_type, threads);
@@ -271,7 +256,7 @@ int64_t clip_grad_norm_per_segment(const GradSegments<T>& g, double max_norm, do
 }
 
 template <class T>
-void clip_grad_value(const GradSegments<T>& g, double clip_value, int threads) {
+void clip_grad_value(const Segments<T>& g, double clip_value, int threads) {
   using V = Vec<T>;
   constexpr int64_t W = V::width;
   if (g.count == 0) return;
@@ -280,7 +265,7 @@ void clip_grad_value(const GradSegments<T>& g, double clip_value, int threads) {
   auto clamp = [&](V x) { return select(x < lo_v, lo_v, select(x > hi_v, hi_v, x)); };
   parallel_for(g.offset[g.count], threads, kGrain, [&](int64_t lo, int64_t hi) {
     for_each_piece(g, lo, hi, [&](int64_t s, int64_t off, int64_t len) {
-      T* x = g.data[s] + off;
+      T* x = g.list[0][s] + off;
       int64_t i = 0;
       for (; i + W <= len; i += W) clamp(V::load(x + i)).store(x + i);
       if (i < len) clamp(V::load(x + i, len - i)).store(x + i, len - i);
@@ -289,11 +274,11 @@ void clip_grad_value(const GradSegments<T>& g, double clip_value, int threads) {
 }
 
 #define GF_INSTANTIATE(T)                                                                        \
-  template double grad_norm<T>(const GradSegments<T>&, double, int);                             \
-  template double clip_grad_norm<T>(const GradSegments<T>&, double, double, bool, int);          \
-  template int64_t clip_grad_norm_per_segment<T>(const GradSegments<T>&, double, double, bool,    \
+  template double grad_norm<T>(const Segments<T>&, double, int);                             \
+  template double clip_grad_norm<T>(const Segments<T>&, double, double, bool, int);          \
+  template int64_t clip_grad_norm_per_segment<T>(const Segments<T>&, double, double, bool,    \
                                                  double*, int);                                  \
-  template void clip_grad_value<T>(const GradSegments<T>&, double, int);
+  template void clip_grad_value<T>(const Segments<T>&, double, int);
 GF_INSTANTIATE(float)
 GF_INSTANTIATE(double)
 #undef GF_INSTANTIATE

@@ -19,7 +19,6 @@ namespace gf {
 namespace GF_ISA_NS {
 namespace {
 
-constexpr int64_t kGrain = 16384;  // minimum elements per thread
 constexpr int64_t kWord = 64;      // elements per mask word
 
 // The keep bits of mask word w (bit k: element 64 w + k), before trimming to n.

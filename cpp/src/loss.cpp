@@ -242,20 +242,6 @@ double bce_span(const T* x, const T* t, const T* pw, T* g, int64_t n, T scale) {
   return acc.sum();
 }
 
-// Calls f(segment, offset, length) for the pieces of [lo, hi) in each segment of a list.
-template <class T, class F>
-GF_INLINE void for_each_piece(const ParamGradList<T>& list, int64_t lo, int64_t hi, F&& f) {
-  int64_t a = 0, b = list.count;  // binary search: the last segment starting at or before lo
-  while (b - a > 1) {
-    const int64_t mid = (a + b) / 2;
-    if (list.offset[mid] <= lo) a = mid; else b = mid;
-  }
-  for (int64_t s = a; s < list.count && list.offset[s] < hi; ++s) {
-    const int64_t begin = std::max(list.offset[s], lo), end = std::min(list.offset[s + 1], hi);
-    if (begin < end) f(s, begin - list.offset[s], end - begin);
-  }
-}
-
 }  // namespace
 
 template <class T>
@@ -426,19 +412,19 @@ double bce_with_logits(const T* logits, const T* targets, const T* pos_weight, T
 }
 
 template <class T>
-double penalty(const ParamGradList<T>& list, double l1, double l2, int threads) {
+double penalty(const Segments<T>& list, double l1, double l2, int threads) {
   using V = Vec<T>;
   constexpr int64_t W = V::width;
   const int64_t n = list.count ? list.offset[list.count] : 0;
   const int64_t nblocks = ceil_div(n, kBlock);
   std::vector<double> abs_sum(static_cast<size_t>(nblocks), 0.0), sq_sum(static_cast<size_t>(nblocks), 0.0);
   const V vl1 = V::broadcast(static_cast<T>(l1)), vl2 = V::broadcast(static_cast<T>(l2));
-  const bool write = list.grad != nullptr && (l1 != 0 || l2 != 0);
+  const bool write = list.list[1] != nullptr && (l1 != 0 || l2 != 0);
   parallel_blocks(nblocks, threads, [&](int64_t b) {
     DoubleSum a1, a2;
     for_each_piece(list, b * kBlock, std::min(n, (b + 1) * kBlock), [&](int64_t s, int64_t off, int64_t len) {
-      const T* w = list.param[s] + off;
-      T* g = write ? list.grad[s] + off : nullptr;
+      const T* w = list.list[0][s] + off;
+      T* g = write ? list.list[1][s] + off : nullptr;
       for (int64_t i = 0; i < len; i += W) {
         const int64_t m = std::min<int64_t>(W, len - i);
         const V wv = load_n(w + i, m);  // lanes past m: 0, adding nothing
@@ -473,7 +459,7 @@ double penalty(const ParamGradList<T>& list, double l1, double l2, int threads) 
                                        int);                                                               \
   template double squared_error<T>(const T*, const T*, T*, int64_t, double, int);                          \
   template double bce_with_logits<T>(const T*, const T*, const T*, T*, int64_t, int64_t, double, int);     \
-  template double penalty<T>(const ParamGradList<T>&, double, double, int);
+  template double penalty<T>(const Segments<T>&, double, double, int);
 GF_INSTANTIATE(float)
 GF_INSTANTIATE(double)
 #undef GF_INSTANTIATE

@@ -1,5 +1,8 @@
-// optim.cpp: bodies of the fused optimizer steps. The contract (formulas, state, bytes per
-// parameter, threading) is in gradfuse/optim.hpp. Compiled once per ISA into gf::<isa>.
+// optim.cpp: the fused optimizer steps, one functor per algorithm with its formula (torch.optim,
+// foreach=False) and its state arrays (the kernel table, python/gradfuse/table.py, names them and
+// counts their bytes). The contract (one pass, threading, determinism) is in gradfuse/optim.hpp.
+// Compiled once per ISA into gf::<isa>. Adding an algorithm: its functor here and one line in
+// GF_OPTIM_ALGORITHMS below, a NumPy twin, a row in the kernel table.
 //
 // Divisions by a per-step scalar (bias corrections) are multiplications by its reciprocal: on
 // cache-resident data the vector divider, not memory, is Adam's limit (measured ~10% faster).
@@ -18,8 +21,6 @@
 namespace gf {
 namespace GF_ISA_NS {
 namespace {
-
-constexpr int64_t kGrain = 16384;  // minimum elements per thread
 
 template <class T>
 GF_INLINE Vec<T> bc(double x) { return Vec<T>::broadcast(static_cast<T>(x)); }
@@ -69,6 +70,8 @@ struct Moments {
   }
 };
 
+// sgd (state: momentum_buffer): g += wd p; b = first ? g : mu b + (1-damp) g;
+// g = nesterov ? g + mu b : b; p -= lr g
 template <class T>
 struct Sgd {
   using V = Vec<T>;
@@ -78,7 +81,7 @@ struct Sgd {
   V lr, mu, damp1;
   explicit Sgd(const OptimArgs& a)
       : prep(a), decay(a, false), has_momentum(a.momentum != 0), nesterov(a.nesterov),
-        first(a.first_step), lr(bc<T>(a.lr)), mu(bc<T>(a.momentum)), damp1(bc<T>(1.0 - a.dampening)) {}
+        first(a.step == 1), lr(bc<T>(a.lr)), mu(bc<T>(a.momentum)), damp1(bc<T>(1.0 - a.dampening)) {}
   GF_INLINE void operator()(V& p, V g, V* s) const {
     g = prep(g);
     decay(p, g);
@@ -91,6 +94,9 @@ struct Sgd {
   }
 };
 
+// adam (exp_avg, exp_avg_sq, max_exp_avg_sq): decoupled: p *= 1 - lr wd, else g += wd p;
+// m += (1-b1)(g-m); v = b2 v + (1-b2) g g; vmax = max(vmax, v) (amsgrad);
+// p -= lr/bc1 * m / (sqrt(v or vmax) (1/sqrt(bc2)) + eps)
 template <class T>
 struct Adam {
   using V = Vec<T>;
@@ -115,6 +121,7 @@ struct Adam {
   }
 };
 
+// adagrad (sum): g += wd p; s += g g; p -= clr g / (sqrt(s) + eps), clr = lr / (1 + (step-1) lr_decay)
 template <class T>
 struct Adagrad {
   using V = Vec<T>;
@@ -133,6 +140,9 @@ struct Adagrad {
   }
 };
 
+// rmsprop (square_avg, grad_avg, momentum_buffer): g += wd p; a = alpha a + (1-alpha) g g;
+// centered: ga += (1-alpha)(g-ga), a' = a - ga^2; d = sqrt(a') + eps; b = mu b + g/d; p -= lr b
+// (no momentum: p -= lr g/d)
 template <class T>
 struct RMSprop {
   using V = Vec<T>;
@@ -167,6 +177,8 @@ struct RMSprop {
   }
 };
 
+// adadelta (square_avg, acc_delta): g += wd p; a = rho a + (1-rho) g g;
+// d = sqrt(u+eps)/sqrt(a+eps) g; u = rho u + (1-rho) d d; p -= lr d
 template <class T>
 struct Adadelta {
   using V = Vec<T>;
@@ -188,6 +200,7 @@ struct Adadelta {
   }
 };
 
+// adamax (exp_avg, exp_inf): g += wd p; m += (1-b1)(g-m); u = max(b2 u, |g|+eps); p -= lr/bc1 m/u
 template <class T>
 struct Adamax {
   using V = Vec<T>;
@@ -208,6 +221,8 @@ struct Adamax {
   }
 };
 
+// nadam (exp_avg, exp_avg_sq): (decoupled) wd; m, v as adam; d = sqrt(v (1/bc2)) + eps;
+// p += c1 g/d; p += c2 m/d  (from mu_t, mu_{t+1} and mu_product)
 template <class T>
 struct NAdam {
   using V = Vec<T>;
@@ -235,6 +250,8 @@ struct NAdam {
   }
 };
 
+// radam (exp_avg, exp_avg_sq): (decoupled) wd; m, v as adam; rho_t > 5:
+// p -= m (1/bc1) lr sqrt(bc2)/(sqrt(v)+eps) rect, else p -= m (1/bc1) lr
 template <class T>
 struct RAdam {
   using V = Vec<T>;
@@ -268,6 +285,8 @@ struct RAdam {
   }
 };
 
+// rprop (prev, step_size): s = g prev; f = eta+ (s>0), eta- (s<0), 1; step = clamp(step f);
+// g = 0 where s<0; p -= sign(g) step; prev = g
 template <class T>
 struct Rprop {
   using V = Vec<T>;
@@ -290,6 +309,7 @@ struct Rprop {
   }
 };
 
+// lion (exp_avg): p *= 1-lr wd; p -= lr sign(b1 m + (1-b1) g); m = b2 m + (1-b2) g
 template <class T>
 struct Lion {
   using V = Vec<T>;
@@ -320,21 +340,6 @@ struct Touch {
   }
 };
 
-// Calls f(segment, offset, length) for the pieces of [lo, hi) in each segment.
-template <class T, class F>
-GF_INLINE void for_each_piece(const TensorList<T>& list, int64_t lo, int64_t hi, F&& f) {
-  int64_t a = 0, b = list.count;  // binary search: the last segment starting at or before lo
-  while (b - a > 1) {
-    const int64_t mid = (a + b) / 2;
-    if (list.offset[mid] <= lo) a = mid; else b = mid;
-  }
-  for (int64_t s = a; s < list.count && list.offset[s] < hi; ++s) {
-    const int64_t begin = list.offset[s] > lo ? list.offset[s] : lo;
-    const int64_t end = list.offset[s + 1] < hi ? list.offset[s + 1] : hi;
-    if (begin < end) f(s, begin - list.offset[s], end - begin);
-  }
-}
-
 // One vector (or a masked tail of n < width elements) through an update rule.
 template <class T, class Op>
 GF_INLINE void update(const Op& op, T* p, const T* g, T* const* st, int64_t i, int64_t n) {
@@ -352,14 +357,14 @@ GF_INLINE void update(const Op& op, T* p, const T* g, T* const* st, int64_t i, i
 }
 
 template <class T, class Op>
-void run(const Op& op, const TensorList<T>& list, int threads) {
+void run(const Op& op, const Segments<T>& s, int threads) {
   constexpr int64_t W = Vec<T>::width;
-  parallel_for(list.offset[list.count], threads, kGrain, [&](int64_t lo, int64_t hi) {
-    for_each_piece(list, lo, hi, [&](int64_t s, int64_t off, int64_t len) {
-      T* p = list.param[s] + off;
-      const T* g = list.grad[s] + off;
+  parallel_for(s.size(), threads, kGrain, [&](int64_t lo, int64_t hi) {
+    for_each_piece(s, lo, hi, [&](int64_t k, int64_t off, int64_t len) {
+      T* p = s.list[0][k] + off;
+      const T* g = s.list[1][k] + off;
       T* st[kMaxStates];
-      for (int k = 0; k < kMaxStates; ++k) st[k] = list.state[k] ? list.state[k][s] + off : nullptr;
+      for (int j = 0; j < kMaxStates; ++j) st[j] = s.list[2 + j] ? s.list[2 + j][k] + off : nullptr;
       int64_t i = 0;
       for (; i + W <= len; i += W) update(op, p, g, st, i, W);
       if (i < len) update(op, p, g, st, i, len - i);
@@ -367,19 +372,38 @@ void run(const Op& op, const TensorList<T>& list, int threads) {
   });
 }
 
+template <class T, template <class> class Op>
+void run_algorithm(const OptimArgs& args, const Segments<T>& s, int threads) {
+  run(Op<T>(args), s, threads);
+}
+
+// The algorithms optim_step knows: the kernel table's name and the functor. _touch reads and
+// writes what a step with the same arrays would, with no math: the benchmark's ceiling.
+#define GF_OPTIM_ALGORITHMS(X)                                                                        \
+  X(sgd, Sgd) X(adam, Adam) X(adagrad, Adagrad) X(rmsprop, RMSprop) X(adadelta, Adadelta)            \
+  X(adamax, Adamax) X(nadam, NAdam) X(radam, RAdam) X(rprop, Rprop) X(lion, Lion) X(_touch, Touch)
+
 }  // namespace
 
+const char* const* optim_algorithms(int* count) {
+#define GF_NAME(name, Op) #name,
+  static const char* const kNames[] = {GF_OPTIM_ALGORITHMS(GF_NAME)};
+#undef GF_NAME
+  *count = static_cast<int>(sizeof(kNames) / sizeof(kNames[0]));
+  return kNames;
+}
+
 template <class T>
-bool all_finite(const TensorList<T>& list, const OptimArgs& args, int threads) {
+bool all_finite(const Segments<T>& s, int list, const OptimArgs& args, int threads) {
   using V = Vec<T>;
   constexpr int64_t W = V::width;
   const GradPrologue<T> prep(args);
   int found = 0;  // set by any thread that sees NaN/Inf: an OR, so the order cannot matter
-  parallel_for(list.offset[list.count], threads, kGrain, [&](int64_t lo, int64_t hi) {
+  parallel_for(s.size(), threads, kGrain, [&](int64_t lo, int64_t hi) {
     const V zero = V::broadcast(T(0));
     V acc = zero;  // x * 0 is NaN exactly when x is NaN or +-Inf
-    for_each_piece(list, lo, hi, [&](int64_t s, int64_t off, int64_t len) {
-      const T* g = list.grad[s] + off;
+    for_each_piece(s, lo, hi, [&](int64_t k, int64_t off, int64_t len) {
+      const T* g = s.list[list][k] + off;
       int64_t i = 0;
       for (; i + W <= len; i += W) acc = acc + prep(V::load(g + i)) * zero;
       if (i < len) acc = acc + prep(V::load(g + i, len - i)) * zero;
@@ -390,29 +414,21 @@ bool all_finite(const TensorList<T>& list, const OptimArgs& args, int threads) {
 }
 
 template <class T>
-bool optim_step(Algo algo, const OptimArgs& args, const TensorList<T>& list, bool skip_nonfinite, int threads) {
-  if (list.count == 0) return true;
-  if (skip_nonfinite && !all_finite(list, args, threads)) return false;
-  switch (algo) {
-    case Algo::sgd: run(Sgd<T>(args), list, threads); break;
-    case Algo::adam: run(Adam<T>(args), list, threads); break;
-    case Algo::adagrad: run(Adagrad<T>(args), list, threads); break;
-    case Algo::rmsprop: run(RMSprop<T>(args), list, threads); break;
-    case Algo::adadelta: run(Adadelta<T>(args), list, threads); break;
-    case Algo::adamax: run(Adamax<T>(args), list, threads); break;
-    case Algo::nadam: run(NAdam<T>(args), list, threads); break;
-    case Algo::radam: run(RAdam<T>(args), list, threads); break;
-    case Algo::rprop: run(Rprop<T>(args), list, threads); break;
-    case Algo::lion: run(Lion<T>(args), list, threads); break;
-    case Algo::touch: run(Touch<T>(args), list, threads); break;
-  }
+bool optim_step(int algorithm, const OptimArgs& args, const Segments<T>& s, bool skip_nonfinite, int threads) {
+  using Run = void (*)(const OptimArgs&, const Segments<T>&, int);
+#define GF_RUN(name, Op) &run_algorithm<T, Op>,
+  static constexpr Run kRun[] = {GF_OPTIM_ALGORITHMS(GF_RUN)};
+#undef GF_RUN
+  if (s.count == 0) return true;
+  if (skip_nonfinite && !all_finite(s, 1, args, threads)) return false;
+  kRun[algorithm](args, s, threads);
   return true;
 }
 
-template bool optim_step<float>(Algo, const OptimArgs&, const TensorList<float>&, bool, int);
-template bool optim_step<double>(Algo, const OptimArgs&, const TensorList<double>&, bool, int);
-template bool all_finite<float>(const TensorList<float>&, const OptimArgs&, int);
-template bool all_finite<double>(const TensorList<double>&, const OptimArgs&, int);
+template bool optim_step<float>(int, const OptimArgs&, const Segments<float>&, bool, int);
+template bool optim_step<double>(int, const OptimArgs&, const Segments<double>&, bool, int);
+template bool all_finite<float>(const Segments<float>&, int, const OptimArgs&, int);
+template bool all_finite<double>(const Segments<double>&, int, const OptimArgs&, int);
 
 }  // namespace GF_ISA_NS
 }  // namespace gf

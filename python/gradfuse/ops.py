@@ -1,18 +1,25 @@
 """gradfuse.ops: the fused kernels, resolved at each call to the active backend.
 
-`gf.ops.adam(...)` runs the C++ kernel on the "cpp" backend and its NumPy twin on "numpy"
-(see gf.set_backend / gf.use_backend). Both have the same name, signature, checks and results.
+Each gf.ops.<kernel> is built from its row of the kernel table (gradfuse.table): its signature,
+defaults and docstring are the row's. `gf.ops.adam(...)` runs the C++ kernel on the "cpp" backend
+and its NumPy twin on "numpy" (see gf.set_backend / gf.use_backend). Both have the same name,
+signature, checks and results. Beside the call, every kernel has:
 
-Bad inputs (the same on both backends; tests/test_bad_inputs.py checks every kernel):
+    .cpp / .numpy   the kernel on one backend, whatever the active one (same signature)
+    .check(...)     every argument checked as the call would check it; nothing is computed or written
+    .row            its row of the kernel table
 
-- TypeError: an argument of the wrong type (not an ndarray, a str for a number, a float for an
+Bad inputs (the same on both backends; the generated tests check every kernel):
+
+- TypeError (gradfuse.errors.KernelTypeError, which carries the kernel, the argument and its
+  index): an argument of the wrong type (not an ndarray, a str for a number, a float for an
   int), an array of the wrong dtype (int, float16, complex, object, big-endian, float64 mixed
   with float32; uint8 masks, int64 labels, uint32 counters where those are asked for).
-- ValueError: a non-C-contiguous array (strided, Fortran-ordered, a broadcast view), a read-only
-  array that is written, a wrong shape, a written array that shares memory with any other
-  argument (except the documented in-place pairs: y may BE x, dx may BE dy), a scalar out of its
-  range (negative lr, betas outside [0, 1), eps < 0, p outside [0, 1], NaN or inf where a finite
-  number is needed), class labels out of range.
+- ValueError (gradfuse.errors.KernelValueError): a non-C-contiguous array (strided,
+  Fortran-ordered, a broadcast view), a read-only array that is written, a wrong shape, a written
+  array that shares memory with any other argument (except the documented in-place pairs: y may BE
+  x, dx may BE dy), a scalar out of its range (negative lr, betas outside [0, 1), eps < 0, p
+  outside [0, 1], NaN or inf where a finite number is needed), class labels out of range.
 - Every check runs before anything is written: a call that raises leaves every array as it was.
   Messages name the kernel and the argument ("adam: grads[0] has dtype float64 but ...").
 
@@ -34,33 +41,126 @@ Valid but unusual inputs:
 """
 from __future__ import annotations
 
-import functools
-
+from . import _checks
 from ._backend import get_backend
 from ._ext import _core
-from ._numpy import activation, batchnorm, clip, dense, dropout, loss, optim
+from ._numpy import activation, batchnorm, clip, dense, dropout, loss
+from ._numpy import optim as optim_twins
+from .errors import KernelTypeError
+from .table import KERNELS, NO_DEFAULT, Kernel, Scalar
 
 __all__: list[str] = []
 
+# The twin module of each family: the function of the kernel's name holds the math.
+_TWINS = {"optim": optim_twins, "clip": clip, "batchnorm": batchnorm, "dropout": dropout,
+          "activation": activation, "dense": dense, "loss": loss}
 
-def _dispatcher(name: str, twin):
-    native = getattr(_core, name) if _core is not None else None
 
-    @functools.wraps(twin)
-    def kernel(*args, **kwargs):
-        if native is not None and get_backend() == "cpp":
-            return native(*args, **kwargs)
-        return twin(*args, **kwargs)
+# ---- the calls ------------------------------------------------------------------------------------------
+def _twin(row: Kernel, values: dict):
+    """The NumPy twin: every argument checked against the row, then the math."""
+    checked = _checks.call(row, values)
+    if row.entry == "optim_step":
+        return optim_twins.step(row, checked)
+    return getattr(_TWINS[row.family], row.name)(**checked)
 
-    kernel.cpp = native
-    kernel.numpy = twin
+
+def _check(row: Kernel, values: dict) -> None:
+    _checks.call(row, values)
+
+
+def _step_arrays(row: Kernel, values: dict, scalars: dict) -> tuple:
+    """The array lists of an optimizer call in row order: None where the scalars leave a state
+    unused; a used state that is None is refused here (the C++ entry point treats None as absent)."""
+    out = [values[name] for name in _NAMES[row.name]]
+    for k, when in _WHEN[row.name]:
+        if not when(scalars):
+            out[k] = None
+        elif out[k] is None:
+            raise KernelTypeError(row.name, "{arg} is required (got None)", row.arrays[k].name)
+    return tuple(out)
+
+
+def run_optim(row: Kernel, values: dict, scalars: dict) -> bool:
+    """An optimizer kernel call whose scalars are already checked and converted (by _checks.scalars,
+    or by an optimizer that checked its hyperparameters): the arrays are checked by the backend."""
+    if _core is not None and get_backend() == "cpp":
+        return _optim_native(row, values, scalars)
+    return optim_twins.step(row, {**_checks.arrays(row, values, scalars), **scalars})
+
+
+def _optim_native(row: Kernel, values: dict, scalars: dict) -> bool:
+    native = {k: v for k, v in scalars.items() if v is not None}
+    skip = native.pop("skip_nonfinite")
+    return _core.optim_step(row.name, _NAMES[row.name], _step_arrays(row, values, scalars), native, skip)
+
+
+def _optim(row: Kernel, values: dict) -> bool:
+    return run_optim(row, values, _checks.scalars(row, values))
+
+
+def _optim_cpp(row: Kernel, values: dict) -> bool:
+    return _optim_native(row, values, _checks.scalars(row, values))
+
+
+_NAMES = {name: tuple(a.name for a in row.arrays) for name, row in KERNELS.items()}
+_WHEN = {name: tuple((k, a.when) for k, a in enumerate(row.arrays) if a.when is not None)
+         for name, row in KERNELS.items()}
+
+
+# ---- building gf.ops.<kernel> from its row ---------------------------------------------------------------
+def _parameters(row: Kernel) -> str:
+    """The row's signature as Python source: arrays and scalars in order, keyword-only from the first
+    keyword-only scalar on, defaults read from the namespace."""
+    out, keyword_only = [], False
+    for a in row.args:
+        if isinstance(a, Scalar) and a.keyword_only and not keyword_only:
+            out.append("*")
+            keyword_only = True
+        out.append(a.name if a.default is NO_DEFAULT else f"{a.name}=_defaults[{a.name!r}]")
+    return ", ".join(out)
+
+
+def _define(row: Kernel, body: str, **namespace):
+    """A function with the row's name, signature and docstring that returns `body` (Python source;
+    `values` in it stands for {argument name: value})."""
+    values = "{" + ", ".join(f"{a.name!r}: {a.name}" for a in row.args) + "}"
+    source = f"def {row.name}({_parameters(row)}):\n    return {body.replace('values', values)}\n"
+    scope = {"_defaults": row.defaults(), "_row": row, **namespace}
+    exec(compile(source, f"<gradfuse.ops.{row.name}>", "exec"), scope)  # as dataclasses build __init__
+    fn = scope[row.name]
+    fn.__doc__ = row.doc
+    fn.__module__ = __name__
+    fn.__qualname__ = row.name
+    return fn
+
+
+def _native_call(row: Kernel) -> str:
+    """The C++ binding called with the row's arguments: positional up to the first keyword-only one."""
+    out, keyword_only = [], False
+    for a in row.args:
+        keyword_only = keyword_only or (isinstance(a, Scalar) and a.keyword_only)
+        out.append(f"{a.name}={a.name}" if keyword_only else a.name)
+    return f"_native({', '.join(out)})"
+
+
+def _build(row: Kernel):
+    if row.entry == "optim_step":
+        kernel = _define(row, "_optim(_row, values)", _optim=_optim)
+        cpp = _define(row, "_optim_cpp(_row, values)", _optim_cpp=_optim_cpp) if _core is not None else None
+    else:
+        native = getattr(_core, row.name) if _core is not None else None
+        kernel = _define(row, f"({_native_call(row)} if _native is not None and _backend() == 'cpp' "
+                              "else _twin(_row, values))", _native=native, _backend=get_backend, _twin=_twin)
+        cpp = native
+    kernel.cpp = cpp
+    kernel.numpy = _define(row, "_twin(_row, values)", _twin=_twin)
+    kernel.check = _define(row, "_check(_row, values)", _check=_check)
+    kernel.row = row
     return kernel
 
 
-# Each twin module lists its kernels in KERNELS; the C++ extension has a function of each name.
-for _module in (optim, batchnorm, dropout, activation, dense, loss, clip):
-    for _name in _module.KERNELS:
-        globals()[_name] = _dispatcher(_name, getattr(_module, _name))
-        __all__.append(_name)
-del _module, _name
-del activation, batchnorm, clip, dense, dropout, loss, optim
+for _row in KERNELS.values():
+    globals()[_row.name] = _build(_row)
+    __all__.append(_row.name)
+del _row

@@ -66,18 +66,9 @@
 #include <cstdint>
 
 #include "gradfuse/kernels.hpp"
+#include "gradfuse/parallel.hpp"
 
 namespace gf {
-
-// Parameters (read) and their gradients (written, or null for value only) as coalesced segments of
-// one index space, as the bindings' TensorLists produce them.
-template <class T>
-struct ParamGradList {
-  int64_t count = 0;                // number of segments
-  const int64_t* offset = nullptr;  // count + 1 prefix sums of segment sizes
-  const T* const* param = nullptr;  // [count]
-  T* const* grad = nullptr;         // [count], or null: value only
-};
 
 // Options of the cross-entropy kernel.
 struct CrossEntropyArgs {
@@ -108,7 +99,7 @@ struct CrossEntropyArgs {
   double bce_with_logits(const T* logits, const T* targets, const T* pos_weight, T* grad, int64_t n,   \
                          int64_t cols, double grad_scale, int threads);                                 \
   template <class T>                                                                                    \
-  double penalty(const ParamGradList<T>& list, double l1, double l2, int threads);                      \
+  double penalty(const Segments<T>& list, double l1, double l2, int threads);                      \
   }
 GF_FOR_EACH_ISA(GF_DECLARE_LOSS)
 #undef GF_DECLARE_LOSS

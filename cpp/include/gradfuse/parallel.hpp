@@ -1,29 +1,48 @@
-// parallel.hpp: how kernels split work over OpenMP threads.
+// parallel.hpp: how kernels split work over OpenMP threads, and the segments of multi-tensor calls.
 //
+// Segments<T> (plain data, shared with the bindings): the arrays of a multi-tensor call as ONE index
+// space, the concatenation of all their elements, cut into segments of memory-adjacent arrays (the
+// bindings merge neighbours: an arena is one segment). list[k] holds argument k's start of each
+// segment: params, grads and states for an optimizer; grads for clipping; params and grads for a
+// penalty. Lists that are only read are never written through their pointers.
+//
+// In the kernels (each compiled per ISA):
 // parallel_for(n, threads, grain, f) calls f(lo, hi) on disjoint blocks that cover [0, n): one
 // contiguous block per thread, block edges on multiples of kBlockAlign elements (whole cache lines
 // for float and double, so two threads never write the same line). Fewer threads are used when n is
-// small: each thread gets at least `grain` elements, since waking a thread costs microseconds.
+// small: each thread gets at least `grain` elements (kGrain for element-wise passes), since waking a
+// thread costs microseconds. for_each_piece cuts a block of the index space into its segments.
 //
 // Element-wise kernels are bitwise deterministic under any split (see simd.hpp). Reductions use
 // parallel_blocks: fixed-size blocks combined in a fixed order, never an OpenMP reduction clause.
-//
-// Compiled inside gf::<isa> like the kernels, so no inline function here is shared between TUs
-// built with different instruction sets.
 #pragma once
-
-#include <omp.h>
 
 #include <cstdint>
 
-#ifndef GF_ISA_NS
-#error "parallel.hpp belongs to the per-ISA kernel translation units"
-#endif
+namespace gf {
+
+constexpr int kMaxLists = 5;  // params, grads and up to three optimizer states
+
+template <class T>
+struct Segments {
+  int64_t count = 0;                // number of segments
+  const int64_t* offset = nullptr;  // count + 1 prefix sums of segment sizes (elements)
+  T* const* list[kMaxLists] = {};   // per argument: the start of each segment, or null when absent
+  int64_t size() const { return count ? offset[count] : 0; }
+};
+
+}  // namespace gf
+
+// The rest is compiled inside gf::<isa> like the kernels, so no inline function here is shared
+// between translation units built with different instruction sets.
+#ifdef GF_ISA_NS
+#include <omp.h>
 
 namespace gf {
 namespace GF_ISA_NS {
 
 constexpr int64_t kBlockAlign = 64;
+constexpr int64_t kGrain = 16384;  // minimum elements per thread of an element-wise pass
 
 template <class F>
 void parallel_for(int64_t n, int threads, int64_t grain, F&& f) {
@@ -61,5 +80,21 @@ void parallel_blocks(int64_t nblocks, int threads, F&& f) {
   for (int64_t b = 0; b < nblocks; ++b) f(b);
 }
 
+// Calls f(segment, offset in it, length) for the pieces of [lo, hi) of the index space, in order.
+template <class T, class F>
+inline __attribute__((always_inline)) void for_each_piece(const Segments<T>& s, int64_t lo, int64_t hi, F&& f) {
+  int64_t a = 0, b = s.count;  // binary search: the last segment starting at or before lo
+  while (b - a > 1) {
+    const int64_t mid = (a + b) / 2;
+    if (s.offset[mid] <= lo) a = mid; else b = mid;
+  }
+  for (int64_t k = a; k < s.count && s.offset[k] < hi; ++k) {
+    const int64_t begin = s.offset[k] > lo ? s.offset[k] : lo;
+    const int64_t end = s.offset[k + 1] < hi ? s.offset[k + 1] : hi;
+    if (begin < end) f(k, begin - s.offset[k], end - begin);
+  }
+}
+
 }  // namespace GF_ISA_NS
 }  // namespace gf
+#endif

@@ -16,8 +16,9 @@ RMSprop), one group of implementations is timed interleaved in this process:
 
 All implementations step the same parameter and gradient arrays (torch through torch.from_numpy,
 zero copy) and keep their own state. Learning rates are 1e-6 so values stay finite over many
-steps. Bytes per parameter (float32; float64 doubles them) follow cpp/include/gradfuse/optim.hpp:
-Adam/AdamW 28, SGD momentum 20, Adagrad 20, RMSprop 20. GB/s = bytes * params / median time.
+steps. Bytes per parameter come from the kernel table (gradfuse/table.py: each array the step
+reads or writes, once): in float32 Adam/AdamW 28, SGD momentum 20, Adagrad 20, RMSprop 20; float64
+doubles them. GB/s = bytes * params / median time.
 
 A second, small section measures the fixed cost of one step: 256 tensors of 16 elements, where
 time is all per-call and per-tensor overhead (Python in opt.step, the binding, OpenMP fork/join).
@@ -34,6 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..table import KERNELS
 from . import _harness as H
 
 LR = 1e-6
@@ -48,31 +50,33 @@ PEERS = ("numpy", "torch-fused", "torch-foreach", "torch-forloop")
 class Algorithm:
     name: str               # gf.optim / torch.optim class name
     kwargs: dict            # constructor arguments, the same for gradfuse and torch
-    states: tuple           # state tensors the step reads and writes (torch's names, kernel order)
-    bytes_fp32: int         # optim.hpp's bytes per float32 parameter
-    kernel: str             # gradfuse._core kernel, for the overhead section's direct call
-    kernel_kwargs: dict     # its scalar arguments in steady state (after the first step)
+    kernel: str             # its row of the kernel table, for the bytes and the overhead section's direct call
+    kernel_kwargs: dict     # the kernel's scalar arguments in steady state (after the first step)
+
+    @property
+    def states(self) -> tuple:
+        """The state tensors the step reads and writes (torch's names, kernel order)."""
+        row = KERNELS[self.kernel]
+        scalars = {**row.defaults(), **self.kernel_kwargs}
+        return tuple(a.state_key for a in row.states if row.used(a, scalars))
 
 
 ALGORITHMS = {
     a.name: a for a in (
-        Algorithm("Adam", {"lr": LR}, ("exp_avg", "exp_avg_sq"), 28, "adam", {"step": 10, "lr": LR}),
-        Algorithm("AdamW", {"lr": LR, "weight_decay": 1e-2}, ("exp_avg", "exp_avg_sq"), 28, "adam",
+        Algorithm("Adam", {"lr": LR}, "adam", {"step": 10, "lr": LR}),
+        Algorithm("AdamW", {"lr": LR, "weight_decay": 1e-2}, "adam",
                   {"step": 10, "lr": LR, "weight_decay": 1e-2, "decoupled_weight_decay": True}),
-        Algorithm("SGD", {"lr": LR, "momentum": 0.9}, ("momentum_buffer",), 20, "sgd",
-                  {"step": 2, "lr": LR, "momentum": 0.9}),
-        Algorithm("Adagrad", {"lr": LR}, ("sum",), 20, "adagrad", {"step": 10, "lr": LR}),
-        Algorithm("RMSprop", {"lr": LR}, ("square_avg",), 20, "rmsprop", {"lr": LR}),
+        Algorithm("SGD", {"lr": LR, "momentum": 0.9}, "sgd", {"step": 2, "lr": LR, "momentum": 0.9}),
+        Algorithm("Adagrad", {"lr": LR}, "adagrad", {"step": 10, "lr": LR}),
+        Algorithm("RMSprop", {"lr": LR}, "rmsprop", {"lr": LR}),
     )
 }
 
 
 def bytes_per_param(algo: Algorithm, dtype) -> int:
-    """Read p, g and every state once, write p and every state once."""
-    itemsize = np.dtype(dtype).itemsize
-    n = itemsize * (3 + 2 * len(algo.states))
-    assert itemsize != 4 or n == algo.bytes_fp32, (algo.name, n)
-    return n
+    """The kernel table's bytes per parameter: read p, g and every state once, write p and every
+    state once."""
+    return int(KERNELS[algo.kernel].bytes_per_element(np.dtype(dtype).itemsize, algo.kernel_kwargs))
 
 
 # ---- workloads ------------------------------------------------------------------------------------------
@@ -292,7 +296,7 @@ def run_overhead(torch, mode: Mode, repeats: int, sleep_s: float, algorithms, pr
         progress.begin(f"overhead {algo.name}")
         opt = getattr(gf.optim, algo.name)(built.gf_params, **algo.kwargs)
         opt.step(built.grads)
-        kernel = getattr(_core, algo.kernel)
+        kernel = getattr(gf.ops, algo.kernel).cpp
         args = [built.arrays, built.grads, *_state_lists(opt, built, algo)]
         impls = {"gradfuse step": lambda: opt.step(built.grads),
                  "kernel only": lambda: kernel(*args, **algo.kernel_kwargs)}

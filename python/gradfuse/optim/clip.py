@@ -26,15 +26,15 @@ Every argument is checked before anything is written; an error leaves every grad
 from __future__ import annotations
 
 import math
-import re
 import types
 import warnings
 
 import numpy as np
 
-from .. import ops
-from .._numpy import _checks
+from .. import _checks, ops
+from ..errors import KernelError, label
 from ..nn.parameter import Parameter
+from ..table import KERNELS
 from .optimizer import Optimizer
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_", "clip_grad_norm_per_param_", "grad_norm"]
@@ -95,26 +95,29 @@ class _Grads:
     def group(self, k: int) -> list:
         return [self.arrays[j] for j in self.groups[k]]
 
-    def call(self, k: int, kernel, *args, **kwargs):
-        """kernel(group k, ...); a TypeError/ValueError is re-raised naming this function and the
-        parameter instead of the kernel and its list index."""
-        idx = self.groups[k]
+    def call(self, k: int, kernel, **kwargs):
+        """kernel(group k, ...); an error is re-raised naming this function and the parameter
+        instead of the kernel and its list index."""
         try:
-            return kernel(self.group(k), *args, **kwargs)
-        except (TypeError, ValueError) as exc:
-            raise type(exc)(self._rename(str(exc), idx)) from None
+            return kernel(self.group(k), **kwargs)
+        except KernelError as err:
+            raise self._relabel(err, k) from None
 
-    def check_all(self, kernel_name: str) -> None:
-        """Every group's arrays checked as written (the kernels' checks), before any kernel writes."""
-        for k, idx in enumerate(self.groups):
+    def check_all(self, kernel: str, **kwargs) -> None:
+        """Every group's arrays checked as the kernel checks them, before any kernel writes."""
+        row = KERNELS[kernel]
+        for k in range(len(self.groups)):
             try:
-                _checks.tensor_lists(kernel_name, ("grads", self.group(k), True))
-            except (TypeError, ValueError) as exc:
-                raise type(exc)(self._rename(str(exc), idx)) from None
+                _checks.call(row, {**row.defaults(), **kwargs, "grads": self.group(k)})
+            except KernelError as err:
+                raise self._relabel(err, k) from None
 
-    def _rename(self, msg: str, idx: list) -> str:
-        msg = re.sub(r"^[a-z_]+: ", f"{self.fn}: ", msg, count=1)
-        return re.sub(r"\bgrads\[(\d+)\]", lambda m: self.labels[idx[int(m.group(1))]], msg)
+    def _relabel(self, err: KernelError, k: int) -> KernelError:
+        idx = self.groups[k]
+
+        def name(argument, index):
+            return self.labels[idx[index or 0]] if argument == "grads" else label(argument, index)
+        return err.relabel(self.fn, name)
 
 
 def _items(fn: str, parameters) -> list:
@@ -138,12 +141,12 @@ def _items(fn: str, parameters) -> list:
     return items
 
 
-def _check_scalars(fn: str, kernel, **kwargs) -> None:
-    """The kernel's own checks of its scalar arguments (a call on an empty list), naming fn."""
+def _check_scalars(fn: str, kernel: str, **kwargs) -> None:
+    """The kernel's checks of its scalar arguments (the kernel table's), naming fn."""
     try:
-        kernel([], **kwargs)
-    except (TypeError, ValueError) as exc:
-        raise type(exc)(re.sub(r"^[a-z_]+: ", f"{fn}: ", str(exc), count=1)) from None
+        _checks.scalars(KERNELS[kernel], kwargs, partial=True)
+    except KernelError as err:
+        raise err.relabel(fn) from None
 
 
 def _combine(norms: list, p: float) -> float:
@@ -173,7 +176,7 @@ def grad_norm(parameters, norm_type=2.0, error_if_nonfinite=False) -> float:
     """
     p = float(norm_type)
     grads = _Grads("grad_norm", parameters, merge_arenas=True)
-    _check_scalars("grad_norm", ops.grad_norm, norm_type=p)  # even when there is nothing to measure
+    _check_scalars("grad_norm", "grad_norm", norm_type=p)  # even when there is nothing to measure
     norms = [grads.call(k, ops.grad_norm, norm_type=p) for k in range(len(grads.groups))]
     total = norms[0] if len(norms) == 1 else _combine(norms, p)  # no gradients: 0.0
     if error_if_nonfinite and not math.isfinite(total):
@@ -192,7 +195,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     """
     max_norm, p = float(max_norm), float(norm_type)
     grads = _Grads("clip_grad_norm_", parameters, merge_arenas=True)
-    _check_scalars("clip_grad_norm_", ops.clip_grad_norm, max_norm=max_norm, norm_type=p)
+    _check_scalars("clip_grad_norm_", "clip_grad_norm", max_norm=max_norm, norm_type=p)
     if len(grads.groups) <= 1:  # the common case: one kernel call, which checks, measures and scales
         if not grads.groups:
             return 0.0
@@ -203,7 +206,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
             raise RuntimeError(_NONFINITE.format(p=p)) from None
     # Several dtypes (one kernel call takes one): every list checked, one norm per dtype, combined,
     # then each list scaled by the common coefficient.
-    grads.check_all("clip_grad_norm")
+    grads.check_all("clip_grad_norm", max_norm=max_norm, norm_type=p)
     total = _combine([grads.call(k, ops.grad_norm, norm_type=p) for k in range(len(grads.groups))], p)
     if error_if_nonfinite and not math.isfinite(total):
         raise RuntimeError(_NONFINITE.format(p=p))
@@ -219,9 +222,9 @@ def clip_grad_value_(parameters, clip_value, foreach=None) -> None:
     (NaN stays NaN). `foreach` is ignored (the call is always fused)."""
     v = float(clip_value)
     grads = _Grads("clip_grad_value_", parameters, merge_arenas=True)
-    _check_scalars("clip_grad_value_", ops.clip_grad_value, clip_value=v)
+    _check_scalars("clip_grad_value_", "clip_grad_value", clip_value=v)
     if len(grads.groups) > 1:
-        grads.check_all("clip_grad_value")
+        grads.check_all("clip_grad_value", clip_value=v)
     for k in range(len(grads.groups)):
         grads.call(k, ops.clip_grad_value, clip_value=v)
 
@@ -236,7 +239,7 @@ def clip_grad_norm_per_param_(parameters, max_norm, norm_type=2.0, error_if_nonf
     """
     max_norm, p = float(max_norm), float(norm_type)
     grads = _Grads("clip_grad_norm_per_param_", parameters, merge_arenas=False)
-    _check_scalars("clip_grad_norm_per_param_", ops.clip_grad_norm_per_tensor, max_norm=max_norm, norm_type=p)
+    _check_scalars("clip_grad_norm_per_param_", "clip_grad_norm_per_tensor", max_norm=max_norm, norm_type=p)
     out: list = [None] * grads.count
 
     def clip(k: int, bound: float) -> None:
@@ -252,7 +255,7 @@ def clip_grad_norm_per_param_(parameters, max_norm, norm_type=2.0, error_if_nonf
             out[grads.owner[j]] = n
 
     if len(grads.groups) > 1:
-        grads.check_all("clip_grad_norm_per_tensor")
+        grads.check_all("clip_grad_norm_per_tensor", max_norm=max_norm, norm_type=p)
         if error_if_nonfinite:  # a measuring pass over every list first: max_norm inf writes nothing
             for k in range(len(grads.groups)):
                 clip(k, math.inf)

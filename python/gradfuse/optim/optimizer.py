@@ -24,10 +24,12 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from .. import ops
-from .._backend import get_backend
-from .._ext import _core
+from .. import _checks
+from ..errors import KernelError
 from ..nn.parameter import Parameter
+from .. import ops
+from ..ops import run_optim
+from ..table import KERNELS, Kernel
 
 
 class _Required:
@@ -139,14 +141,45 @@ def _check_param(param, where: str) -> None:
         raise ValueError(f"{where} is read-only")
 
 
-class Optimizer:
-    """Base class of gradfuse's optimizers. Subclasses set:
+class _Group:
+    """What the optimizer keeps for one parameter group, beside its dict in param_groups."""
 
-    _kernel       the gf.ops kernel name
-    _state_keys   per-parameter state arrays, in the kernel's argument order (torch's names)
-    _scalar_keys  per-parameter scalar state (torch's names) and their initial values
-    and override _validate (torch's wording), _kernel_kwargs, and where needed _used_keys,
-    _initial_value and _advance.
+    __slots__ = ("slots", "single_dtype", "arrays", "runs", "fast", "checked")
+
+    def __init__(self, slots: list, params: list):
+        self.slots = slots
+        self.single_dtype = len({s.data.dtype for s in slots}) <= 1
+        # plain arrays never change identity: their list is reused by every step
+        self.arrays = None if any(isinstance(p, Parameter) for p in params) else params
+        self.runs = _ArenaRuns.of(params) if self.single_dtype else None
+        self.fast: _Fast | None = None
+        # (the hyperparameter values last checked, the kernel scalars they gave): checked again
+        # only when one of the values is another object (an edit of param_groups, a scheduler)
+        self.checked: tuple | None = None
+
+
+class _Fast:
+    """A group whose last step was one kernel call over all of it: the next one reuses its lists."""
+
+    __slots__ = ("scalars", "keys", "states", "lists")
+
+    def __init__(self, scalars: tuple, keys: tuple, states: list, lists: list):
+        self.scalars = scalars  # the per-parameter scalar state after that step (step, ...)
+        self.keys = keys        # the state keys it used
+        self.states = states    # the slots' state dicts
+        self.lists = lists      # per state key: the list of state views passed to the kernel, or None
+
+
+class Optimizer:
+    """Base class of gradfuse's optimizers: torch.optim's API over one fused kernel per step.
+
+    A subclass names its kernel (`_kernel`, a row of the kernel table, gradfuse/table.py) and
+    defines torch's constructor. The table gives the rest: the state keys (its STATE arrays' torch
+    names), which states a group's settings use, the hyperparameters and how they are checked
+    (torch's wording), and how a group's values become the kernel's arguments. Hooks for what the
+    table cannot say: _scalar_keys (per-parameter scalar state and initial values), _step_scalars
+    (the kernel's per-step arguments from that state), _advance, _initial_value, _validate_extra
+    (hyperparameters that are not kernel arguments), _eager_state.
 
     Threads: step() holds a per-optimizer lock from reading the gradients to committing the state,
     so concurrent step() calls on ONE optimizer are serialised (each applies, in some order; none
@@ -156,9 +189,23 @@ class Optimizer:
     """
 
     _kernel: str = ""
+    _row: Kernel
     _state_keys: tuple[str, ...] = ()
     _scalar_keys: dict = {"step": 0}
     _eager_state = False  # torch's Adagrad creates its state at construction
+    _takes_step = False
+    _hyper: tuple = ()  # the kernel's scalars that come from a group's hyperparameters (Scalar.hyper)
+    _hyper_keys: tuple = ()  # the group keys they come from
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls._kernel:
+            cls._row = KERNELS[cls._kernel]
+            cls._state_keys = tuple(a.state_key for a in cls._row.states)
+            cls._takes_step = any(s.name == "step" for s in cls._row.scalars)
+            cls._hyper = tuple(s for s in cls._row.scalars if s.hyper is not None)
+            cls._hyper_keys = tuple(dict.fromkeys(s.hyper if isinstance(s.hyper, str) else s.hyper[0]
+                                                  for s in cls._hyper))
 
     def __init__(self, params, defaults: dict, *, skip_nonfinite: bool = False):
         if isinstance(params, (np.ndarray, Parameter)):
@@ -172,18 +219,12 @@ class Optimizer:
         self.skipped_steps = 0
         self.last_step_skipped = False
         self.param_groups: list[dict] = []
-        self._slots: list[list[_Slot]] = []
+        self._groups: list[_Group] = []
         self._slot_by_id: dict[int, _Slot] = {}
         self._objs: list = []  # every parameter as passed, in group order
         self._has_parameters = False
         self._all_parameters = True
-        self._single_dtype: list[bool] = []
-        self._arrays: list[list | None] = []
-        self._runs: list[_ArenaRuns | None] = []
         self._flat: dict = {}  # (group, dtype char, key) -> the state arena buffer
-        # per group, when its last step was one call over all of it:
-        # (scalars, state keys, the slots' state dicts, the state lists of the kernel call)
-        self._fast: list[tuple | None] = []
         self._lock = threading.Lock()
         self.state = _StateMap(self)
         groups = list(params)
@@ -193,6 +234,10 @@ class Optimizer:
             groups = [{"params": groups}]
         for group in groups:
             self.add_param_group(group)
+
+    @property
+    def _slots(self) -> list:
+        return [g.slots for g in self._groups]
 
     # ---- groups ---------------------------------------------------------------------------------
     def add_param_group(self, param_group: dict) -> None:
@@ -232,28 +277,86 @@ class Optimizer:
             raise ValueError("some parameters appear in more than one parameter group")
         slots = [_Slot(p) for p in params]
         self.param_groups.append(group)
-        self._slots.append(slots)
+        self._groups.append(_Group(slots, params))
         self._slot_by_id.update(zip(ids, slots))
         self._objs.extend(params)
         self._has_parameters = any(isinstance(p, Parameter) for p in self._objs)
         self._all_parameters = all(isinstance(p, Parameter) for p in self._objs)
-        self._single_dtype.append(len({s.data.dtype for s in slots}) <= 1)
-        # plain arrays never change identity: their list is reused by every step
-        self._arrays.append(None if any(isinstance(p, Parameter) for p in params) else params)
-        self._runs.append(_ArenaRuns.of(params) if self._single_dtype[-1] else None)
-        self._fast.append(None)
         if self._eager_state:
             for slot in slots:
                 self._init_state(gi, slot, self._used_keys(group))
                 slot.state.update(self._scalar_keys)
 
-    def _validate(self, group: dict) -> None:
-        """Raise ValueError for invalid hyperparameters (torch's wording)."""
+    # ---- hyperparameters: the kernel table's rules, torch's wording ---------------------------------------
+    def _validate(self, group: dict) -> dict:
+        """Check the group's hyperparameters with the kernel table's rules and torch's messages;
+        return them as the kernel's (converted) scalars."""
+        raw = {}
+        for s in self._hyper:
+            if isinstance(s.hyper, tuple):
+                key, index = s.hyper
+                pair = group[key]
+                if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                    raise TypeError(f"Invalid {key}: {pair!r} (expected a pair of numbers)")
+                raw[s.name] = pair[index]
+            else:
+                raw[s.name] = group[s.hyper]
+        try:
+            scalars = _checks.scalars(self._row, raw, partial=True)
+        except KernelError as err:
+            raise self._torch_error(err, raw) from None
+        self._validate_extra(group)
+        return scalars
+
+    def _validate_extra(self, group: dict) -> None:
+        """Hyperparameters that are not kernel arguments (Adagrad's initial_accumulator_value...)."""
+
+    def _torch_error(self, err: KernelError, raw: dict) -> Exception:
+        """A kernel's refusal of a hyperparameter, said as torch says it."""
+        row = self._row
+        rule = next((r for r in row.rules if r.argument == err.argument and r.message in err.template), None)
+        if rule is not None and rule.torch:
+            return ValueError(rule.torch.format(**raw))
+        spec = next((s for s in row.scalars if s.name == err.argument), None)
+        if spec is not None and spec.torch:
+            value = raw.get(err.argument)
+            if isinstance(err, TypeError):
+                return TypeError(spec.torch.replace("{value}", repr(value)) +
+                                 f" (expected a number, got {type(value).__name__})")
+            return ValueError(spec.torch.replace("{value}", str(value)))
+        return err.relabel(type(self).__name__)
+
+    def _group_scalars(self, gi: int) -> tuple[dict, tuple]:
+        """The kernel scalars of group gi's hyperparameters, checked, and the state keys they use;
+        cached while every value is the same object as when it was checked (a list, which can change
+        in place, is checked every time)."""
+        group, rec = self.param_groups[gi], self._groups[gi]
+        try:
+            snapshot = tuple(map(group.__getitem__, self._hyper_keys))
+        except KeyError:
+            snapshot = None
+        checked = rec.checked
+        if (snapshot is not None and checked is not None and list not in map(type, snapshot)
+                and all(map(operator.is_, snapshot, checked[0]))):
+            return checked[1], checked[2]
+        scalars = self._validate(group)
+        keys = self._keys_for(scalars)
+        rec.checked = None if snapshot is None else (snapshot, scalars, keys)
+        return scalars, keys
+
+    def _keys_for(self, settings: dict) -> tuple:
+        return tuple(a.state_key for a in self._row.states if a.when is None or a.when(settings))
 
     # ---- state arenas -----------------------------------------------------------------------------
     def _used_keys(self, group: dict) -> tuple[str, ...]:
-        """The state arrays this group's settings use (default: all)."""
-        return self._state_keys
+        """The state arrays this group's settings use (the table's `when`)."""
+        try:
+            settings = {s.name: (group[s.hyper] if isinstance(s.hyper, str) else group[s.hyper[0]][s.hyper[1]])
+                        for s in self._hyper}
+        except (KeyError, TypeError, IndexError):
+            self._validate(group)  # says what is wrong with the group, in torch's words
+            raise
+        return self._keys_for(settings)
 
     def _initial_value(self, group: dict, key: str) -> float:
         return 0.0
@@ -263,7 +366,7 @@ class Optimizer:
         view = slot.views.get(key)
         if view is None:
             dtype = slot.data.dtype
-            members = [s for s in self._slots[gi] if s.data.dtype == dtype]
+            members = [s for s in self._groups[gi].slots if s.data.dtype == dtype]
             buf = np.zeros(sum(s.data.size for s in members), dtype)
             self._flat[(gi, dtype.char, key)] = buf
             offset = 0
@@ -285,9 +388,10 @@ class Optimizer:
     def _scalars(self, slot: _Slot) -> tuple:
         return tuple(slot.state.get(k, v) for k, v in self._scalar_keys.items())
 
-    def _kernel_kwargs(self, group: dict, scalars: tuple) -> dict:
-        """Keyword arguments of the kernel for parameters with these scalar states."""
-        raise NotImplementedError
+    def _step_scalars(self, group: dict, scalars: tuple) -> dict:
+        """The kernel's per-step arguments for parameters with this scalar state (default: the
+        1-based step being taken, when the kernel takes one)."""
+        return {"step": scalars[0] + 1} if self._takes_step else {}
 
     def _advance(self, group: dict, scalars: tuple) -> tuple:
         """The scalar state after a step taken from `scalars` (default: the first, "step", += 1)."""
@@ -318,16 +422,17 @@ class Optimizer:
             grads = [None if isinstance(p, Parameter) and not p.trainable else g for g, p in zip(grads, objs)]
         return grads
 
-    def _plan(self, grads: list) -> list:
-        """The kernel calls of one step: (group index, slots, grads, scalars)."""
+    def _plan(self, grads: list, checked: list) -> list:
+        """The kernel calls of one step: (group index, slots, grads, scalar state). checked: each
+        group's (kernel scalars, state keys)."""
         calls, pos = [], 0
-        for gi, group in enumerate(self.param_groups):
-            slots = self._slots[gi]
+        for gi, (group, rec) in enumerate(zip(self.param_groups, self._groups)):
+            slots = rec.slots
             gs = grads[pos:pos + len(slots)]
             pos += len(slots)
-            fast = self._fast[gi]
-            if fast is not None and type(None) not in map(type, gs) and fast[1] == self._used_keys(group):
-                calls.append((gi, slots, gs, fast[0]))  # the whole group, as last step: one call
+            fast = rec.fast
+            if fast is not None and type(None) not in map(type, gs) and fast.keys == checked[gi][1]:
+                calls.append((gi, slots, gs, fast.scalars))  # the whole group, as last step: one call
                 continue
             buckets: dict = {}
             for slot, g in zip(slots, gs):
@@ -339,29 +444,41 @@ class Optimizer:
                 calls.append((gi, bslots, bgrads, self._scalars(bslots[0])))
         return calls
 
-    def _call_args(self, gi: int, slots: list, grads: list, scalars: tuple, grad_scale) -> tuple[list, dict]:
-        group = self.param_groups[gi]
-        keys = self._used_keys(group)
-        fast = self._fast[gi]
-        if fast is not None and slots is self._slots[gi]:
-            runs = self._runs[gi]
+    def _call(self, gi: int, slots: list, grads: list, scalars: tuple, grad_scale, checked: tuple
+              ) -> tuple[dict, dict]:
+        """The kernel call for these slots: ({array argument: list}, {scalar: value}), checked scalars."""
+        group, rec = self.param_groups[gi], self._groups[gi]
+        hyper, keys = checked
+        step = self._step_scalars(group, scalars)
+        if grad_scale is not None:
+            step["grad_scale"] = grad_scale
+        try:
+            step = _checks.scalars(self._row, step, partial=True)
+        except KernelError as err:
+            raise self._relabel(err, gi) from None
+        kernel_scalars = {**hyper, "grad_scale": None, "skip_nonfinite": self.skip_nonfinite, **step}
+        fast = rec.fast
+        states = None
+        if fast is not None and slots is rec.slots:
+            runs = rec.runs
             if runs is not None and runs.intact(grads):  # one flat view per arena run
-                kwargs = self._kernel_kwargs(group, scalars)
-                if grad_scale is not None:
-                    kwargs["grad_scale"] = grad_scale
-                return [runs.params, runs.grads, *runs.states(self, gi, keys)], kwargs
-            states = fast[3]
+                params, grads, states = runs.params, runs.grads, runs.states(self, gi, keys)
+            else:
+                params, states = self._group_params(rec, slots), fast.lists
         else:
             for slot in slots:  # fresh state: filled in the arena, joins slot.state after the step
                 for key in keys:
                     if key not in slot.state:
                         self._views(gi, slot, key).fill(self._initial_value(group, key))
+            params = self._group_params(rec, slots)
             states = [[slot.views[k] for slot in slots] if k in keys else None for k in self._state_keys]
-        kwargs = self._kernel_kwargs(group, scalars)
-        if grad_scale is not None:
-            kwargs["grad_scale"] = grad_scale
-        params = self._arrays[gi] if slots is self._slots[gi] and self._arrays[gi] else [s.data for s in slots]
-        return [params, grads, *states], kwargs
+        arrays = {"params": params, "grads": grads}
+        arrays.update(zip((a.name for a in self._row.states), states))
+        return arrays, kernel_scalars
+
+    @staticmethod
+    def _group_params(rec: _Group, slots: list) -> list:
+        return rec.arrays if slots is rec.slots and rec.arrays else [s.data for s in slots]
 
     def step(self, grads=None, closure=None, *, grad_scale=None):
         """One fused step over every parameter group.
@@ -377,33 +494,35 @@ class Optimizer:
         return loss if closure is not None else applied
 
     def _step(self, grads: list, grad_scale) -> bool:
-        calls = self._plan(grads)
-        for gi in {call[0] for call in calls}:  # hyperparameters may have been edited since the last step
-            self._validate(self.param_groups[gi])
-        prepared = [(gi, slots, scalars, *self._call_args(gi, slots, g, scalars, grad_scale))
-                    for gi, slots, g, scalars in calls]
-        kernel = getattr(ops, self._kernel)
-        if len(prepared) == 1:  # the kernel checks everything, then skips or steps
-            gi, slots, scalars, args, kwargs = prepared[0]
-            applied = self._checked(gi, kernel, *args, skip_nonfinite=self.skip_nonfinite, **kwargs)
+        checked = [self._group_scalars(gi) for gi in range(len(self._groups))]
+        calls = [(gi, slots, scalars, *self._call(gi, slots, g, scalars, grad_scale, checked[gi]))
+                 for gi, slots, g, scalars in self._plan(grads, checked)]
+        row = self._row
+        if len(calls) == 1:  # the kernel checks the arrays, then skips or steps
+            gi, slots, scalars, arrays, kernel_scalars = calls[0]
+            try:
+                applied = run_optim(row, arrays, kernel_scalars)
+            except KernelError as err:
+                raise self._relabel(err, gi) from None
             if applied:
-                self._commit(gi, slots, scalars)
+                self._commit(gi, slots, scalars, checked[gi][1])
             return self._applied(applied)
-        # Several calls: all or nothing. Every call's scalars (the kernel on empty lists checks them
-        # and writes nothing) and arrays are checked before the first one writes.
-        for gi, _, _, args, kwargs in prepared:
-            self._checked(gi, kernel, *[None if a is None else [] for a in args], **kwargs)
-            self._checked(gi, _check_arrays, self._kernel, args)
+        # Several calls: all or nothing. Every call's arrays are checked before the first one writes.
+        for gi, _, _, arrays, kernel_scalars in calls:
+            try:
+                _checks.arrays(row, arrays, kernel_scalars)
+            except KernelError as err:
+                raise self._relabel(err, gi) from None
         if self.skip_nonfinite:
             by_dtype: dict = {}
-            for _, _, _, args, _ in prepared:
-                for g in args[1]:
+            for _, _, _, arrays, _ in calls:
+                for g in arrays["grads"]:
                     by_dtype.setdefault(g.dtype, []).append(g)
             if not all(ops.all_finite(arrays, grad_scale=grad_scale) for arrays in by_dtype.values()):
                 return self._applied(False)
-        for gi, slots, scalars, args, kwargs in prepared:
-            kernel(*args, **kwargs)
-            self._commit(gi, slots, scalars)
+        for gi, slots, scalars, arrays, kernel_scalars in calls:
+            run_optim(row, arrays, kernel_scalars)
+            self._commit(gi, slots, scalars, checked[gi][1])
         return self._applied(True)
 
     def _applied(self, applied: bool) -> bool:
@@ -411,15 +530,14 @@ class Optimizer:
         self.skipped_steps += not applied
         return applied
 
-    def _commit(self, gi: int, slots: list, scalars: tuple) -> None:
+    def _commit(self, gi: int, slots: list, scalars: tuple, keys: tuple) -> None:
         """After a successful kernel call: fresh state joins slot.state, scalars advance."""
-        group = self.param_groups[gi]
-        keys = self._used_keys(group)
+        group, rec = self.param_groups[gi], self._groups[gi]
         new = self._advance(group, scalars)
         items = tuple(zip(self._scalar_keys, new))
-        fast = self._fast[gi]
-        if fast is not None and slots is self._slots[gi]:  # every state array is already in place
-            dicts = fast[2]
+        fast = rec.fast
+        if fast is not None and slots is rec.slots:  # every state array is already in place
+            dicts = fast.states
         else:
             dicts = [slot.state for slot in slots]
             for slot in slots:
@@ -432,30 +550,26 @@ class Optimizer:
         elif items:
             for state in dicts:
                 state.update(items)
-        whole = len(slots) == len(self._slots[gi]) and self._single_dtype[gi]
-        if not whole:
-            self._fast[gi] = None
+        if not (len(slots) == len(rec.slots) and rec.single_dtype):
+            rec.fast = None
             return
-        if fast is not None and fast[1] == keys:
-            per_slot = fast[3]  # args may hold the flat arena-run views instead
+        if fast is not None and fast.keys == keys:
+            lists = fast.lists  # the call may have passed the flat arena-run views instead
         else:
-            per_slot = [[slot.views[k] for slot in slots] if k in keys else None for k in self._state_keys]
-        self._fast[gi] = (new, keys, dicts, per_slot)
+            lists = [[slot.views[k] for slot in slots] if k in keys else None for k in self._state_keys]
+        rec.fast = _Fast(new, keys, dicts, lists)
 
-    def _checked(self, gi, fn, *args, **kwargs):
-        """Call fn; a TypeError/ValueError is re-raised with the optimizer and group named."""
-        try:
-            return fn(*args, **kwargs)
-        except (TypeError, ValueError) as exc:
-            where = f"{type(self).__name__}.step" + (f" (param group {gi})" if gi is not None else "")
-            raise type(exc)(f"{where}: {exc}") from None
+    def _relabel(self, err: KernelError, gi: int | None) -> KernelError:
+        """A kernel's error said by this optimizer's step, naming the group."""
+        where = f"{type(self).__name__}.step" + (f" (param group {gi})" if gi is not None else "")
+        return err.relabel(f"{where}: {err.kernel}")
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clear the gradients of Parameter objects (plain arrays have none to clear).
 
         Arena gradients are zeroed in place: the arena owns them (see Parameter.zero_grad)."""
-        for group in self._slots:
-            for slot in group:
+        for rec in self._groups:
+            for slot in rec.slots:
                 if isinstance(slot.obj, Parameter):
                     slot.obj.zero_grad(set_to_none)
 
@@ -464,11 +578,11 @@ class Optimizer:
         """{"state": {index: {key: value}}, "param_groups": [{..., "params": [index, ...]}]}, with
         torch's keys; arrays are copies, so the dict is a snapshot."""
         state, groups, index = {}, [], 0
-        for group, slots in zip(self.param_groups, self._slots):
+        for group, rec in zip(self.param_groups, self._groups):
             packed = {k: copy.deepcopy(v) for k, v in group.items() if k != "params"}
-            packed["params"] = list(range(index, index + len(slots)))
+            packed["params"] = list(range(index, index + len(rec.slots)))
             groups.append(packed)
-            for slot in slots:
+            for slot in rec.slots:
                 if slot.state:
                     state[index] = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in slot.state.items()}
                 index += 1
@@ -480,23 +594,24 @@ class Optimizer:
         saved_groups = state_dict["param_groups"]
         if len(saved_groups) != len(self.param_groups):
             raise ValueError("loaded state dict has a different number of parameter groups")
-        if any(len(s["params"]) != len(g) for s, g in zip(saved_groups, self._slots)):
+        if any(len(s["params"]) != len(g.slots) for s, g in zip(saved_groups, self._groups)):
             raise ValueError("loaded state dict contains a parameter group that doesn't match the size of "
                              "optimizer's group")
         saved_state = state_dict["state"]
         new_groups, staged = [], []
-        for gi, (saved, slots) in enumerate(zip(saved_groups, self._slots)):
+        for gi, (saved, rec) in enumerate(zip(saved_groups, self._groups)):
             group = {k: copy.deepcopy(v) for k, v in saved.items() if k != "params"}
             group["params"] = self.param_groups[gi]["params"]
             for key, value in self.param_groups[gi].items():
                 group.setdefault(key, value)
             self._validate(group)
             new_groups.append(group)
-            for index, slot in zip(saved["params"], slots):
+            for index, slot in zip(saved["params"], rec.slots):
                 entry = saved_state.get(index, saved_state.get(str(index)))
                 staged.append((gi, slot, self._stage_entry(entry, slot, index)))
         self.param_groups[:] = new_groups
-        self._fast = [None] * len(self._fast)
+        for rec in self._groups:
+            rec.fast = rec.checked = None
         for gi, slot, (arrays, scalars) in staged:
             slot.state.clear()
             for key, value in arrays.items():
@@ -532,28 +647,3 @@ class Optimizer:
                     lines.append(f"    {key}: {group[key]}")
         lines.append(")")
         return "\n".join(lines)
-
-
-def _check_arrays(kernel: str, args: list) -> None:
-    """Run every array check of ops.<kernel>(*args) without writing anything."""
-    specs = [(name, arr, i != 1, i < 2 or arr is not None)
-             for i, (name, arr) in enumerate(zip(_KERNEL_ARG_NAMES[kernel], args))]
-    if get_backend() == "cpp" and _core is not None:
-        _core._check_tensor_lists(kernel, specs)
-    else:
-        from .._numpy._checks import tensor_lists
-        tensor_lists(kernel, *specs)
-
-
-_KERNEL_ARG_NAMES = {
-    "sgd": ("params", "grads", "momentum_buffers"),
-    "adam": ("params", "grads", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"),
-    "adagrad": ("params", "grads", "state_sums"),
-    "rmsprop": ("params", "grads", "square_avgs", "grad_avgs", "momentum_buffers"),
-    "adadelta": ("params", "grads", "square_avgs", "acc_deltas"),
-    "adamax": ("params", "grads", "exp_avgs", "exp_infs"),
-    "nadam": ("params", "grads", "exp_avgs", "exp_avg_sqs"),
-    "radam": ("params", "grads", "exp_avgs", "exp_avg_sqs"),
-    "rprop": ("params", "grads", "prevs", "step_sizes"),
-    "lion": ("params", "grads", "exp_avgs"),
-}
