@@ -182,8 +182,10 @@ BLAS_FAILS_REPORT = """
 def test_config_says_why_openblas_did_not_load(how, gemm_env):
     code = "import sys, types\n" + textwrap.dedent(BLAS_FAILS[how]) + textwrap.dedent(BLAS_FAILS_REPORT)
     report = run_python(code, GRADFUSE_GEMM=gemm_env)
-    expected = {"missing": "ImportError: scipy_openblas32 blocked by test_config",
-                "no_library": "ValueError: cannot load OpenBLAS from /nonexistent/test_config/libscipy_openblas.so"}[how]
+    expected = {
+        "missing": "ImportError: scipy_openblas32 blocked by test_config",
+        "no_library": "ValueError: cannot load OpenBLAS from /nonexistent/test_config/libscipy_openblas.so",
+    }[how]
     assert report["gemm_error"].startswith(expected), report["gemm_error"]
     assert report["gemm_backend"] == "eigen" and report["gemm"].startswith("Eigen ")
     assert report["matmul_ok"]
@@ -240,7 +242,7 @@ def test_switching_the_gemm_backend_while_kernels_run():
                 flips[0] += 1
                 flipping.set()
                 time.sleep(0)  # let the worker take the GIL back
-        except BaseException as exc:  # reported below
+        except Exception as exc:  # noqa: BLE001 - reported by the main thread
             errors.append(exc)
 
     def worker():
@@ -254,7 +256,7 @@ def test_switching_the_gemm_backend_while_kernels_run():
                         assert match, f"{kernel}: the result is not that of one GEMM backend"
                         for o, t in zip(outs, truth[kernel]):
                             np.testing.assert_allclose(o, t, rtol=1e-4, atol=1e-3)
-        except BaseException as exc:
+        except Exception as exc:  # noqa: BLE001 - reported by the main thread
             errors.append(exc)
         finally:
             stop.set()
