@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -116,6 +117,162 @@ def test_show_config_prints_every_key(capsys):
     if HAS_CORE:
         assert printed["isa"].split()[1] == cfg["isa"]
         assert printed["isas"].split(None, 1)[1] == ", ".join(cfg["isas"])
+
+
+# ------------------------------------------------------------------------------------------------
+# The GEMM backend: gemm_error in config(), switching it while kernels run
+# ------------------------------------------------------------------------------------------------
+
+HAS_OPENBLAS = HAS_CORE and _core._get_gemm() == "openblas"
+
+
+def test_config_gemm_error_is_none_when_openblas_loaded():
+    if not HAS_OPENBLAS:
+        pytest.skip("OpenBLAS did not load here")
+    assert gf.config()["gemm_error"] is None
+
+
+def test_config_and_show_config_report_the_gemm_error(monkeypatch, capsys):
+    monkeypatch.setattr(gf._ext, "BLAS_ERROR", "ImportError: no scipy_openblas32 (test)")
+    if HAS_CORE:
+        assert gf.config()["gemm_error"] == "ImportError: no scipy_openblas32 (test)"
+    gf.show_config()
+    line = {ln.split()[0]: ln for ln in capsys.readouterr().out.splitlines()}["gemm_error"]
+    assert line.split(None, 1)[1] == ("ImportError: no scipy_openblas32 (test)" if HAS_CORE else "None")
+
+
+# Two ways OpenBLAS fails to load at import: the wheel is missing, or its library will not dlopen.
+BLAS_FAILS = {
+    "missing": """
+        class BlockOpenblas:
+            def find_spec(self, fullname, path=None, target=None):
+                if fullname == "scipy_openblas32":
+                    raise ImportError("scipy_openblas32 blocked by test_config")
+        sys.meta_path.insert(0, BlockOpenblas())
+    """,
+    "no_library": """
+        fake = types.ModuleType("scipy_openblas32")
+        fake.get_lib_dir = lambda: "/nonexistent/test_config"
+        fake.get_library = lambda: "scipy_openblas"
+        sys.modules["scipy_openblas32"] = fake
+    """,
+}
+BLAS_FAILS_REPORT = """
+    import contextlib, io, json, warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        import gradfuse as gf
+    import numpy as np
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    c = np.empty((3, 3), np.float32)
+    gf.ops.matmul(a, a.T.copy(), c)  # GEMMs still run (on Eigen)
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        gf.show_config()
+    cfg = gf.config()
+    print(json.dumps({"gemm_error": cfg["gemm_error"], "gemm_backend": cfg["gemm_backend"], "gemm": cfg["gemm"],
+                      "matmul_ok": bool(np.allclose(c, a @ a.T)), "show_config": buf.getvalue(),
+                      "warnings": [[w.category.__name__, str(w.message)] for w in caught]}))
+"""
+
+
+@needs_core
+@pytest.mark.parametrize("how", sorted(BLAS_FAILS))
+@pytest.mark.parametrize("gemm_env", [None, "openblas"])
+def test_config_says_why_openblas_did_not_load(how, gemm_env):
+    code = "import sys, types\n" + textwrap.dedent(BLAS_FAILS[how]) + textwrap.dedent(BLAS_FAILS_REPORT)
+    report = run_python(code, GRADFUSE_GEMM=gemm_env)
+    expected = {
+        "missing": "ImportError: scipy_openblas32 blocked by test_config",
+        "no_library": "ValueError: cannot load OpenBLAS from /nonexistent/test_config/libscipy_openblas.so",
+    }[how]
+    assert report["gemm_error"].startswith(expected), report["gemm_error"]
+    assert report["gemm_backend"] == "eigen" and report["gemm"].startswith("Eigen ")
+    assert report["matmul_ok"]
+    assert any(ln.split()[0] == "gemm_error" and expected in ln for ln in report["show_config"].splitlines())
+    warned = gradfuse_warnings(report)
+    if gemm_env == "openblas":  # asked for OpenBLAS: the warning carries the same reason
+        assert len(warned) == 1 and expected in warned[0][1], warned
+    else:
+        assert warned == []
+
+
+@pytest.mark.skipif(not HAS_OPENBLAS, reason="needs both GEMM backends (OpenBLAS did not load)")
+def test_switching_the_gemm_backend_while_kernels_run():
+    """One thread flips the GEMM backend in a loop while another runs matmul / dense layers (GIL
+    released): every call must run on ONE backend from start to end, so each result is bitwise what
+    openblas or eigen alone gives (a backward pass: both its GEMMs from the same one), and close to
+    NumPy's; nothing may crash."""
+    rng = np.random.default_rng(7)
+    # Several Eigen tiles (256 x 256), small enough to loop fast; at these shapes the two backends
+    # differ in every output (dx and dw too), so a call that mixed them would match neither.
+    a = rng.standard_normal((300, 130)).astype(np.float32)
+    b = rng.standard_normal((130, 270)).astype(np.float32)
+    bias = rng.standard_normal(270).astype(np.float32)
+    dy = rng.standard_normal((300, 270)).astype(np.float32)
+
+    def run_all():
+        c, y = np.empty((300, 270), np.float32), np.empty((300, 270), np.float32)
+        dx, dw, db = np.empty_like(a), np.empty_like(b), np.empty_like(bias)
+        gf.ops.matmul(a, b, c)
+        gf.ops.dense_forward(a, b, bias, y, activation="relu")
+        gf.ops.dense_backward(dy, a, b, dx, dw, db, activation="relu", y=y)
+        return {"matmul": (c,), "forward": (y,), "backward": (dx, dw)}
+
+    before = _core._get_gemm()
+    refs = {}
+    try:
+        with gf.use_backend("cpp"):
+            for name in ("openblas", "eigen"):
+                _core._set_gemm(name)
+                refs[name] = run_all()
+    finally:
+        _core._set_gemm(before)
+    y_ref = np.maximum(a.astype(np.float64) @ b + bias, 0)
+    truth = {"matmul": (a.astype(np.float64) @ b,), "forward": (y_ref,),
+             "backward": ((dy * (y_ref > 0)) @ b.T.astype(np.float64), a.T.astype(np.float64) @ (dy * (y_ref > 0)))}
+
+    stop, flipping = threading.Event(), threading.Event()
+    errors, flips = [], [0]
+
+    def flipper():
+        try:
+            while not stop.is_set():
+                _core._set_gemm(("openblas", "eigen")[flips[0] % 2])
+                flips[0] += 1
+                flipping.set()
+                time.sleep(0)  # let the worker take the GIL back
+        except Exception as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+
+    def worker():
+        try:
+            flipping.wait(10)
+            with gf.use_backend("cpp"):
+                for _ in range(150):
+                    for kernel, outs in run_all().items():
+                        match = [name for name in refs
+                                 if all(np.array_equal(o, r) for o, r in zip(outs, refs[name][kernel]))]
+                        assert match, f"{kernel}: the result is not that of one GEMM backend"
+                        for o, t in zip(outs, truth[kernel]):
+                            np.testing.assert_allclose(o, t, rtol=1e-4, atol=1e-3)
+        except Exception as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+        finally:
+            stop.set()
+
+    threads_ = [threading.Thread(target=flipper), threading.Thread(target=worker)]
+    try:
+        for t in threads_:
+            t.start()
+        for t in threads_:
+            t.join(120)
+    finally:
+        stop.set()
+        _core._set_gemm(before)
+    assert not any(t.is_alive() for t in threads_)
+    assert not errors, errors
+    assert flips[0] > 1
 
 
 # ------------------------------------------------------------------------------------------------

@@ -48,7 +48,8 @@ py::dict build_info() {
     if (gf::cpu_supports(names[i])) cpu.append(names[i]);
   const std::string eigen =
       std::to_string(EIGEN_WORLD_VERSION) + "." + std::to_string(EIGEN_MAJOR_VERSION) + "." + std::to_string(EIGEN_MINOR_VERSION);
-  const std::string gemm = gf::gemm_name() == "openblas" ? "OpenBLAS (" + gf::blas_description() + ")" : "Eigen " + eigen;
+  const gf::Blas& blas = gf::current_blas();  // one snapshot: the name and description agree
+  const std::string gemm = blas.use ? "OpenBLAS (" + blas.description + ")" : "Eigen " + eigen;
   return py::dict("version"_a = GF_VERSION, "isas"_a = isas, "cpu_isas"_a = cpu,
                   "compiler"_a = "GCC " __VERSION__, "openmp"_a = openmp_runtime(), "eigen"_a = eigen,
                   "gemm"_a = gemm, "blas"_a = gf::blas_description(), "cxx_standard"_a = __cplusplus);

@@ -3,16 +3,24 @@
 
 #include <dlfcn.h>
 
+#include <atomic>
+#include <mutex>
 #include <stdexcept>
 
 namespace gf {
 
-Blas g_blas;
-
 namespace {
-void* g_handle = nullptr;
-std::string g_description;
+const Blas kEigen{};
+// The loaded OpenBLAS configuration (null until load_blas succeeds) and the one in use. Readers
+// only load g_current; writers (rare: import, tests, benchmarks) serialise on g_write. A loaded
+// configuration is never freed or changed, because a kernel may still hold it.
+std::atomic<const Blas*> g_openblas{nullptr};
+std::atomic<const Blas*> g_current{&kEigen};
+std::mutex g_write;
+static_assert(std::atomic<const Blas*>::is_always_lock_free);
 }  // namespace
+
+const Blas& current_blas() { return *g_current.load(std::memory_order_acquire); }
 
 bool load_blas(const std::string& path, std::string* error) {
   void* h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
@@ -31,30 +39,40 @@ bool load_blas(const std::string& path, std::string* error) {
     dlclose(h);
     return false;
   }
-  g_handle = h;
-  g_blas.sgemm = sgemm, g_blas.dgemm = dgemm, g_blas.set_num_threads = set_threads, g_blas.get_num_threads = get_threads;
-  g_blas.set_num_threads(1);
-  g_blas.use = true;
-  g_description = std::string(get_config ? get_config() : "OpenBLAS") + (get_core ? std::string(", core ") + get_core() : "");
+  set_threads(1);
+  // Built whole before it is published; kept forever (a second load leaks one small struct and
+  // keeps the library mapped, as dlclose under a running GEMM would not be safe).
+  const Blas* blas = new Blas{sgemm, dgemm, set_threads, get_threads, true,
+                              std::string(get_config ? get_config() : "OpenBLAS") +
+                                  (get_core ? std::string(", core ") + get_core() : "")};
+  std::lock_guard<std::mutex> lock(g_write);
+  g_openblas.store(blas, std::memory_order_release);
+  g_current.store(blas, std::memory_order_release);
   return true;
 }
 
 void select_gemm(const std::string& name) {
+  std::lock_guard<std::mutex> lock(g_write);
   if (name == "eigen") {
-    g_blas.use = false;
+    g_current.store(&kEigen, std::memory_order_release);
   } else if (name == "openblas") {
-    if (!g_handle) throw std::invalid_argument("OpenBLAS is not loaded (install scipy-openblas32)");
-    g_blas.use = true;
+    const Blas* blas = g_openblas.load(std::memory_order_acquire);
+    if (!blas) throw std::invalid_argument("OpenBLAS is not loaded (install scipy-openblas32)");
+    g_current.store(blas, std::memory_order_release);
   } else {
     throw std::invalid_argument("unknown GEMM backend '" + name + "' (expected openblas or eigen)");
   }
 }
 
-std::string gemm_name() { return g_blas.use ? "openblas" : "eigen"; }
-std::string blas_description() { return g_description; }
+std::string gemm_name() { return current_blas().use ? "openblas" : "eigen"; }
 
-void blas_single_threaded() {
-  if (g_blas.use && g_blas.get_num_threads() != 1) g_blas.set_num_threads(1);
+std::string blas_description() {
+  const Blas* blas = g_openblas.load(std::memory_order_acquire);
+  return blas ? blas->description : std::string();
+}
+
+void blas_single_threaded(const Blas& blas) {
+  if (blas.use && blas.get_num_threads() != 1) blas.set_num_threads(1);
 }
 
 }  // namespace gf

@@ -1,5 +1,6 @@
 // dense.cpp: matmul and the dense layer (contract in gradfuse/dense.hpp), compiled once per ISA
-// into gf::<isa>. GEMM tiles go to OpenBLAS (g_blas) or to this ISA's copy of Eigen.
+// into gf::<isa>. GEMM tiles go to OpenBLAS or to this ISA's copy of Eigen, as the Blas snapshot
+// that each call takes once (current_blas()) says.
 #include "gradfuse/dense.hpp"
 
 #include <Eigen/Core>
@@ -25,10 +26,10 @@ struct Tile {
 };
 
 // The tiles of C (m x n). Depend on the thread count only where results do not (see dense.hpp).
-std::vector<Tile> plan_tiles(int64_t m, int64_t n, int64_t k, int threads) {
+std::vector<Tile> plan_tiles(const Blas& blas, int64_t m, int64_t n, int64_t k, int threads) {
   std::vector<Tile> tiles;
   if (m == 0 || n == 0) return tiles;
-  if (!g_blas.use) {
+  if (!blas.use) {
     for (int64_t i = 0; i < m; i += kEigenTile)
       for (int64_t j = 0; j < n; j += kEigenTile)
         tiles.push_back({i, std::min(kEigenTile, m - i), j, std::min(kEigenTile, n - j)});
@@ -59,21 +60,21 @@ using MMap = Eigen::Map<RowMajor<T>, 0, Eigen::OuterStride<>>;
 // C[h x w] (=|+=) op(A)[h x k] op(B)[k x w], single-threaded. A, B point at the tile's first row
 // of op(A) / first column of op(B) in their storage.
 template <class T>
-void gemm_tile(bool ta, bool tb, bool accumulate, int64_t h, int64_t w, int64_t k, const T* a, int64_t lda,
-               const T* b, int64_t ldb, T* c, int64_t ldc) {
+void gemm_tile(const Blas& blas, bool ta, bool tb, bool accumulate, int64_t h, int64_t w, int64_t k, const T* a,
+               int64_t lda, const T* b, int64_t ldb, T* c, int64_t ldc) {
   if (h == 0 || w == 0) return;
   if (k == 0) {
     if (!accumulate)
       for (int64_t i = 0; i < h; ++i) std::fill(c + i * ldc, c + i * ldc + w, T(0));
     return;
   }
-  if (g_blas.use) {
+  if (blas.use) {
     const int ta_ = ta ? 112 : 111, tb_ = tb ? 112 : 111;
     const T beta = accumulate ? T(1) : T(0);
     if constexpr (sizeof(T) == 4)
-      g_blas.sgemm(101, ta_, tb_, int(h), int(w), int(k), 1.0f, a, int(lda), b, int(ldb), beta, c, int(ldc));
+      blas.sgemm(101, ta_, tb_, int(h), int(w), int(k), 1.0f, a, int(lda), b, int(ldb), beta, c, int(ldc));
     else
-      g_blas.dgemm(101, ta_, tb_, int(h), int(w), int(k), 1.0, a, int(lda), b, int(ldb), beta, c, int(ldc));
+      blas.dgemm(101, ta_, tb_, int(h), int(w), int(k), 1.0, a, int(lda), b, int(ldb), beta, c, int(ldc));
     return;
   }
   MMap<T> C(c, h, w, Eigen::OuterStride<>(ldc));
@@ -91,16 +92,16 @@ void gemm_tile(bool ta, bool tb, bool accumulate, int64_t h, int64_t w, int64_t 
 
 // C = op(A) op(B) over the planned tiles; epilogue(tile) runs on each tile right after its GEMM.
 template <class T, class Epilogue>
-void tiled_gemm(const GemmArgs& g, const T* a, int64_t lda, const T* b, int64_t ldb, T* c, int64_t ldc,
-                int threads, Epilogue&& epilogue) {
-  const std::vector<Tile> tiles = plan_tiles(g.m, g.n, g.k, threads);
-  blas_single_threaded();
+void tiled_gemm(const Blas& blas, const GemmArgs& g, const T* a, int64_t lda, const T* b, int64_t ldb, T* c,
+                int64_t ldc, int threads, Epilogue&& epilogue) {
+  const std::vector<Tile> tiles = plan_tiles(blas, g.m, g.n, g.k, threads);
+  blas_single_threaded(blas);
   parallel_blocks(static_cast<int64_t>(tiles.size()), threads, [&](int64_t t) {
     const Tile& tile = tiles[t];
     const T* at = g.trans_a ? a + tile.i0 : a + tile.i0 * lda;
     const T* bt = g.trans_b ? b + tile.j0 * ldb : b + tile.j0;
-    gemm_tile(g.trans_a, g.trans_b, g.accumulate, tile.h, tile.w, g.k, at, lda, bt, ldb, c + tile.i0 * ldc + tile.j0,
-              ldc);
+    gemm_tile(blas, g.trans_a, g.trans_b, g.accumulate, tile.h, tile.w, g.k, at, lda, bt, ldb,
+              c + tile.i0 * ldc + tile.j0, ldc);
     epilogue(tile);
   });
 }
@@ -128,7 +129,7 @@ GF_INLINE void add_to_double(double* acc, const float* g, int64_t n) {
 template <class T>
 void matmul(const GemmArgs& g, const T* a, const T* b, T* c, int threads) {
   const int64_t lda = g.trans_a ? g.m : g.k, ldb = g.trans_b ? g.k : g.n;
-  tiled_gemm(g, a, lda, b, ldb, c, g.n, threads, [](const Tile&) {});
+  tiled_gemm(current_blas(), g, a, lda, b, ldb, c, g.n, threads, [](const Tile&) {});
 }
 
 template <class T>
@@ -137,7 +138,7 @@ void dense_forward(Act act, double slope, const T* x, const T* w, const T* bias,
   GemmArgs g;
   g.m = n, g.n = out, g.k = in;
   const bool plain = act == Act::none && bias == nullptr && z == nullptr;
-  tiled_gemm(g, x, in, w, out, y, out, threads, [&](const Tile& t) {
+  tiled_gemm(current_blas(), g, x, in, w, out, y, out, threads, [&](const Tile& t) {
     if (plain) return;
     for (int64_t r = t.i0; r < t.i0 + t.h; ++r) {
       T* row = y + r * out + t.j0;
@@ -150,6 +151,7 @@ void dense_forward(Act act, double slope, const T* x, const T* w, const T* bias,
 template <class T>
 void dense_backward(Act act, double slope, const T* dy, const T* x, const T* w, const T* y, const T* z, T* dz,
                     T* dx, T* dw, T* db, bool accumulate, int64_t n, int64_t in, int64_t out, int threads) {
+  const Blas& blas = current_blas();  // one backend for both GEMMs below
   // 1. dz = dy * act'(.) and the partial column sums of dz, per fixed block of rows.
   std::vector<T> scratch;
   const T* grad = dy;
@@ -184,12 +186,12 @@ void dense_backward(Act act, double slope, const T* dy, const T* x, const T* w, 
   if (dx) {
     GemmArgs g;
     g.trans_b = true, g.m = n, g.n = in, g.k = out;
-    tiled_gemm(g, grad, out, w, out, dx, in, threads, [](const Tile&) {});
+    tiled_gemm(blas, g, grad, out, w, out, dx, in, threads, [](const Tile&) {});
   }
   if (dw) {
     GemmArgs g;
     g.trans_a = true, g.accumulate = accumulate, g.m = in, g.n = out, g.k = n;
-    tiled_gemm(g, x, in, grad, out, dw, out, threads, [](const Tile&) {});
+    tiled_gemm(blas, g, x, in, grad, out, dw, out, threads, [](const Tile&) {});
   }
 }
 

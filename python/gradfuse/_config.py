@@ -6,6 +6,7 @@ import platform
 
 import numpy as np
 
+from . import _ext
 from ._backend import get_backend
 from ._ext import IMPORT_ERROR, _core
 from ._version import __version__
@@ -35,7 +36,11 @@ def set_num_threads(n: int) -> None:
 
 
 def config() -> dict:
-    """What gradfuse runs with: version, ISA paths, threads, OpenMP, compiler, Eigen, GEMM, backend."""
+    """What gradfuse runs with: version, ISA paths, threads, OpenMP, compiler, Eigen, GEMM, backend.
+
+    gemm names the GEMM library in use and gemm_backend says which one ("openblas" or "eigen");
+    gemm_error is why OpenBLAS (the scipy-openblas32 wheel) did not load, so GEMMs fell back to
+    Eigen, or None when it loaded (GRADFUSE_GEMM=eigen still loads it, and selects Eigen)."""
     cfg = {
         "version": __version__,
         "backend": get_backend(),
@@ -46,7 +51,8 @@ def config() -> dict:
         "cpu_count": os.cpu_count(),
     }
     if _core is None:
-        cfg.update(isa=None, isas=[], cpu_isas=[], threads=1, openmp=None, compiler=None, eigen=None, gemm=None)
+        cfg.update(isa=None, isas=[], cpu_isas=[], threads=1, openmp=None, compiler=None, eigen=None, gemm=None,
+                   gemm_error=None)
         return cfg
     info = _core._build_info()
     cfg.update(
@@ -59,6 +65,7 @@ def config() -> dict:
         eigen=info["eigen"],
         gemm=info["gemm"],
         gemm_backend=_core._get_gemm(),
+        gemm_error=_ext.BLAS_ERROR,
         gradfuse_cpu=os.environ.get("GRADFUSE_CPU") or None,
         omp_num_threads=os.environ.get("OMP_NUM_THREADS") or None,
     )

@@ -57,7 +57,8 @@ BLAS_ERROR: str | None = None
 
 def _load_blas(requested: str) -> None:
     """GEMMs run on OpenBLAS from the scipy-openblas32 wheel when it loads, else on Eigen.
-    GRADFUSE_GEMM=eigen forces Eigen; GRADFUSE_GEMM=openblas warns if OpenBLAS cannot load."""
+    GRADFUSE_GEMM=eigen forces Eigen; GRADFUSE_GEMM=openblas warns if OpenBLAS cannot load.
+    Why it did not load is kept in BLAS_ERROR, which gf.config() reports as gemm_error."""
     global BLAS_ERROR
     if requested not in ("", "openblas", "eigen"):
         warnings.warn(f"gradfuse: GRADFUSE_GEMM={requested!r} is not openblas or eigen; ignored",

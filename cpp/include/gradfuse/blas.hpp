@@ -20,15 +20,21 @@ using SgemmFn = void (*)(int, int, int, int, int, int, float, const float*, int,
 using DgemmFn = void (*)(int, int, int, int, int, int, double, const double*, int, const double*, int, double,
                          double*, int);
 
+// One GEMM configuration. Immutable once published: _set_gemm / _load_blas (from Python, while
+// other threads may be inside a kernel with the GIL released) publish another one through a single
+// atomic pointer instead of editing fields in place, so a reader sees one whole configuration.
 struct Blas {
   SgemmFn sgemm = nullptr;
   DgemmFn dgemm = nullptr;
   void (*set_num_threads)(int) = nullptr;
   int (*get_num_threads)() = nullptr;
   bool use = false;  // false: Eigen
+  std::string description;  // e.g. "OpenBLAS 0.3.34 DYNAMIC_ARCH ... SkylakeX"; empty for Eigen
 };
 
-extern Blas g_blas;
+// The configuration GEMMs use now. A kernel call reads it ONCE and passes it down, so all its
+// tiles (and both GEMMs of a backward pass) run on the same backend.
+const Blas& current_blas();
 
 // Loads OpenBLAS from `path` and selects it; on failure returns false with the reason in *error.
 bool load_blas(const std::string& path, std::string* error);
@@ -38,6 +44,6 @@ std::string gemm_name();           // what GEMMs use now
 std::string blas_description();    // e.g. "OpenBLAS 0.3.34 DYNAMIC_ARCH ... SkylakeX", or "" if not loaded
 // Before a batch of single-threaded BLAS calls from OpenMP threads: keep OpenBLAS at 1 thread
 // (threadpoolctl may have changed it).
-void blas_single_threaded();
+void blas_single_threaded(const Blas& blas);
 
 }  // namespace gf

@@ -12,9 +12,9 @@
 //   v.stream(p) (a non-temporal store, p aligned to sizeof(V); then stream_fence() before the
 //   threads join; for outputs far larger than the caches: no read-for-ownership of the lines),
 //   + - * / unary-, sqrt, abs, maximum/minimum (NaN-propagating, like numpy), sign (torch's:
-//   NaN -> 0), comparisons -> V::Mask, select(mask, a, b), fma, isnan, any, hsum,
-//   mask_from_bits<V>(bits) / mask_bits(mask) (lane i <-> bit i), widen_lo/widen_hi (float
-//   lanes as doubles; scalar has one lane, so only widen_lo);
+//   NaN -> 0), comparisons > < -> V::Mask, select(mask, a, b), fma, isnan, any, hsum,
+//   mask_from_bits<V>(bits) (bit i -> lane i), widen_lo/widen_hi (float lanes as doubles; scalar
+//   has one lane, so only widen_lo);
 //   U32: uint32 lanes (as many as Vec<float>): broadcast, iota, load, +, ^, mulhilo, ge_bits, store;
 //   spread_bits4(bits) (bit k -> bit 4 k: interleaves four lane masks into one 64-bit word).
 //
@@ -46,8 +46,6 @@ struct Vec;
 
 // ------------------------------------------------------------------------------------------------
 #if defined(GF_ISA_AVX512)
-constexpr const char* kIsaName = "avx512";
-
 GF_INLINE __mmask16 tail_mask16(int64_t n) { return static_cast<__mmask16>((1u << n) - 1u); }
 GF_INLINE __mmask8 tail_mask8(int64_t n) { return static_cast<__mmask8>((1u << n) - 1u); }
 
@@ -74,7 +72,6 @@ GF_INLINE Vec<float> abs(Vec<float> a) { return {_mm512_abs_ps(a.v)}; }
 GF_INLINE Vec<float> fma(Vec<float> a, Vec<float> b, Vec<float> c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
 GF_INLINE __mmask16 operator>(Vec<float> a, Vec<float> b) { return _mm512_cmp_ps_mask(a.v, b.v, _CMP_GT_OQ); }
 GF_INLINE __mmask16 operator<(Vec<float> a, Vec<float> b) { return _mm512_cmp_ps_mask(a.v, b.v, _CMP_LT_OQ); }
-GF_INLINE __mmask16 operator==(Vec<float> a, Vec<float> b) { return _mm512_cmp_ps_mask(a.v, b.v, _CMP_EQ_OQ); }
 GF_INLINE __mmask16 isnan(Vec<float> a) { return _mm512_cmp_ps_mask(a.v, a.v, _CMP_UNORD_Q); }
 GF_INLINE Vec<float> select(__mmask16 m, Vec<float> a, Vec<float> b) { return {_mm512_mask_blend_ps(m, b.v, a.v)}; }
 // vmaxps returns its second operand when either is NaN: (a, b) -> b; patch the NaN-in-a case.
@@ -106,7 +103,6 @@ GF_INLINE Vec<double> abs(Vec<double> a) { return {_mm512_abs_pd(a.v)}; }
 GF_INLINE Vec<double> fma(Vec<double> a, Vec<double> b, Vec<double> c) { return {_mm512_fmadd_pd(a.v, b.v, c.v)}; }
 GF_INLINE __mmask8 operator>(Vec<double> a, Vec<double> b) { return _mm512_cmp_pd_mask(a.v, b.v, _CMP_GT_OQ); }
 GF_INLINE __mmask8 operator<(Vec<double> a, Vec<double> b) { return _mm512_cmp_pd_mask(a.v, b.v, _CMP_LT_OQ); }
-GF_INLINE __mmask8 operator==(Vec<double> a, Vec<double> b) { return _mm512_cmp_pd_mask(a.v, b.v, _CMP_EQ_OQ); }
 GF_INLINE __mmask8 isnan(Vec<double> a) { return _mm512_cmp_pd_mask(a.v, a.v, _CMP_UNORD_Q); }
 GF_INLINE Vec<double> select(__mmask8 m, Vec<double> a, Vec<double> b) { return {_mm512_mask_blend_pd(m, b.v, a.v)}; }
 GF_INLINE Vec<double> maximum(Vec<double> a, Vec<double> b) { return {_mm512_mask_blend_pd(isnan(a), _mm512_max_pd(a.v, b.v), a.v)}; }
@@ -123,8 +119,6 @@ GF_INLINE Vec<double> widen_hi(Vec<float> a) {
 template <class V> GF_INLINE typename V::Mask mask_from_bits(uint32_t bits);
 template <> GF_INLINE __mmask16 mask_from_bits<Vec<float>>(uint32_t bits) { return static_cast<__mmask16>(bits); }
 template <> GF_INLINE __mmask8 mask_from_bits<Vec<double>>(uint32_t bits) { return static_cast<__mmask8>(bits); }
-GF_INLINE uint32_t mask_bits(__mmask16 m) { return m; }
-GF_INLINE uint32_t mask_bits(__mmask8 m) { return m; }
 
 // uint32 lanes, as many as Vec<float> has: the counter-based RNG (philox.hpp) runs on these.
 struct U32 {
@@ -156,8 +150,6 @@ GF_INLINE uint32_t ge_bits(U32 a, uint32_t t) {
 
 // ------------------------------------------------------------------------------------------------
 #elif defined(GF_ISA_AVX2)
-constexpr const char* kIsaName = "avx2";
-
 // Lane i is active when i < n: the sign bit of each 32/64-bit mask lane selects it.
 GF_INLINE __m256i tail_mask_ps(int64_t n) { return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)); }
 GF_INLINE __m256i tail_mask_pd(int64_t n) { return _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3)); }
@@ -185,7 +177,6 @@ GF_INLINE Vec<float> abs(Vec<float> a) { return {_mm256_andnot_ps(_mm256_set1_ps
 GF_INLINE Vec<float> fma(Vec<float> a, Vec<float> b, Vec<float> c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
 GF_INLINE __m256 operator>(Vec<float> a, Vec<float> b) { return _mm256_cmp_ps(a.v, b.v, _CMP_GT_OQ); }
 GF_INLINE __m256 operator<(Vec<float> a, Vec<float> b) { return _mm256_cmp_ps(a.v, b.v, _CMP_LT_OQ); }
-GF_INLINE __m256 operator==(Vec<float> a, Vec<float> b) { return _mm256_cmp_ps(a.v, b.v, _CMP_EQ_OQ); }
 GF_INLINE __m256 isnan(Vec<float> a) { return _mm256_cmp_ps(a.v, a.v, _CMP_UNORD_Q); }
 GF_INLINE Vec<float> select(__m256 m, Vec<float> a, Vec<float> b) { return {_mm256_blendv_ps(b.v, a.v, m)}; }
 GF_INLINE Vec<float> maximum(Vec<float> a, Vec<float> b) { return {_mm256_blendv_ps(_mm256_max_ps(a.v, b.v), a.v, isnan(a))}; }
@@ -221,7 +212,6 @@ GF_INLINE Vec<double> abs(Vec<double> a) { return {_mm256_andnot_pd(_mm256_set1_
 GF_INLINE Vec<double> fma(Vec<double> a, Vec<double> b, Vec<double> c) { return {_mm256_fmadd_pd(a.v, b.v, c.v)}; }
 GF_INLINE __m256d operator>(Vec<double> a, Vec<double> b) { return _mm256_cmp_pd(a.v, b.v, _CMP_GT_OQ); }
 GF_INLINE __m256d operator<(Vec<double> a, Vec<double> b) { return _mm256_cmp_pd(a.v, b.v, _CMP_LT_OQ); }
-GF_INLINE __m256d operator==(Vec<double> a, Vec<double> b) { return _mm256_cmp_pd(a.v, b.v, _CMP_EQ_OQ); }
 GF_INLINE __m256d isnan(Vec<double> a) { return _mm256_cmp_pd(a.v, a.v, _CMP_UNORD_Q); }
 GF_INLINE Vec<double> select(__m256d m, Vec<double> a, Vec<double> b) { return {_mm256_blendv_pd(b.v, a.v, m)}; }
 GF_INLINE Vec<double> maximum(Vec<double> a, Vec<double> b) { return {_mm256_blendv_pd(_mm256_max_pd(a.v, b.v), a.v, isnan(a))}; }
@@ -247,8 +237,6 @@ template <> GF_INLINE __m256d mask_from_bits<Vec<double>>(uint32_t bits) {
   const __m256i b = _mm256_and_si256(_mm256_set1_epi64x(bits), lane);
   return _mm256_castsi256_pd(_mm256_cmpeq_epi64(b, lane));
 }
-GF_INLINE uint32_t mask_bits(__m256 m) { return static_cast<uint32_t>(_mm256_movemask_ps(m)); }
-GF_INLINE uint32_t mask_bits(__m256d m) { return static_cast<uint32_t>(_mm256_movemask_pd(m)); }
 
 // uint32 lanes, as many as Vec<float> has: the counter-based RNG (philox.hpp) runs on these.
 struct U32 {
@@ -277,8 +265,6 @@ GF_INLINE uint32_t ge_bits(U32 a, uint32_t t) {  // unsigned a >= t  <=>  max(a,
 
 // ------------------------------------------------------------------------------------------------
 #else  // scalar: one lane, plain C++ (the compiler emits SSE2 scalar instructions)
-constexpr const char* kIsaName = "scalar";
-
 template <class T>
 struct Vec {
   using value_type = T;
@@ -306,7 +292,6 @@ GF_INLINE Vec<float> fma(Vec<float> a, Vec<float> b, Vec<float> c) { return {__b
 GF_INLINE Vec<double> fma(Vec<double> a, Vec<double> b, Vec<double> c) { return {__builtin_fma(a.v, b.v, c.v)}; }
 template <class T> GF_INLINE bool operator>(Vec<T> a, Vec<T> b) { return a.v > b.v; }
 template <class T> GF_INLINE bool operator<(Vec<T> a, Vec<T> b) { return a.v < b.v; }
-template <class T> GF_INLINE bool operator==(Vec<T> a, Vec<T> b) { return a.v == b.v; }
 template <class T> GF_INLINE bool isnan(Vec<T> a) { return a.v != a.v; }
 template <class T> GF_INLINE Vec<T> select(bool m, Vec<T> a, Vec<T> b) { return m ? a : b; }
 // Same semantics as vmaxps/vminps with the NaN-in-a patch above: NaN in either operand wins.
@@ -318,7 +303,6 @@ template <class T> GF_INLINE T hsum(Vec<T> a) { return a.v; }
 // float -> double widening: one lane
 GF_INLINE Vec<double> widen_lo(Vec<float> a) { return {static_cast<double>(a.v)}; }
 template <class V> GF_INLINE bool mask_from_bits(uint32_t bits) { return (bits & 1u) != 0; }
-GF_INLINE uint32_t mask_bits(bool m) { return m ? 1u : 0u; }
 
 // uint32 lanes: one.
 struct U32 {
