@@ -10,13 +10,14 @@ import pytest
 
 import gradfuse as gf
 from gradfuse import demo
+from gradfuse.data import load_digits_split
 
 sklearn = pytest.importorskip("sklearn")
 
 
 @pytest.fixture(scope="module")
 def digits():
-    return demo.load_digits_split(0)
+    return load_digits_split(0)
 
 
 def small_model(x_train, seed=0, dropout=0.2):

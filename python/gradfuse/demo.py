@@ -16,22 +16,9 @@ import argparse
 import sys
 import time
 
-import numpy as np
+from .data import load_digits_split
 
 HELP = "train an MLP on scikit-learn's digits (cpp or numpy backend), print test accuracy, plot curves"
-
-
-def load_digits_split(seed: int):
-    """(x_train, y_train, x_val, y_val, x_test, y_test): stratified 70/10/20 split of the digits."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    x, y = load_digits(return_X_y=True)
-    x = x.astype(np.float32)
-    x_rest, x_test, y_rest, y_test = train_test_split(x, y, test_size=0.2, stratify=y, random_state=seed)
-    x_train, x_val, y_train, y_val = train_test_split(x_rest, y_rest, test_size=0.125, stratify=y_rest,
-                                                      random_state=seed)
-    return x_train, y_train, x_val, y_val, x_test, y_test
 
 
 def build_model(seed: int, x_train):

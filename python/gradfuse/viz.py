@@ -446,9 +446,10 @@ def plot_grad_norms(norms, path, clip_norm: float | None = None, xlabel: str | N
 # ---- the gallery ------------------------------------------------------------------------------------------
 def _digits_fit(out_dir, epochs: int = 20, seed: int = 0) -> str:
     """A short fit on the digits (a small MLP, Adam, warmup + cosine per batch), drawn by plot_history."""
-    from . import demo, losses, nn, optim, train
+    from . import losses, nn, optim, train
+    from .data import load_digits_split
 
-    x_train, y_train, x_val, y_val, _, _ = demo.load_digits_split(seed)
+    x_train, y_train, x_val, y_val, _, _ = load_digits_split(seed)
     model = nn.Sequential([
         nn.Standardize("zscore").adapt(x_train),
         nn.Dense(64, 128, init="he_normal", seed=seed), nn.BatchNorm(128), nn.ReLU(), nn.Dropout(0.2),
