@@ -22,7 +22,9 @@ import sys
 import numpy as np
 
 from . import data as _data
+from .checkpoint import save
 from .losses import CrossEntropyLoss, HingeLoss, get_loss
+from .optim import clip_grad_norm_, clip_grad_value_, grad_norm
 
 __all__ = ["fit", "evaluate", "History", "Callback", "EarlyStopping", "ReduceLROnPlateau", "ModelCheckpoint",
            "TerminateOnNaN", "LearningRateScheduler", "BatchLogger", "resume_state"]
@@ -282,7 +284,6 @@ class ModelCheckpoint(Callback):
             self.tracker.best = value
         elif (epoch + 1) % self.every:
             return
-        from .checkpoint import save
         path = self.filepath.format(epoch=epoch, **logs)
         save(resume_state(self.trainer, epoch + 1), path)
         self.saved.append(path)
@@ -405,8 +406,6 @@ def fit(model, loss, optimizer, x, y, *, epochs=1, batch_size=32, validation_dat
     in [0, K), K the model's outputs, raise ValueError / TypeError naming y; so does x that does not
     fit the model (an eval-mode forward of one sample, which changes no state, checks it).
     """
-    from .optim import clip_grad_norm_, clip_grad_value_, grad_norm
-
     loss = get_loss(loss)
     callbacks = list(callbacks)
     if schedule is not None:
