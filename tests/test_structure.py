@@ -49,8 +49,8 @@ def _imports(tree: ast.AST, in_function: bool = False):
             continue
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             yield node, in_function
-        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-              and node.func.attr == "import_module"):
+        elif isinstance(node, ast.Call) and "import_module" in (getattr(node.func, "attr", None),
+                                                               getattr(node.func, "id", None)):
             yield node, in_function
         nested = in_function or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
         yield from _imports(node, nested)
@@ -148,19 +148,27 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 
 # ---- the checker itself ---------------------------------------------------------------------------------------
+KNOWN = {"gradfuse", "gradfuse.nn", "gradfuse.nn.layers", "gradfuse.nn.init", "gradfuse.data", "gradfuse.ops",
+         "gradfuse.optim", "gradfuse.viz"}
+
+
+def _seen(source: str, module: str = "gradfuse.nn.layers", is_package: bool = False) -> set:
+    return {(t, "function" if in_function else "module") for node, in_function in _imports(ast.parse(source))
+            for t in _targets(node, module, is_package, KNOWN)}
+
+
 def test_the_scanner_sees_every_kind_of_import():
-    known = {"gradfuse", "gradfuse.nn", "gradfuse.nn.layers", "gradfuse.nn.init", "gradfuse.data",
-             "gradfuse.optim", "gradfuse.viz"}
-    source = ("from . import init\nfrom .. import data, ops\nfrom ..optim import SGD\nimport gradfuse.nn.init\n"
-              "import numpy\nfrom typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..viz import x\n"
-              "def f():\n    from ..data import Standardizer\n    importlib.import_module('..viz', __package__)\n")
-    seen = {(in_function, t) for node, in_function in _imports(ast.parse(source))
-            for t in _targets(node, "gradfuse.nn.layers", False, known)}
-    assert seen == {(False, "gradfuse.nn.init"), (False, "gradfuse.data"), (False, "gradfuse"),
-                    (False, "gradfuse.optim"), (True, "gradfuse.data"), (True, "gradfuse.viz")}
-    package_relative = ast.parse("importlib.import_module('.viz', __name__)")
-    assert {t for node, _ in _imports(package_relative) for t in _targets(node, "gradfuse", True, known)} == {
-        "gradfuse.viz"}
+    assert _seen("from . import init") == {("gradfuse.nn.init", "module")}  # a submodule: the submodule
+    assert _seen("from .. import data, ops") == {("gradfuse.data", "module"), ("gradfuse.ops", "module")}
+    assert _seen("from ..optim import SGD") == {("gradfuse.optim", "module")}  # a name: its module
+    assert _seen("import gradfuse as gf\nimport gradfuse.nn.init\nimport numpy") == {
+        ("gradfuse", "module"), ("gradfuse.nn.init", "module")}
+    assert _seen("class A:\n    from ..data import x") == {("gradfuse.data", "module")}  # runs at import
+    assert _seen("def f():\n    from ..data import Standardizer") == {("gradfuse.data", "function")}
+    assert _seen("if TYPE_CHECKING:\n    from ..viz import x\nelse:\n    from .. import data") == {
+        ("gradfuse.data", "module")}
+    assert _seen("def f():\n    importlib.import_module('..viz', __package__)") == {("gradfuse.viz", "function")}
+    assert _seen("def f():\n    import_module('.viz', __name__)", "gradfuse", True) == {("gradfuse.viz", "function")}
 
 
 def test_find_cycle_reports_the_cycle():
