@@ -41,12 +41,10 @@ def run(backend: str = "cpp", epochs: int = 100, batch_size: int = 64, lr: float
         model = build_model(seed, x_train)
         opt = optim.Adam(model.parameter_groups(weight_decay=5e-4), lr=lr)
         steps_per_epoch = -(-len(x_train) // batch_size)
-        sched = optim.lr_scheduler
         warmup = 5 * steps_per_epoch
-        schedule = sched.SequentialLR(opt, [
-            sched.LinearLR(opt, start_factor=0.05, end_factor=1.0, total_iters=warmup),
-            sched.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch - warmup, eta_min=lr * 1e-3),
-        ], milestones=[warmup])
+        decay = optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch - warmup,
+                                                     eta_min=lr * 1e-3)
+        schedule = optim.lr_scheduler.warmup(decay, warmup, start_factor=0.05)
         stopper = train.EarlyStopping(monitor="val_loss", patience=30, restore_best_weights=True)
         loss = losses.CrossEntropyLoss(label_smoothing=0.1)
         start = time.perf_counter()
