@@ -1,8 +1,8 @@
 """gf.data: Standardizer (statistics vs NumPy, per feature / per channel / channels-last, fit on
 train applied to test, inverse, zero std, state through gf.save), MiniBatches (coverage, shuffling
 reproducible from the seed, resume at an epoch or mid-epoch, drop_last, batch sizes, errors),
-train_val_split (Keras' last-fraction rule), and a training run resumed from a checkpoint
-continuing bitwise.
+train_val_split (Keras' last-fraction rule), a training run resumed from a checkpoint
+continuing bitwise, and the digits loader (a stratified 70/10/20 split).
 """
 from __future__ import annotations
 
@@ -569,3 +569,14 @@ def test_training_resumed_from_a_checkpoint_continues_bitwise(tmp_path, checkpoi
     _train([w2, b2], opt2, state["scaler"], batches2, steps=31 - state["steps"])
     assert w.tobytes() == w2.tobytes() and b.tobytes() == b2.tobytes()
     assert (batches.epoch, batches.batch) == (batches2.epoch, batches2.batch)
+
+
+def test_load_digits_split_is_a_stratified_70_10_20_split():
+    pytest.importorskip("sklearn")
+    x_train, y_train, x_val, y_val, x_test, y_test = gfdata.load_digits_split(0)
+    assert (len(x_train), len(x_val), len(x_test)) == (1257, 180, 360)
+    assert all(x.dtype == np.float32 and x.shape[1] == 64 for x in (x_train, x_val, x_test))
+    for y in (y_train, y_val, y_test):  # every class in every part, in about equal shares
+        assert np.bincount(y, minlength=10).min() >= 0.08 * len(y)
+    again = gfdata.load_digits_split(0)
+    np.testing.assert_array_equal(again[0], x_train)

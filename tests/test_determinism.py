@@ -223,8 +223,7 @@ def train_digits():
     """A short fit: Standardize, Dense+BatchNorm+ReLU+Dropout, Dense; Adam; 2 epochs of digits. (No
     bias before BatchNorm: its gradient is zero but for rounding, which Adam would amplify into noise.)
     Returns the parameters, and the bytes of a checkpoint of model + optimizer."""
-    from gradfuse import demo
-    x_train, y_train, *_ = demo.load_digits_split(0)
+    x_train, y_train, *_ = gf.data.load_digits_split(0)
     nn = gf.nn
     model = nn.Sequential([nn.Standardize().adapt(x_train), nn.Dense(64, 64, init="he_normal", bias=False, seed=1),
                            nn.BatchNorm(64), nn.ReLU(), nn.Dropout(0.2), nn.Dense(64, 10, seed=2)], seed=3)

@@ -10,13 +10,14 @@ import pytest
 
 import gradfuse as gf
 from gradfuse import demo
+from gradfuse.data import load_digits_split
 
 sklearn = pytest.importorskip("sklearn")
 
 
 @pytest.fixture(scope="module")
 def digits():
-    return demo.load_digits_split(0)
+    return load_digits_split(0)
 
 
 def small_model(x_train, seed=0, dropout=0.2):
@@ -126,6 +127,55 @@ def test_reduce_lr_on_plateau_lowers_the_learning_rate(digits):
     # min_delta=10 means no epoch ever counts as an improvement after the first
     assert history["lr"][:2] == [1e-2, 1e-2]
     assert opt.param_groups[0]["lr"] < 1e-2 and history["lr"][-1] < history["lr"][0]
+
+
+def keras_plateau_lrs(values, lr, factor, patience, cooldown, min_delta, min_lr, mode):
+    """Keras' ReduceLROnPlateau (the callback's own code before it delegated to the scheduler)."""
+    best, wait, cooldown_left, lrs = (math.inf if mode == "min" else -math.inf), 0, 0, []
+    for value in values:
+        if cooldown_left > 0:
+            cooldown_left -= 1
+            wait = 0
+        if (value < best - min_delta) if mode == "min" else (value > best + min_delta):
+            best, wait = value, 0
+        elif cooldown_left == 0:
+            wait += 1
+            if wait >= patience:
+                lr = max(lr * factor, min_lr)
+                cooldown_left, wait = cooldown, 0
+        lrs.append(lr)
+    return lrs
+
+
+@pytest.mark.parametrize("patience", [0, 1, 2, 3])
+@pytest.mark.parametrize("cooldown", [0, 1, 2, 3])
+@pytest.mark.parametrize("monitor", ["val_loss", "val_accuracy"])
+def test_reduce_lr_on_plateau_callback_follows_keras(patience, cooldown, monitor):
+    """The callback delegates to gf.optim.lr_scheduler.ReduceLROnPlateau and gives Keras' lr sequence,
+    also when its state goes through state_dict / load_state_dict into a new callback every epoch."""
+    values = np.random.default_rng(patience * 4 + cooldown).integers(0, 6, 80).astype(float)  # many plateaus
+    settings = dict(factor=0.5, patience=patience, cooldown=cooldown, min_delta=0.5, min_lr=0.02)
+    mode = "max" if "acc" in monitor else "min"
+    expected = keras_plateau_lrs(values, 1.0, **settings, mode=mode)
+    assert min(expected) == 0.02  # the case reduces, down to min_lr
+
+    def callback(lr, state=None):
+        opt = gf.optim.SGD([np.zeros(1, np.float32)], lr=lr)
+        cb = gf.train.ReduceLROnPlateau(monitor=monitor, **settings)
+        if state is not None:
+            cb.load_state_dict(state)  # as fit does on resume: before set_trainer
+        cb.set_trainer(gf.train._Trainer(None, None, opt, [cb]))
+        return cb, opt
+
+    for resume_every_epoch in (False, True):
+        lrs = []
+        cb, opt = callback(1.0)
+        for epoch, value in enumerate(values):
+            if resume_every_epoch and epoch > 0:
+                cb, opt = callback(lrs[-1], cb.state_dict())
+            cb.on_epoch_end(epoch, {monitor: value, "loss": 1.0})
+            lrs.append(opt.param_groups[0]["lr"])
+        assert lrs == expected
 
 
 def test_schedule_per_batch_and_per_epoch(digits):

@@ -16,10 +16,13 @@ import argparse
 import os
 import sys
 
+from . import demo, viz
+from ._config import show_config
+from .bench import add_subcommands, suite
+
 
 def _config(args) -> int:
-    import gradfuse as gf
-    gf.show_config()
+    show_config()
     return 0
 
 
@@ -30,17 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     config = commands.add_parser("config", help="print the build and runtime configuration")
     config.set_defaults(func=_config)
-    from . import demo
     demo.add_arguments(commands.add_parser("demo", help=demo.HELP))
-    from . import viz
     viz.add_arguments(commands.add_parser("viz", help=viz.HELP))
-    from .bench import suite
     bench = commands.add_parser("bench", help="run the benchmark (every part, or one: optim, layers, train)",
                                 description="Benchmark suites: each runs its implementations interleaved "
                                             "and reports medians. Without a suite name: every part, one "
                                             "report, charts.\n\n" + suite.__doc__.split("\n\n", 2)[2],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    from .bench import add_subcommands
     add_subcommands(bench)
     return parser
 

@@ -1,4 +1,4 @@
-"""Data utilities: input standardization, mini-batches, a train/validation split.
+"""Data utilities: input standardization, mini-batches, a train/validation split, the digits.
 
     scaler = gf.data.Standardizer("zscore")            # per feature (N, F) / per channel (N, C, H, W)
     x_train = scaler.fit_transform(x_train)            # statistics of the training set only
@@ -9,6 +9,8 @@
         for xb, yb in batches:                         # one pass = one epoch, reshuffled each epoch
             ...
     gf.save({"data": batches.state_dict(), "scaler": scaler.state_dict(), ...}, path)
+
+    x_train, y_train, x_val, y_val, x_test, y_test = gf.data.load_digits_split(seed=0)  # scikit-learn
 
 Input preprocessing follows the usual recipe: compute each feature's mean
 mu_i = 1/m sum_j x_i^(j) and variance sigma_i^2 = 1/m sum_j (x_i^(j) - mu_i)^2 over the m training
@@ -23,7 +25,7 @@ import operator
 
 import numpy as np
 
-__all__ = ["Standardizer", "MiniBatches", "train_val_split"]
+__all__ = ["Standardizer", "MiniBatches", "train_val_split", "load_digits_split"]
 
 _MODES = ("zscore", "center", "scale")
 _STAT_CHUNK = 1 << 21  # elements per piece when computing statistics (16 MiB of float64)
@@ -467,3 +469,18 @@ def train_val_split(x, y=None, fraction: float = 0.2, shuffle: bool = False, see
     if y is None:
         return x[train], x[val]
     return (x[train], y[train]), (x[val], y[val])
+
+
+def load_digits_split(seed: int):
+    """(x_train, y_train, x_val, y_val, x_test, y_test): scikit-learn's bundled 8x8 digits (1797
+    samples, 64 float32 features, no download), split 70/10/20 stratified by class with `seed`.
+    Needs scikit-learn (pip install "gradfuse[demo]")."""
+    from sklearn.datasets import load_digits  # optional dependency: only this loader needs it
+    from sklearn.model_selection import train_test_split
+
+    x, y = load_digits(return_X_y=True)
+    x = x.astype(np.float32)
+    x_rest, x_test, y_rest, y_test = train_test_split(x, y, test_size=0.2, stratify=y, random_state=seed)
+    x_train, x_val, y_train, y_val = train_test_split(x_rest, y_rest, test_size=0.125, stratify=y_rest,
+                                                      random_state=seed)
+    return x_train, y_train, x_val, y_val, x_test, y_test

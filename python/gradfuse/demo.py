@@ -16,28 +16,16 @@ import argparse
 import sys
 import time
 
-import numpy as np
+from . import losses, nn, optim, train
+from ._backend import use_backend
+from .data import load_digits_split
+from .viz import plot_history
 
 HELP = "train an MLP on scikit-learn's digits (cpp or numpy backend), print test accuracy, plot curves"
 
 
-def load_digits_split(seed: int):
-    """(x_train, y_train, x_val, y_val, x_test, y_test): stratified 70/10/20 split of the digits."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    x, y = load_digits(return_X_y=True)
-    x = x.astype(np.float32)
-    x_rest, x_test, y_rest, y_test = train_test_split(x, y, test_size=0.2, stratify=y, random_state=seed)
-    x_train, x_val, y_train, y_val = train_test_split(x_rest, y_rest, test_size=0.125, stratify=y_rest,
-                                                      random_state=seed)
-    return x_train, y_train, x_val, y_val, x_test, y_test
-
-
 def build_model(seed: int, x_train):
     """The MLP; its first layer standardizes with statistics of x_train (saved with the model)."""
-    import gradfuse as gf
-    nn = gf.nn
     return nn.Sequential([
         nn.Standardize("zscore").adapt(x_train),
         nn.Dense(64, 512, init="he_normal", seed=seed), nn.BatchNorm(512), nn.ReLU(), nn.Dropout(0.2),
@@ -48,32 +36,27 @@ def build_model(seed: int, x_train):
 
 def run(backend: str = "cpp", epochs: int = 100, batch_size: int = 64, lr: float = 3e-3, seed: int = 0,
         out: str | None = "gradfuse-demo.png", verbose: int = 1) -> dict:
-    import gradfuse as gf
-
     x_train, y_train, x_val, y_val, x_test, y_test = load_digits_split(seed)
-    with gf.use_backend(backend):
+    with use_backend(backend):
         model = build_model(seed, x_train)
-        opt = gf.optim.Adam(model.parameter_groups(weight_decay=5e-4), lr=lr)
+        opt = optim.Adam(model.parameter_groups(weight_decay=5e-4), lr=lr)
         steps_per_epoch = -(-len(x_train) // batch_size)
-        sched = gf.optim.lr_scheduler
         warmup = 5 * steps_per_epoch
-        schedule = sched.SequentialLR(opt, [
-            sched.LinearLR(opt, start_factor=0.05, end_factor=1.0, total_iters=warmup),
-            sched.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch - warmup, eta_min=lr * 1e-3),
-        ], milestones=[warmup])
-        stopper = gf.train.EarlyStopping(monitor="val_loss", patience=30, restore_best_weights=True)
-        loss = gf.losses.CrossEntropyLoss(label_smoothing=0.1)
+        decay = optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch - warmup,
+                                                     eta_min=lr * 1e-3)
+        schedule = optim.lr_scheduler.warmup(decay, warmup, start_factor=0.05)
+        stopper = train.EarlyStopping(monitor="val_loss", patience=30, restore_best_weights=True)
+        loss = losses.CrossEntropyLoss(label_smoothing=0.1)
         start = time.perf_counter()
-        history = gf.train.fit(model, loss, opt, x_train, y_train, epochs=epochs, batch_size=batch_size,
+        history = train.fit(model, loss, opt, x_train, y_train, epochs=epochs, batch_size=batch_size,
                                validation_data=(x_val, y_val), schedule=schedule, schedule_per="batch",
                                callbacks=[stopper], seed=seed, verbose=verbose)
         seconds = time.perf_counter() - start
-        test = gf.train.evaluate(model, "cross_entropy", x_test, y_test)
+        test = train.evaluate(model, "cross_entropy", x_test, y_test)
     result = {"backend": backend, "test_accuracy": test["accuracy"], "test_loss": test["loss"],
               "epochs_run": len(history.epoch), "best_epoch": stopper.best_epoch, "seconds": seconds,
               "history": history, "model": model}
     if out:
-        from .viz import plot_history
         plot_history(history, out, title=f"gradfuse demo: digits MLP ({backend} backend), "
                                          f"test accuracy {test['accuracy']:.2%}")
         result["plot"] = out

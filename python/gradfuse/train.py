@@ -22,7 +22,9 @@ import sys
 import numpy as np
 
 from . import data as _data
+from .checkpoint import save
 from .losses import CrossEntropyLoss, HingeLoss, get_loss
+from .optim import clip_grad_norm_, clip_grad_value_, grad_norm, lr_scheduler
 
 __all__ = ["fit", "evaluate", "History", "Callback", "EarlyStopping", "ReduceLROnPlateau", "ModelCheckpoint",
            "TerminateOnNaN", "LearningRateScheduler", "BatchLogger", "resume_state"]
@@ -90,16 +92,21 @@ class Callback:
         pass
 
 
+def _monitor_mode(monitor: str, mode: str) -> str:
+    """The direction of improvement, "min" or "max"; "auto" maximizes accuracies and AUCs."""
+    if mode not in ("auto", "min", "max"):
+        raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
+    if mode == "auto":
+        return "max" if ("acc" in monitor or monitor.endswith("auc")) else "min"
+    return mode
+
+
 class _Monitor:
     """Tracks the best value of a logged quantity ("val_loss", "accuracy", ...)."""
 
     def __init__(self, monitor: str, mode: str, min_delta: float):
-        if mode not in ("auto", "min", "max"):
-            raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
-        if mode == "auto":
-            mode = "max" if ("acc" in monitor or monitor.endswith("auc")) else "min"
-        self.monitor, self.mode, self.min_delta = monitor, mode, abs(float(min_delta))
-        self.best = math.inf if mode == "min" else -math.inf
+        self.monitor, self.mode, self.min_delta = monitor, _monitor_mode(monitor, mode), abs(float(min_delta))
+        self.best = math.inf if self.mode == "min" else -math.inf
 
     def improved(self, value: float) -> bool:
         if self.mode == "min":
@@ -152,41 +159,57 @@ class EarlyStopping(Callback):
 
 
 class ReduceLROnPlateau(Callback):
-    """Multiply every group's lr by `factor` when `monitor` has not improved for `patience` epochs
-    (then wait `cooldown` epochs), never below min_lr."""
+    """Multiply every group's lr by `factor` when `monitor` has not improved (by more than
+    min_delta) for `patience` epochs (then wait `cooldown` epochs), never below min_lr: Keras'
+    callback.
+
+    The work is done by gf.optim.lr_scheduler.ReduceLROnPlateau (self.scheduler, built on fit's
+    optimizer), stepped with the monitored value at the end of each epoch. It counts as torch does:
+    it reduces after MORE than `patience` bad epochs, and the epoch that ends a cooldown does not
+    count, where Keras' does; so it is given patience - 1 and cooldown - 1 (at least 0), which
+    gives Keras' lr sequence exactly. One difference from Keras: an lr already below min_lr is left
+    as it is, not raised to min_lr. The state dict keeps Keras' counters (best, wait,
+    cooldown_left), so checkpoints written before this delegation still resume."""
 
     def __init__(self, monitor="val_loss", factor=0.1, patience=10, mode="auto", min_delta=1e-4, cooldown=0,
                  min_lr=0.0):
         if not 0 < factor < 1:
             raise ValueError(f"factor must be in (0, 1), got {factor}")
-        self.tracker = _Monitor(monitor, mode, min_delta)
+        self.monitor = monitor
         self.factor, self.patience, self.cooldown, self.min_lr = float(factor), int(patience), int(cooldown), min_lr
-        self.wait, self.cooldown_left = 0, 0
+        mode = _monitor_mode(monitor, mode)
+        self._scheduler_args = dict(mode=mode, factor=self.factor, patience=max(self.patience - 1, 0),
+                                    threshold=abs(float(min_delta)), threshold_mode="abs",
+                                    cooldown=max(self.cooldown - 1, 0), min_lr=min_lr, eps=0.0)
+        self.scheduler = None  # built by set_trainer: the optimizer is fit's
+        # the counters until then (fit loads a resumed run's state before it sets the trainer)
+        self._state = {"best": math.inf if mode == "min" else -math.inf, "wait": 0, "cooldown_left": 0}
+
+    def set_trainer(self, trainer):
+        super().set_trainer(trainer)
+        state = self.state_dict()  # the counters so far: a resumed run's, or those of an earlier fit
+        self.scheduler = lr_scheduler.ReduceLROnPlateau(trainer.optimizer, **self._scheduler_args)
+        self.load_state_dict(state)
 
     def on_epoch_end(self, epoch, logs=None):
-        value = self.tracker.value(logs)
-        if value is None:
-            return
-        if self.cooldown_left > 0:
-            self.cooldown_left -= 1
-            self.wait = 0
-        if self.tracker.improved(value):
-            self.tracker.best, self.wait = value, 0
-            return
-        if self.cooldown_left > 0:
-            return
-        self.wait += 1
-        if self.wait >= self.patience:
-            for group in self.trainer.optimizer.param_groups:
-                group["lr"] = max(group["lr"] * self.factor, self.min_lr)
-            self.cooldown_left, self.wait = self.cooldown, 0
+        if logs is not None and self.monitor in logs:
+            self.scheduler.step(float(logs[self.monitor]))
 
     def state_dict(self):
-        return {"best": self.tracker.best, "wait": self.wait, "cooldown_left": self.cooldown_left}
+        s = self.scheduler
+        if s is None:
+            return dict(self._state)
+        # Keras' cooldown_left runs one ahead of the scheduler's counter (Keras' 1 and 0 act alike)
+        return {"best": s.best, "wait": s.num_bad_epochs,
+                "cooldown_left": s.cooldown_counter + 1 if s.cooldown_counter else 0}
 
     def load_state_dict(self, state):
-        self.tracker.best, self.wait, self.cooldown_left = float(state["best"]), int(state["wait"]), int(
-            state["cooldown_left"])
+        best, wait, cooldown_left = float(state["best"]), int(state["wait"]), int(state["cooldown_left"])
+        if self.scheduler is None:
+            self._state = {"best": best, "wait": wait, "cooldown_left": cooldown_left}
+            return
+        self.scheduler.best, self.scheduler.num_bad_epochs = best, wait
+        self.scheduler.cooldown_counter = max(cooldown_left - 1, 0)
 
 
 class TerminateOnNaN(Callback):
@@ -282,7 +305,6 @@ class ModelCheckpoint(Callback):
             self.tracker.best = value
         elif (epoch + 1) % self.every:
             return
-        from .checkpoint import save
         path = self.filepath.format(epoch=epoch, **logs)
         save(resume_state(self.trainer, epoch + 1), path)
         self.saved.append(path)
@@ -405,8 +427,6 @@ def fit(model, loss, optimizer, x, y, *, epochs=1, batch_size=32, validation_dat
     in [0, K), K the model's outputs, raise ValueError / TypeError naming y; so does x that does not
     fit the model (an eval-mode forward of one sample, which changes no state, checks it).
     """
-    from .optim import clip_grad_norm_, clip_grad_value_, grad_norm
-
     loss = get_loss(loss)
     callbacks = list(callbacks)
     if schedule is not None:

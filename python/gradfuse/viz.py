@@ -20,12 +20,18 @@ paths and the curves are available without it. pip install "gradfuse[plot]" for 
 """
 from __future__ import annotations
 
+import io
 import math
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+
+from . import losses, nn, optim, train
+from .data import load_digits_split
+from .optim import lr_scheduler
 
 __all__ = ["Surface", "SURFACES", "OPTIMIZERS", "get_surface", "optimizer_path", "optimizer_paths", "plot_paths",
            "default_schedules", "schedule_curves", "plot_schedules", "plot_history", "plot_grad_norms",
@@ -156,8 +162,6 @@ OPTIMIZERS: dict[str, tuple[str, dict]] = {
 def _resolve(surface: Surface, optimizers) -> dict:
     """{label: (factory(params) -> Optimizer, lr or None)} from names (each with this surface's lr),
     a {name: lr} dict, or a {label: factory} dict."""
-    from . import optim
-
     if optimizers is None:
         optimizers = list(OPTIMIZERS)
     if not isinstance(optimizers, dict):
@@ -208,8 +212,6 @@ def optimizer_paths(surface, optimizers=None, steps: int | None = None, start=No
 
 def _save(fig, path, dpi) -> str:
     """Save as a PNG with a 256-colour palette: a third of the bytes, no visible difference."""
-    import io
-
     from PIL import Image  # matplotlib depends on Pillow
 
     plt = _pyplot()
@@ -314,8 +316,7 @@ def _plateau_loss(t: int) -> float:
 
 def default_schedules(steps: int = 100) -> dict:
     """{name: factory(optimizer) -> scheduler}: the gf.optim.lr_scheduler schedules, sized for `steps`."""
-    from .optim import lr_scheduler as s
-
+    s = lr_scheduler
     quarter, warm = max(steps // 4, 1), max(steps // 10, 1)
     return {
         f"StepLR(step_size={quarter}, gamma=0.5)": lambda o: s.StepLR(o, step_size=quarter, gamma=0.5),
@@ -342,12 +343,10 @@ def schedule_curves(schedules=None, steps: int = 100, lr: float = 0.1, metric=_p
     on a dummy SGD optimizer (momentum 0.9, which OneCycleLR and CyclicLR cycle). schedules:
     {name: factory(optimizer) -> scheduler}, default default_schedules(steps); a scheduler that takes
     metrics (ReduceLROnPlateau) is stepped with metric(t)."""
-    from .optim import SGD
-
     schedules = default_schedules(steps) if schedules is None else schedules
     curves = {}
     for name, factory in schedules.items():
-        opt = SGD([np.zeros(1, dtype=np.float32)], lr=lr, momentum=0.9)
+        opt = optim.SGD([np.zeros(1, dtype=np.float32)], lr=lr, momentum=0.9)
         scheduler = factory(opt)
         lrs = np.empty(steps)
         for t in range(steps):
@@ -446,9 +445,7 @@ def plot_grad_norms(norms, path, clip_norm: float | None = None, xlabel: str | N
 # ---- the gallery ------------------------------------------------------------------------------------------
 def _digits_fit(out_dir, epochs: int = 20, seed: int = 0) -> str:
     """A short fit on the digits (a small MLP, Adam, warmup + cosine per batch), drawn by plot_history."""
-    from . import demo, losses, nn, optim, train
-
-    x_train, y_train, x_val, y_val, _, _ = demo.load_digits_split(seed)
+    x_train, y_train, x_val, y_val, _, _ = load_digits_split(seed)
     model = nn.Sequential([
         nn.Standardize("zscore").adapt(x_train),
         nn.Dense(64, 128, init="he_normal", seed=seed), nn.BatchNorm(128), nn.ReLU(), nn.Dropout(0.2),
@@ -456,7 +453,7 @@ def _digits_fit(out_dir, epochs: int = 20, seed: int = 0) -> str:
     ], seed=seed)
     opt = optim.Adam(model.parameter_groups(weight_decay=5e-4), lr=3e-3)
     steps_per_epoch = -(-len(x_train) // 64)
-    schedule = optim.lr_scheduler.warmup(optim.lr_scheduler.CosineAnnealingLR(
+    schedule = lr_scheduler.warmup(lr_scheduler.CosineAnnealingLR(
         opt, T_max=(epochs - 2) * steps_per_epoch), 2 * steps_per_epoch, start_factor=0.05)
     logger = train.BatchLogger()
     history = train.fit(model, losses.CrossEntropyLoss(label_smoothing=0.1), opt, x_train, y_train,
@@ -496,8 +493,6 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    import sys
-
     try:
         _pyplot()
     except ImportError as exc:

@@ -13,21 +13,16 @@ process, interleaved, medians; never asserted in tests) live in _harness.py.
 from __future__ import annotations
 
 import argparse
-import importlib
 
-# name -> module (imported when the command line is built; the suites import torch only when run)
-SUITES = {
-    "optim": "gradfuse.bench.optim",
-    "layers": "gradfuse.bench.layers",
-    "train": "gradfuse.bench.train",
-}
+from . import layers, optim, suite, train
+
+# name -> module (the suites import torch only when they run)
+SUITES = {"optim": optim, "layers": layers, "train": train}
 
 
 def add_subcommands(parser: argparse.ArgumentParser) -> None:
     """Add one sub-command per suite to the `bench` parser; without one, `bench` runs them all."""
-    from . import suite
     suite.add_arguments(parser)
     sub = parser.add_subparsers(dest="suite", metavar="SUITE")
-    for name, module_name in SUITES.items():
-        module = importlib.import_module(module_name)
+    for name, module in SUITES.items():
         module.add_arguments(sub.add_parser(name, help=module.HELP))

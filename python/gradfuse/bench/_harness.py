@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+import gradfuse as gf
+
 
 # ---- timing ---------------------------------------------------------------------------------------------
 @dataclass
@@ -172,7 +174,6 @@ def set_threads(n: int | None, torch=None) -> None:
     """Use n threads in gradfuse and torch (None: leave both as they are)."""
     if n is None:
         return
-    import gradfuse as gf
     gf.set_num_threads(n)
     if torch is not None:
         torch.set_num_threads(n)
@@ -278,7 +279,6 @@ def cpu_flags() -> list[str]:
 
 
 def machine_info(torch=None, torch_missing: str | None = None) -> dict:
-    import gradfuse as gf
     info = {
         "gradfuse": gf.config(),
         "platform": platform.platform(),

@@ -29,6 +29,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+import gradfuse as gf
+
+from .._ext import _core
 from . import _harness as H
 
 HELP = "batch norm, dropout, dense + ReLU and GEMM against the NumPy twins and torch"
@@ -54,7 +57,6 @@ class Case:
 
 # ---- the cases ------------------------------------------------------------------------------------------
 def batchnorm_cases(shape, torch, rng) -> list[Case]:
-    import gradfuse as gf
     c = shape[1]
     x = rng.standard_normal(shape, dtype=np.float32)
     dy = rng.standard_normal(shape, dtype=np.float32)
@@ -102,7 +104,6 @@ def batchnorm_cases(shape, torch, rng) -> list[Case]:
 
 
 def dropout_cases(n, torch, rng) -> list[Case]:
-    import gradfuse as gf
     x = rng.standard_normal(n, dtype=np.float32)
     dy = rng.standard_normal(n, dtype=np.float32)
     y, dx = np.empty_like(x), np.empty_like(x)
@@ -143,7 +144,6 @@ def dropout_cases(n, torch, rng) -> list[Case]:
 
 
 def dense_cases(shape, torch, rng) -> list[Case]:
-    import gradfuse as gf
     n, n_in, n_out = shape
     x = rng.standard_normal((n, n_in), dtype=np.float32)
     w = (rng.standard_normal((n_in, n_out), dtype=np.float32) / np.sqrt(n_in)).astype(np.float32)
@@ -201,8 +201,6 @@ def dense_cases(shape, torch, rng) -> list[Case]:
 # ---- machine limits -------------------------------------------------------------------------------------
 def machine_limits(quick: bool) -> dict:
     """Read-modify-write bandwidth (_touch on p, g: 12 B/element) and FMA peak, measured here."""
-    import gradfuse as gf
-    from gradfuse._ext import _core
     n = 2**20 if quick else 16 * 2**20
     p, g = np.ones(n, np.float32), np.ones(n, np.float32)
     m = H.measure_interleaved({"touch": lambda: _core._touch(p, g)}, repeats=5 if quick else 9, warmup=3,
@@ -223,7 +221,6 @@ def machine_limits(quick: bool) -> dict:
 # ---- running and reporting ------------------------------------------------------------------------------
 def run(args, limits: dict | None = None) -> dict:
     """limits: machine_limits() measured by the caller (the whole suite measures them once)."""
-    import gradfuse as gf
     torch, torch_missing = H.import_torch(args.no_torch)
     H.set_threads(args.threads, torch)
     if torch is not None and args.threads is None:

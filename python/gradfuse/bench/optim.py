@@ -35,6 +35,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+import gradfuse as gf
+
+from .._ext import _core
 from ..table import KERNELS
 from . import _harness as H
 
@@ -157,7 +160,6 @@ class Built:
 def build(w: Workload, rng: np.random.Generator, torch=None) -> Built:
     dtype = np.dtype(w.dtype)
     if w.kind == "arena":
-        import gradfuse as gf
         arena = gf.nn.ParameterArena(list(w.shapes), dtype=dtype)
         arena.data[...] = rng.standard_normal(arena.size, dtype=dtype)
         arena.grad[...] = rng.standard_normal(arena.size, dtype=dtype)
@@ -178,7 +180,6 @@ def build(w: Workload, rng: np.random.Generator, torch=None) -> Built:
 
 
 def _gf_step(opt, built: Built, backend: str):
-    import gradfuse as gf
     grads = None if built.arena is not None else built.grads
 
     if backend == "cpp":
@@ -202,8 +203,6 @@ def _torch_optimizer(torch, algo: Algorithm, params: list, variant: dict):
 
 def _impls_for(algo: Algorithm, built: Built, torch, errors: dict) -> tuple[dict, list]:
     """The callables of one group, and the objects that keep their state alive."""
-    import gradfuse as gf
-    from .._ext import _core
 
     keep = []
     cls = getattr(gf.optim, algo.name)
@@ -286,8 +285,6 @@ def run_group(w: Workload, algo: Algorithm, built: Built, torch, mode: Mode, rep
 
 def run_overhead(torch, mode: Mode, repeats: int, sleep_s: float, algorithms, progress) -> list[dict]:
     """µs per step on 256 tensors of 16 elements: opt.step against the bare kernel call."""
-    from .._ext import _core
-    import gradfuse as gf
     w = Workload(f"list {OVERHEAD_TENSORS}x{OVERHEAD_SIZE}", "list", ((OVERHEAD_SIZE,),) * OVERHEAD_TENSORS)
     rng = np.random.default_rng(1)
     built = build(w, rng, torch)
@@ -326,8 +323,6 @@ def run_overhead(torch, mode: Mode, repeats: int, sleep_s: float, algorithms, pr
 
 def run(args, remote=None) -> dict:
     """remote: peers in another process (suite.RemotePeers), timed in the same groups."""
-    import gradfuse as gf
-    from .._ext import _core
     if _core is None:
         raise SystemExit("bench optim: the gradfuse C++ extension is not available "
                          f"({gf.config()['extension']}); nothing to benchmark")

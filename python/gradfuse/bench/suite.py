@@ -35,7 +35,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+import gradfuse as gf
+
+from .._ext import _core
 from . import _harness as H
+from . import charts
 from . import layers as layers_suite
 from . import optim as optim_suite
 from . import train as train_suite
@@ -127,8 +131,6 @@ def _part_args(mode: SuiteMode, args, **extra) -> argparse.Namespace:
 
 def run_sweep(mode: SuiteMode, torch, remote: RemotePeers | None, sleep_s: float, progress) -> list[dict]:
     """Step time against parameter count: one tensor of each size, Adam and SGD."""
-    import gradfuse as gf
-    from .._ext import _core
     rows = []
     rng = np.random.default_rng(2)
     for n in mode.sweep_sizes:
@@ -184,7 +186,6 @@ def thread_counts(n: int) -> list[int]:
 
 def run_scaling(mode: SuiteMode, torch, sleep_s: float, progress) -> list[dict]:
     """Adam (one tensor) and a square GEMM on 1 .. N threads, every thread count interleaved."""
-    import gradfuse as gf
     n_threads = os.cpu_count() or 1
     counts = thread_counts(n_threads)
     saved_threads = gf.get_num_threads()
@@ -326,8 +327,6 @@ def peer_columns(rows: list[dict]) -> list[str]:
 
 # ---- running --------------------------------------------------------------------------------------------
 def run(args) -> dict:
-    import gradfuse as gf
-    from .._ext import _core
     if _core is None:
         raise SystemExit("bench: the gradfuse C++ extension is not available "
                          f"({gf.config()['extension']}); nothing to benchmark")
@@ -564,7 +563,6 @@ def main(args) -> int:
         if args.no_charts:
             result["charts_skipped"] = "--no-charts"
         else:
-            from . import charts
             result["charts"], result["charts_skipped"] = charts.draw_all(result, args.out)
     print(report(result))
     if args.out:

@@ -23,6 +23,8 @@ from collections import defaultdict
 
 import numpy as np
 
+import gradfuse as gf
+
 from . import _harness as H
 
 HELP = "one MLP training step (784-1024-1024-10, BN, ReLU, Dropout, Adam, batch 256) vs NumPy backend and torch"
@@ -32,7 +34,6 @@ QUICK = dict(sizes=(64, 128, 128, 10), batch=64)
 
 
 def build_gradfuse(sizes, seed=0):
-    import gradfuse as gf
     nn = gf.nn
     layers = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
@@ -54,7 +55,6 @@ def gradfuse_step(model, opt, loss_fn):
 
 def build_torch(torch, model):
     """The same network in torch (weights copied from the gradfuse model)."""
-    import gradfuse as gf
     mods = []
     for layer in model.layers:
         if isinstance(layer, gf.nn.Dense):
@@ -99,7 +99,6 @@ class _Timed:
 
 def breakdown(model, opt, loss_fn, x, y, steps: int) -> dict:
     """Milliseconds per step by component, from `steps` instrumented steps."""
-    import gradfuse as gf
     timer = _Timed()
     categories = {gf.nn.Dense: "GEMM (dense layers)", gf.nn.BatchNorm: "batch norm", gf.nn.ReLU: "ReLU",
                   gf.nn.Dropout: "dropout"}
@@ -130,7 +129,6 @@ def breakdown(model, opt, loss_fn, x, y, steps: int) -> dict:
 
 
 def run(args) -> dict:
-    import gradfuse as gf
     torch, torch_missing = H.import_torch(args.no_torch)
     H.set_threads(args.threads, torch)
     if torch is not None and args.threads is None:

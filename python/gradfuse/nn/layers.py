@@ -10,6 +10,8 @@ import secrets
 import numpy as np
 
 from .. import ops
+from ..data import Standardizer
+from . import init as init_module  # "init" is also the initializer argument of the layers
 from .module import Module, check_input, grad_target, keep_grad
 from .parameter import Parameter, ParameterArena
 
@@ -36,7 +38,6 @@ def _initialize(weight: np.ndarray, init, rng: np.random.Generator) -> None:
     if callable(init):
         init(weight, rng=rng)
         return
-    from . import init as init_module
     init_module.get_initializer(init)(weight, rng=rng)
 
 
@@ -408,7 +409,6 @@ class Standardize(Module):
 
     def __init__(self, mode: str = "zscore", axis=1, standardizer=None):
         super().__init__()
-        from ..data import Standardizer
         self.standardizer = standardizer if standardizer is not None else Standardizer(mode, axis=axis)
 
     def adapt(self, x):
