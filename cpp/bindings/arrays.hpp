@@ -127,9 +127,10 @@ struct Checked {
 };
 
 // The one array check: `o` is an ndarray of the rule's dtype, C-contiguous, aligned, writeable when
-// written. Errors name the argument (name, index).
-Checked check_array(const std::string& fn, PyObject* o, DtypeRule rule, DtypeState& dtypes, const char* name,
-                    int64_t index, bool written);
+// written; fills `out` (in place: this runs for every array of every call). Errors name the
+// argument (name, index).
+void check_array(const std::string& fn, PyObject* o, DtypeRule rule, DtypeState& dtypes, const char* name,
+                 int64_t index, bool written, Checked& out);
 
 // Refuses a written array that shares memory with any other argument, unless it is exactly (same
 // start, bytes and shape) its in-place partner. arrays: the call's arrays in signature order (list

@@ -123,6 +123,9 @@ def scalar_message(s, x) -> str:
 
 
 # ---- arrays -----------------------------------------------------------------------------------------------
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+
+
 class _Item:
     """One array of the call, with how messages name it."""
 
@@ -130,8 +133,11 @@ class _Item:
 
     def __init__(self, spec: Array, array: np.ndarray, index: int | None):
         self.spec, self.array, self.index = spec, array, index
-        self.start = array.__array_interface__["data"][0]
-        self.end = self.start + array.nbytes
+
+    def locate(self) -> None:
+        """Its memory (for the aliasing check; reading the address costs microseconds)."""
+        self.start = self.array.__array_interface__["data"][0]
+        self.end = self.start + self.array.nbytes
 
     @property
     def label(self) -> str:
@@ -156,6 +162,10 @@ def _dtype_of(fn: str, item: _Item) -> str | None:
     dt = item.array.dtype
     want = item.spec.dtype
     if want == "float":
+        if dt is _F32:  # native dtypes are singletons: the common cases first
+            return "float32"
+        if dt is _F64:
+            return "float64"
         if dt.kind != "f" or dt.itemsize not in (4, 8):
             _fail_type(fn, f"{{arg}} has dtype {dt}; expected float32 or float64", item)
         if dt.byteorder == ">":
@@ -335,15 +345,17 @@ def _check_aliasing(fn: str, items: list[_Item]) -> None:
     shape and bytes) with its in-place partner. The C++ checker (arrays.cpp) runs the same steps, so
     both backends name the same two arguments. Written arrays sorted by address must be pairwise
     disjoint (neighbours suffice); then no read array may overlap a written one."""
+    items = [it for it in items if it.array.nbytes]
+    for it in items:
+        it.locate()
     order = {id(it): k for k, it in enumerate(items)}
-    written = sorted((it for it in items if it.spec.written and it.end > it.start),
-                     key=lambda it: (it.start, order[id(it)]))
+    written = sorted((it for it in items if it.spec.written), key=lambda it: (it.start, order[id(it)]))
     for prev, cur in zip(written, written[1:]):  # written arrays pairwise disjoint: neighbours suffice
         if cur.start < prev.end:
             _fail_value(fn, _SHARED, cur, other=prev.spec.name, other_index=prev.index)
     starts = [it.start for it in written]
     for it in items:  # then no read array overlaps a written one, but its in-place partner, exactly
-        if it.spec.written or it.end == it.start:
+        if it.spec.written:
             continue
         for w in reversed(written[:bisect.bisect_left(starts, it.end)]):
             if w.end <= it.start:

@@ -81,31 +81,37 @@ def _step_arrays(row: Kernel, values: dict, scalars: dict) -> tuple:
     return tuple(out)
 
 
-def run_optim(row: Kernel, values: dict, scalars: dict) -> bool:
-    """An optimizer kernel call whose scalars are already checked and converted (by _checks.scalars,
-    or by an optimizer that checked its hyperparameters): the arrays are checked by the backend."""
+def run_optim(row: Kernel, arrays: tuple, scalars: dict, skip_nonfinite: bool) -> bool:
+    """An optimizer kernel call whose scalars are already checked and converted: arrays in the
+    row's order (None for a state the call does not use), scalars without skip_nonfinite and
+    without the optional ones left at None. The backend checks the arrays. The optimizers call
+    this directly with the scalars they checked once."""
     if _core is not None and get_backend() == "cpp":
-        return _optim_native(row, values, scalars)
-    return optim_twins.step(row, {**_checks.arrays(row, values, scalars), **scalars})
+        return _core.optim_step(row.name, _NAMES[row.name], arrays, scalars, skip_nonfinite)
+    full = {**_NULLABLE[row.name], **scalars, "skip_nonfinite": skip_nonfinite}
+    values = dict(zip(_NAMES[row.name], arrays))
+    return optim_twins.step(row, {**_checks.arrays(row, values, full), **full})
 
 
-def _optim_native(row: Kernel, values: dict, scalars: dict) -> bool:
+def _native(scalars: dict) -> tuple[dict, bool]:
     native = {k: v for k, v in scalars.items() if v is not None}
-    skip = native.pop("skip_nonfinite")
-    return _core.optim_step(row.name, _NAMES[row.name], _step_arrays(row, values, scalars), native, skip)
+    return native, native.pop("skip_nonfinite")
 
 
 def _optim(row: Kernel, values: dict) -> bool:
-    return run_optim(row, values, _checks.scalars(row, values))
+    scalars = _checks.scalars(row, values)
+    return run_optim(row, _step_arrays(row, values, scalars), *_native(scalars))
 
 
 def _optim_cpp(row: Kernel, values: dict) -> bool:
-    return _optim_native(row, values, _checks.scalars(row, values))
+    scalars = _checks.scalars(row, values)
+    return _core.optim_step(row.name, _NAMES[row.name], _step_arrays(row, values, scalars), *_native(scalars))
 
 
 _NAMES = {name: tuple(a.name for a in row.arrays) for name, row in KERNELS.items()}
 _WHEN = {name: tuple((k, a.when) for k, a in enumerate(row.arrays) if a.when is not None)
          for name, row in KERNELS.items()}
+_NULLABLE = {name: {s.name: None for s in row.scalars if s.nullable} for name, row in KERNELS.items()}
 
 
 # ---- building gf.ops.<kernel> from its row ---------------------------------------------------------------

@@ -1,10 +1,11 @@
 """NumPy twins of the fused optimizer kernels (cpp/src/optim.cpp).
 
 The math only: gf.ops checks every argument against the kernel table first (gradfuse.table,
-gradfuse._checks), then step() runs the call. Each update function takes the call's scalars (`a`,
-checked and converted), one parameter, its gradient after the common prologue (divided by
-grad_scale, negated when maximizing) and its state arrays in the table's order (None where the
-call does not use one), and updates the parameter and states in place.
+gradfuse._checks), then step() runs the call. Each algorithm is written as its C++ functor is: a
+function of the call's scalars (`a`, checked and converted) that computes the per-step
+coefficients once and returns the update of one tensor, which takes a parameter, its gradient
+after the common prologue (divided by grad_scale, negated when maximizing) and its state arrays in
+the table's order (None where the call does not use one), and updates them in place.
 
 The math follows torch.optim (foreach=False); the operation order is the C++ kernels' own (a
 division by a per-step scalar is a multiplication by its reciprocal, as there), and every
@@ -44,9 +45,9 @@ def step(row, args: dict) -> bool:
     if a.skip_nonfinite and not _finite(grads, a.grad_scale):
         return False
     states = [args[s.name] for s in row.states]
-    update = UPDATES[row.name]
+    update = UPDATES[row.name](a)
     for i, (p, g) in enumerate(zip(params, grads)):
-        update(a, p, _grad(g, a.grad_scale, a.maximize), *[None if s is None else s[i] for s in states])
+        update(p, _grad(g, a.grad_scale, a.maximize), *[None if s is None else s[i] for s in states])
     return True
 
 
@@ -72,63 +73,78 @@ def _moments(a, g, m, v) -> None:
     v[...] = v * a.beta2 + (1.0 - a.beta2) * g * g
 
 
-def sgd(a, p, g, momentum_buffer):
-    g = _weight_decay(p, g, a.lr, a.weight_decay, False)
-    if a.momentum != 0:
-        buf = momentum_buffer
-        buf[...] = g if a.step == 1 else buf * a.momentum + (1.0 - a.dampening) * g
-        g = g + a.momentum * buf if a.nesterov else buf
-    p -= a.lr * g
+def sgd(a):
+    def update(p, g, momentum_buffer):
+        g = _weight_decay(p, g, a.lr, a.weight_decay, False)
+        if a.momentum != 0:
+            buf = momentum_buffer
+            buf[...] = g if a.step == 1 else buf * a.momentum + (1.0 - a.dampening) * g
+            g = g + a.momentum * buf if a.nesterov else buf
+        p -= a.lr * g
+    return update
 
 
-def adam(a, p, g, exp_avg, exp_avg_sq, max_exp_avg_sq):
+def adam(a):
     step_size = a.lr / (1.0 - a.beta1 ** a.step)
     inv_bias_correction2_sqrt = 1.0 / math.sqrt(1.0 - a.beta2 ** a.step)
-    g = _weight_decay(p, g, a.lr, a.weight_decay, a.decoupled_weight_decay)
-    _moments(a, g, exp_avg, exp_avg_sq)
-    second = exp_avg_sq
-    if a.amsgrad:
-        np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
-        second = max_exp_avg_sq
-    p += -step_size * exp_avg / (np.sqrt(second) * inv_bias_correction2_sqrt + a.eps)
+
+    def update(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq):
+        g = _weight_decay(p, g, a.lr, a.weight_decay, a.decoupled_weight_decay)
+        _moments(a, g, exp_avg, exp_avg_sq)
+        second = exp_avg_sq
+        if a.amsgrad:
+            np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+            second = max_exp_avg_sq
+        p += -step_size * exp_avg / (np.sqrt(second) * inv_bias_correction2_sqrt + a.eps)
+    return update
 
 
-def adagrad(a, p, g, state_sum):
+def adagrad(a):
     clr = a.lr / (1.0 + (a.step - 1) * a.lr_decay)
-    g = _weight_decay(p, g, a.lr, a.weight_decay, False)
-    state_sum += g * g
-    p += -clr * g / (np.sqrt(state_sum) + a.eps)
+
+    def update(p, g, state_sum):
+        g = _weight_decay(p, g, a.lr, a.weight_decay, False)
+        state_sum += g * g
+        p += -clr * g / (np.sqrt(state_sum) + a.eps)
+    return update
 
 
-def rmsprop(a, p, g, square_avg, grad_avg, momentum_buffer):
-    g = _weight_decay(p, g, a.lr, a.weight_decay, False)
-    square_avg[...] = square_avg * a.alpha + (1.0 - a.alpha) * g * g
-    if a.centered:
-        grad_avg += (1.0 - a.alpha) * (g - grad_avg)
-        avg = np.sqrt(square_avg - grad_avg * grad_avg) + a.eps
-    else:
-        avg = np.sqrt(square_avg) + a.eps
-    if a.momentum > 0:
-        momentum_buffer[...] = momentum_buffer * a.momentum + g / avg
-        p -= a.lr * momentum_buffer
-    else:
-        p += -a.lr * g / avg
+def rmsprop(a):
+    def update(p, g, square_avg, grad_avg, momentum_buffer):
+        g = _weight_decay(p, g, a.lr, a.weight_decay, False)
+        square_avg[...] = square_avg * a.alpha + (1.0 - a.alpha) * g * g
+        if a.centered:
+            grad_avg += (1.0 - a.alpha) * (g - grad_avg)
+            avg = np.sqrt(square_avg - grad_avg * grad_avg) + a.eps
+        else:
+            avg = np.sqrt(square_avg) + a.eps
+        if a.momentum > 0:
+            momentum_buffer[...] = momentum_buffer * a.momentum + g / avg
+            p -= a.lr * momentum_buffer
+        else:
+            p += -a.lr * g / avg
+    return update
 
 
-def adadelta(a, p, g, square_avg, acc_delta):
-    g = _weight_decay(p, g, a.lr, a.weight_decay, False)
-    square_avg[...] = square_avg * a.rho + (1.0 - a.rho) * g * g
-    delta = np.sqrt(acc_delta + a.eps) / np.sqrt(square_avg + a.eps) * g
-    acc_delta[...] = acc_delta * a.rho + (1.0 - a.rho) * delta * delta
-    p -= a.lr * delta
+def adadelta(a):
+    def update(p, g, square_avg, acc_delta):
+        g = _weight_decay(p, g, a.lr, a.weight_decay, False)
+        square_avg[...] = square_avg * a.rho + (1.0 - a.rho) * g * g
+        delta = np.sqrt(acc_delta + a.eps) / np.sqrt(square_avg + a.eps) * g
+        acc_delta[...] = acc_delta * a.rho + (1.0 - a.rho) * delta * delta
+        p -= a.lr * delta
+    return update
 
 
-def adamax(a, p, g, exp_avg, exp_inf):
+def adamax(a):
     clr = a.lr / (1.0 - a.beta1 ** a.step)
-    g = _weight_decay(p, g, a.lr, a.weight_decay, False)
-    exp_avg += (1.0 - a.beta1) * (g - exp_avg)
-    np.maximum(exp_inf * a.beta2, np.abs(g) + a.eps, out=exp_inf)
-    p += -clr * exp_avg / exp_inf
+
+    def update(p, g, exp_avg, exp_inf):
+        g = _weight_decay(p, g, a.lr, a.weight_decay, False)
+        exp_avg += (1.0 - a.beta1) * (g - exp_avg)
+        np.maximum(exp_inf * a.beta2, np.abs(g) + a.eps, out=exp_inf)
+        p += -clr * exp_avg / exp_inf
+    return update
 
 
 def nadam_mu(beta1: float, momentum_decay: float, step: int) -> float:
@@ -136,17 +152,20 @@ def nadam_mu(beta1: float, momentum_decay: float, step: int) -> float:
     return beta1 * (1.0 - 0.5 * 0.96 ** (step * momentum_decay))
 
 
-def nadam(a, p, g, exp_avg, exp_avg_sq):
+def nadam(a):
     inv_bias_correction2 = 1.0 / (1.0 - a.beta2 ** a.step)
     mu = nadam_mu(a.beta1, a.momentum_decay, a.step)
     mu_next = nadam_mu(a.beta1, a.momentum_decay, a.step + 1)
     coef_grad = -a.lr * (1.0 - mu) / (1.0 - a.mu_product)
     coef_avg = -a.lr * mu_next / (1.0 - a.mu_product * mu_next)
-    g = _weight_decay(p, g, a.lr, a.weight_decay, a.decoupled_weight_decay)
-    _moments(a, g, exp_avg, exp_avg_sq)
-    denom = np.sqrt(exp_avg_sq * inv_bias_correction2) + a.eps
-    p += coef_grad * g / denom
-    p += coef_avg * exp_avg / denom
+
+    def update(p, g, exp_avg, exp_avg_sq):
+        g = _weight_decay(p, g, a.lr, a.weight_decay, a.decoupled_weight_decay)
+        _moments(a, g, exp_avg, exp_avg_sq)
+        denom = np.sqrt(exp_avg_sq * inv_bias_correction2) + a.eps
+        p += coef_grad * g / denom
+        p += coef_avg * exp_avg / denom
+    return update
 
 
 def radam_rho(beta2: float, step: int) -> tuple[float, float]:
@@ -155,34 +174,43 @@ def radam_rho(beta2: float, step: int) -> tuple[float, float]:
     return rho_inf, rho_inf - 2.0 * step * beta2 ** step / (1.0 - beta2 ** step)
 
 
-def radam(a, p, g, exp_avg, exp_avg_sq):
+def radam(a):
     inv_bias_correction1 = 1.0 / (1.0 - a.beta1 ** a.step)
     bias_correction2_sqrt = math.sqrt(1.0 - a.beta2 ** a.step)
     rho_inf, rho_t = radam_rho(a.beta2, a.step)
-    g = _weight_decay(p, g, a.lr, a.weight_decay, a.decoupled_weight_decay)
-    _moments(a, g, exp_avg, exp_avg_sq)
-    update = exp_avg * inv_bias_correction1 * a.lr
+    rect = None
     if rho_t > 5.0:
         rect = math.sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
-        update = update * (bias_correction2_sqrt / (np.sqrt(exp_avg_sq) + a.eps)) * rect
-    p -= update
+
+    def update(p, g, exp_avg, exp_avg_sq):
+        g = _weight_decay(p, g, a.lr, a.weight_decay, a.decoupled_weight_decay)
+        _moments(a, g, exp_avg, exp_avg_sq)
+        step = exp_avg * inv_bias_correction1 * a.lr
+        if rect is not None:
+            step = step * (bias_correction2_sqrt / (np.sqrt(exp_avg_sq) + a.eps)) * rect
+        p -= step
+    return update
 
 
-def rprop(a, p, g, prev, step_size):
-    agreement = g * prev  # > 0: same direction; < 0: the sign flipped; NaN acts as 0 (torch.sign)
-    one = np.ones((), g.dtype)
-    factor = np.where(agreement > 0, g.dtype.type(a.etaplus),
-                      np.where(agreement < 0, g.dtype.type(a.etaminus), one))
-    np.minimum(np.maximum(step_size * factor, a.step_size_min), a.step_size_max, out=step_size)
-    g = np.where(agreement < 0, g.dtype.type(0), g)
-    p -= torch_sign(g) * step_size
-    prev[...] = g
+def rprop(a):
+    def update(p, g, prev, step_size):
+        agreement = g * prev  # > 0: same direction; < 0: the sign flipped; NaN acts as 0 (torch.sign)
+        one = np.ones((), g.dtype)
+        factor = np.where(agreement > 0, g.dtype.type(a.etaplus),
+                          np.where(agreement < 0, g.dtype.type(a.etaminus), one))
+        np.minimum(np.maximum(step_size * factor, a.step_size_min), a.step_size_max, out=step_size)
+        g = np.where(agreement < 0, g.dtype.type(0), g)
+        p -= torch_sign(g) * step_size
+        prev[...] = g
+    return update
 
 
-def lion(a, p, g, exp_avg):
-    _weight_decay(p, g, a.lr, a.weight_decay, True)
-    p -= a.lr * torch_sign(exp_avg * a.beta1 + (1.0 - a.beta1) * g)
-    exp_avg[...] = exp_avg * a.beta2 + (1.0 - a.beta2) * g
+def lion(a):
+    def update(p, g, exp_avg):
+        _weight_decay(p, g, a.lr, a.weight_decay, True)
+        p -= a.lr * torch_sign(exp_avg * a.beta1 + (1.0 - a.beta1) * g)
+        exp_avg[...] = exp_avg * a.beta2 + (1.0 - a.beta2) * g
+    return update
 
 
 UPDATES = {f.__name__: f for f in (sgd, adam, adagrad, rmsprop, adadelta, adamax, nadam, radam, rprop, lion)}

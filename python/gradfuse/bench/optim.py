@@ -38,6 +38,7 @@ import numpy as np
 import gradfuse as gf
 
 from .._ext import _core
+from .. import _checks
 from ..table import KERNELS
 from . import _harness as H
 
@@ -293,10 +294,16 @@ def run_overhead(torch, mode: Mode, repeats: int, sleep_s: float, algorithms, pr
         progress.begin(f"overhead {algo.name}")
         opt = getattr(gf.optim, algo.name)(built.gf_params, **algo.kwargs)
         opt.step(built.grads)
-        kernel = getattr(gf.ops, algo.kernel).cpp
-        args = [built.arrays, built.grads, *_state_lists(opt, built, algo)]
+        row = KERNELS[algo.kernel]
+        # The bare C++ call: scalars checked once beforehand, as an optimizer checks them.
+        scalars = _checks.scalars(row, {**row.defaults(), **algo.kernel_kwargs})
+        native = {k: v for k, v in scalars.items() if v is not None and k != "skip_nonfinite"}
+        names = tuple(a.name for a in row.arrays)
+        states = {a.state_key: [opt.state[p][a.state_key] for p in built.gf_params] for a in row.states
+                  if a.state_key in algo.states}
+        arrays = (built.arrays, built.grads, *(states.get(a.state_key) for a in row.states))
         impls = {"gradfuse step": lambda: opt.step(built.grads),
-                 "kernel only": lambda: kernel(*args, **algo.kernel_kwargs)}
+                 "kernel only": lambda: _core.optim_step(row.name, names, arrays, native, False)}
         keep = []
         if torch is not None:
             for name, variant in TORCH_VARIANTS.items():

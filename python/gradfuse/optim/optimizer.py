@@ -445,36 +445,30 @@ class Optimizer:
         return calls
 
     def _call(self, gi: int, slots: list, grads: list, scalars: tuple, grad_scale, checked: tuple
-              ) -> tuple[dict, dict]:
-        """The kernel call for these slots: ({array argument: list}, {scalar: value}), checked scalars."""
+              ) -> tuple[tuple, dict]:
+        """The kernel call for these slots: (array lists in the row's order, checked scalars without
+        the optional ones left at None)."""
         group, rec = self.param_groups[gi], self._groups[gi]
         hyper, keys = checked
-        step = self._step_scalars(group, scalars)
+        kernel_scalars = {**hyper, **self._step_scalars(group, scalars)}
         if grad_scale is not None:
-            step["grad_scale"] = grad_scale
-        try:
-            step = _checks.scalars(self._row, step, partial=True)
-        except KernelError as err:
-            raise self._relabel(err, gi) from None
-        kernel_scalars = {**hyper, "grad_scale": None, "skip_nonfinite": self.skip_nonfinite, **step}
+            kernel_scalars["grad_scale"] = grad_scale
+            try:
+                _checks.scalars(self._row, {"grad_scale": grad_scale}, partial=True)
+            except KernelError as err:
+                raise self._relabel(err, gi) from None
         fast = rec.fast
-        states = None
         if fast is not None and slots is rec.slots:
             runs = rec.runs
             if runs is not None and runs.intact(grads):  # one flat view per arena run
-                params, grads, states = runs.params, runs.grads, runs.states(self, gi, keys)
-            else:
-                params, states = self._group_params(rec, slots), fast.lists
-        else:
-            for slot in slots:  # fresh state: filled in the arena, joins slot.state after the step
-                for key in keys:
-                    if key not in slot.state:
-                        self._views(gi, slot, key).fill(self._initial_value(group, key))
-            params = self._group_params(rec, slots)
-            states = [[slot.views[k] for slot in slots] if k in keys else None for k in self._state_keys]
-        arrays = {"params": params, "grads": grads}
-        arrays.update(zip((a.name for a in self._row.states), states))
-        return arrays, kernel_scalars
+                return (runs.params, runs.grads, *runs.states(self, gi, keys)), kernel_scalars
+            return (self._group_params(rec, slots), grads, *fast.lists), kernel_scalars
+        for slot in slots:  # fresh state: filled in the arena, joins slot.state after the step
+            for key in keys:
+                if key not in slot.state:
+                    self._views(gi, slot, key).fill(self._initial_value(group, key))
+        states = [[slot.views[k] for slot in slots] if k in keys else None for k in self._state_keys]
+        return (self._group_params(rec, slots), grads, *states), kernel_scalars
 
     @staticmethod
     def _group_params(rec: _Group, slots: list) -> list:
@@ -497,31 +491,32 @@ class Optimizer:
         checked = [self._group_scalars(gi) for gi in range(len(self._groups))]
         calls = [(gi, slots, scalars, *self._call(gi, slots, g, scalars, grad_scale, checked[gi]))
                  for gi, slots, g, scalars in self._plan(grads, checked)]
-        row = self._row
+        row, skip = self._row, self.skip_nonfinite
         if len(calls) == 1:  # the kernel checks the arrays, then skips or steps
             gi, slots, scalars, arrays, kernel_scalars = calls[0]
             try:
-                applied = run_optim(row, arrays, kernel_scalars)
+                applied = run_optim(row, arrays, kernel_scalars, skip)
             except KernelError as err:
                 raise self._relabel(err, gi) from None
             if applied:
                 self._commit(gi, slots, scalars, checked[gi][1])
             return self._applied(applied)
         # Several calls: all or nothing. Every call's arrays are checked before the first one writes.
+        names = [a.name for a in row.arrays]
         for gi, _, _, arrays, kernel_scalars in calls:
             try:
-                _checks.arrays(row, arrays, kernel_scalars)
+                _checks.arrays(row, dict(zip(names, arrays)), kernel_scalars)
             except KernelError as err:
                 raise self._relabel(err, gi) from None
-        if self.skip_nonfinite:
+        if skip:
             by_dtype: dict = {}
             for _, _, _, arrays, _ in calls:
-                for g in arrays["grads"]:
+                for g in arrays[1]:
                     by_dtype.setdefault(g.dtype, []).append(g)
             if not all(ops.all_finite(arrays, grad_scale=grad_scale) for arrays in by_dtype.values()):
                 return self._applied(False)
         for gi, slots, scalars, arrays, kernel_scalars in calls:
-            run_optim(row, arrays, kernel_scalars)
+            run_optim(row, arrays, kernel_scalars, False)
             self._commit(gi, slots, scalars, checked[gi][1])
         return self._applied(True)
 
@@ -634,6 +629,8 @@ class Optimizer:
             elif key in self._scalar_keys:
                 number = np.asarray(value).item()
                 scalars[key] = int(number) if key == "step" else float(number)
+                if key == "step" and not (scalars[key] == number and scalars[key] >= 0):
+                    raise ValueError(f"state of parameter {index}: step must be a whole number >= 0, got {value!r}")
             else:
                 raise ValueError(f"state of parameter {index}: unknown key {key!r} for {type(self).__name__}")
         return arrays, scalars
