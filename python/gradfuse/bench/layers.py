@@ -8,10 +8,11 @@ forward); forward+backward rows use autograd, as training does (parameter gradie
 before each backward, like zero_grad).
 
 Rates: batch norm and dropout are memory-bound and reported in GB/s of the bytes their algorithm
-must move (float32: batch norm forward 12 B/element: x read twice, y written once; backward 20:
+must move, from the kernel table (gradfuse/table.py; float32: batch norm forward 12 B/element: x
+read twice, y written once; backward 20:
 dy and x read for the sums, again for dx, dx written; dropout forward 8.125: x read, y written, one
 mask bit; backward 8.125), next to the machine's read-modify-write bandwidth measured here. Dense
-layers and GEMM are compute-bound and reported in GFLOP/s (2 N in out per GEMM), next to the FMA
+layers and GEMM are compute-bound and reported in GFLOP/s (the table's FLOPs: 2 N in out per GEMM), next to the FMA
 units' peak measured here.
 
 Targets (the layer issue): dropout forward+backward >= 25x faster than torch; batch norm
@@ -32,6 +33,7 @@ import numpy as np
 import gradfuse as gf
 
 from .._ext import _core
+from ..table import KERNELS
 from . import _harness as H
 
 HELP = "batch norm, dropout, dense + ReLU and GEMM against the NumPy twins and torch"
@@ -80,8 +82,10 @@ def batchnorm_cases(shape, torch, rng) -> list[Case]:
 
     n = x.size
     name = f"batchnorm {shape}"
-    fwd = Case(name, "batchnorm", "forward", "GB/s", 12 * n, {"gradfuse": forward, "numpy": twin(forward)})
-    fb = Case(name, "batchnorm", "forward+backward", "GB/s", 32 * n, {"gradfuse": both, "numpy": twin(both)},
+    fwd_bytes = KERNELS["batchnorm_forward"].bytes_per_element() * n
+    fwd = Case(name, "batchnorm", "forward", "GB/s", fwd_bytes, {"gradfuse": forward, "numpy": twin(forward)})
+    fb = Case(name, "batchnorm", "forward+backward", "GB/s",
+              fwd_bytes + KERNELS["batchnorm_backward"].bytes_per_element() * n, {"gradfuse": both, "numpy": twin(both)},
               target="torch >= 2x")
     if torch is not None:
         tx, tdy = torch.from_numpy(x), torch.from_numpy(dy)
@@ -124,8 +128,10 @@ def dropout_cases(n, torch, rng) -> list[Case]:
         return run
 
     name = f"dropout p=0.5, {n / 2**20:g}M"
-    fwd = Case(name, "dropout", "forward", "GB/s", 8.125 * n, {"gradfuse": forward, "numpy": twin(forward)})
-    fb = Case(name, "dropout", "forward+backward", "GB/s", 16.25 * n, {"gradfuse": both, "numpy": twin(both)},
+    fwd_bytes = KERNELS["dropout_forward"].bytes_per_element() * n
+    fwd = Case(name, "dropout", "forward", "GB/s", fwd_bytes, {"gradfuse": forward, "numpy": twin(forward)})
+    fb = Case(name, "dropout", "forward+backward", "GB/s",
+              fwd_bytes + KERNELS["dropout_backward"].bytes_per_element() * n, {"gradfuse": both, "numpy": twin(both)},
               target="torch >= 25x")
     if torch is not None:
         tx, tdy = torch.from_numpy(x), torch.from_numpy(dy)
@@ -169,12 +175,15 @@ def dense_cases(shape, torch, rng) -> list[Case]:
     def gemm():
         gf.ops.matmul(x, w, y)
 
-    flops = 2.0 * n * n_in * n_out
+    dims = {"N": n, "IN": n_in, "OUT": n_out}
+    flops = float(KERNELS["dense_forward"].flops(dims))
     name = f"dense+relu {n}x{n_in}x{n_out}"
     fwd = Case(name, "dense", "forward", "GFLOP/s", flops, {"gradfuse": forward, "numpy": twin(forward)})
-    fb = Case(name, "dense", "forward+backward", "GFLOP/s", 3 * flops, {"gradfuse": both, "numpy": twin(both)},
+    fb = Case(name, "dense", "forward+backward", "GFLOP/s", flops + KERNELS["dense_backward"].flops(dims),
+              {"gradfuse": both, "numpy": twin(both)},
               target="torch >= 1x")
-    mm = Case(f"gemm {n}x{n_in}x{n_out}", "gemm", "C = A @ B", "GFLOP/s", flops,
+    mm = Case(f"gemm {n}x{n_in}x{n_out}", "gemm", "C = A @ B", "GFLOP/s",
+              float(KERNELS["matmul"].flops({"M": n, "K": n_in, "N": n_out})),
               {"gradfuse": gemm, "numpy": lambda: np.matmul(x, w, out=y)}, target=">= 0.9x best peer")
     if torch is not None:
         tx, tdy, tw = torch.from_numpy(x), torch.from_numpy(dy), torch.from_numpy(w)
