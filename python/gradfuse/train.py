@@ -26,8 +26,7 @@ import numpy as np
 from . import data as _data
 from .checkpoint import save
 from .losses import get_loss
-from .nn.layers import (Activation, BatchNorm, Dense, Dropout, Flatten, Identity, Sequential, Softmax,
-                        Standardize)
+from .nn.layers import Activation, BatchNorm, Dense, Dropout, Flatten, Identity, Sequential, Softmax, Standardize
 from .optim import clip_grad_norm_, clip_grad_value_, grad_norm, lr_scheduler
 
 __all__ = ["fit", "evaluate", "History", "Callback", "EarlyStopping", "ReduceLROnPlateau", "ModelCheckpoint",
@@ -561,12 +560,11 @@ def _bar_class():
     """tqdm.auto's bar where a live bar can be shown: on a terminal, or in a notebook (where tqdm.auto
     gives its widget). None in logs and pipes, or without tqdm."""
     try:
-        from tqdm.auto import tqdm
-        from tqdm import autonotebook, std
+        from tqdm import auto, autonotebook, std  # auto first: it imports autonotebook without its warning
     except ImportError:
         return None
     if autonotebook.tqdm is not std.tqdm or _isatty(sys.stderr):
-        return tqdm
+        return auto.tqdm
     return None
 
 

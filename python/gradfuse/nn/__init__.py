@@ -11,4 +11,5 @@ from .module import Module
 from .parameter import Parameter, ParameterArena
 
 __all__ = ["Parameter", "ParameterArena", "Module", "Dense", "DropConnect", "BatchNorm", "Dropout", "Activation",
-           "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Softmax", "GELU", "Identity", "Flatten", "Sequential", "Standardize", "init"]
+           "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Softmax", "GELU", "Identity", "Flatten", "Sequential",
+           "Standardize", "init"]
