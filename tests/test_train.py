@@ -85,7 +85,7 @@ def test_resume_from_a_checkpoint_continues_bitwise(digits, tmp_path):
     first = gf.train.fit(m2, "cross_entropy", o2, x_train, y_train, epochs=3, schedule=s2,
                          callbacks=[gf.train.ModelCheckpoint(str(path), save_best_only=False)], **kw)
     m3, o3, s3 = objects(seed=2)  # other weights and dropout seeds: everything must come from the file
-    state = gf.load(str(path).format(epoch=2))
+    state = gf.load(str(path).format(epoch=3))  # the file after the 3rd epoch: Keras numbers from 1
     resumed = gf.train.fit(m3, "cross_entropy", o3, x_train, y_train, epochs=6, schedule=s3, resume=state,
                            callbacks=[gf.train.ModelCheckpoint(str(path), save_best_only=False)], **kw)
     assert len(first.epoch) == 3 and resumed.epoch == [0, 1, 2, 3, 4, 5]
@@ -243,7 +243,7 @@ def test_validation_split_takes_the_last_fraction(digits):
 
 def test_verbose_levels(digits, capsys):
     train(digits, epochs=2, verbose=2)
-    assert capsys.readouterr().err.count("epoch ") == 2
+    assert capsys.readouterr().err.count("Epoch ") == 2  # Keras's "Epoch 1/2 - ..." lines
     train(digits, epochs=2, verbose=0)
     assert capsys.readouterr().err == ""
 

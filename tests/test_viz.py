@@ -152,6 +152,25 @@ def test_history_and_grad_norm_pictures(mpl, tmp_path):
     check_png(gf.viz.plot_grad_norms(norms, tmp_path / "clip.png", clip_norm=1.0), min_colours=8, min_bytes=3_000)
 
 
+def test_plot_history_of_an_empty_history_says_so(mpl, tmp_path):
+    with pytest.raises(ValueError, match="no epochs"):
+        gf.viz.plot_history(gf.train.History(), tmp_path / "empty.png")
+    assert not (tmp_path / "empty.png").exists()
+
+
+@pytest.mark.parametrize("lrs,scale", [([1e-3, 1e-2, 1e-1, 3e-2], "log"), ([1e-2, 5e-3, 2e-3], "linear"),
+                                       ([1e-2] * 3, "linear")])
+def test_the_lr_panel_is_logarithmic_when_the_rates_span_decades(mpl, tmp_path, monkeypatch, lrs, scale):
+    figures = []
+    monkeypatch.setattr(gf.viz, "_save", lambda fig, path, dpi: figures.append(fig) or str(path))
+    history = gf.train.History()
+    for epoch, lr in enumerate(lrs):
+        history.append(epoch, {"loss": 1.0 / (epoch + 1), "lr": lr})
+    gf.viz.plot_history(history, tmp_path / "h.png")
+    (ax,) = [ax for ax in figures[0].axes if ax.get_title() == "learning rate"]
+    assert ax.get_yscale() == scale
+
+
 # ---- pictures ---------------------------------------------------------------------------------------------
 def test_plot_paths_draws_the_paths(mpl, tmp_path):
     out = gf.viz.plot_paths("canyon", tmp_path / "canyon.png", optimizers=["SGD", "Adam", "Lion"])

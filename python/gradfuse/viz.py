@@ -386,7 +386,10 @@ def plot_schedules(path, schedules=None, steps: int = 100, lr: float = 0.1, dpi:
 def plot_history(history, path, title: str = "", batch_logger=None, dpi: int = 100) -> str:
     """Write a PNG of a gf.train History: loss, accuracy, learning rate and the global gradient norm
     (fit's per-epoch mean, before clipping) per epoch; with a gf.train.BatchLogger also the lr and
-    the gradient norm of every batch. Panels for quantities the history lacks are left out."""
+    the gradient norm of every batch. Panels for quantities the history lacks are left out. The
+    learning rate is drawn on a log scale when its values span a decade or more (warmup, decay)."""
+    if not history.epoch:
+        raise ValueError("plot_history: the History holds no epochs (fit ran 0 epochs): there is nothing to draw")
     plt = _pyplot()
     epochs = np.asarray(history.epoch) + 1
     per_batch = batch_logger is not None and len(batch_logger.epochs) > 0
@@ -409,6 +412,8 @@ def plot_history(history, path, title: str = "", batch_logger=None, dpi: int = 1
         ax.set(title=name, xlabel="epoch")
         if name in ("loss", "gradient norm (before clipping)"):
             ax.set_yscale("log")
+        if name == "learning rate" and _spans_decades([y for line in ax.get_lines() for y in line.get_ydata()]):
+            ax.set_yscale("log")
         if len(ax.get_lines()) > 1:
             ax.legend()
         ax.grid(alpha=0.3)
@@ -416,6 +421,14 @@ def plot_history(history, path, title: str = "", batch_logger=None, dpi: int = 1
         fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path, dpi)
+
+
+def _spans_decades(values) -> bool:
+    """Positive values whose largest is at least 10 times the smallest (a linear axis would flatten
+    all but the largest)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v) & (v > 0)]
+    return v.size > 1 and v.max() >= 10 * v.min()
 
 
 def plot_grad_norms(norms, path, clip_norm: float | None = None, xlabel: str | None = None,

@@ -6,9 +6,10 @@
 """
 from . import init
 from .layers import (GELU, Activation, BatchNorm, Dense, DropConnect, Dropout, Flatten, Identity, LeakyReLU, ReLU,
-                     Sequential, Sigmoid, Standardize, Tanh)
+                     Sequential, Sigmoid, Softmax, Standardize, Tanh)
 from .module import Module
 from .parameter import Parameter, ParameterArena
 
 __all__ = ["Parameter", "ParameterArena", "Module", "Dense", "DropConnect", "BatchNorm", "Dropout", "Activation",
-           "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "GELU", "Identity", "Flatten", "Sequential", "Standardize", "init"]
+           "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Softmax", "GELU", "Identity", "Flatten", "Sequential",
+           "Standardize", "init"]

@@ -1,4 +1,4 @@
-"""The layers: Dense, DropConnect, BatchNorm, Dropout, activations, Flatten, Sequential.
+"""The layers: Dense, DropConnect, BatchNorm, Dropout, activations, Softmax, Flatten, Sequential.
 
 Each layer arranges gradfuse's fused kernels (gf.ops); none redoes their work in NumPy. Shapes are
 gradfuse's: a Dense weight is (in_features, out_features) and y = act(x @ weight + bias).
@@ -400,6 +400,25 @@ class GELU(Activation):
 
     def extra_repr(self):
         return "" if self.activation == "gelu" else "approximate='tanh'"
+
+
+class Softmax(Module):
+    """y = softmax(x) over the last axis (the fused, max-subtracted kernel): probabilities for
+    Keras-style losses ("categorical_crossentropy", "sparse_categorical_crossentropy"). A model
+    trained with a logits loss (cross_entropy) must not end in one: that loss applies the softmax."""
+
+    def forward(self, x, training=None):
+        y = np.empty_like(check_input(self, "x", x))
+        ops.softmax_forward(x, y)
+        self._cache = y
+        return y
+
+    def backward(self, dy, *, accumulate=False, need_input_grad=True):
+        if self._cache is None:
+            raise RuntimeError("Softmax.backward called before forward")
+        dx = np.empty_like(check_input(self, "dy", dy))
+        ops.softmax_backward(self._cache, dy, dx)
+        return dx
 
 
 class Standardize(Module):
