@@ -4,6 +4,7 @@
     gf.show_config()
     opt = gf.optim.Adam(params, lr=1e-3)   # params: ndarrays or gf.nn.Parameter, torch-style groups
     opt.step(grads)                        # one fused, multi-threaded, vectorised pass, in place
+    model.save(path); model = gf.load_model(path)   # a gf.nn model: architecture and weights
 
 gf.ops holds the kernels themselves; each has a NumPy twin of the same name and signature
 (gf.set_backend("numpy") or `with gf.use_backend("numpy"):` switches to them).
@@ -13,10 +14,11 @@ from ._backend import get_backend, set_backend, use_backend
 from ._config import config, get_num_threads, set_num_threads, show_config
 from . import data, losses, nn, ops, optim, regularizers, train
 from .checkpoint import CheckpointError, load, save
+from .nn.module import load_model
 
 __all__ = ["__version__", "config", "show_config", "set_num_threads", "get_num_threads", "set_backend",
            "get_backend", "use_backend", "ops", "optim", "nn", "losses", "regularizers", "data", "train", "save",
-           "load", "CheckpointError", "viz"]
+           "load", "load_model", "CheckpointError", "viz"]
 
 
 def __getattr__(name):

@@ -12,7 +12,7 @@ import numpy as np
 from .. import ops
 from ..data import Standardizer
 from . import init as init_module  # "init" is also the initializer argument of the layers
-from .module import Module, check_input, grad_target, keep_grad
+from .module import Module, architecture, build, check_input, grad_target, keep_grad
 from .parameter import Parameter, ParameterArena
 
 _ACTIVATIONS = {None: "none", "none": "none", "linear": "none", "relu": "relu", "leaky_relu": "leaky_relu",
@@ -46,8 +46,9 @@ class Dense(Module):
 
     activation: None, "relu", "leaky_relu" (negative_slope), "tanh", "sigmoid", "gelu", "gelu_tanh",
     applied inside the fused kernel. init: an initializer name from gf.nn.init ("glorot_uniform",
-    "he_normal", "lecun_uniform", ...) or a callable(array, rng=...); seed makes it reproducible.
-    The bias starts at zero and, like every bias, is not regularized or decayed by default.
+    "he_normal", "lecun_uniform", ...) or a callable(array, rng=...); seed makes it reproducible
+    (without one, a Sequential(..., seed=s) around the layer re-draws it from s). The bias starts at
+    zero and, like every bias, is not regularized or decayed by default.
     """
 
     def __init__(self, in_features: int, out_features: int, activation=None, bias: bool = True,
@@ -56,14 +57,28 @@ class Dense(Module):
         self.in_features, self.out_features = int(in_features), int(out_features)
         self.activation = _activation_name(activation)
         self.negative_slope = float(negative_slope)
-        rng = np.random.default_rng(seed)
+        # the seed the weight was drawn from: the given one, or one drawn here, kept so that
+        # Sequential(seed=...) can tell an untouched initialization (which it re-draws) from set weights
+        self._init, self._init_seed = init, seed
+        self._drawn_seed = _new_seed() if seed is None else seed
         weight = np.empty((self.in_features, self.out_features), dtype)
-        _initialize(weight, init, rng)
+        _initialize(weight, init, np.random.default_rng(self._drawn_seed))
         self.weight = Parameter(weight, name="weight")
         self.bias = Parameter(np.zeros(self.out_features, dtype), name="bias", regularize=False) if bias else None
 
-    def _local_parameters(self):
-        return {"weight": self.weight, **({"bias": self.bias} if self.bias is not None else {})}
+    def reset_parameters(self, seed=None) -> None:
+        """Draw the weight afresh with the layer's initializer (from seed, else from the OS) and set
+        the bias to zero, in place (an arena view stays one)."""
+        self._drawn_seed = _new_seed() if seed is None else seed
+        _initialize(self.weight.data, self._init, np.random.default_rng(self._drawn_seed))
+        if self.bias is not None:
+            self.bias.data[...] = 0
+
+    def _as_initialized(self) -> bool:
+        """Whether the weights are still those the initializer drew (nobody has set them since)."""
+        weight = np.empty_like(self.weight.data)
+        _initialize(weight, self._init, np.random.default_rng(self._drawn_seed))
+        return np.array_equal(weight, self.weight.data) and (self.bias is None or not self.bias.data.any())
 
     def _weight_for_forward(self, training: bool):
         """(the weight this forward uses, what _commit_forward needs once the kernel succeeded)."""
@@ -104,7 +119,17 @@ class Dense(Module):
         keep_grad(self.weight, dw)
 
     def output_shape(self, input_shape):
-        return input_shape[:-1] + (self.out_features,)
+        if input_shape is not None:
+            if len(input_shape) != 2:
+                raise ValueError(f"takes 2-D input (N, {self.in_features}) (put a Flatten before it)")
+            if input_shape[-1] not in (None, self.in_features):
+                raise ValueError(f"takes {self.in_features} input features")
+        return (None if input_shape is None else input_shape[0], self.out_features)
+
+    def get_config(self):
+        return {"in_features": self.in_features, "out_features": self.out_features, "activation": self.activation,
+                "bias": self.bias is not None, "negative_slope": self.negative_slope,
+                "dtype": self.weight.dtype.name}
 
     def extra_repr(self):
         act = "" if self.activation == "none" else f", activation={self.activation!r}"
@@ -118,6 +143,7 @@ class _Masked:
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
         self.p = float(p)
+        self.explicit = seed is not None  # a given seed wins over one a Sequential derives
         self.seed = _new_seed() if seed is None else int(seed)
         self.counter = 0
 
@@ -199,6 +225,9 @@ class DropConnect(Dense):
         keep_grad(self.weight, target)
         self._dw_masked = None
 
+    def get_config(self):
+        return {**super().get_config(), "p": self._masks.p}
+
     def extra_repr(self):
         return super().extra_repr() + f", p={self._masks.p}"
 
@@ -217,6 +246,7 @@ class BatchNorm(Module):
             raise ValueError(f"BatchNorm: momentum must be in [0, 1] or None, got {momentum}")
         self.num_features, self.eps, self.momentum = int(num_features), float(eps), momentum
         self.channels_last = bool(channels_last)
+        self._dtype = np.dtype(dtype)
         c = self.num_features
         self.weight = Parameter(np.ones(c, dtype), name="weight", regularize=False) if affine else None
         self.bias = Parameter(np.zeros(c, dtype), name="bias", regularize=False) if affine else None
@@ -224,9 +254,6 @@ class BatchNorm(Module):
         self.running_mean = np.zeros(c, dtype) if track_running_stats else None
         self.running_var = np.ones(c, dtype) if track_running_stats else None
         self.num_batches_tracked = 0
-
-    def _local_parameters(self):
-        return {} if self.weight is None else {"weight": self.weight, "bias": self.bias}
 
     def _local_state(self):
         if not self.track_running_stats:
@@ -285,6 +312,20 @@ class BatchNorm(Module):
                 keep_grad(getattr(self, name), g)
         return dx if need_input_grad else None
 
+    def output_shape(self, input_shape):
+        if input_shape is not None:
+            axis = -1 if self.channels_last else 1
+            if len(input_shape) < 2:
+                raise ValueError(f"takes (N, {self.num_features}, ...) input")
+            if input_shape[axis] not in (None, self.num_features):
+                raise ValueError(f"normalizes {self.num_features} features (axis {axis})")
+        return input_shape
+
+    def get_config(self):
+        return {"num_features": self.num_features, "eps": self.eps, "momentum": self.momentum,
+                "affine": self.weight is not None, "track_running_stats": self.track_running_stats,
+                "channels_last": self.channels_last, "dtype": self._dtype.name}
+
     def extra_repr(self):
         options = [(k, v, d) for k, v, d in (("eps", self.eps, 1e-5), ("momentum", self.momentum, 0.1),
                                              ("affine", self.weight is not None, True),
@@ -334,6 +375,9 @@ class Dropout(Module):
         dx = np.empty_like(dy)
         ops.dropout_backward(dy, self._mask, dx, p=self._masks.p)
         return dx
+
+    def get_config(self):
+        return {"p": self._masks.p}  # the seed and the counter are state (state_dict)
 
     def extra_repr(self):
         return f"p={self._masks.p}"
@@ -463,6 +507,24 @@ class Standardize(Module):
             shape[axis] = dy.shape[axis]
         return (dy / self.standardizer.scale_.reshape(shape)).astype(dy.dtype, copy=False)
 
+    def _fitted_input_shape(self):
+        """(None, *features) when the statistics were fitted over every axis but the batch."""
+        st = self.standardizer
+        if st.fitted and tuple(st.axes_) == tuple(range(1, st.ndim_)):
+            return (None,) + tuple(st.mean_.shape)
+        return None
+
+    def output_shape(self, input_shape):
+        fitted = self._fitted_input_shape()
+        if input_shape is None or fitted is None:
+            return input_shape if input_shape is not None else fitted
+        if len(input_shape) != len(fitted) or any(a not in (None, b) for a, b in zip(input_shape[1:], fitted[1:])):
+            raise ValueError(f"was adapted to input of shape {fitted}")
+        return input_shape
+
+    def get_config(self):
+        return {"mode": self.standardizer.mode, "axis": list(self.standardizer.axis)}
+
     def extra_repr(self):
         return repr(self.standardizer.mode)
 
@@ -486,17 +548,33 @@ class Flatten(Module):
         return dy.reshape(self._cache)
 
     def output_shape(self, input_shape):
-        rest = 1
-        for d in input_shape[1:]:
-            rest *= d
+        if input_shape is None:
+            return None
+        if len(input_shape) < 1:
+            raise ValueError("takes a batch (N, ...)")
+        rest = None if None in input_shape[1:] else int(np.prod(input_shape[1:], dtype=np.int64))
         return (input_shape[0], rest)
 
 
 class Sequential(Module):
-    """Layers applied in order. At construction every parameter moves into one ParameterArena (one
-    buffer for the values, a twin for the gradients), so an optimizer over model.parameters() steps
-    the whole model in one kernel call; layers' Dropout/DropConnect without a seed get one derived
-    from `seed` (reproducible), else from the OS."""
+    """Layers applied in order, named "0", "1", ... in the state_dict.
+
+    At construction the layer sizes are checked to chain (a ValueError names the two layers that do
+    not fit; sizes that cannot be known, e.g. after a custom module, are skipped), and every parameter
+    moves into one ParameterArena (one buffer for the values, a twin for the gradients), so an
+    optimizer over model.parameters() steps the whole model in one kernel call.
+
+    seed: one seed for the whole model. Each module inside gets its own seed derived from it (so
+    layers of the same shape get different weights): a Dense or DropConnect built without a seed has
+    its weight re-drawn from it, and each Dropout / DropConnect without a seed draws its masks from
+    it. The layers were initialized when they were built, before the Sequential saw them: a layer
+    given its own seed keeps it, and so does one whose weights were set since (e.g. loaded): only an
+    untouched, unseeded initialization is re-drawn. Two builds with the same seed are bitwise equal.
+    Without a seed, the layers keep their own (random) initialization and masks.
+
+    A layer object may appear only once (it keeps one forward's state for its backward); layers may
+    share Parameters (tied weights): their gradients are summed.
+    """
 
     def __init__(self, layers, seed=None, arena: bool = True):
         super().__init__()
@@ -504,11 +582,15 @@ class Sequential(Module):
         for i, layer in enumerate(self.layers):
             if not isinstance(layer, Module):
                 raise TypeError(f"Sequential: layers[{i}] is a {type(layer).__name__}, not a gradfuse Module")
+            first = next(j for j, other in enumerate(self.layers) if other is layer)
+            if first != i:
+                raise ValueError(f"Sequential: layers[{i}] is the same {type(layer).__name__} object as "
+                                 f"layers[{first}]; a layer keeps one forward's state for its backward, so use two "
+                                 "layers (they may share Parameters: layer2.weight = layer1.weight)")
+        self.output_shape(None)  # the layer sizes chain, or a ValueError names the two layers
         if seed is not None:
-            seeds = np.random.SeedSequence(seed).generate_state(len(self.layers), np.uint64)
-            for layer, s in zip(self.layers, seeds):
-                for masks in _mask_sources(layer):
-                    masks.seed = int(s) & (2**63 - 1)
+            _seed_modules(self, seed)
+        self._arena_requested = bool(arena)
         params = self.parameters()
         self.arena = None
         if arena and params:
@@ -534,30 +616,67 @@ class Sequential(Module):
             for layer in self.layers:
                 x = layer.forward(x, training)
         except BaseException:
+            self._cache = None  # the layers before the one that raised hold this forward's state now
             for module, state in saved:
                 if not _same_state(module._local_state(), state):
                     module._load_local_state(state)
             raise
+        self._cache = x.shape if isinstance(x, np.ndarray) else None  # what backward's dy must match
         return x
 
     def backward(self, dy, *, accumulate=False, need_input_grad=False):
-        """Backward through every layer; the input gradient (a whole extra GEMM for a first Dense
-        layer) is only computed when need_input_grad is True."""
+        """Backward through every layer: the gradients of the last forward (see gf.nn.Module). The
+        input gradient (a whole extra GEMM for a first Dense layer) is only computed when
+        need_input_grad is True. Parameters shared by several layers get the sum of their
+        gradients."""
+        if self._cache is None:
+            raise RuntimeError("Sequential.backward: no forward to take the gradients of (none yet, or the last one "
+                               "raised)")
+        dy = check_input(self, "dy", dy)
+        if dy.shape != self._cache:
+            raise ValueError(f"Sequential.backward: dy has shape {dy.shape}, but the last forward returned shape "
+                             f"{self._cache}: dy is the gradient of the last forward's output (predict() is not a "
+                             "forward: it leaves a pending backward alone)")
+        sharing = self._layers_sharing_parameters()
+        zeroed = accumulate
         for i in range(len(self.layers) - 1, -1, -1):
-            dy = self.layers[i].backward(dy, accumulate=accumulate, need_input_grad=need_input_grad or i > 0)
+            if i in sharing and not zeroed:  # from here on, every backward adds to the gradients it writes
+                for j in sharing:
+                    for p in self.layers[j].parameters():
+                        p.zero_grad(set_to_none=False)
+                zeroed = True
+            dy = self.layers[i].backward(dy, accumulate=accumulate or i in sharing,
+                                         need_input_grad=need_input_grad or i > 0)
         return dy
 
-    def predict(self, x, batch_size: int | None = 1024):
-        """Eval-mode forward over x in batches (no state changes)."""
-        was_training = self.training
-        self.eval()
-        try:
-            if batch_size is None or len(x) <= batch_size:
-                return self.forward(x, training=False)
-            return np.concatenate([self.forward(x[i:i + batch_size], training=False)
-                                   for i in range(0, len(x), batch_size)])
-        finally:
-            self.train(was_training)
+    def _layers_sharing_parameters(self) -> set:
+        owners: dict[int, set] = {}
+        for i, layer in enumerate(self.layers):
+            for p in layer.parameters():
+                owners.setdefault(id(p), set()).add(i)
+        return set().union(*(o for o in owners.values() if len(o) > 1))
+
+    def _first_layer(self):
+        return f"layers[0] {self.layers[0]!r}" if self.layers else "Sequential([])"
+
+    def _shape_error(self, exc):
+        return str(exc)
+
+    def output_shape(self, input_shape):
+        """Chain the layers' output shapes; a ValueError names the layer that does not fit and the
+        layer whose output it gets."""
+        shape, source = input_shape, None  # source: the layer that gave `shape` its sizes
+        for i, layer in enumerate(self.layers):
+            try:
+                out = layer.output_shape(shape)
+            except ValueError as exc:
+                given = f"layers[{source}] {self.layers[source]!r} outputs" if source is not None else "the input has"
+                raise ValueError(f"Sequential: layers[{i}] {layer!r} {exc}, but {given} shape "
+                                 f"{_shape_str(shape)}") from None
+            if out != shape:
+                source = i
+            shape = out
+        return shape
 
     def parameter_groups(self, weight_decay: float, **group_options) -> list[dict]:
         """Two optimizer groups: the regularized parameters (weights) with weight_decay, the others
@@ -569,20 +688,35 @@ class Sequential(Module):
             groups.append({"params": rest, "weight_decay": 0.0, **group_options})
         return groups
 
+    def _guessed_input_shape(self):
+        """The input shape the first layer suggests, for summary(): Dense (N, in_features), a fitted
+        Standardize its statistics' shape, BatchNorm (N, num_features) when the model fits it (not
+        over images)."""
+        first = self.layers[0] if self.layers else None
+        if isinstance(first, Dense):
+            return (None, first.in_features)
+        if isinstance(first, Standardize):
+            return first._fitted_input_shape()
+        if isinstance(first, BatchNorm):
+            try:
+                self.output_shape((None, first.num_features))
+                return (None, first.num_features)
+            except ValueError:
+                return None
+        return None
+
     def summary(self, input_shape: tuple | None = None) -> str:
-        """A table of the layers, their output shapes and parameter counts."""
-        if input_shape is None and self.layers:
-            first = self.layers[0]
-            if isinstance(first, Dense):
-                input_shape = (None, first.in_features)
-            elif isinstance(first, Standardize) and first.standardizer.fitted:
-                input_shape = (None,) + tuple(first.standardizer.mean_.shape)
-        rows, shape = [], input_shape
+        """A table of the layers, their output shapes and parameter counts. input_shape (e.g.
+        (None, 1, 28, 28)) gives the shapes for a model whose first layer does not say it."""
+        shape = tuple(input_shape) if input_shape is not None else self._guessed_input_shape()
+        if input_shape is not None:
+            self.output_shape(shape)  # a ValueError names a layer that does not fit that input
+        rows = []
         for i, layer in enumerate(self.layers):
-            shape = layer.output_shape(shape) if shape is not None else None
+            shape = layer.output_shape(shape)
             n = sum(p.size for p in layer.parameters())
             frozen = sum(p.size for p in layer.parameters() if not p.trainable)
-            rows.append((f"{i}: {layer!r}", "?" if shape is None else str(shape), f"{n:,}" + (
+            rows.append((f"{i}: {layer!r}", "?" if shape is None else _shape_str(shape), f"{n:,}" + (
                 f" ({frozen:,} frozen)" if frozen else "")))
         widths = [max(len(r[k]) for r in rows + [("layer", "output shape", "parameters")]) for k in range(3)]
         line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
@@ -594,16 +728,31 @@ class Sequential(Module):
                    (f", one arena of {self.arena.data.nbytes / 2**20:.2f} MiB" if self.arena is not None else ""))
         return "\n".join(out)
 
+    def get_config(self):
+        return {"layers": [architecture(layer, f"layers[{i}]") for i, layer in enumerate(self.layers)],
+                "arena": self._arena_requested}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls([build(arch, f"layers[{i}]") for i, arch in enumerate(config["layers"])], arena=config["arena"])
+
     def extra_repr(self):
         return ", ".join(repr(layer) for layer in self.layers)
 
 
+# GELU keeps its choice only as the kernel's name. (Here, not in the class: the activation classes
+# are being reworked on another branch; move it into GELU when both are merged.)
+GELU.get_config = lambda self: {"approximate": "none" if self.activation == "gelu" else "tanh"}
+
+
+def _shape_str(shape) -> str:
+    return "(" + ", ".join(map(str, shape)) + (",)" if len(shape) == 1 else ")")
+
+
 def _local_states(model) -> list:
     """(module, copy of its buffers and counters) for each module of model that has any."""
-    modules = {}
-    model._collect_states("", modules)
     return [(m, {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in m._local_state().items()})
-            for m in modules.values() if m._local_state()]
+            for m in model.modules() if m._local_state()]
 
 
 def _same_state(now: dict, saved: dict) -> bool:
@@ -612,8 +761,20 @@ def _same_state(now: dict, saved: dict) -> bool:
         for k, v in saved.items())
 
 
-def _mask_sources(layer):
-    if isinstance(layer, (Dropout, DropConnect)):
-        yield layer._masks
-    for child in layer.children():
-        yield from _mask_sources(child)
+def _seed_modules(model, seed) -> None:
+    """Derive a seed per module of model (by its position in named_modules) and give it to every
+    unseeded initialization and mask source (see Sequential). A derived seed then counts as given,
+    so an outer Sequential's seed does not override an inner one's. The model's own layers keep the
+    dropout streams earlier versions gave them, so seeded runs keep their numbers."""
+    top = dict(zip(map(id, model.layers), np.random.SeedSequence(seed).generate_state(len(model.layers), np.uint64)))
+    for k, module in enumerate(model.modules()[1:]):
+        init_seed, mask_seed = (int(s) & (2**63 - 1) for s in
+                                np.random.SeedSequence(seed, spawn_key=(k,)).generate_state(2, np.uint64))
+        if id(module) in top:
+            mask_seed = int(top[id(module)]) & (2**63 - 1)
+        if isinstance(module, Dense) and module._init_seed is None and module._as_initialized():
+            module.reset_parameters(init_seed)
+            module._init_seed = init_seed
+        masks = getattr(module, "_masks", None)
+        if isinstance(masks, _Masked) and not masks.explicit:
+            masks.seed, masks.explicit = mask_seed, True

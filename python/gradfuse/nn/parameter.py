@@ -8,6 +8,8 @@ coalesce adjacent arrays), instead of one call per tensor.
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -19,18 +21,22 @@ class Parameter:
     `.regularize` (whether penalties and weight decay apply: layers set it False for biases and
     batch-norm parameters).
 
-    `data` is used as is when it is a C-contiguous float32/float64 ndarray (no copy); anything else
-    is converted to a new float32 array (float64 input stays float64).
+    No silent copies: an array (or a torch tensor, or anything else with memory of its own) is
+    trained IN PLACE, so whoever holds it sees every update. It must therefore already be what the
+    kernels take: float32 or float64, native byte order, C-contiguous, writeable; anything else
+    (float16, int, a transposed or strided view, read-only) raises TypeError / ValueError naming the
+    parameter, because a converted copy would be trained instead and the caller's array would never
+    change. copy=True trains a fresh copy on purpose (float64 stays float64, the rest becomes
+    float32). A torch tensor is shared through tensor.detach().numpy() (a CPU tensor only).
+    Python lists and scalars have no memory to share: they are converted (float64 from Python
+    floats, float32 from ints).
     """
 
     __slots__ = ("data", "grad", "name", "trainable", "regularize", "_arena", "_offset", "_arena_data", "_arena_grad")
 
-    def __init__(self, data, name: str | None = None, trainable: bool = True, regularize: bool = True):
-        arr = data if isinstance(data, np.ndarray) else np.asarray(data)
-        dtype = np.dtype(np.float64 if arr.dtype.kind == "f" and arr.dtype.itemsize == 8 else np.float32)
-        if arr.dtype != dtype or not arr.flags.c_contiguous or not arr.flags.writeable:
-            arr = np.array(arr, dtype=dtype, order="C", copy=True)
-        self.data: np.ndarray = arr
+    def __init__(self, data, name: str | None = None, trainable: bool = True, regularize: bool = True, *,
+                 copy: bool = False):
+        self.data: np.ndarray = _parameter_data(data, name, bool(copy))
         self.grad: np.ndarray | None = None
         self.name = name
         self.trainable = bool(trainable)
@@ -67,6 +73,52 @@ class Parameter:
         name = f"{self.name!r}, " if self.name else ""
         frozen = "" if self.trainable else ", trainable=False"
         return f"Parameter({name}shape={self.shape}, dtype={self.dtype}{frozen})"
+
+
+def _float_dtype(dtype: np.dtype) -> np.dtype:
+    """What a converted copy gets: float64 stays float64, the rest becomes float32."""
+    return np.dtype(np.float64 if dtype.kind == "f" and dtype.itemsize == 8 else np.float32)
+
+
+def _torch_tensor(data) -> bool:
+    torch = sys.modules.get("torch")  # a torch tensor exists only once torch was imported
+    return torch is not None and isinstance(data, torch.Tensor)
+
+
+def _parameter_data(data, name, copy: bool) -> np.ndarray:
+    """data as a Parameter's .data: shared when it has memory of its own (see Parameter)."""
+    who = f"Parameter {name!r}" if name else "Parameter"
+    if isinstance(data, (list, tuple, int, float, bool, np.generic)):  # no memory to share
+        arr = np.asarray(data)
+        return np.array(arr, dtype=_float_dtype(arr.dtype), order="C", copy=True)
+    what = "the array"
+    if _torch_tensor(data):
+        what = f"the torch tensor (torch.{str(data.dtype).removeprefix('torch.')})"
+        try:
+            arr = data.detach().numpy()  # a view of the tensor's memory
+        except (TypeError, RuntimeError) as exc:  # bfloat16, not on the CPU, a lazy conjugate...
+            if not copy:
+                raise TypeError(f"{who}: {what} cannot be shared with NumPy ({exc}); pass copy=True to train a "
+                                "float32 copy (torch will not see its updates)") from None
+            return np.ascontiguousarray(data.detach().cpu().float().numpy()).copy()
+    else:
+        arr = np.asarray(data)
+    if copy:
+        return np.array(arr, dtype=_float_dtype(arr.dtype), order="C", copy=True)
+    fix = ("pass copy=True to train a copy on purpose (torch will not see its updates), or share a tensor that "
+           "fits: t.float().contiguous(), trained in torch too") if what != "the array" else \
+          "pass copy=True to train a copy on purpose, or give an array that fits, e.g. np.ascontiguousarray(a, " \
+          "dtype=np.float32), and keep using that one"
+    if arr.dtype not in _FLOATS or not arr.dtype.isnative:
+        raise TypeError(f"{who}: {what} has dtype {arr.dtype}; a parameter is float32 or float64 (native byte order) "
+                        f"and is trained in place, so a converted copy would be trained and the given data would "
+                        f"never change: {fix}")
+    if not arr.flags.c_contiguous:
+        raise ValueError(f"{who}: {what} is not C-contiguous (transposed or strided); it is trained in place, so a "
+                         f"contiguous copy would be trained and the given data would never change: {fix}")
+    if not arr.flags.writeable:
+        raise ValueError(f"{who}: {what} is read-only, and a parameter is trained in place: {fix}")
+    return arr
 
 
 def _aligned_zeros(n: int, dtype: np.dtype) -> np.ndarray:
