@@ -26,7 +26,7 @@ import numpy as np
 from . import data as _data
 from .checkpoint import save
 from .losses import get_loss
-from .nn.layers import Activation, BatchNorm, Dense, Dropout, Flatten, Identity, Sequential, Softmax, Standardize
+from .nn.layers import Sequential
 from .optim import clip_grad_norm_, clip_grad_value_, grad_norm, lr_scheduler
 
 __all__ = ["fit", "evaluate", "History", "Callback", "EarlyStopping", "ReduceLROnPlateau", "ModelCheckpoint",
@@ -392,26 +392,14 @@ def _inputs(x, dtype, where: str) -> np.ndarray:
 
 
 def _output_layer(model):
-    """The layer that makes a Sequential's output (skipping Identity and Flatten, which pass it on),
-    or the model itself."""
+    """The layer that makes a Sequential's output (looking through Identity, Flatten and Dropout,
+    which pass it on), or the model itself."""
     if isinstance(model, Sequential):
         for layer in reversed(model.layers):
-            if not isinstance(layer, (Identity, Flatten)):
+            if not layer._passes_output:
                 return _output_layer(layer)
         return None
     return model
-
-
-def _gives_probabilities(layer):
-    """True for a Sigmoid, a Softmax, a Dense with activation="sigmoid"; False for the other built-in
-    layers; None for a custom module (unknown: the probability losses' own range check is left)."""
-    if isinstance(layer, (Activation, Dense)):
-        return layer.activation == "sigmoid"
-    if isinstance(layer, Softmax):
-        return True
-    if isinstance(layer, (BatchNorm, Dropout, Standardize)):
-        return False
-    return None
 
 
 def _check_output_layer(model, loss, given, fn: str) -> None:
@@ -419,7 +407,7 @@ def _check_output_layer(model, loss, given, fn: str) -> None:
     Sigmoid / Softmax (which would apply it twice): each gives a plausible loss and a wrong model."""
     takes = getattr(loss, "takes", None)
     layer = _output_layer(model)
-    probabilities = _gives_probabilities(layer)
+    probabilities = None if layer is None else layer.gives_probabilities()
     if takes is None or probabilities is None:
         return
     name = f"'{given}' ({loss!r})" if isinstance(given, str) else repr(loss)
@@ -528,7 +516,7 @@ def _evaluate(model, loss, x, y, batch_size) -> dict:
     total, correct = 0.0, 0.0
     step = n if batch_size is None else int(batch_size)
     for i in range(0, n, step):
-        pred = model.forward(x[i:i + step], training=False)
+        pred = model.predict(x[i:i + step], batch_size=None)  # leaves a pending backward's state alone
         value, _ = loss(pred, y[i:i + step])
         total += value * len(pred)
         if loss.classification:

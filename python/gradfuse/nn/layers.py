@@ -135,6 +135,9 @@ class Dense(Module):
         act = "" if self.activation == "none" else f", activation={self.activation!r}"
         return f"{self.in_features}, {self.out_features}{act}, bias={self.bias is not None}"
 
+    def gives_probabilities(self):
+        return self.activation == "sigmoid"
+
 
 class _Masked:
     """A counter-based dropout mask source: Philox keyed on (seed, call counter, element)."""
@@ -333,11 +336,16 @@ class BatchNorm(Module):
                                              ("channels_last", self.channels_last, False)) if v != d]
         return ", ".join([str(self.num_features)] + [f"{k}={v}" for k, v, _ in options])
 
+    def gives_probabilities(self):
+        return False
+
 
 class Dropout(Module):
     """Inverted dropout: y = x * mask / (1 - p) in training, the identity in eval. The mask comes
     from Philox4x32-10 keyed on (seed, this layer's call counter, element index): reproducible from
     the seed, the same for every thread count, saved with the model (seed and counter)."""
+
+    _passes_output = True  # an eval-mode identity: the output means what its input meant
 
     def __init__(self, p: float = 0.5, seed=None):
         super().__init__()
@@ -406,6 +414,9 @@ class Activation(Module):
         ops.activation_backward(dy, dx, activation=self.activation, x=x, y=y, negative_slope=self.negative_slope)
         return dx
 
+    def gives_probabilities(self):
+        return self.activation == "sigmoid"
+
 
 class ReLU(Activation):
     activation = "relu"
@@ -445,6 +456,9 @@ class GELU(Activation):
     def extra_repr(self):
         return "" if self.activation == "gelu" else "approximate='tanh'"
 
+    def get_config(self):  # the choice lives only in the kernel's name
+        return {"approximate": "none" if self.activation == "gelu" else "tanh"}
+
 
 class Softmax(Module):
     """y = softmax(x) over the last axis (the fused, max-subtracted kernel): probabilities for
@@ -463,6 +477,9 @@ class Softmax(Module):
         dx = np.empty_like(check_input(self, "dy", dy))
         ops.softmax_backward(self._cache, dy, dx)
         return dx
+
+    def gives_probabilities(self):
+        return True
 
 
 class Standardize(Module):
@@ -528,8 +545,13 @@ class Standardize(Module):
     def extra_repr(self):
         return repr(self.standardizer.mode)
 
+    def gives_probabilities(self):
+        return False
+
 
 class Identity(Module):
+
+    _passes_output = True  # an eval-mode identity: the output means what its input meant
     def forward(self, x, training=None):
         return x
 
@@ -539,6 +561,8 @@ class Identity(Module):
 
 class Flatten(Module):
     """(N, ...) -> (N, prod(...)), a view."""
+
+    _passes_output = True  # an eval-mode identity: the output means what its input meant
 
     def forward(self, x, training=None):
         self._cache = x.shape
@@ -739,10 +763,11 @@ class Sequential(Module):
     def extra_repr(self):
         return ", ".join(repr(layer) for layer in self.layers)
 
-
-# GELU keeps its choice only as the kernel's name. (Here, not in the class: the activation classes
-# are being reworked on another branch; move it into GELU when both are merged.)
-GELU.get_config = lambda self: {"approximate": "none" if self.activation == "gelu" else "tanh"}
+    def gives_probabilities(self):
+        for layer in reversed(self.layers):
+            if not layer._passes_output:
+                return layer.gives_probabilities()
+        return None
 
 
 def _shape_str(shape) -> str:

@@ -355,7 +355,7 @@ class Module:
         when there is a single output (shape (N,) or (N, 1): the probability of class 1). The
         shape is predict's."""
         out = self.predict(x, batch_size)
-        if _gives_probabilities(self):
+        if self.gives_probabilities():
             return out
         probs = np.empty_like(out)
         if out.ndim <= 1 or out.shape[-1] == 1:
@@ -371,6 +371,14 @@ class Module:
         if probs.ndim <= 1 or probs.shape[-1] == 1:
             return (probs.reshape(len(probs)) > 0.5).astype(np.int64)
         return np.argmax(probs, axis=-1).astype(np.int64)
+
+    # Whether the output is probabilities (for predict_proba and the losses' check in fit): True,
+    # False, or None when unknown (a custom module). Layers that pass their input's meaning on
+    # (Identity, Flatten, Dropout) set _passes_output, and a Sequential looks through them.
+    _passes_output = False
+
+    def gives_probabilities(self) -> bool | None:
+        return None
 
     def _input_dtype(self) -> np.dtype | None:
         params = self.parameters()
@@ -531,16 +539,6 @@ def _difference(saved, mine, where: str) -> str | None:
                 return found
         return None
     return None if saved == mine else f"{where} is {saved!r} in the file, {mine!r} here"
-
-
-def _gives_probabilities(module: Module) -> bool:
-    """Whether the module's output is already probabilities: it ends in Sigmoid or Softmax (or a
-    Dense with activation="sigmoid")."""
-    last = module
-    while type(last).children is not Module.children and last.children():  # Sequential: its last layer
-        last = last.children()[-1]
-    return bool(getattr(last, "outputs_probabilities", False)) or type(last).__name__ in ("Sigmoid", "Softmax") \
-        or getattr(last, "activation", None) == "sigmoid"
 
 
 def grad_target(p: Parameter, accumulate: bool) -> np.ndarray | None:
