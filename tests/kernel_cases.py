@@ -565,3 +565,40 @@ def all_states(cls) -> dict:
 
 def setting_id(kwargs: dict) -> str:
     return ",".join(f"{k}={v}" for k, v in kwargs.items()) or "defaults"
+
+
+def bad_hyperparameters(cls) -> list:
+    """[(id, constructor arguments, exception class, message or None)]: a hyperparameter the class
+    refuses, one per case, from its row: each bad probe of each Scalar with a torch message (also as
+    an int where it is one, as torch's -1), a string for a number and a number for a pair (TypeError),
+    each joint rule broken (Rule.torch), and the class's own numbers at -1 (message: torch's, where
+    torch has the class; None here)."""
+    row, sig = cls._row, _signature(cls)
+    out = []
+    for s in row.scalars:
+        if s.hyper is None or hyper_key(s) not in sig or s.torch is None:
+            continue
+        probes = []
+        for v in bad_values(s):
+            probes.append(v)
+            if isinstance(v, float) and v.is_integer():
+                probes.append(int(v))
+        for v in probes:
+            out.append((f"{s.name}={v!r}", hyperparameters(cls, {s.name: v}), ValueError,
+                        s.torch.replace("{value}", str(v))))
+        if s.type == "float":
+            out.append((f"{s.name}='0.1'", hyperparameters(cls, {s.name: "0.1"}), TypeError,
+                        s.torch.replace("{value}", repr("0.1")) + " (expected a number, got str)"))
+        if isinstance(s.hyper, tuple) and s.hyper[1] == 0:
+            key = hyper_key(s)
+            out.append((f"{key}=0.9", {key: 0.9}, TypeError, f"Invalid {key}: 0.9 (expected a pair of numbers)"))
+    for rule, ex, change in rule_breakers(row):
+        if ex is None or rule.torch is None:
+            continue
+        scalars = scalars_of(row, ex, **change)
+        kwargs = hyperparameters(cls, {k: scalars[k] for k in (*ex.scalars, *change)})
+        out.append((f"rule-{rule.argument}={change[rule.argument]!r}", kwargs, ValueError,
+                    rule.torch.format(**scalars)))
+    for name in class_only(cls):
+        out.append((f"{name}=-1", {name: -1}, ValueError, None))
+    return out
