@@ -32,6 +32,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import gradfuse as gf
+import kernel_cases as kc
 from gradfuse import checkpoint as ckpt
 
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(gf.__file__)))
@@ -162,19 +163,9 @@ def test_property_any_tree_round_trips(tmp_path, state):
 
 
 # ---- optimizers: resuming continues bitwise -----------------------------------------------------------------
-OPTIMIZERS = [
-    ("SGD", dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3)),
-    ("Adam", dict(lr=1e-2, amsgrad=True)),
-    ("AdamW", dict(lr=1e-2)),
-    ("Adagrad", dict(lr=0.1, lr_decay=1e-3)),
-    ("RMSprop", dict(lr=1e-2, centered=True, momentum=0.5)),
-    ("Adadelta", dict()),
-    ("Adamax", dict()),
-    ("NAdam", dict()),
-    ("RAdam", dict()),
-    ("Rprop", dict()),
-    ("Lion", dict(lr=1e-3)),
-]
+# Every optimizer class, with settings from its kernel table row that use every state and move every
+# number off its default (tests/kernel_cases.py: varied).
+OPTIMIZERS = [(cls.__name__, kc.varied(cls)) for cls in kc.optimizer_classes()]
 
 
 def _grads(params, step):

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import gradfuse as gf
+import kernel_cases as kc
 from conftest import HAS_CORE
 
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(gf.__file__)))
@@ -164,15 +165,16 @@ class BlockingGrads:
         return iter(self.grads)
 
 
-@pytest.mark.parametrize("name", ["Adam", "SGD"])
+@pytest.mark.parametrize("name", ["Adam", "SGD"])  # any two: a stateful step (every state in use) and another
 def test_overlapping_steps_on_one_optimizer_are_serialised(backend, name):
     """Thread A's step is held inside step(); thread B's step must wait for it (not run beside it,
     not fail), then both apply: the result is two serial steps, bitwise."""
     p = np.random.default_rng(0).standard_normal(50_000).astype(np.float32)
     g = [np.random.default_rng(1).standard_normal(50_000).astype(np.float32)]
     ref = p.copy()
-    opt = getattr(gf.optim, name)([p], lr=0.01, **({"momentum": 0.9} if name == "SGD" else {}))
-    ref_opt = getattr(gf.optim, name)([ref], lr=0.01, **({"momentum": 0.9} if name == "SGD" else {}))
+    kwargs = kc.all_states(getattr(gf.optim, name))
+    opt = getattr(gf.optim, name)([p], **kwargs)
+    ref_opt = getattr(gf.optim, name)([ref], **kwargs)
     blocking = BlockingGrads(g)
     errors = []
 
@@ -202,10 +204,8 @@ def test_overlapping_steps_on_one_optimizer_are_serialised(backend, name):
         np.testing.assert_array_equal(opt.state[p][key], value)
 
 
-EVERY_OPTIMIZER = {"SGD": dict(lr=0.05, momentum=0.9), "Adam": dict(lr=0.01), "AdamW": dict(lr=0.01),
-                   "Adagrad": dict(lr=0.05), "RMSprop": dict(lr=0.01, centered=True), "Adadelta": {},
-                   "Adamax": dict(lr=0.01), "NAdam": dict(lr=0.01), "RAdam": dict(lr=0.01), "Rprop": {},
-                   "Lion": dict(lr=1e-3)}
+# every optimizer class, with settings from its kernel table row (every state in use)
+EVERY_OPTIMIZER = {cls.__name__: kc.varied(cls) for cls in kc.optimizer_classes()}
 
 
 def test_every_optimizer_stepped_concurrently_equals_a_serial_run(backend):
