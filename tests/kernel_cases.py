@@ -130,8 +130,8 @@ def material(dtype, kind: str, shape, salt: int) -> np.ndarray:
 
 
 # States whose valid values depend on another state's: a table fact the row does not state yet
-# (reported; the lead will add it). A centered RMSprop keeps square_avgs >= grad_avgs**2 (a second
-# moment and a mean: their difference is a variance); random values would make those elements NaN.
+# (reported; the lead will add it). A centered second moment keeps square_avgs >= grad_avgs**2 (a
+# second moment and a mean: their difference is a variance); random values would make those NaN.
 RELATED_STATES = {("square_avgs", "grad_avgs"): lambda second, mean: second + mean * mean}
 
 

@@ -217,8 +217,8 @@ def test_nan_gradient_without_skip_propagates_the_same_on_both_backends(name):
             got[backend] = [np.isnan(p) for p in params]
     for a, b in zip(got[BACKENDS[0]], got[BACKENDS[-1]]):
         np.testing.assert_array_equal(a, b)
-    if CLASSES[name]._row.torch is not None:  # where the NaN goes is torch's: sign-based updates (Rprop)
-        torch = pytest.importorskip("torch")  # take sign(NaN) = 0, the others propagate it
+    if CLASSES[name]._row.torch is not None:  # where the NaN goes is torch's: sign-based updates take
+        torch = pytest.importorskip("torch")  # sign(NaN) = 0, the others propagate it
         params = make_params()
         tparams = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in params]
         topt = kc.torch_class(CLASSES[name], torch)(tparams, **OPTIMIZERS[name])

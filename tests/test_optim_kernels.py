@@ -29,7 +29,7 @@ LARGE = 1_000_003  # the large parity case
 THREADED = 100_003  # > 2 * the kernels' 16384-element grain: two threads really split it
 
 # Every example of every optimizer row of the kernel table: (case id, row, example). The examples of a
-# row together take every path of its kernel (momentum or not, amsgrad, centered, both RAdam regimes...).
+# row together take every path of its kernel (momentum or not, amsgrad, centered, rectified or not...).
 CASES = [(kc.case_id((row, ex)), row, ex) for row, ex in kc.cases(kc.OPTIMIZER_ROWS)]
 CASE_BY_ID = {c[0]: c for c in CASES}
 CASE_IDS = list(CASE_BY_ID)

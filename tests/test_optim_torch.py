@@ -53,8 +53,8 @@ SETTINGS = [(cls, kwargs) for cls in TORCH_OPTIMIZERS for kwargs in kc.settings(
 
 
 # OVERRIDE (a torch fact, test-only): constructor arguments torch reads from the constructor for every
-# group, whatever a group says (torch.optim.Adagrad's initial state). gf.optim honours a group's value:
-# reported; the groups below leave it alone.
+# group, whatever a group says (an initial state value). gf.optim honours a group's value: reported;
+# the groups below leave it alone.
 TORCH_CONSTRUCTOR_ONLY = {"initial_accumulator_value"}
 
 
@@ -193,8 +193,8 @@ def test_none_gradients_are_skipped_like_torch(cls, dtype, backend, torch):
         step_both(torch, opt, topt, tparams, grads)
         assert_matches_torch(opt, params, topt, tparams, dtype, f"step {step + 1}")
     assert_state_dict_matches(opt, topt, dtype, f"after {STEPS} steps")
-    if "step" in topt.state[tparams[0]]:  # torch's SGD keeps no step counter; the others' fell behind where
-        # grads were None
+    if "step" in topt.state[tparams[0]]:  # where torch keeps a step counter, it fell behind where grads
+        # were None
         steps = [opt.state[p]["step"] for p in params]
         assert steps == [STEPS, STEPS - 2, STEPS - 2, STEPS, STEPS - 1, STEPS - 1, STEPS]
 

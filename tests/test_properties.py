@@ -529,8 +529,8 @@ def test_regression_losses_and_penalty_equal_the_twin(data, dtype, reduction):
 # ---- invariants of the training API ----------------------------------------------------------------------
 
 # Every optimizer with a learning rate among its kernel's scalars, with settings that move every number
-# off its default and use every state (tests/kernel_cases.py: varied); the others (Rprop: lr is only its
-# first step size) move with lr = 0 too, as torch's do.
+# off its default and use every state (tests/kernel_cases.py: varied); the others (lr only an initial
+# step size) move with lr = 0 too, as torch's do.
 WITH_LR = [cls for cls in kc.optimizer_classes() if "lr" in cls._row.by_name]
 WITHOUT_LR = [cls for cls in kc.optimizer_classes() if "lr" not in cls._row.by_name]
 
@@ -567,8 +567,8 @@ def test_torch_also_leaves_parameters_unchanged_with_lr_zero(cls, torch):
 
 @pytest.mark.parametrize("cls", [c for c in WITHOUT_LR if c._row.torch], ids=lambda c: c.__name__)
 def test_lr_zero_still_moves_like_torch_where_lr_is_no_kernel_scalar(cls, torch):
-    """Where lr is no factor of the update (Rprop: only the first step size, which the lower clamp
-    lifts), lr = 0 still moves each parameter against its gradient, exactly as torch does."""
+    """Where lr is no factor of the update (only the first step size, which the lower clamp lifts),
+    lr = 0 still moves each parameter against its gradient, exactly as torch does."""
     p = np.array([1.0, -2.0, 3.0], np.float32)
     g = np.array([0.5, -0.5, 0.0], np.float32)
     start = p.copy()

@@ -32,7 +32,7 @@ def _split_top_level(text):
 
 def parse_pybind_signature(doc):
     """[(name, keyword_only, default or inspect.Parameter.empty)] from a pybind11 docstring's first
-    line, e.g. 'adam(params: object, *, step: int, lr: float = 0.001, ...) -> bool'."""
+    line, e.g. 'kernel(params: object, *, step: int, lr: float = 0.001, ...) -> bool'."""
     line = doc.lstrip().splitlines()[0]
     open_at = line.index("(")
     depth, close_at = 0, None
