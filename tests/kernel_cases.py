@@ -423,23 +423,24 @@ def with_scalar(row: Kernel, name: str, value) -> Example | None:
 _CANDIDATES = {"float": (0.0, 2.0, 0.5, -1.0, math.inf, math.nan), "int": (0, 1, -1, 2), "bool": (True, False)}
 
 
-def rule_breakers(row: Kernel):
-    """[(rule, example, scalars)]: for each joint rule, a call whose scalars are each in range but
-    break that rule (found by trying the rule's argument at its candidate values in each example)."""
-    out = []
+def rule_breakers(row: Kernel) -> list:
+    """[(rule, example, {scalar: value})]: calls whose scalars are each in range but break a joint
+    rule, found by trying every scalar of the row at its candidate values (its good probes, and
+    plain numbers and flags) in each example; one per (rule, scalar, value)."""
+    out, seen = [], set()
     for rule in row.rules:
-        spec = row.arg(rule.argument)
-        tried = (*good_values(spec), *_CANDIDATES.get(spec.type, ()))
-        found = None
-        for ex in examples(row):
+        for spec in row.scalars:
+            tried = (*good_values(spec), *_CANDIDATES.get(spec.type, ()))
             for v in tried:
-                s = scalars_of(row, ex, **{rule.argument: v})
-                if in_range(spec, v) and not rule.test(s):
-                    found = (rule, ex, {rule.argument: v})
-                    break
-            if found:
-                break
-        out.append(found or (rule, None, None))
+                key = (rule.argument, spec.name, repr(v))
+                if key in seen or not in_range(spec, v):
+                    continue
+                for ex in examples(row):
+                    s = scalars_of(row, ex, **{spec.name: v})
+                    if not rule.test(s) and all(r.test(s) for r in row.rules if r is not rule):
+                        out.append((rule, ex, {spec.name: v}))
+                        seen.add(key)
+                        break
     return out
 
 
@@ -593,12 +594,12 @@ def bad_hyperparameters(cls) -> list:
             key = hyper_key(s)
             out.append((f"{key}=0.9", {key: 0.9}, TypeError, f"Invalid {key}: 0.9 (expected a pair of numbers)"))
     for rule, ex, change in rule_breakers(row):
-        if ex is None or rule.torch is None:
+        if rule.torch is None:
             continue
         scalars = scalars_of(row, ex, **change)
         kwargs = hyperparameters(cls, {k: scalars[k] for k in (*ex.scalars, *change)})
-        out.append((f"rule-{rule.argument}={change[rule.argument]!r}", kwargs, ValueError,
-                    rule.torch.format(**scalars)))
+        (name, value), = change.items()
+        out.append((f"rule-{rule.argument}-{ex.id}-{name}={value!r}", kwargs, ValueError, rule.torch.format(**scalars)))
     for name in class_only(cls):
         out.append((f"{name}=-1", {name: -1}, ValueError, None))
     return out
