@@ -547,14 +547,15 @@ def varied(cls) -> dict:
     return kwargs
 
 
-def settings(cls) -> list:
+def settings(cls, prologue: bool = False) -> list:
     """Constructor arguments that together take every path of cls: its defaults, each example of its
-    row (as hyperparameters), and varied(cls)."""
+    row (as hyperparameters), and varied(cls); prologue=True: each example also with maximize=True
+    (the gradient prologue crossed with every path)."""
     out = [{}]
     for ex in examples(cls._row):
         kw = hyperparameters(cls, ex.scalars)
-        if kw not in out:
-            out.append(kw)
+        variants = [kw, {**kw, "maximize": True}] if prologue and "maximize" in _signature(cls) else [kw]
+        out.extend(v for v in variants if v not in out)
     out.append(varied(cls))
     return out
 

@@ -46,10 +46,10 @@ def assert_close(actual, desired, dtype, err_msg=""):
 
 # Every gf.optim class whose kernel row has a torch counterpart (Kernel.torch), and its settings from the
 # kernel table (tests/kernel_cases.py): the defaults, each example of its row as hyperparameters
-# (Scalar.hyper), and one with every number moved off its default and maximize=True.
+# (Scalar.hyper), with and without maximize, and one with every number moved off its default.
 TORCH_OPTIMIZERS = [cls for cls in kc.optimizer_classes() if cls._row.torch is not None]
 CLASS_IDS = [cls.__name__ for cls in TORCH_OPTIMIZERS]
-SETTINGS = [(cls, kwargs) for cls in TORCH_OPTIMIZERS for kwargs in kc.settings(cls)]
+SETTINGS = [(cls, kwargs) for cls in TORCH_OPTIMIZERS for kwargs in kc.settings(cls, prologue=True)]
 
 
 # OVERRIDE (a torch fact, test-only): constructor arguments torch reads from the constructor for every
@@ -327,7 +327,7 @@ def lion_reference(params, grad_steps, lr, betas, weight_decay, maximize):
     return params, exp_avgs
 
 
-LION_SETTINGS = kc.settings(gf.optim.Lion)  # its row's examples, defaults and varied settings
+LION_SETTINGS = kc.settings(gf.optim.Lion, prologue=True)  # its row's examples, defaults and varied settings
 
 
 @pytest.mark.parametrize("kwargs", LION_SETTINGS, ids=kc.setting_id)
