@@ -34,7 +34,7 @@ import numpy as np
 import gradfuse as gf
 from gradfuse import _checks
 from gradfuse.errors import KernelError
-from gradfuse.table import KERNELS, NO_DEFAULT, READ, STATE, WRITE, Array, Example, Kernel, Needs, Range, Scalar
+from gradfuse.table import KERNELS, NO_DEFAULT, READ, WRITE, Array, Example, Kernel, Needs, Range, Scalar
 
 ROWS: list[Kernel] = list(KERNELS.values())
 OPTIMIZER_ROWS: list[Kernel] = [r for r in ROWS if r.entry == "optim_step"]

@@ -295,7 +295,7 @@ def test_misbuilt_sequential_forward_puts_the_state_back():
     check_raises_same_on_both(make, lambda model: model.forward(x, training=True), ValueError, "x")
 
 
-@pytest.mark.parametrize("layer,case", X_CASES, ids=[f"{l}-{c}" for l, c in X_CASES])
+@pytest.mark.parametrize("layer,case", X_CASES, ids=[f"{layer}-{c}" for layer, c in X_CASES])
 def test_layer_forward_refuses_bad_input_and_changes_nothing(layer, case):
     make_layer, x = LAYERS[layer]
     transform, exc, _ = BAD_X[case]

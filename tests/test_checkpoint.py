@@ -117,7 +117,8 @@ def test_array_layouts_and_subclasses(tmp_path):
     a = np.arange(60, dtype=np.float64).reshape(3, 4, 5)
     mm = np.lib.format.open_memmap(tmp_path / "m.npy", mode="w+", dtype=np.float32, shape=(4,))
     mm[:] = [1, 2, 3, 4]
-    state = {"fortran": np.asfortranarray(a), "negative strides": a[::-1, ::-2], "broadcast": np.broadcast_to(a[0], (6, 4, 5)),
+    state = {"fortran": np.asfortranarray(a), "negative strides": a[::-1, ::-2],
+             "broadcast": np.broadcast_to(a[0], (6, 4, 5)),
              "readonly": np.frombuffer(b"\x01\x02\x03\x04", np.uint8), "memmap": mm, "matrix": np.asmatrix(a[0])}
     back = roundtrip(state, tmp_path)
     for key, value in state.items():
@@ -175,7 +176,8 @@ def _grads(params, step):
 
 def _make_params():
     rng = np.random.default_rng(5)
-    return [rng.standard_normal((17, 5)).astype(np.float32), rng.standard_normal(33), rng.standard_normal(5).astype(np.float32)]
+    return [rng.standard_normal((17, 5)).astype(np.float32), rng.standard_normal(33),
+            rng.standard_normal(5).astype(np.float32)]
 
 
 @pytest.mark.parametrize("name, kwargs", OPTIMIZERS, ids=[o[0] for o in OPTIMIZERS])

@@ -258,8 +258,8 @@ def rss_bytes() -> int:
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs /proc")
 @pytest.mark.skipif(not HAS_CORE, reason="the C++ extension is not available")
 def test_rss_is_flat_over_100k_kernel_calls():
-    """10^5 calls of the C++ kernels of a mix of kernels on small arrays, a fifth of them refused (a wrong dtype, a wrong
-    shape): after a warm-up, the resident memory grows by less than 4 MiB (a leak of one 64-byte
+    """10^5 calls of the C++ kernels of a mix of kernels on small arrays, a fifth of them refused (a wrong
+    dtype, a wrong shape): after a warm-up, the resident memory grows by less than 4 MiB (a leak of one 64-byte
     object per call would be 6 MiB; of a small array per call, far more)."""
     rng = np.random.default_rng(0)
     p, g, m, v = (rng.standard_normal(64).astype(np.float32) for _ in range(4))

@@ -18,8 +18,8 @@ import pytest
 
 import gradfuse as gf
 import kernel_cases as kc
-from gradfuse.nn import Parameter, ParameterArena
 from conftest import assert_unchanged, snapshot
+from gradfuse.nn import Parameter, ParameterArena
 
 # ------------------------------------------------------------------------------------------------
 # Tables and helpers

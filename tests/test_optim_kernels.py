@@ -14,11 +14,10 @@ import numpy as np
 import pytest
 
 import gradfuse as gf
-from gradfuse._ext import _core
-from gradfuse._numpy import optim as twin
-
 import kernel_cases as kc
 from conftest import assert_unchanged, snapshot
+from gradfuse._ext import _core
+from gradfuse._numpy import optim as twin
 
 pytestmark = pytest.mark.kernels
 

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 import gradfuse as gf
-
 import kernel_cases as kc
 from conftest import assert_unchanged, snapshot
 

@@ -34,10 +34,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import gradfuse as gf
+import kernel_cases as kc
 from conftest import HAS_CORE
 from gradfuse.table import ACTIVATION_NEEDS, ACTIVATIONS
-
-import kernel_cases as kc
 
 # NumPy warns about the overflow / NaN the extreme values produce on purpose
 pytestmark = [pytest.mark.kernels, pytest.mark.filterwarnings("ignore::RuntimeWarning")]
@@ -45,7 +44,8 @@ needs_core = pytest.mark.skipif(not HAS_CORE, reason="the C++ extension is not a
 
 # the `backend` fixture only selects a backend for the whole test: it is the same for every example
 HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture]
-FAST = settings(max_examples=int(__import__("os").environ.get("GF_HYPOTHESIS_EXAMPLES", 30)), deadline=None, suppress_health_check=HEALTH)
+FAST = settings(max_examples=int(__import__("os").environ.get("GF_HYPOTHESIS_EXAMPLES", 30)), deadline=None,
+                suppress_health_check=HEALTH)
 DTYPES = st.sampled_from([np.float32, np.float64])
 
 

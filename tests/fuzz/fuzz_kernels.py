@@ -95,7 +95,7 @@ class Inputs:
     def contents(self, shape: tuple, dtype) -> np.ndarray:
         dtype = np.dtype(dtype)
         size = math.prod(shape)
-        if dtype == object:
+        if dtype == np.dtype(object):
             return np.full(shape, None, dtype=object)
         raw = self.fdp.ConsumeBytes(size * dtype.itemsize)
         raw += bytes(size * dtype.itemsize - len(raw))
