@@ -306,9 +306,13 @@ def scaled(row: Kernel, example: Example, elements: int) -> dict:
     def largest(dims):
         return max((math.prod(sh) for sh in shapes_of(row, s, dims, None, present).values()), default=0)
 
-    factor = 1.0
+    base = largest(dims_for(1.0))
+    if base >= elements:
+        return dict(dims=dims_for(1.0))
+    rank = max(len(sh) for sh in shapes_of(row, s, dims_for(1.0), None, present).values())
+    factor = (elements / max(base, 1)) ** (1.0 / max(rank, 1)) * 0.9  # close below, then up in small steps
     while largest(dims_for(factor)) < elements:
-        factor *= 1.05
+        factor *= 1.02
     return dict(dims=dims_for(factor))
 
 

@@ -29,6 +29,7 @@ and the only one of a whole training run.
 """
 from __future__ import annotations
 
+import functools
 import io
 import os
 import subprocess
@@ -83,11 +84,16 @@ def kernel_calls(name: str, dtype) -> list:
     """[{argument: value}]: the calls of kernel `name` this file checks: every example of its row
     (and its rank variant), every dimension scaled so that the largest array has about N elements
     (list arguments: [(N,), (17,)]); fresh arrays of the table's valid values, fixed seeds."""
+    return [kc.copy_call(values) for values in _calls(name, np.dtype(dtype).type)]
+
+
+@functools.lru_cache(maxsize=None)
+def _calls(name: str, dtype) -> tuple:
     row = gf.table.KERNELS[name]
     calls = []
     for i, ex in enumerate(v for e in kc.examples(row) for v in _rank_variants(row, e)):
         calls.append(kc.build(row, ex, dtype, salt=7 * i + np.dtype(dtype).itemsize, **kc.scaled(row, ex, N)))
-    return calls
+    return tuple(calls)
 
 
 # The ISA tolerance class of each kernel family (see the table above); test-only knowledge, per family.
