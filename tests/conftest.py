@@ -5,6 +5,8 @@ isa       parametrizes a test over the ISA paths this CPU supports (all of them,
           GRADFUSE_CPU names, so CI's per-ISA runs exercise exactly that path)
 torch     the torch module, or the test is skipped (CI installs torch==2.13.0)
 Tests that exercise kernels carry the `kernels` marker: CI runs them again under each GRADFUSE_CPU.
+Known C++/Python disagreements of the layer kernels (tests/known_mismatches.py) are marked
+xfail(strict=True) case by case, here.
 """
 from __future__ import annotations
 
@@ -51,6 +53,16 @@ def threads():
 @pytest.fixture(scope="session")
 def torch():
     return pytest.importorskip("torch")
+
+
+def pytest_collection_modifyitems(config, items):
+    """xfail(strict=True) exactly the cases tests/known_mismatches.py lists, with its reason."""
+    from known_mismatches import KNOWN
+    for item in items:
+        cases = KNOWN.get(f"{item.path.name}::{getattr(item, 'originalname', item.name)}")
+        callspec = getattr(item, "callspec", None)
+        if cases and callspec is not None and callspec.id in cases:
+            item.add_marker(pytest.mark.xfail(strict=True, reason=cases[callspec.id]))
 
 
 def snapshot(*arrays):

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import gradfuse as gf
+import kernel_cases as kc
 from conftest import BACKENDS
 
 nn = gf.nn
@@ -85,37 +86,14 @@ def state_of(obj):
 
 # ---- optimizers ------------------------------------------------------------------------------------
 
-OPTIMIZERS = {
-    "SGD": dict(lr=0.1, momentum=0.9), "Adam": dict(lr=0.01, amsgrad=True), "AdamW": dict(lr=0.01),
-    "Adagrad": dict(lr=0.1), "RMSprop": dict(lr=0.01, centered=True, momentum=0.9), "Adadelta": dict(),
-    "Adamax": dict(), "NAdam": dict(), "RAdam": dict(), "Rprop": dict(), "Lion": dict(),
-}
-ADAM_LIKE = ("Adam", "AdamW", "Adamax", "NAdam", "RAdam", "Lion")
-
-# (optimizers, hyperparameter, bad value, exception, text of the message)
-BAD_HYPERPARAMETERS = (
-    [(tuple(OPTIMIZERS), "lr", v, ValueError, "learning rate") for v in (-1.0, math.nan, math.inf)]
-    + [(tuple(OPTIMIZERS), "lr", "0.1", TypeError, "learning rate")]
-    + [(ADAM_LIKE, "betas", b, ValueError, "beta parameter") for b in ((1.0, 0.999), (0.9, 1.0), (-0.1, 0.9),
-                                                                       (math.nan, 0.9))]
-    + [(ADAM_LIKE, "betas", 0.9, TypeError, "betas")]
-    + [(("Adam", "AdamW", "Adamax", "NAdam", "RAdam", "Adagrad", "RMSprop", "Adadelta"), "eps", v, ValueError,
-        "epsilon") for v in (-1e-8, math.nan)]
-    + [(tuple(n for n in OPTIMIZERS if n != "Rprop"), "weight_decay", v, ValueError, "weight_decay")
-       for v in (-0.1, math.inf)]
-    + [(("SGD", "RMSprop"), "momentum", v, ValueError, "momentum") for v in (-0.5, math.nan)]
-    + [(("SGD",), "dampening", math.nan, ValueError, "dampening")]
-    + [(("RMSprop",), "alpha", v, ValueError, "alpha") for v in (1.5, -0.1, math.nan)]
-    + [(("Adadelta",), "rho", v, ValueError, "rho") for v in (1.5, math.nan)]
-    + [(("Adagrad",), "lr_decay", -1.0, ValueError, "lr_decay"),
-       (("Adagrad",), "initial_accumulator_value", -1.0, ValueError, "initial_accumulator_value"),
-       (("NAdam",), "momentum_decay", -1.0, ValueError, "momentum_decay")]
-    + [(("Rprop",), "etas", e, ValueError, "eta") for e in ((1.5, 1.2), (0.5, 0.9), (0.0, 1.2), (0.5, math.inf))]
-    + [(("Rprop",), "step_sizes", (-1.0, 50.0), ValueError, "step size")]
-)
-HYPER_CASES = [(name, key, value, exc, text) for names, key, value, exc, text in BAD_HYPERPARAMETERS
-               for name in names]
-HYPER_IDS = [f"{n}-{k}={v!r}" for n, k, v, *_ in HYPER_CASES]
+# Every optimizer class (gf.optim.__all__) with settings from its kernel table row that use every
+# state (tests/kernel_cases.py: varied); and every hyperparameter value each refuses, with its message
+# (kernel_cases.bad_hyperparameters: Range probes, torch's wording, wrong types, joint rules).
+CLASSES = {cls.__name__: cls for cls in kc.optimizer_classes()}
+OPTIMIZERS = {name: kc.varied(cls) for name, cls in CLASSES.items()}
+HYPER_CASES = [(name, kwargs, exc, message) for name, cls in CLASSES.items()
+               for _, kwargs, exc, message in kc.bad_hyperparameters(cls)]
+HYPER_IDS = [f"{name}-{case}" for name, cls in CLASSES.items() for case, *_ in kc.bad_hyperparameters(cls)]
 
 
 def make_params(seed=0):
@@ -132,26 +110,26 @@ def make_grads(params, seed=1):
 def stepped(name, **extra):
     """An optimizer over two arrays after one good step (so it has state), and those arrays."""
     params = make_params()
-    opt = getattr(gf.optim, name)(params, **{**OPTIMIZERS[name], **extra})
+    opt = CLASSES[name](params, **{**OPTIMIZERS[name], **extra})
     opt.step(make_grads(params))
     return opt, params
 
 
-@pytest.mark.parametrize("name,key,value,exc,text", HYPER_CASES, ids=HYPER_IDS)
-def test_optimizer_constructor_refuses_bad_hyperparameters(name, key, value, exc, text):
+@pytest.mark.parametrize("name,kwargs,exc,message", HYPER_CASES, ids=HYPER_IDS)
+def test_optimizer_constructor_refuses_bad_hyperparameters(name, kwargs, exc, message):
     params = make_params()
-    check_raises_same_on_both(lambda: (params,),
-                              lambda ps: getattr(gf.optim, name)(ps, **{**OPTIMIZERS[name], key: value}), exc, text)
+    check_raises_same_on_both(lambda: (params,), lambda ps: CLASSES[name](ps, **{**OPTIMIZERS[name], **kwargs}),
+                              exc, message)
 
 
-@pytest.mark.parametrize("name,key,value,exc,text", HYPER_CASES, ids=HYPER_IDS)
-def test_optimizer_step_refuses_an_edited_bad_hyperparameter(name, key, value, exc, text):
+@pytest.mark.parametrize("name,kwargs,exc,message", HYPER_CASES, ids=HYPER_IDS)
+def test_optimizer_step_refuses_an_edited_bad_hyperparameter(name, kwargs, exc, message):
     """A schedule gone wrong: param_groups edited between steps; the step changes nothing."""
     def make():
         opt, params = stepped(name)
-        opt.param_groups[0][key] = value
+        opt.param_groups[0].update(kwargs)
         return opt, params, make_grads(params, 2)
-    check_raises_same_on_both(make, lambda opt, params, grads: opt.step(grads), exc, text)
+    check_raises_same_on_both(make, lambda opt, params, grads: opt.step(grads), exc, message)
 
 
 def non_contiguous(a):
@@ -237,16 +215,27 @@ def test_nan_gradient_without_skip_propagates_the_same_on_both_backends(name):
             grads[0][1, 2] = math.nan
             assert opt.step(grads) is True
             got[backend] = [np.isnan(p) for p in params]
-            # Rprop and Lion move by sign(.): NaN acts as 0 there (torch.sign), the state holds the NaN
-            assert got[backend][0][1, 2] or name in ("Rprop", "Lion")
     for a, b in zip(got[BACKENDS[0]], got[BACKENDS[-1]]):
         np.testing.assert_array_equal(a, b)
+    if CLASSES[name]._row.torch is not None:  # where the NaN goes is torch's: sign-based updates take
+        torch = pytest.importorskip("torch")  # sign(NaN) = 0, the others propagate it
+        params = make_params()
+        tparams = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in params]
+        topt = kc.torch_class(CLASSES[name], torch)(tparams, **OPTIMIZERS[name])
+        for step, grads in enumerate([make_grads(params), make_grads(params, 2)]):
+            if step == 1:
+                grads[0][1, 2] = math.nan
+            for tp, g in zip(tparams, grads):
+                tp.grad = torch.from_numpy(g)
+            topt.step()
+        for a, tp in zip(got[BACKENDS[0]], tparams):
+            np.testing.assert_array_equal(a, np.isnan(tp.detach().numpy()))
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_zero_size_parameters_step_as_a_no_op(backend, name):
     params = [np.zeros((0, 3), np.float32), np.ones(4, np.float32)]
-    opt = getattr(gf.optim, name)(params, **OPTIMIZERS[name])
+    opt = CLASSES[name](params, **OPTIMIZERS[name])
     assert opt.step([np.zeros((0, 3), np.float32), np.ones(4, np.float32)]) is True
     assert params[0].shape == (0, 3)
 
@@ -306,7 +295,7 @@ def test_misbuilt_sequential_forward_puts_the_state_back():
     check_raises_same_on_both(make, lambda model: model.forward(x, training=True), ValueError, "x")
 
 
-@pytest.mark.parametrize("layer,case", X_CASES, ids=[f"{l}-{c}" for l, c in X_CASES])
+@pytest.mark.parametrize("layer,case", X_CASES, ids=[f"{layer}-{c}" for layer, c in X_CASES])
 def test_layer_forward_refuses_bad_input_and_changes_nothing(layer, case):
     make_layer, x = LAYERS[layer]
     transform, exc, _ = BAD_X[case]

@@ -32,6 +32,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import gradfuse as gf
+import kernel_cases as kc
 from gradfuse import checkpoint as ckpt
 
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(gf.__file__)))
@@ -116,7 +117,8 @@ def test_array_layouts_and_subclasses(tmp_path):
     a = np.arange(60, dtype=np.float64).reshape(3, 4, 5)
     mm = np.lib.format.open_memmap(tmp_path / "m.npy", mode="w+", dtype=np.float32, shape=(4,))
     mm[:] = [1, 2, 3, 4]
-    state = {"fortran": np.asfortranarray(a), "negative strides": a[::-1, ::-2], "broadcast": np.broadcast_to(a[0], (6, 4, 5)),
+    state = {"fortran": np.asfortranarray(a), "negative strides": a[::-1, ::-2],
+             "broadcast": np.broadcast_to(a[0], (6, 4, 5)),
              "readonly": np.frombuffer(b"\x01\x02\x03\x04", np.uint8), "memmap": mm, "matrix": np.asmatrix(a[0])}
     back = roundtrip(state, tmp_path)
     for key, value in state.items():
@@ -162,19 +164,9 @@ def test_property_any_tree_round_trips(tmp_path, state):
 
 
 # ---- optimizers: resuming continues bitwise -----------------------------------------------------------------
-OPTIMIZERS = [
-    ("SGD", dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3)),
-    ("Adam", dict(lr=1e-2, amsgrad=True)),
-    ("AdamW", dict(lr=1e-2)),
-    ("Adagrad", dict(lr=0.1, lr_decay=1e-3)),
-    ("RMSprop", dict(lr=1e-2, centered=True, momentum=0.5)),
-    ("Adadelta", dict()),
-    ("Adamax", dict()),
-    ("NAdam", dict()),
-    ("RAdam", dict()),
-    ("Rprop", dict()),
-    ("Lion", dict(lr=1e-3)),
-]
+# Every optimizer class, with settings from its kernel table row that use every state and move every
+# number off its default (tests/kernel_cases.py: varied).
+OPTIMIZERS = [(cls.__name__, kc.varied(cls)) for cls in kc.optimizer_classes()]
 
 
 def _grads(params, step):
@@ -184,7 +176,8 @@ def _grads(params, step):
 
 def _make_params():
     rng = np.random.default_rng(5)
-    return [rng.standard_normal((17, 5)).astype(np.float32), rng.standard_normal(33), rng.standard_normal(5).astype(np.float32)]
+    return [rng.standard_normal((17, 5)).astype(np.float32), rng.standard_normal(33),
+            rng.standard_normal(5).astype(np.float32)]
 
 
 @pytest.mark.parametrize("name, kwargs", OPTIMIZERS, ids=[o[0] for o in OPTIMIZERS])

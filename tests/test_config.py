@@ -7,6 +7,7 @@ fresh interpreter: sys.executable, this environment, and the same gradfuse packa
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -19,7 +20,7 @@ import numpy as np
 import pytest
 
 import gradfuse as gf
-import gradfuse._numpy.optim as numpy_optim
+import kernel_cases as kc
 from gradfuse import ops
 from gradfuse._ext import ISA_ORDER, _core, choose_isa
 
@@ -424,22 +425,39 @@ def test_unknown_backend_is_a_value_error(default_backend, name):
     assert gf.get_backend() == default_backend
 
 
-@pytest.mark.parametrize("name", ops.__all__)
-def test_ops_kernels_expose_both_implementations(name):
-    kernel = getattr(ops, name)
-    twin_module = sys.modules[kernel.numpy.__module__]
-    assert twin_module.__name__.startswith("gradfuse._numpy.") and name in twin_module.KERNELS
-    assert kernel.numpy is getattr(twin_module, name)
-    assert kernel.cpp is (getattr(_core, name) if HAS_CORE else None)
-    assert kernel.__name__ == name and kernel.__doc__ == kernel.numpy.__doc__
+def _twin_function(row):
+    """The NumPy function that holds a kernel's math: gradfuse._numpy.<family>.<name>, or for an
+    optimizer its per-tensor update (gradfuse._numpy.optim.UPDATES, driven by step())."""
+    family = importlib.import_module(f"gradfuse._numpy.{row.family}")
+    return family.UPDATES[row.name] if row.entry == "optim_step" else getattr(family, row.name)
+
+
+def _native(row):
+    if not HAS_CORE:
+        return None
+    return _core.optim_step if row.entry == "optim_step" else getattr(_core, row.name)
+
+
+@pytest.mark.parametrize("row", kc.ROWS, ids=lambda r: r.name)
+def test_ops_kernels_expose_both_implementations(row):
+    kernel = getattr(ops, row.name)
+    assert kernel.row is row and kernel.__name__ == row.name and kernel.__doc__ == row.doc
+    assert kernel.numpy.__name__ == row.name and kernel.numpy.__doc__ == row.doc
+    assert callable(_twin_function(row))
+    if not HAS_CORE:
+        assert kernel.cpp is None
+    elif row.entry == "optim_step":  # a Python function over the one entry point
+        assert kernel.cpp.__name__ == row.name and kernel.cpp.__doc__ == row.doc
+    else:
+        assert kernel.cpp is getattr(_core, row.name)
 
 
 class _CallSpy:
-    """Records the NumPy twins and the C++ kernels called while active (sys.setprofile)."""
+    """Records the NumPy twin and the C++ function of a kernel called while active (sys.setprofile)."""
 
-    def __init__(self, name):
-        self.twin_code = getattr(numpy_optim, name).__code__
-        self.native = getattr(_core, name) if HAS_CORE else None
+    def __init__(self, row):
+        self.twin_code = _twin_function(row).__code__
+        self.native = _native(row)
         self.twin_calls = self.native_calls = 0
 
     def __call__(self, frame, event, arg):
@@ -457,19 +475,29 @@ class _CallSpy:
         sys.setprofile(self._previous)
 
 
-@pytest.mark.parametrize("via", ["ops", "optimizer"])
-def test_dispatch_follows_the_backend(backend, via):
-    p, g = np.ones(8, np.float32), np.full(8, 0.5, np.float32)
-    with _CallSpy("adam") as spy:
-        if via == "ops":
-            ops.adam([p], [g], [np.zeros_like(p)], [np.zeros_like(p)], step=1)
-        else:
-            gf.optim.Adam([p]).step([g])
+def _assert_dispatched(spy, backend):
     if backend == "numpy":
-        assert (spy.twin_calls, spy.native_calls) == (1, 0)
+        assert spy.twin_calls >= 1 and spy.native_calls == 0, (spy.twin_calls, spy.native_calls)
     else:
         assert (spy.twin_calls, spy.native_calls) == (0, 1)
-    assert (p < 1).all()
+
+
+@pytest.mark.parametrize("row", kc.ROWS, ids=lambda r: r.name)
+def test_ops_dispatch_follows_the_backend(backend, row):
+    values = kc.build(row, kc.richest(row), shapes=[(8,)])
+    with _CallSpy(row) as spy, np.errstate(all="ignore"):
+        getattr(ops, row.name)(**values)
+    _assert_dispatched(spy, backend)
+
+
+@pytest.mark.parametrize("cls", kc.optimizer_classes(), ids=lambda c: c.__name__)
+def test_optimizer_dispatch_follows_the_backend(backend, cls):
+    p, g = np.ones(8, np.float32), np.full(8, 0.5, np.float32)
+    with _CallSpy(cls._row) as spy:
+        cls([p], **kc.all_states(cls)).step([g])
+    _assert_dispatched(spy, backend)
+    assert spy.twin_calls <= 1
+    assert (p != 1).any()
 
 
 # ------------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ and the only one of a whole training run.
 """
 from __future__ import annotations
 
+import functools
 import io
 import os
 import subprocess
@@ -38,6 +39,7 @@ import numpy as np
 import pytest
 
 import gradfuse as gf
+import kernel_cases as kc
 from conftest import CPU_ISAS, HAS_CORE
 
 pytestmark = pytest.mark.skipif(not HAS_CORE, reason="the C++ extension is not available")
@@ -59,140 +61,54 @@ ULPS = {"exact": {np.float32: 0, np.float64: 0},
 TRAIN_RTOL = 1e-4  # a 2-epoch fit: those rounding differences, grown by training
 
 
-# ---- one call of every kernel ------------------------------------------------------------------------
+# ---- every example of every kernel, scaled up ------------------------------------------------------------------
 
-def _rng(name: str, dtype) -> np.random.Generator:
-    return np.random.default_rng([sum(map(ord, name)), np.dtype(dtype).itemsize])
-
-
-def _normal(rng, shape, dtype, scale=1.0):
-    return (rng.standard_normal(shape) * scale).astype(dtype)
-
-
-def _list(rng, dtype, positive=False):
-    arrays = [_normal(rng, N, dtype), _normal(rng, 17, dtype)]
-    return [np.abs(a) for a in arrays] if positive else arrays
-
-
-OPTIM = {  # kernel: (state lists, hyperparameters): every optional path on
-    "sgd": (1, dict(step=2, lr=0.1, momentum=0.9, weight_decay=0.01, nesterov=True)),
-    "adam": (3, dict(step=3, lr=1e-2, weight_decay=0.01, amsgrad=True)),
-    "adagrad": (1, dict(step=3, lr=0.1, lr_decay=0.01, weight_decay=0.01)),
-    "rmsprop": (3, dict(lr=0.01, momentum=0.9, centered=True, weight_decay=0.01)),
-    "adadelta": (2, dict(weight_decay=0.01)),
-    "adamax": (2, dict(step=3, weight_decay=0.01)),
-    "nadam": (2, dict(step=3, mu_product=0.5, weight_decay=0.01, decoupled_weight_decay=True)),
-    "radam": (2, dict(step=9, weight_decay=0.01)),
-    "rprop": (2, {}),
-    "lion": (1, dict(weight_decay=0.01)),
-}
-SAVED = {"none": (), "relu": ("x",), "leaky_relu": ("x",), "tanh": ("y",), "sigmoid": ("y",), "gelu": ("x",),
-         "gelu_tanh": ("x",)}
+def _rank_variants(row, ex):
+    """The example, and where its dims have a non-empty "..." the same call with "..." = () (a batch
+    norm's 2-D (N, C) layout), when no array becomes 0-d and the largest stays 2-D at least."""
+    out = [ex]
+    if ex.dims.get("..."):
+        variant = gf.table.Example(ex.id + "-rank", ex.scalars, dict(ex.dims, **{"...": ()}))
+        s = kc.scalars_of(row, variant)
+        try:
+            shapes = kc.shapes_of(row, s, dict(variant.dims), present=[a.name for a in kc.used_arrays(row, s)])
+        except ValueError:
+            return out
+        if min(len(sh) for sh in shapes.values() if not isinstance(sh, list)) >= 1 and \
+                max(len(sh) for sh in shapes.values() if not isinstance(sh, list)) >= 2:
+            out.append(variant)
+    return out
 
 
-def kernel_calls(name: str, dtype):
-    """[(args, kwargs)]: the calls of kernel `name` this file checks (fresh arrays, fixed seeds)."""
-    rng = _rng(name, dtype)
-    if name in OPTIM:
-        states, kwargs = OPTIM[name]
-        return [([_list(rng, dtype), _list(rng, dtype)] + [_list(rng, dtype, positive=True) for _ in range(states)],
-                 kwargs)]
-    if name == "all_finite":
-        return [([_list(rng, dtype)], dict(grad_scale=3.0))]
-    if name == "grad_norm":
-        return [([_list(rng, dtype)], dict(norm_type=p)) for p in (1.0, 2.0, np.inf, 3.0)]
-    if name in ("clip_grad_norm", "clip_grad_norm_per_tensor"):
-        return [([_list(rng, dtype)], dict(max_norm=1.0, norm_type=p)) for p in (2.0, 3.0)]
-    if name == "clip_grad_value":
-        return [([_list(rng, dtype)], dict(clip_value=0.5))]
-    if name == "dropout_forward":
-        x = _normal(rng, N, dtype)
-        return [([x, np.empty_like(x), np.empty(gf.ops.dropout_mask_bytes(N), np.uint8)],
-                 dict(p=0.3, seed=2 ** 64 - 5, counter=7))]
-    if name == "dropout_backward":
-        mask = rng.integers(0, 256, gf.ops.dropout_mask_bytes(N), dtype=np.uint8)
-        dy = _normal(rng, N, dtype)
-        return [([dy, mask, np.empty_like(dy)], dict(p=0.3))]
-    if name == "dropout_mask_bytes":
-        return [([N], {})]
-    if name == "philox4x32_10":
-        counters = rng.integers(0, 2 ** 32, (25_000, 4), dtype=np.uint32)
-        return [([counters, np.array([7, 2 ** 32 - 1], np.uint32), np.empty_like(counters)], {})]
-    if name == "activation_forward":
-        x = _normal(rng, N, dtype, 3.0)
-        return [([x, np.empty_like(x)], dict(activation=a)) for a in SAVED]
-    if name == "activation_backward":
-        x, dy = _normal(rng, N, dtype, 3.0), _normal(rng, N, dtype)
-        y = np.tanh(x)  # any array of x's shape stands in for y
-        return [([dy, np.empty_like(dy)], dict(activation=a, **{k: {"x": x, "y": y}[k] for k in SAVED[a]}))
-                for a in SAVED]
-    if name == "batchnorm_forward":
-        calls = []
-        for shape in ((2500, 48), (16, 8, 900)):  # rows layout; planes layout
-            x = _normal(rng, shape, dtype, 2.0) + dtype(3)
-            c = shape[1]
-            calls.append(([x, _normal(rng, c, dtype), _normal(rng, c, dtype), np.zeros(c, dtype), np.ones(c, dtype),
-                           np.empty_like(x), np.empty(c, dtype), np.empty(c, dtype)], {}))
-        return calls
-    if name == "batchnorm_backward":
-        calls = []
-        for shape in ((2500, 48), (16, 8, 900)):
-            x, dy, c = _normal(rng, shape, dtype), _normal(rng, shape, dtype), shape[1]
-            calls.append(([dy, x, _normal(rng, c, dtype), _normal(rng, c, dtype, 0.1), np.abs(_normal(rng, c, dtype)) + 1,
-                           np.empty_like(x), np.empty(c, dtype), np.empty(c, dtype)], {}))
-        return calls
-    n, k, m = 256, 512, 160  # big enough that the GEMM tiles split over threads
-    x, w = _normal(rng, (n, k), dtype), _normal(rng, (k, m), dtype, 0.05)
-    if name == "matmul":
-        return [([x, w, np.empty((n, m), dtype)], {}),
-                ([x, np.ascontiguousarray(w.T), _normal(rng, (n, m), dtype)], dict(trans_b=True, accumulate=True))]
-    if name == "dense_forward":
-        return [([x, w, _normal(rng, m, dtype), np.empty((n, m), dtype)], dict(activation="gelu", z=np.empty((n, m), dtype)))]
-    if name == "dense_backward":
-        dy, z = _normal(rng, (n, m), dtype), _normal(rng, (n, m), dtype)
-        return [([dy, x, w, np.empty_like(x), np.empty_like(w), np.empty(m, dtype)], dict(activation="gelu", z=z))]
-    rows, classes = 2000, 100
-    logits = _normal(rng, (rows, classes), dtype, 4.0)
-    labels = rng.integers(0, classes, rows)
-    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
-    probs = (probs / probs.sum(axis=1, keepdims=True)).astype(dtype)
-    dy = _normal(rng, logits.shape, dtype)
-    if name in ("softmax_forward", "log_softmax_forward"):
-        return [([logits, np.empty_like(logits)], {})]
-    if name == "softmax_backward":
-        return [([probs, dy, np.empty_like(dy)], {})]
-    if name == "log_softmax_backward":
-        return [([np.log(probs), dy, np.empty_like(dy)], {})]
-    if name == "softmax_cross_entropy":
-        return [([logits, labels, np.empty_like(logits)], dict(label_smoothing=0.1))]
-    if name == "multi_margin_loss":
-        return [([logits, labels, np.empty_like(logits)], dict(p=2))]
-    if name in ("mse_loss", "sum_of_squares_loss"):
-        pred, target = _normal(rng, N, dtype), _normal(rng, N, dtype)
-        return [([pred, target, np.empty_like(pred)], {})]
-    if name == "bce_with_logits":
-        targets = rng.uniform(size=logits.shape).astype(dtype)
-        return [([logits, targets, np.empty_like(logits)], dict(pos_weight=np.abs(_normal(rng, classes, dtype))))]
-    if name == "penalty":
-        params = _list(rng, dtype)
-        return [([params, [np.zeros_like(p) for p in params]], dict(l1=1e-3, l2=1e-2))]
-    raise KeyError(f"no determinism case for kernel {name!r}")
+def kernel_calls(name: str, dtype) -> list:
+    """[{argument: value}]: the calls of kernel `name` this file checks: every example of its row
+    (and its rank variant), every dimension scaled so that the largest array has about N elements
+    (list arguments: [(N,), (17,)]); fresh arrays of the table's valid values, fixed seeds."""
+    return [kc.copy_call(values) for values in _calls(name, np.dtype(dtype).type)]
+
+
+@functools.lru_cache(maxsize=None)
+def _calls(name: str, dtype) -> tuple:
+    row = gf.table.KERNELS[name]
+    calls = []
+    for i, ex in enumerate(v for e in kc.examples(row) for v in _rank_variants(row, e)):
+        calls.append(kc.build(row, ex, dtype, salt=7 * i + np.dtype(dtype).itemsize, **kc.scaled(row, ex, N)))
+    return tuple(calls)
+
+
+# The ISA tolerance class of each kernel family (see the table above); test-only knowledge, per family.
+FAMILY_CLASS = {"optim": "exact", "clip": "exact", "dropout": "exact", "activation": "activation",
+                "batchnorm": "batchnorm", "dense": "dense", "loss": "loss"}
+# OVERRIDE (test-only: a tolerance class): these kernels' gradients are element-wise, hence bitwise
+# on every path; only their returned value (a double sum in per-ISA lanes) takes the loss tolerance.
+ELEMENTWISE_GRADIENTS = {"mse_loss", "sum_of_squares_loss", "penalty"}
 
 
 def family(name: str, output: str) -> str:
     """The ISA tolerance class of one output of a kernel (see the table above)."""
-    if output.startswith("ret") and name in ("mse_loss", "sum_of_squares_loss", "penalty"):
-        return "loss"  # the value: a double sum in per-ISA lanes; the gradients are bitwise
-    if name.startswith("activation"):
-        return "activation"
-    if name.startswith("batchnorm"):
-        return "batchnorm"
-    if name in ("matmul", "dense_forward", "dense_backward"):
-        return "dense"
-    if name in ("softmax_forward", "softmax_backward", "log_softmax_forward", "log_softmax_backward",
-                "softmax_cross_entropy", "multi_margin_loss", "bce_with_logits"):
-        return "loss"
-    return "exact"  # optimizers, clipping, dropout, mse/sum_of_squares, penalty
+    if name in ELEMENTWISE_GRADIENTS:
+        return "loss" if output.startswith("ret") else "exact"
+    return FAMILY_CLASS[gf.table.KERNELS[name].family]
 
 
 def _arrays(obj):
@@ -210,9 +126,9 @@ def run_every_kernel(dtype) -> dict:
     inputs, which must not change) and the return value, of every call of every kernel."""
     out = {}
     for name in gf.ops.__all__:
-        for c, (args, kwargs) in enumerate(kernel_calls(name, dtype)):
-            result = getattr(gf.ops, name)(*args, **kwargs)
-            for j, a in enumerate(_arrays(args) + _arrays(kwargs.get("z"))):
+        for c, values in enumerate(kernel_calls(name, dtype)):
+            result = getattr(gf.ops, name)(**values)
+            for j, a in enumerate(kc.arrays_in(values)):
                 out[f"{name}#{c}#{j}"] = a.copy()
             for j, a in enumerate(_arrays(result)):
                 out[f"{name}#{c}#ret{j}"] = a.copy()
@@ -312,37 +228,64 @@ def runs(tmp_path_factory):
 def test_every_kernel_has_a_case():
     for name in gf.ops.__all__:
         assert kernel_calls(name, np.float32), name
+        assert gf.table.KERNELS[name].family in FAMILY_CLASS, name
 
 
-def test_one_to_four_threads_are_bitwise_equal(runs):
+def test_the_calls_are_large_and_cover_both_dtypes_and_every_example():
+    """Every example runs; the arrays are large enough that every thread count splits them."""
+    for name in gf.ops.__all__:
+        row = gf.table.KERNELS[name]
+        calls = kernel_calls(name, np.float64)
+        assert len(calls) >= len(kc.examples(row))
+        largest = max((a.size for values in calls for a in kc.arrays_in(values)), default=0)
+        assert largest >= N * 0.9 or not row.arrays, (name, largest)
+
+
+SUBJECTS = [*gf.ops.__all__, "train"]  # every kernel, and the training run
+OTHER_ISAS = [i for i in CPU_ISAS if i != (CPU_ISAS or [None])[-1]]
+
+
+def subject_of(key: str) -> str:
+    """The kernel (or "train") of a result key 't<threads>/<dtype or train>/<kernel>#<call>#<output>'."""
+    _, dtype_name, rest = split_key(key)
+    return "train" if dtype_name == "train" else rest.split("#")[0]
+
+
+def keys_of(results: dict, prefix: str, subject: str) -> list:
+    return [k for k in results if k.startswith(prefix) and subject_of(k) == subject]
+
+
+@pytest.mark.parametrize("subject", SUBJECTS)
+def test_one_to_four_threads_are_bitwise_equal(runs, subject):
     got = runs["threads"]
-    keys = [k for k in got if k.startswith("t1/")]
-    assert len(keys) > 200
+    keys = keys_of(got, "t1/", subject)
+    assert keys
     for n in (2, 3, 4):
         differ = [k for k in keys if not same_bits(got[k], got[f"t{n}/" + k[3:]])]
         assert not differ, f"1 vs {n} threads: {differ[:10]}"
 
 
-def test_two_fresh_processes_are_bitwise_equal(runs):
+@pytest.mark.parametrize("subject", SUBJECTS)
+def test_two_fresh_processes_are_bitwise_equal(runs, subject):
     """The 2-thread results of the threads process and of a second process on the same ISA path,
     checkpoint bytes of the training run included."""
     first, second = runs["threads"], runs[CPU_ISAS[-1]]
-    keys = [k for k in second if k.startswith("t2/")]
-    assert "t2/train/checkpoint" in keys
+    keys = keys_of(second, "t2/", subject)
+    assert keys and (subject != "train" or "t2/train/checkpoint" in keys)
     differ = [k for k in keys if not same_bits(first[k], second[k])]
     assert not differ, differ[:10]
 
 
-@pytest.mark.parametrize("isa", [i for i in CPU_ISAS if i != (CPU_ISAS or [None])[-1]])
-def test_isa_paths_agree_as_promised(runs, isa):
+@pytest.mark.parametrize("name", gf.ops.__all__)
+@pytest.mark.parametrize("isa", OTHER_ISAS)
+def test_isa_paths_agree_as_promised(runs, isa, name):
     best, other = runs[CPU_ISAS[-1]], runs[isa]
     worst, failures = {}, []
-    for key, want in best.items():
+    for key in keys_of(best, "t2/", name):
+        want = best[key]
         _, dtype_name, rest = split_key(key)
-        if dtype_name == "train":
-            continue
         dtype = np.dtype(dtype_name).type
-        name, _, output = rest.split("#")
+        _, _, output = rest.split("#")
         fam = family(name, output)
         allowed = ULPS[fam][dtype]
         got = other[key]
@@ -354,11 +297,11 @@ def test_isa_paths_agree_as_promised(runs, isa):
         worst[fam, dtype_name] = max(worst.get((fam, dtype_name), 0.0), err)
         if not err <= allowed:
             failures.append(f"{key}: {err:.1f} ulps of the largest element (allowed {allowed})")
-    print(f"\n{isa} vs {CPU_ISAS[-1]}: worst ulps {worst}")
+    print(f"\n{isa} vs {CPU_ISAS[-1]}: {name}: worst ulps {worst}")
     assert not failures, f"{isa} vs {CPU_ISAS[-1]}: " + "; ".join(failures)
 
 
-@pytest.mark.parametrize("isa", [i for i in CPU_ISAS if i != (CPU_ISAS or [None])[-1]])
+@pytest.mark.parametrize("isa", OTHER_ISAS)
 def test_training_run_across_isa_paths_is_close(runs, isa):
     """Not bitwise (GEMM, activations and batch norm differ in the last bits across paths), but a
     2-epoch training run stays within TRAIN_RTOL of each parameter's scale (measured: 2.5e-6)."""

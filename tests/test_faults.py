@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import gradfuse as gf
+import kernel_cases as kc
 from conftest import HAS_CORE
 
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(gf.__file__)))
@@ -164,15 +165,16 @@ class BlockingGrads:
         return iter(self.grads)
 
 
-@pytest.mark.parametrize("name", ["Adam", "SGD"])
+@pytest.mark.parametrize("name", ["Adam", "SGD"])  # any two: a stateful step (every state in use) and another
 def test_overlapping_steps_on_one_optimizer_are_serialised(backend, name):
     """Thread A's step is held inside step(); thread B's step must wait for it (not run beside it,
     not fail), then both apply: the result is two serial steps, bitwise."""
     p = np.random.default_rng(0).standard_normal(50_000).astype(np.float32)
     g = [np.random.default_rng(1).standard_normal(50_000).astype(np.float32)]
     ref = p.copy()
-    opt = getattr(gf.optim, name)([p], lr=0.01, **({"momentum": 0.9} if name == "SGD" else {}))
-    ref_opt = getattr(gf.optim, name)([ref], lr=0.01, **({"momentum": 0.9} if name == "SGD" else {}))
+    kwargs = kc.all_states(getattr(gf.optim, name))
+    opt = getattr(gf.optim, name)([p], **kwargs)
+    ref_opt = getattr(gf.optim, name)([ref], **kwargs)
     blocking = BlockingGrads(g)
     errors = []
 
@@ -202,10 +204,8 @@ def test_overlapping_steps_on_one_optimizer_are_serialised(backend, name):
         np.testing.assert_array_equal(opt.state[p][key], value)
 
 
-EVERY_OPTIMIZER = {"SGD": dict(lr=0.05, momentum=0.9), "Adam": dict(lr=0.01), "AdamW": dict(lr=0.01),
-                   "Adagrad": dict(lr=0.05), "RMSprop": dict(lr=0.01, centered=True), "Adadelta": {},
-                   "Adamax": dict(lr=0.01), "NAdam": dict(lr=0.01), "RAdam": dict(lr=0.01), "Rprop": {},
-                   "Lion": dict(lr=1e-3)}
+# every optimizer class, with settings from its kernel table row (every state in use)
+EVERY_OPTIMIZER = {cls.__name__: kc.varied(cls) for cls in kc.optimizer_classes()}
 
 
 def test_every_optimizer_stepped_concurrently_equals_a_serial_run(backend):
@@ -258,8 +258,8 @@ def rss_bytes() -> int:
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs /proc")
 @pytest.mark.skipif(not HAS_CORE, reason="the C++ extension is not available")
 def test_rss_is_flat_over_100k_kernel_calls():
-    """10^5 calls of the C++ kernels of a mix of kernels on small arrays, a fifth of them refused (a wrong dtype, a wrong
-    shape): after a warm-up, the resident memory grows by less than 4 MiB (a leak of one 64-byte
+    """10^5 calls of the C++ kernels of a mix of kernels on small arrays, a fifth of them refused (a wrong
+    dtype, a wrong shape): after a warm-up, the resident memory grows by less than 4 MiB (a leak of one 64-byte
     object per call would be 6 MiB; of a small array per call, far more)."""
     rng = np.random.default_rng(0)
     p, g, m, v = (rng.standard_normal(64).astype(np.float32) for _ in range(4))

@@ -1,6 +1,7 @@
 """gf.optim against torch.optim (foreach=False), step by step, parameters AND state.
 
-Every optimizer x backend (cpp, numpy) x dtype (float32, float64) x a table of settings runs
+Every optimizer with a torch counterpart (its kernel row's Kernel.torch) x backend (cpp, numpy) x
+dtype (float32, float64) x its settings (from the kernel table: tests/kernel_cases.py) runs
 STEPS steps from the same parameters with the same gradients as torch.optim.<Name>, and after
 every step compares each parameter and every entry of torch's per-parameter state (the arrays:
 exp_avg, exp_avg_sq, max_exp_avg_sq, momentum_buffer, sum, square_avg, acc_delta, exp_inf, grad_avg,
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 
 import gradfuse as gf
-
+import kernel_cases as kc
 from conftest import assert_unchanged, snapshot
 
 # Sizes 0, 1, 15, 16, 17 and 33 (around the float32/float64 vector widths), several ranks, and a
@@ -42,59 +43,24 @@ def assert_close(actual, desired, dtype, err_msg=""):
         tol["atol"] *= max(1.0, float(np.abs(desired).max()))
     np.testing.assert_allclose(actual, desired, **tol, err_msg=err_msg)
 
-TORCH_OPTIMIZERS = ["SGD", "Adam", "AdamW", "Adagrad", "RMSprop", "Adadelta", "Adamax", "NAdam", "RAdam", "Rprop"]
+# Every gf.optim class whose kernel row has a torch counterpart (Kernel.torch), and its settings from the
+# kernel table (tests/kernel_cases.py): the defaults, each example of its row as hyperparameters
+# (Scalar.hyper), with and without maximize, and one with every number moved off its default.
+TORCH_OPTIMIZERS = [cls for cls in kc.optimizer_classes() if cls._row.torch is not None]
+CLASS_IDS = [cls.__name__ for cls in TORCH_OPTIMIZERS]
+SETTINGS = [(cls, kwargs) for cls in TORCH_OPTIMIZERS for kwargs in kc.settings(cls, prologue=True)]
 
-# (optimizer, constructor keyword arguments): each shared by gf.optim.<Name> and torch.optim.<Name>.
-SETTINGS = [
-    ("SGD", dict(lr=0.1)),
-    ("SGD", dict(lr=0.05, momentum=0.9)),
-    ("SGD", dict(lr=0.05, momentum=0.9, dampening=0.3, weight_decay=0.01)),
-    ("SGD", dict(lr=0.05, momentum=0.8, nesterov=True, weight_decay=0.1, maximize=True)),
-    ("Adam", dict()),
-    ("Adam", dict(lr=0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1)),
-    ("Adam", dict(lr=0.01, amsgrad=True, maximize=True)),
-    ("Adam", dict(lr=0.01, weight_decay=0.1, amsgrad=True, decoupled_weight_decay=True)),
-    ("AdamW", dict()),
-    ("AdamW", dict(lr=0.01, weight_decay=0.3, amsgrad=True, maximize=True)),
-    ("Adagrad", dict()),
-    ("Adagrad", dict(lr=0.1, lr_decay=0.05, weight_decay=0.1, initial_accumulator_value=0.5, eps=1e-6)),
-    ("Adagrad", dict(lr=0.05, maximize=True, initial_accumulator_value=0.1)),
-    ("RMSprop", dict()),
-    ("RMSprop", dict(lr=0.01, alpha=0.9, centered=True)),
-    ("RMSprop", dict(lr=0.01, momentum=0.9, weight_decay=0.1)),
-    ("RMSprop", dict(lr=0.005, alpha=0.95, eps=1e-6, centered=True, momentum=0.5, weight_decay=0.05, maximize=True)),
-    ("Adadelta", dict()),
-    ("Adadelta", dict(lr=0.5, rho=0.5, eps=1e-5, weight_decay=0.1)),
-    ("Adadelta", dict(maximize=True, rho=0.95)),
-    ("Adamax", dict()),
-    ("Adamax", dict(lr=0.01, betas=(0.8, 0.9), eps=1e-6, weight_decay=0.1, maximize=True)),
-    ("NAdam", dict()),
-    ("NAdam", dict(lr=0.01, weight_decay=0.1, momentum_decay=0.01)),
-    ("NAdam", dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True, maximize=True, betas=(0.8, 0.99))),
-    # RAdam: rho_t > 5 from step 6 on (beta2=0.999: rho_5 = 4.996, just under the threshold; beta2=0.9:
-    # rho_5 = 4.58), so 10 steps cross from the unrectified regime into the rectified one.
-    ("RAdam", dict()),
-    ("RAdam", dict(lr=0.01, betas=(0.8, 0.9), weight_decay=0.1)),
-    ("RAdam", dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True, maximize=True)),
-    ("Rprop", dict()),
-    ("Rprop", dict(lr=0.05, etas=(0.3, 1.5), step_sizes=(1e-3, 0.2))),
-    ("Rprop", dict(lr=0.001, maximize=True, step_sizes=(1e-4, 1.0))),
-]
 
-# Per optimizer, two param groups that differ in lr and weight decay (Rprop: lr and etas).
-GROUP_OVERRIDES = {
-    "SGD": ({"lr": 0.1, "weight_decay": 0.0}, {"lr": 0.02, "weight_decay": 0.2}),
-    "Adam": ({"lr": 0.01, "weight_decay": 0.0}, {"lr": 0.003, "weight_decay": 0.2}),
-    "AdamW": ({"lr": 0.01, "weight_decay": 0.0}, {"lr": 0.003, "weight_decay": 0.2}),
-    "Adagrad": ({"lr": 0.1, "weight_decay": 0.0}, {"lr": 0.03, "weight_decay": 0.2}),
-    "RMSprop": ({"lr": 0.01, "weight_decay": 0.0}, {"lr": 0.003, "weight_decay": 0.2}),
-    "Adadelta": ({"lr": 1.0, "weight_decay": 0.0}, {"lr": 0.3, "weight_decay": 0.2}),
-    "Adamax": ({"lr": 0.01, "weight_decay": 0.0}, {"lr": 0.003, "weight_decay": 0.2}),
-    "NAdam": ({"lr": 0.01, "weight_decay": 0.0}, {"lr": 0.003, "weight_decay": 0.2}),
-    "RAdam": ({"lr": 0.01, "weight_decay": 0.0}, {"lr": 0.003, "weight_decay": 0.2}),
-    "Rprop": ({"lr": 0.01}, {"lr": 0.003, "etas": (0.4, 1.3)}),
-}
-GROUP_BASE = {"SGD": dict(momentum=0.9), "RMSprop": dict(momentum=0.5, centered=True), "Adam": dict(amsgrad=True)}
+# OVERRIDE (a torch fact, test-only): constructor arguments torch reads from the constructor for every
+# group, whatever a group says (an initial state value). gf.optim honours a group's value: reported;
+# the groups below leave it alone.
+TORCH_CONSTRUCTOR_ONLY = {"initial_accumulator_value"}
+
+
+def two_groups(cls):
+    """Two param groups that differ in every hyperparameter: the base settings, and the varied ones."""
+    return {}, {k: v for k, v in kc.varied(cls).items() if k != "maximize" and k not in TORCH_CONSTRUCTOR_ONLY}
+
 
 # step -> indices of the parameters whose gradient is None at that step (torch skips them, so their
 # step counters fall behind): a parameter that starts late, one that pauses, one that misses the last.
@@ -104,8 +70,8 @@ SCALAR_KEYS = ("step", "mu_product")
 
 
 def _id(setting):
-    name, kwargs = setting
-    return name + "(" + ",".join(f"{k}={v}" for k, v in kwargs.items()) + ")"
+    cls, kwargs = setting
+    return f"{cls.__name__}({kc.setting_id(kwargs)})"
 
 
 def make_params(dtype, seed=0):
@@ -118,14 +84,14 @@ def make_grads(rng, dtype):
     return [(rng.standard_normal(shape) * 10.0 ** rng.uniform(-4, 1, size=shape)).astype(dtype) for shape in SHAPES]
 
 
-def torch_twin(torch, name, params, groups=None, **kwargs):
-    """torch parameters holding copies of `params`, and torch.optim.<name> over them."""
+def torch_twin(torch, cls, params, groups=None, **kwargs):
+    """torch parameters holding copies of `params`, and torch.optim's counterpart of cls over them."""
     tparams = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in params]
     if groups is None:
         spec = tparams
     else:
         spec = [dict(g, params=tparams[g["params"].start:g["params"].stop]) for g in groups]
-    return tparams, getattr(torch.optim, name)(spec, foreach=False, **kwargs)
+    return tparams, kc.torch_class(cls, torch)(spec, foreach=False, **kwargs)
 
 
 def step_both(torch, opt, topt, tparams, grads, **step_kwargs):
@@ -172,10 +138,10 @@ def assert_state_dict_matches(opt, topt, dtype, where):
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("setting", SETTINGS, ids=_id)
 def test_matches_torch_step_by_step(setting, dtype, backend, torch):
-    name, kwargs = setting
+    cls, kwargs = setting
     params = make_params(dtype)
-    tparams, topt = torch_twin(torch, name, params, **kwargs)
-    opt = getattr(gf.optim, name)(params, **kwargs)
+    tparams, topt = torch_twin(torch, cls, params, **kwargs)
+    opt = cls(params, **kwargs)
     rng = np.random.default_rng(1)
     for step in range(STEPS):
         step_both(torch, opt, topt, tparams, make_grads(rng, dtype))
@@ -183,19 +149,27 @@ def test_matches_torch_step_by_step(setting, dtype, backend, torch):
     assert_state_dict_matches(opt, topt, dtype, f"after {STEPS} steps")
 
 
-def test_settings_cover_every_torch_optimizer():
-    assert {name for name, _ in SETTINGS} == set(TORCH_OPTIMIZERS)
+def test_settings_cover_every_hyperparameter_and_flag():
+    """The generated settings of each class set every numeric hyperparameter (the kernel's and the
+    class's own) off its default somewhere, every flag both ways, and maximize."""
+    for cls in kc.optimizer_classes():
+        sig = inspect.signature(cls).parameters
+        mine = kc.settings(cls)
+        keys = {kc.hyper_key(s) for s in cls._row.scalars if s.hyper is not None} & set(sig) | set(kc.class_only(cls))
+        for key in keys:
+            values = {repr(kw.get(key, sig[key].default)) for kw in mine}
+            assert len(values) > 1, f"{cls.__name__}: {key} is never moved off {sig[key].default!r}"
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("name", TORCH_OPTIMIZERS)
-def test_two_param_groups_match_torch(name, dtype, backend, torch):
-    first, second = GROUP_OVERRIDES[name]
+@pytest.mark.parametrize("cls", TORCH_OPTIMIZERS, ids=CLASS_IDS)
+def test_two_param_groups_match_torch(cls, dtype, backend, torch):
+    first, second = two_groups(cls)
     groups = [dict(first, params=slice(0, 3)), dict(second, params=slice(3, len(SHAPES)))]
-    base = GROUP_BASE.get(name, {})
+    base = kc.all_states(cls)  # every state in use
     params = make_params(dtype, seed=2)
-    tparams, topt = torch_twin(torch, name, params, groups=groups, **base)
-    opt = getattr(gf.optim, name)([dict(g, params=params[g["params"]]) for g in groups], **base)
+    tparams, topt = torch_twin(torch, cls, params, groups=groups, **base)
+    opt = cls([dict(g, params=params[g["params"]]) for g in groups], **base)
     assert [len(g["params"]) for g in opt.param_groups] == [3, len(SHAPES) - 3]
     rng = np.random.default_rng(3)
     for step in range(STEPS):
@@ -205,12 +179,12 @@ def test_two_param_groups_match_torch(name, dtype, backend, torch):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("name", TORCH_OPTIMIZERS)
-def test_none_gradients_are_skipped_like_torch(name, dtype, backend, torch):
-    base = GROUP_BASE.get(name, {})
+@pytest.mark.parametrize("cls", TORCH_OPTIMIZERS, ids=CLASS_IDS)
+def test_none_gradients_are_skipped_like_torch(cls, dtype, backend, torch):
+    base = kc.all_states(cls)  # every state in use
     params = make_params(dtype, seed=4)
-    tparams, topt = torch_twin(torch, name, params, **base)
-    opt = getattr(gf.optim, name)(params, **base)
+    tparams, topt = torch_twin(torch, cls, params, **base)
+    opt = cls(params, **base)
     rng = np.random.default_rng(5)
     for step in range(STEPS):
         grads = make_grads(rng, dtype)
@@ -218,21 +192,23 @@ def test_none_gradients_are_skipped_like_torch(name, dtype, backend, torch):
         step_both(torch, opt, topt, tparams, grads)
         assert_matches_torch(opt, params, topt, tparams, dtype, f"step {step + 1}")
     assert_state_dict_matches(opt, topt, dtype, f"after {STEPS} steps")
-    if name != "SGD":  # SGD keeps no step counter; the others' counters fell behind where grads were None
+    if "step" in topt.state[tparams[0]]:  # where torch keeps a step counter, it fell behind where grads
+        # were None
         steps = [opt.state[p]["step"] for p in params]
         assert steps == [STEPS, STEPS - 2, STEPS - 2, STEPS, STEPS - 1, STEPS - 1, STEPS]
 
 
-@pytest.mark.parametrize("name", TORCH_OPTIMIZERS)
-def test_mixed_dtypes_in_groups_with_none_grads_match_torch(name, backend, torch):
+@pytest.mark.parametrize("cls", TORCH_OPTIMIZERS, ids=CLASS_IDS)
+def test_mixed_dtypes_in_groups_with_none_grads_match_torch(cls, backend, torch):
     """float32 and float64 parameters in each of two groups (torch allows it), with None gradients:
     each parameter keeps its dtype and its own step count."""
-    base = GROUP_BASE.get(name, {})
+    base = kc.all_states(cls)  # every state in use
     dtypes = [np.float32, np.float64, np.float64, np.float32, np.float64, np.float32, np.float64]
-    groups = [dict(GROUP_OVERRIDES[name][0], params=slice(0, 4)), dict(GROUP_OVERRIDES[name][1], params=slice(4, 7))]
+    first, second = two_groups(cls)
+    groups = [dict(first, params=slice(0, 4)), dict(second, params=slice(4, 7))]
     params = [p.astype(dt) for p, dt in zip(make_params(np.float64, seed=8), dtypes)]
-    tparams, topt = torch_twin(torch, name, params, groups=groups, **base)
-    opt = getattr(gf.optim, name)([dict(g, params=params[g["params"]]) for g in groups], **base)
+    tparams, topt = torch_twin(torch, cls, params, groups=groups, **base)
+    opt = cls([dict(g, params=params[g["params"]]) for g in groups], **base)
     none_grads = {0: {0, 4}, 2: {0, 1, 2, 3}, 5: {5}, 6: {4, 5, 6}, 7: {6}}  # incl. a whole group at once
     rng = np.random.default_rng(9)
     for step in range(STEPS):
@@ -246,13 +222,13 @@ def test_mixed_dtypes_in_groups_with_none_grads_match_torch(name, backend, torch
             assert_state_matches(opt.state[p], topt.state.get(tp, {}), dt, where)
 
 
-@pytest.mark.parametrize("name", TORCH_OPTIMIZERS)
-def test_hyperparameters_edited_between_steps_match_torch(name, backend, torch):
+@pytest.mark.parametrize("cls", TORCH_OPTIMIZERS, ids=CLASS_IDS)
+def test_hyperparameters_edited_between_steps_match_torch(cls, backend, torch):
     """An LR schedule: param_groups[...]["lr"] (and weight_decay where there is one) change mid-run."""
-    base = GROUP_BASE.get(name, {})
+    base = kc.all_states(cls)  # every state in use
     params = make_params(np.float64, seed=10)
-    tparams, topt = torch_twin(torch, name, params, **base)
-    opt = getattr(gf.optim, name)(params, **base)
+    tparams, topt = torch_twin(torch, cls, params, **base)
+    opt = cls(params, **base)
     rng = np.random.default_rng(11)
     for step in range(STEPS):
         if step in (3, 6):
@@ -264,19 +240,19 @@ def test_hyperparameters_edited_between_steps_match_torch(name, backend, torch):
         assert_matches_torch(opt, params, topt, tparams, np.float64, f"step {step + 1}")
 
 
-@pytest.mark.parametrize("name", TORCH_OPTIMIZERS)
-def test_resume_from_torch_state_dict(name, backend, torch):
+@pytest.mark.parametrize("cls", TORCH_OPTIMIZERS, ids=CLASS_IDS)
+def test_resume_from_torch_state_dict(cls, backend, torch):
     """torch steps half-way; ours loads torch's state_dict (tensors) and both finish together."""
-    base = GROUP_BASE.get(name, {})
+    base = kc.all_states(cls)  # every state in use
     params = make_params(np.float64, seed=12)
-    tparams, topt = torch_twin(torch, name, params, **base)
+    tparams, topt = torch_twin(torch, cls, params, **base)
     rng = np.random.default_rng(13)
     for step in range(STEPS // 2):
         for tp, g in zip(tparams, make_grads(rng, np.float64)):
             tp.grad = torch.from_numpy(g)
         topt.step()
     params = [tp.detach().numpy().copy() for tp in tparams]
-    opt = getattr(gf.optim, name)(params, **base)
+    opt = cls(params, **base)
     opt.load_state_dict(topt.state_dict())
     assert_matches_torch(opt, params, topt, tparams, np.float64, "after loading")
     for step in range(STEPS // 2, STEPS):
@@ -284,14 +260,14 @@ def test_resume_from_torch_state_dict(name, backend, torch):
         assert_matches_torch(opt, params, topt, tparams, np.float64, f"step {step + 1}")
 
 
-@pytest.mark.parametrize("name", TORCH_OPTIMIZERS)
-def test_skipped_nonfinite_step_is_a_step_torch_never_took(name, backend, torch):
+@pytest.mark.parametrize("cls", TORCH_OPTIMIZERS, ids=CLASS_IDS)
+def test_skipped_nonfinite_step_is_a_step_torch_never_took(cls, backend, torch):
     """skip_nonfinite=True: a step whose gradients hold NaN/Inf changes nothing (step counters
     included), so the run goes on exactly like a torch run without that step."""
-    base = GROUP_BASE.get(name, {})
+    base = kc.all_states(cls)  # every state in use
     params = make_params(np.float64, seed=14)
-    tparams, topt = torch_twin(torch, name, params, **base)
-    opt = getattr(gf.optim, name)(params, skip_nonfinite=True, **base)
+    tparams, topt = torch_twin(torch, cls, params, **base)
+    opt = cls(params, skip_nonfinite=True, **base)
     rng = np.random.default_rng(15)
     for step in range(STEPS):
         grads = make_grads(rng, np.float64)
@@ -315,13 +291,13 @@ def test_skipped_nonfinite_step_is_a_step_torch_never_took(name, backend, torch)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("name", TORCH_OPTIMIZERS)
-def test_step_grad_scale_matches_torch_on_unscaled_grads(name, dtype, backend, torch):
+@pytest.mark.parametrize("cls", TORCH_OPTIMIZERS, ids=CLASS_IDS)
+def test_step_grad_scale_matches_torch_on_unscaled_grads(cls, dtype, backend, torch):
     """step(grads * s, grad_scale=s) follows torch fed grads (s a power of two: the scaling is exact)."""
-    base = GROUP_BASE.get(name, {})
+    base = kc.all_states(cls)  # every state in use
     params = make_params(dtype, seed=16)
-    tparams, topt = torch_twin(torch, name, params, **base)
-    opt = getattr(gf.optim, name)(params, **base)
+    tparams, topt = torch_twin(torch, cls, params, **base)
+    opt = cls(params, **base)
     rng = np.random.default_rng(17)
     scale = 2.0 ** 12
     for step in range(STEPS):
@@ -350,14 +326,10 @@ def lion_reference(params, grad_steps, lr, betas, weight_decay, maximize):
     return params, exp_avgs
 
 
-LION_SETTINGS = [
-    dict(),
-    dict(lr=0.01, betas=(0.8, 0.95), weight_decay=0.5),
-    dict(lr=0.003, weight_decay=0.1, maximize=True),
-]
+LION_SETTINGS = kc.settings(gf.optim.Lion, prologue=True)  # its row's examples, defaults and varied settings
 
 
-@pytest.mark.parametrize("kwargs", LION_SETTINGS, ids=lambda k: ",".join(f"{a}={b}" for a, b in k.items()) or "defaults")
+@pytest.mark.parametrize("kwargs", LION_SETTINGS, ids=kc.setting_id)
 def test_lion_matches_the_paper(kwargs, backend):
     params = make_params(np.float64, seed=6)
     rng = np.random.default_rng(7)
@@ -385,10 +357,10 @@ def test_lion_defaults_are_the_papers():
 # ---- constructors: torch's arguments, order, kinds and defaults -----------------------------------
 
 
-@pytest.mark.parametrize("name", TORCH_OPTIMIZERS)
-def test_constructor_signature_matches_torch(name, torch):
-    ours = inspect.signature(getattr(gf.optim, name)).parameters
-    theirs = inspect.signature(getattr(torch.optim, name)).parameters
+@pytest.mark.parametrize("cls", TORCH_OPTIMIZERS, ids=CLASS_IDS)
+def test_constructor_signature_matches_torch(cls, torch):
+    ours = inspect.signature(cls).parameters
+    theirs = inspect.signature(kc.torch_class(cls, torch)).parameters
     assert "skip_nonfinite" in ours and ours["skip_nonfinite"].kind is inspect.Parameter.KEYWORD_ONLY
     assert ours["skip_nonfinite"].default is False
     got = [(p.name, p.kind, p.default) for p in ours.values() if p.name != "skip_nonfinite"]
@@ -396,11 +368,11 @@ def test_constructor_signature_matches_torch(name, torch):
     assert got == want
 
 
-@pytest.mark.parametrize("name", TORCH_OPTIMIZERS)
-def test_constructor_defaults_reach_param_groups_like_torch(name, torch):
+@pytest.mark.parametrize("cls", TORCH_OPTIMIZERS, ids=CLASS_IDS)
+def test_constructor_defaults_reach_param_groups_like_torch(cls, torch):
     """Built with no hyperparameters, our param group holds torch's default hyperparameters."""
-    ours = getattr(gf.optim, name)([np.zeros(3)]).param_groups[0]
-    theirs = getattr(torch.optim, name)([torch.nn.Parameter(torch.zeros(3))]).param_groups[0]
+    ours = cls([np.zeros(3)]).param_groups[0]
+    theirs = kc.torch_class(cls, torch)([torch.nn.Parameter(torch.zeros(3))]).param_groups[0]
     shared = {k for k in theirs if k not in ("params", "foreach", "fused")} & set(ours)
     assert shared, "no hyperparameters in common"
     for key in sorted(shared):

@@ -18,7 +18,9 @@ and so what is asserted here:
 | mse gradient, penalty grads    | bitwise (element-wise, no fma)    | finite                                   |
 
 "Bitwise" treats every NaN as the same value (a NaN's payload and sign are not part of any contract);
-signed zeros and every other bit must match. The C++ side runs on the ISA path this process selected:
+signed zeros and every other bit must match. The optimizers' hyperparameters are drawn from their
+kernel table rows (an example, each scalar kept or redrawn within its Range, the rules holding), so
+a new optimizer is covered by its row. The C++ side runs on the ISA path this process selected:
 CI runs this file again under GRADFUSE_CPU=scalar, avx2 and avx512 (the `kernels` marker).
 """
 from __future__ import annotations
@@ -32,8 +34,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import gradfuse as gf
+import kernel_cases as kc
 from conftest import HAS_CORE
-from gradfuse._numpy import optim as optim_twins
+from gradfuse.table import ACTIVATION_NEEDS, ACTIVATIONS
 
 # NumPy warns about the overflow / NaN the extreme values produce on purpose
 pytestmark = [pytest.mark.kernels, pytest.mark.filterwarnings("ignore::RuntimeWarning")]
@@ -41,7 +44,8 @@ needs_core = pytest.mark.skipif(not HAS_CORE, reason="the C++ extension is not a
 
 # the `backend` fixture only selects a backend for the whole test: it is the same for every example
 HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture]
-FAST = settings(max_examples=int(__import__("os").environ.get("GF_HYPOTHESIS_EXAMPLES", 30)), deadline=None, suppress_health_check=HEALTH)
+FAST = settings(max_examples=int(__import__("os").environ.get("GF_HYPOTHESIS_EXAMPLES", 30)), deadline=None,
+                suppress_health_check=HEALTH)
 DTYPES = st.sampled_from([np.float32, np.float64])
 
 
@@ -67,10 +71,6 @@ def array_lists(draw, dtype, count, **kw):
     shapes = draw(st.lists(hnp.array_shapes(min_dims=1, max_dims=2, min_side=0, max_side=40), min_size=1,
                            max_size=3))
     return [[draw(arrays(dtype, s, **kw)) for s in shapes] for _ in range(count)]
-
-
-def unit(lo=0.0, hi=0.999):
-    return st.floats(lo, hi)
 
 
 def nonneg(hi=1.0):
@@ -118,6 +118,8 @@ def deep_copy(obj):
         return obj.copy()
     if isinstance(obj, list):
         return [deep_copy(o) for o in obj]
+    if isinstance(obj, dict):
+        return {k: deep_copy(v) for k, v in obj.items()}
     return obj
 
 
@@ -131,78 +133,54 @@ def flat_arrays(obj):
 
 # ---- optimizers: bitwise, on any values --------------------------------------------------------------
 
-@st.composite
-def sgd_call(draw):
-    momentum = draw(st.one_of(st.just(0.0), unit(0.01, 0.99)))
-    nesterov = momentum > 0 and draw(st.booleans())
-    return [momentum != 0], dict(step=draw(st.integers(1, 3)), lr=draw(nonneg()), momentum=momentum,
-                                 dampening=0.0 if nesterov else draw(unit(0, 0.5)),
-                                 weight_decay=draw(nonneg(0.1)), nesterov=nesterov)
+def scalar_values(spec, known):
+    """Values of one kernel scalar (gradfuse.table.Scalar): both flags, each choice; for a number its
+    Range's good probes, the values the row knows (default, examples) and anything between the least
+    and the greatest of those, filtered by the Range (a number without one: from half the least to
+    twice the greatest, the row's rules deciding)."""
+    if spec.type == "bool":
+        return st.booleans()
+    if isinstance(spec.range, tuple):
+        return st.sampled_from(spec.range)
+    seen = sorted({v for v in (*known, *kc.good_values(spec)) if v is not None and math.isfinite(v)})
+    lo, hi = seen[0], seen[-1]
+    if spec.range is None:
+        lo, hi = lo * 0.5 if lo > 0 else lo * 2, hi * 2 if hi > 0 else hi * 0.5
+    between = st.integers(int(lo), int(hi)) if spec.type in ("int", "u64") else st.floats(lo, hi)
+    out = st.one_of(st.sampled_from([v for v in (*known, *kc.good_values(spec)) if v is not None]), between)
+    if spec.range is not None:
+        out = out.filter(lambda v: kc.in_range(spec, v))
+    return st.one_of(st.none(), out) if spec.nullable else out
 
 
 @st.composite
-def adam_call(draw):
-    amsgrad = draw(st.booleans())
-    return [True, True, amsgrad], dict(step=draw(st.integers(1, 5)), lr=draw(nonneg()), beta1=draw(unit()),
-                                       beta2=draw(unit()), eps=draw(nonneg(1e-3)), weight_decay=draw(nonneg(0.1)),
-                                       amsgrad=amsgrad, decoupled_weight_decay=draw(st.booleans()))
-
-
-@st.composite
-def rmsprop_call(draw):
-    centered, momentum = draw(st.booleans()), draw(st.one_of(st.just(0.0), unit(0.01, 0.99)))
-    return [True, centered, momentum > 0], dict(lr=draw(nonneg()), alpha=draw(unit(0, 1)), eps=draw(nonneg(1e-3)),
-                                                weight_decay=draw(nonneg(0.1)), momentum=momentum, centered=centered)
-
-
-@st.composite
-def nadam_call(draw):
-    beta1, decay, step = draw(unit(0, 0.99)), draw(nonneg(0.01)), draw(st.integers(1, 5))
-    mu_product = math.prod(beta1 * (1.0 - 0.5 * 0.96 ** (t * decay)) for t in range(1, step + 1))
-    return [True, True], dict(step=step, mu_product=mu_product, lr=draw(nonneg()), beta1=beta1, beta2=draw(unit()),
-                              eps=draw(nonneg(1e-3)), weight_decay=draw(nonneg(0.1)), momentum_decay=decay,
-                              decoupled_weight_decay=draw(st.booleans()))
-
-
-OPTIM_CALLS = {
-    "sgd": sgd_call(),
-    "adam": adam_call(),
-    "adagrad": st.builds(lambda *a: ([True], dict(zip(("step", "lr", "lr_decay", "weight_decay", "eps"), a))),
-                         st.integers(1, 5), nonneg(), nonneg(0.1), nonneg(0.1), nonneg(1e-3)),
-    "rmsprop": rmsprop_call(),
-    "adadelta": st.builds(lambda *a: ([True, True], dict(zip(("lr", "rho", "eps", "weight_decay"), a))),
-                          nonneg(2.0), unit(0, 1), nonneg(1e-3), nonneg(0.1)),
-    "adamax": st.builds(lambda *a: ([True, True], dict(zip(("step", "lr", "beta1", "beta2", "eps", "weight_decay"), a))),
-                        st.integers(1, 5), nonneg(), unit(), unit(), nonneg(1e-3), nonneg(0.1)),
-    "nadam": nadam_call(),
-    "radam": st.builds(lambda *a: ([True, True], dict(zip(("step", "lr", "beta1", "beta2", "eps", "weight_decay",
-                                                           "decoupled_weight_decay"), a))),
-                       st.integers(1, 12), nonneg(), unit(), unit(0.5, 0.999), nonneg(1e-3), nonneg(0.1), st.booleans()),
-    "rprop": st.builds(lambda *a: ([True, True], dict(zip(("etaminus", "etaplus", "step_size_min", "step_size_max"), a))),
-                       unit(0.1, 0.9), st.floats(1.01, 3.0), nonneg(1e-3), st.floats(1.0, 100.0)),
-    "lion": st.builds(lambda *a: ([True], dict(zip(("lr", "beta1", "beta2", "weight_decay"), a))),
-                      nonneg(), unit(), unit(), nonneg(0.1)),
-}
-COMMON = st.fixed_dictionaries({"maximize": st.booleans(), "skip_nonfinite": st.booleans(),
-                                "grad_scale": st.one_of(st.none(), st.floats(1e-3, 1e4), st.just(2.0 ** 20))})
-
-
-def test_every_optimizer_kernel_has_a_property():
-    assert set(OPTIM_CALLS) | {"all_finite"} == set(optim_twins.KERNELS)
+def kernel_scalars(draw, row):
+    """The scalars of a valid call of `row`: an example, each scalar either kept or drawn from
+    scalar_values; the row's joint rules must hold."""
+    ex = draw(st.sampled_from(kc.examples(row)), label="example")
+    s = kc.scalars_of(row, ex)
+    known = {spec.name: [s[spec.name]] + [e.scalars[spec.name] for e in kc.examples(row) if spec.name in e.scalars]
+             for spec in row.scalars}
+    for spec in row.scalars:
+        if draw(st.booleans(), label=f"draw {spec.name}"):
+            s[spec.name] = draw(scalar_values(spec, known[spec.name]), label=spec.name)
+    assume(kc.rules_hold(row, s))
+    return s
 
 
 @needs_core
 @FAST
-@given(data=st.data(), name=st.sampled_from(sorted(OPTIM_CALLS)), dtype=DTYPES)
-def test_optimizer_kernels_equal_the_twin_bitwise(data, name, dtype):
-    used, kwargs = data.draw(OPTIM_CALLS[name], label="hyperparameters")
-    common = data.draw(COMMON, label="prologue")
-    lists = data.draw(array_lists(dtype, 2 + len(used)), label="params, grads, states")
-    start = [lists[0], lists[1]] + [s if u else None for s, u in zip(lists[2:], used)]
-    got, cpp_args, want, twin_args = run_both(name, lambda: deep_copy(start), **kwargs, **common)
+@given(data=st.data(), row=st.sampled_from(kc.OPTIMIZER_ROWS), dtype=DTYPES)
+def test_optimizer_kernels_equal_the_twin_bitwise(data, row, dtype):
+    scalars = data.draw(kernel_scalars(row), label="scalars")
+    lists = data.draw(array_lists(dtype, len(row.arrays)), label="params, grads, states")
+    start = {**scalars, **{a.name: (lst if row.used(a, scalars) else None) for a, lst in zip(row.arrays, lists)}}
+    op = getattr(gf.ops, row.name)
+    cpp, twin = deep_copy(start), deep_copy(start)
+    got, want = op.cpp(**cpp), op.numpy(**twin)
     assert got == want
-    for i, (a, b) in enumerate(zip(flat_arrays(cpp_args), flat_arrays(twin_args))):
-        assert_same_bits(a, b, f"{name} array {i}")
+    for i, (a, b) in enumerate(zip(kc.arrays_in(cpp), kc.arrays_in(twin))):
+        assert_same_bits(a, b, f"{row.name} array {i}")
 
 
 @needs_core
@@ -284,8 +262,8 @@ def test_philox_equals_the_twin(counters, key):
 # ---- activations: a few ulp --------------------------------------------------------------------------------
 
 ACT_TOL = {np.float32: (1e-5, 1e-5), np.float64: (1e-12, 2e-14)}  # (rtol, atol) as tests/test_activation.py
-SAVED = {"none": (), "relu": ("x",), "leaky_relu": ("x",), "tanh": ("y",), "sigmoid": ("y",), "gelu": ("x",),
-         "gelu_tanh": ("x",)}
+# what each activation's backward is given: the first of what it needs (the table's ACTIVATION_NEEDS)
+SAVED = {act: ACTIVATION_NEEDS[act][:1] for act in ACTIVATIONS}
 
 
 @needs_core
@@ -550,64 +528,59 @@ def test_regression_losses_and_penalty_equal_the_twin(data, dtype, reduction):
 
 # ---- invariants of the training API ----------------------------------------------------------------------
 
-OPTIMIZERS = {
-    "SGD": dict(momentum=0.9, weight_decay=0.1, nesterov=True),
-    "Adam": dict(weight_decay=0.1, amsgrad=True),
-    "AdamW": dict(weight_decay=0.1),
-    "Adagrad": dict(weight_decay=0.1, lr_decay=0.1),
-    "RMSprop": dict(weight_decay=0.1, momentum=0.9, centered=True),
-    "Adadelta": dict(weight_decay=0.1),
-    "Adamax": dict(weight_decay=0.1),
-    "NAdam": dict(weight_decay=0.1),
-    "RAdam": dict(weight_decay=0.1, decoupled_weight_decay=True),
-    "Lion": dict(weight_decay=0.1),
-}
+# Every optimizer with a learning rate among its kernel's scalars, with settings that move every number
+# off its default and use every state (tests/kernel_cases.py: varied); the others (lr only an initial
+# step size) move with lr = 0 too, as torch's do.
+WITH_LR = [cls for cls in kc.optimizer_classes() if "lr" in cls._row.by_name]
+WITHOUT_LR = [cls for cls in kc.optimizer_classes() if "lr" not in cls._row.by_name]
 
 
-@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("cls", WITH_LR, ids=lambda c: c.__name__)
 @settings(max_examples=8, deadline=None, suppress_health_check=HEALTH)
 @given(data=st.data(), dtype=DTYPES)
-def test_lr_zero_leaves_parameters_unchanged(data, name, dtype, backend):
+def test_lr_zero_leaves_parameters_unchanged(data, cls, dtype, backend):
     """With lr = 0 no optimizer moves its parameters, weight decay included (torch: coupled decay
     enters the update, which lr multiplies; decoupled decay multiplies by 1 - lr wd = 1). The
     comparison is by value: p + (-0.0) turns a -0.0 parameter into +0.0 in some algorithms, as in
-    torch. Rprop is the exception (it has no learning rate in its update: lr is only its first step
-    size, which the step_size_min clamp lifts): see test_rprop_lr_zero_still_moves_like_torch."""
+    torch."""
     (params, grads) = data.draw(array_lists(dtype, 2, finite=True, max_abs=1e3))
     before = deep_copy(params)
-    opt = getattr(gf.optim, name)(params, lr=0.0, **OPTIMIZERS[name])
+    opt = cls(params, **{**kc.varied(cls), "lr": 0.0})
     for _ in range(3):
         assert opt.step(grads) is True
     for a, b in zip(params, before):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("name", sorted(set(OPTIMIZERS) - {"Lion"}))  # torch.optim has no Lion
-def test_torch_also_leaves_parameters_unchanged_with_lr_zero(name, torch):
+@pytest.mark.parametrize("cls", [c for c in WITH_LR if c._row.torch], ids=lambda c: c.__name__)
+def test_torch_also_leaves_parameters_unchanged_with_lr_zero(cls, torch):
     """The property above is torch's behaviour too."""
-    cls = getattr(torch.optim, name)
     rng = np.random.default_rng(0)
     p = torch.nn.Parameter(torch.tensor(rng.standard_normal(50), dtype=torch.float32))
     before = p.detach().clone()
-    opt = cls([p], lr=0.0, **OPTIMIZERS[name])
+    opt = kc.torch_class(cls, torch)([p], **{**kc.varied(cls), "lr": 0.0})
     for _ in range(3):
         p.grad = torch.tensor(rng.standard_normal(50), dtype=torch.float32)
         opt.step()
     assert torch.equal(p.detach(), before)
 
 
-def test_rprop_lr_zero_still_moves_like_torch(torch):
+@pytest.mark.parametrize("cls", [c for c in WITHOUT_LR if c._row.torch], ids=lambda c: c.__name__)
+def test_lr_zero_still_moves_like_torch_where_lr_is_no_kernel_scalar(cls, torch):
+    """Where lr is no factor of the update (only the first step size, which the lower clamp lifts),
+    lr = 0 still moves each parameter against its gradient, exactly as torch does."""
     p = np.array([1.0, -2.0, 3.0], np.float32)
     g = np.array([0.5, -0.5, 0.0], np.float32)
+    start = p.copy()
     tp = torch.nn.Parameter(torch.tensor(p))
-    topt = torch.optim.Rprop([tp], lr=0.0)
-    opt = gf.optim.Rprop([p], lr=0.0)
+    topt = kc.torch_class(cls, torch)([tp], lr=0.0)
+    opt = cls([p], lr=0.0)
     for _ in range(2):
         tp.grad = torch.tensor(g)
         topt.step()
         opt.step([g])
     np.testing.assert_array_equal(p, tp.detach().numpy())
-    assert p[0] < 1.0 and p[1] > -2.0 and p[2] == 3.0  # moved by step_size_min, where g != 0
+    assert (np.sign(p - start) == -np.sign(g)).all()  # moved against the gradient, where there is one
 
 
 @FAST

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 import sys
 import warnings
 
@@ -25,28 +26,45 @@ with atheris.instrument_imports(include=["gradfuse"]):
     import gradfuse as gf
     from gradfuse._ext import _core
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/: kernel_cases
+import kernel_cases as kc  # noqa: E402
+
 KERNELS = sorted(gf.ops.__all__)
 BACKENDS = ["cpp", "numpy"] if _core is not None else ["numpy"]
 ISAS = list(_core._build_info()["cpu_isas"]) if _core is not None else [None]
 
 DTYPES = [np.float32, np.float64, np.float16, np.int64, np.int32, np.uint8, np.uint32, np.bool_,
           np.complex64, np.dtype(">f4"), np.dtype(">f8"), np.dtype(">i8"), object]
-# The dtype and shape an argument of this name needs (labels, masks, Philox words), so that the
-# fuzzer reaches the checks behind the dtype check often enough.
-TYPED_ARGS = {"labels": np.int64, "mask": np.uint8, "counters": np.uint32, "key": np.uint32, "out": np.uint32}
-STRINGS = ["none", "relu", "leaky_relu", "tanh", "sigmoid", "gelu", "gelu_tanh", "silu", "mean", "sum", "",
-           "RELU", "bogus"]
-# What the keyword-only arguments without a default take (their values are fuzzed around these).
-REQUIRED_KEYWORDS = {"step": 1, "seed": 1, "counter": 1, "p": 0.5, "mu_product": 0.5, "max_norm": 1.0,
-                     "clip_value": 1.0, "activation": "relu"}
+
+
+def _valid(name):
+    """From the kernel table: a valid call of the kernel (its richest example) as {argument: (shape,
+    dtype)} for its arrays (the first of a list), and its scalars, so that the fuzzer reaches the
+    checks behind the dtype and shape checks often enough."""
+    row = gf.table.KERNELS[name]
+    values = kc.build(row, kc.richest(row), shapes=[(3, 2)])
+    arrays = {}
+    for a in row.arrays:
+        v = values[a.name]
+        v = v[0] if isinstance(v, list) and v else v
+        if isinstance(v, np.ndarray):
+            arrays[a.name] = (v.shape, v.dtype)
+    return arrays, {s.name: values[s.name] for s in row.scalars}
+
+
+VALID = {name: _valid(name) for name in KERNELS}
+# The strings the kernels take (the table's choices), and some they do not.
+STRINGS = sorted({c for row in kc.ROWS for s in row.scalars if s.type == "str" for c in s.range}) + \
+    ["silu", "", "RELU", "bogus"]
 MAX_ELEMENTS = 4096
 
 
 class Inputs:
     """Builds the arguments of one call from the fuzzer's bytes, remembering every array made."""
 
-    def __init__(self, fdp: atheris.FuzzedDataProvider):
+    def __init__(self, fdp: atheris.FuzzedDataProvider, name: str):
         self.fdp = fdp
+        self.valid_arrays, self.valid_scalars = VALID[name]
         self.arrays: list[np.ndarray] = []  # every array passed, to check "unchanged on error"
         self.dims = [fdp.ConsumeIntInRange(0, 9) for _ in range(3)]
         self.base_dtype = np.float64 if fdp.ConsumeBool() else np.float32
@@ -59,21 +77,17 @@ class Inputs:
         choice = self.pick(5)
         if choice == 0 and self.first_shape is not None:
             return self.first_shape
-        if choice == 1 and name == "mask":
-            size = math.prod(self.first_shape) if self.first_shape is not None else self.dims[0]
-            return (8 * -(-size // 64),)
-        if choice == 1 and name in ("counters", "out"):
-            return (self.dims[0], 4)
-        if choice == 1 and name == "key":
-            return (2,)
+        if choice == 1 and name in self.valid_arrays:  # the shape of a valid call (the table's example)
+            return self.valid_arrays[name][0]
         if choice == 4:  # any small shape, up to 5 dimensions
             return tuple(self.fdp.ConsumeIntInRange(0, 5) for _ in range(self.pick(6)))
         return tuple(self.dims[self.pick(3)] for _ in range(self.pick(4)))
 
     def dtype_for(self, name: str):
         choice = self.pick(8)
-        if choice < 5:
-            return TYPED_ARGS.get(name, self.base_dtype)
+        if choice < 5:  # the table's dtype rule: the call's float dtype, or a fixed one (labels, masks)
+            valid = self.valid_arrays.get(name)
+            return valid[1] if valid is not None and valid[1].kind != "f" else self.base_dtype
         if choice == 5:
             return self.base_dtype
         return DTYPES[self.pick(len(DTYPES))]
@@ -81,7 +95,7 @@ class Inputs:
     def contents(self, shape: tuple, dtype) -> np.ndarray:
         dtype = np.dtype(dtype)
         size = math.prod(shape)
-        if dtype == object:
+        if dtype == np.dtype(object):
             return np.full(shape, None, dtype=object)
         raw = self.fdp.ConsumeBytes(size * dtype.itemsize)
         raw += bytes(size * dtype.itemsize - len(raw))
@@ -179,7 +193,7 @@ def build_call(fn, inputs: Inputs):
         required = param.default is inspect.Parameter.empty
         if param.kind is param.KEYWORD_ONLY:
             if required or inputs.pick(3):
-                like = param.default if not required else REQUIRED_KEYWORDS.get(param.name)
+                like = param.default if not required else inputs.valid_scalars.get(param.name)
                 kwargs[param.name] = inputs.scalar(like)
             continue
         if param.default is None or required:
@@ -207,7 +221,7 @@ def test_one_input(data: bytes) -> None:
     name = KERNELS[fdp.ConsumeIntInRange(0, len(KERNELS) - 1)]
     backend = BACKENDS[fdp.ConsumeIntInRange(0, len(BACKENDS) - 1)]
     isa = ISAS[fdp.ConsumeIntInRange(0, len(ISAS) - 1)]
-    inputs = Inputs(fdp)
+    inputs = Inputs(fdp, name)
     fn = getattr(gf.ops, name)
     args, kwargs = build_call(fn, inputs)
     saved = snapshot(inputs.arrays)

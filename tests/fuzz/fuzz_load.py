@@ -172,7 +172,8 @@ def make_file(fdp: atheris.FuzzedDataProvider) -> bytes:
     fields = {}
     for name in ("version", "flags", "json_len", "data_len", "reserved"):
         if fdp.ConsumeIntInRange(0, 4) == 0:
-            fields[name] = fdp.ConsumeIntInRange(0, 2**32 - 1 if name in ("version", "flags", "reserved") else 2**64 - 1)
+            top = 2**32 - 1 if name in ("version", "flags", "reserved") else 2**64 - 1
+            fields[name] = fdp.ConsumeIntInRange(0, top)
     return pack(doc, data, **fields)
 
 
