@@ -247,6 +247,11 @@ def x_of(shape, dtype=np.float32, seed=0):
     return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
 
 
+def _append(model, layer):
+    model.layers.append(layer)
+    return model
+
+
 LAYERS = {  # name -> (make the layer, a good input)
     "Dense": (lambda: nn.Dense(4, 3, activation="relu", seed=0), x_of((5, 4))),
     "DropConnect": (lambda: nn.DropConnect(4, 3, p=0.5, seed=0), x_of((5, 4))),
@@ -261,8 +266,10 @@ LAYERS = {  # name -> (make the layer, a good input)
     "Sequential": (lambda: nn.Sequential([nn.Dense(4, 8, seed=0), nn.BatchNorm(8), nn.ReLU(), nn.Dropout(0.3),
                                           nn.DropConnect(8, 3, p=0.2)], seed=0), x_of((5, 4))),
     # layers that do not fit together: the last one raises after the others moved their state
-    "Sequential-misbuilt": (lambda: nn.Sequential([nn.Dense(4, 8, seed=0), nn.BatchNorm(8), nn.Dropout(0.3),
-                                                   nn.DropConnect(8, 3, p=0.2), nn.Dense(4, 2)], seed=0),
+    # a model whose layers do not chain is refused when built: this one gets its stray layer
+    # appended afterwards, so that its forward still fails after the first layers moved state
+    "Sequential-misbuilt": (lambda: _append(nn.Sequential([nn.Dense(4, 8, seed=0), nn.BatchNorm(8), nn.Dropout(0.3),
+                                                           nn.DropConnect(8, 3, p=0.2)], seed=0), nn.Dense(4, 2)),
                             x_of((5, 4))),
 }
 SHAPE_BOUND = {"Dense", "DropConnect", "BatchNorm", "BatchNorm-cumulative", "Sequential"}  # a feature count
@@ -431,7 +438,12 @@ FIT_CASES = {  # (x, y, extra kwargs) from the good ones -> exception, text in t
     "y-negative": (lambda x, y: (x, -y, {}), ValueError, "y[1] = -1"),
     "y-2-D": (lambda x, y: (x, y.reshape(-1, 1), {}), ValueError, "1-D"),
     "x-features": (lambda x, y: (x_of((12, 5)), y, {}), ValueError, "x"),
-    "x-float64": (lambda x, y: (x.astype(np.float64), y, {}), TypeError, "x"),
+    "x-strings": (lambda x, y: (x.astype(str), y, {}), TypeError, "strings"),
+    "x-empty": (lambda x, y: (x[:0], y[:0], {}), ValueError, "empty"),
+    "epochs-negative": (lambda x, y: (x, y, {"epochs": -1}), ValueError, "epochs"),
+    "schedule_per-without-schedule": (lambda x, y: (x, y, {"schedule_per": "batch"}), ValueError, "schedule_per"),
+    "x-multi-input": (lambda x, y: ([x[:, :2], x[:, 2:]], y, {}), TypeError, "multi-input"),
+    "x-ragged": (lambda x, y: (x.tolist()[:-1] + [[1.0]], y, {}), ValueError, "different lengths"),
     "validation-y-out-of-range": (lambda x, y: (x, y, {"validation_data": (x[:3], np.array([0, 1, 7]))}),
                                   ValueError, "validation"),
     "validation-lengths": (lambda x, y: (x, y, {"validation_data": (x[:3], y[:2])}), ValueError, "validation"),

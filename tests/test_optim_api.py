@@ -374,23 +374,29 @@ def _read_only_f32():
 
 
 PARAMETER_INPUTS = [
-    # what, make the input, expected dtype, whether the very same array is kept
-    ("float32 array", lambda: np.arange(3, dtype=np.float32), np.float32, True),
-    ("float64 array", lambda: np.arange(3, dtype=np.float64), np.float64, True),
-    ("list of ints", lambda: [0, 1, 2], np.float32, False),
-    ("float16 array", lambda: np.arange(3, dtype=np.float16), np.float32, False),
-    ("non-contiguous", lambda: np.arange(6, dtype=np.float32)[::2], np.float32, False),
-    ("big-endian float64", lambda: np.arange(3, dtype=">f8"), np.float64, False),
-    ("big-endian float32", lambda: np.arange(3, dtype=">f4"), np.float32, False),
-    ("read-only", _read_only_f32, np.float32, False),
+    # what, make the input, expected dtype with copy=True, whether the very same array is kept, the
+    # error without copy=True (None: shared as it is, or converted: a list has no memory to share)
+    ("float32 array", lambda: np.arange(3, dtype=np.float32), np.float32, True, None),
+    ("float64 array", lambda: np.arange(3, dtype=np.float64), np.float64, True, None),
+    ("list of ints", lambda: [0, 1, 2], np.float32, False, None),
+    ("float16 array", lambda: np.arange(3, dtype=np.float16), np.float32, False, TypeError),
+    ("non-contiguous", lambda: np.arange(6, dtype=np.float32)[::2], np.float32, False, ValueError),
+    ("big-endian float64", lambda: np.arange(3, dtype=">f8"), np.float64, False, TypeError),
+    ("big-endian float32", lambda: np.arange(3, dtype=">f4"), np.float32, False, TypeError),
+    ("read-only", _read_only_f32, np.float32, False, ValueError),
 ]
 
 
-@pytest.mark.parametrize("what, make, dtype, kept", PARAMETER_INPUTS,
+@pytest.mark.parametrize("what, make, dtype, kept, error", PARAMETER_INPUTS,
                          ids=[getattr(c, "values", c)[0] for c in PARAMETER_INPUTS])
-def test_parameter_data_is_a_native_contiguous_writeable_float_array(what, make, dtype, kept):
+def test_parameter_data_is_a_native_contiguous_writeable_float_array(what, make, dtype, kept, error):
+    """Memory that cannot be shared is refused (the updates would be lost on a silent copy);
+    copy=True asks for the copy."""
     given = make()
-    p = Parameter(given)
+    if error is not None:
+        with pytest.raises(error, match="copy=True"):
+            Parameter(given)
+    p = Parameter(given) if error is None else Parameter(given, copy=True)
     assert p.data.dtype == dtype and p.data.dtype.isnative
     assert p.data.flags.c_contiguous and p.data.flags.writeable
     assert (p.data is given) == kept

@@ -71,13 +71,14 @@ def _check(row: Kernel, values: dict) -> None:
 
 def _step_arrays(row: Kernel, values: dict, scalars: dict) -> tuple:
     """The array lists of an optimizer call in row order: None where the scalars leave a state
-    unused; a used state that is None is refused here (the C++ entry point treats None as absent)."""
+    unused; a required or used state that is None is refused here (the C++ entry point treats None
+    as absent)."""
     out = [values[name] for name in _NAMES[row.name]]
-    for k, when in _WHEN[row.name]:
-        if not when(scalars):
+    for k, spec in enumerate(row.arrays):
+        if spec.when is not None and not spec.when(scalars):
             out[k] = None
-        elif out[k] is None:
-            raise KernelTypeError(row.name, "{arg} is required (got None)", row.arrays[k].name)
+        elif out[k] is None and (spec.when is not None or not spec.optional):
+            raise KernelTypeError(row.name, "{arg} is required (got None)", spec.name)
     return tuple(out)
 
 
@@ -109,8 +110,6 @@ def _optim_cpp(row: Kernel, values: dict) -> bool:
 
 
 _NAMES = {name: tuple(a.name for a in row.arrays) for name, row in KERNELS.items()}
-_WHEN = {name: tuple((k, a.when) for k, a in enumerate(row.arrays) if a.when is not None)
-         for name, row in KERNELS.items()}
 _NULLABLE = {name: {s.name: None for s in row.scalars if s.nullable} for name, row in KERNELS.items()}
 
 

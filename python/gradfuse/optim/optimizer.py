@@ -105,6 +105,7 @@ class _ArenaRuns:
 
 
 _DATA = operator.attrgetter("data")
+_NOT_HYPERPARAMETERS = ("params", "param_names")
 _GRAD = operator.attrgetter("grad")
 _TRAINABLE = operator.attrgetter("trainable")
 
@@ -195,7 +196,6 @@ class Optimizer:
     _eager_state = False  # torch's Adagrad creates its state at construction
     _takes_step = False
     _hyper: tuple = ()  # the kernel's scalars that come from a group's hyperparameters (Scalar.hyper)
-    _hyper_keys: tuple = ()  # the group keys they come from
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -204,8 +204,6 @@ class Optimizer:
             cls._state_keys = tuple(a.state_key for a in cls._row.states)
             cls._takes_step = any(s.name == "step" for s in cls._row.scalars)
             cls._hyper = tuple(s for s in cls._row.scalars if s.hyper is not None)
-            cls._hyper_keys = tuple(dict.fromkeys(s.hyper if isinstance(s.hyper, str) else s.hyper[0]
-                                                  for s in cls._hyper))
 
     def __init__(self, params, defaults: dict, *, skip_nonfinite: bool = False):
         if isinstance(params, (np.ndarray, Parameter)):
@@ -328,20 +326,17 @@ class Optimizer:
 
     def _group_scalars(self, gi: int) -> tuple[dict, tuple]:
         """The kernel scalars of group gi's hyperparameters, checked, and the state keys they use;
-        cached while every value is the same object as when it was checked (a list, which can change
-        in place, is checked every time)."""
+        cached while every value of the group (its own hyperparameters included) is the same object
+        as when it was checked (a list, which can change in place, is checked every time)."""
         group, rec = self.param_groups[gi], self._groups[gi]
-        try:
-            snapshot = tuple(map(group.__getitem__, self._hyper_keys))
-        except KeyError:
-            snapshot = None
+        snapshot = tuple(v for k, v in group.items() if k not in _NOT_HYPERPARAMETERS)
         checked = rec.checked
         if (snapshot is not None and checked is not None and list not in map(type, snapshot)
                 and all(map(operator.is_, snapshot, checked[0]))):
             return checked[1], checked[2]
         scalars = self._validate(group)
         keys = self._keys_for(scalars)
-        rec.checked = None if snapshot is None else (snapshot, scalars, keys)
+        rec.checked = (snapshot, scalars, keys)
         return scalars, keys
 
     def _keys_for(self, settings: dict) -> tuple:
