@@ -49,8 +49,8 @@ def batchnorm_forward(*, x, weight, bias, running_mean, running_var, y, save_mea
     batch = training or running_mean is None
     if batch and not eps > 0:
         fail(fn, "eps", f"{{arg}} must be > 0 when the batch statistics are used (training), got {eps!r}")
-    n, c, l = _dims(x, channels_last)
-    count = n * l  # values per channel
+    n, c, spatial = _dims(x, channels_last)
+    count = n * spatial  # values per channel
     if batch and count == 1:
         fail(fn, "x", f"Expected more than 1 value per channel when training, got input size {shape_str(x.shape)}")
     if c == 0:
@@ -103,11 +103,11 @@ def _forward(x, weight, bias, running_mean, running_var, y, save_mean, save_invs
 
 
 def batchnorm_backward(*, dy, x, weight, save_mean, save_invstd, dx, dweight, dbias, training, channels_last):
-    n, c, l = _dims(x, channels_last)
+    n, c, spatial = _dims(x, channels_last)
     if c == 0:
         return
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # NaN / Inf propagate, like torch
-        _backward(dy, x, weight, save_mean, save_invstd, dx, dweight, dbias, training, n * l, channels_last)
+        _backward(dy, x, weight, save_mean, save_invstd, dx, dweight, dbias, training, n * spatial, channels_last)
 
 
 def _backward(dy, x, weight, save_mean, save_invstd, dx, dweight, dbias, training, count, channels_last):
