@@ -47,7 +47,7 @@ void check_label_range(const ArgSet& s, const ArrayArg& labels, int64_t classes,
     if (has_ignore && y[i] == ignore_index) continue;
     if (y[i] < 0 || y[i] >= classes)
       value_error(s.fn(), "{arg} = " + std::to_string(y[i]) + " is out of range [0, " + std::to_string(classes) + ")",
-                  labels.name, i);  // labels[i]
+                  labels.name, i);
   }
 }
 

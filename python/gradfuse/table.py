@@ -398,11 +398,9 @@ def _max_norm() -> Scalar:
                                                            "got {value}")
 
 
-# p = 1, 2, inf and any other p take different paths; max_norm = inf never clips; error_if_nonfinite
-# checks the norms (finite here) before scaling.
+# p = 1, 2, inf and any other p take different paths; max_norm = inf never clips.
 _CLIP_NORM_EXAMPLES = (*(Example(f"p={p}", dict(max_norm=1.0, norm_type=p)) for p in (1.0, 2.0, math.inf, 3.0)),
-                       Example("no_clip", dict(max_norm=math.inf)),
-                       Example("error_if_nonfinite", dict(max_norm=0.5, error_if_nonfinite=True)))
+                       Example("no_clip", dict(max_norm=math.inf)))
 
 GRADIENTS = (
     Kernel("all_finite", "optim", "True when every element of every array (divided by grad_scale, if given) is "
