@@ -18,14 +18,17 @@ import pytest
 
 import gradfuse as gf
 from gradfuse._ext import _core
-from gradfuse._numpy import dropout as twin
+from gradfuse._numpy import dropout as twin_math
+from gradfuse.table import KERNELS
 
-from conftest import assert_unchanged, snapshot
+from conftest import (assert_kernel_error, assert_refused_alike, assert_same_error, assert_unchanged, on_backend,
+                      snapshot)
 from test_optim_kernels import assert_bitwise_equal
 
 pytestmark = pytest.mark.kernels
 
 needs_core = pytest.mark.skipif(_core is None, reason="the C++ extension is not available")
+twin = on_backend("numpy")  # the kernels; twin_math: the twin module's own pieces (Philox, thresholds)
 
 DTYPES = [np.float32, np.float64]
 SIZES = [0, 1, 63, 64, 65, 1000]
@@ -176,17 +179,17 @@ def test_dropout_mask_bytes(n, want, backend):
 
 def _tie_elements():
     """Elements 0..63 of the SEED/COUNTER call with their u, some with even u, some with odd."""
-    u = twin.random_words(64, SEED, COUNTER)
+    u = twin_math.random_words(64, SEED, COUNTER)
     return [(k, int(u[k])) for k in range(64)]
 
 
 def test_threshold_rounding_twin_rule():
-    assert twin.threshold(0.0) == 0
-    assert twin.threshold(0.5) == 2**31
-    assert twin.threshold(2.0**-33) == 0  # 0.5 -> 0 (ties to even)
-    assert twin.threshold(3 * 2.0**-33) == 2  # 1.5 -> 2
-    assert twin.threshold(1 - 2.0**-40) == U32 - 1  # round(2^32 - 2^-8) = 2^32, clamped
-    assert twin.threshold(1.0) == U32 - 1  # (p == 1 keeps nothing: handled apart)
+    assert twin_math.threshold(0.0) == 0
+    assert twin_math.threshold(0.5) == 2**31
+    assert twin_math.threshold(2.0**-33) == 0  # 0.5 -> 0 (ties to even)
+    assert twin_math.threshold(3 * 2.0**-33) == 2  # 1.5 -> 2
+    assert twin_math.threshold(1 - 2.0**-40) == U32 - 1  # round(2^32 - 2^-8) = 2^32, clamped
+    assert twin_math.threshold(1.0) == U32 - 1  # (p == 1 keeps nothing: handled apart)
 
 
 @pytest.mark.parametrize("k", [0, 1, 2, 3])
@@ -487,7 +490,7 @@ def test_dropconnect_gradients_match_torch_autograd(dtype, p, backend, torch):
         assert 0 < keep.sum() < w.size
 
 
-# ---- bad inputs: the documented exception, the same message on both backends, nothing written ----------------------
+# ---- bad inputs: the documented exception, the same error on both backends, nothing written ------------------------
 
 
 def _forward_case(**change):
@@ -555,21 +558,22 @@ def _call_forward(fn, args):
     return fn(args["x"], args["y"], args["mask"], p=args["p"], seed=args["seed"], counter=args["counter"])
 
 
-def _raises_same_on_both_backends(call, exc, arrays):
-    """call(fn) raises exc on every backend (the same message where both are ours) and leaves
-    arrays unchanged."""
-    messages = {}
-    for name, fn in (("cpp", _core), ("numpy", twin)):
-        if fn is None:
+def _raises_same_on_both_backends(kernel, call, exc, arrays):
+    """call(ns) raises exc on every backend, a structured error naming the kernel and the argument,
+    the same (fields and message) on both, and leaves arrays unchanged."""
+    errors = {}
+    for name, ns in (("cpp", _core), ("numpy", twin)):
+        if ns is None:
             continue
         before = snapshot(*arrays)
         with pytest.raises(exc) as info:
-            call(fn)
+            call(ns)
         assert_unchanged(before, *arrays)
-        messages[name] = str(info.value)
-    if len(messages) == 2 and not messages["cpp"].startswith("dropout_forward(): incompatible"):
-        assert messages["cpp"] == messages["numpy"]
-    return messages
+        assert_kernel_error(info.value, kernel)
+        errors[name] = info.value
+    if len(errors) == 2:
+        assert_same_error(errors["cpp"], errors["numpy"])
+    return {name: str(e) for name, e in errors.items()}
 
 
 @pytest.mark.parametrize("case", BAD_FORWARD)
@@ -577,10 +581,8 @@ def test_bad_forward_arguments(case):
     exc, change = BAD_FORWARD[case]
     args = _forward_case(**change)
     arrays = [a for a in (args["x"], args["y"], args["mask"]) if isinstance(a, np.ndarray)]
-    messages = _raises_same_on_both_backends(lambda m: _call_forward(m.dropout_forward, args), exc, arrays)
-    for msg in messages.values():
-        if "incompatible function arguments" not in msg:
-            assert msg.startswith("dropout_forward: "), msg
+    messages = _raises_same_on_both_backends("dropout_forward", lambda m: _call_forward(m.dropout_forward, args), exc,
+                                             arrays)
     if case.startswith("p ") and exc is ValueError:
         assert "dropout probability has to be between 0 and 1, but got" in messages["numpy"]
 
@@ -624,10 +626,9 @@ def test_bad_backward_arguments(case):
     args = dict(dy=dy, mask=np.full(twin.dropout_mask_bytes(dy.size), 0xFF, np.uint8), dx=np.zeros_like(dy), p=0.5)
     args.update(change)
     arrays = [args["dy"], args["mask"], args["dx"]]
-    messages = _raises_same_on_both_backends(
-        lambda m: m.dropout_backward(args["dy"], args["mask"], args["dx"], p=args["p"]), exc, arrays)
-    for msg in messages.values():
-        assert msg.startswith("dropout_backward: "), msg
+    _raises_same_on_both_backends("dropout_backward",
+                                  lambda m: m.dropout_backward(args["dy"], args["mask"], args["dx"], p=args["p"]), exc,
+                                  arrays)
 
 
 def _bad_philox_cases():
@@ -657,20 +658,20 @@ def test_bad_philox_arguments(case):
     if isinstance(args["out"], str):
         args["out"] = args[args["out"]]
     arrays = [args["counters"], args["key"], args["out"]]
-    messages = _raises_same_on_both_backends(
-        lambda m: m.philox4x32_10(args["counters"], args["key"], args["out"]), exc, arrays)
-    for msg in messages.values():
-        assert msg.startswith("philox4x32_10: "), msg
+    _raises_same_on_both_backends(
+        "philox4x32_10", lambda m: m.philox4x32_10(args["counters"], args["key"], args["out"]), exc, arrays)
 
 
-@pytest.mark.parametrize("n, exc", [(-1, ValueError), (1.5, TypeError), ("8", TypeError)])
-def test_bad_mask_bytes_argument(n, exc, backend):
-    with pytest.raises(exc):
-        gf.ops.dropout_mask_bytes(n)
+@pytest.mark.parametrize("n, exc", [(-1, ValueError), (1.5, TypeError), ("8", TypeError), (2**64, TypeError)])
+def test_bad_mask_bytes_argument(n, exc):
+    assert_refused_alike("dropout_mask_bytes", lambda: ((n,), {}), exc)
 
 
 # ---- signatures and dispatch ---------------------------------------------------------------------------------------
 
 
 def test_kernels_list():
-    assert twin.KERNELS == ("dropout_forward", "dropout_backward", "dropout_mask_bytes", "philox4x32_10")
+    """The family's rows in the kernel table, each with its twin in gradfuse._numpy.dropout."""
+    names = ("dropout_forward", "dropout_backward", "dropout_mask_bytes", "philox4x32_10")
+    assert tuple(name for name, row in KERNELS.items() if row.family == "dropout") == names
+    assert all(callable(getattr(twin_math, name)) for name in names)

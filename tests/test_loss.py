@@ -9,7 +9,8 @@ penalty (contract: cpp/include/gradfuse/loss.hpp).
   says are bitwise);
 - large logits (1e4) stay finite; empty batches ("mean" is NaN, as torch; "sum" is 0);
 - determinism: bitwise equal for 1 and 2 threads, two runs, and the same data elsewhere in memory;
-- the bad-input matrix: the documented exception, the same message on both backends, nothing mutated;
+- the bad-input matrix: the documented exception, the same error (fields and message) on both backends,
+  nothing mutated;
 - the seeds' conventions: sum of squares, the multiclass SVM loss, L2 / elastic net.
 """
 from __future__ import annotations
@@ -20,14 +21,16 @@ import pytest
 
 import gradfuse as gf
 from gradfuse._ext import _core
-from gradfuse._numpy import loss as twin
+from gradfuse.table import KERNELS
 
-from conftest import assert_unchanged, snapshot
+from conftest import (assert_kernel_error, assert_refused_alike, assert_same_error, assert_unchanged, on_backend,
+                      snapshot)
 from test_optim_kernels import assert_bitwise_equal
 
 pytestmark = pytest.mark.kernels
 
 needs_core = pytest.mark.skipif(_core is None, reason="the C++ extension is not available")
+twin = on_backend("numpy")
 
 DTYPES = [np.float32, np.float64]
 DTYPE_IDS = ["float32", "float64"]
@@ -532,7 +535,7 @@ def test_penalty_bitwise_equal_for_threads(dtype, isa, threads):
             assert_bitwise_equal(a, b, "penalty grads")
 
 
-# ---- bad inputs: the documented exception, the same message on both backends, nothing mutated --------------
+# ---- bad inputs: the documented exception, the same error on both backends, nothing mutated ----------------
 
 N, K = 4, 5
 
@@ -575,7 +578,7 @@ def _bad_cases():
         add(f"{fn}-labels-length", fn, lambda d=b(): ((d["x"], d["labels"][:3].copy(), d["g"]), {}),
             ValueError, "labels has shape (3,) but must be (N,) = (4,)")
         add(f"{fn}-labels-2d", fn, lambda d=b(): ((d["x"], d["labels"].reshape(N, 1), d["g"]), {}),
-            ValueError, "labels has shape (4, 1) but must be (N,) = (4,)")
+            ValueError, "labels must be 1-D (N,), got shape (4, 1)")
         add(f"{fn}-labels-list", fn, lambda d=b(): ((d["x"], [0, 4, 2, 1], d["g"]), {}),
             TypeError, "labels must be a numpy.ndarray, got list")
         add(f"{fn}-scores-1d", fn, lambda d=b(): ((d["x"][0].copy(), d["labels"][:1].copy(), None), {}),
@@ -585,7 +588,7 @@ def _bad_cases():
         add(f"{fn}-scores-fortran", fn, lambda d=b(): ((np.asfortranarray(d["x"]), d["labels"], d["g"]), {}),
             ValueError, f"{name} is not C-contiguous")
         add(f"{fn}-grad-shape", fn, lambda d=b(): ((d["x"], d["labels"], d["g"][:, :4].copy()), {}),
-            ValueError, f"grad has shape (4, 4) but must have {name}' shape (4, 5)")
+            ValueError, f"grad has shape (4, 4) but {name} has shape (4, 5)")
         add(f"{fn}-grad-read-only", fn, lambda d=b(): ((d["x"], d["labels"], _readonly(d["g"])), {}),
             ValueError, "grad is read-only")
         add(f"{fn}-grad-is-scores", fn, lambda d=b(): ((d["x"], d["labels"], d["x"]), {}),
@@ -609,7 +612,7 @@ def _bad_cases():
 
     for fn in ("mse_loss", "sum_of_squares_loss"):
         add(f"{fn}-target-shape", fn, lambda d=b(): ((d["x"], d["t"][:3].copy(), d["g"]), {}),
-            ValueError, "target has shape (3, 5) but must have pred's shape (4, 5)")
+            ValueError, "target has shape (3, 5) but pred has shape (4, 5)")
         add(f"{fn}-target-dtype", fn, lambda d=b(): ((d["x"], d["t"].astype(np.float64), d["g"]), {}),
             TypeError, "target has dtype float64 but pred is float32")
         add(f"{fn}-grad-is-target", fn, lambda d=b(): ((d["x"], d["t"], d["t"]), {}),
@@ -617,14 +620,14 @@ def _bad_cases():
         add(f"{fn}-grad-read-only", fn, lambda d=b(): ((d["x"], d["t"], _readonly(d["g"])), {}),
             ValueError, "grad is read-only")
         add(f"{fn}-grad-shape", fn, lambda d=b(): ((d["x"], d["t"], d["g"].reshape(K, N)), {}),
-            ValueError, "grad has shape (5, 4) but must have pred's shape (4, 5)")
+            ValueError, "grad has shape (5, 4) but pred has shape (4, 5)")
         add(f"{fn}-pred-none", fn, lambda d=b(): ((None, d["t"], d["g"]), {}), TypeError, "pred is required")
     add("mse-reduction", "mse_loss", lambda d=b(): ((d["x"], d["t"], d["g"]), dict(reduction="batchmean")),
         ValueError, "reduction must be 'mean' or 'sum', got 'batchmean'")
 
     bce = "bce_with_logits"
     add("bce-targets-shape", bce, lambda d=b(): ((d["x"], d["t"].ravel().copy(), d["g"]), {}),
-        ValueError, "targets has shape (20,) but must have logits' shape (4, 5)")
+        ValueError, "targets has shape (20,) but logits has shape (4, 5)")
     add("bce-pos-weight-shape", bce, lambda d=b(): ((d["x"], d["t"], d["g"]), dict(pos_weight=np.ones(N, np.float32))),
         ValueError, "pos_weight has shape (4,) but must be (C,) = (5,)")
     add("bce-pos-weight-dtype", bce, lambda d=b(): ((d["x"], d["t"], d["g"]), dict(pos_weight=np.ones(K))),
@@ -642,11 +645,11 @@ def _bad_cases():
 
     for fn in ("softmax_forward", "log_softmax_forward"):
         add(f"{fn}-y-shape", fn, lambda d=b(): ((d["x"], d["g"].reshape(K, N)), {}),
-            ValueError, "y has shape (5, 4) but must have x's shape (4, 5)")
+            ValueError, "y has shape (5, 4) but x has shape (4, 5)")
         add(f"{fn}-y-read-only", fn, lambda d=b(): ((d["x"], _readonly(d["g"])), {}), ValueError, "y is read-only")
         add(f"{fn}-y-overlaps-x", fn, lambda: (_overlapping(), {}), ValueError, "y shares memory with x")
         add(f"{fn}-x-scalar", fn, lambda: ((np.ones((), np.float32), np.ones((), np.float32)), {}),
-            ValueError, "x must have at least one axis")
+            ValueError, "x must have at least 1 dimension (..., K), got shape ()")
         add(f"{fn}-x-int", fn, lambda d=b(): ((d["labels"], d["g"][0]), {}),
             TypeError, "x has dtype int64; expected float32 or float64")
         add(f"{fn}-y-none", fn, lambda d=b(): ((d["x"], None), {}), TypeError, "y is required (got None)")
@@ -655,7 +658,7 @@ def _bad_cases():
         add(f"{fn}-dx-is-dy-and-y", fn, lambda d=b(): ((d["x"], d["x"], d["x"]), {}),
             ValueError, "dx shares memory with y")
         add(f"{fn}-dy-shape", fn, lambda d=b(): ((d["x"], d["t"][:, :4].copy(), d["g"]), {}),
-            ValueError, "dy has shape (4, 4) but must have y's shape (4, 5)")
+            ValueError, "dy has shape (4, 4) but y has shape (4, 5)")
         add(f"{fn}-dx-read-only", fn, lambda d=b(): ((d["x"], d["t"], _readonly(d["g"])), {}),
             ValueError, "dx is read-only")
         add(f"{fn}-dy-dtype", fn, lambda d=b(): ((d["x"], d["t"].astype(np.float64), d["g"]), {}),
@@ -669,7 +672,7 @@ def _bad_cases():
     add("penalty-grad-read-only", pen, lambda d=b(): (([d["x"]], [_readonly(d["g"])]), dict(l2=0.1)),
         ValueError, "grads[0] is read-only")
     add("penalty-grad-is-param", pen, lambda d=b(): (([d["x"], d["t"]], [d["g"], d["t"]]), dict(l2=0.1)),
-        ValueError, "params[1] shares memory with grads[1]")
+        ValueError, "grads[1] shares memory with params[1]")
     add("penalty-mixed-dtypes", pen, lambda d=b(): (([d["x"], d["t"].astype(np.float64)], None), dict(l2=0.1)),
         TypeError, "params[1] has dtype float64 but params[0] is float32")
     add("penalty-l1-negative", pen, lambda d=b(): (([d["x"]], [d["g"]]), dict(l1=-0.1)),
@@ -704,28 +707,29 @@ def test_bad_inputs_raise_and_mutate_nothing(case_id, fn, make, exc, match, back
     with pytest.raises(exc) as info:
         getattr(gf.ops, fn)(*args, **kwargs)
     assert match in str(info.value)
-    assert str(info.value).startswith(f"{fn}: ")
+    assert_kernel_error(info.value, fn)
     assert_unchanged(before, *arrays)
 
 
 @needs_core
 @pytest.mark.parametrize("case_id, fn, make, exc, match", BAD_CASES, ids=[c[0] for c in BAD_CASES])
-def test_bad_inputs_same_message_on_both_backends(case_id, fn, make, exc, match):
-    messages = []
+def test_bad_inputs_same_error_on_both_backends(case_id, fn, make, exc, match):
+    errors = []
     for ns in (_core, twin):
         args, kwargs = make()
         with pytest.raises(exc) as info:
             getattr(ns, fn)(*args, **kwargs)
-        messages.append(str(info.value))
-    assert messages[0] == messages[1]
+        errors.append(info.value)
+    assert_same_error(*errors)
 
 
 @pytest.mark.parametrize("fn", ["softmax_cross_entropy", "mse_loss", "multi_margin_loss", "bce_with_logits"])
-def test_reduction_of_the_wrong_type_is_a_type_error(fn, backend):
-    d = _base()
-    second = d["labels"] if fn in ("softmax_cross_entropy", "multi_margin_loss") else d["t"]
-    with pytest.raises(TypeError):
-        getattr(gf.ops, fn)(d["x"], second, d["g"], reduction=None)
+def test_reduction_of_the_wrong_type_is_a_type_error(fn):
+    def call():
+        d = _base()
+        second = d["labels"] if fn in ("softmax_cross_entropy", "multi_margin_loss") else d["t"]
+        return (d["x"], second, d["g"]), dict(reduction=None)
+    assert_refused_alike(fn, call, TypeError, "reduction must be a str, got NoneType")
 
 
 def test_out_of_range_label_in_the_last_row_writes_nothing(backend):
@@ -743,6 +747,7 @@ def test_out_of_range_label_in_the_last_row_writes_nothing(backend):
 
 
 def test_kernels_list_is_complete():
-    assert set(twin.KERNELS) == {"softmax_forward", "softmax_backward", "log_softmax_forward", "log_softmax_backward",
-                                 "softmax_cross_entropy", "multi_margin_loss", "mse_loss", "sum_of_squares_loss",
-                                 "bce_with_logits", "penalty"}
+    """The family's rows in the kernel table (gf.ops is built from them)."""
+    assert {name for name, row in KERNELS.items() if row.family == "loss"} == {
+        "softmax_forward", "softmax_backward", "log_softmax_forward", "log_softmax_backward", "softmax_cross_entropy",
+        "multi_margin_loss", "mse_loss", "sum_of_squares_loss", "bce_with_logits", "penalty"}

@@ -1,4 +1,8 @@
 // activation.cpp (bindings): gradfuse._core.activation_forward / activation_backward.
+//
+// Thin: check every argument as the kernel table's rows say (python/gradfuse/table.py; the order
+// of the Python checker: scalars, arrays, shapes, aliasing, then the saved tensors the backward
+// needs), release the GIL, call the selected ISA's kernel.
 #include <pybind11/pybind11.h>
 
 #include "activation_args.hpp"
@@ -10,17 +14,22 @@ namespace bind {
 
 using namespace pybind11::literals;
 
-Act parse_activation(const std::string& fn, const std::string& name, double slope) {
+ActArgs activation_args(const std::string& fn, py::handle activation, py::handle negative_slope) {
   static const std::pair<const char*, Act> kNames[] = {
       {"none", Act::none},       {"relu", Act::relu}, {"leaky_relu", Act::leaky_relu}, {"tanh", Act::tanh},
       {"sigmoid", Act::sigmoid}, {"gelu", Act::gelu}, {"gelu_tanh", Act::gelu_tanh}};
-  for (const auto& [n, a] : kNames)
-    if (name == n) {
-      check_finite(fn, "negative_slope", slope);
-      return a;
-    }
-  value_error(fn, "unknown activation '" + name + "' (expected none, relu, leaky_relu, tanh, sigmoid, gelu or gelu_tanh)",
-              "activation");
+  ActArgs a{Act::none, text(fn, "activation", activation), 0.0};
+  bool known = false;
+  for (const auto& [n, act] : kNames)
+    if (a.name == n) a.act = act, known = true;
+  if (!known)
+    value_error(fn,
+                "unknown activation '" + a.name +
+                    "' (expected none, relu, leaky_relu, tanh, sigmoid, gelu or gelu_tanh)",
+                "activation");
+  a.slope = real(fn, "negative_slope", negative_slope);
+  check_finite(fn, "negative_slope", a.slope);
+  return a;
 }
 
 ActNeeds activation_needs(Act act) {
@@ -34,23 +43,22 @@ ActNeeds activation_needs(Act act) {
   }
 }
 
-void check_saved(const ArgSet& args, const std::string& act_name, Act act, double slope, const ArrayArg& x,
-                 const ArrayArg& y) {
-  const ActNeeds needs = activation_needs(act);
-  if (needs == ActNeeds::y && !y.present) args.fail(y, act_name + "'s backward needs y (the forward output)");
-  if (needs == ActNeeds::x && !x.present) args.fail(x, act_name + "'s backward needs x (the forward input)");
+void check_saved(const ArgSet& args, const ActArgs& a, const ArrayArg& x, const ArrayArg& y) {
+  const ActNeeds needs = activation_needs(a.act);
+  if (needs == ActNeeds::y && !y.present) args.fail(y, a.name + "'s backward needs {arg} (the forward output)");
+  if (needs == ActNeeds::x && !x.present) args.fail(x, a.name + "'s backward needs {arg} (the forward input)");
   if (needs == ActNeeds::x_or_y && !x.present && !y.present)
-    args.fail(x, act_name + "'s backward needs x (the forward input) or y (its output)");
-  if (act == Act::leaky_relu && !x.present && slope < 0)
-    args.fail(x, "leaky_relu's backward needs x (the forward input) when negative_slope < 0");
+    args.fail(x, a.name + "'s backward needs {arg} (the forward input) or y (its output)");
+  if (a.act == Act::leaky_relu && !x.present && a.slope < 0)
+    args.fail(x, "leaky_relu's backward needs {arg} (the forward input) when negative_slope < 0");
 }
 
 void bind_activation(py::module_& m) {
   m.def(
       "activation_forward",
-      [](py::handle x, py::handle y, const std::string& activation, double negative_slope) {
+      [](py::handle x, py::handle y, py::handle activation, py::handle negative_slope) {
         ArgSet args("activation_forward");
-        const Act act = parse_activation(args.fn(), activation, negative_slope);
+        const ActArgs act = activation_args(args.fn(), activation, negative_slope);
         const ArrayArg& ax = args.floating("x", x, false);
         const ArrayArg& ay = args.floating("y", y, true);
         args.require_like(ay, ax);
@@ -60,7 +68,7 @@ void bind_activation(py::module_& m) {
         py::gil_scoped_release release;
         with_dtype(args.dtype(), [&](auto zero) {
           using T = decltype(zero);
-          GF_CALL(activation_forward<T>, act, negative_slope, ax.ptr<T>(), ay.ptr<T>(), ax.size, threads);
+          GF_CALL(activation_forward<T>, act.act, act.slope, ax.ptr<T>(), ay.ptr<T>(), ax.size, threads);
         });
       },
       "x"_a, "y"_a, py::kw_only(), "activation"_a, "negative_slope"_a = 0.01,
@@ -68,10 +76,9 @@ void bind_activation(py::module_& m) {
 
   m.def(
       "activation_backward",
-      [](py::handle dy, py::handle dx, const std::string& activation, py::handle x, py::handle y,
-         double negative_slope) {
+      [](py::handle dy, py::handle dx, py::handle activation, py::handle x, py::handle y, py::handle negative_slope) {
         ArgSet args("activation_backward");
-        const Act act = parse_activation(args.fn(), activation, negative_slope);
+        const ActArgs act = activation_args(args.fn(), activation, negative_slope);
         const ArrayArg& ady = args.floating("dy", dy, false);
         const ArrayArg& adx = args.floating("dx", dx, true);
         const ArrayArg& ax = args.floating("x", x, false, true);
@@ -81,12 +88,12 @@ void bind_activation(py::module_& m) {
         args.require_like(ay, ady);
         args.allow_in_place(adx, ady);
         args.check_aliasing();
-        check_saved(args, activation, act, negative_slope, ax, ay);
+        check_saved(args, act, ax, ay);
         const int threads = num_threads();
         py::gil_scoped_release release;
         with_dtype(args.dtype(), [&](auto zero) {
           using T = decltype(zero);
-          GF_CALL(activation_backward<T>, act, negative_slope, ady.ptr<T>(), ax.ptr_or_null<T>(), ay.ptr_or_null<T>(),
+          GF_CALL(activation_backward<T>, act.act, act.slope, ady.ptr<T>(), ax.ptr_or_null<T>(), ay.ptr_or_null<T>(),
                   adx.ptr<T>(), ady.size, threads);
         });
       },

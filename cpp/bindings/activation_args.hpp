@@ -10,12 +10,18 @@
 namespace gf {
 namespace bind {
 
-// "relu" -> Act::relu; ValueError naming fn for an unknown name or a non-finite slope.
-Act parse_activation(const std::string& fn, const std::string& name, double slope);
+// The activation scalars of a call, checked as the kernel table says (in signature order: the name,
+// then negative_slope, a finite number).
+struct ActArgs {
+  Act act;
+  std::string name;
+  double slope;
+};
+ActArgs activation_args(const std::string& fn, py::handle activation, py::handle negative_slope);
 ActNeeds activation_needs(Act act);
-// ValueError unless the saved tensors the activation's backward reads are given.
-void check_saved(const ArgSet& args, const std::string& act_name, Act act, double slope, const ArrayArg& x,
-                 const ArrayArg& y);
+// ValueError unless the saved tensors the activation's backward reads are given: x (the
+// activation's input; dense_backward's z) or y (its output).
+void check_saved(const ArgSet& args, const ActArgs& a, const ArrayArg& x, const ArrayArg& y);
 
 }  // namespace bind
 }  // namespace gf

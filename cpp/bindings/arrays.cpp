@@ -25,6 +25,23 @@ py::object none_or(int64_t i) { return i >= 0 ? py::object(py::int_(i)) : py::ob
 
 const char* dtype_name(DType t) { return t == DType::f32 ? "float32" : "float64"; }
 
+// type(o).__name__, as the Python checker's messages say it ("float32", where tp_name says
+// "numpy.float32").
+std::string type_name(PyObject* o) {
+  return py::str(py::handle(reinterpret_cast<PyObject*>(Py_TYPE(o))).attr("__name__")).cast<std::string>();
+}
+
+// NumPy's bool and number scalars (np.bool_, np.integer, np.floating), which flag() takes.
+bool numpy_number(PyObject* o) {
+  static PyObject* types = [] {
+    py::module_ np = py::module_::import("numpy");
+    return py::make_tuple(np.attr("bool_"), np.attr("integer"), np.attr("floating")).release().ptr();
+  }();
+  const int r = PyObject_IsInstance(o, types);
+  if (r < 0) throw py::error_already_set();
+  return r == 1;
+}
+
 }  // namespace
 
 void type_error(const std::string& fn, const std::string& tmpl, const char* arg, int64_t index, const char* other,
@@ -49,14 +66,51 @@ std::string num(double x) { return py::str(py::float_(x)).cast<std::string>(); }
 
 double real(const std::string& fn, const char* name, py::handle x) {
   PyObject* o = x.ptr();
+  if (PyFloat_CheckExact(o)) return PyFloat_AS_DOUBLE(o);  // the common case, first
   PyNumberMethods* nb = Py_TYPE(o)->tp_as_number;
-  const bool number = nb && (nb->nb_float || nb->nb_index) && !PyUnicode_Check(o) && !PyBytes_Check(o);
+  const bool number = nb && (nb->nb_float || nb->nb_index) && !PyUnicode_Check(o) && !PyBytes_Check(o) &&
+                      !(npy_api::get().PyArray_Check_(o) && py::detail::array_proxy(o)->nd != 0);
   const double v = number ? PyFloat_AsDouble(o) : -1.0;
   if (!number || (v == -1.0 && PyErr_Occurred())) {
     PyErr_Clear();
-    type_error(fn, "{arg} must be a number, got " + std::string(Py_TYPE(o)->tp_name), name);
+    type_error(fn, "{arg} must be a number, got " + type_name(o), name);
   }
   return v;
+}
+
+int64_t integer(const std::string& fn, const char* name, py::handle x) {
+  PyObject* o = x.ptr();
+  if (PyFloat_Check(o) || !PyIndex_Check(o)) type_error(fn, "{arg} must be an int, got " + type_name(o), name);
+  const py::object value = py::reinterpret_steal<py::object>(PyNumber_Index(o));
+  if (!value) throw py::error_already_set();
+  int overflow = 0;
+  const long long v = PyLong_AsLongLongAndOverflow(value.ptr(), &overflow);
+  if (v == -1 && PyErr_Occurred()) throw py::error_already_set();
+  if (overflow != 0)
+    type_error(fn, "{arg} must be an int that fits in 64 bits, got " + py::str(value).cast<std::string>(), name);
+  return v;
+}
+
+bool flag(const std::string& fn, const char* name, py::handle x) {
+  PyObject* o = x.ptr();
+  if (o == Py_True) return true;
+  if (o == Py_False || o == Py_None) return false;
+  if (!PyLong_Check(o) && !PyFloat_Check(o) && !numpy_number(o))
+    type_error(fn, "{arg} must be a bool, got " + type_name(o), name);
+  const int v = PyObject_IsTrue(o);
+  if (v < 0) throw py::error_already_set();
+  return v == 1;
+}
+
+std::string text(const std::string& fn, const char* name, py::handle x) {
+  PyObject* o = x.ptr();
+  if (!PyUnicode_Check(o)) type_error(fn, "{arg} must be a str, got " + type_name(o), name);
+  Py_ssize_t n = 0;
+  if (const char* s = PyUnicode_AsUTF8AndSize(o, &n)) return std::string(s, static_cast<size_t>(n));
+  PyErr_Clear();  // lone surrogates: escaped (such a name matches nothing; the message can still say it)
+  const py::object b = py::reinterpret_steal<py::object>(PyUnicode_AsEncodedString(o, "utf-8", "backslashreplace"));
+  if (!b) throw py::error_already_set();
+  return std::string(PyBytes_AS_STRING(b.ptr()), static_cast<size_t>(PyBytes_GET_SIZE(b.ptr())));
 }
 
 void check_nonneg(const std::string& fn, const char* name, double x) {
@@ -80,7 +134,7 @@ void check_array(const std::string& fn, PyObject* o, DtypeRule rule, DtypeState&
   } out{name, index, written};
   const auto& api = npy_api::get();
   if (!api.PyArray_Check_(o))
-    type_error(fn, "{arg} must be a numpy.ndarray, got " + std::string(Py_TYPE(o)->tp_name), out.name, out.index);
+    type_error(fn, "{arg} must be a numpy.ndarray, got " + type_name(o), out.name, out.index);
   const auto* arr = py::detail::array_proxy(o);
   const auto* descr = py::detail::array_descriptor_proxy(arr->descr);
   const auto dtype = [&] { return py::str(py::handle(arr->descr)).cast<std::string>(); };
@@ -224,8 +278,7 @@ TensorLists::TensorLists(const std::string& fn, std::vector<TensorArg> args, boo
     size_t n = 1;
     if (!api.PyArray_Check_(o)) {
       if (!PyList_Check(o) && !PyTuple_Check(o))
-        type_error(fn, "{arg} must be a numpy.ndarray or a list of them, got " + std::string(Py_TYPE(o)->tp_name),
-                   arg.name);
+        type_error(fn, "{arg} must be a numpy.ndarray or a list of them, got " + type_name(o), arg.name);
       is_list[a] = true;
       n = static_cast<size_t>(PySequence_Fast_GET_SIZE(o));
       objs = PySequence_Fast_ITEMS(o);
@@ -315,6 +368,91 @@ void ArgSet::require_like(const ArrayArg& a, const ArrayArg& other) const {
   if (a.present && other.present && a.shape != other.shape)
     value_error(fn_, "{arg} has shape " + shape_str(a.shape) + " but {other} has shape " + shape_str(other.shape),
                 a.name, -1, other.name);
+}
+
+namespace {
+
+// (N, C, ...) / (2,): a rule as the messages write it.
+std::string rule_str(std::initializer_list<Dim> rule) {
+  std::string s = "(";
+  for (const Dim& d : rule)
+    s += (s.size() > 1 ? ", " : "") + (d.symbol ? std::string(d.symbol) : std::to_string(d.size));
+  return s + (rule.size() == 1 ? ",)" : ")");
+}
+
+}  // namespace
+
+void ArgSet::require_dims(const ArrayArg& a, std::initializer_list<Dim> rule) {
+  if (!a.present) return;
+  const Dim* r = rule.begin();
+  const int n = static_cast<int>(rule.size());
+  int at = -1;  // the position of "..."
+  for (int k = 0; k < n; ++k)
+    if (r[k].rest()) at = k;
+  const int fixed = at < 0 ? n : n - 1;
+  if (at < 0 && a.ndim() != n)
+    fail(a, "{arg} must be " + std::to_string(n) + "-D " + rule_str(rule) + ", got shape " + shape_str(a.shape));
+  if (at >= 0 && a.ndim() < fixed)
+    fail(a, "{arg} must have at least " + std::to_string(fixed) + (fixed == 1 ? " dimension " : " dimensions ") +
+                rule_str(rule) + ", got shape " + shape_str(a.shape));
+  const auto axis = [&](int k) { return at < 0 || k < at ? k : a.ndim() - (n - k); };  // rule k -> axis
+  if (at >= 0) {
+    const Shape rest{a.shape.dims + at, a.ndim() - fixed};
+    if (rest_source_ && rest_ != rest) dims_mismatch(a, rule);
+    if (!rest_source_) rest_ = rest, rest_source_ = a.name;
+  }
+  for (int k = 0; k < n; ++k) {
+    if (k == at) continue;
+    const int64_t size = a.shape[axis(k)];
+    if (!r[k].symbol) {
+      if (size != r[k].size) dims_mismatch(a, rule);
+      continue;
+    }
+    for (const Bound& b : bound_)
+      if (std::strcmp(b.symbol, r[k].symbol) == 0 && b.size != size) dims_mismatch(a, rule);
+  }
+  for (int k = 0; k < n; ++k)
+    if (k != at && r[k].symbol && dim(r[k].symbol) < 0) bound_.push_back({r[k].symbol, a.shape[axis(k)], a.name});
+}
+
+int64_t ArgSet::dim(const char* symbol) const {
+  for (const Bound& b : bound_)
+    if (std::strcmp(b.symbol, symbol) == 0) return b.size;
+  return -1;
+}
+
+// "x has shape (4, 5) but must be (N, C) = (4, 3) (C from weight)": the rule with the sizes known
+// so far, and which array bound them.
+void ArgSet::dims_mismatch(const ArrayArg& a, std::initializer_list<Dim> rule) const {
+  const Dim* r = rule.begin();
+  const int n = static_cast<int>(rule.size());
+  int at = n;  // the position of "..."
+  for (int k = 0; k < n; ++k)
+    if (r[k].rest()) at = k;
+  std::string want, known;
+  size_t count = 0;
+  const auto add = [&](const std::string& v) { want += (count++ ? ", " : "") + v; };
+  const auto from = [&](const char* symbol, const char* source) {
+    if (std::strcmp(source, a.name) != 0)
+      known += (known.empty() ? "" : ", ") + std::string(symbol) + " from " + source;
+  };
+  for (int k = 0; k < n; ++k) {
+    const Dim& d = r[k];
+    if (d.rest()) {
+      if (!rest_source_) add("...");
+      for (int64_t v : rest_) add(std::to_string(v));
+      if (rest_source_) from(d.symbol, rest_source_);
+    } else if (!d.symbol) {
+      add(std::to_string(d.size));
+    } else {
+      const int64_t v = dim(d.symbol);  // else the size this array would bind
+      add(std::to_string(v >= 0 ? v : a.shape[k < at ? k : a.ndim() - (n - k)]));
+      for (const Bound& b : bound_)
+        if (std::strcmp(b.symbol, d.symbol) == 0) from(d.symbol, b.source);
+    }
+  }
+  fail(a, "{arg} has shape " + shape_str(a.shape) + " but must be " + rule_str(rule) + " = (" + want +
+              (count == 1 ? ",)" : ")") + (known.empty() ? "" : " (" + known + ")"));
 }
 
 void ArgSet::allow_in_place(const ArrayArg& out, const ArrayArg& in) { const_cast<ArrayArg&>(out).in_place = in.name; }

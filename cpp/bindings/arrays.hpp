@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <utility>
@@ -51,8 +52,17 @@ decltype(auto) with_dtype(DType t, F&& f) {
 std::string shape_str(const std::vector<int64_t>& shape);
 std::string num(double x);  // as Python's repr of a float
 
-// A Python number (anything with __float__ or __index__, not a str) as a double; TypeError naming it.
+// Scalar conversions with the Python checker's rules (python/gradfuse/_checks.py: real, integer,
+// flag, _string), so that both backends refuse the same values with the same TypeError naming the
+// argument (the pybind11 casters would raise their own, unnamed, and take more: bytes for a str).
+// real: a number (anything with __float__ or __index__; not a str, nor an array with axes).
 double real(const std::string& fn, const char* name, py::handle x);
+// integer: an int or an object with __index__ (not a float) that fits in int64.
+int64_t integer(const std::string& fn, const char* name, py::handle x);
+// flag: a bool, a number (Python's or NumPy's) or None (False).
+bool flag(const std::string& fn, const char* name, py::handle x);
+// text: a str.
+std::string text(const std::string& fn, const char* name, py::handle x);
 
 // Scalar checks (ValueError naming the function and the argument), with the kernel table's ranges.
 void check_nonneg(const std::string& fn, const char* name, double x);       // finite and >= 0
@@ -176,6 +186,17 @@ class TensorLists {
 };
 
 // ---- single-array calls ----------------------------------------------------------------------------------
+// One dimension of a shape rule: a symbol ("N", bound by the first array that has it), a fixed size,
+// or "..." (any number of dimensions, at most one per rule). The kernel table's shape tuples.
+struct Dim {
+  const char* symbol = nullptr;  // null: a fixed size
+  int64_t size = 0;
+  constexpr Dim(const char* s) : symbol(s) {}  // NOLINT: {"N", "C"} reads as the table's rule
+  constexpr Dim(int n) : size(n) {}            // NOLINT
+  bool rest() const { return symbol != nullptr && symbol[0] == '.'; }
+};
+
+
 // The array arguments of one call (batch norm, dropout, dense, losses), added in signature order.
 class ArgSet {
  public:
@@ -191,6 +212,12 @@ class ArgSet {
   void require_shape(const ArrayArg& a, const std::vector<int64_t>& shape, const std::string& what) const;
   // ValueError "fn: <name> has shape (a, b) but <other> has shape (c, d)" unless the shapes agree.
   void require_like(const ArrayArg& a, const ArrayArg& other) const;
+  // Checks a's shape against a rule ({"N", "C", "..."}): its number of dimensions, then each
+  // dimension against the fixed sizes and the symbols bound so far; then binds its new symbols.
+  // The Python checker's steps and messages (_checks._Dims), so call it in the same order (the
+  // row's shape_order, then signature order). Absent arrays pass.
+  void require_dims(const ArrayArg& a, std::initializer_list<Dim> rule);
+  int64_t dim(const char* symbol) const;  // a bound symbol's size, or -1
   // Lets `out` be exactly `in` (an element-wise kernel updating in place, each element read before
   // it is written); any other overlap is still refused by check_aliasing().
   void allow_in_place(const ArrayArg& out, const ArrayArg& in);
@@ -198,10 +225,20 @@ class ArgSet {
   [[noreturn]] void fail(const ArrayArg& a, const std::string& tmpl) const;  // ValueError naming a
 
  private:
+  [[noreturn]] void dims_mismatch(const ArrayArg& a, std::initializer_list<Dim> rule) const;
+  struct Bound {
+    const char* symbol;
+    int64_t size;
+    const char* source;  // the array that bound it
+  };
+
   std::string fn_;
   std::vector<std::unique_ptr<ArrayArg>> args_;
   std::vector<py::object> keep_;
   DtypeState dtypes_;
+  std::vector<Bound> bound_;  // the symbols of require_dims; "..." is rest_
+  Shape rest_;
+  const char* rest_source_ = nullptr;
 };
 
 }  // namespace bind

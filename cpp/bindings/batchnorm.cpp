@@ -1,8 +1,9 @@
 // batchnorm.cpp (bindings): gradfuse._core.batchnorm_forward / batchnorm_backward.
 //
-// Thin: check every argument (arrays.hpp; shapes, scalars and the batch-of-one rule here) before
-// anything is written, release the GIL, call the selected ISA's kernel. Signatures, defaults, checks
-// and messages are those of the NumPy twins in python/gradfuse/_numpy/batchnorm.py (tests compare).
+// Thin: check every argument as the kernel table's rows say (python/gradfuse/table.py; the order of
+// the Python checker: scalars, arrays, shapes, aliasing, then the rules the table cannot say, which
+// the NumPy twins in python/gradfuse/_numpy/batchnorm.py check too) before anything is written,
+// release the GIL, call the selected ISA's kernel.
 #include <pybind11/pybind11.h>
 
 #include <string>
@@ -18,26 +19,27 @@ namespace {
 
 using namespace pybind11::literals;
 
-// x as (n, c, l): channels first (N, C, *S) or channels last (N, *S, C); l = prod(S).
+// x as (n, c, l): channels first (N, C, *S) or channels last (N, *S, C); l = prod(S). Checks x's
+// shape (the kernel table's rule; it binds N, C and the spatial dimensions) first.
 struct Dims {
   int64_t n = 0, c = 0, l = 1;
 };
 
-Dims dims_of(const ArgSet& args, const ArrayArg& x, bool channels_last) {
-  if (x.ndim() < 2)
-    args.fail(x, "{arg} must have at least 2 dimensions, (N, C, ...) or channels last (N, ..., C); got shape " +
-                     shape_str(x.shape));
+Dims dims_of(ArgSet& args, const ArrayArg& x, bool channels_last) {
+  if (channels_last)
+    args.require_dims(x, {"N", "...", "C"});
+  else
+    args.require_dims(x, {"N", "C", "..."});
   Dims d;
   d.n = x.shape[0];
-  d.c = channels_last ? x.shape.back() : x.shape[1];
+  d.c = args.dim("C");
   const int first = channels_last ? 1 : 2, last = channels_last ? x.ndim() - 1 : x.ndim();
   for (int i = first; i < last; ++i) d.l *= x.shape[i];
   return d;
 }
 
-void require_channels(const ArgSet& args, const Dims& d, std::initializer_list<const ArrayArg*> arrays) {
-  const std::string what = "x has " + std::to_string(d.c) + " channels: expected";
-  for (const ArrayArg* a : arrays) args.require_shape(*a, {d.c}, what);
+void require_channels(ArgSet& args, std::initializer_list<const ArrayArg*> arrays) {
+  for (const ArrayArg* a : arrays) args.require_dims(*a, {"C"});
 }
 
 template <class T>
@@ -86,11 +88,15 @@ void bind_batchnorm(py::module_& m) {
   m.def(
       "batchnorm_forward",
       [](py::handle x, py::handle weight, py::handle bias, py::handle running_mean, py::handle running_var,
-         py::handle y, py::handle save_mean, py::handle save_invstd, bool training, double momentum, double eps,
-         bool channels_last) {
+         py::handle y, py::handle save_mean, py::handle save_invstd, py::handle training_, py::handle momentum_,
+         py::handle eps_, py::handle channels_last_) {
         const std::string fn = "batchnorm_forward";
+        const bool training = flag(fn, "training", training_);
+        const double momentum = real(fn, "momentum", momentum_);
         check_closed_unit(fn, "momentum", momentum);
+        const double eps = real(fn, "eps", eps_);
         check_nonneg(fn, "eps", eps);
+        const bool channels_last = flag(fn, "channels_last", channels_last_);
         ArgSet args(fn);
         const ArrayArg& ax = args.floating("x", x, false);
         const ArrayArg& aw = args.floating("weight", weight, false, true);
@@ -101,9 +107,9 @@ void bind_batchnorm(py::module_& m) {
         const ArrayArg& asm_ = args.floating("save_mean", save_mean, true);
         const ArrayArg& asi = args.floating("save_invstd", save_invstd, true);
         const Dims d = dims_of(args, ax, channels_last);
-        require_channels(args, d, {&aw, &ab, &arm, &arv});
+        require_channels(args, {&aw, &ab, &arm, &arv});
         args.require_like(ay, ax);
-        require_channels(args, d, {&asm_, &asi});
+        require_channels(args, {&asm_, &asi});
         args.allow_in_place(ay, ax);
         args.check_aliasing();
         if (arm.present != arv.present)
@@ -127,8 +133,10 @@ void bind_batchnorm(py::module_& m) {
   m.def(
       "batchnorm_backward",
       [](py::handle dy, py::handle x, py::handle weight, py::handle save_mean, py::handle save_invstd, py::handle dx,
-         py::handle dweight, py::handle dbias, bool training, bool channels_last) {
+         py::handle dweight, py::handle dbias, py::handle training_, py::handle channels_last_) {
         const std::string fn = "batchnorm_backward";
+        const bool training = flag(fn, "training", training_);
+        const bool channels_last = flag(fn, "channels_last", channels_last_);
         ArgSet args(fn);
         const ArrayArg& ady = args.floating("dy", dy, false);
         const ArrayArg& ax = args.floating("x", x, false);
@@ -138,11 +146,11 @@ void bind_batchnorm(py::module_& m) {
         const ArrayArg& adx = args.floating("dx", dx, true);
         const ArrayArg& adw = args.floating("dweight", dweight, true, true);
         const ArrayArg& adb = args.floating("dbias", dbias, true, true);
-        const Dims d = dims_of(args, ax, channels_last);
+        const Dims d = dims_of(args, ax, channels_last);  // the row's shape_order: x first
         args.require_like(ady, ax);
-        require_channels(args, d, {&aw, &asm_, &asi});
+        require_channels(args, {&aw, &asm_, &asi});
         args.require_like(adx, ax);
-        require_channels(args, d, {&adw, &adb});
+        require_channels(args, {&adw, &adb});
         args.allow_in_place(adx, ady);
         args.check_aliasing();
         const int threads = num_threads();

@@ -1,10 +1,10 @@
 // clip.cpp (bindings): gradfuse._core.grad_norm / clip_grad_norm / clip_grad_norm_per_tensor /
 // clip_grad_value. The contract is in gradfuse/clip.hpp.
 //
-// Thin: check the scalars, then the gradient list (TensorLists: one dtype, C-contiguous, aligned,
-// writeable where clipped, no two gradients sharing memory; arrays adjacent in memory merged into
-// one segment), release the GIL, call the selected ISA's kernel. Signatures and defaults are those
-// of the NumPy twins in python/gradfuse/_numpy/clip.py (a test compares them).
+// Thin: check the scalars (the kernel table's ranges and messages, python/gradfuse/table.py), then
+// the gradient list (TensorLists: one dtype, C-contiguous, aligned, writeable where clipped, no two
+// gradients sharing memory; arrays adjacent in memory merged into one segment), release the GIL,
+// call the selected ISA's kernel.
 #include <pybind11/pybind11.h>
 
 #include <cmath>
@@ -22,13 +22,18 @@ namespace {
 
 using namespace pybind11::literals;
 
-void check_norm_type(const std::string& fn, double p) {
+// The scalars, with the kernel table's ranges and messages.
+double norm_type_of(const std::string& fn, py::handle obj) {
+  const double p = real(fn, "norm_type", obj);
   if (!(p > 0)) value_error(fn, "{arg} must be a number > 0 or inf, got " + num(p), "norm_type");
+  return p;
 }
 
-void check_max_norm(const std::string& fn, double max_norm) {
+double max_norm_of(const std::string& fn, py::handle obj) {
+  const double max_norm = real(fn, "max_norm", obj);
   if (!(max_norm >= 0))
     value_error(fn, "max_norm must be a number >= 0 (inf: no clipping), got " + num(max_norm), "max_norm");
+  return max_norm;
 }
 
 // torch's error_if_nonfinite message, naming the kernel and the argument.
@@ -54,9 +59,9 @@ std::vector<py::handle> items_of(py::handle obj) {
 void bind_clip(py::module_& m) {
   m.def(
       "grad_norm",
-      [](py::handle grads, double norm_type) {
+      [](py::handle grads, py::handle norm_type_) {
         const std::string fn = "grad_norm";
-        check_norm_type(fn, norm_type);
+        const double norm_type = norm_type_of(fn, norm_type_);
         TensorLists lists(fn, {{"grads", grads, false}});
         const int threads = num_threads();
         double norm;
@@ -75,10 +80,11 @@ void bind_clip(py::module_& m) {
 
   m.def(
       "clip_grad_norm",
-      [](py::handle grads, double max_norm, double norm_type, bool error_if_nonfinite) {
+      [](py::handle grads, py::handle max_norm_, py::handle norm_type_, py::handle error_if_nonfinite_) {
         const std::string fn = "clip_grad_norm";
-        check_max_norm(fn, max_norm);
-        check_norm_type(fn, norm_type);
+        const double max_norm = max_norm_of(fn, max_norm_);
+        const double norm_type = norm_type_of(fn, norm_type_);
+        const bool error_if_nonfinite = flag(fn, "error_if_nonfinite", error_if_nonfinite_);
         TensorLists lists(fn, {{"grads", grads, true}});
         const int threads = num_threads();
         double norm;
@@ -99,10 +105,11 @@ void bind_clip(py::module_& m) {
 
   m.def(
       "clip_grad_norm_per_tensor",
-      [](py::handle grads, double max_norm, double norm_type, bool error_if_nonfinite) {
+      [](py::handle grads, py::handle max_norm_, py::handle norm_type_, py::handle error_if_nonfinite_) {
         const std::string fn = "clip_grad_norm_per_tensor";
-        check_max_norm(fn, max_norm);
-        check_norm_type(fn, norm_type);
+        const double max_norm = max_norm_of(fn, max_norm_);
+        const double norm_type = norm_type_of(fn, norm_type_);
+        const bool error_if_nonfinite = flag(fn, "error_if_nonfinite", error_if_nonfinite_);
         TensorLists lists(fn, {{"grads", grads, true}});  // every check; its segments are merged ones
         // One segment per non-empty array (not merged: each array has its own norm).
         const std::vector<py::handle> items = items_of(grads);
@@ -152,8 +159,9 @@ void bind_clip(py::module_& m) {
 
   m.def(
       "clip_grad_value",
-      [](py::handle grads, double clip_value) {
+      [](py::handle grads, py::handle clip_value_) {
         const std::string fn = "clip_grad_value";
+        const double clip_value = real(fn, "clip_value", clip_value_);
         if (!(clip_value >= 0)) value_error(fn, "{arg} must be a number >= 0, got " + num(clip_value), "clip_value");
         TensorLists lists(fn, {{"grads", grads, true}});
         const int threads = num_threads();

@@ -1,4 +1,9 @@
 // dense.cpp (bindings): gradfuse._core.matmul / dense_forward / dense_backward.
+//
+// Thin: check every argument as the kernel table's rows say (python/gradfuse/table.py; the order
+// of the Python checker: scalars, arrays, shapes, aliasing, then what the table cannot say: the
+// saved tensors an activation's backward needs, the BLAS interface's int dimensions), release the
+// GIL, call the kernel.
 #include <pybind11/pybind11.h>
 
 #include <climits>
@@ -14,10 +19,6 @@ namespace {
 
 using namespace pybind11::literals;
 
-void require_matrix(const ArgSet& args, const ArrayArg& a) {
-  if (a.present && a.ndim() != 2) args.fail(a, "{arg} must be 2-D, got shape " + shape_str(a.shape));
-}
-
 // The BLAS interface takes int dimensions.
 void require_int_dims(const ArgSet& args, std::initializer_list<const ArrayArg*> arrays) {
   for (const ArrayArg* a : arrays)
@@ -30,24 +31,27 @@ void require_int_dims(const ArgSet& args, std::initializer_list<const ArrayArg*>
 void bind_dense(py::module_& m) {
   m.def(
       "matmul",
-      [](py::handle a, py::handle b, py::handle c, bool trans_a, bool trans_b, bool accumulate) {
+      [](py::handle a, py::handle b, py::handle c, py::handle trans_a, py::handle trans_b, py::handle accumulate) {
         ArgSet args("matmul");
+        GemmArgs g;
+        g.trans_a = flag(args.fn(), "trans_a", trans_a);
+        g.trans_b = flag(args.fn(), "trans_b", trans_b);
+        g.accumulate = flag(args.fn(), "accumulate", accumulate);
         const ArrayArg& aa = args.floating("a", a, false);
         const ArrayArg& ab = args.floating("b", b, false);
         const ArrayArg& ac = args.floating("c", c, true);
-        for (const ArrayArg* x : {&aa, &ab, &ac}) require_matrix(args, *x);
-        GemmArgs g;
-        g.trans_a = trans_a, g.trans_b = trans_b, g.accumulate = accumulate;
-        g.m = trans_a ? aa.shape[1] : aa.shape[0];
-        g.k = trans_a ? aa.shape[0] : aa.shape[1];
-        const int64_t kb = trans_b ? ab.shape[1] : ab.shape[0];
-        g.n = trans_b ? ab.shape[0] : ab.shape[1];
-        if (kb != g.k)
-          args.fail(ab, "op(a) has shape " + shape_str({g.m, g.k}) + " and op({arg}) " + shape_str({kb, g.n}) +
-                            ": the inner dimensions differ");
-        args.require_shape(ac, {g.m, g.n}, "op(a) @ op(b) has shape");
+        if (g.trans_a)
+          args.require_dims(aa, {"K", "M"});
+        else
+          args.require_dims(aa, {"M", "K"});
+        if (g.trans_b)
+          args.require_dims(ab, {"N", "K"});
+        else
+          args.require_dims(ab, {"K", "N"});
+        args.require_dims(ac, {"M", "N"});
+        g.m = args.dim("M"), g.k = args.dim("K"), g.n = args.dim("N");
         args.check_aliasing();
-        require_int_dims(args, {&aa, &ab, &ac});
+        require_int_dims(args, {&aa, &ab});  // they hold every dimension of the call
         const int threads = num_threads();
         py::gil_scoped_release release;
         with_dtype(args.dtype(), [&](auto t) {
@@ -61,29 +65,28 @@ void bind_dense(py::module_& m) {
 
   m.def(
       "dense_forward",
-      [](py::handle x, py::handle weight, py::handle bias, py::handle y, const std::string& activation,
-         double negative_slope, py::handle z) {
+      [](py::handle x, py::handle weight, py::handle bias, py::handle y, py::handle activation,
+         py::handle negative_slope, py::handle z) {
         ArgSet args("dense_forward");
-        const Act act = parse_activation(args.fn(), activation, negative_slope);
+        const ActArgs act = activation_args(args.fn(), activation, negative_slope);
         const ArrayArg& ax = args.floating("x", x, false);
         const ArrayArg& aw = args.floating("weight", weight, false);
         const ArrayArg& ab = args.floating("bias", bias, false, true);
         const ArrayArg& ay = args.floating("y", y, true);
         const ArrayArg& az = args.floating("z", z, true, true);
-        require_matrix(args, ax);
-        require_matrix(args, aw);
-        const int64_t n = ax.shape[0], in = ax.shape[1], out = aw.shape[1];
-        args.require_shape(aw, {in, out}, "x has shape " + shape_str(ax.shape) + ", so it must be (in_features, out_features) =");
-        args.require_shape(ab, {out}, "weight has shape " + shape_str(aw.shape) + ", so it must be");
-        args.require_shape(ay, {n, out}, "x @ weight has shape");
-        args.require_shape(az, {n, out}, "x @ weight has shape");
+        args.require_dims(ax, {"N", "IN"});
+        args.require_dims(aw, {"IN", "OUT"});
+        args.require_dims(ab, {"OUT"});
+        args.require_dims(ay, {"N", "OUT"});
+        args.require_dims(az, {"N", "OUT"});
+        const int64_t n = args.dim("N"), in = args.dim("IN"), out = args.dim("OUT");
         args.check_aliasing();
         require_int_dims(args, {&ax, &aw});
         const int threads = num_threads();
         py::gil_scoped_release release;
         with_dtype(args.dtype(), [&](auto t) {
           using T = decltype(t);
-          GF_CALL(dense_forward<T>, act, negative_slope, ax.ptr<T>(), aw.ptr<T>(), ab.ptr_or_null<T>(), ay.ptr<T>(),
+          GF_CALL(dense_forward<T>, act.act, act.slope, ax.ptr<T>(), aw.ptr<T>(), ab.ptr_or_null<T>(), ay.ptr<T>(),
                   az.ptr_or_null<T>(), n, in, out, threads);
         });
       },
@@ -95,10 +98,11 @@ void bind_dense(py::module_& m) {
   m.def(
       "dense_backward",
       [](py::handle dy, py::handle x, py::handle weight, py::handle dx, py::handle dweight, py::handle dbias,
-         const std::string& activation, py::handle y, py::handle z, double negative_slope, bool accumulate,
+         py::handle activation, py::handle y, py::handle z, py::handle negative_slope, py::handle accumulate_,
          py::handle dz) {
         ArgSet args("dense_backward");
-        const Act act = parse_activation(args.fn(), activation, negative_slope);
+        const ActArgs act = activation_args(args.fn(), activation, negative_slope);
+        const bool accumulate = flag(args.fn(), "accumulate", accumulate_);
         const ArrayArg& ady = args.floating("dy", dy, false);
         const ArrayArg& ax = args.floating("x", x, false);
         const ArrayArg& aw = args.floating("weight", weight, false);
@@ -108,23 +112,22 @@ void bind_dense(py::module_& m) {
         const ArrayArg& ay = args.floating("y", y, false, true);
         const ArrayArg& az = args.floating("z", z, false, true);
         const ArrayArg& adz = args.floating("dz", dz, true, true);
-        require_matrix(args, ax);
-        require_matrix(args, aw);
-        const int64_t n = ax.shape[0], in = ax.shape[1], out = aw.shape[1];
-        args.require_shape(aw, {in, out}, "x has shape " + shape_str(ax.shape) + ", so it must be (in_features, out_features) =");
-        args.require_shape(ady, {n, out}, "x @ weight has shape");
-        args.require_shape(adx, {n, in}, "x has shape");
-        args.require_shape(adw, {in, out}, "weight has shape");
-        args.require_shape(adb, {out}, "the bias has shape");
-        for (const ArrayArg* a : {&ay, &az, &adz}) args.require_shape(*a, {n, out}, "x @ weight has shape");
+        args.require_dims(ax, {"N", "IN"});  // the row's shape_order: x, weight first
+        args.require_dims(aw, {"IN", "OUT"});
+        args.require_dims(ady, {"N", "OUT"});
+        args.require_dims(adx, {"N", "IN"});
+        args.require_dims(adw, {"IN", "OUT"});
+        args.require_dims(adb, {"OUT"});
+        for (const ArrayArg* a : {&ay, &az, &adz}) args.require_dims(*a, {"N", "OUT"});
+        const int64_t n = args.dim("N"), in = args.dim("IN"), out = args.dim("OUT");
         args.check_aliasing();
-        check_saved(args, activation, act, negative_slope, az, ay);  // z plays the activation's input
+        check_saved(args, act, az, ay);  // z plays the activation's input
         require_int_dims(args, {&ax, &aw});
         const int threads = num_threads();
         py::gil_scoped_release release;
         with_dtype(args.dtype(), [&](auto t) {
           using T = decltype(t);
-          GF_CALL(dense_backward<T>, act, negative_slope, ady.ptr<T>(), ax.ptr<T>(), aw.ptr<T>(), ay.ptr_or_null<T>(),
+          GF_CALL(dense_backward<T>, act.act, act.slope, ady.ptr<T>(), ax.ptr<T>(), aw.ptr<T>(), ay.ptr_or_null<T>(),
                   az.ptr_or_null<T>(), adz.ptr_or_null<T>(), adx.ptr_or_null<T>(), adw.ptr_or_null<T>(),
                   adb.ptr_or_null<T>(), accumulate, n, in, out, threads);
         });

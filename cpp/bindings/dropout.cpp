@@ -1,9 +1,9 @@
 // dropout.cpp (bindings): gradfuse._core.dropout_forward / dropout_backward / dropout_mask_bytes /
 // philox4x32_10. The contract is in gradfuse/dropout.hpp.
 //
-// Thin: check every argument (scalars, then arrays with ArgSet), release the GIL, call the
-// selected ISA's kernel. Signatures, checks and messages are those of the NumPy twins in
-// python/gradfuse/_numpy/dropout.py (tests compare them).
+// Thin: check every argument as the kernel table's rows say (python/gradfuse/table.py; the order
+// of the Python checker: scalars, arrays, shapes, aliasing), release the GIL, call the selected
+// ISA's kernel.
 #include <pybind11/pybind11.h>
 
 #include "arrays.hpp"
@@ -16,16 +16,18 @@ namespace {
 
 using namespace pybind11::literals;
 
-// torch's wording (torch.nn.functional.dropout), after the function's name.
-void check_probability(const std::string& fn, double p) {
+// p in [0, 1], with torch's wording (torch.nn.functional.dropout) after the function's name.
+double probability(const std::string& fn, py::handle obj) {
+  const double p = real(fn, "p", obj);
   if (!(p >= 0 && p <= 1)) value_error(fn, "dropout probability has to be between 0 and 1, but got " + num(p), "p");
+  return p;
 }
 
 // An int (or an object with __index__, e.g. a NumPy integer; not a bool) in [0, 2**64).
 uint64_t parse_u64(const std::string& fn, const char* name, py::handle obj) {
   PyObject* o = obj.ptr();
   if (PyBool_Check(o) || !PyIndex_Check(o))
-    type_error(fn, "{arg} must be an int, got " + std::string(Py_TYPE(o)->tp_name), name);
+    type_error(fn, "{arg} must be an int, got " + py::type::handle_of(obj).attr("__name__").cast<std::string>(), name);
   py::int_ value = py::reinterpret_steal<py::int_>(PyNumber_Index(o));
   if (!value) throw py::error_already_set();
   const int negative = PyObject_RichCompareBool(value.ptr(), py::int_(0).ptr(), Py_LT);
@@ -48,9 +50,9 @@ uint64_t parse_u64(const std::string& fn, const char* name, py::handle obj) {
 void bind_dropout(py::module_& m) {
   m.def(
       "dropout_forward",
-      [](py::handle x, py::handle y, py::handle mask, double p, py::handle seed, py::handle counter) {
+      [](py::handle x, py::handle y, py::handle mask, py::handle p_, py::handle seed, py::handle counter) {
         const std::string fn = "dropout_forward";
-        check_probability(fn, p);
+        const double p = probability(fn, p_);
         const uint64_t s = parse_u64(fn, "seed", seed), c = parse_u64(fn, "counter", counter);
         ArgSet args(fn);
         const ArrayArg& ax = args.floating("x", x, false);
@@ -77,9 +79,9 @@ void bind_dropout(py::module_& m) {
 
   m.def(
       "dropout_backward",
-      [](py::handle dy, py::handle mask, py::handle dx, double p) {
+      [](py::handle dy, py::handle mask, py::handle dx, py::handle p_) {
         const std::string fn = "dropout_backward";
-        check_probability(fn, p);
+        const double p = probability(fn, p_);
         ArgSet args(fn);
         const ArrayArg& ady = args.floating("dy", dy, false);
         const ArrayArg& am = args.add("mask", mask, false, kUint8);
@@ -102,7 +104,8 @@ void bind_dropout(py::module_& m) {
 
   m.def(
       "dropout_mask_bytes",
-      [](int64_t n) {
+      [](py::handle n_) {
+        const int64_t n = integer("dropout_mask_bytes", "n", n_);
         if (n < 0) value_error("dropout_mask_bytes", "{arg} must be >= 0, got " + std::to_string(n), "n");
         return dropout_mask_bytes(n);
       },
@@ -116,9 +119,8 @@ void bind_dropout(py::module_& m) {
         const ArrayArg& ac = args.add("counters", counters, false, kUint32);
         const ArrayArg& ak = args.add("key", key, false, kUint32);
         const ArrayArg& ao = args.add("out", out, true, kUint32);
-        if (ac.ndim() != 2 || ac.shape[1] != 4)
-          args.fail(ac, "{arg} has shape " + shape_str(ac.shape) + " but must be (N, 4)");
-        args.require_shape(ak, {2}, "must be");
+        args.require_dims(ac, {"N", 4});
+        args.require_dims(ak, {2});
         args.require_like(ao, ac);
         args.check_aliasing();
         const int64_t n = ac.shape[0];

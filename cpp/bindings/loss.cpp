@@ -1,9 +1,9 @@
 // loss.cpp (bindings): softmax, the losses and the penalties (contract: gradfuse/loss.hpp).
 //
-// Thin: check the scalars, then every array (ArgSet / TensorLists: dtype, layout, shapes, aliasing),
-// then the labels' range, all before anything is written; release the GIL; call the selected ISA's
-// kernel. Losses return their value as a Python float. Signatures, defaults, checks and messages are
-// those of the NumPy twins in python/gradfuse/_numpy/loss.py (a test compares the signatures).
+// Thin: check every argument as the kernel table's rows say (python/gradfuse/table.py; the order
+// of the Python checker: scalars, arrays (ArgSet / TensorLists: dtype, layout), shapes, aliasing,
+// then the labels' range, which the table cannot say), all before anything is written; release
+// the GIL; call the selected ISA's kernel. Losses return their value as a Python float.
 #include <pybind11/pybind11.h>
 
 #include <limits>
@@ -20,7 +20,8 @@ namespace {
 using namespace pybind11::literals;
 
 // "mean" -> true, "sum" -> false; anything else is a ValueError.
-bool parse_reduction(const std::string& fn, const std::string& reduction) {
+bool parse_reduction(const std::string& fn, py::handle obj) {
+  const std::string reduction = text(fn, "reduction", obj);
   if (reduction == "mean") return true;
   if (reduction == "sum") return false;
   value_error(fn, "reduction must be 'mean' or 'sum', got '" + reduction + "'", "reduction");
@@ -33,9 +34,9 @@ void rows_cols(const ArrayArg& a, int64_t& rows, int64_t& cols) {
 }
 
 // (N, K) scores and (N,) labels.
-void check_labels(const ArgSet& s, const ArrayArg& scores, const ArrayArg& labels) {
-  if (scores.ndim() != 2) s.fail(scores, "{arg} must be 2-D (N, K), got shape " + shape_str(scores.shape));
-  s.require_shape(labels, {scores.shape[0]}, "must be (N,) =");
+void check_labels(ArgSet& s, const ArrayArg& scores, const ArrayArg& labels) {
+  s.require_dims(scores, {"N", "K"});
+  s.require_dims(labels, {"N"});
 }
 
 // Each label in [0, K), unless it is ignore_index (when there is one).
@@ -65,7 +66,7 @@ void softmax_forward_binding(const std::string& fn, py::handle x, py::handle y, 
   ArgSet s(fn);
   const ArrayArg& xa = s.floating("x", x, false);
   const ArrayArg& ya = s.floating("y", y, true);
-  if (xa.ndim() < 1) s.fail(xa, "{arg} must have at least one axis (the last is normalised), got shape ()");
+  s.require_dims(xa, {"...", "K"});  // the last axis is normalised
   s.require_like(ya, xa);
   s.allow_in_place(ya, xa);
   s.check_aliasing();
@@ -84,7 +85,7 @@ void softmax_backward_binding(const std::string& fn, py::handle y, py::handle dy
   const ArrayArg& ya = s.floating("y", y, false);
   const ArrayArg& dya = s.floating("dy", dy, false);
   const ArrayArg& dxa = s.floating("dx", dx, true);
-  if (ya.ndim() < 1) s.fail(ya, "{arg} must have at least one axis (the last is normalised), got shape ()");
+  s.require_dims(ya, {"...", "K"});
   s.require_like(dya, ya);
   s.require_like(dxa, ya);
   s.allow_in_place(dxa, dya);  // dx may be dy itself; it must still not overlap y
@@ -148,14 +149,14 @@ void bind_loss(py::module_& m) {
 
   m.def(
       "softmax_cross_entropy",
-      [](py::handle logits, py::handle labels, py::handle grad, const std::string& reduction, int64_t ignore_index,
-         double label_smoothing) {
+      [](py::handle logits, py::handle labels, py::handle grad, py::handle reduction, py::handle ignore_index,
+         py::handle label_smoothing) {
         const std::string fn = "softmax_cross_entropy";
         CrossEntropyArgs a;
         a.mean = parse_reduction(fn, reduction);
-        check_closed_unit(fn, "label_smoothing", label_smoothing);
-        a.ignore_index = ignore_index;
-        a.label_smoothing = label_smoothing;
+        a.ignore_index = integer(fn, "ignore_index", ignore_index);
+        a.label_smoothing = real(fn, "label_smoothing", label_smoothing);
+        check_closed_unit(fn, "label_smoothing", a.label_smoothing);
         ArgSet s(fn);
         const ArrayArg& x = s.floating("logits", logits, false);
         const ArrayArg& y = s.add("labels", labels, false, kInt64);
@@ -163,7 +164,7 @@ void bind_loss(py::module_& m) {
         check_labels(s, x, y);
         s.require_like(g, x);
         s.check_aliasing();
-        check_label_range(s, y, x.shape[1], true, ignore_index);
+        check_label_range(s, y, x.shape[1], true, a.ignore_index);
         const int64_t rows = x.shape[0], cols = x.shape[1];
         return run_loss(s.dtype(), [&](auto zero, int threads) {
           using T = decltype(zero);
@@ -178,10 +179,12 @@ void bind_loss(py::module_& m) {
 
   m.def(
       "multi_margin_loss",
-      [](py::handle scores, py::handle labels, py::handle grad, int64_t p, double margin,
-         const std::string& reduction) {
+      [](py::handle scores, py::handle labels, py::handle grad, py::handle p_, py::handle margin_,
+         py::handle reduction) {
         const std::string fn = "multi_margin_loss";
+        const int64_t p = integer(fn, "p", p_);
         if (p != 1 && p != 2) value_error(fn, "p must be 1 or 2, got " + std::to_string(p), "p");
+        const double margin = real(fn, "margin", margin_);
         check_finite(fn, "margin", margin);
         const bool mean = parse_reduction(fn, reduction);
         ArgSet s(fn);
@@ -206,7 +209,7 @@ void bind_loss(py::module_& m) {
 
   m.def(
       "mse_loss",
-      [](py::handle pred, py::handle target, py::handle grad, const std::string& reduction) {
+      [](py::handle pred, py::handle target, py::handle grad, py::handle reduction) {
         const std::string fn = "mse_loss";
         const bool mean = parse_reduction(fn, reduction);
         return squared_error_binding(fn, pred, target, grad, mean);
@@ -226,7 +229,7 @@ void bind_loss(py::module_& m) {
 
   m.def(
       "bce_with_logits",
-      [](py::handle logits, py::handle targets, py::handle grad, const std::string& reduction, py::handle pos_weight) {
+      [](py::handle logits, py::handle targets, py::handle grad, py::handle reduction, py::handle pos_weight) {
         const std::string fn = "bce_with_logits";
         const bool mean = parse_reduction(fn, reduction);
         ArgSet s(fn);
@@ -260,9 +263,11 @@ void bind_loss(py::module_& m) {
 
   m.def(
       "penalty",
-      [](py::handle params, py::handle grads, double l1, double l2) {
+      [](py::handle params, py::handle grads, py::handle l1_, py::handle l2_) {
         const std::string fn = "penalty";
+        const double l1 = real(fn, "l1", l1_);
         check_nonneg(fn, "l1", l1);
+        const double l2 = real(fn, "l2", l2_);
         check_nonneg(fn, "l2", l2);
         TensorLists lists(fn, {{"params", params, false}, {"grads", grads, true, false}});
         if (lists.empty()) return py::float_(0.0);

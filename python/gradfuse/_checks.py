@@ -8,6 +8,7 @@ both to the table.
     scalars(row, values)          -> {name: converted value}   (types, ranges, joint rules)
     arrays(row, values, scalars)  -> {name: array, list of arrays, or None}
     call(row, values)             -> both, scalars first
+    fail(fn, argument, template)  the twins' own refusals (what the table cannot say)
 
 A refused call raises KernelTypeError / KernelValueError (gradfuse.errors) naming the kernel and
 the argument, before anything is written.
@@ -207,7 +208,7 @@ class _Dims:
             pairs = list(zip(head, shape)) + list(zip(tail, shape[len(shape) - len(tail):]))
             rest = shape[len(head):len(shape) - len(tail)]
             if "..." in self.values and self.values["..."] != rest:
-                self._mismatch(fn, item, rule)
+                self._mismatch(fn, item, rule, pairs)
             self.values.setdefault("...", rest)
             self.source.setdefault("...", item.label)
         else:
@@ -217,10 +218,10 @@ class _Dims:
         for dim, n in pairs:
             if isinstance(dim, int):
                 if n != dim:
-                    self._mismatch(fn, item, rule)
+                    self._mismatch(fn, item, rule, pairs)
             elif dim in self.values:
                 if self.values[dim] != n:
-                    self._mismatch(fn, item, rule)
+                    self._mismatch(fn, item, rule, pairs)
         for dim, n in pairs:
             if isinstance(dim, str) and dim not in self.values:
                 self.values[dim], self.source[dim] = n, item.label
@@ -229,13 +230,15 @@ class _Dims:
     def _say(rule: tuple) -> str:
         return "(" + ", ".join(map(str, rule)) + (",)" if len(rule) == 1 else ")")
 
-    def _mismatch(self, fn: str, item: _Item, rule: tuple) -> None:
+    def _mismatch(self, fn: str, item: _Item, rule: tuple, pairs: list) -> None:
+        """The rule with the sizes known so far (a symbol this array would bind: its own size)."""
+        own = dict(pairs)
         want, known = [], []
         for dim in rule:
             if dim == "...":
                 want.extend(self.values.get("...", ("...",)))
             else:
-                want.append(self.values.get(dim, dim))
+                want.append(self.values.get(dim, own.get(dim, dim)) if isinstance(dim, str) else dim)
             if isinstance(dim, str) and dim in self.source and self.source[dim] != item.label:
                 known.append(f"{dim} from {self.source[dim]}")
         why = f" ({', '.join(known)})" if known else ""
@@ -259,7 +262,7 @@ def _check_shape(fn: str, item: _Item, rule, dims: _Dims, found: dict, lists: di
         ref = found[ref_name]
         if ref is None:
             return
-        ref_array = ref[item.index or 0] if isinstance(ref, list) else ref
+        ref_array = ref[item.index or 0] if isinstance(ref, (list, tuple)) else ref
         if shape != ref_array.shape:
             _fail_value(fn, f"{{arg}} has shape {shape_str(shape)} but {{other}} has shape "
                         f"{shape_str(ref_array.shape)}", item, other=ref_name,
@@ -271,7 +274,9 @@ def _check_shape(fn: str, item: _Item, rule, dims: _Dims, found: dict, lists: di
 def arrays(row: Kernel, values: dict, scalars_: dict) -> dict:
     """The row's arrays in `values`, checked: presence, type, dtype (one floating dtype per call),
     layout, shapes, and no written array sharing memory with another argument (but its in-place
-    partner, exactly). Lists come back as lists; absent and unused arrays as None."""
+    partner, exactly). A list argument comes back as a list when it was given as a list or tuple,
+    and as a 1-tuple when it was given as one ndarray (a twin's own messages then name it without
+    an index, as the C++ binding's do); absent and unused arrays come back as None."""
     fn = row.name
     found: dict = {}
     lists: dict = {}  # list arguments: given as a list (True) or as one ndarray
@@ -324,7 +329,7 @@ def arrays(row: Kernel, values: dict, scalars_: dict) -> dict:
                                item, other=first_float.spec.name, other_index=other_index)
             _layout(fn, item)
             items.append(item)
-        found[spec.name] = arrays_ if spec.many else obj
+        found[spec.name] = (arrays_ if is_list else (obj,)) if spec.many else obj
 
     dims = _Dims()
     order = list(row.shape_order) + [a.name for a in row.arrays if a.name not in row.shape_order]
@@ -372,10 +377,16 @@ def _partners(a: _Item, b: _Item) -> bool:
     return a.spec.in_place == b.spec.name or b.spec.in_place == a.spec.name
 
 
+def fail(fn: str, argument: str, template: str, index: int | None = None):
+    """A twin's refusal of what the table cannot say (a label out of range, a missing saved
+    tensor): KernelValueError naming the kernel and the argument; {arg} in template is its label."""
+    raise KernelValueError(fn, template, argument, index)
+
+
 def call(row: Kernel, values: dict) -> dict:
     """Every argument of a call checked (scalars first): {name: converted scalar or checked array}."""
     checked = scalars(row, values)
     return {**arrays(row, values, checked), **checked}
 
 
-__all__ = ["call", "scalars", "arrays", "real", "integer", "flag", "shape_str", "scalar_message"]
+__all__ = ["call", "scalars", "arrays", "fail", "real", "integer", "flag", "shape_str", "scalar_message"]

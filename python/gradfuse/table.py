@@ -398,16 +398,21 @@ def _max_norm() -> Scalar:
                                                            "got {value}")
 
 
+# p = 1, 2, inf and any other p take different paths; max_norm = inf never clips.
+_CLIP_NORM_EXAMPLES = (*(Example(f"p={p}", dict(max_norm=1.0, norm_type=p)) for p in (1.0, 2.0, math.inf, 3.0)),
+                       Example("no_clip", dict(max_norm=math.inf)))
+
 GRADIENTS = (
     Kernel("all_finite", "optim", "True when every element of every array (divided by grad_scale, if given) is "
            "finite.", (Array("arrays", many=True, values="grad"),
                        Scalar("grad_scale", default=None, nullable=True, range=SCALE, keyword_only=False)),
-           returns="bool", bytes=4),
+           returns="bool", bytes=4,
+           examples=(Example("plain"), Example("scaled", dict(grad_scale=1024.0)))),
     Kernel("grad_norm", "clip", "The p-norm of all the gradients together (as one vector): p = 2, 1, inf or any "
            "p > 0 (torch.nn.utils.get_total_norm). Accumulated in double, deterministic; 0.0 for no elements.",
            (Array("grads", many=True, values="grad"), _norm_type()),
            returns="float", bytes=4, torch="torch.nn.utils.get_total_norm",
-           examples=tuple(Example(f"p={p}", dict(norm_type=p)) for p in (1.0, 2.0, math.inf, 3.0))),
+           examples=tuple(Example(f"p={p}", dict(norm_type=p)) for p in (1.0, 2.0, math.inf, 3.0, 0.5))),
     Kernel("clip_grad_norm", "clip", "torch.nn.utils.clip_grad_norm_ on a list of gradients, in place: n = the "
            "p-norm of all of them together; each is multiplied by min(max_norm / (n + 1e-6), 1) (only when that is "
            "below 1). Returns n, the norm before clipping. error_if_nonfinite: a NaN/Inf norm raises RuntimeError, "
@@ -415,27 +420,28 @@ GRADIENTS = (
            (Array("grads", UPDATE, many=True, values="grad"), _max_norm(), _norm_type(),
             Scalar("error_if_nonfinite", "bool", default=False)),
            returns="float", bytes=12, torch="torch.nn.utils.clip_grad_norm_",
-           examples=tuple(Example(f"p={p}", dict(max_norm=1.0, norm_type=p)) for p in (2.0, 3.0))),
+           examples=_CLIP_NORM_EXAMPLES),
     Kernel("clip_grad_norm_per_tensor", "clip", "Per-tensor norm clipping, in place: each gradient array on its "
            "own, n_i = its p-norm, multiplied by min(max_norm / (n_i + 1e-6), 1). Returns [n_i], one per array "
            "(before clipping). error_if_nonfinite: a NaN/Inf norm raises RuntimeError, nothing written.",
            (Array("grads", UPDATE, many=True, values="grad"), _max_norm(), _norm_type(),
             Scalar("error_if_nonfinite", "bool", default=False)),
            returns="list[float]", bytes=12,
-           examples=tuple(Example(f"p={p}", dict(max_norm=1.0, norm_type=p)) for p in (2.0, 3.0))),
+           examples=_CLIP_NORM_EXAMPLES),
     Kernel("clip_grad_value", "clip", "torch.nn.utils.clip_grad_value_ on a list of gradients, in place: clamp to "
            "[-clip_value, clip_value] (NaN stays NaN).",
            (Array("grads", UPDATE, many=True, values="grad"),
             Scalar("clip_value", range=NONNEG_OR_INF)),
            bytes=8, torch="torch.nn.utils.clip_grad_value_",
-           examples=(Example("half", dict(clip_value=0.5)),)),
+           examples=(Example("half", dict(clip_value=0.5)), Example("inf", dict(clip_value=math.inf)))),
     Kernel("penalty", "loss", "L1 / L2 / elastic-net penalty over a list of parameters (or an arena) in one pass: "
            "returns l1 sum|w| + (l2/2) sum w^2 and, when grads are given, adds l1 sign(w) + l2 w to them in place.",
            (Array("params", many=True), Array("grads", UPDATE, shape="like:params", many=True, optional=True,
                                               default=None),
             Scalar("l1", default=0.0, range=NONNEG), Scalar("l2", default=0.0, range=NONNEG)),
            returns="float", bytes=12,
-           examples=(Example("elastic", dict(l1=1e-3, l2=1e-2)),)),
+           examples=(Example("elastic", dict(l1=1e-3, l2=1e-2)), Example("l1", dict(l1=1e-2)),
+                     Example("l2", dict(l2=1e-2)), Example("none"))),
 )
 
 
@@ -465,7 +471,9 @@ BATCHNORM = (
            bytes=12, torch="torch.nn.functional.batch_norm",
            examples=(Example("train", {}, dict(N=5, C=3, **{"...": (4,)})),
                      Example("eval", dict(training=False), dict(N=5, C=3, **{"...": (2, 2)})),
-                     Example("channels_last", dict(channels_last=True), dict(N=4, C=3, **{"...": (3,)})))),
+                     Example("channels_last", dict(channels_last=True), dict(N=4, C=3, **{"...": (3,)})),
+                     Example("channels_last_eval", dict(training=False, channels_last=True, momentum=0.5, eps=1e-3),
+                             dict(N=4, C=3, **{"...": (2,)})))),
     Kernel("batchnorm_backward", "batchnorm",
            "Batch normalization backward: dx (and dweight = sum(dy xhat), dbias = sum(dy) when given) from "
            "save_mean and save_invstd of the forward. training=True: the statistics were the batch's, and dx "
@@ -478,7 +486,9 @@ BATCHNORM = (
            bytes=20, shape_order=("x",),
            examples=(Example("train", {}, dict(N=5, C=3, **{"...": (4,)})),
                      Example("eval", dict(training=False), dict(N=5, C=3, **{"...": ()})),
-                     Example("channels_last", dict(channels_last=True), dict(N=4, C=3, **{"...": (3,)})))),
+                     Example("channels_last", dict(channels_last=True), dict(N=4, C=3, **{"...": (3,)})),
+                     Example("channels_last_eval", dict(training=False, channels_last=True),
+                             dict(N=4, C=3, **{"...": (2,)})))),
 )
 
 
@@ -510,14 +520,16 @@ DROPOUT = (
             _P, Scalar("seed", "u64", range=U64), Scalar("counter", "u64", range=U64)),
            bytes=8.125, torch="torch.nn.functional.dropout",
            examples=(Example("half", dict(p=0.3, seed=2**64 - 5, counter=7), {"...": (3, 67)}),
-                     Example("all", dict(p=1.0, seed=1, counter=0), {"...": (5,)}))),
+                     Example("all", dict(p=1.0, seed=1, counter=0), {"...": (5,)}),
+                     Example("none", dict(p=0.0, seed=3, counter=2**64 - 1), {"...": (70,)}))),
     Kernel("dropout_backward", "dropout",
            "Dropout backward: dx = dy * keep / (1 - p) with keep read from the forward's mask (0 when "
            "p == 1). dx may be dy (in place).",
            (Array("dy"), Array("mask", shape=_mask_shape("dy"), dtype="uint8", values="bytes"),
             Array("dx", WRITE, shape="like:dy", in_place="dy"), _P),
            bytes=8.125,
-           examples=(Example("half", dict(p=0.3), {"...": (3, 67)}),)),
+           examples=(Example("half", dict(p=0.3), {"...": (3, 67)}), Example("all", dict(p=1.0), {"...": (5,)}),
+                     Example("none", dict(p=0.0), {"...": (70,)}))),
     Kernel("dropout_mask_bytes", "dropout",
            "Bytes of the packed dropout mask of n elements: 8 * ceil(n / 64) (whole 64-bit words).",
            (Scalar("n", "int", range=COUNT, keyword_only=False),), returns="int",
@@ -574,7 +586,8 @@ DENSE = (
            flops=lambda d: 2 * d["M"] * d["K"] * d["N"], torch="torch.mm",
            examples=(Example("plain", {}, dict(M=5, K=7, N=3)),
                      Example("trans_b_accumulate", dict(trans_b=True, accumulate=True), dict(M=5, K=7, N=3)),
-                     Example("trans_a", dict(trans_a=True), dict(M=4, K=6, N=2)))),
+                     Example("trans_a", dict(trans_a=True), dict(M=4, K=6, N=2)),
+                     Example("trans_both", dict(trans_a=True, trans_b=True), dict(M=3, K=5, N=4)))),
     Kernel("dense_forward", "dense", "y = activation(x @ weight + bias); weight (in_features, out_features), bias "
            "(out_features,) or None; z, if given, receives the pre-activation x @ weight + bias (gelu's backward "
            "needs it).",
@@ -582,7 +595,7 @@ DENSE = (
             Array("bias", shape=("OUT",), optional=True), Array("y", WRITE, shape=("N", "OUT")),
             _activation("none"), _SLOPE, Array("z", WRITE, shape=("N", "OUT"), optional=True, default=None)),
            flops=lambda d: 2 * d["N"] * d["IN"] * d["OUT"], torch="torch.nn.functional.linear",
-           examples=tuple(Example(a, dict(activation=a), dict(N=6, IN=5, OUT=4)) for a in ("none", "relu", "gelu"))),
+           examples=tuple(Example(a, dict(activation=a), dict(N=6, IN=5, OUT=4)) for a in ACTIVATIONS)),
     Kernel("dense_backward", "dense", "Backward of dense_forward: dz = dy * activation'(.) (from y, the forward "
            "output, or z, the pre-activation: tanh/sigmoid need y, gelu needs z, relu either), dbias = column sums "
            "of dz, dx = dz @ weight.T, dweight = x.T @ dz; dx, dweight, dbias may each be None (not computed); "
@@ -596,7 +609,8 @@ DENSE = (
             Scalar("accumulate", "bool", default=False),
             Array("dz", WRITE, shape=("N", "OUT"), optional=True, default=None)),
            flops=lambda d: 4 * d["N"] * d["IN"] * d["OUT"], shape_order=("x", "weight"),
-           examples=tuple(Example(a, dict(activation=a), dict(N=6, IN=5, OUT=4)) for a in ("none", "relu", "gelu"))),
+           examples=(*(Example(a, dict(activation=a), dict(N=6, IN=5, OUT=4)) for a in ACTIVATIONS),
+                     Example("accumulate", dict(activation="relu", accumulate=True), dict(N=6, IN=5, OUT=4)))),
 )
 
 
@@ -633,7 +647,8 @@ LOSS = (
             Scalar("ignore_index", "int", default=-100), Scalar("label_smoothing", default=0.0, range=CLOSED_UNIT)),
            returns="float", bytes=8, torch="torch.nn.functional.cross_entropy",
            examples=(Example("smoothing", dict(label_smoothing=0.1), dict(N=7, K=5)),
-                     Example("sum", dict(reduction="sum"), dict(N=7, K=5)))),
+                     Example("sum", dict(reduction="sum"), dict(N=7, K=5)),
+                     Example("ignore", dict(ignore_index=0), dict(N=40, K=3)))),
     Kernel("multi_margin_loss", "loss", "Multiclass hinge loss of (N, K) scores and (N,) int64 labels, as "
            "torch.nn.functional.multi_margin_loss (divided by K); writes d loss / d scores into grad when given. "
            "Returns the loss.",
@@ -642,7 +657,8 @@ LOSS = (
             Scalar("p", "int", default=1, range=(1, 2), message="p must be 1 or 2, got {value}"),
             Scalar("margin", default=1.0, range=FINITE), _REDUCTION),
            returns="float", bytes=8, torch="torch.nn.functional.multi_margin_loss",
-           examples=(Example("p1", {}, dict(N=7, K=5)), Example("p2", dict(p=2), dict(N=7, K=5)))),
+           examples=(Example("p1", {}, dict(N=7, K=5)), Example("p2", dict(p=2, margin=0.5), dict(N=7, K=5)),
+                     Example("sum", dict(reduction="sum"), dict(N=7, K=5)))),
     Kernel("mse_loss", "loss", "Mean (or summed) squared error, as torch.nn.functional.mse_loss; grad = 2 (pred - "
            "target) / n (no / n for 'sum') when given. Returns the loss.",
            (Array("pred"), Array("target", shape="like:pred"),
@@ -661,7 +677,7 @@ LOSS = (
             Array("grad", WRITE, shape="like:logits", optional=True, default=None), _REDUCTION,
             Array("pos_weight", shape=_class_axis, optional=True, default=None, values="positive")),
            returns="float", bytes=12, torch="torch.nn.functional.binary_cross_entropy_with_logits",
-           examples=(Example("plain", {}, {"...": (6, 4)}),)),
+           examples=(Example("plain", {}, {"...": (6, 4)}), Example("sum", dict(reduction="sum"), {"...": (5,)}))),
 )
 
 KERNELS: dict[str, Kernel] = {k.name: k for k in (*OPTIMIZERS, *GRADIENTS, *BATCHNORM, *DROPOUT, *ACTIVATION,

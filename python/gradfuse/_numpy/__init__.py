@@ -1,7 +1,9 @@
-"""The NumPy twins of gradfuse's kernels: same names and signatures, written for clarity.
+"""The NumPy twins of gradfuse's kernels: the math, written for clarity, one module per family.
 
 They are the readable reference, the fallback where the extension cannot run, and the oracle of
-the parity tests.
+the parity tests. A twin has its kernel's name and takes every argument by name, already checked
+against the kernel table (gradfuse.table, gradfuse._checks); gf.ops.<kernel>.numpy is the twin
+behind those checks, with the table's signature and defaults.
 """
 from . import activation, batchnorm, clip, dense, dropout, loss, optim
 

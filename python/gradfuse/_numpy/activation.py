@@ -1,7 +1,9 @@
 """NumPy twins of the activation kernels (cpp/include/gradfuse/activation.hpp).
 
-Same names, signatures, checks and results (to a few ulp: the C++ kernels use Eigen's vectorized
-tanh/exp/erf, these use NumPy's and the C library's).
+The math only: gf.ops checks every argument against the kernel table first (gradfuse.table); a
+twin checks only what the table cannot say (which saved tensors a backward needs). Results agree
+with the C++ kernels to a few ulp (they use Eigen's vectorized tanh/exp/erf, these NumPy's and the
+C library's).
 """
 from __future__ import annotations
 
@@ -9,13 +11,9 @@ import math
 
 import numpy as np
 
-from ._checks import ArgSet, real
+from .._checks import fail
+from ..table import ACTIVATION_NEEDS
 
-KERNELS = ("activation_forward", "activation_backward")
-
-ACTIVATIONS = ("none", "relu", "leaky_relu", "tanh", "sigmoid", "gelu", "gelu_tanh")
-_NEEDS = {"none": None, "relu": "x_or_y", "leaky_relu": "x_or_y", "tanh": "y", "sigmoid": "y", "gelu": "x",
-          "gelu_tanh": "x"}
 _GELU_TANH_BETA = math.sqrt(2.0) * (2.0 / math.sqrt(math.pi)) * 0.5  # sqrt(2 / pi)
 _GELU_TANH_KAPPA = 0.044715
 _erf = np.frompyfunc(math.erf, 1, 1)
@@ -27,27 +25,18 @@ def erf(x: np.ndarray) -> np.ndarray:
     return np.asarray(_erf(x)).astype(x.dtype) if x.size else x.copy()
 
 
-def parse_activation(fn: str, name: str, slope: float) -> str:
-    if not isinstance(name, str):
-        raise TypeError(f"{fn}: activation must be a str, got {type(name).__name__}")
-    if not math.isfinite(real(fn, "negative_slope", slope)):
-        raise ValueError(f"{fn}: negative_slope must be a finite number")
-    if name not in ACTIVATIONS:
-        raise ValueError(f"{fn}: unknown activation '{name}' (expected none, relu, leaky_relu, tanh, sigmoid, "
-                         "gelu or gelu_tanh)")
-    return name
-
-
-def check_saved(args: ArgSet, act: str, slope: float, x, y) -> None:
-    needs = _NEEDS[act]
-    if needs == "y" and y is None:
-        args.fail(f"{act}'s backward needs y (the forward output)")
-    if needs == "x" and x is None:
-        args.fail(f"{act}'s backward needs x (the forward input)")
-    if needs == "x_or_y" and x is None and y is None:
-        args.fail(f"{act}'s backward needs x (the forward input) or y (its output)")
+def check_saved(fn: str, act: str, slope: float, x, y, x_name: str = "x") -> None:
+    """Refuses a backward without the saved tensors its activation reads (x: the activation's input,
+    named x_name in the call; y: its output), as the C++ bindings' check_saved."""
+    needs = ACTIVATION_NEEDS[act]
+    if needs == ("y",) and y is None:
+        fail(fn, "y", f"{act}'s backward needs {{arg}} (the forward output)")
+    if needs == ("x",) and x is None:
+        fail(fn, x_name, f"{act}'s backward needs {{arg}} (the forward input)")
+    if len(needs) == 2 and x is None and y is None:
+        fail(fn, x_name, f"{act}'s backward needs {{arg}} (the forward input) or y (its output)")
     if act == "leaky_relu" and x is None and slope < 0:
-        args.fail("leaky_relu's backward needs x (the forward input) when negative_slope < 0")
+        fail(fn, x_name, "leaky_relu's backward needs {arg} (the forward input) when negative_slope < 0")
 
 
 def forward_math(act: str, slope: float, v: np.ndarray) -> np.ndarray:
@@ -89,30 +78,10 @@ def backward_math(act: str, slope: float, g: np.ndarray, x, y) -> np.ndarray:
         return g * (s + 2 * x * s * s_neg * _GELU_TANH_BETA * (1 + 3 * _GELU_TANH_KAPPA * x * x))
 
 
-def activation_forward(x, y, *, activation, negative_slope=0.01):
-    """y = activation(x), element-wise, any shape; y may be x (in place)."""
-    args = ArgSet("activation_forward")
-    act = parse_activation(args.fn, activation, negative_slope)
-    args.floating("x", x, False)
-    args.floating("y", y, True)
-    args.require_shape("y", y, x.shape, "x has shape")
-    if y is not x:
-        args.check_aliasing()
-    y[...] = forward_math(act, negative_slope, x)
+def activation_forward(*, x, y, activation, negative_slope):
+    y[...] = forward_math(activation, negative_slope, x)
 
 
-def activation_backward(dy, dx, *, activation, x=None, y=None, negative_slope=0.01):
-    """dx = dy * activation'(.), element-wise. Needs y (the forward output) for tanh and sigmoid, x (the
-    input) for gelu and gelu_tanh, either for relu and leaky_relu; dx may be dy (in place)."""
-    args = ArgSet("activation_backward")
-    act = parse_activation(args.fn, activation, negative_slope)
-    args.floating("dy", dy, False)
-    args.floating("x", x, False, optional=True)
-    args.floating("y", y, False, optional=True)
-    args.floating("dx", dx, True)
-    check_saved(args, act, negative_slope, x, y)
-    for name, arr in (("x", x), ("y", y), ("dx", dx)):
-        args.require_shape(name, arr, dy.shape, "dy has shape")
-    if dx is not dy:
-        args.check_aliasing()
-    dx[...] = backward_math(act, negative_slope, dy, x, y)
+def activation_backward(*, dy, dx, activation, x, y, negative_slope):
+    check_saved("activation_backward", activation, negative_slope, x, y)
+    dx[...] = backward_math(activation, negative_slope, dy, x, y)

@@ -1,7 +1,7 @@
 """NumPy twins of the gradient-norm and clipping kernels (cpp/src/clip.cpp).
 
-Same names, signatures, checks and messages as gradfuse._core; the contract (formulas, precision,
-determinism) is at the top of cpp/include/gradfuse/clip.hpp.
+The math only: gf.ops checks every argument against the kernel table first (gradfuse.table). The
+contract (formulas, precision, determinism) is at the top of cpp/include/gradfuse/clip.hpp.
 
 The norms follow the kernels' reduction layout, so that they are bitwise equal to the C++ results
 for p = 1, 2 and inf: arrays adjacent in memory form one segment (as the bindings merge them), each
@@ -15,35 +15,17 @@ import math
 
 import numpy as np
 
-from . import _checks as check
-
-KERNELS: tuple[str, ...] = ("grad_norm", "clip_grad_norm", "clip_grad_norm_per_tensor", "clip_grad_value")
+from ..errors import label
 
 CLIP_BLOCK = 32768  # kClipBlock in clip.hpp
 LANES = 16
 
 
-# ---- checks ----------------------------------------------------------------------------------------
-
-
-def _norm_type(fn: str, p) -> float:
-    p = check.real(fn, "norm_type", p)
-    if not p > 0:
-        raise ValueError(f"{fn}: norm_type must be a number > 0 or inf, got {check._fmt(p)}")
-    return p
-
-
-def _max_norm(fn: str, max_norm) -> float:
-    max_norm = check.real(fn, "max_norm", max_norm)
-    if not max_norm >= 0:
-        raise ValueError(f"{fn}: max_norm must be a number >= 0 (inf: no clipping), got {check._fmt(max_norm)}")
-    return max_norm
-
-
 def _raise_nonfinite(fn: str, what: str, p: float):
-    raise RuntimeError(f"{fn}: the {what} of order {check._fmt(p)} is non-finite, so it cannot be clipped (nothing "
-                       "was written). To disable this error and scale the gradients by the non-finite norm anyway, "
-                       "set `error_if_nonfinite=False`")
+    """torch's error_if_nonfinite refusal, naming the kernel and the argument (as the C++ bindings)."""
+    raise RuntimeError(f"{fn}: the {what} of order {p!r} is non-finite, so it cannot be clipped (nothing was "
+                       "written). To disable this error and scale the gradients by the non-finite norm anyway, set "
+                       "`error_if_nonfinite=False`")
 
 
 # ---- the reduction -----------------------------------------------------------------------------------
@@ -129,65 +111,38 @@ def _scale(arrays, coef: float) -> None:
 # ---- kernels -------------------------------------------------------------------------------------------
 
 
-def grad_norm(grads, *, norm_type=2.0):
-    """The p-norm of all the gradients together (as one vector): p = 2, 1, inf or any p > 0
-    (torch.nn.utils.get_total_norm). Accumulated in double, deterministic; 0.0 for no elements."""
-    fn = "grad_norm"
-    p = _norm_type(fn, norm_type)
-    (gs,) = check.tensor_lists(fn, ("grads", grads, False))
-    return _norm_of_segments(_segments(gs), p)
+def grad_norm(*, grads, norm_type):
+    return _norm_of_segments(_segments(grads), norm_type)
 
 
-def clip_grad_norm(grads, *, max_norm, norm_type=2.0, error_if_nonfinite=False):
-    """torch.nn.utils.clip_grad_norm_ on a list of gradients, in place: n = the p-norm of all of them
-    together; each is multiplied by min(max_norm / (n + 1e-6), 1) (only when that is below 1). Returns
-    n, the norm before clipping. error_if_nonfinite: a NaN/Inf norm raises RuntimeError, nothing written."""
-    fn = "clip_grad_norm"
-    check.flag(fn, "error_if_nonfinite", error_if_nonfinite)
-    max_norm = _max_norm(fn, max_norm)
-    p = _norm_type(fn, norm_type)
-    (gs,) = check.tensor_lists(fn, ("grads", grads, True))
-    norm = _norm_of_segments(_segments(gs), p)
+def clip_grad_norm(*, grads, max_norm, norm_type, error_if_nonfinite):
+    norm = _norm_of_segments(_segments(grads), norm_type)
     if error_if_nonfinite and not math.isfinite(norm):
-        _raise_nonfinite(fn, "total norm of grads", p)
+        _raise_nonfinite("clip_grad_norm", "total norm of grads", norm_type)
     coef = _coef(max_norm, norm)
     if not coef >= 1.0:
-        _scale(gs, coef)
+        _scale(grads, coef)
     return norm
 
 
-def clip_grad_norm_per_tensor(grads, *, max_norm, norm_type=2.0, error_if_nonfinite=False):
-    """Per-tensor norm clipping, in place: each gradient array on its own, n_i = its p-norm, multiplied by
-    min(max_norm / (n_i + 1e-6), 1). Returns [n_i], one per array (before clipping). error_if_nonfinite:
-    a NaN/Inf norm raises RuntimeError, nothing written."""
-    fn = "clip_grad_norm_per_tensor"
-    check.flag(fn, "error_if_nonfinite", error_if_nonfinite)
-    max_norm = _max_norm(fn, max_norm)
-    p = _norm_type(fn, norm_type)
-    (gs,) = check.tensor_lists(fn, ("grads", grads, True))
-    norms = [_norm_of_segments([g.reshape(-1)], p) if g.size else 0.0 for g in gs]
+def clip_grad_norm_per_tensor(*, grads, max_norm, norm_type, error_if_nonfinite):
+    norms = [_norm_of_segments([g.reshape(-1)], norm_type) if g.size else 0.0 for g in grads]
     if error_if_nonfinite:
         for i, n in enumerate(norms):
             if not math.isfinite(n):
-                _raise_nonfinite(fn, f"norm of grads[{i}]" if isinstance(grads, (list, tuple)) else "norm of grads", p)
-    for g, n in zip(gs, norms):
+                # grads given as a list (a list comes back from the checks; one ndarray, a 1-tuple)
+                what = label("grads", i if isinstance(grads, list) else None)
+                _raise_nonfinite("clip_grad_norm_per_tensor", f"norm of {what}", norm_type)
+    for g, n in zip(grads, norms):
         coef = _coef(max_norm, n)
         if not coef >= 1.0:
             _scale([g], coef)
     return norms
 
 
-def clip_grad_value(grads, *, clip_value):
-    """torch.nn.utils.clip_grad_value_ on a list of gradients, in place: clamp to [-clip_value, clip_value]
-    (NaN stays NaN)."""
-    fn = "clip_grad_value"
-    v = check.real(fn, "clip_value", clip_value)
-    if not v >= 0:
-        raise ValueError(f"{fn}: clip_value must be a number >= 0, got {check._fmt(v)}")
-    (gs,) = check.tensor_lists(fn, ("grads", grads, True))
-    for g in gs:
-        lo, hi = g.dtype.type(-v), g.dtype.type(v)
+def clip_grad_value(*, grads, clip_value):
+    for g in grads:
+        lo, hi = g.dtype.type(-clip_value), g.dtype.type(clip_value)
         # only out-of-range elements are replaced: NaN (no comparison holds) and signed zeros stay
         np.copyto(g, lo, where=g < lo)
         np.copyto(g, hi, where=g > hi)
-    return None
