@@ -9,8 +9,6 @@ snapshot / assert_unchanged check that a refused call wrote nothing; assert_kern
 assert_same_error check a refusal's structured fields (gradfuse.errors) on one and both backends;
 assert_refused_alike runs a bad call on every backend and checks all of that; on_backend("numpy").<kernel>
 is gf.ops.<kernel>.numpy.
-Known C++/Python disagreements of the layer kernels (tests/known_mismatches.py) are marked
-xfail(strict=True) case by case, here.
 """
 from __future__ import annotations
 
@@ -58,16 +56,6 @@ def threads():
 @pytest.fixture(scope="session")
 def torch():
     return pytest.importorskip("torch")
-
-
-def pytest_collection_modifyitems(config, items):
-    """xfail(strict=True) exactly the cases tests/known_mismatches.py lists, with its reason."""
-    from known_mismatches import KNOWN
-    for item in items:
-        cases = KNOWN.get(f"{item.path.name}::{getattr(item, 'originalname', item.name)}")
-        callspec = getattr(item, "callspec", None)
-        if cases and callspec is not None and callspec.id in cases:
-            item.add_marker(pytest.mark.xfail(strict=True, reason=cases[callspec.id]))
 
 
 def snapshot(*arrays):
