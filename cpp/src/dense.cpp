@@ -17,6 +17,10 @@ namespace {
 
 constexpr int64_t kEigenTile = 256;
 constexpr int64_t kMinTileSide = 16;
+// OpenBLAS tiles per GEMM: at most 8, each at least 256 long (each tile repacks the operand all
+// tiles share: more tiles, more traffic), so a fixed count for a shape, whatever the threads.
+constexpr int kMaxTiles = 8;
+constexpr int64_t kMinTileLen = 256;
 constexpr double kMinTileWork = 4e6;  // multiply-adds; OpenBLAS's small-matrix kernels stop at 1e6
 constexpr int64_t kBiasBlock = 128;   // rows per partial column sum of dz
 
@@ -25,8 +29,10 @@ struct Tile {
   int64_t i0, h, j0, w;
 };
 
-// The tiles of C (m x n). Depend on the thread count only where results do not (see dense.hpp).
-std::vector<Tile> plan_tiles(const Blas& blas, int64_t m, int64_t n, int64_t k, int threads) {
+// The tiles of C (m x n): never a function of the thread count, so that C is bitwise the same for
+// every thread count whatever the GEMM does inside a tile (see dense.hpp). With OpenBLAS: equal
+// tiles along the longer side, up to kMaxTiles of at least kMinTileLen, as many as stay large.
+std::vector<Tile> plan_tiles(const Blas& blas, int64_t m, int64_t n, int64_t k) {
   std::vector<Tile> tiles;
   if (m == 0 || n == 0) return tiles;
   if (!blas.use) {
@@ -37,7 +43,7 @@ std::vector<Tile> plan_tiles(const Blas& blas, int64_t m, int64_t n, int64_t k, 
   }
   const bool split_cols = n >= m;
   const int64_t side = split_cols ? n : m, other = split_cols ? m : n;
-  int parts = std::max(1, threads);
+  int parts = static_cast<int>(std::min<int64_t>(kMaxTiles, std::max<int64_t>(1, side / kMinTileLen)));
   for (; parts > 1; --parts) {
     const int64_t len = (side + parts - 1) / parts;
     if (len >= kMinTileSide && other >= kMinTileSide && double(len) * double(other) * double(k) >= kMinTileWork) break;
@@ -94,7 +100,7 @@ void gemm_tile(const Blas& blas, bool ta, bool tb, bool accumulate, int64_t h, i
 template <class T, class Epilogue>
 void tiled_gemm(const Blas& blas, const GemmArgs& g, const T* a, int64_t lda, const T* b, int64_t ldb, T* c,
                 int64_t ldc, int threads, Epilogue&& epilogue) {
-  const std::vector<Tile> tiles = plan_tiles(blas, g.m, g.n, g.k, threads);
+  const std::vector<Tile> tiles = plan_tiles(blas, g.m, g.n, g.k);
   blas_single_threaded(blas);
   parallel_blocks(static_cast<int64_t>(tiles.size()), threads, [&](int64_t t) {
     const Tile& tile = tiles[t];

@@ -18,9 +18,11 @@
 // single-threaded on tiles spread over OpenMP threads. With OpenBLAS the tiles are one per thread
 // along the longer side of C, and only when every tile stays large (>= 16 rows and columns and
 // 4e6 multiply-adds; smaller tiles would take OpenBLAS's small-matrix kernels, which sum in another
-// order); its single-threaded kernels sum each element over K in an order that depends only on K,
-// so C is bitwise the same for every thread count. Eigen's blocking depends on the call's shape,
-// so with Eigen the tiles are fixed (256 x 256) whatever the thread count.
+// order). Its single-threaded kernels sum each element over K in an order that depends only on K,
+// but the micro-kernel that computes an element depends on its position in the tile modulo the
+// kernel's unroll (float64 on SkylakeX: 24 rows, 8 columns): tile edges therefore fall on
+// multiples of 96, so C is bitwise the same for every thread count. Eigen's blocking depends on the
+// call's shape, so with Eigen the tiles are fixed (256 x 256) whatever the thread count.
 // db: per fixed block of 128 rows, column sums in double, blocks combined in order: deterministic.
 // Sizes: N, in and out must each fit in a 32-bit int (the BLAS interface).
 #pragma once
