@@ -10,6 +10,7 @@ assert_same_error check a refusal's structured fields (gradfuse.errors) on one a
 assert_refused_alike runs a bad call on every backend and checks all of that; on_backend("numpy").<kernel>
 is gf.ops.<kernel>.numpy.
 """
+
 from __future__ import annotations
 
 import os

@@ -23,6 +23,7 @@ For the optimizer classes (gf.optim):
     all_states(cls)              constructor arguments under which every state of the row is used
     class_only(cls)              numeric constructor arguments that are not kernel scalars (torch's own)
 """
+
 from __future__ import annotations
 
 import functools
@@ -126,7 +127,7 @@ def material(dtype, kind: str, shape, salt: int) -> np.ndarray:
     if n > POOL - 4096:
         raise ValueError(f"{n} elements: more than the pool holds")
     start = (salt * 769) % 4096
-    return _pool(np.dtype(dtype).type, kind)[start:start + n].reshape(shape).copy()
+    return _pool(np.dtype(dtype).type, kind)[start : start + n].reshape(shape).copy()
 
 
 # States whose valid values depend on another state's: a table fact the row does not state yet
@@ -153,6 +154,7 @@ def _values(spec: Array, dtype, shape, salt: int, subnormals: bool, classes: int
 
 
 # ---- shapes ---------------------------------------------------------------------------------------------------
+
 
 class _Later(Exception):
     """A shape that needs another array's first."""
@@ -216,9 +218,19 @@ def shapes_of(row: Kernel, scalars: dict, dims: dict | None = None, shapes=None,
 
 # ---- calls ----------------------------------------------------------------------------------------------------
 
-def build(row: Kernel, example: Example | None = None, dtype=np.float32, *, dims: dict | None = None,
-          shapes=None, optional: bool = True, subnormals: bool = True, salt: int = 0, scalars: dict | None = None
-          ) -> dict:
+
+def build(
+    row: Kernel,
+    example: Example | None = None,
+    dtype=np.float32,
+    *,
+    dims: dict | None = None,
+    shapes=None,
+    optional: bool = True,
+    subnormals: bool = True,
+    salt: int = 0,
+    scalars: dict | None = None,
+) -> dict:
     """A valid call of `row` ({argument: value}, in signature order): the example's scalars and
     dimensions (`dims` overrides them; `shapes`: the shapes of a list argument's arrays); arrays
     the scalars do not use are None; optional arrays are given unless optional=False."""
@@ -239,8 +251,9 @@ def build(row: Kernel, example: Example | None = None, dtype=np.float32, *, dims
         elif a.name not in shape:
             out[a.name] = None
         elif a.many:
-            out[a.name] = [_values(a, dtype, sh, salt + 10 * i + k, subnormals, classes)
-                           for i, sh in enumerate(shape[a.name])]
+            out[a.name] = [
+                _values(a, dtype, sh, salt + 10 * i + k, subnormals, classes) for i, sh in enumerate(shape[a.name])
+            ]
         else:
             out[a.name] = _values(a, dtype, shape[a.name], salt + k, subnormals, classes)
     for (second, mean), relate in RELATED_STATES.items():
@@ -263,8 +276,10 @@ def call_args(row: Kernel, values: dict) -> tuple[list, dict]:
 
 
 def copy_call(values: dict) -> dict:
-    return {k: ([a.copy() for a in v] if isinstance(v, list) else v.copy() if isinstance(v, np.ndarray) else v)
-            for k, v in values.items()}
+    return {
+        k: ([a.copy() for a in v] if isinstance(v, list) else v.copy() if isinstance(v, np.ndarray) else v)
+        for k, v in values.items()
+    }
 
 
 def arrays_in(values) -> list:
@@ -351,6 +366,7 @@ def refusal(fn, values: dict):
 
 def backends() -> list:
     from conftest import BACKENDS
+
     return BACKENDS
 
 
@@ -374,12 +390,14 @@ def refused_alike(row: Kernel, make, expect=None, argument=None):
             assert err.argument == argument, f"{backend}: names {err.argument!r}, not {argument!r}: {text}"
     first = next(iter(errors.values()))
     for backend, err in errors.items():
-        assert type(err) is type(first) and fields(err) == fields(first), (
-            "the backends disagree: " + "; ".join(f"{b}: {type(e).__name__}{fields(e)} {e}" for b, e in errors.items()))
+        assert type(err) is type(first) and fields(err) == fields(first), "the backends disagree: " + "; ".join(
+            f"{b}: {type(e).__name__}{fields(e)} {e}" for b, e in errors.items()
+        )
     return errors
 
 
 # ---- scalars: probes of ranges and rules -------------------------------------------------------------------
+
 
 def in_range(spec: Scalar, value) -> bool:
     if spec.range is None:
@@ -450,6 +468,7 @@ def rule_breakers(row: Kernel) -> list:
 
 # ---- the optimizer classes --------------------------------------------------------------------------------------
 
+
 def optimizer_classes() -> list:
     out = []
     for name in gf.optim.__all__:
@@ -496,8 +515,7 @@ def class_only(cls) -> dict:
     """{name: default} of the constructor's numeric arguments that are no kernel scalar's hyperparameter
     (torch's own, such as an initial accumulator value)."""
     keys = {hyper_key(s) for s in cls._row.scalars if s.hyper is not None}
-    return {n: p.default for n, p in _signature(cls).items()
-            if n not in keys and type(p.default) in (int, float)}
+    return {n: p.default for n, p in _signature(cls).items() if n not in keys and type(p.default) in (int, float)}
 
 
 def _scalars_of_hyper(cls, kwargs: dict) -> dict:
@@ -590,11 +608,18 @@ def bad_hyperparameters(cls) -> list:
             if isinstance(v, float) and v.is_integer():
                 probes.append(int(v))
         for v in probes:
-            out.append((f"{s.name}={v!r}", hyperparameters(cls, {s.name: v}), ValueError,
-                        s.torch.replace("{value}", str(v))))
+            out.append(
+                (f"{s.name}={v!r}", hyperparameters(cls, {s.name: v}), ValueError, s.torch.replace("{value}", str(v)))
+            )
         if s.type == "float":
-            out.append((f"{s.name}='0.1'", hyperparameters(cls, {s.name: "0.1"}), TypeError,
-                        s.torch.replace("{value}", repr("0.1")) + " (expected a number, got str)"))
+            out.append(
+                (
+                    f"{s.name}='0.1'",
+                    hyperparameters(cls, {s.name: "0.1"}),
+                    TypeError,
+                    s.torch.replace("{value}", repr("0.1")) + " (expected a number, got str)",
+                )
+            )
         if isinstance(s.hyper, tuple) and s.hyper[1] == 0:
             key = hyper_key(s)
             out.append((f"{key}=0.9", {key: 0.9}, TypeError, f"Invalid {key}: 0.9 (expected a pair of numbers)"))
@@ -603,7 +628,7 @@ def bad_hyperparameters(cls) -> list:
             continue
         scalars = scalars_of(row, ex, **change)
         kwargs = hyperparameters(cls, {k: scalars[k] for k in (*ex.scalars, *change)})
-        (name, value), = change.items()
+        ((name, value),) = change.items()
         out.append((f"rule-{rule.argument}-{ex.id}-{name}={value!r}", kwargs, ValueError, rule.torch.format(**scalars)))
     for name in class_only(cls):
         out.append((f"{name}=-1", {name: -1}, ValueError, None))

@@ -1,5 +1,6 @@
 """Element-wise activation kernels: torch parity (values and autograd gradients), C++ vs the NumPy
 twin, every ISA path, in-place use, odd sizes, special values, determinism, bad inputs."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,8 +33,9 @@ def torch_act(torch, name):
 
 def saved(name, x, y):
     """What the backward reads: activation.hpp's contract."""
-    return {"tanh": dict(y=y), "sigmoid": dict(y=y), "gelu": dict(x=x), "gelu_tanh": dict(x=x),
-            "none": {}}.get(name, dict(x=x))
+    return {"tanh": dict(y=y), "sigmoid": dict(y=y), "gelu": dict(x=x), "gelu_tanh": dict(x=x), "none": {}}.get(
+        name, dict(x=x)
+    )
 
 
 def data(shape, dtype, seed=0):
@@ -130,6 +132,7 @@ def test_relu_keeps_nan():
 
 # ---- bad inputs ----------------------------------------------------------------------------------
 
+
 def _ok():
     x = data((4, 5), np.float32)
     return x, np.empty_like(x)
@@ -137,19 +140,39 @@ def _ok():
 
 BAD_FORWARD = [
     ("unknown activation", lambda x, y: dict(x=x, y=y, activation="swish"), ValueError, "unknown activation"),
-    ("non-finite slope", lambda x, y: dict(x=x, y=y, activation="leaky_relu", negative_slope=np.nan), ValueError,
-     "negative_slope"),
+    (
+        "non-finite slope",
+        lambda x, y: dict(x=x, y=y, activation="leaky_relu", negative_slope=np.nan),
+        ValueError,
+        "negative_slope",
+    ),
     ("int input", lambda x, y: dict(x=x.astype(np.int32), y=y, activation="relu"), TypeError, "x has dtype int32"),
-    ("dtype mismatch", lambda x, y: dict(x=x, y=y.astype(np.float64), activation="relu"), TypeError,
-     "y has dtype float64"),
+    (
+        "dtype mismatch",
+        lambda x, y: dict(x=x, y=y.astype(np.float64), activation="relu"),
+        TypeError,
+        "y has dtype float64",
+    ),
     ("big-endian", lambda x, y: dict(x=x.astype(">f4"), y=y, activation="relu"), TypeError, "big-endian"),
-    ("non-contiguous", lambda x, y: dict(x=np.asfortranarray(x), y=y, activation="relu"), ValueError,
-     "not C-contiguous"),
-    ("read-only output", lambda x, y: dict(x=x, y=np.broadcast_to(y[:1], y.shape), activation="relu"), ValueError,
-     "y is"),
+    (
+        "non-contiguous",
+        lambda x, y: dict(x=np.asfortranarray(x), y=y, activation="relu"),
+        ValueError,
+        "not C-contiguous",
+    ),
+    (
+        "read-only output",
+        lambda x, y: dict(x=x, y=np.broadcast_to(y[:1], y.shape), activation="relu"),
+        ValueError,
+        "y is",
+    ),
     ("shape mismatch", lambda x, y: dict(x=x, y=y[:3], activation="relu"), ValueError, "y has shape"),
-    ("partial overlap", lambda x, y: dict(x=x.reshape(-1)[:16], y=x.reshape(-1)[4:20], activation="relu"),
-     ValueError, "shares memory"),
+    (
+        "partial overlap",
+        lambda x, y: dict(x=x.reshape(-1)[:16], y=x.reshape(-1)[4:20], activation="relu"),
+        ValueError,
+        "shares memory",
+    ),
     ("not an array", lambda x, y: dict(x=x.tolist(), y=y, activation="relu"), TypeError, "numpy.ndarray"),
 ]
 
@@ -162,6 +185,7 @@ def test_forward_bad_inputs_change_nothing(case):
         x, y = _ok()
         y[...] = 7
         return (), make(x, y)
+
     assert_refused_alike("activation_forward", call, exc, match)
 
 
@@ -169,8 +193,11 @@ BAD_BACKWARD = [
     ("tanh without y", dict(activation="tanh"), "needs y"),
     ("gelu without x", dict(activation="gelu"), "needs x"),
     ("relu without x or y", dict(activation="relu"), "x \\(the forward input\\) or y"),
-    ("leaky with y and a negative slope", dict(activation="leaky_relu", negative_slope=-0.1, y=True),
-     "negative_slope < 0"),
+    (
+        "leaky with y and a negative slope",
+        dict(activation="leaky_relu", negative_slope=-0.1, y=True),
+        "negative_slope < 0",
+    ),
 ]
 
 
@@ -185,6 +212,7 @@ def test_backward_refuses_missing_saved_tensors(case):
             kw["y"] = np.ones_like(dy)
         dx[...] = 3
         return (dy, dx), kw
+
     assert_refused_alike("activation_backward", call, ValueError, match)
 
 
@@ -192,4 +220,5 @@ def test_backward_shape_mismatch():
     def call():
         dy, dx = _ok()
         return (dy, dx), dict(activation="tanh", y=np.ones((2, 2), np.float32))
+
     assert_refused_alike("activation_backward", call, ValueError, "y has shape")

@@ -13,6 +13,7 @@ message, and leave every array bitwise unchanged. Scalars out of their range, an
 rules: tests/test_table.py. Calls that are documented to work must give the same results on both
 backends.
 """
+
 from __future__ import annotations
 
 import math
@@ -72,12 +73,23 @@ def wrong_shape(a):
     return np.zeros(a.shape[:-1] + (a.shape[-1] + 1,), a.dtype)
 
 
-FLOAT_BAD_DTYPES = {"float64": np.float64, "int32": np.int32, "big_endian": ">f4", "float16": np.float16,
-                    "complex64": np.complex64, "object": object}
+FLOAT_BAD_DTYPES = {
+    "float64": np.float64,
+    "int32": np.int32,
+    "big_endian": ">f4",
+    "float16": np.float16,
+    "complex64": np.complex64,
+    "object": object,
+}
 TYPED_BAD_DTYPES = {"float32": np.float32, "int16": np.int16, "big_endian": None, "object": object}
 # Scalars of the wrong type, per Scalar.type (None is refused too unless the scalar is nullable)
-BAD_SCALAR_TYPES = {"float": ("0.5", [1.0]), "int": (1.5, "1"), "u64": (1.0, True, "3"), "bool": ("yes",),
-                    "str": (3, b"mean")}
+BAD_SCALAR_TYPES = {
+    "float": ("0.5", [1.0]),
+    "int": (1.5, "1"),
+    "u64": (1.0, True, "3"),
+    "bool": ("yes",),
+    "str": (3, b"mean"),
+}
 
 
 def _sub(name, transform, min_ndim=0):
@@ -87,6 +99,7 @@ def _sub(name, transform, min_ndim=0):
             return False  # the layout is C-contiguous anyway: nothing to test
         _put(values, name, transform(a))
         return True
+
     return mutate
 
 
@@ -94,6 +107,7 @@ def _set(name, value):
     def mutate(values):
         values[name] = value
         return True
+
     return mutate
 
 
@@ -101,11 +115,13 @@ def _short(name):
     def mutate(values):
         values[name] = values[name][:1]
         return True
+
     return mutate
 
 
 def _alias(w, o, shift):
     """o becomes w itself (shift 0), or both become views of one buffer, one element apart."""
+
     def mutate(values):
         a, b = _get(values, w), _get(values, o)
         if a.shape != b.shape or a.dtype != b.dtype or a.size < 2:
@@ -114,20 +130,23 @@ def _alias(w, o, shift):
             _put(values, o, a)
         else:
             buf = np.concatenate([a.reshape(-1), b.reshape(-1)[-1:]])
-            _put(values, w, buf[:a.size].reshape(a.shape))
+            _put(values, w, buf[: a.size].reshape(a.shape))
             _put(values, o, buf[1:].reshape(b.shape))
         return True
+
     return mutate
 
 
 def _bytes_of(w, o):
     """w becomes a view of the first bytes of o, reinterpreted as w's dtype and shape."""
+
     def mutate(values):
         a, b = _get(values, w), _get(values, o)
         if b.nbytes < a.nbytes or a.size == 0:
             return False
-        _put(values, w, b.reshape(-1).view(np.uint8)[:a.nbytes].view(a.dtype).reshape(a.shape))
+        _put(values, w, b.reshape(-1).view(np.uint8)[: a.nbytes].view(a.dtype).reshape(a.shape))
         return True
+
     return mutate
 
 
@@ -135,6 +154,7 @@ def _twice(name):
     def mutate(values):
         values[name] = [values[name][0], values[name][0]]
         return True
+
     return mutate
 
 
@@ -215,6 +235,7 @@ def test_bad_input_raises_alike_and_changes_nothing(row, case, mutate, exc, arg)
         values = kc.copy_call(BASES[row.name])
         assert mutate(values)
         return values
+
     kc.refused_alike(row, make, exc, arg)
 
 
@@ -233,6 +254,7 @@ def _poison(name, value):
             return False
         a.reshape(-1)[a.size // 2] = value
         return True
+
     return mutate
 
 

@@ -8,6 +8,7 @@ with nothing changed, bitwise. The documented results of unusual but valid input
 with skip_nonfinite, NaN logits, zero-size parameters, any array layout in a checkpoint) are checked
 too. The kernels' own bad-input table is tests/test_bad_inputs.py.
 """
+
 from __future__ import annotations
 
 import copy
@@ -42,8 +43,13 @@ def frozen(obj):
 
 def model_state(model):
     """Parameters, buffers and counters (state_dict), every gradient and the train/eval mode."""
-    return frozen({"state": model.state_dict(), "grads": [p.grad for p in model.parameters()],
-                   "training": [m.training for m in _modules(model)]})
+    return frozen(
+        {
+            "state": model.state_dict(),
+            "grads": [p.grad for p in model.parameters()],
+            "training": [m.training for m in _modules(model)],
+        }
+    )
 
 
 def _modules(model):
@@ -53,8 +59,7 @@ def _modules(model):
 
 
 def optimizer_state(opt):
-    return frozen({"state_dict": opt.state_dict(), "skipped": opt.skipped_steps,
-                   "last_skipped": opt.last_step_skipped})
+    return frozen({"state_dict": opt.state_dict(), "skipped": opt.skipped_steps, "last_skipped": opt.last_step_skipped})
 
 
 def check_raises_same_on_both(make, call, exc, match=None):
@@ -91,8 +96,11 @@ def state_of(obj):
 # (kernel_cases.bad_hyperparameters: Range probes, torch's wording, wrong types, joint rules).
 CLASSES = {cls.__name__: cls for cls in kc.optimizer_classes()}
 OPTIMIZERS = {name: kc.varied(cls) for name, cls in CLASSES.items()}
-HYPER_CASES = [(name, kwargs, exc, message) for name, cls in CLASSES.items()
-               for _, kwargs, exc, message in kc.bad_hyperparameters(cls)]
+HYPER_CASES = [
+    (name, kwargs, exc, message)
+    for name, cls in CLASSES.items()
+    for _, kwargs, exc, message in kc.bad_hyperparameters(cls)
+]
 HYPER_IDS = [f"{name}-{case}" for name, cls in CLASSES.items() for case, *_ in kc.bad_hyperparameters(cls)]
 
 
@@ -118,17 +126,20 @@ def stepped(name, **extra):
 @pytest.mark.parametrize("name,kwargs,exc,message", HYPER_CASES, ids=HYPER_IDS)
 def test_optimizer_constructor_refuses_bad_hyperparameters(name, kwargs, exc, message):
     params = make_params()
-    check_raises_same_on_both(lambda: (params,), lambda ps: CLASSES[name](ps, **{**OPTIMIZERS[name], **kwargs}),
-                              exc, message)
+    check_raises_same_on_both(
+        lambda: (params,), lambda ps: CLASSES[name](ps, **{**OPTIMIZERS[name], **kwargs}), exc, message
+    )
 
 
 @pytest.mark.parametrize("name,kwargs,exc,message", HYPER_CASES, ids=HYPER_IDS)
 def test_optimizer_step_refuses_an_edited_bad_hyperparameter(name, kwargs, exc, message):
     """A schedule gone wrong: param_groups edited between steps; the step changes nothing."""
+
     def make():
         opt, params = stepped(name)
         opt.param_groups[0].update(kwargs)
         return opt, params, make_grads(params, 2)
+
     check_raises_same_on_both(make, lambda opt, params, grads: opt.step(grads), exc, message)
 
 
@@ -161,30 +172,44 @@ def test_optimizer_step_refuses_bad_gradients(name, case):
         opt, params = stepped(name)
         grads = make_grads(params, 2)
         return opt, params, [transform(params, grads)] + grads[1:]
+
     check_raises_same_on_both(make, lambda opt, params, grads: opt.step(grads), exc, where)
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS)
-@pytest.mark.parametrize("call,exc", [
-    (lambda opt, params, grads: opt.step(grads[:1]), ValueError),                 # one gradient too few
-    (lambda opt, params, grads: opt.step(grads, grad_scale=0.0), ValueError),
-    (lambda opt, params, grads: opt.step(grads, grad_scale=math.nan), ValueError),
-    (lambda opt, params, grads: opt.step(grads, grad_scale="2"), TypeError),
-    (lambda opt, params, grads: opt.step(), TypeError),                           # plain arrays have no .grad
-], ids=["short", "scale-0", "scale-nan", "scale-str", "no-grads"])
+@pytest.mark.parametrize(
+    "call,exc",
+    [
+        (lambda opt, params, grads: opt.step(grads[:1]), ValueError),  # one gradient too few
+        (lambda opt, params, grads: opt.step(grads, grad_scale=0.0), ValueError),
+        (lambda opt, params, grads: opt.step(grads, grad_scale=math.nan), ValueError),
+        (lambda opt, params, grads: opt.step(grads, grad_scale="2"), TypeError),
+        (lambda opt, params, grads: opt.step(), TypeError),  # plain arrays have no .grad
+    ],
+    ids=["short", "scale-0", "scale-nan", "scale-str", "no-grads"],
+)
 def test_optimizer_step_refuses_bad_calls(name, call, exc):
     def make():
         opt, params = stepped(name)
         return opt, params, make_grads(params, 2)
+
     check_raises_same_on_both(make, call, exc)
 
 
 def test_optimizer_constructor_refuses_bad_parameters():
     good = make_params()
-    cases = [([good[0].astype(np.int32)], TypeError), ([good[0].astype(">f4")], TypeError),
-             ([good[0].astype(object)], TypeError), ([non_contiguous(good[0])], ValueError),
-             ([np.asfortranarray(good[0])], ValueError), ([np.broadcast_to(good[1], (2, 5))], ValueError),
-             ([good[0], good[0]], ValueError), ([], ValueError), (good[0], TypeError), ([[1.0, 2.0]], TypeError)]
+    cases = [
+        ([good[0].astype(np.int32)], TypeError),
+        ([good[0].astype(">f4")], TypeError),
+        ([good[0].astype(object)], TypeError),
+        ([non_contiguous(good[0])], ValueError),
+        ([np.asfortranarray(good[0])], ValueError),
+        ([np.broadcast_to(good[1], (2, 5))], ValueError),
+        ([good[0], good[0]], ValueError),
+        ([], ValueError),
+        (good[0], TypeError),
+        ([[1.0, 2.0]], TypeError),
+    ]
     read_only = good[1].copy()
     read_only.flags.writeable = False
     cases.append(([read_only], ValueError))
@@ -263,14 +288,24 @@ LAYERS = {  # name -> (make the layer, a good input)
     "Tanh": (lambda: nn.Tanh(), x_of((5, 4))),
     "Sigmoid": (lambda: nn.Sigmoid(), x_of((5, 4))),
     "GELU": (lambda: nn.GELU(), x_of((5, 4))),
-    "Sequential": (lambda: nn.Sequential([nn.Dense(4, 8, seed=0), nn.BatchNorm(8), nn.ReLU(), nn.Dropout(0.3),
-                                          nn.DropConnect(8, 3, p=0.2)], seed=0), x_of((5, 4))),
+    "Sequential": (
+        lambda: nn.Sequential(
+            [nn.Dense(4, 8, seed=0), nn.BatchNorm(8), nn.ReLU(), nn.Dropout(0.3), nn.DropConnect(8, 3, p=0.2)], seed=0
+        ),
+        x_of((5, 4)),
+    ),
     # layers that do not fit together: the last one raises after the others moved their state
     # a model whose layers do not chain is refused when built: this one gets its stray layer
     # appended afterwards, so that its forward still fails after the first layers moved state
-    "Sequential-misbuilt": (lambda: _append(nn.Sequential([nn.Dense(4, 8, seed=0), nn.BatchNorm(8), nn.Dropout(0.3),
-                                                           nn.DropConnect(8, 3, p=0.2)], seed=0), nn.Dense(4, 2)),
-                            x_of((5, 4))),
+    "Sequential-misbuilt": (
+        lambda: _append(
+            nn.Sequential(
+                [nn.Dense(4, 8, seed=0), nn.BatchNorm(8), nn.Dropout(0.3), nn.DropConnect(8, 3, p=0.2)], seed=0
+            ),
+            nn.Dense(4, 2),
+        ),
+        x_of((5, 4)),
+    ),
 }
 SHAPE_BOUND = {"Dense", "DropConnect", "BatchNorm", "BatchNorm-cumulative", "Sequential"}  # a feature count
 # parameter-free layers take float32 and float64 inputs alike; layers with parameters take their dtype
@@ -288,8 +323,12 @@ BAD_X = {  # (transform of the good x, exception, the layers it applies to)
     "1-D": (lambda x: x[0].copy(), ValueError, SHAPE_BOUND),
     "one-sample": (lambda x: x[:1].copy(), ValueError, {"BatchNorm", "BatchNorm-cumulative", "Sequential"}),
 }
-X_CASES = [(layer, case) for case, (_, _, applies) in BAD_X.items() for layer in LAYERS
-           if layer in applies and layer != "Sequential-misbuilt"]
+X_CASES = [
+    (layer, case)
+    for case, (_, _, applies) in BAD_X.items()
+    for layer in LAYERS
+    if layer in applies and layer != "Sequential-misbuilt"
+]
 
 
 def test_misbuilt_sequential_forward_puts_the_state_back():
@@ -299,6 +338,7 @@ def test_misbuilt_sequential_forward_puts_the_state_back():
         model = make_layer()
         model[1].forward(np.ones((3, 8), np.float32))  # a BatchNorm that has seen a batch
         return (model,)
+
     check_raises_same_on_both(make, lambda model: model.forward(x, training=True), ValueError, "x")
 
 
@@ -311,6 +351,7 @@ def test_layer_forward_refuses_bad_input_and_changes_nothing(layer, case):
         model = make_layer()
         model.forward(x, training=True)  # counters and running statistics away from their start
         return model, transform(x)
+
     check_raises_same_on_both(make, lambda model, bad: model.forward(bad, training=True), exc)
 
 
@@ -338,18 +379,23 @@ def test_layer_backward_refuses_bad_gradient_and_changes_nothing(layer, case):
         model = make_layer()
         y = model.forward(x, training=True)
         return model, transform(np.ones_like(y))
+
     check_raises_same_on_both(make, lambda model, dy: model.backward(dy), exc)
 
 
 def test_layer_constructors_refuse_bad_arguments():
-    for make, exc in [(lambda: nn.Dropout(1.5), ValueError), (lambda: nn.Dropout(-0.1), ValueError),
-                      (lambda: nn.DropConnect(4, 3, p=math.nan), ValueError),
-                      (lambda: nn.Dense(4, 3, activation="softplus"), ValueError),
-                      (lambda: nn.GELU(approximate="fast"), ValueError),
-                      (lambda: nn.BatchNorm(3, eps=0.0), ValueError), (lambda: nn.BatchNorm(3, eps=-1.0), ValueError),
-                      (lambda: nn.BatchNorm(3, momentum=1.5), ValueError),
-                      (lambda: nn.BatchNorm(3, momentum=math.nan), ValueError),
-                      (lambda: nn.Sequential([nn.ReLU(), "relu"]), TypeError)]:
+    for make, exc in [
+        (lambda: nn.Dropout(1.5), ValueError),
+        (lambda: nn.Dropout(-0.1), ValueError),
+        (lambda: nn.DropConnect(4, 3, p=math.nan), ValueError),
+        (lambda: nn.Dense(4, 3, activation="softplus"), ValueError),
+        (lambda: nn.GELU(approximate="fast"), ValueError),
+        (lambda: nn.BatchNorm(3, eps=0.0), ValueError),
+        (lambda: nn.BatchNorm(3, eps=-1.0), ValueError),
+        (lambda: nn.BatchNorm(3, momentum=1.5), ValueError),
+        (lambda: nn.BatchNorm(3, momentum=math.nan), ValueError),
+        (lambda: nn.Sequential([nn.ReLU(), "relu"]), TypeError),
+    ]:
         with pytest.raises(exc):
             make()
 
@@ -422,8 +468,9 @@ def test_nan_logits_propagate_the_same_on_both_backends(loss):
 
 
 def fit_setup():
-    model = nn.Sequential([nn.Dense(4, 8, activation="relu", seed=0), nn.BatchNorm(8), nn.Dropout(0.2),
-                           nn.Dense(8, 3, seed=1)], seed=0)
+    model = nn.Sequential(
+        [nn.Dense(4, 8, activation="relu", seed=0), nn.BatchNorm(8), nn.Dropout(0.2), nn.Dense(8, 3, seed=1)], seed=0
+    )
     opt = gf.optim.Adam(model.parameters(), lr=0.01)
     x = x_of((12, 4))
     y = np.arange(12) % 3
@@ -444,8 +491,11 @@ FIT_CASES = {  # (x, y, extra kwargs) from the good ones -> exception, text in t
     "schedule_per-without-schedule": (lambda x, y: (x, y, {"schedule_per": "batch"}), ValueError, "schedule_per"),
     "x-multi-input": (lambda x, y: ([x[:, :2], x[:, 2:]], y, {}), TypeError, "multi-input"),
     "x-ragged": (lambda x, y: (x.tolist()[:-1] + [[1.0]], y, {}), ValueError, "different lengths"),
-    "validation-y-out-of-range": (lambda x, y: (x, y, {"validation_data": (x[:3], np.array([0, 1, 7]))}),
-                                  ValueError, "validation"),
+    "validation-y-out-of-range": (
+        lambda x, y: (x, y, {"validation_data": (x[:3], np.array([0, 1, 7]))}),
+        ValueError,
+        "validation",
+    ),
     "validation-lengths": (lambda x, y: (x, y, {"validation_data": (x[:3], y[:2])}), ValueError, "validation"),
     "batch-size-0": (lambda x, y: (x, y, {"batch_size": 0}), ValueError, "batch_size"),
     "validation-split-1": (lambda x, y: (x, y, {"validation_split": 1.0}), ValueError, "fraction"),
@@ -462,6 +512,7 @@ def test_fit_refuses_bad_data_before_changing_anything(case):
 
     def call(model, opt, x, y, kwargs):
         gf.train.fit(model, "cross_entropy", opt, x, y, **{"epochs": 2, "batch_size": 4, "verbose": 0, **kwargs})
+
     check_raises_same_on_both(make, call, exc, text)
 
 
@@ -469,15 +520,20 @@ def test_fit_refuses_bad_labels_for_the_hinge_loss_too():
     def make():
         model, opt, x, y = fit_setup()
         return model, opt, x, y + 1
-    check_raises_same_on_both(make, lambda model, opt, x, y: gf.train.fit(model, "hinge", opt, x, y, verbose=0),
-                              ValueError, "y[2] = 3")
+
+    check_raises_same_on_both(
+        make, lambda model, opt, x, y: gf.train.fit(model, "hinge", opt, x, y, verbose=0), ValueError, "y[2] = 3"
+    )
 
 
 # ---- gf.save / gf.load ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("bad", [np.array([1, "a"], dtype=object), np.array(["ab"]), lambda: None, {1.5: 1},
-                                 {"a": {1, 2}}], ids=["object-array", "str-array", "function", "float-key", "set"])
+@pytest.mark.parametrize(
+    "bad",
+    [np.array([1, "a"], dtype=object), np.array(["ab"]), lambda: None, {1.5: 1}, {"a": {1, 2}}],
+    ids=["object-array", "str-array", "function", "float-key", "set"],
+)
 def test_save_refuses_unsupported_values_and_keeps_the_old_file(tmp_path, bad):
     path = tmp_path / "ckpt.gfc"
     gf.save({"w": np.ones(3, np.float32)}, path)
@@ -509,9 +565,15 @@ def test_save_accepts_any_layout_and_loads_c_contiguous_native_arrays(tmp_path):
     base[0, 0], base[1, 1] = math.nan, -math.inf
     read_only = base.copy()
     read_only.flags.writeable = False
-    state = {"strided": non_contiguous(base), "fortran": np.asfortranarray(base),
-             "broadcast": np.broadcast_to(base[:1], (3, 4)), "read_only": read_only, "big": base.astype(">f4"),
-             "empty": np.zeros((0, 3), np.float32), "nan": math.nan}
+    state = {
+        "strided": non_contiguous(base),
+        "fortran": np.asfortranarray(base),
+        "broadcast": np.broadcast_to(base[:1], (3, 4)),
+        "read_only": read_only,
+        "big": base.astype(">f4"),
+        "empty": np.zeros((0, 3), np.float32),
+        "nan": math.nan,
+    }
     gf.save(state, tmp_path / "c.gfc")
     loaded = gf.load(tmp_path / "c.gfc")
     for key, value in state.items():

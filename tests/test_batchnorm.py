@@ -7,6 +7,7 @@ The contract (cpp/include/gradfuse/batchnorm.hpp): statistics accumulate in doub
 channel's first element; fixed reduction blocks make results bitwise identical for every thread
 count; across ISA paths and against the twin they agree to about an ulp of the dtype.
 """
+
 from __future__ import annotations
 
 import functools
@@ -15,9 +16,8 @@ import numpy as np
 import pytest
 
 import gradfuse as gf
-from gradfuse._ext import _core
-
 from conftest import assert_kernel_error, assert_same_error, assert_unchanged, snapshot
+from gradfuse._ext import _core
 
 pytestmark = pytest.mark.kernels
 
@@ -49,10 +49,17 @@ def make_problem(shape, dtype, channels_last=False, seed=0, affine=True, running
     p = dict(
         x=(rng.standard_normal(shape) * scale + loc).astype(dtype),
         dy=rng.standard_normal(shape).astype(dtype),
-        weight=vec(0.5, 1.5) if affine else None, bias=vec(-1, 1) if affine else None,
-        running_mean=vec(-0.5, 0.5) if running else None, running_var=vec(0.5, 2.0) if running else None,
-        y=np.full(shape, np.nan, dtype), save_mean=np.full(c, np.nan, dtype), save_invstd=np.full(c, np.nan, dtype),
-        dx=np.full(shape, np.nan, dtype), dweight=np.full(c, np.nan, dtype), dbias=np.full(c, np.nan, dtype))
+        weight=vec(0.5, 1.5) if affine else None,
+        bias=vec(-1, 1) if affine else None,
+        running_mean=vec(-0.5, 0.5) if running else None,
+        running_var=vec(0.5, 2.0) if running else None,
+        y=np.full(shape, np.nan, dtype),
+        save_mean=np.full(c, np.nan, dtype),
+        save_invstd=np.full(c, np.nan, dtype),
+        dx=np.full(shape, np.nan, dtype),
+        dweight=np.full(c, np.nan, dtype),
+        dbias=np.full(c, np.nan, dtype),
+    )
     return p
 
 
@@ -61,8 +68,17 @@ def copy_problem(p):
 
 
 def run_forward(fn, p, **kw):
-    fn(p["x"], p["weight"], p["bias"], p["running_mean"], p["running_var"], p["y"], p["save_mean"],
-       p["save_invstd"], **kw)
+    fn(
+        p["x"],
+        p["weight"],
+        p["bias"],
+        p["running_mean"],
+        p["running_var"],
+        p["y"],
+        p["save_mean"],
+        p["save_invstd"],
+        **kw,
+    )
 
 
 def run_backward(fn, p, **kw):
@@ -114,10 +130,16 @@ def torch_reference(torch, p, training=True, channels_last=False, momentum=0.1, 
         a = a.detach().numpy()
         return np.moveaxis(a, 1, -1) if channels_last else a
 
-    c = p["save_mean"].shape[0]
-    return dict(y=back(y), running_mean=None if rm is None else rm.numpy(), running_var=None if rv is None else rv.numpy(),
-                save_mean=mean.numpy(), save_invstd=(1.0 / torch.sqrt(var + eps)).numpy(), dx=back(x.grad),
-                dweight=None if w is None else w.grad.numpy(), dbias=None if b is None else b.grad.numpy())
+    return dict(
+        y=back(y),
+        running_mean=None if rm is None else rm.numpy(),
+        running_var=None if rv is None else rv.numpy(),
+        save_mean=mean.numpy(),
+        save_invstd=(1.0 / torch.sqrt(var + eps)).numpy(),
+        dx=back(x.grad),
+        dweight=None if w is None else w.grad.numpy(),
+        dbias=None if b is None else b.grad.numpy(),
+    )
 
 
 def assert_outputs_close(got, want, tol, what, names=OUTPUTS):
@@ -140,8 +162,12 @@ def assert_outputs_equal(got, want, what, names=OUTPUTS):
 TORCH_SHAPES = [(8, 5), (4, 3, 7), (2, 3, 70), (3, 4, 5, 6), (2, 3, 9, 9)]
 # train: batch statistics, running update; eval: running statistics; no_running_*: batch statistics
 # whatever the flag (like torch with track_running_stats=False)
-MODES = {"train": (True, True), "eval": (False, True), "no_running_train": (True, False),
-         "no_running_eval": (False, False)}
+MODES = {
+    "train": (True, True),
+    "eval": (False, True),
+    "no_running_train": (True, False),
+    "no_running_eval": (False, False),
+}
 
 
 @pytest.mark.parametrize("mode", list(MODES))
@@ -163,8 +189,9 @@ def test_matches_torch_without_affine(dtype, backend, torch):
         run_both(p, eps=1e-3, momentum=0.0)
         assert_outputs_close(p, want, TORCH_TOL[dtype], f"{backend} affine=False {shape}")
         # dweight / dbias are still the sums when asked for; weight None means scale 1
-        np.testing.assert_allclose(p["dbias"], p["dy"].sum(axis=(0, 2, 3) if len(shape) == 4 else 0),
-                                   **TORCH_TOL[dtype])
+        np.testing.assert_allclose(
+            p["dbias"], p["dy"].sum(axis=(0, 2, 3) if len(shape) == 4 else 0), **TORCH_TOL[dtype]
+        )
 
 
 @needs_core
@@ -196,8 +223,11 @@ def test_channels_last_matches_torch_and_the_contiguous_layout(dtype, shape, tra
 
 
 @pytest.mark.parametrize("momentum", [0.1, None], ids=["momentum0.1", "cumulative"])
-@pytest.mark.parametrize("layer, shape", [("BatchNorm1d", (16, 6)), ("BatchNorm1d", (8, 6, 20)),
-                                          ("BatchNorm2d", (4, 6, 9, 9))], ids=["1d", "1d_ncl", "2d"])
+@pytest.mark.parametrize(
+    "layer, shape",
+    [("BatchNorm1d", (16, 6)), ("BatchNorm1d", (8, 6, 20)), ("BatchNorm2d", (4, 6, 9, 9))],
+    ids=["1d", "1d_ncl", "2d"],
+)
 def test_several_calls_match_torch_layers(layer, shape, momentum, backend, torch):
     """Four training steps (forward, backward) then an eval forward, against nn.BatchNorm1d/2d with
     affine parameters and running statistics; momentum=None is torch's cumulative average, which the
@@ -217,9 +247,20 @@ def test_several_calls_match_torch_layers(layer, shape, momentum, backend, torch
         xt = torch.tensor(x, requires_grad=True)
         module.train()
         module(xt).backward(torch.tensor(dy))
-        p = dict(x=x, dy=dy, weight=weight, bias=bias, running_mean=running_mean, running_var=running_var,
-                 y=np.empty(shape), save_mean=np.empty(c), save_invstd=np.empty(c), dx=np.empty(shape),
-                 dweight=np.empty(c), dbias=np.empty(c))
+        p = dict(
+            x=x,
+            dy=dy,
+            weight=weight,
+            bias=bias,
+            running_mean=running_mean,
+            running_var=running_var,
+            y=np.empty(shape),
+            save_mean=np.empty(c),
+            save_invstd=np.empty(c),
+            dx=np.empty(shape),
+            dweight=np.empty(c),
+            dbias=np.empty(c),
+        )
         run_both(p, momentum=1.0 / step if momentum is None else momentum)
         tol = TORCH_TOL[np.float64]
         np.testing.assert_allclose(running_mean, module.running_mean.numpy(), **tol)
@@ -249,7 +290,7 @@ def test_large_mean_small_std_against_torch_float64(backend, torch):
         torch_err = {k: np.abs(fast[k] - exact[k]).max() for k in err}
         rel_invstd = np.abs(p["save_invstd"] / exact["save_invstd"] - 1).max()
         assert err["y"] < 2e-6 and err["dx"] < 2e-6, (err, torch_err)  # ~ulps of values up to ~5
-        assert err["save_mean"] <= 1e4 * 2 ** -24 and rel_invstd < 2e-7, (err, rel_invstd)
+        assert err["save_mean"] <= 1e4 * 2**-24 and rel_invstd < 2e-7, (err, rel_invstd)
         assert np.abs(p["running_var"] / exact["running_var"] - 1).max() < 2e-7
         assert err["y"] <= torch_err["y"] and err["dx"] <= torch_err["dx"]
 
@@ -259,14 +300,14 @@ def test_large_mean_small_std_against_torch_float64(backend, torch):
 # (shape, channels_last): each layout and the corners of the blocking (kColBlock = 1024 columns,
 # 2^17 elements per reduction block, rows narrower than 256 grouped, planes from L = 64)
 TWIN_CASES = [
-    ((100_003, 3), False),      # grouped rows (86 per row), a partial last row, 3 row blocks
-    ((300, 1500), False),       # two column blocks (the second one with a vector tail), 3 row blocks
-    ((3, 5, 17, 3), True),      # channels last, grouped rows
-    ((4000, 7, 13), False),     # L < 64: rows of C*L = 91 columns, grouped, partial last row
-    ((300, 2, 1000), False),    # planes: 3 blocks of samples per channel, vector tail of 1000 % 16
-    ((2, 3, 67), False),        # planes, one block, a tail of 3
-    ((1, 1, 130), False),       # N = 1, C = 1
-    ((17, 1), False),           # C = 1
+    ((100_003, 3), False),  # grouped rows (86 per row), a partial last row, 3 row blocks
+    ((300, 1500), False),  # two column blocks (the second one with a vector tail), 3 row blocks
+    ((3, 5, 17, 3), True),  # channels last, grouped rows
+    ((4000, 7, 13), False),  # L < 64: rows of C*L = 91 columns, grouped, partial last row
+    ((300, 2, 1000), False),  # planes: 3 blocks of samples per channel, vector tail of 1000 % 16
+    ((2, 3, 67), False),  # planes, one block, a tail of 3
+    ((1, 1, 130), False),  # N = 1, C = 1
+    ((17, 1), False),  # C = 1
 ]
 CASE_IDS = [f"{s}{'-cl' if cl else ''}" for s, cl in TWIN_CASES]
 
@@ -277,10 +318,20 @@ CASE_IDS = [f"{s}{'-cl' if cl else ''}" for s, cl in TWIN_CASES]
 @pytest.mark.parametrize("shape, channels_last", TWIN_CASES, ids=CASE_IDS)
 def test_cpp_matches_twin(shape, channels_last, dtype, training, isa):
     start = make_problem(shape, dtype, channels_last=channels_last, seed=11)
-    cpp = run_both(copy_problem(start), training=training, channels_last=channels_last,
-                   forward=_core.batchnorm_forward, backward=_core.batchnorm_backward)
-    ref = run_both(copy_problem(start), training=training, channels_last=channels_last,
-                   forward=gf.ops.batchnorm_forward.numpy, backward=gf.ops.batchnorm_backward.numpy)
+    cpp = run_both(
+        copy_problem(start),
+        training=training,
+        channels_last=channels_last,
+        forward=_core.batchnorm_forward,
+        backward=_core.batchnorm_backward,
+    )
+    ref = run_both(
+        copy_problem(start),
+        training=training,
+        channels_last=channels_last,
+        forward=gf.ops.batchnorm_forward.numpy,
+        backward=gf.ops.batchnorm_backward.numpy,
+    )
     assert_outputs_close(cpp, ref, TWIN_TOL[dtype], f"{isa} {shape}")
     if not training:  # no reductions in the forward: the same operations on the same values
         assert_outputs_equal(cpp, ref, f"{isa} eval", names=("y", "save_mean", "save_invstd"))
@@ -288,8 +339,11 @@ def test_cpp_matches_twin(shape, channels_last, dtype, training, isa):
 
 @needs_core
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-@pytest.mark.parametrize("shape, channels_last", [c for c in TWIN_CASES if np.prod(c[0]) > 100_000],
-                         ids=[i for c, i in zip(TWIN_CASES, CASE_IDS) if np.prod(c[0]) > 100_000])
+@pytest.mark.parametrize(
+    "shape, channels_last",
+    [c for c in TWIN_CASES if np.prod(c[0]) > 100_000],
+    ids=[i for c, i in zip(TWIN_CASES, CASE_IDS) if np.prod(c[0]) > 100_000],
+)
 def test_one_and_two_threads_and_two_runs_are_bitwise_equal(shape, channels_last, dtype, isa, threads):
     start = make_problem(shape, dtype, channels_last=channels_last, seed=5)
     results = []
@@ -297,8 +351,14 @@ def test_one_and_two_threads_and_two_runs_are_bitwise_equal(shape, channels_last
         threads(n)
         if gf.get_num_threads() != n:
             pytest.skip(f"OpenMP gives {gf.get_num_threads()} threads here, not {n}")
-        results.append(run_both(copy_problem(start), channels_last=channels_last,
-                                forward=_core.batchnorm_forward, backward=_core.batchnorm_backward))
+        results.append(
+            run_both(
+                copy_problem(start),
+                channels_last=channels_last,
+                forward=_core.batchnorm_forward,
+                backward=_core.batchnorm_backward,
+            )
+        )
     assert_outputs_equal(results[1], results[2], "two 2-thread runs")
     assert_outputs_equal(results[0], results[1], "1 vs 2 threads")
 
@@ -315,8 +375,11 @@ def _streamed_problem(shape):
 
 @functools.lru_cache(maxsize=None)
 def _streamed_reference(shape):
-    return run_both(copy_problem(_streamed_problem(shape)), forward=gf.ops.batchnorm_forward.numpy,
-                    backward=gf.ops.batchnorm_backward.numpy)
+    return run_both(
+        copy_problem(_streamed_problem(shape)),
+        forward=gf.ops.batchnorm_forward.numpy,
+        backward=gf.ops.batchnorm_backward.numpy,
+    )
 
 
 @needs_core
@@ -329,8 +392,13 @@ def test_streamed_outputs(shape, isa, threads):
     results = []
     for n in (1, 2):
         threads(n)
-        results.append(run_both(copy_problem(_streamed_problem(shape)), forward=_core.batchnorm_forward,
-                                backward=_core.batchnorm_backward))
+        results.append(
+            run_both(
+                copy_problem(_streamed_problem(shape)),
+                forward=_core.batchnorm_forward,
+                backward=_core.batchnorm_backward,
+            )
+        )
     assert_outputs_close(results[0], ref, TWIN_TOL[np.float32], f"{isa} streamed {shape}")
     assert_outputs_equal(results[1], results[0], f"{isa} streamed {shape}: 1 vs 2 threads")
     # in place: y is x, dx is dy
@@ -360,9 +428,14 @@ def test_one_value_per_channel_when_training_raises(shape, backend, torch):
     p = make_problem(shape, np.float32)
     before = snapshot(*p.values())
     for training, running in [(True, True), (True, False), (False, False)]:
-        q = dict(p, running_mean=p["running_mean"] if running else None, running_var=p["running_var"] if running else None)
-        with pytest.raises(ValueError, match=r"Expected more than 1 value per channel when training, got input "
-                                             r"size \(" + ", ".join(map(str, shape))):
+        q = dict(
+            p, running_mean=p["running_mean"] if running else None, running_var=p["running_var"] if running else None
+        )
+        with pytest.raises(
+            ValueError,
+            match=r"Expected more than 1 value per channel when training, got input "
+            r"size \(" + ", ".join(map(str, shape)),
+        ):
             run_forward(gf.ops.batchnorm_forward, q, training=training)
     assert_unchanged(before, *p.values())
     with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
@@ -394,8 +467,9 @@ def test_empty_batch(shape, dtype, backend, torch):
     q = make_problem(shape, dtype)
     run_both(q, training=False)
     np.testing.assert_array_equal(q["save_mean"], q["running_mean"])
-    np.testing.assert_allclose(q["save_invstd"], 1 / np.sqrt(q["running_var"].astype(np.float64) + 1e-5),
-                               **TWIN_TOL[dtype])
+    np.testing.assert_allclose(
+        q["save_invstd"], 1 / np.sqrt(q["running_var"].astype(np.float64) + 1e-5), **TWIN_TOL[dtype]
+    )
 
 
 @pytest.mark.parametrize("shape", [(5, 0), (0, 0), (3, 0, 4)], ids=str)
@@ -420,8 +494,12 @@ def test_in_place_y_is_x_and_dx_is_dy(shape, training, backend):
     run_backward(gf.ops.batchnorm_backward, dict(q, dy=dy, dx=dy, x=p["x"]), training=training)
     np.testing.assert_array_equal(x, out_of_place["y"])
     np.testing.assert_array_equal(dy, out_of_place["dx"])
-    assert_outputs_equal(q, out_of_place, "in place", names=("save_mean", "save_invstd", "running_mean",
-                                                             "running_var", "dweight", "dbias"))
+    assert_outputs_equal(
+        q,
+        out_of_place,
+        "in place",
+        names=("save_mean", "save_invstd", "running_mean", "running_var", "dweight", "dbias"),
+    )
 
 
 def test_optional_gradients(backend):
@@ -454,7 +532,7 @@ def test_non_finite_values_stay_in_their_channel(shape, bad, backend):
 
 def _view_into(buf, offset, shape):
     n = int(np.prod(shape))
-    return buf[offset:offset + n].reshape(shape)
+    return buf[offset : offset + n].reshape(shape)
 
 
 def _overlapping_y(p):
@@ -481,55 +559,169 @@ def _big_endian(p, name):
 
 # (id, kernel, mutate(problem) -> problem, keyword arguments, exception, message after "fn: ")
 BAD = [
-    ("x_int", "forward", lambda p: dict(p, x=p["x"].astype(np.int32)), {}, TypeError,
-     "x has dtype int32; expected float32 or float64"),
+    (
+        "x_int",
+        "forward",
+        lambda p: dict(p, x=p["x"].astype(np.int32)),
+        {},
+        TypeError,
+        "x has dtype int32; expected float32 or float64",
+    ),
     ("x_list", "forward", lambda p: dict(p, x=p["x"].tolist()), {}, TypeError, "x must be a numpy.ndarray, got list"),
     ("x_big_endian", "forward", lambda p: _big_endian(p, "x"), {}, TypeError, "x is big-endian"),
-    ("weight_float64", "forward", lambda p: dict(p, weight=p["weight"].astype(np.float64)), {}, TypeError,
-     "weight has dtype float64 but x is float32 (one call takes one dtype)"),
+    (
+        "weight_float64",
+        "forward",
+        lambda p: dict(p, weight=p["weight"].astype(np.float64)),
+        {},
+        TypeError,
+        "weight has dtype float64 but x is float32 (one call takes one dtype)",
+    ),
     ("y_none", "forward", lambda p: dict(p, y=None), {}, TypeError, "y is required (got None)"),
     ("x_noncontiguous", "forward", lambda p: _noncontiguous(p, "x"), {}, ValueError, "x is not C-contiguous"),
     ("y_readonly", "forward", lambda p: _readonly(p, "y"), {}, ValueError, "y is read-only (it is written in place)"),
-    ("running_var_readonly", "forward", lambda p: _readonly(p, "running_var"), {}, ValueError,
-     "running_var is read-only"),
-    ("x_1d", "forward", lambda p: dict(p, x=p["x"][0, 0].copy(), y=p["y"][0, 0].copy()), {}, ValueError,
-     "x must have at least 2 dimensions (N, C, ...), got shape (5,)"),
-    ("save_mean_shape", "forward", lambda p: dict(p, save_mean=p["save_mean"][:3].copy()), {}, ValueError,
-     "save_mean has shape (3,) but must be (C,) = (4,) (C from x)"),
-    ("weight_channels_last", "forward", lambda p: p, dict(channels_last=True), ValueError,
-     "weight has shape (4,) but must be (C,) = (5,) (C from x)"),
-    ("y_shape", "forward", lambda p: dict(p, y=p["y"][:, :, :4].copy()), {}, ValueError,
-     "y has shape (6, 4, 4) but x has shape (6, 4, 5)"),
-    ("running_var_missing", "forward", lambda p: dict(p, running_var=None), {}, ValueError,
-     "running_mean and running_var must both be arrays or both be None"),
+    (
+        "running_var_readonly",
+        "forward",
+        lambda p: _readonly(p, "running_var"),
+        {},
+        ValueError,
+        "running_var is read-only",
+    ),
+    (
+        "x_1d",
+        "forward",
+        lambda p: dict(p, x=p["x"][0, 0].copy(), y=p["y"][0, 0].copy()),
+        {},
+        ValueError,
+        "x must have at least 2 dimensions (N, C, ...), got shape (5,)",
+    ),
+    (
+        "save_mean_shape",
+        "forward",
+        lambda p: dict(p, save_mean=p["save_mean"][:3].copy()),
+        {},
+        ValueError,
+        "save_mean has shape (3,) but must be (C,) = (4,) (C from x)",
+    ),
+    (
+        "weight_channels_last",
+        "forward",
+        lambda p: p,
+        dict(channels_last=True),
+        ValueError,
+        "weight has shape (4,) but must be (C,) = (5,) (C from x)",
+    ),
+    (
+        "y_shape",
+        "forward",
+        lambda p: dict(p, y=p["y"][:, :, :4].copy()),
+        {},
+        ValueError,
+        "y has shape (6, 4, 4) but x has shape (6, 4, 5)",
+    ),
+    (
+        "running_var_missing",
+        "forward",
+        lambda p: dict(p, running_var=None),
+        {},
+        ValueError,
+        "running_mean and running_var must both be arrays or both be None",
+    ),
     ("momentum", "forward", lambda p: p, dict(momentum=1.5), ValueError, "momentum must be in [0, 1], got 1.5"),
     ("eps_negative", "forward", lambda p: p, dict(eps=-1.0), ValueError, "eps must be a finite number >= 0, got -1.0"),
     ("eps_nan", "forward", lambda p: p, dict(eps=float("nan")), ValueError, "eps must be a finite number >= 0"),
-    ("eps_zero_training", "forward", lambda p: p, dict(eps=0.0), ValueError,
-     "eps must be > 0 when the batch statistics are used (training), got 0.0"),
-    ("y_overlaps_x", "forward", _overlapping_y, {}, ValueError,
-     "y shares memory with x (an array that is written must not overlap any other argument)"),
-    ("running_mean_is_running_var", "forward", lambda p: dict(p, running_var=p["running_mean"]), {}, ValueError,
-     "running_var shares memory with running_mean"),
-    ("save_invstd_is_weight", "forward", lambda p: dict(p, save_invstd=p["weight"]), {}, ValueError,
-     "save_invstd shares memory with weight"),
-    ("save_mean_in_y", "forward", lambda p: dict(p, save_mean=p["y"][0, 0, :4]), {}, ValueError,
-     "save_mean shares memory with y"),
-    ("dy_shape", "backward", lambda p: dict(p, dy=p["dy"][:5].copy()), {}, ValueError,
-     "dy has shape (5, 4, 5) but x has shape (6, 4, 5)"),
+    (
+        "eps_zero_training",
+        "forward",
+        lambda p: p,
+        dict(eps=0.0),
+        ValueError,
+        "eps must be > 0 when the batch statistics are used (training), got 0.0",
+    ),
+    (
+        "y_overlaps_x",
+        "forward",
+        _overlapping_y,
+        {},
+        ValueError,
+        "y shares memory with x (an array that is written must not overlap any other argument)",
+    ),
+    (
+        "running_mean_is_running_var",
+        "forward",
+        lambda p: dict(p, running_var=p["running_mean"]),
+        {},
+        ValueError,
+        "running_var shares memory with running_mean",
+    ),
+    (
+        "save_invstd_is_weight",
+        "forward",
+        lambda p: dict(p, save_invstd=p["weight"]),
+        {},
+        ValueError,
+        "save_invstd shares memory with weight",
+    ),
+    (
+        "save_mean_in_y",
+        "forward",
+        lambda p: dict(p, save_mean=p["y"][0, 0, :4]),
+        {},
+        ValueError,
+        "save_mean shares memory with y",
+    ),
+    (
+        "dy_shape",
+        "backward",
+        lambda p: dict(p, dy=p["dy"][:5].copy()),
+        {},
+        ValueError,
+        "dy has shape (5, 4, 5) but x has shape (6, 4, 5)",
+    ),
     ("dx_readonly", "backward", lambda p: _readonly(p, "dx"), {}, ValueError, "dx is read-only"),
     ("dx_noncontiguous", "backward", lambda p: _noncontiguous(p, "dx"), {}, ValueError, "dx is not C-contiguous"),
-    ("dweight_shape", "backward", lambda p: dict(p, dweight=np.zeros(5, np.float32)), {}, ValueError,
-     "dweight has shape (5,) but must be (C,) = (4,) (C from x)"),
-    ("save_mean_float64", "backward", lambda p: dict(p, save_mean=p["save_mean"].astype(np.float64)), {}, TypeError,
-     "save_mean has dtype float64 but dy is float32"),
+    (
+        "dweight_shape",
+        "backward",
+        lambda p: dict(p, dweight=np.zeros(5, np.float32)),
+        {},
+        ValueError,
+        "dweight has shape (5,) but must be (C,) = (4,) (C from x)",
+    ),
+    (
+        "save_mean_float64",
+        "backward",
+        lambda p: dict(p, save_mean=p["save_mean"].astype(np.float64)),
+        {},
+        TypeError,
+        "save_mean has dtype float64 but dy is float32",
+    ),
     ("dx_is_x", "backward", lambda p: dict(p, dx=p["x"]), {}, ValueError, "dx shares memory with x"),
-    ("dweight_is_dbias", "backward", lambda p: dict(p, dweight=p["dbias"]), {}, ValueError,
-     "dbias shares memory with dweight"),
-    ("save_invstd_none", "backward", lambda p: dict(p, save_invstd=None), {}, TypeError,
-     "save_invstd is required (got None)"),
-    ("x_1d_backward", "backward", lambda p: dict(p, x=p["x"].ravel()), {}, ValueError,
-     "x must have at least 2 dimensions"),
+    (
+        "dweight_is_dbias",
+        "backward",
+        lambda p: dict(p, dweight=p["dbias"]),
+        {},
+        ValueError,
+        "dbias shares memory with dweight",
+    ),
+    (
+        "save_invstd_none",
+        "backward",
+        lambda p: dict(p, save_invstd=None),
+        {},
+        TypeError,
+        "save_invstd is required (got None)",
+    ),
+    (
+        "x_1d_backward",
+        "backward",
+        lambda p: dict(p, x=p["x"].ravel()),
+        {},
+        ValueError,
+        "x must have at least 2 dimensions",
+    ),
 ]
 
 

@@ -2,6 +2,7 @@
 
 Timings and speedups are never asserted (shared, noisy machines); only that the suite works.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -30,10 +31,12 @@ def _run(*args: str, timeout: float = 120, path_first: str | None = None) -> sub
     env = dict(os.environ)
     # the same gradfuse as this test session, whether installed or run from the source tree
     import gradfuse
+
     package_parent = str(Path(gradfuse.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (path_first, package_parent, env.get("PYTHONPATH")) if p)
-    return subprocess.run([sys.executable, "-m", "gradfuse", *args], capture_output=True, text=True, env=env,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "gradfuse", *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
 
 
 def _check_rows(result: dict, with_torch: bool) -> None:
@@ -114,8 +117,18 @@ def test_bench_optim_without_torch_installed(tmp_path):
     shadow.mkdir(parents=True)
     (shadow / "__init__.py").write_text("raise ImportError('torch is not installed here')\n")
     out = tmp_path / "out"
-    proc = _run("bench", "optim", "--quick", "--repeats", "1", "--algorithms", "SGD", "--out", str(out),
-                path_first=str(tmp_path / "shadow"))
+    proc = _run(
+        "bench",
+        "optim",
+        "--quick",
+        "--repeats",
+        "1",
+        "--algorithms",
+        "SGD",
+        "--out",
+        str(out),
+        path_first=str(tmp_path / "shadow"),
+    )
     assert proc.returncode == 0, proc.stderr + proc.stdout
     result = json.loads((out / "optim.json").read_text())
     assert result["machine"]["torch"] is None and "not importable" in result["machine"]["torch_missing"]
@@ -134,7 +147,9 @@ def test_bench_optim_rejects_bad_arguments():
 @pytest.mark.slow
 @pytest.mark.parametrize("no_torch", [False, True])
 def test_bench_layers_quick_writes_every_row(tmp_path, no_torch):
-    args = ["bench", "layers", "--quick", "--repeats", "2", "--out", str(tmp_path)] + (["--no-torch"] if no_torch else [])
+    args = ["bench", "layers", "--quick", "--repeats", "2", "--out", str(tmp_path)] + (
+        ["--no-torch"] if no_torch else []
+    )
     proc = _run(*args)
     assert proc.returncode == 0, proc.stderr
     assert "read-modify-write" in proc.stdout and "FMA peak" in proc.stdout
@@ -148,8 +163,12 @@ def test_bench_layers_quick_writes_every_row(tmp_path, no_torch):
         assert row["cells"]["gradfuse"]["ms"] > 0 and row["cells"]["gradfuse"]["rate"] > 0
         assert row["cells"]["numpy"]["ms"] > 0
         assert ("torch" in row["cells"]) == (HAS_TORCH and not no_torch)
-    assert kinds == {"batchnorm": {"forward", "forward+backward"}, "dropout": {"forward", "forward+backward"},
-                     "dense": {"forward", "forward+backward"}, "gemm": {"C = A @ B"}}
+    assert kinds == {
+        "batchnorm": {"forward", "forward+backward"},
+        "dropout": {"forward", "forward+backward"},
+        "dense": {"forward", "forward+backward"},
+        "gemm": {"C = A @ B"},
+    }
 
 
 @needs_core
@@ -181,6 +200,7 @@ def smoke_suite(tmp_path_factory):
     """`bench --smoke --out DIR` run once in this process (tiny sizes, one repeat), with the
     DeepSpeed and bitsandbytes peers made unimportable."""
     from gradfuse.__main__ import build_parser
+
     if _core is None:
         pytest.skip("the C++ extension is not available")
     out = tmp_path_factory.mktemp("suite")
@@ -188,8 +208,9 @@ def smoke_suite(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("PYTHONPATH", os.pathsep.join(p for p in (shadow, os.environ.get("PYTHONPATH")) if p))
     try:
-        args = build_parser().parse_args(["bench", "--smoke", "--out", str(out / "result"),
-                                          "--peers", "deepspeed,bnb,bnb-8bit,torch-process"])
+        args = build_parser().parse_args(
+            ["bench", "--smoke", "--out", str(out / "result"), "--peers", "deepspeed,bnb,bnb-8bit,torch-process"]
+        )
         stdout = io.StringIO()
         with contextlib.redirect_stdout(stdout):
             code = args.func(args)
@@ -287,6 +308,7 @@ def test_bench_suite_sizes_and_threads(smoke_suite):
 def test_bench_suite_charts_are_nonblank_pngs(smoke_suite):
     pytest.importorskip("matplotlib")
     from matplotlib.image import imread
+
     out, result = smoke_suite[2], smoke_suite[3]
     assert result["charts"] == ["speedup.png", "sizes.png", "threads.png"] and result["charts_skipped"] is None
     for name in result["charts"]:
@@ -300,6 +322,7 @@ def test_bench_suite_charts_are_nonblank_pngs(smoke_suite):
 @needs_core
 def test_bench_suite_without_matplotlib_skips_the_charts(smoke_suite, tmp_path, monkeypatch):
     from gradfuse.bench import charts, suite
+
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
     written, why = charts.draw_all(smoke_suite[3], str(tmp_path))
     assert written == [] and "matplotlib" in why
@@ -311,6 +334,7 @@ def test_bench_suite_without_matplotlib_skips_the_charts(smoke_suite, tmp_path, 
 
 def test_peer_process_reports_missing_and_unknown_peers():
     from gradfuse.bench._peer import PeerProcess
+
     process = PeerProcess()
     try:
         status = process.probe(["nosuch-peer"])
@@ -323,6 +347,7 @@ def test_peer_process_reports_missing_and_unknown_peers():
 def test_bench_all_is_the_default_and_the_suites_still_parse():
     from gradfuse.__main__ import build_parser
     from gradfuse.bench import optim, suite
+
     args = build_parser().parse_args(["bench"])
     assert args.func is suite.main and args.suite is None and not args.full
     args = build_parser().parse_args(["bench", "optim", "--quick"])
@@ -334,6 +359,7 @@ def test_bench_all_is_the_default_and_the_suites_still_parse():
 def test_peer_process_that_hangs_is_killed_and_reported(tmp_path):
     """A peer process that never answers: the call gives up after the timeout, the process is killed."""
     from gradfuse.bench._peer import PeerProcess
+
     silent = tmp_path / "silent.py"
     silent.write_text("import sys, time\nsys.stdin.readline()\ntime.sleep(60)\n")
     process = PeerProcess(setup_timeout_s=0.5, script=str(silent))

@@ -6,6 +6,7 @@ every offset, random bit flips, forged documents with valid checksums, other fil
 CheckpointError, unsupported objects refused with their key path, and atomicity: a save that fails
 or is killed mid-way (SIGKILL of a subprocess) leaves the previous checkpoint intact.
 """
+
 from __future__ import annotations
 
 import collections
@@ -78,22 +79,62 @@ def nan_with_payload(bits: int) -> float:
 # ---- round trips ---------------------------------------------------------------------------------------
 def test_round_trip_of_every_supported_type(tmp_path):
     state = {
-        "none": None, "true": True, "false": False,
-        "ints": [0, 1, -1, 2**62, 2**63 - 1, 2**63, -2**63, -2**63 - 1, 2**64, 10**400, -(7**500)],
-        "floats": [0.0, -0.0, 1.5, -1e-310, 5e-324, 1.7976931348623157e308, math.pi, float("inf"),
-                   float("-inf"), float("nan"), -float("nan"), nan_with_payload(0x7FF0000000000001),
-                   nan_with_payload(0xFFF8DEADBEEF0001), 1e16, 1e-7, 123456789012345678.0],
-        "strings": ["", "plain", "unicode: \u00e9\u4e2d\U0001f600", "\x00\n\"\\", "lone surrogate \ud800",
-                    '{"$": "tuple", "items": []}'],
+        "none": None,
+        "true": True,
+        "false": False,
+        "ints": [0, 1, -1, 2**62, 2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 2**64, 10**400, -(7**500)],
+        "floats": [
+            0.0,
+            -0.0,
+            1.5,
+            -1e-310,
+            5e-324,
+            1.7976931348623157e308,
+            math.pi,
+            float("inf"),
+            float("-inf"),
+            float("nan"),
+            -float("nan"),
+            nan_with_payload(0x7FF0000000000001),
+            nan_with_payload(0xFFF8DEADBEEF0001),
+            1e16,
+            1e-7,
+            123456789012345678.0,
+        ],
+        "strings": [
+            "",
+            "plain",
+            "unicode: \u00e9\u4e2d\U0001f600",
+            '\x00\n"\\',
+            "lone surrogate \ud800",
+            '{"$": "tuple", "items": []}',
+        ],
         "tuple": (1, 2.0, "three", None, (), ((),)),
         "list": [[], [[]], ()],
         "empty_dict": {},
-        7: "int key", -3: "negative int key", 2**70: "huge int key", "7": "str key that looks like an int",
+        7: "int key",
+        -3: "negative int key",
+        2**70: "huge int key",
+        "7": "str key that looks like an int",
         "tagged-looking": {"$": "dict", "items": [["$", "array"]]},
-        "np_scalars": [np.float32(1.5), np.float64(-0.0), np.float16(np.nan), np.int8(-5), np.uint64(2**64 - 1),
-                       np.int64(-2**63), np.bool_(True), np.complex64(1 - 2j), np.complex128(complex("nan+1j"))],
-        "arrays": [np.zeros((0,), np.float32), np.zeros((3, 0, 2), np.int16), np.array(7.25), np.array(True),
-                   np.arange(24, dtype=np.float32).reshape(2, 3, 4)],
+        "np_scalars": [
+            np.float32(1.5),
+            np.float64(-0.0),
+            np.float16(np.nan),
+            np.int8(-5),
+            np.uint64(2**64 - 1),
+            np.int64(-(2**63)),
+            np.bool_(True),
+            np.complex64(1 - 2j),
+            np.complex128(complex("nan+1j")),
+        ],
+        "arrays": [
+            np.zeros((0,), np.float32),
+            np.zeros((3, 0, 2), np.int16),
+            np.array(7.25),
+            np.array(True),
+            np.arange(24, dtype=np.float32).reshape(2, 3, 4),
+        ],
     }
     assert_same(state, roundtrip(state, tmp_path))
 
@@ -117,9 +158,14 @@ def test_array_layouts_and_subclasses(tmp_path):
     a = np.arange(60, dtype=np.float64).reshape(3, 4, 5)
     mm = np.lib.format.open_memmap(tmp_path / "m.npy", mode="w+", dtype=np.float32, shape=(4,))
     mm[:] = [1, 2, 3, 4]
-    state = {"fortran": np.asfortranarray(a), "negative strides": a[::-1, ::-2],
-             "broadcast": np.broadcast_to(a[0], (6, 4, 5)),
-             "readonly": np.frombuffer(b"\x01\x02\x03\x04", np.uint8), "memmap": mm, "matrix": np.asmatrix(a[0])}
+    state = {
+        "fortran": np.asfortranarray(a),
+        "negative strides": a[::-1, ::-2],
+        "broadcast": np.broadcast_to(a[0], (6, 4, 5)),
+        "readonly": np.frombuffer(b"\x01\x02\x03\x04", np.uint8),
+        "memmap": mm,
+        "matrix": np.asmatrix(a[0]),
+    }
     back = roundtrip(state, tmp_path)
     for key, value in state.items():
         assert type(back[key]) is np.ndarray
@@ -146,15 +192,25 @@ def test_dict_subclasses_load_as_dicts_and_order_is_kept(tmp_path):
 
 # Hypothesis: any tree of the supported types round-trips exactly.
 _array_dtypes = st.sampled_from([np.dtype(d).newbyteorder(o) for d in DTYPES for o in "<>"])
-_leaves = (st.none() | st.booleans() | st.integers(min_value=-2**200, max_value=2**200) |
-           st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=10) |
-           _array_dtypes.flatmap(lambda dt: hnp.from_dtype(dt).map(dt.newbyteorder("=").type)) |
-           hnp.arrays(_array_dtypes, hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4)))
-_keys = st.text(max_size=8) | st.integers(min_value=-2**70, max_value=2**70)
-_trees = st.recursive(_leaves, lambda children: (st.lists(children, max_size=4) |
-                                                 st.lists(children, max_size=4).map(tuple) |
-                                                 st.dictionaries(_keys, children, max_size=4)),
-                      max_leaves=16)
+_leaves = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**200), max_value=2**200)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=10)
+    | _array_dtypes.flatmap(lambda dt: hnp.from_dtype(dt).map(dt.newbyteorder("=").type))
+    | hnp.arrays(_array_dtypes, hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4))
+)
+_keys = st.text(max_size=8) | st.integers(min_value=-(2**70), max_value=2**70)
+_trees = st.recursive(
+    _leaves,
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.lists(children, max_size=4).map(tuple)
+        | st.dictionaries(_keys, children, max_size=4)
+    ),
+    max_leaves=16,
+)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -176,8 +232,11 @@ def _grads(params, step):
 
 def _make_params():
     rng = np.random.default_rng(5)
-    return [rng.standard_normal((17, 5)).astype(np.float32), rng.standard_normal(33),
-            rng.standard_normal(5).astype(np.float32)]
+    return [
+        rng.standard_normal((17, 5)).astype(np.float32),
+        rng.standard_normal(33),
+        rng.standard_normal(5).astype(np.float32),
+    ]
 
 
 @pytest.mark.parametrize("name, kwargs", OPTIMIZERS, ids=[o[0] for o in OPTIMIZERS])
@@ -188,8 +247,10 @@ def test_optimizer_resumes_bitwise_from_a_checkpoint(tmp_path, backend, name, kw
     opt = cls([{"params": params[:2]}, {"params": params[2:], "lr": 1e-3}], **kwargs)
     for step in range(4):
         opt.step(_grads(params, step))
-    gf.save({"model": {f"p{i}": p for i, p in enumerate(params)}, "optimizer": opt.state_dict(), "epoch": 4},
-            tmp_path / "ckpt.gfc")
+    gf.save(
+        {"model": {f"p{i}": p for i, p in enumerate(params)}, "optimizer": opt.state_dict(), "epoch": 4},
+        tmp_path / "ckpt.gfc",
+    )
     for step in range(4, 11):  # the uninterrupted run
         opt.step(_grads(params, step))
 
@@ -226,27 +287,40 @@ def test_file_layout_matches_the_documented_format(tmp_path):
     magic, version, flags, json_len, data_len = struct.unpack_from("<8sIIQQ", raw)
     crc, reserved = struct.unpack_from("<II", raw, 32)
     assert magic == b"\x89GFCKPT\n" and version == gf.checkpoint.FORMAT_VERSION == 1 and flags == reserved == 0
-    assert crc == zlib.crc32(raw[:32] + raw[40:40 + json_len])
+    assert crc == zlib.crc32(raw[:32] + raw[40 : 40 + json_len])
     data_start = -(-(40 + json_len) // 64) * 64
     assert len(raw) == data_start + data_len + 32
-    assert raw[40 + json_len:data_start] == bytes(data_start - 40 - json_len)
+    assert raw[40 + json_len : data_start] == bytes(data_start - 40 - json_len)
     assert raw[-32:] == hashlib.sha256(raw[:-32]).digest()
-    doc = json.loads(raw[40:40 + json_len])
+    doc = json.loads(raw[40 : 40 + json_len])
     assert doc["format"] == "gradfuse.checkpoint" and doc["version"] == 1
-    assert doc["arrays"] == [{"dtype": "<i4", "shape": [10], "offset": 0, "nbytes": 40},
-                             {"dtype": "<f2", "shape": [2, 3], "offset": 64, "nbytes": 12}]
-    assert doc["root"] == {"$": "dict", "items": [["a", {"$": "array", "index": 0}],
-                                                  ["t", {"$": "tuple", "items": [1, 2.5]}],
-                                                  ["b", {"$": "array", "index": 1}]]}
-    assert raw[data_start:data_start + 40] == a.astype("<i4").tobytes()
-    assert raw[data_start + 64:data_start + 76] == b.tobytes()
+    assert doc["arrays"] == [
+        {"dtype": "<i4", "shape": [10], "offset": 0, "nbytes": 40},
+        {"dtype": "<f2", "shape": [2, 3], "offset": 64, "nbytes": 12},
+    ]
+    assert doc["root"] == {
+        "$": "dict",
+        "items": [
+            ["a", {"$": "array", "index": 0}],
+            ["t", {"$": "tuple", "items": [1, 2.5]}],
+            ["b", {"$": "array", "index": 1}],
+        ],
+    }
+    assert raw[data_start : data_start + 40] == a.astype("<i4").tobytes()
+    assert raw[data_start + 64 : data_start + 76] == b.tobytes()
     assert data_len == 76
 
 
 # ---- corrupt, truncated and foreign files --------------------------------------------------------------------
 def _sample_file(tmp_path):
-    state = {"w": np.linspace(-1, 1, 37, dtype=np.float32), "opt": {0: {"step": 3, "m": np.arange(5.0)}},
-             "betas": (0.9, 0.999), "name": "run", "nan": float("nan"), "big": 2**80}
+    state = {
+        "w": np.linspace(-1, 1, 37, dtype=np.float32),
+        "opt": {0: {"step": 3, "m": np.arange(5.0)}},
+        "betas": (0.9, 0.999),
+        "name": "run",
+        "nan": float("nan"),
+        "big": 2**80,
+    }
     path = tmp_path / "ok.gfc"
     gf.save(state, path)
     return state, path.read_bytes()
@@ -294,8 +368,13 @@ def test_bit_flips_give_a_clear_message(tmp_path):
     _, raw = _sample_file(tmp_path)
     path = tmp_path / "flip.gfc"
     json_len = struct.unpack_from("<Q", raw, 16)[0]
-    cases = {0: "not a gradfuse checkpoint", 8: "version", 40 + json_len // 2: "CRC-32",
-             len(raw) - 40: "SHA-256", len(raw) - 1: "SHA-256"}
+    cases = {
+        0: "not a gradfuse checkpoint",
+        8: "version",
+        40 + json_len // 2: "CRC-32",
+        len(raw) - 40: "SHA-256",
+        len(raw) - 1: "SHA-256",
+    }
     for pos, message in cases.items():
         damaged = bytearray(raw)
         damaged[pos] ^= 0x10
@@ -304,9 +383,19 @@ def test_bit_flips_give_a_clear_message(tmp_path):
             gf.load(path)
 
 
-@pytest.mark.parametrize("content", [b"", b"\x89", b"hello world\n" * 20, b"\x89GFCKPT", b"\x89GFCKPT\r\n",
-                                     b"PK\x03\x04" + bytes(100), pickle.dumps({"a": 1})],
-                         ids=["empty", "one byte", "text", "magic prefix", "other magic", "zip", "pickle"])
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"\x89",
+        b"hello world\n" * 20,
+        b"\x89GFCKPT",
+        b"\x89GFCKPT\r\n",
+        b"PK\x03\x04" + bytes(100),
+        pickle.dumps({"a": 1}),
+    ],
+    ids=["empty", "one byte", "text", "magic prefix", "other magic", "zip", "pickle"],
+)
 def test_non_checkpoint_files(tmp_path, content):
     path = tmp_path / "other.bin"
     path.write_bytes(content)
@@ -347,29 +436,49 @@ def _doc(root, arrays=()):
 
 def test_a_forged_valid_file_loads(tmp_path):
     path = tmp_path / "f.gfc"
-    path.write_bytes(_forge(_doc({"$": "dict", "items": [["x", {"$": "array", "index": 0}]]},
-                                 [{"dtype": "<f8", "shape": [2], "offset": 0, "nbytes": 16}]),
-                            np.array([1.0, 2.0]).tobytes()))
+    path.write_bytes(
+        _forge(
+            _doc(
+                {"$": "dict", "items": [["x", {"$": "array", "index": 0}]]},
+                [{"dtype": "<f8", "shape": [2], "offset": 0, "nbytes": 16}],
+            ),
+            np.array([1.0, 2.0]).tobytes(),
+        )
+    )
     assert_same({"x": np.array([1.0, 2.0])}, gf.load(path))
 
 
 ARR = [{"dtype": "<f8", "shape": [2], "offset": 0, "nbytes": 16}]
 FORGED = {
-    "object dtype": (_doc({"$": "array", "index": 0}, [{"dtype": "|O", "shape": [2], "offset": 0, "nbytes": 16}]),
-                     "never hold"),
-    "string dtype": (_doc({"$": "array", "index": 0}, [{"dtype": "<U2", "shape": [2], "offset": 0, "nbytes": 16}]),
-                     "never hold"),
-    "big-endian dtype": (_doc({"$": "array", "index": 0}, [{"dtype": ">f8", "shape": [2], "offset": 0, "nbytes": 16}]),
-                         "never hold"),
+    "object dtype": (
+        _doc({"$": "array", "index": 0}, [{"dtype": "|O", "shape": [2], "offset": 0, "nbytes": 16}]),
+        "never hold",
+    ),
+    "string dtype": (
+        _doc({"$": "array", "index": 0}, [{"dtype": "<U2", "shape": [2], "offset": 0, "nbytes": 16}]),
+        "never hold",
+    ),
+    "big-endian dtype": (
+        _doc({"$": "array", "index": 0}, [{"dtype": ">f8", "shape": [2], "offset": 0, "nbytes": 16}]),
+        "never hold",
+    ),
     "object scalar": (_doc({"$": "scalar", "dtype": "|O", "hex": "00" * 8}), "never hold"),
-    "wrong nbytes": (_doc({"$": "array", "index": 0}, [{"dtype": "<f8", "shape": [3], "offset": 0, "nbytes": 16}]),
-                     "claims"),
-    "huge shape": (_doc({"$": "array", "index": 0}, [{"dtype": "<f8", "shape": [2**40, 2**40], "offset": 0,
-                                                      "nbytes": 16}]), "claims"),
-    "negative dim": (_doc({"$": "array", "index": 0}, [{"dtype": "<f8", "shape": [-2], "offset": 0, "nbytes": 16}]),
-                     "shape"),
-    "misaligned": (_doc({"$": "array", "index": 0}, [{"dtype": "<f8", "shape": [1], "offset": 8, "nbytes": 8}]),
-                   "lies at"),
+    "wrong nbytes": (
+        _doc({"$": "array", "index": 0}, [{"dtype": "<f8", "shape": [3], "offset": 0, "nbytes": 16}]),
+        "claims",
+    ),
+    "huge shape": (
+        _doc({"$": "array", "index": 0}, [{"dtype": "<f8", "shape": [2**40, 2**40], "offset": 0, "nbytes": 16}]),
+        "claims",
+    ),
+    "negative dim": (
+        _doc({"$": "array", "index": 0}, [{"dtype": "<f8", "shape": [-2], "offset": 0, "nbytes": 16}]),
+        "shape",
+    ),
+    "misaligned": (
+        _doc({"$": "array", "index": 0}, [{"dtype": "<f8", "shape": [1], "offset": 8, "nbytes": 8}]),
+        "lies at",
+    ),
     "unused array": (_doc(None, ARR), "not used"),
     "array used twice": (_doc([{"$": "array", "index": 0}, {"$": "array", "index": 0}], ARR), "used twice"),
     "missing array": (_doc({"$": "array", "index": 1}, ARR), "refers to array"),
@@ -400,8 +509,12 @@ def test_forged_documents_are_rejected(tmp_path, case):
 
 def test_forged_json_oddities_are_rejected(tmp_path):
     path = tmp_path / "forged.gfc"
-    for text, message in [(b'{"format": NaN}', "does not parse"), (b"[" * 100000 + b"]" * 100000, "."),
-                          (b"\xff\xfe", "does not parse"), (b'{"a": 1' + b"0" * 5000 + b"}", "does not parse")]:
+    for text, message in [
+        (b'{"format": NaN}', "does not parse"),
+        (b"[" * 100000 + b"]" * 100000, "."),
+        (b"\xff\xfe", "does not parse"),
+        (b'{"a": 1' + b"0" * 5000 + b"}", "does not parse"),
+    ]:
         pre = struct.pack("<8sIIQQ", b"\x89GFCKPT\n", 1, 0, len(text), 0)
         head = pre + struct.pack("<II", zlib.crc32(pre + text), 0) + text
         head += bytes(-(-len(head) // 64) * 64 - len(head))
@@ -578,8 +691,9 @@ def test_a_save_killed_mid_way_leaves_the_previous_checkpoint(tmp_path, mode):
     gf.save(old_state, path)
     before = path.read_bytes()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [PACKAGE_ROOT, os.environ.get("PYTHONPATH")])))
-    child = subprocess.Popen([sys.executable, "-c", KILL_CHILD, mode, str(path)], env=env,
-                             stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILL_CHILD, mode, str(path)], env=env, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert child.stdout.readline().strip() == "start"
         if mode == "fsync":
@@ -653,7 +767,7 @@ def test_concurrent_readers_never_see_a_partial_file(tmp_path):
 # ---- memory -----------------------------------------------------------------------------------------------
 def test_save_and_load_do_not_copy_big_arrays(tmp_path):
     big = np.ones(16 << 20, np.float32)  # 64 MiB
-    swapped = np.ones(4 << 20, ">f8")    # 32 MiB, converted piece by piece
+    swapped = np.ones(4 << 20, ">f8")  # 32 MiB, converted piece by piece
     path = tmp_path / "big.gfc"
     tracemalloc.start()
     try:
@@ -667,6 +781,6 @@ def test_save_and_load_do_not_copy_big_arrays(tmp_path):
         load_peak = tracemalloc.get_traced_memory()[1] - base
     finally:
         tracemalloc.stop()
-    assert save_peak < 24 << 20       # about one 16 MiB piece, never a copy of the state
+    assert save_peak < 24 << 20  # about one 16 MiB piece, never a copy of the state
     assert load_peak < (96 + 8) << 20  # the loaded arrays themselves (96 MiB), nothing more
     assert back["big"].tobytes() == big.tobytes() and np.array_equal(back["swapped"], swapped)

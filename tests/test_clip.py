@@ -10,6 +10,7 @@ torch-style API gf.optim.clip_grad_norm_ / clip_grad_value_ / clip_grad_norm_per
 - error_if_nonfinite, NaN / Inf without it (torch's behaviour), empty lists, the bad-input matrix
   (documented exception, the same error fields and message on both backends, nothing mutated).
 """
+
 from __future__ import annotations
 
 import math
@@ -18,9 +19,9 @@ import numpy as np
 import pytest
 
 import gradfuse as gf
+from conftest import CPU_ISAS, assert_kernel_error, assert_same_error, assert_unchanged, on_backend, snapshot
 from gradfuse import ops
 from gradfuse._ext import _core
-from conftest import CPU_ISAS, assert_kernel_error, assert_same_error, assert_unchanged, on_backend, snapshot
 from test_optim_kernels import assert_bitwise_equal
 
 pytestmark = pytest.mark.kernels
@@ -50,8 +51,7 @@ def torch_clip(torch, arrays, max_norm, p):
     ts = [torch.from_numpy(a.copy()).requires_grad_() for a in arrays]
     for t, a in zip(ts, arrays):
         t.grad = torch.from_numpy(a.copy())
-    n = torch.nn.utils.clip_grad_norm_([t for t in ts if t.numel()] if math.isinf(p) else ts, max_norm,
-                                       norm_type=p)
+    n = torch.nn.utils.clip_grad_norm_([t for t in ts if t.numel()] if math.isinf(p) else ts, max_norm, norm_type=p)
     return float(n), [t.grad.numpy() for t in ts]
 
 
@@ -85,8 +85,9 @@ def test_clip_grad_norm_matches_torch(p, dtype, max_norm, backend, torch):
 def test_grad_norm_matches_torch_and_float64_reference(p, dtype, backend, torch):
     grads = grads_of(dtype, seed=1)
     ts = [torch.from_numpy(g) for g in grads if g.size]
-    np.testing.assert_allclose(gf.ops.grad_norm(grads, norm_type=p),
-                               float(torch.nn.utils.get_total_norm(ts, norm_type=p)), **tol(dtype))
+    np.testing.assert_allclose(
+        gf.ops.grad_norm(grads, norm_type=p), float(torch.nn.utils.get_total_norm(ts, norm_type=p)), **tol(dtype)
+    )
     flat = np.concatenate([g.ravel().astype(np.float64) for g in grads])
     exact = np.max(np.abs(flat)) if math.isinf(p) else math.fsum(np.abs(flat) ** p) ** (1 / p)
     np.testing.assert_allclose(gf.ops.grad_norm(grads, norm_type=p), exact, rtol=1e-14)
@@ -135,8 +136,11 @@ def test_per_tensor_matches_torch_on_each_array(p, dtype, backend, torch):
 def _run_all(ns, grads, p):
     out = {}
     out["grad_norm"] = ns.grad_norm(grads, norm_type=p)
-    for name, kw in [("clip_grad_norm", dict(max_norm=1.0)), ("clip_grad_norm_per_tensor", dict(max_norm=1.0)),
-                     ("clip_grad_value", dict(clip_value=0.25))]:
+    for name, kw in [
+        ("clip_grad_norm", dict(max_norm=1.0)),
+        ("clip_grad_norm_per_tensor", dict(max_norm=1.0)),
+        ("clip_grad_value", dict(clip_value=0.25)),
+    ]:
         gs = [g.copy() for g in grads]
         res = getattr(ns, name)(gs, norm_type=p, **kw) if "max_norm" in kw else getattr(ns, name)(gs, **kw)
         out[name] = (res, gs)
@@ -170,8 +174,7 @@ def test_cpp_equals_twin_for_other_p(dtype, isa):
     """|x|^p goes through libm's pow in C++ and NumPy's power in the twin: equal to an ulp or so."""
     grads = grads_of(dtype, seed=5)
     for p in (3.0, 0.5, 7.25):
-        np.testing.assert_allclose(_core.grad_norm(grads, norm_type=p), twin.grad_norm(grads, norm_type=p),
-                                   rtol=1e-14)
+        np.testing.assert_allclose(_core.grad_norm(grads, norm_type=p), twin.grad_norm(grads, norm_type=p), rtol=1e-14)
 
 
 @needs_core
@@ -375,29 +378,73 @@ def _bad_cases():
         kw = {"grad_norm": {}, "clip_grad_value": dict(clip_value=1.0)}.get(fn, dict(max_norm=1.0))
         written = fn != "grad_norm"
         cases += [
-            (f"{fn}-int-dtype", fn, lambda kw=kw: (([f(3), np.ones(3, np.int64)],), kw), TypeError, "grads[1] has dtype int64"),
-            (f"{fn}-mixed-dtypes", fn, lambda kw=kw: (([f(3), np.ones(3)],), kw), TypeError, "one call takes one dtype"),
+            (
+                f"{fn}-int-dtype",
+                fn,
+                lambda kw=kw: (([f(3), np.ones(3, np.int64)],), kw),
+                TypeError,
+                "grads[1] has dtype int64",
+            ),
+            (
+                f"{fn}-mixed-dtypes",
+                fn,
+                lambda kw=kw: (([f(3), np.ones(3)],), kw),
+                TypeError,
+                "one call takes one dtype",
+            ),
             (f"{fn}-not-contiguous", fn, lambda kw=kw: (([f(3), f(4, 4)[:, 1]],), kw), ValueError, "not C-contiguous"),
             (f"{fn}-not-an-array", fn, lambda kw=kw: (([f(3), [1.0, 2.0]],), kw), TypeError, "must be a numpy.ndarray"),
             (f"{fn}-not-a-list", fn, lambda kw=kw: ((7,), kw), TypeError, "must be a numpy.ndarray or a list"),
         ]
         if written:
             cases += [
-                (f"{fn}-read-only", fn, lambda kw=kw: (([f(3), _readonly(f(3))],), kw), ValueError, "grads[1] is read-only"),
-                (f"{fn}-aliased", fn, lambda kw=kw, a=f(5): (([a, a[1:3]],), kw), ValueError,
-                 "grads[1] shares memory with grads[0]"),
+                (
+                    f"{fn}-read-only",
+                    fn,
+                    lambda kw=kw: (([f(3), _readonly(f(3))],), kw),
+                    ValueError,
+                    "grads[1] is read-only",
+                ),
+                (
+                    f"{fn}-aliased",
+                    fn,
+                    lambda kw=kw, a=f(5): (([a, a[1:3]],), kw),
+                    ValueError,
+                    "grads[1] shares memory with grads[0]",
+                ),
             ]
         if fn != "clip_grad_value":
             for p in (0.0, -1.0, math.nan, -math.inf):
-                cases.append((f"{fn}-norm-type-{p}", fn, lambda kw=kw, p=p: (([f(3)],), dict(kw, norm_type=p)),
-                              ValueError, "norm_type must be a number > 0 or inf"))
+                cases.append(
+                    (
+                        f"{fn}-norm-type-{p}",
+                        fn,
+                        lambda kw=kw, p=p: (([f(3)],), dict(kw, norm_type=p)),
+                        ValueError,
+                        "norm_type must be a number > 0 or inf",
+                    )
+                )
         if "max_norm" in kw:
             for m in (-1.0, math.nan):
-                cases.append((f"{fn}-max-norm-{m}", fn, lambda m=m: (([f(3)],), dict(max_norm=m)), ValueError,
-                              "max_norm must be a number >= 0"))
+                cases.append(
+                    (
+                        f"{fn}-max-norm-{m}",
+                        fn,
+                        lambda m=m: (([f(3)],), dict(max_norm=m)),
+                        ValueError,
+                        "max_norm must be a number >= 0",
+                    )
+                )
     for v in (-0.5, math.nan):
-        cases.append((f"clip_value-{v}", "clip_grad_value", lambda v=v: (([f(3)],), dict(clip_value=v)),
-                      ValueError, "clip_value must be a number >= 0"))
+        cases.append(
+            (
+                f"clip_value-{v}",
+                "clip_grad_value",
+                lambda v=v: (([f(3)],), dict(clip_value=v)),
+                ValueError,
+                "clip_value must be a number >= 0",
+            )
+        )
     return cases
 
 
@@ -441,6 +488,7 @@ def test_bad_inputs_same_error_on_both_backends(case_id, fn, make, exc, match):
 def test_grad_norm_reads_read_only_arrays(backend):
     g = _readonly(np.full(4, 3.0))
     assert gf.ops.grad_norm([g, g]) == pytest.approx(math.sqrt(72))  # reading the same array twice is fine
+
 
 # ---- the torch.nn.utils-style API ----------------------------------------------------------------------------------
 

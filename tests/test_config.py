@@ -5,6 +5,7 @@ OMP_NUM_THREADS, threadpoolctl), backends (set_backend/use_backend, gf.ops dispa
 Environment-dependent behaviour (GRADFUSE_CPU, OMP_NUM_THREADS, a failing import) is checked in a
 fresh interpreter: sys.executable, this environment, and the same gradfuse package on PYTHONPATH.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -44,8 +45,9 @@ def run_python(code: str, **env) -> dict:
             environ.pop(key, None)
         else:
             environ[key] = value
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=environ, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], env=environ, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, f"subprocess failed:\n{proc.stdout}\n{proc.stderr}"
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -230,8 +232,11 @@ def test_switching_the_gemm_backend_while_kernels_run():
     finally:
         _core._set_gemm(before)
     y_ref = np.maximum(a.astype(np.float64) @ b + bias, 0)
-    truth = {"matmul": (a.astype(np.float64) @ b,), "forward": (y_ref,),
-             "backward": ((dy * (y_ref > 0)) @ b.T.astype(np.float64), a.T.astype(np.float64) @ (dy * (y_ref > 0)))}
+    truth = {
+        "matmul": (a.astype(np.float64) @ b,),
+        "forward": (y_ref,),
+        "backward": ((dy * (y_ref > 0)) @ b.T.astype(np.float64), a.T.astype(np.float64) @ (dy * (y_ref > 0))),
+    }
 
     stop, flipping = threading.Event(), threading.Event()
     errors, flips = [], [0]
@@ -252,8 +257,9 @@ def test_switching_the_gemm_backend_while_kernels_run():
             with gf.use_backend("cpp"):
                 for _ in range(150):
                     for kernel, outs in run_all().items():
-                        match = [name for name in refs
-                                 if all(np.array_equal(o, r) for o, r in zip(outs, refs[name][kernel]))]
+                        match = [
+                            name for name in refs if all(np.array_equal(o, r) for o, r in zip(outs, refs[name][kernel]))
+                        ]
                         assert match, f"{kernel}: the result is not that of one GEMM backend"
                         for o, t in zip(outs, truth[kernel]):
                             np.testing.assert_allclose(o, t, rtol=1e-4, atol=1e-3)
@@ -279,6 +285,7 @@ def test_switching_the_gemm_backend_while_kernels_run():
 # ------------------------------------------------------------------------------------------------
 # Threads
 # ------------------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def restore_threads(threads):
@@ -363,6 +370,7 @@ def test_threadpoolctl_limits_gradfuse(backend):
 # ------------------------------------------------------------------------------------------------
 # Backends
 # ------------------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def default_backend():
@@ -523,8 +531,11 @@ CHOOSE_ISA_CASES = [
 ]
 
 
-@pytest.mark.parametrize("requested, supported, chosen, fragments", CHOOSE_ISA_CASES,
-                         ids=[f"{c[0]!r}-{'+'.join(c[1])}" for c in CHOOSE_ISA_CASES])
+@pytest.mark.parametrize(
+    "requested, supported, chosen, fragments",
+    CHOOSE_ISA_CASES,
+    ids=[f"{c[0]!r}-{'+'.join(c[1])}" for c in CHOOSE_ISA_CASES],
+)
 def test_choose_isa(requested, supported, chosen, fragments):
     isa, warning = choose_isa(requested, list(supported))
     assert isa == chosen
@@ -571,7 +582,7 @@ def test_gradfuse_cpu_unknown_warns_and_takes_the_best_isa():
 def test_gradfuse_cpu_unsupported_warns_and_takes_the_best_isa():
     report = run_python(IMPORT_AND_REPORT, GRADFUSE_CPU="avx512")
     assert report["isa"] == BEST_ISA
-    (category, message), = gradfuse_warnings(report)
+    ((category, message),) = gradfuse_warnings(report)
     assert category == "RuntimeWarning" and "does not support avx512" in message
 
 

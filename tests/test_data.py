@@ -4,6 +4,7 @@ reproducible from the seed, resume at an epoch or mid-epoch, drop_last, batch si
 train_val_split (Keras' last-fraction rule), a training run resumed from a checkpoint
 continuing bitwise, and the digits loader (a stratified 70/10/20 split).
 """
+
 from __future__ import annotations
 
 import math
@@ -27,8 +28,10 @@ def features(n=200, f=6, dtype=np.float64, seed=0):
 
 def images(n=24, c=3, h=5, w=7, dtype=np.float32, seed=1):
     r = rng(seed)
-    return (r.standard_normal((n, c, h, w)) * np.array([1, 5, 20])[:c, None, None]
-            + np.array([0.5, -3, 100])[:c, None, None]).astype(dtype)
+    return (
+        r.standard_normal((n, c, h, w)) * np.array([1, 5, 20])[:c, None, None]
+        + np.array([0.5, -3, 100])[:c, None, None]
+    ).astype(dtype)
 
 
 # ---- Standardizer: statistics --------------------------------------------------------------------------------
@@ -50,8 +53,9 @@ def test_per_feature_statistics_match_numpy(dtype):
     np.testing.assert_allclose(out.std(axis=0, dtype=np.float64), 1, atol=tol)
 
 
-@pytest.mark.parametrize("layout, axis, reduce", [("NCHW", 1, (0, 2, 3)), ("NHWC", -1, (0, 1, 2)),
-                                                  ("NHWC", 3, (0, 1, 2))])
+@pytest.mark.parametrize(
+    "layout, axis, reduce", [("NCHW", 1, (0, 2, 3)), ("NHWC", -1, (0, 1, 2)), ("NHWC", 3, (0, 1, 2))]
+)
 def test_per_channel_statistics_match_numpy(layout, axis, reduce):
     x = images()
     if layout == "NHWC":
@@ -112,8 +116,9 @@ def test_inverse_transform_round_trip(mode, dtype):
     s = Standardizer(mode, axis=1).fit(x)
     back = s.inverse_transform(s.transform(x))
     assert back.dtype == dtype
-    np.testing.assert_allclose(back, x, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-4 if dtype == np.float32
-                               else 1e-10)
+    np.testing.assert_allclose(
+        back, x, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-4 if dtype == np.float32 else 1e-10
+    )
 
 
 def test_transform_returns_a_new_array_and_keeps_the_input():
@@ -147,7 +152,7 @@ def test_dtypes():
 
 def test_zero_std_features_are_left_unscaled():
     x = features(n=1000)
-    x[:, 2] = 0.1          # constant, not exactly representable: the float64 mean may be off by an ulp
+    x[:, 2] = 0.1  # constant, not exactly representable: the float64 mean may be off by an ulp
     x[:, 4] = -7.0
     s = Standardizer().fit(x)
     assert s.scale_[2] == s.scale_[4] == 1.0 and s.std_[4] == 0.0
@@ -274,9 +279,20 @@ def epoch_batches(batches):
     return [(xb.copy(), yb.copy()) for xb, yb in batches]
 
 
-@pytest.mark.parametrize("n, batch_size, drop_last", [(103, 32, False), (103, 32, True), (96, 32, False),
-                                                      (96, 32, True), (7, 1, False), (7, 7, False), (7, 100, False),
-                                                      (7, 100, True), (1, 3, False)])
+@pytest.mark.parametrize(
+    "n, batch_size, drop_last",
+    [
+        (103, 32, False),
+        (103, 32, True),
+        (96, 32, False),
+        (96, 32, True),
+        (7, 1, False),
+        (7, 7, False),
+        (7, 100, False),
+        (7, 100, True),
+        (1, 3, False),
+    ],
+)
 @pytest.mark.parametrize("shuffle", [False, True])
 def test_every_sample_once_per_epoch(n, batch_size, drop_last, shuffle):
     x, y = dataset(n)
@@ -404,20 +420,24 @@ def test_superseded_iterators_raise():
 
 def test_full_batch_and_online_sgd():
     x, y = dataset(n=13)
-    for full in (MiniBatches(x, y, batch_size=None), MiniBatches(x, y, batch_size=13),
-                 MiniBatches(x, y, batch_size=1000)):
+    for full in (
+        MiniBatches(x, y, batch_size=None),
+        MiniBatches(x, y, batch_size=13),
+        MiniBatches(x, y, batch_size=1000),
+    ):
         assert len(full) == 1
-        (xb, yb), = list(full)
+        ((xb, yb),) = list(full)
         assert sorted(yb // 10) == list(range(13)) and xb.shape == x.shape
     unshuffled = MiniBatches(x, y, batch_size=None, shuffle=False)
-    (xb, yb), = list(unshuffled)
+    ((xb, yb),) = list(unshuffled)
     assert np.shares_memory(xb, x) and xb.shape == x.shape
     online = MiniBatches(x, y, batch_size=1, seed=4)
     assert len(online) == 13
     got = list(online)
     assert all(xb.shape == (1, 4, 3) and yb.shape == (1,) for xb, yb in got)
-    np.testing.assert_array_equal(np.concatenate([yb for _, yb in got]) // 10,
-                                  np.random.default_rng([4, 0]).permutation(13))
+    np.testing.assert_array_equal(
+        np.concatenate([yb for _, yb in got]) // 10, np.random.default_rng([4, 0]).permutation(13)
+    )
 
 
 def test_x_only_and_other_shapes():
@@ -458,9 +478,15 @@ def test_minibatch_errors():
     with pytest.raises(ValueError, match="non-negative"):
         b.set_epoch(-1)
     state = b.state_dict()
-    for bad in ({**state, "batch_size": 4}, {**state, "num_samples": 11}, {**state, "shuffle": False},
-                {**state, "drop_last": True}, {**state, "batch": 4}, {**state, "epoch": -1},
-                {k: v for k, v in state.items() if k != "seed"}):
+    for bad in (
+        {**state, "batch_size": 4},
+        {**state, "num_samples": 11},
+        {**state, "shuffle": False},
+        {**state, "drop_last": True},
+        {**state, "batch": 4},
+        {**state, "epoch": -1},
+        {k: v for k, v in state.items() if k != "seed"},
+    ):
         with pytest.raises(ValueError):
             b.load_state_dict(bad)
     assert b.state_dict() == state
@@ -540,8 +566,16 @@ def _train(params, opt, scaler_state, batches, steps, checkpoint=None, path=None
             opt.step(grads)
             done += 1
             if done == checkpoint:
-                gf.save({"params": {"w": w, "b": b}, "optimizer": opt.state_dict(), "data": batches.state_dict(),
-                         "scaler": scaler.state_dict(), "steps": done}, path)
+                gf.save(
+                    {
+                        "params": {"w": w, "b": b},
+                        "optimizer": opt.state_dict(),
+                        "data": batches.state_dict(),
+                        "scaler": scaler.state_dict(),
+                        "steps": done,
+                    },
+                    path,
+                )
             if done == steps:
                 return
 

@@ -1,6 +1,7 @@
 """`python -m gradfuse demo` (issue 11, item 11): every --epochs from 0 to 5 runs (the warmup and
 the cosine decay used to need more than 5 epochs: "Expected positive T_max"), and the folder of
 --out is created, or refused, before any training."""
+
 from __future__ import annotations
 
 import pytest

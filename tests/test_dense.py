@@ -1,6 +1,7 @@
 """matmul and the dense layer: torch parity (forward values and autograd gradients) for every
 activation, both GEMM backends (OpenBLAS, Eigen), C++ vs the NumPy twin, every ISA path, odd and
 empty shapes, accumulation, determinism across thread counts, bad inputs."""
+
 from __future__ import annotations
 
 import os
@@ -37,9 +38,15 @@ def gemm(request):
 
 def torch_act(torch, name):
     f = torch.nn.functional
-    return {"none": lambda t: t, "relu": torch.relu, "leaky_relu": lambda t: f.leaky_relu(t, SLOPE),
-            "tanh": torch.tanh, "sigmoid": torch.sigmoid, "gelu": f.gelu,
-            "gelu_tanh": lambda t: f.gelu(t, approximate="tanh")}[name]
+    return {
+        "none": lambda t: t,
+        "relu": torch.relu,
+        "leaky_relu": lambda t: f.leaky_relu(t, SLOPE),
+        "tanh": torch.tanh,
+        "sigmoid": torch.sigmoid,
+        "gelu": f.gelu,
+        "gelu_tanh": lambda t: f.gelu(t, approximate="tanh"),
+    }[name]
 
 
 def make(n, n_in, n_out, dtype, seed=0):
@@ -86,8 +93,9 @@ def test_every_isa_path(torch, isa, gemm, act):
         np.testing.assert_allclose(got, want, **TOL[np.float32])
 
 
-@pytest.mark.parametrize("shape", [(1, 5, 3), (4, 1, 7), (6, 9, 1), (0, 5, 3), (3, 0, 4), (1, 1, 1)],
-                         ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize(
+    "shape", [(1, 5, 3), (4, 1, 7), (6, 9, 1), (0, 5, 3), (3, 0, 4), (1, 1, 1)], ids=lambda s: "x".join(map(str, s))
+)
 def test_odd_and_empty_shapes(torch, backend, shape):
     """N = 1, in = 1, out = 1, an empty batch (no rows) and in_features = 0 (y = act(bias))."""
     x, w, b, dy = make(*shape, np.float64, seed=4)
@@ -194,6 +202,7 @@ def test_cpp_matches_twin(gemm):
 
 # ---- bad inputs ----------------------------------------------------------------------------------
 
+
 def _forward_args():
     x, w, b, _ = make(4, 3, 5, np.float32, seed=11)
     return dict(x=x, weight=w, bias=b, y=np.zeros((4, 5), np.float32))
@@ -201,16 +210,26 @@ def _forward_args():
 
 BAD_FORWARD = [
     ("x is 1-D", lambda a: a.update(x=a["x"][0]), ValueError, r"x must be 2-D \(N, IN\)"),
-    ("weight rows != in_features", lambda a: a.update(weight=np.zeros((2, 5), np.float32)), ValueError,
-     r"weight has shape \(2, 5\) but must be \(IN, OUT\) = \(3, 5\) \(IN from x\)"),
+    (
+        "weight rows != in_features",
+        lambda a: a.update(weight=np.zeros((2, 5), np.float32)),
+        ValueError,
+        r"weight has shape \(2, 5\) but must be \(IN, OUT\) = \(3, 5\) \(IN from x\)",
+    ),
     ("bias length", lambda a: a.update(bias=np.zeros(4, np.float32)), ValueError, "bias has shape"),
     ("y shape", lambda a: a.update(y=np.zeros((4, 4), np.float32)), ValueError, "y has shape"),
     ("y dtype", lambda a: a.update(y=np.zeros((4, 5))), TypeError, "y has dtype float64"),
     ("x int", lambda a: a.update(x=a["x"].astype(np.int64)), TypeError, "x has dtype int64"),
     ("weight Fortran", lambda a: a.update(weight=np.asfortranarray(a["weight"])), ValueError, "not C-contiguous"),
     ("y read-only", lambda a: a["y"].setflags(write=False), ValueError, "y is read-only"),
-    ("y aliases x", lambda a: a.update(x=np.zeros((4, 5), np.float32), weight=np.zeros((5, 5), np.float32),
-                                       y=None) or a.update(y=a["x"]), ValueError, "shares memory"),
+    (
+        "y aliases x",
+        lambda a: (
+            a.update(x=np.zeros((4, 5), np.float32), weight=np.zeros((5, 5), np.float32), y=None) or a.update(y=a["x"])
+        ),
+        ValueError,
+        "shares memory",
+    ),
     ("unknown activation", lambda a: a.update(activation="softplus"), ValueError, "unknown activation"),
 ]
 
@@ -224,6 +243,7 @@ def test_forward_bad_inputs_change_nothing(case):
         mutate(args)
         activation = args.pop("activation", "relu")
         return (args["x"], args["weight"], args["bias"], args["y"]), dict(activation=activation)
+
     assert_refused_alike("dense_forward", call, exc, match)
 
 
@@ -243,8 +263,13 @@ def test_backward_bad_inputs_change_nothing(case):
 
     def call():
         x, w, b, dy = make(4, 3, 5, np.float32, seed=12)
-        kwargs = dict(dx=np.full_like(x, 9), dweight=np.full_like(w, 9), dbias=np.full_like(b, 9), activation="relu",
-                      y=np.ones_like(dy))
+        kwargs = dict(
+            dx=np.full_like(x, 9),
+            dweight=np.full_like(w, 9),
+            dbias=np.full_like(b, 9),
+            activation="relu",
+            y=np.ones_like(dy),
+        )
         if change == "alias":
             big = np.zeros((4, 5), np.float32)
             x = np.zeros((4, 5), np.float32)
@@ -256,6 +281,7 @@ def test_backward_bad_inputs_change_nothing(case):
             if change.get("activation") in ("gelu", "tanh"):
                 kwargs.pop("y")
         return (dy, x, w, kwargs.pop("dx"), kwargs.pop("dweight"), kwargs.pop("dbias")), kwargs
+
     assert_refused_alike("dense_backward", call, exc, match)
 
 
@@ -264,8 +290,12 @@ def test_matmul_inner_dimension_mismatch(trans_b):
     """op(b)'s rows must be op(a)'s columns: b is named, with K bound by a."""
     b = np.zeros((5, 4)) if trans_b else np.zeros((4, 5))
     want = r"\(5, 4\) but must be \(N, K\) = \(5, 3\)" if trans_b else r"\(4, 5\) but must be \(K, N\) = \(3, 5\)"
-    assert_refused_alike("matmul", lambda: ((np.zeros((2, 3)), b, np.zeros((2, 5))), dict(trans_b=trans_b)),
-                         ValueError, rf"b has shape {want} \(K from a\)")
+    assert_refused_alike(
+        "matmul",
+        lambda: ((np.zeros((2, 3)), b, np.zeros((2, 5))), dict(trans_b=trans_b)),
+        ValueError,
+        rf"b has shape {want} \(K from a\)",
+    )
 
 
 def test_dense_dimensions_over_int_max():
@@ -274,9 +304,14 @@ def test_dense_dimensions_over_int_max():
 
     def call():
         return (np.zeros((0, big), np.float32), np.zeros((big, 0), np.float32), None, np.zeros((0, 0), np.float32)), {}
+
     assert_refused_alike("dense_forward", call, ValueError, r"x has a dimension over 2\^31 - 1")
-    assert_refused_alike("matmul", lambda: ((np.zeros((0, big)), np.zeros((big, 0)), np.zeros((0, 0))), {}),
-                         ValueError, r"a has a dimension over 2\^31 - 1")
+    assert_refused_alike(
+        "matmul",
+        lambda: ((np.zeros((0, big)), np.zeros((big, 0)), np.zeros((0, 0))), {}),
+        ValueError,
+        r"a has a dimension over 2\^31 - 1",
+    )
 
 
 @pytest.mark.skipif(not HAS_CORE, reason="the C++ extension is not available")

@@ -7,17 +7,17 @@
   contract promises it, else within the contract's tolerance, measured in ulps of the output's
   largest element (cpp/include/gradfuse/*.hpp):
 
-| kernels                                               | across ISA paths             | why                                  |
-|-------------------------------------------------------|------------------------------|--------------------------------------|
-| optimizers, all_finite                                | bitwise                      | element-wise IEEE, same order, no fma|
-| grad_norm, clip_grad_norm(_per_tensor), clip_grad_value| bitwise                     | fixed 16 double lanes on every path  |
-| dropout_forward/backward, dropout_mask_bytes, philox  | bitwise                      | counter-based RNG, one multiply      |
-| mse_loss / sum_of_squares_loss gradient, penalty grads| bitwise                      | element-wise, no fma                 |
-| activation_forward/backward (tanh, sigmoid, gelu...)  | 16 ulp f32, 4 ulp f64        | Eigen polynomials use fma where it is|
-| batchnorm_forward/backward                            | 8 ulp f32, 128 ulp f64       | double sums in lane order per ISA    |
-| matmul, dense_forward/backward                        | 8 ulp                        | GEMM kernel and epilogue per ISA     |
-| softmax, log_softmax, the losses' values and grads    | 8 ulp f32, 64 ulp f64        | exp/log per ISA, lane count of sums  |
-| a whole fit() (Dense+BatchNorm+Dropout+Adam)          | 1e-4 of each parameter's max | the tolerances above, over 2 epochs  |
+| kernels | across ISA paths | why |
+|---|---|---|
+| optimizers, all_finite | bitwise | element-wise IEEE, same order, no fma |
+| grad_norm, clip_grad_norm(_per_tensor), clip_grad_value | bitwise | fixed 16 double lanes on every path |
+| dropout_forward/backward, dropout_mask_bytes, philox | bitwise | counter-based RNG, one multiply |
+| mse_loss / sum_of_squares_loss gradient, penalty grads | bitwise | element-wise, no fma |
+| activation_forward/backward (tanh, sigmoid, gelu...) | 16 ulp f32, 4 ulp f64 | Eigen polynomials use fma where it is |
+| batchnorm_forward/backward | 8 ulp f32, 128 ulp f64 | double sums in lane order per ISA |
+| matmul, dense_forward/backward | 8 ulp | GEMM kernel and epilogue per ISA |
+| softmax, log_softmax, the losses' values and grads | 8 ulp f32, 64 ulp f64 | exp/log per ISA, lane count of sums |
+| a whole fit() (Dense+BatchNorm+Dropout+Adam) | 1e-4 of each parameter's max | the tolerances above, over 2 epochs |
 
 (ulps of the output array's largest element, in the problem's dtype; see ULPS and the measured
 worst cases next to it.)
@@ -27,6 +27,7 @@ test_loss.py, test_activation.py, test_dense.py) check 1 vs 2 threads in-process
 this file is the one consolidated check over every kernel (test_every_kernel_has_a_case keeps it so)
 and the only one of a whole training run.
 """
+
 from __future__ import annotations
 
 import functools
@@ -53,15 +54,18 @@ DTYPES = (np.float32, np.float64)
 # avx2 against avx512 (2 threads, float32 | float64): activation 9.2 / 0.5 | 0 / 0 (gelu_tanh backward
 # on the scalar path), batchnorm 0 / 0 | 48 / 14 (dweight, planes layout), dense 2 / 1 | 0 / 0,
 # loss 1.5 / 1.5 | 23 / 7.5 (softmax_backward: y (dy - sum dy y) cancels).
-ULPS = {"exact": {np.float32: 0, np.float64: 0},
-        "activation": {np.float32: 16, np.float64: 4},
-        "batchnorm": {np.float32: 8, np.float64: 128},
-        "dense": {np.float32: 8, np.float64: 8},
-        "loss": {np.float32: 8, np.float64: 64}}
+ULPS = {
+    "exact": {np.float32: 0, np.float64: 0},
+    "activation": {np.float32: 16, np.float64: 4},
+    "batchnorm": {np.float32: 8, np.float64: 128},
+    "dense": {np.float32: 8, np.float64: 8},
+    "loss": {np.float32: 8, np.float64: 64},
+}
 TRAIN_RTOL = 1e-4  # a 2-epoch fit: those rounding differences, grown by training
 
 
 # ---- every example of every kernel, scaled up ------------------------------------------------------------------
+
 
 def _rank_variants(row, ex):
     """The example, and where its dims have a non-empty "..." the same call with "..." = () (a batch
@@ -74,8 +78,10 @@ def _rank_variants(row, ex):
             shapes = kc.shapes_of(row, s, dict(variant.dims), present=[a.name for a in kc.used_arrays(row, s)])
         except ValueError:
             return out
-        if min(len(sh) for sh in shapes.values() if not isinstance(sh, list)) >= 1 and \
-                max(len(sh) for sh in shapes.values() if not isinstance(sh, list)) >= 2:
+        if (
+            min(len(sh) for sh in shapes.values() if not isinstance(sh, list)) >= 1
+            and max(len(sh) for sh in shapes.values() if not isinstance(sh, list)) >= 2
+        ):
             out.append(variant)
     return out
 
@@ -97,8 +103,15 @@ def _calls(name: str, dtype) -> tuple:
 
 
 # The ISA tolerance class of each kernel family (see the table above); test-only knowledge, per family.
-FAMILY_CLASS = {"optim": "exact", "clip": "exact", "dropout": "exact", "activation": "activation",
-                "batchnorm": "batchnorm", "dense": "dense", "loss": "loss"}
+FAMILY_CLASS = {
+    "optim": "exact",
+    "clip": "exact",
+    "dropout": "exact",
+    "activation": "activation",
+    "batchnorm": "batchnorm",
+    "dense": "dense",
+    "loss": "loss",
+}
 # OVERRIDE (test-only: a tolerance class): these kernels' gradients are element-wise, hence bitwise
 # on every path; only their returned value (a double sum in per-ISA lanes) takes the loss tolerance.
 ELEMENTWISE_GRADIENTS = {"mse_loss", "sum_of_squares_loss", "penalty"}
@@ -141,8 +154,17 @@ def train_digits():
     Returns the parameters, and the bytes of a checkpoint of model + optimizer."""
     x_train, y_train, *_ = gf.data.load_digits_split(0)
     nn = gf.nn
-    model = nn.Sequential([nn.Standardize().adapt(x_train), nn.Dense(64, 64, init="he_normal", bias=False, seed=1),
-                           nn.BatchNorm(64), nn.ReLU(), nn.Dropout(0.2), nn.Dense(64, 10, seed=2)], seed=3)
+    model = nn.Sequential(
+        [
+            nn.Standardize().adapt(x_train),
+            nn.Dense(64, 64, init="he_normal", bias=False, seed=1),
+            nn.BatchNorm(64),
+            nn.ReLU(),
+            nn.Dropout(0.2),
+            nn.Dense(64, 10, seed=2),
+        ],
+        seed=3,
+    )
     opt = gf.optim.Adam(model.parameters(), lr=3e-3, weight_decay=1e-4)
     gf.train.fit(model, "cross_entropy", opt, x_train, y_train, epochs=2, batch_size=64, seed=4, verbose=0)
     return [p.data.copy() for p in model.parameters()], {"model": model.state_dict(), "optimizer": opt.state_dict()}
@@ -152,6 +174,7 @@ def worker(path: str, thread_counts: list[int]) -> None:
     """Run in a fresh process: every kernel in both dtypes and a short training run, once per thread
     count, saved into one .npz (keys prefixed 't<threads>/')."""
     import tempfile
+
     results = {}
     for n in thread_counts:
         gf.set_num_threads(n)
@@ -193,6 +216,7 @@ def finish_worker(proc, path) -> dict:
 
 
 # ---- comparisons ------------------------------------------------------------------------------------------
+
 
 def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
     return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()

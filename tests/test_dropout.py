@@ -8,6 +8,7 @@ The contract (cpp/include/gradfuse/dropout.hpp): keep_i = u_i >= min(2^32 - 1, r
 counter (block, call counter) and key seed; y = x * (keep ? scale : 0), scale = dtype(1 / (1 - p));
 the mask is one bit per element, 8 * ceil(n / 64) bytes, padding bits 0.
 """
+
 from __future__ import annotations
 
 import functools
@@ -17,12 +18,17 @@ import numpy as np
 import pytest
 
 import gradfuse as gf
+from conftest import (
+    assert_kernel_error,
+    assert_refused_alike,
+    assert_same_error,
+    assert_unchanged,
+    on_backend,
+    snapshot,
+)
 from gradfuse._ext import _core
 from gradfuse._numpy import dropout as twin_math
 from gradfuse.table import KERNELS
-
-from conftest import (assert_kernel_error, assert_refused_alike, assert_same_error, assert_unchanged, on_backend,
-                      snapshot)
 from test_optim_kernels import assert_bitwise_equal
 
 pytestmark = pytest.mark.kernels
@@ -41,12 +47,21 @@ U32 = 2**32
 
 # Random123, tests/kat_vectors: the three "philox4x32 10" lines (counter, key -> output).
 KAT = [
-    ((0x00000000, 0x00000000, 0x00000000, 0x00000000), (0x00000000, 0x00000000),
-     (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
-    ((0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF), (0xFFFFFFFF, 0xFFFFFFFF),
-     (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
-    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
-     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+    (
+        (0x00000000, 0x00000000, 0x00000000, 0x00000000),
+        (0x00000000, 0x00000000),
+        (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8),
+    ),
+    (
+        (0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF),
+        (0xFFFFFFFF, 0xFFFFFFFF),
+        (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD),
+    ),
+    (
+        (0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344),
+        (0xA4093822, 0x299F31D0),
+        (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1),
+    ),
 ]
 
 
@@ -72,7 +87,7 @@ def _pool(dtype):
 def data(dtype, shape, salt=0):
     n = math.prod(shape)
     start = (salt * 769) % 4096
-    return _pool(dtype)[start:start + n].reshape(shape).copy()
+    return _pool(dtype)[start : start + n].reshape(shape).copy()
 
 
 def forward(fn, x, p, seed=SEED, counter=COUNTER):
@@ -97,8 +112,15 @@ def expected_keep(n, p, seed=SEED, counter=COUNTER):
     if p == 1:
         return np.zeros(n, bool)
     blocks = np.arange((n + 3) // 4, dtype=np.uint64)
-    counters = np.stack([blocks % U32, blocks >> np.uint64(32), np.full_like(blocks, counter % U32),
-                         np.full_like(blocks, counter >> 32)], axis=1).astype(np.uint32)
+    counters = np.stack(
+        [
+            blocks % U32,
+            blocks >> np.uint64(32),
+            np.full_like(blocks, counter % U32),
+            np.full_like(blocks, counter >> 32),
+        ],
+        axis=1,
+    ).astype(np.uint32)
     out = np.empty_like(counters)
     gf.ops.philox4x32_10(counters, np.array([seed % U32, seed >> 32], np.uint32), out)
     u = out.reshape(-1)[:n]
@@ -171,8 +193,9 @@ def test_mask_is_philox_of_element_index(n, p, backend):
     assert not np.unpackbits(mask, bitorder="little")[n:].any(), "padding bits must be 0"
 
 
-@pytest.mark.parametrize("n, want", [(0, 0), (1, 8), (63, 8), (64, 8), (65, 16), (128, 16), (1000, 128),
-                                     (2**40 + 1, 2**37 + 8)])
+@pytest.mark.parametrize(
+    "n, want", [(0, 0), (1, 8), (63, 8), (64, 8), (65, 16), (128, 16), (1000, 128), (2**40 + 1, 2**37 + 8)]
+)
 def test_dropout_mask_bytes(n, want, backend):
     assert gf.ops.dropout_mask_bytes(n) == want
 
@@ -270,7 +293,7 @@ def _at_offset(a, offset):
     """A copy of a whose data starts `offset` elements past a 64-byte boundary."""
     buf = np.empty(a.size + 64, a.dtype)
     start = (-buf.ctypes.data % 64) // a.itemsize + offset
-    out = buf[start:start + a.size]
+    out = buf[start : start + a.size]
     out[...] = a
     assert out.ctypes.data % 64 == offset * a.itemsize
     return out
@@ -364,9 +387,13 @@ def test_seeds_and_calls_give_independent_masks(p, backend):
     x = np.ones(n, np.float32)
     ref = keep_bits(forward(gf.ops.dropout_forward, x, p)[1], n)
     q, tol = _agreement_bound(p, n)
-    variants = {"seed + 1": (SEED + 1, COUNTER), "seed + 2^32": (SEED + U32, COUNTER),
-                "next call": (SEED, COUNTER + 1), "counter + 2^32": (SEED, COUNTER + U32),
-                "seed 0 counter 0": (0, 0)}
+    variants = {
+        "seed + 1": (SEED + 1, COUNTER),
+        "seed + 2^32": (SEED + U32, COUNTER),
+        "next call": (SEED, COUNTER + 1),
+        "counter + 2^32": (SEED, COUNTER + U32),
+        "seed 0 counter 0": (0, 0),
+    }
     for what, (seed, counter) in variants.items():
         other = keep_bits(forward(gf.ops.dropout_forward, x, p, seed, counter)[1], n)
         agree = float(np.mean(other == ref))
@@ -496,8 +523,9 @@ def test_dropconnect_gradients_match_torch_autograd(dtype, p, backend, torch):
 def _forward_case(**change):
     """x, y, mask and the keyword arguments of a valid forward call, with `change` applied."""
     x = data(np.float32, (10, 13), 20)
-    args = dict(x=x, y=np.zeros_like(x), mask=np.zeros(twin.dropout_mask_bytes(x.size), np.uint8),
-                p=0.5, seed=1, counter=2)
+    args = dict(
+        x=x, y=np.zeros_like(x), mask=np.zeros(twin.dropout_mask_bytes(x.size), np.uint8), p=0.5, seed=1, counter=2
+    )
     args.update(change)
     return args
 
@@ -511,7 +539,7 @@ def _readonly(a):
 def _bad_forward_cases():
     x = data(np.float32, (10, 13), 20)
     buf = np.zeros(x.size + 1, np.float32)
-    buf[:x.size] = x.reshape(-1)
+    buf[: x.size] = x.reshape(-1)
     mask_bytes = twin.dropout_mask_bytes(x.size)
     big = np.zeros(x.size + 64, np.float32)
     return {
@@ -530,11 +558,13 @@ def _bad_forward_cases():
         "y wrong shape": (ValueError, dict(y=np.zeros((13, 10), np.float32))),
         "y wrong size": (ValueError, dict(y=np.zeros((10, 14), np.float32))),
         "y not contiguous": (ValueError, dict(y=np.zeros((13, 10), np.float32).T)),
-        "y overlaps x": (ValueError, dict(x=buf[:x.size].reshape(x.shape), y=buf[1:].reshape(x.shape))),
-        "y is x reshaped": (ValueError, dict(x=big[:x.size], y=big[:x.size].reshape(x.shape))),
-        "mask inside x": (ValueError, dict(x=big[:x.size], y=np.zeros(x.size, np.float32),
-                                           mask=big.view(np.uint8)[:mask_bytes])),
-        "mask inside y": (ValueError, dict(y=big[:x.size].reshape(x.shape), mask=big.view(np.uint8)[:mask_bytes])),
+        "y overlaps x": (ValueError, dict(x=buf[: x.size].reshape(x.shape), y=buf[1:].reshape(x.shape))),
+        "y is x reshaped": (ValueError, dict(x=big[: x.size], y=big[: x.size].reshape(x.shape))),
+        "mask inside x": (
+            ValueError,
+            dict(x=big[: x.size], y=np.zeros(x.size, np.float32), mask=big.view(np.uint8)[:mask_bytes]),
+        ),
+        "mask inside y": (ValueError, dict(y=big[: x.size].reshape(x.shape), mask=big.view(np.uint8)[:mask_bytes])),
         "p negative": (ValueError, dict(p=-0.1)),
         "p above 1": (ValueError, dict(p=1.5)),
         "p nan": (ValueError, dict(p=float("nan"))),
@@ -581,8 +611,9 @@ def test_bad_forward_arguments(case):
     exc, change = BAD_FORWARD[case]
     args = _forward_case(**change)
     arrays = [a for a in (args["x"], args["y"], args["mask"]) if isinstance(a, np.ndarray)]
-    messages = _raises_same_on_both_backends("dropout_forward", lambda m: _call_forward(m.dropout_forward, args), exc,
-                                             arrays)
+    messages = _raises_same_on_both_backends(
+        "dropout_forward", lambda m: _call_forward(m.dropout_forward, args), exc, arrays
+    )
     if case.startswith("p ") and exc is ValueError:
         assert "dropout probability has to be between 0 and 1, but got" in messages["numpy"]
 
@@ -609,8 +640,11 @@ def _bad_backward_cases():
         "mask wrong size": (ValueError, dict(mask=np.zeros(mask_bytes + 8, np.uint8))),
         "dx read-only": (ValueError, dict(dx=_readonly(np.zeros_like(dy)))),
         "dx wrong shape": (ValueError, dict(dx=np.zeros((9, 7)))),
-        "dx overlaps dy": (ValueError, dict(dy=big[:dy.size], dx=big[1:dy.size + 1])),
-        "dx overlaps mask": (ValueError, dict(dx=big[:dy.size].reshape(dy.shape), mask=big.view(np.uint8)[:mask_bytes])),
+        "dx overlaps dy": (ValueError, dict(dy=big[: dy.size], dx=big[1 : dy.size + 1])),
+        "dx overlaps mask": (
+            ValueError,
+            dict(dx=big[: dy.size].reshape(dy.shape), mask=big.view(np.uint8)[:mask_bytes]),
+        ),
         "p negative": (ValueError, dict(p=-1.0)),
         "p above 1": (ValueError, dict(p=1.0000001)),
     }
@@ -626,9 +660,9 @@ def test_bad_backward_arguments(case):
     args = dict(dy=dy, mask=np.full(twin.dropout_mask_bytes(dy.size), 0xFF, np.uint8), dx=np.zeros_like(dy), p=0.5)
     args.update(change)
     arrays = [args["dy"], args["mask"], args["dx"]]
-    _raises_same_on_both_backends("dropout_backward",
-                                  lambda m: m.dropout_backward(args["dy"], args["mask"], args["dx"], p=args["p"]), exc,
-                                  arrays)
+    _raises_same_on_both_backends(
+        "dropout_backward", lambda m: m.dropout_backward(args["dy"], args["mask"], args["dx"], p=args["p"]), exc, arrays
+    )
 
 
 def _bad_philox_cases():
@@ -652,14 +686,18 @@ BAD_PHILOX = _bad_philox_cases()
 @pytest.mark.parametrize("case", BAD_PHILOX)
 def test_bad_philox_arguments(case):
     exc, change = BAD_PHILOX[case]
-    args = dict(counters=np.arange(20, dtype=np.uint32).reshape(5, 4), key=np.array([1, 2], np.uint32),
-                out=np.zeros((5, 4), np.uint32))
+    args = dict(
+        counters=np.arange(20, dtype=np.uint32).reshape(5, 4),
+        key=np.array([1, 2], np.uint32),
+        out=np.zeros((5, 4), np.uint32),
+    )
     args.update(change)
     if isinstance(args["out"], str):
         args["out"] = args[args["out"]]
     arrays = [args["counters"], args["key"], args["out"]]
     _raises_same_on_both_backends(
-        "philox4x32_10", lambda m: m.philox4x32_10(args["counters"], args["key"], args["out"]), exc, arrays)
+        "philox4x32_10", lambda m: m.philox4x32_10(args["counters"], args["key"], args["out"]), exc, arrays
+    )
 
 
 @pytest.mark.parametrize("n, exc", [(-1, ValueError), (1.5, TypeError), ("8", TypeError), (2**64, TypeError)])

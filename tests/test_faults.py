@@ -6,6 +6,7 @@ saves in a loop and is killed at random moments, and the next saves and loads ru
 temporary files still there. test_optim_api.py steps one optimizer from two racing threads; here
 the overlap is forced, and every optimizer class steps concurrently.)
 """
+
 from __future__ import annotations
 
 import os
@@ -60,8 +61,9 @@ def test_saves_killed_at_random_points_leave_a_whole_checkpoint(tmp_path):
     rng = random.Random(1234)
     last = 0
     for _ in range(4):
-        child = subprocess.Popen([sys.executable, "-c", SAVE_LOOP, str(path)], env=child_env(),
-                                 stdout=subprocess.PIPE, text=True)
+        child = subprocess.Popen(
+            [sys.executable, "-c", SAVE_LOOP, str(path)], env=child_env(), stdout=subprocess.PIPE, text=True
+        )
         try:
             child.stdout.readline()  # at least one save completed in this child
             time.sleep(rng.uniform(0.0, 0.3))  # then kill it wherever it is: writing, fsync, rename
@@ -89,7 +91,7 @@ def test_saves_killed_at_random_points_leave_a_whole_checkpoint(tmp_path):
 
 # ---- more than 2^31 elements ---------------------------------------------------------------------------------
 
-BIG = 2 ** 31 + 33  # element count past int32, with an odd tail for the vector loops
+BIG = 2**31 + 33  # element count past int32, with an odd tail for the vector loops
 
 
 def mem_available() -> int:
@@ -106,7 +108,7 @@ def mem_available() -> int:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not HAS_CORE, reason="the C++ extension is not available")
-@pytest.mark.skipif(mem_available() < 12 * 2 ** 30, reason="needs ~9 GB of free memory (12 GB available)")
+@pytest.mark.skipif(mem_available() < 12 * 2**30, reason="needs ~9 GB of free memory (12 GB available)")
 def test_kernels_past_2_to_the_31_elements():
     """One float32 parameter of 2^31 + 33 elements (8.6 GB, the only memory really used: the gradient
     is a zero-filled array whose untouched pages are the kernel's shared zero page). Only the head and
@@ -127,7 +129,7 @@ def test_kernels_past_2_to_the_31_elements():
     # read-only reductions over the whole index space
     assert gf.ops.grad_norm([g], norm_type=float("inf")) == last
     edges = np.concatenate([g[:edge], g[-edge:]]).astype(np.float64)
-    np.testing.assert_allclose(gf.ops.grad_norm([g], norm_type=2.0), np.sqrt((edges ** 2).sum()), rtol=1e-13)
+    np.testing.assert_allclose(gf.ops.grad_norm([g], norm_type=2.0), np.sqrt((edges**2).sum()), rtol=1e-13)
     assert gf.ops.all_finite([g])
     g[-1] = np.nan
     assert not gf.ops.all_finite([g])
@@ -139,7 +141,7 @@ def test_kernels_past_2_to_the_31_elements():
         want = start.copy()
         gf.ops.sgd.numpy([want], [g[slot].copy()], lr=0.5, weight_decay=0.1)
         np.testing.assert_array_equal(p[slot], want)
-    assert p[edge:edge + 4096].max() == 0 and p[BIG - edge - 4096:BIG - edge].min() == 0  # zeros stay zeros
+    assert p[edge : edge + 4096].max() == 0 and p[BIG - edge - 4096 : BIG - edge].min() == 0  # zeros stay zeros
 
     # clip_grad_value in place over all of p
     before = np.concatenate([p[:edge], p[-edge:]])
@@ -149,6 +151,7 @@ def test_kernels_past_2_to_the_31_elements():
 
 
 # ---- threads ---------------------------------------------------------------------------------------------------
+
 
 class BlockingGrads:
     """A gradient list whose iteration (inside Optimizer.step, after the lock is taken) waits for
@@ -211,6 +214,7 @@ EVERY_OPTIMIZER = {cls.__name__: kc.varied(cls) for cls in kc.optimizer_classes(
 def test_every_optimizer_stepped_concurrently_equals_a_serial_run(backend):
     """One thread per optimizer class, all at once (the kernels release the GIL, so their passes
     overlap): each ends bitwise where the same optimizer run alone ends."""
+
     def problem(i):
         rng = np.random.default_rng(i)
         return [rng.standard_normal(s).astype(np.float32) for s in ((300, 129), (257,))]
@@ -250,6 +254,7 @@ def test_every_optimizer_stepped_concurrently_equals_a_serial_run(backend):
 
 # ---- no leak --------------------------------------------------------------------------------------------------
 
+
 def rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -287,8 +292,9 @@ def test_rss_is_flat_over_100k_kernel_calls():
         lambda: ops.softmax_forward(x, y),
         lambda: refused(lambda: ops.adam([p], [wrong_dtype], [m], [v], step=1)),
         lambda: refused(lambda: ops.activation_backward(x, wrong_shape, activation="relu", x=x)),
-        lambda: ops.batchnorm_forward(x, None, None, None, None, dx, np.empty(16, np.float32),
-                                      np.empty(16, np.float32)),
+        lambda: ops.batchnorm_forward(
+            x, None, None, None, None, dx, np.empty(16, np.float32), np.empty(16, np.float32)
+        ),
     ]
     total = 100_000
 
@@ -300,4 +306,4 @@ def test_rss_is_flat_over_100k_kernel_calls():
     before = rss_bytes()
     run(total)
     growth = rss_bytes() - before
-    assert growth < 4 << 20, f"RSS grew by {growth / 2 ** 20:.1f} MiB over {total} calls"
+    assert growth < 4 << 20, f"RSS grew by {growth / 2**20:.1f} MiB over {total} calls"

@@ -2,6 +2,7 @@
 layer (item 1), inputs that would train on garbage are refused and change nothing (item 5), inputs
 are cast to the model's dtype at the boundary (item 6), 1-D targets (item 7b), what fit prints
 (item 8), multi-input x (item 11)."""
+
 from __future__ import annotations
 
 import re
@@ -22,8 +23,9 @@ def data(n=24, features=4, seed=0):
 
 
 def mlp(*head, out=3, seed=0):
-    return nn.Sequential([nn.Dense(4, 8, activation="relu", seed=seed), nn.Dense(8, out, seed=seed + 1), *head],
-                         seed=seed)
+    return nn.Sequential(
+        [nn.Dense(4, 8, activation="relu", seed=seed), nn.Dense(8, out, seed=seed + 1), *head], seed=seed
+    )
 
 
 def snapshot(model, opt):
@@ -48,17 +50,33 @@ def refused(model, opt, exc, match, *args, **kwargs):
 
 # ---- item 1: the loss and the last layer ---------------------------------------------------------------
 MISMATCHES = {  # loss, the model's head (after Dense(8, out)), out -> text the message must hold
-    "binary_crossentropy-on-logits": ("binary_crossentropy", [], 1, ["'binary_crossentropy'", "Dense(8, 1",
-                                                                     "Sigmoid()", "from_logits=True"]),
+    "binary_crossentropy-on-logits": (
+        "binary_crossentropy",
+        [],
+        1,
+        ["'binary_crossentropy'", "Dense(8, 1", "Sigmoid()", "from_logits=True"],
+    ),
     "bce-on-relu": ("bce", [nn.ReLU()], 1, ["'bce'", "ReLU()", "Sigmoid()", "'bce_with_logits'"]),
     "categorical-on-logits": ("categorical_crossentropy", [], 3, ["Softmax()", "from_logits=True"]),
     "sparse-on-logits": ("sparse_categorical_crossentropy", [], 3, ["Softmax()", "'cross_entropy'"]),
-    "cross_entropy-after-softmax": ("cross_entropy", [nn.Softmax()], 3, ["takes logits", "Softmax()",
-                                                                         "'sparse_categorical_crossentropy'"]),
-    "bce_with_logits-after-sigmoid": ("bce_with_logits", [nn.Sigmoid()], 1, ["applied twice", "Sigmoid()",
-                                                                             "'binary_crossentropy'"]),
-    "keras-from_logits-after-sigmoid": (gf.losses.BinaryCrossentropy(from_logits=True), [nn.Sigmoid()], 1,
-                                        ["applied twice", "BinaryCrossentropy(from_logits=False)"]),
+    "cross_entropy-after-softmax": (
+        "cross_entropy",
+        [nn.Softmax()],
+        3,
+        ["takes logits", "Softmax()", "'sparse_categorical_crossentropy'"],
+    ),
+    "bce_with_logits-after-sigmoid": (
+        "bce_with_logits",
+        [nn.Sigmoid()],
+        1,
+        ["applied twice", "Sigmoid()", "'binary_crossentropy'"],
+    ),
+    "keras-from_logits-after-sigmoid": (
+        gf.losses.BinaryCrossentropy(from_logits=True),
+        [nn.Sigmoid()],
+        1,
+        ["applied twice", "BinaryCrossentropy(from_logits=False)"],
+    ),
 }
 
 
@@ -106,8 +124,7 @@ def test_empty_x_is_refused():
     opt = gf.optim.Adam(model.parameters())
     x, y = data()
     refused(model, opt, ValueError, "empty", "cross_entropy", opt, x[:0], y[:0])
-    refused(model, opt, ValueError, "validation x is empty", "cross_entropy", opt, x, y,
-            validation_data=(x[:0], y[:0]))
+    refused(model, opt, ValueError, "validation x is empty", "cross_entropy", opt, x, y, validation_data=(x[:0], y[:0]))
 
 
 @pytest.mark.parametrize("epochs,exc", [(-1, ValueError), (2.5, TypeError), (True, TypeError)])
@@ -132,8 +149,7 @@ def test_an_optimizer_over_another_models_parameters_is_refused():
     message = refused(model, opt, ValueError, "does not step 4 of the model's 4", "cross_entropy", opt, *data())
     assert "0.weight" in message and "model.parameters()" in message
     part = gf.optim.Adam(model.layers[1].parameters())  # the head only: the rest would never train
-    assert "(0.weight, 0.bias)" in refused(model, part, ValueError, "does not step 2", "cross_entropy", part,
-                                           *data())
+    assert "(0.weight, 0.bias)" in refused(model, part, ValueError, "does not step 2", "cross_entropy", part, *data())
 
 
 def test_frozen_parameters_need_not_be_in_the_optimizer():
@@ -145,8 +161,16 @@ def test_frozen_parameters_need_not_be_in_the_optimizer():
 def test_schedule_per_without_a_schedule_is_refused():
     model = mlp()
     opt = gf.optim.Adam(model.parameters())
-    refused(model, opt, ValueError, "schedule_per='batch' was given without a schedule", "cross_entropy", opt,
-            *data(), schedule_per="batch")
+    refused(
+        model,
+        opt,
+        ValueError,
+        "schedule_per='batch' was given without a schedule",
+        "cross_entropy",
+        opt,
+        *data(),
+        schedule_per="batch",
+    )
 
 
 # ---- item 6: dtype at the boundary -----------------------------------------------------------------------
@@ -157,10 +181,22 @@ def test_float64_int_and_list_inputs_are_cast_to_the_models_dtype():
     for given in (xi.astype(np.float32), xi, xi.astype(np.float64), xi.tolist()):
         model = mlp()
         validation = (given[:8], y[:8])
-        histories.append(gf.train.fit(model, "cross_entropy", gf.optim.Adam(model.parameters()), given, y,
-                                      epochs=2, batch_size=8, validation_data=validation, verbose=0).history)
+        histories.append(
+            gf.train.fit(
+                model,
+                "cross_entropy",
+                gf.optim.Adam(model.parameters()),
+                given,
+                y,
+                epochs=2,
+                batch_size=8,
+                validation_data=validation,
+                verbose=0,
+            ).history
+        )
         assert gf.train.evaluate(model, "cross_entropy", given, y)["loss"] == pytest.approx(
-            gf.train.evaluate(model, "cross_entropy", xi.astype(np.float32), y)["loss"], rel=0, abs=0)
+            gf.train.evaluate(model, "cross_entropy", xi.astype(np.float32), y)["loss"], rel=0, abs=0
+        )
     assert all(h == histories[0] for h in histories)  # bitwise the same run
 
 
@@ -171,11 +207,14 @@ def test_a_float64_model_keeps_float64():
     assert model.parameters()[0].dtype == np.float64
 
 
-@pytest.mark.parametrize("bad,exc,text", [
-    ([["a", "b", "c", "d"]] * 24, TypeError, "strings"),
-    ([[1, 2, 3, 4]] * 23 + [[1, 2]], ValueError, "different lengths"),
-    (np.array([object()] * 24), TypeError, "must hold numbers"),
-])
+@pytest.mark.parametrize(
+    "bad,exc,text",
+    [
+        ([["a", "b", "c", "d"]] * 24, TypeError, "strings"),
+        ([[1, 2, 3, 4]] * 23 + [[1, 2]], ValueError, "different lengths"),
+        (np.array([object()] * 24), TypeError, "must hold numbers"),
+    ],
+)
 def test_impossible_inputs_are_named_without_float64(bad, exc, text):
     model = mlp()
     opt = gf.optim.Adam(model.parameters())
@@ -198,15 +237,34 @@ def test_fit_documents_the_cast():
 
 
 # ---- item 7b: 1-D targets --------------------------------------------------------------------------------
-@pytest.mark.parametrize("loss,head", [("mse", []), ("sum_of_squares", []), ("bce_with_logits", []),
-                                       ("binary_crossentropy", [nn.Sigmoid()]), ("bce", [nn.Sigmoid()])])
+@pytest.mark.parametrize(
+    "loss,head",
+    [
+        ("mse", []),
+        ("sum_of_squares", []),
+        ("bce_with_logits", []),
+        ("binary_crossentropy", [nn.Sigmoid()]),
+        ("bce", [nn.Sigmoid()]),
+    ],
+)
 def test_1d_targets_for_an_n_by_1_output(loss, head):
     x, y = data()
     runs = []
     for target in (y, y.reshape(-1, 1)):
         model = mlp(*head, out=1)
-        runs.append(gf.train.fit(model, loss, gf.optim.Adam(model.parameters()), x, target, epochs=2, batch_size=8,
-                                 validation_data=(x[:8], target[:8]), verbose=0).history)
+        runs.append(
+            gf.train.fit(
+                model,
+                loss,
+                gf.optim.Adam(model.parameters()),
+                x,
+                target,
+                epochs=2,
+                batch_size=8,
+                validation_data=(x[:8], target[:8]),
+                verbose=0,
+            ).history
+        )
     assert runs[0] == runs[1]
 
 
@@ -217,8 +275,7 @@ def test_targets_of_the_wrong_shape_or_range_are_refused_before_training():
     refused(model, opt, ValueError, "y has shape \\(24,\\)", "mse", opt, x, y)
     soft = mlp(nn.Softmax())
     soft_opt = gf.optim.Adam(soft.parameters())
-    refused(soft, soft_opt, ValueError, "sparse_categorical_crossentropy", "categorical_crossentropy", soft_opt, x,
-            y)
+    refused(soft, soft_opt, ValueError, "sparse_categorical_crossentropy", "categorical_crossentropy", soft_opt, x, y)
     single = mlp(nn.Sigmoid(), out=1)
     single_opt = gf.optim.Adam(single.parameters())
     refused(single, single_opt, ValueError, "outside \\[0, 1\\]", "binary_crossentropy", single_opt, x, y + 1)
@@ -228,14 +285,16 @@ def test_multi_label_accuracy_is_a_fraction():
     x, _ = data()
     y = (x[:, :3] > 0).astype(np.float32)
     model = mlp(out=3)
-    history = gf.train.fit(model, "bce_with_logits", gf.optim.Adam(model.parameters(), lr=0.05), x, y, epochs=30,
-                           verbose=0)
+    history = gf.train.fit(
+        model, "bce_with_logits", gf.optim.Adam(model.parameters(), lr=0.05), x, y, epochs=30, verbose=0
+    )
     assert 0.8 < history["accuracy"][-1] <= 1.0
 
 
 # ---- item 11: multi-input models -------------------------------------------------------------------------
-@pytest.mark.parametrize("make", [lambda x: [x[:, :2], x[:, 2:]], lambda x: (x[:, :2], x[:, 2:]),
-                                  lambda x: {"a": x[:, :2], "b": x[:, 2:]}])
+@pytest.mark.parametrize(
+    "make", [lambda x: [x[:, :2], x[:, 2:]], lambda x: (x[:, :2], x[:, 2:]), lambda x: {"a": x[:, :2], "b": x[:, 2:]}]
+)
 def test_a_list_of_arrays_is_refused_with_how_to_do_it(make):
     model = mlp()
     opt = gf.optim.Adam(model.parameters())
@@ -245,16 +304,29 @@ def test_a_list_of_arrays_is_refused_with_how_to_do_it(make):
 
 
 # ---- item 8: what fit prints -----------------------------------------------------------------------------
-LINE = re.compile(r"^Epoch (\d+)/(\d+) - [\d.]+s - loss: [\d.e+-]+ - accuracy: [\d.]+ - val_loss: [\d.e+-]+ - "
-                  r"val_accuracy: [\d.]+( - lr: [\d.e+-]+)?$")
+LINE = re.compile(
+    r"^Epoch (\d+)/(\d+) - [\d.]+s - loss: [\d.e+-]+ - accuracy: [\d.]+ - val_loss: [\d.e+-]+ - "
+    r"val_accuracy: [\d.]+( - lr: [\d.e+-]+)?$"
+)
 
 
 def run(verbose, epochs=3, callbacks=(), **kwargs):
     x, y = data(64)
     model = mlp(out=2)
     opt = gf.optim.Adam(model.parameters(), lr=0.01)
-    return gf.train.fit(model, "cross_entropy", opt, x, y, epochs=epochs, batch_size=16, verbose=verbose,
-                        validation_data=(x[:16], y[:16]), callbacks=list(callbacks), **kwargs), opt
+    return gf.train.fit(
+        model,
+        "cross_entropy",
+        opt,
+        x,
+        y,
+        epochs=epochs,
+        batch_size=16,
+        verbose=verbose,
+        validation_data=(x[:16], y[:16]),
+        callbacks=list(callbacks),
+        **kwargs,
+    ), opt
 
 
 def epoch_lines(err):
@@ -312,8 +384,18 @@ def test_the_lr_is_shown_once_it_changes(capsys):
     model = mlp(out=2)
     opt = gf.optim.Adam(model.parameters(), lr=0.01)
     sched = gf.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.1)
-    gf.train.fit(model, "cross_entropy", opt, x, y, epochs=4, batch_size=16, validation_data=(x[:16], y[:16]),
-                 schedule=sched, verbose=2)
+    gf.train.fit(
+        model,
+        "cross_entropy",
+        opt,
+        x,
+        y,
+        epochs=4,
+        batch_size=16,
+        validation_data=(x[:16], y[:16]),
+        schedule=sched,
+        verbose=2,
+    )
     lines = epoch_lines(capsys.readouterr().err)
     assert ["lr: " in line for line in lines] == [False, False, True, True]
     assert lines[2].endswith("lr: 0.001")
@@ -324,8 +406,18 @@ def test_early_stopping_says_when_it_stops_and_restores(capsys):
     x, y = data(64)
     model = mlp(out=2)
     opt = gf.optim.SGD(model.parameters(), lr=50.0)  # diverges: the validation loss soon gets worse
-    history = gf.train.fit(model, "cross_entropy", opt, x, y, epochs=30, batch_size=16,
-                           validation_data=(x[:16], y[:16]), callbacks=[stopper], verbose=2)
+    history = gf.train.fit(
+        model,
+        "cross_entropy",
+        opt,
+        x,
+        y,
+        epochs=30,
+        batch_size=16,
+        validation_data=(x[:16], y[:16]),
+        callbacks=[stopper],
+        verbose=2,
+    )
     err = capsys.readouterr().err
     assert stopper.stopped_epoch == len(history.epoch) - 1  # counted from 0, as Keras's attributes
     assert f"Epoch {stopper.stopped_epoch + 1}: early stopping" in err

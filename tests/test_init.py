@@ -3,6 +3,7 @@ the formulas, within sampling error), the seeds' initialization table and gains,
 (in, out) layout (and torch's), reproducibility by seed, the symmetry warning for constant weights
 (and none for biases), get_initializer's names, and bad arguments.
 """
+
 from __future__ import annotations
 
 import math
@@ -79,9 +80,16 @@ def test_xavier_with_the_seeds_gains_reproduces_the_table(activation, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("mode", ["fan_in", "fan_out"])
-@pytest.mark.parametrize("nonlinearity, a, gain", [("relu", 0.0, SQRT2), ("leaky_relu", 0.0, SQRT2),
-                                                   ("leaky_relu", 0.2, math.sqrt(2 / 1.04)), ("tanh", 0.0, 4.0),
-                                                   ("linear", 0.0, 1.0)])
+@pytest.mark.parametrize(
+    "nonlinearity, a, gain",
+    [
+        ("relu", 0.0, SQRT2),
+        ("leaky_relu", 0.0, SQRT2),
+        ("leaky_relu", 0.2, math.sqrt(2 / 1.04)),
+        ("tanh", 0.0, 4.0),
+        ("linear", 0.0, 1.0),
+    ],
+)
 def test_kaiming(dtype, mode, nonlinearity, a, gain):
     fan = FAN_IN if mode == "fan_in" else FAN_OUT  # (in, out): fan_in = shape[0]
     w = np.empty(SHAPE, dtype)
@@ -133,7 +141,8 @@ def test_torch_convention_gains_equal_torch(torch):
         assert init.calculate_gain(name, convention="torch") == pytest.approx(torch.nn.init.calculate_gain(name))
     for slope in (None, 0.2, 1):
         assert init.calculate_gain("leaky_relu", slope, convention="torch") == pytest.approx(
-            torch.nn.init.calculate_gain("leaky_relu", slope))
+            torch.nn.init.calculate_gain("leaky_relu", slope)
+        )
     with pytest.raises(ValueError, match="Unsupported nonlinearity"):
         init.calculate_gain("gelu", convention="torch")
     with pytest.raises(ValueError, match="Unsupported nonlinearity"):
@@ -165,8 +174,20 @@ def test_fans_for_the_in_out_layout():
 
 # ---- reproducibility ---------------------------------------------------------------------------------------------
 
-RANDOM = ["uniform", "normal", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal", "he_normal",
-          "he_uniform", "glorot_uniform", "glorot_normal", "lecun_uniform", "lecun_normal"]
+RANDOM = [
+    "uniform",
+    "normal",
+    "xavier_uniform",
+    "xavier_normal",
+    "kaiming_uniform",
+    "kaiming_normal",
+    "he_normal",
+    "he_uniform",
+    "glorot_uniform",
+    "glorot_normal",
+    "lecun_uniform",
+    "lecun_normal",
+]
 
 
 def _init(name):
@@ -240,13 +261,21 @@ def test_zero_element_arrays_are_a_no_op():
 # ---- constant weights warn; biases do not ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("call", [lambda t, **k: init.zeros_(t, **k), lambda t, **k: init.ones_(t, **k),
-                                  lambda t, **k: init.constant_(t, 0.5, **k),
-                                  lambda t, **k: init.get_initializer("zeros")(t, **k)],
-                         ids=["zeros", "ones", "constant", "get_initializer"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda t, **k: init.zeros_(t, **k),
+        lambda t, **k: init.ones_(t, **k),
+        lambda t, **k: init.constant_(t, 0.5, **k),
+        lambda t, **k: init.get_initializer("zeros")(t, **k),
+    ],
+    ids=["zeros", "ones", "constant", "get_initializer"],
+)
 def test_constant_weight_warns_bias_does_not(call):
     w = gf.nn.Parameter(np.ones((30, 20)), name="fc1.weight")
-    with pytest.warns(init.SymmetryWarning, match=r"'fc1.weight' \(shape \(30, 20\)\).*never breaks the symmetry") as rec:
+    with pytest.warns(
+        init.SymmetryWarning, match=r"'fc1.weight' \(shape \(30, 20\)\).*never breaks the symmetry"
+    ) as rec:
         call(w)
     assert issubclass(init.SymmetryWarning, UserWarning)
     assert rec[0].filename == __file__  # points at the caller
@@ -274,7 +303,7 @@ def test_constant_values():
     assert (a == 0.1).all()
 
 
-# ---- get_initializer ---------------------------------------------------------------------------------------------------
+# ---- get_initializer --------------------------------------------------------------------------------
 
 
 def test_get_initializer_names():
@@ -305,23 +334,42 @@ def test_he_normal_name_is_kaiming_for_relu():
     np.testing.assert_array_equal(a, b)
 
 
-# ---- bad arguments ------------------------------------------------------------------------------------------------------
+# ---- bad arguments --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("call, exc, match", [
-    (lambda w: init.xavier_uniform_(np.zeros(5), seed=0), ValueError, "xavier_uniform_: Fan in and fan out"),
-    (lambda w: init.kaiming_normal_(w, mode="fan_avg", seed=0), ValueError, "Mode fan_avg not supported"),
-    (lambda w: init.uniform_(w, -1.0, seed=0), ValueError, "a must be >= 0"),
-    (lambda w: init.uniform_(w, 1.0, 0.0, seed=0), ValueError, "a <= b"),
-    (lambda w: init.normal_(w, -1.0, seed=0), ValueError, "std must be a finite number >= 0"),
-    (lambda w: init.normal_(w, 0.0, 0.02, seed=0), TypeError, "positional"),  # torch's (mean, std) order
-    (lambda w: init.he_normal_(np.zeros((4, 3), np.int64), seed=0), TypeError, "expected a floating-point dtype"),
-    (lambda w: init.he_normal_(_ro(w), seed=0), ValueError, "read-only"),
-    (lambda w: init.zeros_(w, role="kernel"), ValueError, "role must be"),
-    (lambda w: init.he_normal_([[1.0, 2.0]], seed=0), TypeError, "expected a numpy.ndarray or a gradfuse Parameter"),
-    (lambda w: init.xavier_uniform_(w, gain=None, seed=0), TypeError, "gain must be a number"),
-], ids=["1-D-fans", "mode", "uniform-a", "uniform-range", "normal-std", "normal-torch-order", "int-dtype",
-        "read-only", "role", "not-an-array", "gain"])
+@pytest.mark.parametrize(
+    "call, exc, match",
+    [
+        (lambda w: init.xavier_uniform_(np.zeros(5), seed=0), ValueError, "xavier_uniform_: Fan in and fan out"),
+        (lambda w: init.kaiming_normal_(w, mode="fan_avg", seed=0), ValueError, "Mode fan_avg not supported"),
+        (lambda w: init.uniform_(w, -1.0, seed=0), ValueError, "a must be >= 0"),
+        (lambda w: init.uniform_(w, 1.0, 0.0, seed=0), ValueError, "a <= b"),
+        (lambda w: init.normal_(w, -1.0, seed=0), ValueError, "std must be a finite number >= 0"),
+        (lambda w: init.normal_(w, 0.0, 0.02, seed=0), TypeError, "positional"),  # torch's (mean, std) order
+        (lambda w: init.he_normal_(np.zeros((4, 3), np.int64), seed=0), TypeError, "expected a floating-point dtype"),
+        (lambda w: init.he_normal_(_ro(w), seed=0), ValueError, "read-only"),
+        (lambda w: init.zeros_(w, role="kernel"), ValueError, "role must be"),
+        (
+            lambda w: init.he_normal_([[1.0, 2.0]], seed=0),
+            TypeError,
+            "expected a numpy.ndarray or a gradfuse Parameter",
+        ),
+        (lambda w: init.xavier_uniform_(w, gain=None, seed=0), TypeError, "gain must be a number"),
+    ],
+    ids=[
+        "1-D-fans",
+        "mode",
+        "uniform-a",
+        "uniform-range",
+        "normal-std",
+        "normal-torch-order",
+        "int-dtype",
+        "read-only",
+        "role",
+        "not-an-array",
+        "gain",
+    ],
+)
 def test_bad_arguments_raise_and_write_nothing(call, exc, match):
     w = np.zeros((4, 3))
     with pytest.raises(exc, match=match):

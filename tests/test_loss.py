@@ -13,18 +13,23 @@ penalty (contract: cpp/include/gradfuse/loss.hpp).
   nothing mutated;
 - the seeds' conventions: sum of squares, the multiclass SVM loss, L2 / elastic net.
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 import numpy as np
 import pytest
 
 import gradfuse as gf
+from conftest import (
+    assert_kernel_error,
+    assert_refused_alike,
+    assert_same_error,
+    assert_unchanged,
+    on_backend,
+    snapshot,
+)
 from gradfuse._ext import _core
 from gradfuse.table import KERNELS
-
-from conftest import (assert_kernel_error, assert_refused_alike, assert_same_error, assert_unchanged, on_backend,
-                      snapshot)
 from test_optim_kernels import assert_bitwise_equal
 
 pytestmark = pytest.mark.kernels
@@ -176,8 +181,13 @@ def assert_matches(got, want, dtype, what, scale=1.0):
 def test_twin_matches_torch(case, dtype, shape, torch):
     kind, kwargs = CASES[case]
     inputs = make_inputs(kind, kwargs, shape, dtype)
-    assert_matches(run_ours(twin, kind, kwargs, inputs), run_torch(torch, kind, kwargs, inputs), dtype,
-                   f"{case} numpy vs torch", CANCELLING.get(case, 1.0))
+    assert_matches(
+        run_ours(twin, kind, kwargs, inputs),
+        run_torch(torch, kind, kwargs, inputs),
+        dtype,
+        f"{case} numpy vs torch",
+        CANCELLING.get(case, 1.0),
+    )
 
 
 @needs_core
@@ -208,8 +218,18 @@ def test_squared_error_gradient_is_bitwise_torch_and_twin(case, dtype, isa, torc
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-@pytest.mark.parametrize("case", ["softmax", "log_softmax", "cross_entropy", "cross_entropy_ignore_smoothing",
-                                  "multi_margin_p2_sum", "bce", "bce_pos_weight_sum"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "softmax",
+        "log_softmax",
+        "cross_entropy",
+        "cross_entropy_ignore_smoothing",
+        "multi_margin_p2_sum",
+        "bce",
+        "bce_pos_weight_sum",
+    ],
+)
 def test_large_logits_are_stable(case, dtype, backend, torch):
     """Logits of magnitude 1e4: exp(x) overflows in both dtypes, the max-subtracted forms do not."""
     kind, kwargs = CASES[case]
@@ -219,8 +239,9 @@ def test_large_logits_are_stable(case, dtype, backend, torch):
     ref_value, ref = run_torch(torch, kind, kwargs, inputs)
     if value is not None:
         np.testing.assert_allclose(value, ref_value, rtol=1e-6 if dtype == np.float32 else 1e-12)
-    np.testing.assert_allclose(out, ref, rtol=1e-6 if dtype == np.float32 else 1e-12,
-                               atol=1e-6 if dtype == np.float32 else 1e-12)
+    np.testing.assert_allclose(
+        out, ref, rtol=1e-6 if dtype == np.float32 else 1e-12, atol=1e-6 if dtype == np.float32 else 1e-12
+    )
 
 
 def test_cross_entropy_of_a_one_hot_row(backend):
@@ -360,8 +381,12 @@ def test_empty_batches(dtype, backend):
     """'mean' over nothing is NaN (torch gives NaN), 'sum' is 0; nothing is written."""
     x, labels, grad = np.zeros((0, 5), dtype), np.zeros(0, np.int64), np.zeros((0, 5), dtype)
     flat, flat_grad = np.zeros(0, dtype), np.zeros(0, dtype)
-    for fn, args in (("softmax_cross_entropy", (x, labels, grad)), ("multi_margin_loss", (x, labels, grad)),
-                     ("mse_loss", (flat, flat, flat_grad)), ("bce_with_logits", (flat, flat, flat_grad))):
+    for fn, args in (
+        ("softmax_cross_entropy", (x, labels, grad)),
+        ("multi_margin_loss", (x, labels, grad)),
+        ("mse_loss", (flat, flat, flat_grad)),
+        ("bce_with_logits", (flat, flat, flat_grad)),
+    ):
         op = getattr(gf.ops, fn)
         assert np.isnan(op(*args)), fn
         assert op(*args, reduction="sum") == 0.0, fn
@@ -408,14 +433,16 @@ def test_penalty_formula_and_seeds_parametrisations(dtype, backend):
     w = np.concatenate([p.ravel().astype(np.float64) for p in params])
     rtol = 1e-6 if dtype == np.float32 else 1e-14
     # value = l1 sum|w| + (l2 / 2) sum w^2
-    np.testing.assert_allclose(gf.ops.penalty(params, l1=0.3, l2=0.7), 0.3 * np.abs(w).sum() + 0.35 * (w * w).sum(),
-                               rtol=rtol)
+    np.testing.assert_allclose(
+        gf.ops.penalty(params, l1=0.3, l2=0.7), 0.3 * np.abs(w).sum() + 0.35 * (w * w).sum(), rtol=rtol
+    )
     # lecture 000: lambda sum w^2 -> l2 = 2 lambda; lecture 003 elastic net: lambda (beta ||W||^2 + ||W||_1)
     # -> l1 = lambda, l2 = 2 lambda beta; lecture 004 weight decay: (wd / 2) ||theta||^2 -> l2 = wd.
     lam, beta = 0.01, 0.5
     np.testing.assert_allclose(gf.ops.penalty(params, l2=2 * lam), lam * (w * w).sum(), rtol=rtol)
-    np.testing.assert_allclose(gf.ops.penalty(params, l1=lam, l2=2 * lam * beta),
-                               lam * (beta * (w * w).sum() + np.abs(w).sum()), rtol=rtol)
+    np.testing.assert_allclose(
+        gf.ops.penalty(params, l1=lam, l2=2 * lam * beta), lam * (beta * (w * w).sum() + np.abs(w).sum()), rtol=rtol
+    )
     # gradients: grads += l1 sign(w) + l2 w, sign(0) = 0
     grads = [rng.standard_normal(p.shape).astype(dtype) for p in params]
     expected = [g + (dtype(0.3) * np.sign(p) + dtype(0.7) * p) for g, p in zip(grads, params)]
@@ -433,7 +460,7 @@ def test_penalty_matches_torch(l1, l2, dtype, backend, torch):
     grads = [np.zeros_like(p) for p in params]
     value = gf.ops.penalty(params, grads, l1=l1, l2=l2)
     ts = [torch.from_numpy(p.copy()).requires_grad_() for p in params]
-    ref = sum(l1 * t.abs().sum() + l2 / 2 * (t ** 2).sum() for t in ts)
+    ref = sum(l1 * t.abs().sum() + l2 / 2 * (t**2).sum() for t in ts)
     ref.backward()
     np.testing.assert_allclose(value, ref.item(), rtol=1e-5 if dtype == np.float32 else 1e-13)
     for g, t in zip(grads, ts):
@@ -463,8 +490,8 @@ def test_penalty_arena_equals_separate_arrays_and_twin(dtype, isa):
     pbuf, gbuf = np.empty(total, dtype), np.empty(total, dtype)
     arena_p, arena_g, o = [], [], 0
     for p, g in zip(params, grads):
-        arena_p.append(pbuf[o:o + p.size].reshape(p.shape))
-        arena_g.append(gbuf[o:o + p.size].reshape(p.shape))
+        arena_p.append(pbuf[o : o + p.size].reshape(p.shape))
+        arena_g.append(gbuf[o : o + p.size].reshape(p.shape))
         arena_p[-1][...], arena_g[-1][...] = p, g
         o += p.size
     ref_g = [g.copy() for g in grads]
@@ -487,7 +514,7 @@ DETERMINISM_SHAPES = [(1000, 37), (3, 20_000)]
 def _offset_copy(a, offset):
     """a's data at another place in memory: `offset` elements into a fresh buffer."""
     buf = np.empty(a.size + offset, a.dtype)
-    out = buf[offset:offset + a.size].reshape(a.shape)
+    out = buf[offset : offset + a.size].reshape(a.shape)
     out[...] = a
     return out
 
@@ -495,9 +522,20 @@ def _offset_copy(a, offset):
 @needs_core
 @pytest.mark.parametrize("shape", DETERMINISM_SHAPES, ids=["1000x37", "3x20000"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-@pytest.mark.parametrize("case", ["softmax", "log_softmax", "softmax_backward", "log_softmax_backward",
-                                  "cross_entropy_ignore_smoothing", "multi_margin_p2_sum", "mse", "bce",
-                                  "bce_pos_weight_sum"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "softmax",
+        "log_softmax",
+        "softmax_backward",
+        "log_softmax_backward",
+        "cross_entropy_ignore_smoothing",
+        "multi_margin_p2_sum",
+        "mse",
+        "bce",
+        "bce_pos_weight_sum",
+    ],
+)
 def test_bitwise_equal_for_threads_runs_and_memory_position(case, dtype, shape, isa, threads):
     kind, kwargs = CASES[case]
     inputs = make_inputs(kind, kwargs, shape, dtype)
@@ -542,8 +580,12 @@ N, K = 4, 5
 
 def _base(dtype=np.float32):
     rng = np.random.default_rng(9)
-    return dict(x=rng.standard_normal((N, K)).astype(dtype), labels=np.array([0, 4, 2, 1], np.int64),
-                t=rng.random((N, K)).astype(dtype), g=np.full((N, K), 7.0, dtype))
+    return dict(
+        x=rng.standard_normal((N, K)).astype(dtype),
+        labels=np.array([0, 4, 2, 1], np.int64),
+        t=rng.random((N, K)).astype(dtype),
+        g=np.full((N, K), 7.0, dtype),
+    )
 
 
 def _readonly(a):
@@ -554,7 +596,7 @@ def _readonly(a):
 def _overlapping():
     """Two (N, K) float32 views of one buffer that share 10 elements."""
     buf = np.zeros(2 * N * K - 10, np.float32)
-    return buf[:N * K].reshape(N, K), buf[N * K - 10:].reshape(N, K)
+    return buf[: N * K].reshape(N, K), buf[N * K - 10 :].reshape(N, K)
 
 
 def _bad_cases():
@@ -567,122 +609,362 @@ def _bad_cases():
 
     ce, mm = "softmax_cross_entropy", "multi_margin_loss"
     for fn, name in ((ce, "logits"), (mm, "scores")):
-        add(f"{fn}-labels-float", fn, lambda d=b(): ((d["x"], d["labels"].astype(np.float64), d["g"]), {}),
-            TypeError, "labels has dtype float64; expected int64")
-        add(f"{fn}-labels-int32", fn, lambda d=b(): ((d["x"], d["labels"].astype(np.int32), d["g"]), {}),
-            TypeError, "labels has dtype int32; expected int64")
-        add(f"{fn}-label-too-large", fn, lambda d=b(): ((d["x"], np.array([0, 4, 2, 5]), d["g"]), {}),
-            ValueError, "labels[3] = 5 is out of range [0, 5)")
-        add(f"{fn}-label-negative", fn, lambda d=b(): ((d["x"], np.array([0, -1, 2, 1]), d["g"]), {}),
-            ValueError, "labels[1] = -1 is out of range [0, 5)")
-        add(f"{fn}-labels-length", fn, lambda d=b(): ((d["x"], d["labels"][:3].copy(), d["g"]), {}),
-            ValueError, "labels has shape (3,) but must be (N,) = (4,)")
-        add(f"{fn}-labels-2d", fn, lambda d=b(): ((d["x"], d["labels"].reshape(N, 1), d["g"]), {}),
-            ValueError, "labels must be 1-D (N,), got shape (4, 1)")
-        add(f"{fn}-labels-list", fn, lambda d=b(): ((d["x"], [0, 4, 2, 1], d["g"]), {}),
-            TypeError, "labels must be a numpy.ndarray, got list")
-        add(f"{fn}-scores-1d", fn, lambda d=b(): ((d["x"][0].copy(), d["labels"][:1].copy(), None), {}),
-            ValueError, f"{name} must be 2-D (N, K), got shape (5,)")
-        add(f"{fn}-scores-int", fn, lambda d=b(): ((d["x"].astype(np.int64), d["labels"], d["g"]), {}),
-            TypeError, f"{name} has dtype int64; expected float32 or float64")
-        add(f"{fn}-scores-fortran", fn, lambda d=b(): ((np.asfortranarray(d["x"]), d["labels"], d["g"]), {}),
-            ValueError, f"{name} is not C-contiguous")
-        add(f"{fn}-grad-shape", fn, lambda d=b(): ((d["x"], d["labels"], d["g"][:, :4].copy()), {}),
-            ValueError, f"grad has shape (4, 4) but {name} has shape (4, 5)")
-        add(f"{fn}-grad-read-only", fn, lambda d=b(): ((d["x"], d["labels"], _readonly(d["g"])), {}),
-            ValueError, "grad is read-only")
-        add(f"{fn}-grad-is-scores", fn, lambda d=b(): ((d["x"], d["labels"], d["x"]), {}),
-            ValueError, f"grad shares memory with {name}")
+        add(
+            f"{fn}-labels-float",
+            fn,
+            lambda d=b(): ((d["x"], d["labels"].astype(np.float64), d["g"]), {}),
+            TypeError,
+            "labels has dtype float64; expected int64",
+        )
+        add(
+            f"{fn}-labels-int32",
+            fn,
+            lambda d=b(): ((d["x"], d["labels"].astype(np.int32), d["g"]), {}),
+            TypeError,
+            "labels has dtype int32; expected int64",
+        )
+        add(
+            f"{fn}-label-too-large",
+            fn,
+            lambda d=b(): ((d["x"], np.array([0, 4, 2, 5]), d["g"]), {}),
+            ValueError,
+            "labels[3] = 5 is out of range [0, 5)",
+        )
+        add(
+            f"{fn}-label-negative",
+            fn,
+            lambda d=b(): ((d["x"], np.array([0, -1, 2, 1]), d["g"]), {}),
+            ValueError,
+            "labels[1] = -1 is out of range [0, 5)",
+        )
+        add(
+            f"{fn}-labels-length",
+            fn,
+            lambda d=b(): ((d["x"], d["labels"][:3].copy(), d["g"]), {}),
+            ValueError,
+            "labels has shape (3,) but must be (N,) = (4,)",
+        )
+        add(
+            f"{fn}-labels-2d",
+            fn,
+            lambda d=b(): ((d["x"], d["labels"].reshape(N, 1), d["g"]), {}),
+            ValueError,
+            "labels must be 1-D (N,), got shape (4, 1)",
+        )
+        add(
+            f"{fn}-labels-list",
+            fn,
+            lambda d=b(): ((d["x"], [0, 4, 2, 1], d["g"]), {}),
+            TypeError,
+            "labels must be a numpy.ndarray, got list",
+        )
+        add(
+            f"{fn}-scores-1d",
+            fn,
+            lambda d=b(): ((d["x"][0].copy(), d["labels"][:1].copy(), None), {}),
+            ValueError,
+            f"{name} must be 2-D (N, K), got shape (5,)",
+        )
+        add(
+            f"{fn}-scores-int",
+            fn,
+            lambda d=b(): ((d["x"].astype(np.int64), d["labels"], d["g"]), {}),
+            TypeError,
+            f"{name} has dtype int64; expected float32 or float64",
+        )
+        add(
+            f"{fn}-scores-fortran",
+            fn,
+            lambda d=b(): ((np.asfortranarray(d["x"]), d["labels"], d["g"]), {}),
+            ValueError,
+            f"{name} is not C-contiguous",
+        )
+        add(
+            f"{fn}-grad-shape",
+            fn,
+            lambda d=b(): ((d["x"], d["labels"], d["g"][:, :4].copy()), {}),
+            ValueError,
+            f"grad has shape (4, 4) but {name} has shape (4, 5)",
+        )
+        add(
+            f"{fn}-grad-read-only",
+            fn,
+            lambda d=b(): ((d["x"], d["labels"], _readonly(d["g"])), {}),
+            ValueError,
+            "grad is read-only",
+        )
+        add(
+            f"{fn}-grad-is-scores",
+            fn,
+            lambda d=b(): ((d["x"], d["labels"], d["x"]), {}),
+            ValueError,
+            f"grad shares memory with {name}",
+        )
         add(f"{fn}-grad-overlaps-scores", fn, lambda: _overlap_case(), ValueError, f"grad shares memory with {name}")
-        add(f"{fn}-grad-dtype", fn, lambda d=b(): ((d["x"], d["labels"], d["g"].astype(np.float64)), {}),
-            TypeError, f"grad has dtype float64 but {name} is float32")
-        add(f"{fn}-grad-strided", fn, lambda d=b(): ((d["x"], d["labels"], np.zeros((N, 2 * K), np.float32)[:, ::2]),
-                                                     {}), ValueError, "grad is not C-contiguous")
-        add(f"{fn}-reduction", fn, lambda d=b(): ((d["x"], d["labels"], d["g"]), dict(reduction="none")),
-            ValueError, "reduction must be 'mean' or 'sum', got 'none'")
-    add("ce-ignore-index-not-matching", ce, lambda d=b(): ((d["x"], np.array([0, -100, 2, 1]), d["g"]),
-                                                           dict(ignore_index=7)),
-        ValueError, "labels[1] = -100 is out of range [0, 5)")
-    add("ce-label-smoothing", ce, lambda d=b(): ((d["x"], d["labels"], d["g"]), dict(label_smoothing=1.5)),
-        ValueError, "label_smoothing must be in [0, 1], got 1.5")
+        add(
+            f"{fn}-grad-dtype",
+            fn,
+            lambda d=b(): ((d["x"], d["labels"], d["g"].astype(np.float64)), {}),
+            TypeError,
+            f"grad has dtype float64 but {name} is float32",
+        )
+        add(
+            f"{fn}-grad-strided",
+            fn,
+            lambda d=b(): ((d["x"], d["labels"], np.zeros((N, 2 * K), np.float32)[:, ::2]), {}),
+            ValueError,
+            "grad is not C-contiguous",
+        )
+        add(
+            f"{fn}-reduction",
+            fn,
+            lambda d=b(): ((d["x"], d["labels"], d["g"]), dict(reduction="none")),
+            ValueError,
+            "reduction must be 'mean' or 'sum', got 'none'",
+        )
+    add(
+        "ce-ignore-index-not-matching",
+        ce,
+        lambda d=b(): ((d["x"], np.array([0, -100, 2, 1]), d["g"]), dict(ignore_index=7)),
+        ValueError,
+        "labels[1] = -100 is out of range [0, 5)",
+    )
+    add(
+        "ce-label-smoothing",
+        ce,
+        lambda d=b(): ((d["x"], d["labels"], d["g"]), dict(label_smoothing=1.5)),
+        ValueError,
+        "label_smoothing must be in [0, 1], got 1.5",
+    )
     add("ce-logits-none", ce, lambda d=b(): ((None, d["labels"], d["g"]), {}), TypeError, "logits is required")
     add("mm-p", mm, lambda d=b(): ((d["x"], d["labels"], d["g"]), dict(p=3)), ValueError, "p must be 1 or 2, got 3")
-    add("mm-margin", mm, lambda d=b(): ((d["x"], d["labels"], d["g"]), dict(margin=float("nan"))),
-        ValueError, "margin must be a finite number, got nan")
+    add(
+        "mm-margin",
+        mm,
+        lambda d=b(): ((d["x"], d["labels"], d["g"]), dict(margin=float("nan"))),
+        ValueError,
+        "margin must be a finite number, got nan",
+    )
 
     for fn in ("mse_loss", "sum_of_squares_loss"):
-        add(f"{fn}-target-shape", fn, lambda d=b(): ((d["x"], d["t"][:3].copy(), d["g"]), {}),
-            ValueError, "target has shape (3, 5) but pred has shape (4, 5)")
-        add(f"{fn}-target-dtype", fn, lambda d=b(): ((d["x"], d["t"].astype(np.float64), d["g"]), {}),
-            TypeError, "target has dtype float64 but pred is float32")
-        add(f"{fn}-grad-is-target", fn, lambda d=b(): ((d["x"], d["t"], d["t"]), {}),
-            ValueError, "grad shares memory with target")
-        add(f"{fn}-grad-read-only", fn, lambda d=b(): ((d["x"], d["t"], _readonly(d["g"])), {}),
-            ValueError, "grad is read-only")
-        add(f"{fn}-grad-shape", fn, lambda d=b(): ((d["x"], d["t"], d["g"].reshape(K, N)), {}),
-            ValueError, "grad has shape (5, 4) but pred has shape (4, 5)")
+        add(
+            f"{fn}-target-shape",
+            fn,
+            lambda d=b(): ((d["x"], d["t"][:3].copy(), d["g"]), {}),
+            ValueError,
+            "target has shape (3, 5) but pred has shape (4, 5)",
+        )
+        add(
+            f"{fn}-target-dtype",
+            fn,
+            lambda d=b(): ((d["x"], d["t"].astype(np.float64), d["g"]), {}),
+            TypeError,
+            "target has dtype float64 but pred is float32",
+        )
+        add(
+            f"{fn}-grad-is-target",
+            fn,
+            lambda d=b(): ((d["x"], d["t"], d["t"]), {}),
+            ValueError,
+            "grad shares memory with target",
+        )
+        add(
+            f"{fn}-grad-read-only",
+            fn,
+            lambda d=b(): ((d["x"], d["t"], _readonly(d["g"])), {}),
+            ValueError,
+            "grad is read-only",
+        )
+        add(
+            f"{fn}-grad-shape",
+            fn,
+            lambda d=b(): ((d["x"], d["t"], d["g"].reshape(K, N)), {}),
+            ValueError,
+            "grad has shape (5, 4) but pred has shape (4, 5)",
+        )
         add(f"{fn}-pred-none", fn, lambda d=b(): ((None, d["t"], d["g"]), {}), TypeError, "pred is required")
-    add("mse-reduction", "mse_loss", lambda d=b(): ((d["x"], d["t"], d["g"]), dict(reduction="batchmean")),
-        ValueError, "reduction must be 'mean' or 'sum', got 'batchmean'")
+    add(
+        "mse-reduction",
+        "mse_loss",
+        lambda d=b(): ((d["x"], d["t"], d["g"]), dict(reduction="batchmean")),
+        ValueError,
+        "reduction must be 'mean' or 'sum', got 'batchmean'",
+    )
 
     bce = "bce_with_logits"
-    add("bce-targets-shape", bce, lambda d=b(): ((d["x"], d["t"].ravel().copy(), d["g"]), {}),
-        ValueError, "targets has shape (20,) but logits has shape (4, 5)")
-    add("bce-pos-weight-shape", bce, lambda d=b(): ((d["x"], d["t"], d["g"]), dict(pos_weight=np.ones(N, np.float32))),
-        ValueError, "pos_weight has shape (4,) but must be (C,) = (5,)")
-    add("bce-pos-weight-dtype", bce, lambda d=b(): ((d["x"], d["t"], d["g"]), dict(pos_weight=np.ones(K))),
-        TypeError, "pos_weight has dtype float64 but logits is float32")
-    add("bce-pos-weight-scalar-logits", bce,
-        lambda: ((np.ones((), np.float32), np.ones((), np.float32), np.zeros((), np.float32)),
-                 dict(pos_weight=np.ones(1, np.float32))),
-        ValueError, "pos_weight needs logits with a class axis")
-    add("bce-grad-is-pos-weight", bce, lambda d=b(): ((d["x"], d["t"], d["g"]), dict(pos_weight=d["g"][0])),
-        ValueError, "grad shares memory with pos_weight")
-    add("bce-grad-is-logits", bce, lambda d=b(): ((d["x"], d["t"], d["x"]), {}),
-        ValueError, "grad shares memory with logits")
-    add("bce-reduction", bce, lambda d=b(): ((d["x"], d["t"], d["g"]), dict(reduction="mean ")),
-        ValueError, "reduction must be 'mean' or 'sum', got 'mean '")
+    add(
+        "bce-targets-shape",
+        bce,
+        lambda d=b(): ((d["x"], d["t"].ravel().copy(), d["g"]), {}),
+        ValueError,
+        "targets has shape (20,) but logits has shape (4, 5)",
+    )
+    add(
+        "bce-pos-weight-shape",
+        bce,
+        lambda d=b(): ((d["x"], d["t"], d["g"]), dict(pos_weight=np.ones(N, np.float32))),
+        ValueError,
+        "pos_weight has shape (4,) but must be (C,) = (5,)",
+    )
+    add(
+        "bce-pos-weight-dtype",
+        bce,
+        lambda d=b(): ((d["x"], d["t"], d["g"]), dict(pos_weight=np.ones(K))),
+        TypeError,
+        "pos_weight has dtype float64 but logits is float32",
+    )
+    add(
+        "bce-pos-weight-scalar-logits",
+        bce,
+        lambda: (
+            (np.ones((), np.float32), np.ones((), np.float32), np.zeros((), np.float32)),
+            dict(pos_weight=np.ones(1, np.float32)),
+        ),
+        ValueError,
+        "pos_weight needs logits with a class axis",
+    )
+    add(
+        "bce-grad-is-pos-weight",
+        bce,
+        lambda d=b(): ((d["x"], d["t"], d["g"]), dict(pos_weight=d["g"][0])),
+        ValueError,
+        "grad shares memory with pos_weight",
+    )
+    add(
+        "bce-grad-is-logits",
+        bce,
+        lambda d=b(): ((d["x"], d["t"], d["x"]), {}),
+        ValueError,
+        "grad shares memory with logits",
+    )
+    add(
+        "bce-reduction",
+        bce,
+        lambda d=b(): ((d["x"], d["t"], d["g"]), dict(reduction="mean ")),
+        ValueError,
+        "reduction must be 'mean' or 'sum', got 'mean '",
+    )
 
     for fn in ("softmax_forward", "log_softmax_forward"):
-        add(f"{fn}-y-shape", fn, lambda d=b(): ((d["x"], d["g"].reshape(K, N)), {}),
-            ValueError, "y has shape (5, 4) but x has shape (4, 5)")
+        add(
+            f"{fn}-y-shape",
+            fn,
+            lambda d=b(): ((d["x"], d["g"].reshape(K, N)), {}),
+            ValueError,
+            "y has shape (5, 4) but x has shape (4, 5)",
+        )
         add(f"{fn}-y-read-only", fn, lambda d=b(): ((d["x"], _readonly(d["g"])), {}), ValueError, "y is read-only")
         add(f"{fn}-y-overlaps-x", fn, lambda: (_overlapping(), {}), ValueError, "y shares memory with x")
-        add(f"{fn}-x-scalar", fn, lambda: ((np.ones((), np.float32), np.ones((), np.float32)), {}),
-            ValueError, "x must have at least 1 dimension (..., K), got shape ()")
-        add(f"{fn}-x-int", fn, lambda d=b(): ((d["labels"], d["g"][0]), {}),
-            TypeError, "x has dtype int64; expected float32 or float64")
+        add(
+            f"{fn}-x-scalar",
+            fn,
+            lambda: ((np.ones((), np.float32), np.ones((), np.float32)), {}),
+            ValueError,
+            "x must have at least 1 dimension (..., K), got shape ()",
+        )
+        add(
+            f"{fn}-x-int",
+            fn,
+            lambda d=b(): ((d["labels"], d["g"][0]), {}),
+            TypeError,
+            "x has dtype int64; expected float32 or float64",
+        )
         add(f"{fn}-y-none", fn, lambda d=b(): ((d["x"], None), {}), TypeError, "y is required (got None)")
     for fn in ("softmax_backward", "log_softmax_backward"):
         add(f"{fn}-dx-is-y", fn, lambda d=b(): ((d["x"], d["t"], d["x"]), {}), ValueError, "dx shares memory with y")
-        add(f"{fn}-dx-is-dy-and-y", fn, lambda d=b(): ((d["x"], d["x"], d["x"]), {}),
-            ValueError, "dx shares memory with y")
-        add(f"{fn}-dy-shape", fn, lambda d=b(): ((d["x"], d["t"][:, :4].copy(), d["g"]), {}),
-            ValueError, "dy has shape (4, 4) but y has shape (4, 5)")
-        add(f"{fn}-dx-read-only", fn, lambda d=b(): ((d["x"], d["t"], _readonly(d["g"])), {}),
-            ValueError, "dx is read-only")
-        add(f"{fn}-dy-dtype", fn, lambda d=b(): ((d["x"], d["t"].astype(np.float64), d["g"]), {}),
-            TypeError, "dy has dtype float64 but y is float32")
+        add(
+            f"{fn}-dx-is-dy-and-y",
+            fn,
+            lambda d=b(): ((d["x"], d["x"], d["x"]), {}),
+            ValueError,
+            "dx shares memory with y",
+        )
+        add(
+            f"{fn}-dy-shape",
+            fn,
+            lambda d=b(): ((d["x"], d["t"][:, :4].copy(), d["g"]), {}),
+            ValueError,
+            "dy has shape (4, 4) but y has shape (4, 5)",
+        )
+        add(
+            f"{fn}-dx-read-only",
+            fn,
+            lambda d=b(): ((d["x"], d["t"], _readonly(d["g"])), {}),
+            ValueError,
+            "dx is read-only",
+        )
+        add(
+            f"{fn}-dy-dtype",
+            fn,
+            lambda d=b(): ((d["x"], d["t"].astype(np.float64), d["g"]), {}),
+            TypeError,
+            "dy has dtype float64 but y is float32",
+        )
 
     pen = "penalty"
-    add("penalty-list-lengths", pen, lambda d=b(): (([d["x"], d["t"]], [d["g"]]), dict(l1=0.1)),
-        ValueError, "grads has 1 arrays but params has 2")
-    add("penalty-grad-shape", pen, lambda d=b(): (([d["x"], d["t"]], [d["g"], d["g"][0].copy()]), dict(l1=0.1)),
-        ValueError, "grads[1] has shape (5,) but params[1] has shape (4, 5)")
-    add("penalty-grad-read-only", pen, lambda d=b(): (([d["x"]], [_readonly(d["g"])]), dict(l2=0.1)),
-        ValueError, "grads[0] is read-only")
-    add("penalty-grad-is-param", pen, lambda d=b(): (([d["x"], d["t"]], [d["g"], d["t"]]), dict(l2=0.1)),
-        ValueError, "grads[1] shares memory with params[1]")
-    add("penalty-mixed-dtypes", pen, lambda d=b(): (([d["x"], d["t"].astype(np.float64)], None), dict(l2=0.1)),
-        TypeError, "params[1] has dtype float64 but params[0] is float32")
-    add("penalty-l1-negative", pen, lambda d=b(): (([d["x"]], [d["g"]]), dict(l1=-0.1)),
-        ValueError, "l1 must be a finite number >= 0, got -0.1")
-    add("penalty-l2-nan", pen, lambda d=b(): (([d["x"]], [d["g"]]), dict(l2=float("nan"))),
-        ValueError, "l2 must be a finite number >= 0, got nan")
-    add("penalty-params-int", pen, lambda d=b(): (([d["labels"]], None), {}),
-        TypeError, "params[0] has dtype int64; expected float32 or float64")
-    add("penalty-params-dict", pen, lambda: (({"w": np.ones(3)}, None), {}),
-        TypeError, "params must be a numpy.ndarray or a list of them, got dict")
+    add(
+        "penalty-list-lengths",
+        pen,
+        lambda d=b(): (([d["x"], d["t"]], [d["g"]]), dict(l1=0.1)),
+        ValueError,
+        "grads has 1 arrays but params has 2",
+    )
+    add(
+        "penalty-grad-shape",
+        pen,
+        lambda d=b(): (([d["x"], d["t"]], [d["g"], d["g"][0].copy()]), dict(l1=0.1)),
+        ValueError,
+        "grads[1] has shape (5,) but params[1] has shape (4, 5)",
+    )
+    add(
+        "penalty-grad-read-only",
+        pen,
+        lambda d=b(): (([d["x"]], [_readonly(d["g"])]), dict(l2=0.1)),
+        ValueError,
+        "grads[0] is read-only",
+    )
+    add(
+        "penalty-grad-is-param",
+        pen,
+        lambda d=b(): (([d["x"], d["t"]], [d["g"], d["t"]]), dict(l2=0.1)),
+        ValueError,
+        "grads[1] shares memory with params[1]",
+    )
+    add(
+        "penalty-mixed-dtypes",
+        pen,
+        lambda d=b(): (([d["x"], d["t"].astype(np.float64)], None), dict(l2=0.1)),
+        TypeError,
+        "params[1] has dtype float64 but params[0] is float32",
+    )
+    add(
+        "penalty-l1-negative",
+        pen,
+        lambda d=b(): (([d["x"]], [d["g"]]), dict(l1=-0.1)),
+        ValueError,
+        "l1 must be a finite number >= 0, got -0.1",
+    )
+    add(
+        "penalty-l2-nan",
+        pen,
+        lambda d=b(): (([d["x"]], [d["g"]]), dict(l2=float("nan"))),
+        ValueError,
+        "l2 must be a finite number >= 0, got nan",
+    )
+    add(
+        "penalty-params-int",
+        pen,
+        lambda d=b(): (([d["labels"]], None), {}),
+        TypeError,
+        "params[0] has dtype int64; expected float32 or float64",
+    )
+    add(
+        "penalty-params-dict",
+        pen,
+        lambda: (({"w": np.ones(3)}, None), {}),
+        TypeError,
+        "params must be a numpy.ndarray or a list of them, got dict",
+    )
     return cases
 
 
@@ -729,6 +1011,7 @@ def test_reduction_of_the_wrong_type_is_a_type_error(fn):
         d = _base()
         second = d["labels"] if fn in ("softmax_cross_entropy", "multi_margin_loss") else d["t"]
         return (d["x"], second, d["g"]), dict(reduction=None)
+
     assert_refused_alike(fn, call, TypeError, "reduction must be a str, got NoneType")
 
 
@@ -749,5 +1032,14 @@ def test_out_of_range_label_in_the_last_row_writes_nothing(backend):
 def test_kernels_list_is_complete():
     """The family's rows in the kernel table (gf.ops is built from them)."""
     assert {name for name, row in KERNELS.items() if row.family == "loss"} == {
-        "softmax_forward", "softmax_backward", "log_softmax_forward", "log_softmax_backward", "softmax_cross_entropy",
-        "multi_margin_loss", "mse_loss", "sum_of_squares_loss", "bce_with_logits", "penalty"}
+        "softmax_forward",
+        "softmax_backward",
+        "log_softmax_forward",
+        "log_softmax_backward",
+        "softmax_cross_entropy",
+        "multi_margin_loss",
+        "mse_loss",
+        "sum_of_squares_loss",
+        "bce_with_logits",
+        "penalty",
+    }

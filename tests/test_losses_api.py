@@ -2,6 +2,7 @@
 meaning (probabilities in, one-hot or integer targets), torch's names with torch's; values against
 Keras's and torch's formulas, gradients by finite differences, the chain through a final Sigmoid /
 Softmax; the refusals; 1-D targets for a (N, 1) output; the nn.Softmax layer."""
+
 from __future__ import annotations
 
 import inspect
@@ -109,10 +110,11 @@ def test_from_logits_true_is_the_logits_losses():
     z = rng().standard_normal((10, 4)) * 3
     labels = rng(1).integers(0, 4, 10)
     binary = (rng(2).uniform(size=(10, 4)) > 0.5).astype(np.float64)
-    for a, b in [(losses.SparseCategoricalCrossentropy(from_logits=True)(z, labels), losses.cross_entropy(z, labels)),
-                 (losses.CategoricalCrossentropy(from_logits=True)(z, np.eye(4)[labels]),
-                  losses.cross_entropy(z, labels)),
-                 (losses.BinaryCrossentropy(from_logits=True)(z, binary), losses.bce_with_logits(z, binary))]:
+    for a, b in [
+        (losses.SparseCategoricalCrossentropy(from_logits=True)(z, labels), losses.cross_entropy(z, labels)),
+        (losses.CategoricalCrossentropy(from_logits=True)(z, np.eye(4)[labels]), losses.cross_entropy(z, labels)),
+        (losses.BinaryCrossentropy(from_logits=True)(z, binary), losses.bce_with_logits(z, binary)),
+    ]:
         assert a[0] == pytest.approx(b[0], rel=1e-12)
         np.testing.assert_allclose(a[1], b[1], rtol=1e-10, atol=1e-14)
 
@@ -122,10 +124,12 @@ def test_probability_losses_equal_the_logits_losses_on_sigmoid_and_softmax_outpu
     labels = rng(1).integers(0, 4, 10)
     binary = (rng(2).uniform(size=(10, 4)) > 0.5).astype(np.float64)
     assert losses.BinaryCrossentropy()(sigmoid(z), binary)[0] == pytest.approx(
-        losses.bce_with_logits(z, binary)[0], rel=1e-9)
+        losses.bce_with_logits(z, binary)[0], rel=1e-9
+    )
     assert losses.BCELoss()(sigmoid(z), binary)[0] == pytest.approx(losses.bce_with_logits(z, binary)[0], rel=1e-9)
     assert losses.SparseCategoricalCrossentropy()(softmax(z), labels)[0] == pytest.approx(
-        losses.cross_entropy(z, labels)[0], rel=1e-9)
+        losses.cross_entropy(z, labels)[0], rel=1e-9
+    )
 
 
 def test_bce_loss_is_torchs_value_and_gradient():
@@ -167,18 +171,33 @@ def finite_difference(f, x, h=1e-6):
 
 
 CASES = {  # name -> (loss, pred, target): float64, probabilities away from the clip
-    "binary": (losses.BinaryCrossentropy(), rng().uniform(0.05, 0.95, (6, 2)),
-               (rng(1).uniform(size=(6, 2)) > 0.5).astype(np.float64)),
-    "binary-soft-targets": (losses.BinaryCrossentropy(), rng().uniform(0.05, 0.95, (6, 2)),
-                            rng(1).uniform(size=(6, 2))),
+    "binary": (
+        losses.BinaryCrossentropy(),
+        rng().uniform(0.05, 0.95, (6, 2)),
+        (rng(1).uniform(size=(6, 2)) > 0.5).astype(np.float64),
+    ),
+    "binary-soft-targets": (
+        losses.BinaryCrossentropy(),
+        rng().uniform(0.05, 0.95, (6, 2)),
+        rng(1).uniform(size=(6, 2)),
+    ),
     "bce": (losses.BCELoss(), rng().uniform(0.05, 0.95, (6, 2)), (rng(1).uniform(size=(6, 2)) > 0.5) * 1.0),
-    "categorical": (losses.CategoricalCrossentropy(), rng().uniform(0.05, 0.95, (6, 4)),
-                    np.eye(4)[rng(1).integers(0, 4, 6)]),  # rows not normalised: the sum is in the gradient
+    "categorical": (
+        losses.CategoricalCrossentropy(),
+        rng().uniform(0.05, 0.95, (6, 4)),
+        np.eye(4)[rng(1).integers(0, 4, 6)],
+    ),  # rows not normalised: the sum is in the gradient
     "sparse": (losses.SparseCategoricalCrossentropy(), rng().uniform(0.05, 0.95, (6, 4)), rng(1).integers(0, 4, 6)),
-    "categorical-logits": (losses.CategoricalCrossentropy(from_logits=True), rng().standard_normal((6, 4)),
-                           softmax(rng(1).standard_normal((6, 4)))),
-    "binary-logits": (losses.BinaryCrossentropy(from_logits=True), rng().standard_normal((6, 2)),
-                      (rng(1).uniform(size=(6, 2)) > 0.5) * 1.0),
+    "categorical-logits": (
+        losses.CategoricalCrossentropy(from_logits=True),
+        rng().standard_normal((6, 4)),
+        softmax(rng(1).standard_normal((6, 4))),
+    ),
+    "binary-logits": (
+        losses.BinaryCrossentropy(from_logits=True),
+        rng().standard_normal((6, 2)),
+        (rng(1).uniform(size=(6, 2)) > 0.5) * 1.0,
+    ),
 }
 
 
@@ -211,8 +230,10 @@ def test_through_a_final_softmax_the_chain_gives_p_minus_t_over_n(backend, dtype
     onehot = np.eye(5, dtype=dtype)[labels]
     tol = dict(rtol=1e-4, atol=1e-8) if dtype == np.float32 else dict(rtol=1e-9, atol=1e-15)
     with gf.use_backend(backend):
-        for loss, target in ((losses.CategoricalCrossentropy(), onehot),
-                             (losses.SparseCategoricalCrossentropy(), labels)):
+        for loss, target in (
+            (losses.CategoricalCrossentropy(), onehot),
+            (losses.SparseCategoricalCrossentropy(), labels),
+        ):
             layer = gf.nn.Softmax()
             p = layer.forward(z)
             _, dp = loss(p, target)
@@ -229,10 +250,15 @@ def test_a_saturated_sigmoid_still_gets_a_gradient_toward_the_target():
 
 
 # ---- refusals ----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("loss,target", [(losses.BinaryCrossentropy(), np.ones((4, 3))),
-                                         (losses.BCELoss(), np.ones((4, 3))),
-                                         (losses.CategoricalCrossentropy(), np.eye(3)[[0, 1, 2, 0]]),
-                                         (losses.SparseCategoricalCrossentropy(), np.array([0, 1, 2, 0]))])
+@pytest.mark.parametrize(
+    "loss,target",
+    [
+        (losses.BinaryCrossentropy(), np.ones((4, 3))),
+        (losses.BCELoss(), np.ones((4, 3))),
+        (losses.CategoricalCrossentropy(), np.eye(3)[[0, 1, 2, 0]]),
+        (losses.SparseCategoricalCrossentropy(), np.array([0, 1, 2, 0])),
+    ],
+)
 def test_probability_losses_refuse_logits(loss, target):
     logits = rng().standard_normal((4, 3)) * 3
     with pytest.raises(ValueError, match="probabilities in \\[0, 1\\].*from_logits=True"):
@@ -261,9 +287,17 @@ def test_sparse_categorical_crossentropy_refuses_bad_labels():
 
 
 # ---- 1-D targets (item 7b) -----------------------------------------------------------------------------
-@pytest.mark.parametrize("loss", [losses.MSELoss(), losses.SumOfSquaresLoss(), losses.BCEWithLogitsLoss(),
-                                  losses.BCELoss(), losses.BinaryCrossentropy(),
-                                  losses.BinaryCrossentropy(from_logits=True)])
+@pytest.mark.parametrize(
+    "loss",
+    [
+        losses.MSELoss(),
+        losses.SumOfSquaresLoss(),
+        losses.BCEWithLogitsLoss(),
+        losses.BCELoss(),
+        losses.BinaryCrossentropy(),
+        losses.BinaryCrossentropy(from_logits=True),
+    ],
+)
 def test_a_1d_target_is_accepted_for_an_n_by_1_output(loss):
     pred = rng().uniform(0.1, 0.9, (8, 1)).astype(np.float32)
     y = (rng(1).uniform(size=8) > 0.5).astype(np.int64)
@@ -276,9 +310,13 @@ def test_a_1d_target_is_accepted_for_an_n_by_1_output(loss):
 
 # ---- docs --------------------------------------------------------------------------------------------
 def test_every_loss_class_documents_its_pred_and_target():
-    classes = [getattr(losses, n) for n in losses.__all__
-               if inspect.isclass(getattr(losses, n)) and issubclass(getattr(losses, n), losses.Loss)
-               and getattr(losses, n) is not losses.Loss]
+    classes = [
+        getattr(losses, n)
+        for n in losses.__all__
+        if inspect.isclass(getattr(losses, n))
+        and issubclass(getattr(losses, n), losses.Loss)
+        and getattr(losses, n) is not losses.Loss
+    ]
     assert len(classes) >= 9
     for cls in classes:
         doc = inspect.getdoc(cls) or ""

@@ -1,6 +1,7 @@
 """Sequential as Keras and torch users meet it: layer sizes checked when the model is built, one
 seed for the whole model, predict_proba / predict_classes, and inputs cast to the model's dtype
 at the predict boundary (never in the kernels)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,18 +28,23 @@ from gradfuse.nn import (
 def test_dense_layers_that_do_not_chain_are_refused_at_construction_naming_both():
     with pytest.raises(ValueError) as info:
         Sequential([Dense(30, 16), Dense(32, 2)])
-    assert str(info.value) == ("Sequential: layers[1] Dense(32, 2, bias=True) takes 32 input features, but layers[0] "
-                               "Dense(30, 16, bias=True) outputs shape (None, 16)")
+    assert str(info.value) == (
+        "Sequential: layers[1] Dense(32, 2, bias=True) takes 32 input features, but layers[0] "
+        "Dense(30, 16, bias=True) outputs shape (None, 16)"
+    )
 
 
-@pytest.mark.parametrize("layers, bad, source", [
-    ([Dense(30, 16), ReLU(), BatchNorm(16), Dropout(0.1), Dense(32, 2)], 4, 0),       # through shape-keeping layers
-    ([Dense(30, 16), BatchNorm(8)], 1, 0),
-    ([Standardize().adapt(np.ones((4, 7))), Dense(6, 2)], 1, 0),
-    ([Dense(3, 4), Flatten(), DropConnect(5, 2)], 2, 0),
-    ([BatchNorm(16), ReLU(), Dense(16, 4), GELU(), Dense(5, 1)], 4, 2),
-    ([Standardize(axis=(1, 2)).adapt(np.ones((4, 2, 3))), Dense(6, 2)], 1, 0),         # 3-D into Dense: Flatten
-])
+@pytest.mark.parametrize(
+    "layers, bad, source",
+    [
+        ([Dense(30, 16), ReLU(), BatchNorm(16), Dropout(0.1), Dense(32, 2)], 4, 0),  # through shape-keeping layers
+        ([Dense(30, 16), BatchNorm(8)], 1, 0),
+        ([Standardize().adapt(np.ones((4, 7))), Dense(6, 2)], 1, 0),
+        ([Dense(3, 4), Flatten(), DropConnect(5, 2)], 2, 0),
+        ([BatchNorm(16), ReLU(), Dense(16, 4), GELU(), Dense(5, 1)], 4, 2),
+        ([Standardize(axis=(1, 2)).adapt(np.ones((4, 2, 3))), Dense(6, 2)], 1, 0),  # 3-D into Dense: Flatten
+    ],
+)
 def test_sizes_are_followed_through_the_built_in_layers(layers, bad, source):
     with pytest.raises(ValueError, match=rf"layers\[{bad}\] .* but layers\[{source}\] "):
         Sequential(layers)
@@ -52,17 +58,21 @@ def test_unknown_shapes_are_skipped_not_guessed():
         def backward(self, dy, *, accumulate=False, need_input_grad=True):
             n = dy.shape[1] // 2
             return dy[:, :n] + dy[:, n:]
+
     model = Sequential([Dense(3, 4), Custom(), Dense(8, 2)])
     assert model.predict(np.ones((2, 3), np.float32)).shape == (2, 2)
-    Sequential([Standardize(), Dense(8, 2)])              # not adapted yet: any width
+    Sequential([Standardize(), Dense(8, 2)])  # not adapted yet: any width
     images = Sequential([BatchNorm(4), Flatten(), Dense(64, 2)])  # BatchNorm over (N, 4, 4, 4) images
     rows = images.summary().splitlines()
     assert "?" in rows[2] and "(None, 2)" in rows[4]
 
 
 def test_summary_prints_plausible_shapes():
-    for first, shape in [(Dense(7, 5), "(None, 5)"), (BatchNorm(5), "(None, 5)"),
-                         (Standardize().adapt(np.ones((3, 5))), "(None, 5)")]:
+    for first, shape in [
+        (Dense(7, 5), "(None, 5)"),
+        (BatchNorm(5), "(None, 5)"),
+        (Standardize().adapt(np.ones((3, 5))), "(None, 5)"),
+    ]:
         rows = Sequential([first, ReLU()] + ([] if isinstance(first, Dense) else [Dense(5, 5)])).summary()
         assert shape in rows.splitlines()[2], rows  # the first layer's row
     text = Sequential([Flatten(), Dense(12, 2)]).summary(input_shape=(None, 3, 4))
@@ -75,8 +85,10 @@ def test_summary_prints_plausible_shapes():
 
 
 def seeded(seed, **dense):
-    return Sequential([Dense(6, 8, activation="relu", **dense), Dropout(0.5), Dense(8, 8), Dense(8, 8),
-                       DropConnect(8, 3, p=0.2)], seed=seed)
+    return Sequential(
+        [Dense(6, 8, activation="relu", **dense), Dropout(0.5), Dense(8, 8), Dense(8, 8), DropConnect(8, 3, p=0.2)],
+        seed=seed,
+    )
 
 
 def run(model, x):
@@ -118,6 +130,7 @@ def test_the_seed_reaches_layers_inside_custom_blocks():
             super().__init__()
             self.fc = Dense(4, 4)
             self.drop = Dropout(0.5)
+
     a, b = (Sequential([Dense(3, 4), Block()], seed=7) for _ in range(2))
     for key, value in a.state_dict().items():
         np.testing.assert_array_equal(value, b.state_dict()[key], err_msg=key)
@@ -152,8 +165,11 @@ def test_one_output_is_a_probability_of_class_one():
 
 @pytest.mark.parametrize("last", ["Sigmoid", "dense-sigmoid", "Softmax"])
 def test_a_model_that_ends_in_probabilities_is_not_squashed_twice(last):
-    layers = {"Sigmoid": [Dense(4, 1, seed=0), Sigmoid()], "dense-sigmoid": [Dense(4, 1, activation="sigmoid")],
-              "Softmax": [Dense(4, 3, seed=0), gf.nn.Softmax()]}[last]
+    layers = {
+        "Sigmoid": [Dense(4, 1, seed=0), Sigmoid()],
+        "dense-sigmoid": [Dense(4, 1, activation="sigmoid")],
+        "Softmax": [Dense(4, 3, seed=0), gf.nn.Softmax()],
+    }[last]
     model = Sequential(layers)
     x = np.random.default_rng(2).standard_normal((20, 4)).astype(np.float32)
     np.testing.assert_array_equal(model.predict_proba(x), model.predict(x))
@@ -177,8 +193,11 @@ def test_predict_casts_float64_int_and_list_inputs_to_the_model_dtype():
         model.forward(x)  # the layers themselves still refuse what they would have to copy
 
 
-@pytest.mark.parametrize("bad", [[["a", "b", "c", "d"]], [[1, 2, 3, 4], [1, 2]], np.array([[1 + 2j] * 4])],
-                         ids=["strings", "ragged", "complex"])
+@pytest.mark.parametrize(
+    "bad",
+    [[["a", "b", "c", "d"]], [[1, 2, 3, 4], [1, 2]], np.array([[1 + 2j] * 4])],
+    ids=["strings", "ragged", "complex"],
+)
 def test_impossible_input_names_the_layer_and_the_fix(bad):
     model = logits_model(3)
     with pytest.raises(TypeError) as info:

@@ -2,6 +2,7 @@
 with the weights (gf.save's checksummed, pickle-free format); loading weights into a model of
 another architecture is refused, naming the difference; custom modules are refused with the way
 out, or saved once their class is registered."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,13 +30,26 @@ from gradfuse.nn import (
 def trained_model(activation="relu", dtype=np.float32):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((64, 5)).astype(dtype) * 3 + 1
-    model = Sequential([Standardize().adapt(x), Dense(5, 16, activation=activation, dtype=dtype),
-                        BatchNorm(16, momentum=None, dtype=dtype), Dropout(0.2), LeakyReLU(0.1),
-                        DropConnect(16, 8, p=0.3, activation="gelu_tanh", dtype=dtype), GELU(approximate="tanh"),
-                        Tanh(), Identity(), Flatten(), Dense(8, 3, dtype=dtype), Sigmoid()], seed=0)
+    model = Sequential(
+        [
+            Standardize().adapt(x),
+            Dense(5, 16, activation=activation, dtype=dtype),
+            BatchNorm(16, momentum=None, dtype=dtype),
+            Dropout(0.2),
+            LeakyReLU(0.1),
+            DropConnect(16, 8, p=0.3, activation="gelu_tanh", dtype=dtype),
+            GELU(approximate="tanh"),
+            Tanh(),
+            Identity(),
+            Flatten(),
+            Dense(8, 3, dtype=dtype),
+            Sigmoid(),
+        ],
+        seed=0,
+    )
     opt = gf.optim.Adam(model.parameters(), lr=0.01)
     for i in range(0, 64, 16):  # weights, running statistics and dropout counters away from their start
-        out = model.forward(x[i:i + 16], training=True)
+        out = model.forward(x[i : i + 16], training=True)
         model.backward(out - 0.5)
         opt.step()
     return model, x
@@ -60,7 +74,10 @@ def test_the_file_is_a_checkpoint_with_the_architecture(tmp_path):
     saved = gf.load(tmp_path / "model.gfm")  # gf.save's format: readable without pickle
     assert saved["format"] == "gradfuse.model" and saved["version"] == 1
     assert [layer["class"] for layer in saved["architecture"]["config"]["layers"]][:3] == [
-        "Standardize", "Dense", "BatchNorm"]
+        "Standardize",
+        "Dense",
+        "BatchNorm",
+    ]
     assert saved["architecture"]["config"]["layers"][1]["config"]["activation"] == "relu"
 
 
@@ -81,13 +98,20 @@ def test_weights_of_another_architecture_are_refused_naming_the_difference(tmp_p
     np.testing.assert_array_equal(same.predict(x), model.predict(x))
 
 
-@pytest.mark.parametrize("other, difference", [
-    (lambda: Sequential([Dense(4, 3), ReLU()]), "model (Sequential).layers has 3 entries in the file, 2 here"),
-    (lambda: Sequential([Dense(4, 3), Tanh(), Dense(3, 2)]), "model (Sequential).layers[1] is a ReLU in the file, "
-                                                            "a Tanh here"),
-    (lambda: Sequential([Dense(4, 3, bias=False), ReLU(), Dense(3, 2)]), "layers[0] (Dense).bias is True in the "
-                                                                          "file, False here"),
-])
+@pytest.mark.parametrize(
+    "other, difference",
+    [
+        (lambda: Sequential([Dense(4, 3), ReLU()]), "model (Sequential).layers has 3 entries in the file, 2 here"),
+        (
+            lambda: Sequential([Dense(4, 3), Tanh(), Dense(3, 2)]),
+            "model (Sequential).layers[1] is a ReLU in the file, a Tanh here",
+        ),
+        (
+            lambda: Sequential([Dense(4, 3, bias=False), ReLU(), Dense(3, 2)]),
+            "layers[0] (Dense).bias is True in the file, False here",
+        ),
+    ],
+)
 def test_each_kind_of_difference_is_named(tmp_path, other, difference):
     Sequential([Dense(4, 3), ReLU(), Dense(3, 2)]).save(tmp_path / "m.gfm")
     with pytest.raises(ValueError) as info:
@@ -128,6 +152,7 @@ def test_a_registered_custom_module_round_trips(tmp_path):
     @gf.nn.register_serializable
     class SavedResidual(Residual):
         pass
+
     model = Sequential([Dense(3, 4, seed=1), SavedResidual(4)])
     x = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
     model[1].fc.weight.data[...] += 1  # not the constructor's weights: they come from the state_dict

@@ -2,6 +2,7 @@
 dotted state-dict names; a residual block inside a Sequential trains, is checked against finite
 differences and torch's autograd, saves and loads. And the rule for a pending backward: predict
 leaves it alone, forward(training=False) replaces it, a dy of the wrong shape is refused."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,8 +33,15 @@ class Residual(Module):
 
 
 def res_model(seed=0):
-    return Sequential([Dense(5, 6, activation="tanh", dtype=np.float64), Residual(6), BatchNorm(6, dtype=np.float64),
-                       Dense(6, 3, dtype=np.float64)], seed=seed)
+    return Sequential(
+        [
+            Dense(5, 6, activation="tanh", dtype=np.float64),
+            Residual(6),
+            BatchNorm(6, dtype=np.float64),
+            Dense(6, 3, dtype=np.float64),
+        ],
+        seed=seed,
+    )
 
 
 def test_attributes_register_themselves_with_dotted_names():
@@ -43,14 +51,27 @@ def test_attributes_register_themselves_with_dotted_names():
     assert [name for name, _ in block.named_parameters()] == ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
     assert [name for name, _ in model.named_modules()] == ["", "0", "1", "1.fc1", "1.act", "1.fc2", "2", "3"]
     assert list(model.state_dict()) == [
-        "0.weight", "0.bias", "1.fc1.weight", "1.fc1.bias", "1.fc2.weight", "1.fc2.bias", "2.weight", "2.bias",
-        "3.weight", "3.bias", "2.running_mean", "2.running_var", "2.num_batches_tracked"]
+        "0.weight",
+        "0.bias",
+        "1.fc1.weight",
+        "1.fc1.bias",
+        "1.fc2.weight",
+        "1.fc2.bias",
+        "2.weight",
+        "2.bias",
+        "3.weight",
+        "3.bias",
+        "2.running_mean",
+        "2.running_var",
+        "2.num_batches_tracked",
+    ]
     assert len(model.parameters()) == 10 and model.num_parameters() == 5 * 6 + 6 + 2 * (36 + 6) + 12 + 6 * 3 + 3
 
     class Net(Module):  # a custom model holding the block under a name
         def __init__(self):
             super().__init__()
             self.res = Residual(4)
+
     assert list(Net().state_dict()) == ["res.fc1.weight", "res.fc1.bias", "res.fc2.weight", "res.fc2.bias"]
 
 
@@ -162,6 +183,7 @@ def test_add_module_register_parameter_and_buffers():
             self.register_buffer("count", np.zeros(1))
             self.register_buffer("scratch", np.zeros(3), persistent=False)
             self.add_module("inner", Dense(3, 3))
+
     m = Scale()
     assert [n for n, _ in m.named_parameters()] == ["gain", "inner.weight", "inner.bias"]
     assert [n for n, _ in m.named_buffers()] == ["count", "scratch"]
@@ -188,6 +210,7 @@ def test_assigning_a_module_before_init_is_an_error_not_a_silent_miss():
     class Forgot(Module):
         def __init__(self):
             self.fc = Dense(2, 2)  # super().__init__() forgotten
+
     with pytest.raises(AttributeError, match="before Module.__init__"):
         Forgot()
 
@@ -204,27 +227,59 @@ def test_the_old_way_of_listing_children_still_works():
 
         def _local_parameters(self):
             return {"own": self.own}
+
     assert [n for n, _ in Old().named_parameters()] == ["own", "0.weight", "0.bias", "1.weight", "1.bias"]
 
 
 def test_state_dict_keys_of_the_built_in_layers_are_unchanged():
     """Checkpoints written before modules registered their attributes still load: the keys are
     the old ones (taken from the code before that change)."""
-    model = nn.Sequential([nn.Standardize().adapt(np.random.rand(10, 4)), nn.Dense(4, 8, activation="relu"),
-                           nn.BatchNorm(8), nn.Dropout(0.2), nn.DropConnect(8, 3, p=0.1), nn.Tanh()])
+    model = nn.Sequential(
+        [
+            nn.Standardize().adapt(np.random.rand(10, 4)),
+            nn.Dense(4, 8, activation="relu"),
+            nn.BatchNorm(8),
+            nn.Dropout(0.2),
+            nn.DropConnect(8, 3, p=0.1),
+            nn.Tanh(),
+        ]
+    )
     assert list(model.state_dict()) == [
-        "1.weight", "1.bias", "2.weight", "2.bias", "4.weight", "4.bias", "0.standardizer.mode",
-        "0.standardizer.axis", "0.standardizer.ndim", "0.standardizer.n_samples", "0.standardizer.mean",
-        "0.standardizer.std", "0.standardizer.scale", "2.running_mean", "2.running_var", "2.num_batches_tracked",
-        "3.seed", "3.counter", "4.seed", "4.counter"]
+        "1.weight",
+        "1.bias",
+        "2.weight",
+        "2.bias",
+        "4.weight",
+        "4.bias",
+        "0.standardizer.mode",
+        "0.standardizer.axis",
+        "0.standardizer.ndim",
+        "0.standardizer.n_samples",
+        "0.standardizer.mean",
+        "0.standardizer.std",
+        "0.standardizer.scale",
+        "2.running_mean",
+        "2.running_var",
+        "2.num_batches_tracked",
+        "3.seed",
+        "3.counter",
+        "4.seed",
+        "4.counter",
+    ]
 
 
 # ---- a pending backward -----------------------------------------------------------------------------------
 
 
 def mlp(dtype=np.float32):
-    return Sequential([Dense(4, 8, activation="relu", seed=0, dtype=dtype), BatchNorm(8, dtype=dtype),
-                       Dropout(0.3, seed=1), Dense(8, 3, seed=2, dtype=dtype)])
+    return Sequential(
+        [
+            Dense(4, 8, activation="relu", seed=0, dtype=dtype),
+            BatchNorm(8, dtype=dtype),
+            Dropout(0.3, seed=1),
+            Dense(8, 3, seed=2, dtype=dtype),
+        ]
+    )
 
 
 def grads_of(model):
@@ -292,8 +347,15 @@ def test_forward_in_eval_mode_is_the_last_forward_and_backward_gives_eval_gradie
     t = {name: torch.tensor(p.data, requires_grad=True) for name, p in model.named_parameters()}
     tx = torch.tensor(x, requires_grad=True)
     h = torch.relu(tx @ t["0.weight"] + t["0.bias"])
-    h = torch.nn.functional.batch_norm(h, torch.tensor(model[1].running_mean), torch.tensor(model[1].running_var),
-                                       t["1.weight"], t["1.bias"], training=False, eps=1e-5)
+    h = torch.nn.functional.batch_norm(
+        h,
+        torch.tensor(model[1].running_mean),
+        torch.tensor(model[1].running_var),
+        t["1.weight"],
+        t["1.bias"],
+        training=False,
+        eps=1e-5,
+    )
     out = h @ t["3.weight"] + t["3.bias"]
     out.backward(torch.tensor(g))
     for (name, tp), grad in zip(t.items(), grads_of(model)):

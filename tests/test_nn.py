@@ -1,6 +1,7 @@
 """Layers and Sequential: the same network in torch (weights copied) gives the same outputs, loss,
 gradients and running statistics; dropout masks, DropConnect, freezing, accumulation, state_dict,
 predict, summary, the parameter arena."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,6 +16,7 @@ TOL = {np.float64: dict(rtol=1e-9, atol=1e-11), np.float32: dict(rtol=2e-4, atol
 def normal_init(scale=1.0):
     def init(w, rng, **_):
         w[...] = rng.standard_normal(w.shape) * scale / np.sqrt(w.shape[0])
+
     return init
 
 
@@ -24,9 +26,14 @@ def keep_indicators(mask: np.ndarray, shape) -> np.ndarray:
 
 
 def build(dtype, p=0.0):
-    layers = [Dense(20, 32, activation="relu", init=normal_init(), seed=1, dtype=dtype), BatchNorm(32, dtype=dtype),
-              Dropout(p, seed=7), Dense(32, 16, activation="tanh", init=normal_init(), seed=2, dtype=dtype),
-              BatchNorm(16, momentum=None, dtype=dtype), Dense(16, 5, init=normal_init(), seed=3, dtype=dtype)]
+    layers = [
+        Dense(20, 32, activation="relu", init=normal_init(), seed=1, dtype=dtype),
+        BatchNorm(32, dtype=dtype),
+        Dropout(p, seed=7),
+        Dense(32, 16, activation="tanh", init=normal_init(), seed=2, dtype=dtype),
+        BatchNorm(16, momentum=None, dtype=dtype),
+        Dense(16, 5, init=normal_init(), seed=3, dtype=dtype),
+    ]
     for i, layer in enumerate(layers):  # non-trivial biases and affine parameters
         for j, prm in enumerate(layer.parameters()):
             if prm.name == "bias" or isinstance(layer, BatchNorm):
@@ -70,6 +77,7 @@ def torch_grads(tmodel):
 
 def torch_module():
     import torch
+
     return torch
 
 
@@ -148,8 +156,9 @@ def test_dropconnect_matches_torch_with_the_same_weight_mask(torch, backend):
     np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(layer.weight.grad, tw.grad.numpy(), rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(layer.bias.grad, tb.grad.numpy(), rtol=1e-12, atol=1e-13)
-    np.testing.assert_array_equal(layer.forward(x, training=False), np.maximum(x @ layer.weight.data + layer.bias.data,
-                                                                               0))
+    np.testing.assert_array_equal(
+        layer.forward(x, training=False), np.maximum(x @ layer.weight.data + layer.bias.data, 0)
+    )
 
 
 def test_frozen_layers_get_no_gradient_and_are_not_stepped(backend):
@@ -253,6 +262,6 @@ def test_l2_regularizer_adds_value_and_gradient():
         p.grad[...] = 0
     value = gf.regularizers.L2(0.5)(model.parameters())
     weights = [p for p in model.parameters() if p.regularize]
-    assert value == pytest.approx(0.25 * sum(float((p.data ** 2).sum()) for p in weights), rel=1e-12)
+    assert value == pytest.approx(0.25 * sum(float((p.data**2).sum()) for p in weights), rel=1e-12)
     for p in model.parameters():
         np.testing.assert_allclose(p.grad, 0.5 * p.data if p.regularize else 0, rtol=1e-14)

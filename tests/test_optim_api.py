@@ -6,6 +6,7 @@ Results are compared BITWISE wherever two gradfuse runs should do the same arith
 interrupted vs an uninterrupted run, an arena vs separate arrays, one optimizer vs per-dtype ones),
 and with a tight tolerance against torch.
 """
+
 from __future__ import annotations
 
 import copy
@@ -92,6 +93,7 @@ def opt_class(name):
 # ------------------------------------------------------------------------------------------------
 # Parameter groups
 # ------------------------------------------------------------------------------------------------
+
 
 def test_param_groups_fill_defaults_and_match_torch_keys(torch):
     a, b = make_params([(3,), (4,)])
@@ -223,6 +225,7 @@ def test_edited_invalid_hyperparameter_refused_at_step(backend):
 # step(): gradients from Parameters, None, frozen parameters, closure
 # ------------------------------------------------------------------------------------------------
 
+
 def test_step_uses_parameter_grads(backend):
     arrays = make_params()
     params = [Parameter(a.copy()) for a in arrays]
@@ -352,6 +355,7 @@ def test_step_return_value_and_closure(backend):
 # zero_grad and ParameterArena
 # ------------------------------------------------------------------------------------------------
 
+
 def test_zero_grad_plain_parameters():
     ps = [Parameter(a) for a in make_params()]
     grads = make_grads([p.data for p in ps], 0)
@@ -387,8 +391,9 @@ PARAMETER_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize("what, make, dtype, kept, error", PARAMETER_INPUTS,
-                         ids=[getattr(c, "values", c)[0] for c in PARAMETER_INPUTS])
+@pytest.mark.parametrize(
+    "what, make, dtype, kept, error", PARAMETER_INPUTS, ids=[getattr(c, "values", c)[0] for c in PARAMETER_INPUTS]
+)
 def test_parameter_data_is_a_native_contiguous_writeable_float_array(what, make, dtype, kept, error):
     """Memory that cannot be shared is refused (the updates would be lost on a silent copy);
     copy=True asks for the copy."""
@@ -457,7 +462,7 @@ def test_arena_parameters_are_contiguous_views_in_order(dtype):
         offset += p.size
     assert arena.parameters[1] is given  # adopted, not wrapped
     np.testing.assert_array_equal(given.data, original)  # values copied into the arena...
-    assert not np.shares_memory(given.data, original)    # ...and .data rebound to the arena view
+    assert not np.shares_memory(given.data, original)  # ...and .data rebound to the arena view
     np.testing.assert_array_equal(arena.parameters[2].data, 7)
     assert not arena.parameters[0].data.any()
     assert not arena.grad.any()
@@ -745,8 +750,9 @@ def test_load_state_dict_errors_change_nothing(backend, corrupt, message):
 # Every hyperparameter value a class refuses, from its kernel table row (tests/kernel_cases.py:
 # bad_hyperparameters): Range probes with torch's message (Scalar.torch), wrong types, broken joint
 # rules (Rule.torch), the class's own numbers. message None: torch's (checked against torch below).
-INVALID_HYPERPARAMETERS = [(cls.__name__, kwargs, exc, message) for cls in CLASSES
-                           for _, kwargs, exc, message in kc.bad_hyperparameters(cls)]
+INVALID_HYPERPARAMETERS = [
+    (cls.__name__, kwargs, exc, message) for cls in CLASSES for _, kwargs, exc, message in kc.bad_hyperparameters(cls)
+]
 INVALID_IDS = [f"{cls.__name__}-{case}" for cls in CLASSES for case, *_ in kc.bad_hyperparameters(cls)]
 
 
@@ -793,8 +799,12 @@ BAD_PARAMS = [
     ("single Parameter", lambda a: Parameter(a), TypeError, "should be an iterable"),
     ("set", lambda a: [{"params": {1}}], TypeError, "ordered collections"),
     ("same array twice", lambda a: [a, a], ValueError, "more than once"),
-    ("same array in two groups", lambda a: [{"params": [a]}, {"params": [a]}], ValueError,
-     "more than one parameter group"),
+    (
+        "same array in two groups",
+        lambda a: [{"params": [a]}, {"params": [a]}],
+        ValueError,
+        "more than one parameter group",
+    ),
     ("same Parameter twice", lambda a: [Parameter(a)] * 2, ValueError, "more than once"),
     ("int array", lambda a: [np.zeros(3, np.int32)], TypeError, "dtype int32"),
     ("big-endian", lambda a: [np.zeros(3, ">f4")], TypeError, "expected float32 or float64"),
@@ -824,8 +834,12 @@ def test_a_set_of_params_in_a_group_is_a_type_error(where):
 
 
 # torch's flags the classes take (their signatures) but cannot honour
-UNSUPPORTED_FLAGS = [(cls.__name__, flag) for cls in CLASSES for flag in ("capturable", "differentiable")
-                     if flag in inspect.signature(cls).parameters]
+UNSUPPORTED_FLAGS = [
+    (cls.__name__, flag)
+    for cls in CLASSES
+    for flag in ("capturable", "differentiable")
+    if flag in inspect.signature(cls).parameters
+]
 
 
 @pytest.mark.parametrize("name, flag", UNSUPPORTED_FLAGS, ids=[f"{n}-{f}" for n, f in UNSUPPORTED_FLAGS])
@@ -841,6 +855,7 @@ def test_capturable_and_differentiable_refused(name, flag):
 # Each case builds the bad gradient for the parameter p (a view into `host`, so that a gradient
 # can overlap it) and may spoil p itself. It returns the gradient and the argument to be named.
 
+
 def _readonly_param(p, host):
     p.flags.writeable = False
     return np.ones(p.shape, p.dtype), "params"
@@ -850,10 +865,16 @@ BAD_STEP_INPUTS = {
     "float64 grad": (lambda p, host: (p.astype(np.float64), "grads"), TypeError, "dtype float64"),
     "int grad": (lambda p, host: (np.ones(p.shape, np.int32), "grads"), TypeError, "dtype int32"),
     "big-endian grad": (lambda p, host: (p.astype(">f4"), "grads"), TypeError, "big-endian"),
-    "non-contiguous grad": (lambda p, host: (np.ones((4, 12), p.dtype)[:, ::2], "grads"), ValueError,
-                            "not C-contiguous"),
-    "Fortran grad": (lambda p, host: (np.asfortranarray(np.ones(p.shape, p.dtype)), "grads"), ValueError,
-                     "not C-contiguous"),
+    "non-contiguous grad": (
+        lambda p, host: (np.ones((4, 12), p.dtype)[:, ::2], "grads"),
+        ValueError,
+        "not C-contiguous",
+    ),
+    "Fortran grad": (
+        lambda p, host: (np.asfortranarray(np.ones(p.shape, p.dtype)), "grads"),
+        ValueError,
+        "not C-contiguous",
+    ),
     "wrong shape grad": (lambda p, host: (np.ones((6, 4), p.dtype), "grads"), ValueError, r"has shape \(6, 4\)"),
     "grad is the param": (lambda p, host: (p, "grads"), ValueError, "share"),
     "grad overlaps param": (lambda p, host: (host[12:36].reshape(4, 6), "grads"), ValueError, "share"),
@@ -870,8 +891,7 @@ def _bad_step_cases():
     for case in BAD_STEP_INPUTS:
         for layout in ("one group", "two groups"):
             for skip in (False, True):
-                yield pytest.param(case, layout, skip,
-                                   id=f"{case}-{layout}-{'skip_nonfinite' if skip else 'plain'}")
+                yield pytest.param(case, layout, skip, id=f"{case}-{layout}-{'skip_nonfinite' if skip else 'plain'}")
 
 
 @pytest.mark.parametrize("first_step", [True, False], ids=["first-step", "later-step"])
@@ -965,8 +985,10 @@ def test_bad_grad_in_second_dtype_bucket_steps_nothing(backend):
     assert_state_dicts_equal(opt.state_dict(), sd)
 
 
-@pytest.mark.parametrize("scale, exc", [(0.0, ValueError), (-2.0, ValueError), (float("nan"), ValueError),
-                                        (float("inf"), ValueError), ("x", TypeError)])
+@pytest.mark.parametrize(
+    "scale, exc",
+    [(0.0, ValueError), (-2.0, ValueError), (float("nan"), ValueError), (float("inf"), ValueError), ("x", TypeError)],
+)
 @pytest.mark.parametrize("skip", [False, True], ids=["plain", "skip_nonfinite"])
 def test_bad_grad_scale_mutates_nothing(backend, scale, exc, skip):
     params = make_params()
@@ -983,6 +1005,7 @@ def test_bad_grad_scale_mutates_nothing(backend, scale, exc, skip):
 # skip_nonfinite and grad_scale
 # ------------------------------------------------------------------------------------------------
 
+
 def _mixed_two_groups(seed=0):
     """group 0: a float32 and a float64 parameter; group 1: a float32 parameter."""
     a = make_params([(4, 5)], np.float32, seed)[0]
@@ -998,8 +1021,7 @@ def test_skip_nonfinite_skips_the_whole_step(backend, where, bad_value):
     twin_params = copies(params)
 
     def build(ps):
-        return gf.optim.Adam([{"params": ps[:2]}, {"params": ps[2:], "lr": 0.05}], lr=0.01,
-                             skip_nonfinite=True)
+        return gf.optim.Adam([{"params": ps[:2]}, {"params": ps[2:], "lr": 0.05}], lr=0.01, skip_nonfinite=True)
 
     opt, twin = build(params), build(twin_params)
     g0 = make_grads(params, 0)
@@ -1107,6 +1129,7 @@ def test_grad_scale_equals_dividing_the_gradients(backend, name, kwargs):
 # Mixed dtypes, opt.state, repr
 # ------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name, kwargs", OPTIMIZERS, ids=OPT_IDS)
 def test_mixed_float32_float64_group_matches_per_dtype_optimizers(backend, name, kwargs):
     f32 = make_params([(4, 5), (6,)], np.float32, seed=0)
@@ -1145,8 +1168,10 @@ def test_opt_state_keys(backend):
 
 
 def test_repr_lists_groups():
-    opt = gf.optim.SGD([{"params": [np.zeros(2, np.float32)]},
-                        {"params": [np.zeros(3, np.float32)], "lr": 0.5, "momentum": 0.9}], lr=0.1)
+    opt = gf.optim.SGD(
+        [{"params": [np.zeros(2, np.float32)]}, {"params": [np.zeros(3, np.float32)], "lr": 0.5, "momentum": 0.9}],
+        lr=0.1,
+    )
     text = repr(opt)
     assert text.startswith("SGD (") and text.endswith(")")
     assert "Parameter Group 0" in text and "Parameter Group 1" in text
@@ -1160,6 +1185,7 @@ def test_repr_lists_groups():
 # Threads
 # ------------------------------------------------------------------------------------------------
 
+
 def _run_threads(targets):
     errors = []
     barrier = threading.Barrier(len(targets))
@@ -1171,6 +1197,7 @@ def _run_threads(targets):
                 fn()
             except BaseException as exc:  # noqa: BLE001 - reported below
                 errors.append(exc)
+
         return run
 
     threads = [threading.Thread(target=wrap(t)) for t in targets]
@@ -1181,8 +1208,9 @@ def _run_threads(targets):
     assert not errors, errors
 
 
-@pytest.mark.parametrize("name, kwargs", [("Adam", dict(lr=0.01)), ("SGD", dict(lr=0.01, momentum=0.9))],
-                         ids=["Adam", "SGD-momentum"])
+@pytest.mark.parametrize(
+    "name, kwargs", [("Adam", dict(lr=0.01)), ("SGD", dict(lr=0.01, momentum=0.9))], ids=["Adam", "SGD-momentum"]
+)
 def test_concurrent_steps_on_one_optimizer_are_serialised(backend, name, kwargs):
     """Two threads step the same optimizer with the same gradient: with the steps serialised the
     result is exactly that of 2*N sequential steps, and the step count is exact."""
@@ -1218,6 +1246,7 @@ def test_concurrent_steps_on_different_optimizers(backend):
             with gf.use_backend(backend):
                 for step in range(15):
                     opt.step(make_grads(params, step))
+
         return run
 
     _run_threads([worker(*w) for w in work])

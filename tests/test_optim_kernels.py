@@ -8,6 +8,7 @@ The contract (cpp/include/gradfuse/optim.hpp): element-wise math with the same o
 every ISA path and in the twin, no fma, so a step is bitwise identical for every thread count,
 every ISA path and the NumPy twin.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -36,8 +37,11 @@ CASE_IDS = list(CASE_BY_ID)
 SIZES = [0, 1, 15, 16, 17, 33]
 MIXED = [(17,), (1,), (0,), (3, 5), (16,), (33,), (2, 8), (0, 4)]  # a zero-size array last
 # Prologue variants: gradient scaling (3 is no power of two: the division rounds), maximize, both.
-PROLOGUES = {"grad_scale": dict(grad_scale=3.0), "maximize": dict(maximize=True),
-             "grad_scale_maximize": dict(grad_scale=0.3, maximize=True)}
+PROLOGUES = {
+    "grad_scale": dict(grad_scale=3.0),
+    "maximize": dict(maximize=True),
+    "grad_scale_maximize": dict(grad_scale=0.3, maximize=True),
+}
 
 
 # ---- problems --------------------------------------------------------------------------------------
@@ -70,8 +74,10 @@ def assert_bitwise_equal(a, b, err_msg):
         return
     np.testing.assert_array_equal(a, b, err_msg=err_msg)
     differ = np.flatnonzero(a.view(bits) != b.view(bits))
-    raise AssertionError(f"{err_msg}: equal values but different bits (signed zero or NaN payload) at "
-                         f"{differ[:5].tolist()}: {a.ravel()[differ[:5]]!r} vs {b.ravel()[differ[:5]]!r}")
+    raise AssertionError(
+        f"{err_msg}: equal values but different bits (signed zero or NaN payload) at "
+        f"{differ[:5].tolist()}: {a.ravel()[differ[:5]]!r} vs {b.ravel()[differ[:5]]!r}"
+    )
 
 
 def assert_problems_equal(got, want, what):
@@ -141,8 +147,9 @@ def test_cases_cover_every_optimizer_and_every_state():
 def test_radam_cases_cover_both_regimes():
     """RAdam rectifies from rho_t > 5 on: its examples take both paths (twin's rho_t)."""
     row = gf.table.KERNELS["radam"]
-    rho = [twin.radam_rho(kc.scalars_of(row, ex)["beta2"], kc.scalars_of(row, ex)["step"])[1]
-           for ex in kc.examples(row)]
+    rho = [
+        twin.radam_rho(kc.scalars_of(row, ex)["beta2"], kc.scalars_of(row, ex)["step"])[1] for ex in kc.examples(row)
+    ]
     assert min(rho) <= 5.0 < max(rho), rho
 
 
@@ -210,7 +217,7 @@ def arena_views(arrays, layout, dtype):
     offset = lead
     for i in order:
         a = arrays[i]
-        views[i] = buf[offset:offset + a.size].reshape(a.shape)
+        views[i] = buf[offset : offset + a.size].reshape(a.shape)
         views[i][...] = a
         offset += a.size + gap
     return views
@@ -306,7 +313,7 @@ def test_skip_nonfinite_large_nan_at_the_end(case_id, isa, threads):
 # ---- grad_scale -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("scale", [2.0 ** -3, 2.0 ** 10, 2.0 ** 16])
+@pytest.mark.parametrize("scale", [2.0**-3, 2.0**10, 2.0**16])
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("case_id", CASE_IDS)
 def test_grad_scale_power_of_two_is_exact(case_id, dtype, scale, backend):

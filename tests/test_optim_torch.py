@@ -8,6 +8,7 @@ exp_avg, exp_avg_sq, max_exp_avg_sq, momentum_buffer, sum, square_avg, acc_delta
 prev, step_size; the scalars: step, mu_product), with the same set of keys. Lion, which torch
 lacks, is checked against a literal float64 reimplementation of the paper's update.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -42,6 +43,7 @@ def assert_close(actual, desired, dtype, err_msg=""):
     if dtype == np.float32 and desired.size:
         tol["atol"] *= max(1.0, float(np.abs(desired).max()))
     np.testing.assert_allclose(actual, desired, **tol, err_msg=err_msg)
+
 
 # Every gf.optim class whose kernel row has a torch counterpart (Kernel.torch), and its settings from the
 # kernel table (tests/kernel_cases.py): the defaults, each example of its row as hyperparameters
@@ -90,7 +92,7 @@ def torch_twin(torch, cls, params, groups=None, **kwargs):
     if groups is None:
         spec = tparams
     else:
-        spec = [dict(g, params=tparams[g["params"].start:g["params"].stop]) for g in groups]
+        spec = [dict(g, params=tparams[g["params"].start : g["params"].stop]) for g in groups]
     return tparams, kc.torch_class(cls, torch)(spec, foreach=False, **kwargs)
 
 
@@ -212,8 +214,10 @@ def test_mixed_dtypes_in_groups_with_none_grads_match_torch(cls, backend, torch)
     none_grads = {0: {0, 4}, 2: {0, 1, 2, 3}, 5: {5}, 6: {4, 5, 6}, 7: {6}}  # incl. a whole group at once
     rng = np.random.default_rng(9)
     for step in range(STEPS):
-        grads = [None if i in none_grads.get(step, ()) else g.astype(dt)
-                 for i, (g, dt) in enumerate(zip(make_grads(rng, np.float64), dtypes))]
+        grads = [
+            None if i in none_grads.get(step, ()) else g.astype(dt)
+            for i, (g, dt) in enumerate(zip(make_grads(rng, np.float64), dtypes))
+        ]
         step_both(torch, opt, topt, tparams, grads)
         for i, (p, tp, dt) in enumerate(zip(params, tparams, dtypes)):
             where = f"step {step + 1}: param {i} ({np.dtype(dt).name})"
@@ -299,7 +303,7 @@ def test_step_grad_scale_matches_torch_on_unscaled_grads(cls, dtype, backend, to
     tparams, topt = torch_twin(torch, cls, params, **base)
     opt = cls(params, **base)
     rng = np.random.default_rng(17)
-    scale = 2.0 ** 12
+    scale = 2.0**12
     for step in range(STEPS):
         grads = make_grads(rng, dtype)
         for tp, g in zip(tparams, grads):

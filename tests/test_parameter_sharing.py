@@ -1,6 +1,7 @@
 """Sharing memory, never silently copying it: gf.nn.Parameter over torch tensors and NumPy arrays
 (what cannot be shared without a copy is refused, naming the parameter; copy=True copies on
 purpose), and Parameters shared by layers (tied weights: one parameter, summed gradients)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,9 +34,13 @@ def test_a_torch_parameter_that_requires_grad_is_shared():
 @pytest.mark.parametrize("case", ["transposed", "float16", "bfloat16", "strided", "float64-transposed"])
 def test_a_torch_tensor_that_cannot_be_shared_is_refused_naming_the_parameter(case):
     torch = pytest.importorskip("torch")
-    t = {"transposed": lambda: torch.ones(3, 2).T, "float16": lambda: torch.ones(3, dtype=torch.float16),
-         "bfloat16": lambda: torch.ones(3, dtype=torch.bfloat16), "strided": lambda: torch.ones(8)[::2],
-         "float64-transposed": lambda: torch.ones(3, 2, dtype=torch.float64).T}[case]()
+    t = {
+        "transposed": lambda: torch.ones(3, 2).T,
+        "float16": lambda: torch.ones(3, dtype=torch.float16),
+        "bfloat16": lambda: torch.ones(3, dtype=torch.bfloat16),
+        "strided": lambda: torch.ones(8)[::2],
+        "float64-transposed": lambda: torch.ones(3, 2, dtype=torch.float64).T,
+    }[case]()
     before = t.clone()
     exc = TypeError if "float16" in case else ValueError
     with pytest.raises(exc) as info:
@@ -66,15 +71,19 @@ def _read_only():
     return a
 
 
-@pytest.mark.parametrize("make, exc", [
-    (lambda: np.ones((3, 2), np.float32).T, ValueError),
-    (lambda: np.ones(8, np.float32)[::2], ValueError),
-    (lambda: np.asfortranarray(np.ones((3, 2), np.float64)), ValueError),
-    (lambda: np.ones(3, np.float16), TypeError),
-    (lambda: np.arange(3), TypeError),
-    (lambda: np.ones(3, ">f4"), TypeError),
-    (_read_only, ValueError),
-], ids=["transposed", "strided", "fortran", "float16", "int64", "big-endian", "read-only"])
+@pytest.mark.parametrize(
+    "make, exc",
+    [
+        (lambda: np.ones((3, 2), np.float32).T, ValueError),
+        (lambda: np.ones(8, np.float32)[::2], ValueError),
+        (lambda: np.asfortranarray(np.ones((3, 2), np.float64)), ValueError),
+        (lambda: np.ones(3, np.float16), TypeError),
+        (lambda: np.arange(3), TypeError),
+        (lambda: np.ones(3, ">f4"), TypeError),
+        (_read_only, ValueError),
+    ],
+    ids=["transposed", "strided", "fortran", "float16", "int64", "big-endian", "read-only"],
+)
 def test_an_array_that_cannot_be_shared_is_refused_naming_the_parameter(make, exc):
     a = make()
     with pytest.raises(exc, match="Parameter 'w'.*copy=True"):
@@ -122,8 +131,10 @@ def test_tied_weights_are_one_parameter_with_the_sum_of_both_gradients():
 
         w = torch.tensor(model[0].weight.data, requires_grad=True)
         b0, b1 = (torch.tensor(model[i].bias.data, requires_grad=True) for i in (0, 1))
-        w2, b2 = torch.tensor(model[2].weight.data, requires_grad=True), torch.tensor(model[2].bias.data,
-                                                                                     requires_grad=True)
+        w2, b2 = (
+            torch.tensor(model[2].weight.data, requires_grad=True),
+            torch.tensor(model[2].bias.data, requires_grad=True),
+        )
         out = (torch.tanh(torch.tensor(x) @ w + b0) @ w + b1) @ w2 + b2
         out.backward(torch.tensor(dy))
         offset = 1.0 if accumulate else 0.0

@@ -23,6 +23,7 @@ kernel table rows (an example, each scalar kept or redrawn within its Range, the
 a new optimizer is covered by its row. The C++ side runs on the ISA path this process selected:
 CI runs this file again under GRADFUSE_CPU=scalar, avx2 and avx512 (the `kernels` marker).
 """
+
 from __future__ import annotations
 
 import math
@@ -44,20 +45,30 @@ needs_core = pytest.mark.skipif(not HAS_CORE, reason="the C++ extension is not a
 
 # the `backend` fixture only selects a backend for the whole test: it is the same for every example
 HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture]
-FAST = settings(max_examples=int(__import__("os").environ.get("GF_HYPOTHESIS_EXAMPLES", 30)), deadline=None,
-                suppress_health_check=HEALTH)
+FAST = settings(
+    max_examples=int(__import__("os").environ.get("GF_HYPOTHESIS_EXAMPLES", 30)),
+    deadline=None,
+    suppress_health_check=HEALTH,
+)
 DTYPES = st.sampled_from([np.float32, np.float64])
 
 
 # ---- strategies ------------------------------------------------------------------------------------
+
 
 def values(dtype, *, finite=False, max_abs=None):
     """Floats of dtype: hypothesis favours the corners (0, -0, subnormals, the largest finite values,
     and inf / NaN unless finite)."""
     width = 32 if dtype == np.float32 else 64
     bound = None if max_abs is None else float(dtype(max_abs))
-    return st.floats(width=width, allow_nan=not finite, allow_infinity=not finite and bound is None,
-                     allow_subnormal=True, min_value=None if bound is None else -bound, max_value=bound)
+    return st.floats(
+        width=width,
+        allow_nan=not finite,
+        allow_infinity=not finite and bound is None,
+        allow_subnormal=True,
+        min_value=None if bound is None else -bound,
+        max_value=bound,
+    )
 
 
 def arrays(dtype, shape=None, **kw):
@@ -68,8 +79,7 @@ def arrays(dtype, shape=None, **kw):
 @st.composite
 def array_lists(draw, dtype, count, **kw):
     """`count` parallel lists of arrays with the same shapes: [[p0, p1, ..], [g0, g1, ..], ...]."""
-    shapes = draw(st.lists(hnp.array_shapes(min_dims=1, max_dims=2, min_side=0, max_side=40), min_size=1,
-                           max_size=3))
+    shapes = draw(st.lists(hnp.array_shapes(min_dims=1, max_dims=2, min_side=0, max_side=40), min_size=1, max_size=3))
     return [[draw(arrays(dtype, s, **kw)) for s in shapes] for _ in range(count)]
 
 
@@ -78,6 +88,7 @@ def nonneg(hi=1.0):
 
 
 # ---- comparisons -----------------------------------------------------------------------------------
+
 
 def assert_same_bits(a, b, what=""):
     """Bitwise equal, except that any NaN equals any NaN."""
@@ -133,6 +144,7 @@ def flat_arrays(obj):
 
 # ---- optimizers: bitwise, on any values --------------------------------------------------------------
 
+
 def scalar_values(spec, known):
     """Values of one kernel scalar (gradfuse.table.Scalar): both flags, each choice; for a number its
     Range's good probes, the values the row knows (default, examples) and anything between the least
@@ -159,8 +171,10 @@ def kernel_scalars(draw, row):
     scalar_values; the row's joint rules must hold."""
     ex = draw(st.sampled_from(kc.examples(row)), label="example")
     s = kc.scalars_of(row, ex)
-    known = {spec.name: [s[spec.name]] + [e.scalars[spec.name] for e in kc.examples(row) if spec.name in e.scalars]
-             for spec in row.scalars}
+    known = {
+        spec.name: [s[spec.name]] + [e.scalars[spec.name] for e in kc.examples(row) if spec.name in e.scalars]
+        for spec in row.scalars
+    }
     for spec in row.scalars:
         if draw(st.booleans(), label=f"draw {spec.name}"):
             s[spec.name] = draw(scalar_values(spec, known[spec.name]), label=spec.name)
@@ -226,7 +240,7 @@ def test_clip_kernels_equal_the_twin(data, dtype, p, max_norm):
 
 # ---- dropout ---------------------------------------------------------------------------------------------
 
-U64 = st.integers(0, 2 ** 64 - 1)
+U64 = st.integers(0, 2**64 - 1)
 PROBABILITY = st.one_of(st.just(0.0), st.just(1.0), st.floats(0.0, 1.0))
 
 
@@ -252,8 +266,7 @@ def test_dropout_equals_the_twin_bitwise(data, dtype, p, seed, counter):
 
 @needs_core
 @FAST
-@given(counters=hnp.arrays(np.uint32, st.tuples(st.integers(0, 40), st.just(4))),
-       key=hnp.arrays(np.uint32, (2,)))
+@given(counters=hnp.arrays(np.uint32, st.tuples(st.integers(0, 40), st.just(4))), key=hnp.arrays(np.uint32, (2,)))
 def test_philox_equals_the_twin(counters, key):
     _, cpp_args, _, twin_args = run_both("philox4x32_10", lambda: [counters, key, np.zeros_like(counters)])
     assert np.array_equal(cpp_args[2], twin_args[2])
@@ -274,13 +287,15 @@ def test_activations_equal_the_twin_within_a_few_ulp(data, dtype, act, slope):
     dy = data.draw(arrays(dtype, x.shape), label="dy")
     rtol, atol = ACT_TOL[dtype]
     with np.errstate(all="ignore"):
-        _, cpp_args, _, twin_args = run_both("activation_forward", lambda: [x, np.empty_like(x)], activation=act,
-                                             negative_slope=slope)
+        _, cpp_args, _, twin_args = run_both(
+            "activation_forward", lambda: [x, np.empty_like(x)], activation=act, negative_slope=slope
+        )
         assert_close(cpp_args[1], twin_args[1], rtol, atol, f"{act} forward")
         y = twin_args[1]
         saved = {k: {"x": x, "y": y}[k] for k in SAVED[act]}
-        _, cpp_args, _, twin_args = run_both("activation_backward", lambda: [dy, np.empty_like(dy)], activation=act,
-                                             negative_slope=slope, **saved)
+        _, cpp_args, _, twin_args = run_both(
+            "activation_backward", lambda: [dy, np.empty_like(dy)], activation=act, negative_slope=slope, **saved
+        )
         # the derivative's error is relative to dy (dx = dy * act'(x), act' computed to a few ulp)
         assert_close(cpp_args[1], twin_args[1], rtol, atol * np.abs(dy.astype(np.float64)), f"{act} backward")
 
@@ -300,16 +315,21 @@ def test_relu_backward_of_an_infinite_gradient_where_x_is_not_positive_is_zero(d
 
 # ---- batch norm: about an ulp of the outputs; zero mean, unit variance --------------------------------------
 
+
 @st.composite
 def batch(draw, dtype, max_n=40):
     """(N, C[, L]) data: N(offset, scale^2) with log-uniform scale and offset, a few values replaced by
     hypothesis' corner cases of the same magnitude (subnormals, zeros)."""
-    shape = draw(st.one_of(st.tuples(st.integers(2, max_n), st.integers(1, 5)),
-                           st.tuples(st.integers(1, 8), st.integers(1, 4), st.integers(1, 70))))
+    shape = draw(
+        st.one_of(
+            st.tuples(st.integers(2, max_n), st.integers(1, 5)),
+            st.tuples(st.integers(1, 8), st.integers(1, 4), st.integers(1, 70)),
+        )
+    )
     exp_scale = draw(st.floats(-30, 30)) if dtype == np.float64 else draw(st.floats(-15, 15))
-    offset = draw(st.sampled_from([0.0, 1.0, 1e3])) * 10.0 ** exp_scale * draw(st.sampled_from([0, 1, 100]))
-    rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
-    x = (rng.standard_normal(shape) * 10.0 ** exp_scale + offset).astype(dtype)
+    offset = draw(st.sampled_from([0.0, 1.0, 1e3])) * 10.0**exp_scale * draw(st.sampled_from([0, 1, 100]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    x = (rng.standard_normal(shape) * 10.0**exp_scale + offset).astype(dtype)
     if draw(st.booleans()):  # a constant channel: variance 0
         x[:, 0] = x.flat[0]
     return x
@@ -327,8 +347,16 @@ def test_batchnorm_equals_the_twin_within_an_ulp(data, dtype, training, eps):
     dy = rng.standard_normal(x.shape).astype(dtype)
 
     def forward_args():
-        return [x, weight, bias, np.zeros(c, dtype), np.ones(c, dtype), np.empty_like(x), np.empty(c, dtype),
-                np.empty(c, dtype)]
+        return [
+            x,
+            weight,
+            bias,
+            np.zeros(c, dtype),
+            np.ones(c, dtype),
+            np.empty_like(x),
+            np.empty(c, dtype),
+            np.empty(c, dtype),
+        ]
 
     _, cpp_f, _, twin_f = run_both("batchnorm_forward", forward_args, training=training, eps=eps)
     u = np.finfo(dtype).eps
@@ -357,8 +385,7 @@ def test_batchnorm_equals_the_twin_within_an_ulp(data, dtype, training, eps):
         # dx's terms are of size weight invstd |dy|; the sums over a channel, n |dy| |xhat| at most
         xhat = float(np.abs(np.moveaxis(x, 1, -1) - save_mean).max() * save_invstd.max())
         sums = np.abs(dy).max() * n * {6: xhat, 7: 1.0}.get(i, 0.0)
-        size = np.abs(twin_b[i]).max() + (sums if i > 5 else np.abs(weight * save_invstd).max()
-                                          * np.abs(dy).max() * 4)
+        size = np.abs(twin_b[i]).max() + (sums if i > 5 else np.abs(weight * save_invstd).max() * np.abs(dy).max() * 4)
         assert_close(cpp_b[i], twin_b[i], 8 * u, 16 * u * size, name)
 
 
@@ -386,6 +413,7 @@ def test_batchnorm_training_output_has_zero_mean_and_unit_variance(data, dtype, 
 
 # ---- matmul and dense: the GEMM error bound ---------------------------------------------------------------
 
+
 def gemm_bound(a, b, dtype):
     """|computed - exact| <= k u (|A| @ |B|) for any summation order; twice that between two of them."""
     k = a.shape[1]
@@ -396,8 +424,10 @@ def gemm_bound(a, b, dtype):
 @st.composite
 def matrices(draw, dtype, max_abs=1e15):
     m, k, n = (draw(st.integers(1, 12)) for _ in range(3))
-    return (draw(arrays(dtype, (m, k), finite=True, max_abs=max_abs)),
-            draw(arrays(dtype, (k, n), finite=True, max_abs=max_abs)))
+    return (
+        draw(arrays(dtype, (m, k), finite=True, max_abs=max_abs)),
+        draw(arrays(dtype, (k, n), finite=True, max_abs=max_abs)),
+    )
 
 
 @needs_core
@@ -408,22 +438,28 @@ def test_matmul_equals_the_twin_within_the_gemm_bound(data, dtype, trans_a, tran
     c0 = data.draw(arrays(dtype, (a.shape[0], b.shape[1]), finite=True, max_abs=1e15))
     a_arg = np.ascontiguousarray(a.T) if trans_a else a
     b_arg = np.ascontiguousarray(b.T) if trans_b else b
-    _, cpp_args, _, twin_args = run_both("matmul", lambda: [a_arg, b_arg, c0.copy()], trans_a=trans_a, trans_b=trans_b,
-                                         accumulate=accumulate)
+    _, cpp_args, _, twin_args = run_both(
+        "matmul", lambda: [a_arg, b_arg, c0.copy()], trans_a=trans_a, trans_b=trans_b, accumulate=accumulate
+    )
     bound = gemm_bound(a, b, dtype) + (2 * np.finfo(dtype).eps * np.abs(c0) if accumulate else 0)
     assert_close(cpp_args[2], twin_args[2], 0.0, bound, "matmul")
 
 
 @needs_core
 @FAST
-@given(data=st.data(), dtype=DTYPES, act=st.sampled_from(["none", "relu", "leaky_relu", "tanh", "sigmoid"]),
-       with_bias=st.booleans())
+@given(
+    data=st.data(),
+    dtype=DTYPES,
+    act=st.sampled_from(["none", "relu", "leaky_relu", "tanh", "sigmoid"]),
+    with_bias=st.booleans(),
+)
 def test_dense_equals_the_twin_within_the_gemm_bound(data, dtype, act, with_bias):
     x, w = data.draw(matrices(dtype, max_abs=1e6))
     bias = data.draw(arrays(dtype, (w.shape[1],), finite=True, max_abs=1e6)) if with_bias else None
     shape = (x.shape[0], w.shape[1])
-    _, cpp_args, _, twin_args = run_both("dense_forward", lambda: [x, w, bias, np.empty(shape, dtype)], activation=act,
-                                         z=None)
+    _, cpp_args, _, twin_args = run_both(
+        "dense_forward", lambda: [x, w, bias, np.empty(shape, dtype)], activation=act, z=None
+    )
     rtol, atol = ACT_TOL[dtype]
     # these activations are 1-Lipschitz: the GEMM error passes through, plus the activation's ulps
     bound = gemm_bound(x, w, dtype) + (np.finfo(dtype).eps * 2 * np.abs(bias) if with_bias else 0) + atol
@@ -434,8 +470,11 @@ def test_dense_equals_the_twin_within_the_gemm_bound(data, dtype, act, with_bias
     if act == "leaky_relu":
         saved = {"y": y}
     _, cpp_args, _, twin_args = run_both(
-        "dense_backward", lambda: [dy, x, w, np.empty_like(x), np.empty_like(w), np.empty(shape[1], dtype)],
-        activation=act, **{k: v for k, v in saved.items() if v is not None})
+        "dense_backward",
+        lambda: [dy, x, w, np.empty_like(x), np.empty_like(w), np.empty(shape[1], dtype)],
+        activation=act,
+        **{k: v for k, v in saved.items() if v is not None},
+    )
     dz = np.abs(dy.astype(np.float64))  # |dz| <= |dy| for these activations
     u = np.finfo(dtype).eps
     assert_close(cpp_args[3], twin_args[3], rtol, gemm_bound(dz, np.abs(w.T), dtype) + atol, "dx")
@@ -444,6 +483,7 @@ def test_dense_equals_the_twin_within_the_gemm_bound(data, dtype, act, with_bias
 
 
 # ---- softmax and the losses -------------------------------------------------------------------------------
+
 
 def loss_tol(dtype):
     return (2e-5, 1e-7) if dtype == np.float32 else (1e-11, 1e-14)
@@ -478,22 +518,30 @@ def test_softmax_equals_the_twin(data, dtype, log):
 
 @needs_core
 @FAST
-@given(data=st.data(), dtype=DTYPES, smoothing=st.sampled_from([0.0, 0.1]), reduction=st.sampled_from(["mean", "sum"]),
-       margin_p=st.sampled_from([1, 2]))
+@given(
+    data=st.data(),
+    dtype=DTYPES,
+    smoothing=st.sampled_from([0.0, 0.1]),
+    reduction=st.sampled_from(["mean", "sum"]),
+    margin_p=st.sampled_from([1, 2]),
+)
 def test_classification_losses_equal_the_twin(data, dtype, smoothing, reduction, margin_p):
     x = data.draw(logits(dtype))
-    labels = np.asarray(data.draw(st.lists(st.integers(0, x.shape[1] - 1), min_size=x.shape[0],
-                                           max_size=x.shape[0])), np.int64)
+    labels = np.asarray(
+        data.draw(st.lists(st.integers(0, x.shape[1] - 1), min_size=x.shape[0], max_size=x.shape[0])), np.int64
+    )
     rtol, atol = loss_tol(dtype)
     scale = np.abs(x).max() + 1.0  # lse - x_y cancels terms of size |x|
-    got, cpp_args, want, twin_args = run_both("softmax_cross_entropy", lambda: [x, labels, np.empty_like(x)],
-                                              reduction=reduction, label_smoothing=smoothing)
+    got, cpp_args, want, twin_args = run_both(
+        "softmax_cross_entropy", lambda: [x, labels, np.empty_like(x)], reduction=reduction, label_smoothing=smoothing
+    )
     n = 1 if reduction == "mean" else x.shape[0]
     assert_close(got, want, rtol, atol * scale * n * 10, "cross entropy")
     assert_close(cpp_args[2], twin_args[2], rtol, atol * 10, "cross entropy grad")
-    got, cpp_args, want, twin_args = run_both("multi_margin_loss", lambda: [x, labels, np.empty_like(x)], p=margin_p,
-                                              reduction=reduction)
-    assert_close(got, want, rtol, atol * scale ** margin_p * n * 10, "multi margin")
+    got, cpp_args, want, twin_args = run_both(
+        "multi_margin_loss", lambda: [x, labels, np.empty_like(x)], p=margin_p, reduction=reduction
+    )
+    assert_close(got, want, rtol, atol * scale**margin_p * n * 10, "multi margin")
     assert_close(cpp_args[2], twin_args[2], rtol, atol * scale * 10, "multi margin grad")
 
 
@@ -504,22 +552,25 @@ def test_regression_losses_and_penalty_equal_the_twin(data, dtype, reduction):
     pred = data.draw(arrays(dtype, finite=True, max_abs=1e15))
     target = data.draw(arrays(dtype, pred.shape, finite=True, max_abs=1e15))
     rtol, atol = loss_tol(dtype)
-    got, cpp_args, want, twin_args = run_both("mse_loss", lambda: [pred, target, np.empty_like(pred)],
-                                              reduction=reduction)
+    got, cpp_args, want, twin_args = run_both(
+        "mse_loss", lambda: [pred, target, np.empty_like(pred)], reduction=reduction
+    )
     with np.errstate(all="ignore"):
         assert_close(got, want, 1e-12, 0.0, "mse")  # a double sum of squares, in another order
     assert_same_bits(cpp_args[2], twin_args[2], "mse grad")  # element-wise: bitwise
     logits_ = data.draw(arrays(dtype, pred.shape, finite=True, max_abs=1e4))
     targets = data.draw(hnp.arrays(dtype, pred.shape, elements=st.floats(0, 1, width=32)))
-    got, cpp_args, want, twin_args = run_both("bce_with_logits", lambda: [logits_, targets, np.empty_like(logits_)],
-                                              reduction=reduction)
+    got, cpp_args, want, twin_args = run_both(
+        "bce_with_logits", lambda: [logits_, targets, np.empty_like(logits_)], reduction=reduction
+    )
     n = 1 if reduction == "mean" else max(pred.size, 1)
     assert_close(got, want, rtol, atol * (np.abs(logits_).max(initial=0) + 1) * n * 10, "bce")
     assert_close(cpp_args[2], twin_args[2], rtol, atol * 10, "bce grad")
     params = [pred, target]
     l1, l2 = data.draw(nonneg()), data.draw(nonneg())
-    got, cpp_args, want, twin_args = run_both("penalty", lambda: [params, [np.zeros_like(p) for p in params]],
-                                              l1=l1, l2=l2)
+    got, cpp_args, want, twin_args = run_both(
+        "penalty", lambda: [params, [np.zeros_like(p) for p in params]], l1=l1, l2=l2
+    )
     with np.errstate(all="ignore"):
         assert_close(got, want, 1e-12, 0.0, "penalty")
     for a, b in zip(cpp_args[1], twin_args[1]):
@@ -591,7 +642,7 @@ def test_dropout_p0_is_the_identity_with_a_full_mask(x, seed, backend):
     gf.ops.dropout_forward(x, y, mask, p=0.0, seed=seed, counter=seed // 3)
     assert_same_bits(y, x, "y")  # x * 1: NaN, inf, -0.0, subnormals kept
     bits = np.unpackbits(mask, bitorder="little")
-    assert bits[:x.size].all() and not bits[x.size:].any()
+    assert bits[: x.size].all() and not bits[x.size :].any()
     layer = gf.nn.Dropout(p=0.0, seed=seed)
     assert_same_bits(layer.forward(x, training=True), x, "Dropout(p=0)")
     dy = x[::-1].copy()

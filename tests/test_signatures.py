@@ -1,6 +1,7 @@
 """Every gf.ops kernel: the C++ function and its NumPy twin have the same signature (names, order,
 keyword-only split, defaults and their types), and gf.ops dispatches to both. The signatures against
 the kernel table itself: tests/test_table.py (which uses the parser here)."""
+
 from __future__ import annotations
 
 import ast
@@ -43,7 +44,7 @@ def parse_pybind_signature(doc):
             close_at = i
             break
     out, kw_only = [], False
-    for item in _split_top_level(line[open_at + 1:close_at]):
+    for item in _split_top_level(line[open_at + 1 : close_at]):
         if item == "*":
             kw_only = True
             continue
@@ -62,10 +63,17 @@ def twin_signature(fn):
 
 
 def test_parse_pybind_signature_itself():
-    got = parse_pybind_signature("f(a: object, b: list[int, float] = None, *, c: typing.SupportsFloat | "
-                                 "typing.SupportsIndex = 1e-08, d: bool = False, e: int) -> bool\n\ndoc")
-    assert got == [("a", False, inspect.Parameter.empty), ("b", False, None), ("c", True, 1e-8),
-                   ("d", True, False), ("e", True, inspect.Parameter.empty)]
+    got = parse_pybind_signature(
+        "f(a: object, b: list[int, float] = None, *, c: typing.SupportsFloat | "
+        "typing.SupportsIndex = 1e-08, d: bool = False, e: int) -> bool\n\ndoc"
+    )
+    assert got == [
+        ("a", False, inspect.Parameter.empty),
+        ("b", False, None),
+        ("c", True, 1e-8),
+        ("d", True, False),
+        ("e", True, inspect.Parameter.empty),
+    ]
 
 
 NATIVE = [name for name in gf.ops.__all__ if getattr(gf.ops, name).row.entry is None]  # the rest: optim_step

@@ -6,6 +6,7 @@ An import counts where it names a gradfuse module: `import gradfuse.x`, `from . 
 submodule: an edge to x), `from .x import name` (an edge to x), `importlib.import_module` with a
 literal name. Imports under `if TYPE_CHECKING:` never run and are not counted.
 """
+
 from __future__ import annotations
 
 import ast
@@ -34,7 +35,8 @@ def _is_type_checking(node: ast.AST) -> bool:
     test = getattr(node, "test", None)
     return isinstance(node, ast.If) and (
         (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING")
-        or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"))
+        or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+    )
 
 
 def _imports(tree: ast.AST, in_function: bool = False):
@@ -46,8 +48,10 @@ def _imports(tree: ast.AST, in_function: bool = False):
             continue
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             yield node, in_function
-        elif isinstance(node, ast.Call) and "import_module" in (getattr(node.func, "attr", None),
-                                                               getattr(node.func, "id", None)):
+        elif isinstance(node, ast.Call) and "import_module" in (
+            getattr(node.func, "attr", None),
+            getattr(node.func, "id", None),
+        ):
             yield node, in_function
         nested = in_function or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
         yield from _imports(node, nested)
@@ -58,7 +62,7 @@ def _resolve(name: str, level: int, module: str, is_package: bool) -> str:
     if level == 0:
         return name
     base = module.split(".") if is_package else module.split(".")[:-1]
-    base = base[:len(base) - (level - 1)]
+    base = base[: len(base) - (level - 1)]
     return ".".join(base + ([name] if name else []))
 
 
@@ -127,7 +131,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == "open":
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state:
                 cycle = visit(nxt)
                 if cycle:
@@ -145,13 +149,24 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 
 # ---- the checker itself ---------------------------------------------------------------------------------------
-KNOWN = {"gradfuse", "gradfuse.nn", "gradfuse.nn.layers", "gradfuse.nn.init", "gradfuse.data", "gradfuse.ops",
-         "gradfuse.optim", "gradfuse.viz"}
+KNOWN = {
+    "gradfuse",
+    "gradfuse.nn",
+    "gradfuse.nn.layers",
+    "gradfuse.nn.init",
+    "gradfuse.data",
+    "gradfuse.ops",
+    "gradfuse.optim",
+    "gradfuse.viz",
+}
 
 
 def _seen(source: str, module: str = "gradfuse.nn.layers", is_package: bool = False) -> set:
-    return {(t, "function" if in_function else "module") for node, in_function in _imports(ast.parse(source))
-            for t in _targets(node, module, is_package, KNOWN)}
+    return {
+        (t, "function" if in_function else "module")
+        for node, in_function in _imports(ast.parse(source))
+        for t in _targets(node, module, is_package, KNOWN)
+    }
 
 
 def test_the_scanner_sees_every_kind_of_import():
@@ -159,11 +174,14 @@ def test_the_scanner_sees_every_kind_of_import():
     assert _seen("from .. import data, ops") == {("gradfuse.data", "module"), ("gradfuse.ops", "module")}
     assert _seen("from ..optim import SGD") == {("gradfuse.optim", "module")}  # a name: its module
     assert _seen("import gradfuse as gf\nimport gradfuse.nn.init\nimport numpy") == {
-        ("gradfuse", "module"), ("gradfuse.nn.init", "module")}
+        ("gradfuse", "module"),
+        ("gradfuse.nn.init", "module"),
+    }
     assert _seen("class A:\n    from ..data import x") == {("gradfuse.data", "module")}  # runs at import
     assert _seen("def f():\n    from ..data import Standardizer") == {("gradfuse.data", "function")}
     assert _seen("if TYPE_CHECKING:\n    from ..viz import x\nelse:\n    from .. import data") == {
-        ("gradfuse.data", "module")}
+        ("gradfuse.data", "module")
+    }
     assert _seen("def f():\n    importlib.import_module('..viz', __package__)") == {("gradfuse.viz", "function")}
     assert _seen("def f():\n    import_module('.viz', __name__)", "gradfuse", True) == {("gradfuse.viz", "function")}
 
@@ -176,8 +194,13 @@ def test_find_cycle_reports_the_cycle():
 # ---- the package --------------------------------------------------------------------------------------------
 def test_the_scan_covers_the_package():
     graph, _ = scan()
-    assert {"gradfuse", "gradfuse.train", "gradfuse.nn.layers", "gradfuse.optim.lr_scheduler",
-            "gradfuse.bench.suite"} <= set(graph)
+    assert {
+        "gradfuse",
+        "gradfuse.train",
+        "gradfuse.nn.layers",
+        "gradfuse.optim.lr_scheduler",
+        "gradfuse.bench.suite",
+    } <= set(graph)
     assert "gradfuse.data" in graph["gradfuse.demo"] and "gradfuse.nn" in graph["gradfuse"]
 
 
@@ -189,10 +212,15 @@ def test_module_level_imports_have_no_cycle():
 
 def test_gradfuse_modules_are_imported_at_module_level():
     _, nested = scan()
-    bad = [f"{module} (line {line}) imports {target} inside a function"
-           for module, target, line in nested if (module, target) not in FUNCTION_LEVEL_ALLOWED]
-    assert not bad, ("move these imports to the top of the module (or whitelist them with a reason in "
-                     "FUNCTION_LEVEL_ALLOWED):\n" + "\n".join(bad))
+    bad = [
+        f"{module} (line {line}) imports {target} inside a function"
+        for module, target, line in nested
+        if (module, target) not in FUNCTION_LEVEL_ALLOWED
+    ]
+    assert not bad, (
+        "move these imports to the top of the module (or whitelist them with a reason in "
+        "FUNCTION_LEVEL_ALLOWED):\n" + "\n".join(bad)
+    )
 
 
 def test_the_whitelist_has_no_stale_entries():

@@ -10,6 +10,7 @@ apart:
   the choices of a scalar (activation, reduction) and for each joint rule (Rule);
 - examples: every example of every row is a valid call that both backends accept.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -49,8 +50,9 @@ def python_signature(fn) -> list:
 def assert_same_signature(got, want, what):
     assert [g[:2] for g in got] == [w[:2] for w in want], f"{what}: names, order or keyword-only split"
     for (name, _, a), (_, _, b) in zip(got, want):  # defaults: equal, and of the same type (False is not 0.0)
-        same = (type(a), a) == (type(b), b) or (isinstance(a, float) and isinstance(b, float)
-                                                 and math.isnan(a) and math.isnan(b))
+        same = (type(a), a) == (type(b), b) or (
+            isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
+        )
         assert same, f"{what}: default of {name}: {a!r} vs {b!r} (the table)"
 
 
@@ -68,11 +70,13 @@ def test_every_kernel_has_a_row_and_every_row_a_kernel():
 
 # ---- the C++ bindings ------------------------------------------------------------------------------------------
 
+
 @needs_core
 @pytest.mark.parametrize("row", NATIVE, ids=lambda r: r.name)
 def test_binding_signature_is_the_rows(row):
-    assert_same_signature(parse_pybind_signature(getattr(_core, row.name).__doc__), table_signature(row),
-                          f"_core.{row.name}")
+    assert_same_signature(
+        parse_pybind_signature(getattr(_core, row.name).__doc__), table_signature(row), f"_core.{row.name}"
+    )
 
 
 @needs_core
@@ -96,6 +100,7 @@ def test_every_registered_algorithm_and_field_has_a_row():
 
 # ---- gf.ops ----------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("row", kc.ROWS, ids=lambda r: r.name)
 def test_ops_signature_is_the_rows(row):
     op = getattr(gf.ops, row.name)
@@ -106,6 +111,7 @@ def test_ops_signature_is_the_rows(row):
 
 
 # ---- examples ----------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("row", kc.ROWS, ids=lambda r: r.name)
 def test_examples_are_valid_and_complete(row):
@@ -155,6 +161,7 @@ def accepted_alike(row, make) -> bool:
 
 # ---- ranges, choices and rules on both backends ------------------------------------------------------------------
 
+
 def _probes():
     """(row, scalar, value, good) for every Range probe and every choice of every scalar."""
     for row in kc.ROWS:
@@ -190,9 +197,17 @@ def test_scalar_range_on_both_backends(row, spec, value, good):
         kc.refused_alike(row, lambda: kc.build(row, ex, scalars={spec.name: value}), ValueError, spec.name)
 
 
-RULES = [pytest.param(row, rule, ex, change, id=f"{row.name}-{rule.argument}-{ex.id}-{next(iter(change))}="
-                                                f"{next(iter(change.values()))!r}")
-         for row in kc.ROWS for rule, ex, change in kc.rule_breakers(row)]
+RULES = [
+    pytest.param(
+        row,
+        rule,
+        ex,
+        change,
+        id=f"{row.name}-{rule.argument}-{ex.id}-{next(iter(change))}={next(iter(change.values()))!r}",
+    )
+    for row in kc.ROWS
+    for rule, ex, change in kc.rule_breakers(row)
+]
 
 
 def test_every_rule_can_be_broken():

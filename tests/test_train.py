@@ -1,5 +1,6 @@
 """The training loop: convergence on digits, both backends, resume determinism, callbacks,
 schedules in fit, frozen parameters, History, clipping, regularization, the demo."""
+
 from __future__ import annotations
 
 import math
@@ -22,18 +23,37 @@ def digits():
 
 def small_model(x_train, seed=0, dropout=0.2):
     nn = gf.nn
-    return nn.Sequential([nn.Standardize().adapt(x_train), nn.Dense(64, 64, init="he_normal", seed=seed),
-                          nn.BatchNorm(64), nn.ReLU(), nn.Dropout(dropout), nn.Dense(64, 10, seed=seed + 1)],
-                         seed=seed)
+    return nn.Sequential(
+        [
+            nn.Standardize().adapt(x_train),
+            nn.Dense(64, 64, init="he_normal", seed=seed),
+            nn.BatchNorm(64),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Dense(64, 10, seed=seed + 1),
+        ],
+        seed=seed,
+    )
 
 
 def train(digits, epochs=6, seed=0, callbacks=(), verbose=0, **kw):
     x_train, y_train, x_val, y_val, _, _ = digits
     model = small_model(x_train, seed)
     opt = gf.optim.Adam(model.parameters(), lr=3e-3)
-    history = gf.train.fit(model, "cross_entropy", opt, x_train, y_train, epochs=epochs, batch_size=64,
-                           validation_data=(x_val, y_val), seed=seed, verbose=verbose, callbacks=list(callbacks),
-                           **kw)
+    history = gf.train.fit(
+        model,
+        "cross_entropy",
+        opt,
+        x_train,
+        y_train,
+        epochs=epochs,
+        batch_size=64,
+        validation_data=(x_val, y_val),
+        seed=seed,
+        verbose=verbose,
+        callbacks=list(callbacks),
+        **kw,
+    )
     return model, opt, history
 
 
@@ -82,12 +102,31 @@ def test_resume_from_a_checkpoint_continues_bitwise(digits, tmp_path):
     straight = gf.train.fit(model, "cross_entropy", opt, x_train, y_train, epochs=6, schedule=sched, **kw)
     path = tmp_path / "ckpt-{epoch}.gfz"
     m2, o2, s2 = objects()  # the same start as the straight run
-    first = gf.train.fit(m2, "cross_entropy", o2, x_train, y_train, epochs=3, schedule=s2,
-                         callbacks=[gf.train.ModelCheckpoint(str(path), save_best_only=False)], **kw)
+    first = gf.train.fit(
+        m2,
+        "cross_entropy",
+        o2,
+        x_train,
+        y_train,
+        epochs=3,
+        schedule=s2,
+        callbacks=[gf.train.ModelCheckpoint(str(path), save_best_only=False)],
+        **kw,
+    )
     m3, o3, s3 = objects(seed=2)  # other weights and dropout seeds: everything must come from the file
     state = gf.load(str(path).format(epoch=3))  # the file after the 3rd epoch: Keras numbers from 1
-    resumed = gf.train.fit(m3, "cross_entropy", o3, x_train, y_train, epochs=6, schedule=s3, resume=state,
-                           callbacks=[gf.train.ModelCheckpoint(str(path), save_best_only=False)], **kw)
+    resumed = gf.train.fit(
+        m3,
+        "cross_entropy",
+        o3,
+        x_train,
+        y_train,
+        epochs=6,
+        schedule=s3,
+        resume=state,
+        callbacks=[gf.train.ModelCheckpoint(str(path), save_best_only=False)],
+        **kw,
+    )
     assert len(first.epoch) == 3 and resumed.epoch == [0, 1, 2, 3, 4, 5]
     for key in straight.keys():
         assert resumed[key] == straight[key], key  # bitwise: == on floats
@@ -108,8 +147,18 @@ def test_early_stopping_restores_the_best_weights(digits):
     stopper = gf.train.EarlyStopping(monitor="val_loss", patience=2, restore_best_weights=True)
     model = small_model(x_train)
     opt = gf.optim.SGD(model.parameters(), lr=2.0)  # far too large: the validation loss gets worse
-    history = gf.train.fit(model, "cross_entropy", opt, x_train, y_train, epochs=30, batch_size=64,
-                           validation_data=(x_val, y_val), callbacks=[Snapshot(), stopper], verbose=0)
+    history = gf.train.fit(
+        model,
+        "cross_entropy",
+        opt,
+        x_train,
+        y_train,
+        epochs=30,
+        batch_size=64,
+        validation_data=(x_val, y_val),
+        callbacks=[Snapshot(), stopper],
+        verbose=0,
+    )
     best = int(np.argmin(history["val_loss"]))
     assert stopper.best_epoch == best
     assert len(history.epoch) == best + 3 < 30  # stopped after `patience` epochs without improvement
@@ -122,8 +171,18 @@ def test_reduce_lr_on_plateau_lowers_the_learning_rate(digits):
     plateau = gf.train.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=1, min_delta=10.0)
     model = small_model(x_train)
     opt = gf.optim.Adam(model.parameters(), lr=1e-2)
-    history = gf.train.fit(model, "cross_entropy", opt, x_train, y_train, epochs=4, batch_size=128,
-                           validation_data=(x_val, y_val), callbacks=[plateau], verbose=0)
+    history = gf.train.fit(
+        model,
+        "cross_entropy",
+        opt,
+        x_train,
+        y_train,
+        epochs=4,
+        batch_size=128,
+        validation_data=(x_val, y_val),
+        callbacks=[plateau],
+        verbose=0,
+    )
     # min_delta=10 means no epoch ever counts as an improvement after the first
     assert history["lr"][:2] == [1e-2, 1e-2]
     assert opt.param_groups[0]["lr"] < 1e-2 and history["lr"][-1] < history["lr"][0]
@@ -184,10 +243,20 @@ def test_schedule_per_batch_and_per_epoch(digits):
         model = small_model(x_train)
         opt = gf.optim.SGD(model.parameters(), lr=0.1)
         sched = gf.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
-        gf.train.fit(model, "cross_entropy", opt, x_train, y_train, epochs=3, batch_size=100, schedule=sched,
-                     schedule_per=per, verbose=0)
+        gf.train.fit(
+            model,
+            "cross_entropy",
+            opt,
+            x_train,
+            y_train,
+            epochs=3,
+            batch_size=100,
+            schedule=sched,
+            schedule_per=per,
+            verbose=0,
+        )
         assert sched.last_epoch == expected_steps
-        assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5 ** expected_steps)
+        assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5**expected_steps)
 
 
 def test_frozen_parameters_are_unchanged_after_training(digits):
@@ -196,8 +265,9 @@ def test_frozen_parameters_are_unchanged_after_training(digits):
     model[1].freeze()
     before = model[1].weight.data.copy()
     other = model[5].weight.data.copy()
-    gf.train.fit(model, "cross_entropy", gf.optim.Adam(model.parameters(), lr=1e-2), x_train, y_train, epochs=2,
-                 verbose=0)
+    gf.train.fit(
+        model, "cross_entropy", gf.optim.Adam(model.parameters(), lr=1e-2), x_train, y_train, epochs=2, verbose=0
+    )
     np.testing.assert_array_equal(model[1].weight.data, before)
     assert not np.array_equal(model[5].weight.data, other)
 
@@ -208,8 +278,9 @@ def test_clipping_caps_the_update_and_logs_the_norm(digits):
     for clip in (None, 1e-3):
         model = small_model(x_train)
         opt = gf.optim.SGD(model.parameters(), lr=0.5)
-        runs[clip] = gf.train.fit(model, "cross_entropy", opt, x_train, y_train, epochs=3, batch_size=len(x_train),
-                                  clip_norm=clip, verbose=0)  # one batch per epoch
+        runs[clip] = gf.train.fit(
+            model, "cross_entropy", opt, x_train, y_train, epochs=3, batch_size=len(x_train), clip_norm=clip, verbose=0
+        )  # one batch per epoch
     free, clipped = runs[None], runs[1e-3]
     assert clipped["grad_norm"][0] == free["grad_norm"][0]  # the first batch's norm, measured before clipping
     assert clipped["grad_norm"][0] > 1e-3
@@ -226,16 +297,25 @@ def test_terminate_on_nan(digits):
     x_train, y_train = digits[0], digits[1]
     model = small_model(x_train)
     opt = gf.optim.SGD(model.parameters(), lr=1e30)  # blows up at once
-    history = gf.train.fit(model, "cross_entropy", opt, x_train, y_train, epochs=5,
-                           callbacks=[gf.train.TerminateOnNaN()], verbose=0)
+    history = gf.train.fit(
+        model, "cross_entropy", opt, x_train, y_train, epochs=5, callbacks=[gf.train.TerminateOnNaN()], verbose=0
+    )
     assert len(history.epoch) == 1 and not math.isfinite(history["loss"][0])
 
 
 def test_validation_split_takes_the_last_fraction(digits):
     x_train, y_train = digits[0], digits[1]
     model = small_model(x_train)
-    history = gf.train.fit(model, "cross_entropy", gf.optim.Adam(model.parameters()), x_train, y_train,
-                           epochs=1, validation_split=0.25, verbose=0)
+    history = gf.train.fit(
+        model,
+        "cross_entropy",
+        gf.optim.Adam(model.parameters()),
+        x_train,
+        y_train,
+        epochs=1,
+        validation_split=0.25,
+        verbose=0,
+    )
     n_val = len(x_train) - int(len(x_train) * 0.75)
     expected = gf.train.evaluate(model, "cross_entropy", x_train[-n_val:], y_train[-n_val:])
     assert history["val_loss"][0] == pytest.approx(expected["loss"], rel=1e-12)

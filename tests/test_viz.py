@@ -1,5 +1,6 @@
 """gf.viz: optimizer paths on the 2-D surfaces (the real optimizers), schedule curves, training
 curves, the pictures (written, read back, not blank), the `viz` command, and the lazy import."""
+
 from __future__ import annotations
 
 import os
@@ -86,8 +87,9 @@ def test_the_pictures_show_what_the_docs_say():
 
 def test_paths_take_learning_rates_factories_steps_and_a_start():
     s = SURFACES["quadratic"]
-    paths = gf.viz.optimizer_paths(s, {"Adam": 0.01, "mine": lambda ps: gf.optim.SGD(ps, lr=0.1)}, steps=7,
-                                   start=(1.0, 2.0))
+    paths = gf.viz.optimizer_paths(
+        s, {"Adam": 0.01, "mine": lambda ps: gf.optim.SGD(ps, lr=0.1)}, steps=7, start=(1.0, 2.0)
+    )
     assert set(paths) == {"Adam", "mine"}
     p = np.array([1.0, 2.0], dtype=np.float32)
     opt = gf.optim.SGD([p], lr=0.1)
@@ -121,9 +123,19 @@ def small_fit(epochs=3, clip_norm=None):
     y = (x[:, 0] + x[:, 1] > 0).astype(np.int64) + (x[:, 2] > 1)
     model = gf.nn.Sequential([gf.nn.Dense(8, 16, seed=0), gf.nn.ReLU(), gf.nn.Dense(16, 3, seed=1)])
     logger = gf.train.BatchLogger()
-    history = gf.train.fit(model, "cross_entropy", gf.optim.Adam(model.parameters(), lr=1e-2), x, y,
-                           epochs=epochs, batch_size=32, validation_split=0.25, callbacks=[logger],
-                           clip_norm=clip_norm, verbose=0)
+    history = gf.train.fit(
+        model,
+        "cross_entropy",
+        gf.optim.Adam(model.parameters(), lr=1e-2),
+        x,
+        y,
+        epochs=epochs,
+        batch_size=32,
+        validation_split=0.25,
+        callbacks=[logger],
+        clip_norm=clip_norm,
+        verbose=0,
+    )
     return history, logger
 
 
@@ -134,7 +146,7 @@ def test_batch_logger_keeps_every_batchs_gradient_norm():
     norms = np.asarray(logger["grad_norm"]).reshape(3, batches)
     np.testing.assert_allclose(norms.mean(axis=1), history["grad_norm"], rtol=1e-12)  # fit's epoch mean
     position = logger.epoch_position()
-    np.testing.assert_allclose(position[batches - 1::batches], [1.0, 2.0, 3.0])
+    np.testing.assert_allclose(position[batches - 1 :: batches], [1.0, 2.0, 3.0])
     assert (np.diff(position) > 0).all()
 
 
@@ -158,8 +170,9 @@ def test_plot_history_of_an_empty_history_says_so(mpl, tmp_path):
     assert not (tmp_path / "empty.png").exists()
 
 
-@pytest.mark.parametrize("lrs,scale", [([1e-3, 1e-2, 1e-1, 3e-2], "log"), ([1e-2, 5e-3, 2e-3], "linear"),
-                                       ([1e-2] * 3, "linear")])
+@pytest.mark.parametrize(
+    "lrs,scale", [([1e-3, 1e-2, 1e-1, 3e-2], "log"), ([1e-2, 5e-3, 2e-3], "linear"), ([1e-2] * 3, "linear")]
+)
 def test_the_lr_panel_is_logarithmic_when_the_rates_span_decades(mpl, tmp_path, monkeypatch, lrs, scale):
     figures = []
     monkeypatch.setattr(gf.viz, "_save", lambda fig, path, dpi: figures.append(fig) or str(path))
@@ -177,6 +190,7 @@ def test_plot_paths_draws_the_paths(mpl, tmp_path):
     assert out == str(tmp_path / "canyon.png")
     rgb = check_png(out)
     from matplotlib.colors import to_rgb
+
     for colour in ("tab:blue", "tab:orange", "tab:green"):  # the three paths (and their loss curves)
         close = (np.abs(rgb - np.array(to_rgb(colour))) < 0.06).all(axis=-1)
         assert close.sum() > 300, colour
@@ -184,10 +198,18 @@ def test_plot_paths_draws_the_paths(mpl, tmp_path):
 
 def test_plot_paths_of_given_paths_on_a_users_surface(mpl, tmp_path):
     himmelblau = gf.viz.Surface(
-        "himmelblau", "Himmelblau", lambda x, y: (x * x + y - 11) ** 2 + (x + y * y - 7) ** 2,
+        "himmelblau",
+        "Himmelblau",
+        lambda x, y: (x * x + y - 11) ** 2 + (x + y * y - 7) ** 2,
         lambda x, y: (4 * x * (x * x + y - 11) + 2 * (x + y * y - 7), 2 * (x * x + y - 11) + 4 * y * (x + y * y - 7)),
-        start=(0.0, 0.0), xlim=(-5, 5), ylim=(-5, 5), minimum=(3.0, 2.0), steps=100, lrs={"SGD": 0.01},
-        log_contours=True)
+        start=(0.0, 0.0),
+        xlim=(-5, 5),
+        ylim=(-5, 5),
+        minimum=(3.0, 2.0),
+        steps=100,
+        lrs={"SGD": 0.01},
+        log_contours=True,
+    )
     paths = gf.viz.optimizer_paths(himmelblau, ["SGD", "Adam"])  # Adam: the class's default lr
     np.testing.assert_allclose(paths["SGD"][-1], (3.0, 2.0), atol=1e-3)
     assert np.linalg.norm(paths["Adam"][-1]) < 0.2  # lr 1e-3: 100 steps of at most 1e-3 each
@@ -221,15 +243,18 @@ def test_without_matplotlib_the_message_says_what_to_install(monkeypatch, tmp_pa
 
 def test_import_gradfuse_does_not_import_matplotlib():
     import gradfuse
+
     env = dict(os.environ)
     package_parent = str(Path(gradfuse.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
-    code = ("import sys, gradfuse\n"
-            "assert 'matplotlib' not in sys.modules and 'gradfuse.viz' not in sys.modules\n"
-            "import gradfuse.__main__\n"
-            "gradfuse.viz.optimizer_paths('canyon', ['Adam'], steps=2)\n"
-            "assert 'matplotlib' not in sys.modules, 'gf.viz imported matplotlib before drawing'\n"
-            "print('ok')\n")
+    code = (
+        "import sys, gradfuse\n"
+        "assert 'matplotlib' not in sys.modules and 'gradfuse.viz' not in sys.modules\n"
+        "import gradfuse.__main__\n"
+        "gradfuse.viz.optimizer_paths('canyon', ['Adam'], steps=2)\n"
+        "assert 'matplotlib' not in sys.modules, 'gf.viz imported matplotlib before drawing'\n"
+        "print('ok')\n"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"

@@ -23,10 +23,9 @@ ActArgs activation_args(const std::string& fn, py::handle activation, py::handle
   for (const auto& [n, act] : kNames)
     if (a.name == n) a.act = act, known = true;
   if (!known)
-    value_error(fn,
-                "unknown activation '" + a.name +
-                    "' (expected none, relu, leaky_relu, tanh, sigmoid, gelu or gelu_tanh)",
-                "activation");
+    value_error(
+        fn, "unknown activation '" + a.name + "' (expected none, relu, leaky_relu, tanh, sigmoid, gelu or gelu_tanh)",
+        "activation");
   a.slope = real(fn, "negative_slope", negative_slope);
   check_finite(fn, "negative_slope", a.slope);
   return a;
@@ -97,8 +96,7 @@ void bind_activation(py::module_& m) {
                   adx.ptr<T>(), ady.size, threads);
         });
       },
-      "dy"_a, "dx"_a, py::kw_only(), "activation"_a, "x"_a = py::none(), "y"_a = py::none(),
-      "negative_slope"_a = 0.01,
+      "dy"_a, "dx"_a, py::kw_only(), "activation"_a, "x"_a = py::none(), "y"_a = py::none(), "negative_slope"_a = 0.01,
       "dx = dy * activation'(.), element-wise. Needs y (the forward output) for tanh and sigmoid, x (the input) "
       "for gelu and gelu_tanh, either for relu and leaky_relu; dx may be dy (in place).");
 }

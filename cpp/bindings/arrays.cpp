@@ -15,8 +15,8 @@ using py::detail::npy_api;
 py::object none_or(const char* s) { return s ? py::object(py::str(s)) : py::object(py::none()); }
 py::object none_or(int64_t i) { return i >= 0 ? py::object(py::int_(i)) : py::object(py::none()); }
 
-[[noreturn]] void raise(const char* cls, const std::string& fn, const std::string& tmpl, const char* arg,
-                        int64_t index, const char* other, int64_t other_index) {
+[[noreturn]] void raise(const char* cls, const std::string& fn, const std::string& tmpl, const char* arg, int64_t index,
+                        const char* other, int64_t other_index) {
   py::object type = py::module_::import("gradfuse.errors").attr(cls);
   py::object err = type(fn, tmpl, none_or(arg), none_or(index), none_or(other), none_or(other_index));
   PyErr_SetObject(type.ptr(), err.ptr());
@@ -133,8 +133,7 @@ void check_array(const std::string& fn, PyObject* o, DtypeRule rule, DtypeState&
     bool written;
   } out{name, index, written};
   const auto& api = npy_api::get();
-  if (!api.PyArray_Check_(o))
-    type_error(fn, "{arg} must be a numpy.ndarray, got " + type_name(o), out.name, out.index);
+  if (!api.PyArray_Check_(o)) type_error(fn, "{arg} must be a numpy.ndarray, got " + type_name(o), out.name, out.index);
   const auto* arr = py::detail::array_proxy(o);
   const auto* descr = py::detail::array_descriptor_proxy(arr->descr);
   const auto dtype = [&] { return py::str(py::handle(arr->descr)).cast<std::string>(); };
@@ -152,9 +151,10 @@ void check_array(const std::string& fn, PyObject* o, DtypeRule rule, DtypeState&
     } else if (t != dtypes.dtype) {
       // a list names its counterpart in the first list (params[i] for grads[i])
       const bool same_arg = std::string(out.name) == dtypes.first;
-      const int64_t other_index = (dtypes.first_index >= 0 && out.index >= 0 && !same_arg) ? out.index
-                                                                                            : dtypes.first_index;
-      type_error(fn, "{arg} has dtype " + std::string(dtype_name(t)) + " but {other} is " + dtype_name(dtypes.dtype) +
+      const int64_t other_index =
+          (dtypes.first_index >= 0 && out.index >= 0 && !same_arg) ? out.index : dtypes.first_index;
+      type_error(fn,
+                 "{arg} has dtype " + std::string(dtype_name(t)) + " but {other} is " + dtype_name(dtypes.dtype) +
                      " (one call takes one dtype)",
                  out.name, out.index, dtypes.first, other_index);
     }
@@ -195,7 +195,8 @@ struct Span {
 // in-place partner exactly. written, read: the non-empty arrays; get(ref) -> the ArrayArg.
 template <class Get>
 void check_spans(const std::string& fn, std::vector<Span>& written, const std::vector<Span>& read, Get get) {
-  const char* kShared = "{arg} shares memory with {other} (an array that is written must not overlap any other argument)";
+  const char* kShared =
+      "{arg} shares memory with {other} (an array that is written must not overlap any other argument)";
   const auto by_address = [](const Span& x, const Span& y) {
     return x.begin != y.begin ? x.begin < y.begin : x.ref < y.ref;
   };

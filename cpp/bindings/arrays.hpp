@@ -115,9 +115,13 @@ struct ArrayArg {
   int64_t nbytes = 0;
   int ndim() const { return shape.nd; }
   template <class T>
-  T* ptr() const { return reinterpret_cast<T*>(data); }
+  T* ptr() const {
+    return reinterpret_cast<T*>(data);
+  }
   template <class T>
-  T* ptr_or_null() const { return present ? reinterpret_cast<T*>(data) : nullptr; }
+  T* ptr_or_null() const {
+    return present ? reinterpret_cast<T*>(data) : nullptr;
+  }
 };
 
 // The call-wide state of dtype checking: the floating dtype, set by the first floating array.
@@ -195,7 +199,6 @@ struct Dim {
   constexpr Dim(int n) : size(n) {}            // NOLINT
   bool rest() const { return symbol != nullptr && symbol[0] == '.'; }
 };
-
 
 // The array arguments of one call (batch norm, dropout, dense, losses), added in signature order.
 class ArgSet {

@@ -26,10 +26,8 @@ struct Dims {
 };
 
 Dims dims_of(ArgSet& args, const ArrayArg& x, bool channels_last) {
-  if (channels_last)
-    args.require_dims(x, {"N", "...", "C"});
-  else
-    args.require_dims(x, {"N", "C", "..."});
+  if (channels_last) args.require_dims(x, {"N", "...", "C"});
+  else args.require_dims(x, {"N", "C", "..."});
   Dims d;
   d.n = x.shape[0];
   d.c = args.dim("C");
@@ -56,9 +54,9 @@ BnForward<T> forward_args(const Dims& d, const ArrayArg& x, const ArrayArg& w, c
 }
 
 template <class T>
-BnBackward<T> backward_args(const Dims& d, const ArrayArg& dy, const ArrayArg& x, const ArrayArg& w,
-                            const ArrayArg& sm, const ArrayArg& si, const ArrayArg& dx, const ArrayArg& dw,
-                            const ArrayArg& db, bool training, bool channels_last) {
+BnBackward<T> backward_args(const Dims& d, const ArrayArg& dy, const ArrayArg& x, const ArrayArg& w, const ArrayArg& sm,
+                            const ArrayArg& si, const ArrayArg& dx, const ArrayArg& dw, const ArrayArg& db,
+                            bool training, bool channels_last) {
   BnBackward<T> g;
   g.dy = dy.ptr<T>(), g.x = x.ptr<T>(), g.weight = w.ptr_or_null<T>();
   g.save_mean = sm.ptr<T>(), g.save_invstd = si.ptr<T>();

@@ -136,15 +136,14 @@ void bind_clip(py::module_& m) {
             g.count = static_cast<int64_t>(data.size());
             g.offset = offset.data();
             g.list[0] = reinterpret_cast<T* const*>(data.data());
-            return GF_CALL(clip_grad_norm_per_segment<T>, g, max_norm, norm_type, error_if_nonfinite,
-                           seg_norms.data(), threads);
+            return GF_CALL(clip_grad_norm_per_segment<T>, g, max_norm, norm_type, error_if_nonfinite, seg_norms.data(),
+                           threads);
           });
         }
         const bool is_list = PyList_Check(grads.ptr()) || PyTuple_Check(grads.ptr());
         if (bad >= 0) {
           const size_t i = index[static_cast<size_t>(bad)];
-          raise_nonfinite(fn, "norm of grads" + (is_list ? "[" + std::to_string(i) + "]" : std::string()),
-                          norm_type);
+          raise_nonfinite(fn, "norm of grads" + (is_list ? "[" + std::to_string(i) + "]" : std::string()), norm_type);
         }
         std::vector<double> norms(items.size(), 0.0);
         for (size_t s = 0; s < index.size(); ++s) norms[index[s]] = seg_norms[s];

@@ -40,14 +40,10 @@ void bind_dense(py::module_& m) {
         const ArrayArg& aa = args.floating("a", a, false);
         const ArrayArg& ab = args.floating("b", b, false);
         const ArrayArg& ac = args.floating("c", c, true);
-        if (g.trans_a)
-          args.require_dims(aa, {"K", "M"});
-        else
-          args.require_dims(aa, {"M", "K"});
-        if (g.trans_b)
-          args.require_dims(ab, {"N", "K"});
-        else
-          args.require_dims(ab, {"K", "N"});
+        if (g.trans_a) args.require_dims(aa, {"K", "M"});
+        else args.require_dims(aa, {"M", "K"});
+        if (g.trans_b) args.require_dims(ab, {"N", "K"});
+        else args.require_dims(ab, {"K", "N"});
         args.require_dims(ac, {"M", "N"});
         g.m = args.dim("M"), g.k = args.dim("K"), g.n = args.dim("N");
         args.check_aliasing();

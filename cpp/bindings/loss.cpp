@@ -114,8 +114,8 @@ py::float_ squared_error_binding(const std::string& fn, py::handle pred, py::han
   const double denom = mean ? static_cast<double>(n) : 1.0;
   return run_loss(s.dtype(), [&](auto zero, int threads) {
     using T = decltype(zero);
-    const double sum = GF_CALL(squared_error<T>, p.ptr<T>(), t.ptr<T>(), g.present ? g.ptr<T>() : nullptr, n,
-                               2.0 / denom, threads);
+    const double sum =
+        GF_CALL(squared_error<T>, p.ptr<T>(), t.ptr<T>(), g.present ? g.ptr<T>() : nullptr, n, 2.0 / denom, threads);
     return sum / denom;  // mean of nothing: 0 / 0 = NaN, as torch
   });
 }
@@ -124,15 +124,15 @@ py::float_ squared_error_binding(const std::string& fn, py::handle pred, py::han
 
 void bind_loss(py::module_& m) {
   m.def(
-      "softmax_forward",
-      [](py::handle x, py::handle y) { softmax_forward_binding("softmax_forward", x, y, false); }, "x"_a, "y"_a,
-      "y = softmax(x) over the last axis (max-subtracted: stable). y may be x itself (in place).");
+      "softmax_forward", [](py::handle x, py::handle y) { softmax_forward_binding("softmax_forward", x, y, false); },
+      "x"_a, "y"_a, "y = softmax(x) over the last axis (max-subtracted: stable). y may be x itself (in place).");
 
   m.def(
       "softmax_backward",
-      [](py::handle y, py::handle dy, py::handle dx) { softmax_backward_binding("softmax_backward", y, dy, dx, false); },
-      "y"_a, "dy"_a, "dx"_a,
-      "dx = y * (dy - sum(dy * y, last axis)), y = softmax(x). dx may be dy itself (in place).");
+      [](py::handle y, py::handle dy, py::handle dx) {
+        softmax_backward_binding("softmax_backward", y, dy, dx, false);
+      },
+      "y"_a, "dy"_a, "dx"_a, "dx = y * (dy - sum(dy * y, last axis)), y = softmax(x). dx may be dy itself (in place).");
 
   m.def(
       "log_softmax_forward",
@@ -168,8 +168,8 @@ void bind_loss(py::module_& m) {
         const int64_t rows = x.shape[0], cols = x.shape[1];
         return run_loss(s.dtype(), [&](auto zero, int threads) {
           using T = decltype(zero);
-          return GF_CALL(softmax_cross_entropy<T>, x.ptr<T>(), y.ptr<int64_t>(), g.present ? g.ptr<T>() : nullptr,
-                         rows, cols, a, threads);
+          return GF_CALL(softmax_cross_entropy<T>, x.ptr<T>(), y.ptr<int64_t>(), g.present ? g.ptr<T>() : nullptr, rows,
+                         cols, a, threads);
         });
       },
       "logits"_a, "labels"_a, "grad"_a = py::none(), py::kw_only(), "reduction"_a = "mean", "ignore_index"_a = -100,
@@ -202,8 +202,7 @@ void bind_loss(py::module_& m) {
                          cols, static_cast<int>(p), margin, mean, threads);
         });
       },
-      "scores"_a, "labels"_a, "grad"_a = py::none(), py::kw_only(), "p"_a = 1, "margin"_a = 1.0,
-      "reduction"_a = "mean",
+      "scores"_a, "labels"_a, "grad"_a = py::none(), py::kw_only(), "p"_a = 1, "margin"_a = 1.0, "reduction"_a = "mean",
       "Multiclass hinge loss of (N, K) scores and (N,) int64 labels, as torch.nn.functional.multi_margin_loss "
       "(divided by K); writes d loss / d scores into grad when given. Returns the loss.");
 

@@ -19,7 +19,7 @@ void bind_activation(pybind11::module_& m);
 void bind_dense(pybind11::module_& m);
 void bind_loss(pybind11::module_& m);
 void bind_clip(pybind11::module_& m);
-}
+}  // namespace bind
 }  // namespace gf
 
 namespace py = pybind11;
@@ -46,13 +46,13 @@ py::dict build_info() {
   py::list cpu;
   for (int i = 0; i < n; ++i)
     if (gf::cpu_supports(names[i])) cpu.append(names[i]);
-  const std::string eigen =
-      std::to_string(EIGEN_WORLD_VERSION) + "." + std::to_string(EIGEN_MAJOR_VERSION) + "." + std::to_string(EIGEN_MINOR_VERSION);
+  const std::string eigen = std::to_string(EIGEN_WORLD_VERSION) + "." + std::to_string(EIGEN_MAJOR_VERSION) + "." +
+                            std::to_string(EIGEN_MINOR_VERSION);
   const gf::Blas& blas = gf::current_blas();  // one snapshot: the name and description agree
   const std::string gemm = blas.use ? "OpenBLAS (" + blas.description + ")" : "Eigen " + eigen;
-  return py::dict("version"_a = GF_VERSION, "isas"_a = isas, "cpu_isas"_a = cpu,
-                  "compiler"_a = "GCC " __VERSION__, "openmp"_a = openmp_runtime(), "eigen"_a = eigen,
-                  "gemm"_a = gemm, "blas"_a = gf::blas_description(), "cxx_standard"_a = __cplusplus);
+  return py::dict("version"_a = GF_VERSION, "isas"_a = isas, "cpu_isas"_a = cpu, "compiler"_a = "GCC " __VERSION__,
+                  "openmp"_a = openmp_runtime(), "eigen"_a = eigen, "gemm"_a = gemm, "blas"_a = gf::blas_description(),
+                  "cxx_standard"_a = __cplusplus);
 }
 
 }  // namespace

@@ -49,11 +49,11 @@ OptimArgs parse_scalars(const std::string& fn, py::dict scalars) {
       a.step = value.cast<int64_t>();
       continue;
     }
-#define GF_SET_REAL(name)                     \
-  if (key == #name) {                         \
-    a.name = value.cast<double>();            \
+#define GF_SET_REAL(name)                             \
+  if (key == #name) {                                 \
+    a.name = value.cast<double>();                    \
     if (key == "grad_scale") a.has_grad_scale = true; \
-    continue;                                 \
+    continue;                                         \
   }
 #define GF_SET_FLAG(name)        \
   if (key == #name) {            \
@@ -64,8 +64,11 @@ OptimArgs parse_scalars(const std::string& fn, py::dict scalars) {
     GF_OPTIM_FLAGS(GF_SET_FLAG)
 #undef GF_SET_REAL
 #undef GF_SET_FLAG
-    value_error(fn, "OptimArgs has no field '" + key + "' (the kernel table and cpp/include/gradfuse/optim.hpp "
-                    "disagree)", "scalars");
+    value_error(fn,
+                "OptimArgs has no field '" + key +
+                    "' (the kernel table and cpp/include/gradfuse/optim.hpp "
+                    "disagree)",
+                "scalars");
   }
   return a;
 }

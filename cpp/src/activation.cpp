@@ -8,8 +8,7 @@
 namespace gf {
 namespace GF_ISA_NS {
 
-namespace {
-}
+namespace {}
 
 template <class T>
 void activation_forward(Act act, double slope, const T* x, T* y, int64_t n, int threads) {
@@ -19,11 +18,10 @@ void activation_forward(Act act, double slope, const T* x, T* y, int64_t n, int 
 }
 
 template <class T>
-void activation_backward(Act act, double slope, const T* dy, const T* x, const T* y, T* dx, int64_t n,
-                         int threads) {
+void activation_backward(Act act, double slope, const T* dy, const T* x, const T* y, T* dx, int64_t n, int threads) {
   parallel_for(n, threads, kGrain, [&](int64_t lo, int64_t hi) {
-    act_backward_span<T>(act, static_cast<T>(slope), dy + lo, x ? x + lo : nullptr, y ? y + lo : nullptr,
-                         dx + lo, hi - lo);
+    act_backward_span<T>(act, static_cast<T>(slope), dy + lo, x ? x + lo : nullptr, y ? y + lo : nullptr, dx + lo,
+                         hi - lo);
   });
 }
 

@@ -166,7 +166,8 @@ void rows_block(const Geometry& geo, const T* x, const T* g, const T* piv, int64
   for (int i = 0; i < kSums<kGrad>; ++i) std::fill(out[i] + k0, out[i] + kend, 0.0);
   const int64_t full = std::min(r1, geo.total / cols);  // rows with every column present
   int64_t r = r0;
-  for (; r + kRowGroup <= full; r += kRowGroup) sum_rows<T, kGrad, kRowGroup>(x + r * cols, g + r * cols, cols, piv, k0, k1, out);
+  for (; r + kRowGroup <= full; r += kRowGroup)
+    sum_rows<T, kGrad, kRowGroup>(x + r * cols, g + r * cols, cols, piv, k0, k1, out);
   for (; r < full; ++r) sum_rows<T, kGrad, 1>(x + r * cols, g + r * cols, cols, piv, k0, k1, out);
   if (r < r1) {  // the partial last row
     const int64_t end = std::min(k1, geo.total - r * cols);
@@ -452,9 +453,8 @@ void batchnorm_backward(const BnBackward<T>& a, int threads) {
     std::vector<T> mean(a.save_mean, a.save_mean + C);
     const Coefficients<T> k(geo, {&mean, &k1, &k2, &k3});
     const T* const prm[4] = {k.ptr[0], k.ptr[1], k.ptr[2], k.ptr[3]};
-    elementwise<T, 2, 4>(geo, a.dy, a.x, a.dx, prm, threads, [](Vec<T> dy, Vec<T> x, const Vec<T>* p) {
-      return (dy * p[1] + (x - p[0]) * p[2]) + p[3];
-    });
+    elementwise<T, 2, 4>(geo, a.dy, a.x, a.dx, prm, threads,
+                         [](Vec<T> dy, Vec<T> x, const Vec<T>* p) { return (dy * p[1] + (x - p[0]) * p[2]) + p[3]; });
   } else {
     const Coefficients<T> k(geo, {&k1});
     const T* const prm[1] = {k.ptr[0]};

@@ -42,9 +42,13 @@ bool load_blas(const std::string& path, std::string* error) {
   set_threads(1);
   // Built whole before it is published; kept forever (a second load leaks one small struct and
   // keeps the library mapped, as dlclose under a running GEMM would not be safe).
-  const Blas* blas = new Blas{sgemm, dgemm, set_threads, get_threads, true,
-                              std::string(get_config ? get_config() : "OpenBLAS") +
-                                  (get_core ? std::string(", core ") + get_core() : "")};
+  const Blas* blas = new Blas{
+      sgemm,
+      dgemm,
+      set_threads,
+      get_threads,
+      true,
+      std::string(get_config ? get_config() : "OpenBLAS") + (get_core ? std::string(", core ") + get_core() : "")};
   std::lock_guard<std::mutex> lock(g_write);
   g_openblas.store(blas, std::memory_order_release);
   g_current.store(blas, std::memory_order_release);

@@ -144,8 +144,7 @@ GF_INLINE int useful_threads(int64_t n, int threads) {
 
 // Each block's partial value (a sum of |x|^p, or a max) in block order.
 template <class T>
-std::vector<double> block_partials(const Segments<T>& g, const std::vector<Block>& blocks, double p,
-                                   int threads) {
+std::vector<double> block_partials(const Segments<T>& g, const std::vector<Block>& blocks, double p, int threads) {
   const Norm kind = norm_kind(p);
   std::vector<double> partial(blocks.size(), 0.0);
   const int64_t n = g.count ? g.offset[g.count] : 0;
@@ -215,8 +214,7 @@ double grad_norm(const Segments<T>& g, double norm_type, int threads) {
 }
 
 template <class T>
-double clip_grad_norm(const Segments<T>& g, double max_norm, double norm_type, bool error_if_nonfinite,
-                      int threads) {
+double clip_grad_norm(const Segments<T>& g, double max_norm, double norm_type, bool error_if_nonfinite, int threads) {
   const double norm = grad_norm(g, norm_type, threads);
   if (error_if_nonfinite && !std::isfinite(norm)) return norm;  // the bindings raise; nothing written
   const double coef = clip_coef(max_norm, norm);
@@ -229,8 +227,8 @@ double clip_grad_norm(const Segments<T>& g, double max_norm, double norm_type, b
 }
 
 template <class T>
-int64_t clip_grad_norm_per_segment(const Segments<T>& g, double max_norm, double norm_type,
-                                   bool error_if_nonfinite, double* norms, int threads) {
+int64_t clip_grad_norm_per_segment(const Segments<T>& g, double max_norm, double norm_type, bool error_if_nonfinite,
+                                   double* norms, int threads) {
   const std::vector<Block> blocks = blocks_of(g);
   const std::vector<double> partial = block_partials(g, blocks, norm_type, threads);
   const Norm kind = norm_kind(norm_type);
@@ -273,11 +271,10 @@ void clip_grad_value(const Segments<T>& g, double clip_value, int threads) {
   });
 }
 
-#define GF_INSTANTIATE(T)                                                                        \
-  template double grad_norm<T>(const Segments<T>&, double, int);                             \
-  template double clip_grad_norm<T>(const Segments<T>&, double, double, bool, int);          \
-  template int64_t clip_grad_norm_per_segment<T>(const Segments<T>&, double, double, bool,    \
-                                                 double*, int);                                  \
+#define GF_INSTANTIATE(T)                                                                                 \
+  template double grad_norm<T>(const Segments<T>&, double, int);                                          \
+  template double clip_grad_norm<T>(const Segments<T>&, double, double, bool, int);                       \
+  template int64_t clip_grad_norm_per_segment<T>(const Segments<T>&, double, double, bool, double*, int); \
   template void clip_grad_value<T>(const Segments<T>&, double, int);
 GF_INSTANTIATE(float)
 GF_INSTANTIATE(double)

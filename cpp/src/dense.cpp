@@ -79,8 +79,7 @@ void gemm_tile(const Blas& blas, bool ta, bool tb, bool accumulate, int64_t h, i
     const T beta = accumulate ? T(1) : T(0);
     if constexpr (sizeof(T) == 4)
       blas.sgemm(101, ta_, tb_, int(h), int(w), int(k), 1.0f, a, int(lda), b, int(ldb), beta, c, int(ldc));
-    else
-      blas.dgemm(101, ta_, tb_, int(h), int(w), int(k), 1.0, a, int(lda), b, int(ldb), beta, c, int(ldc));
+    else blas.dgemm(101, ta_, tb_, int(h), int(w), int(k), 1.0, a, int(lda), b, int(ldb), beta, c, int(ldc));
     return;
   }
   MMap<T> C(c, h, w, Eigen::OuterStride<>(ldc));
@@ -148,15 +147,14 @@ void dense_forward(Act act, double slope, const T* x, const T* w, const T* bias,
     if (plain) return;
     for (int64_t r = t.i0; r < t.i0 + t.h; ++r) {
       T* row = y + r * out + t.j0;
-      act_forward_span<T>(act, T(slope), row, bias ? bias + t.j0 : nullptr, z ? z + r * out + t.j0 : nullptr, row,
-                          t.w);
+      act_forward_span<T>(act, T(slope), row, bias ? bias + t.j0 : nullptr, z ? z + r * out + t.j0 : nullptr, row, t.w);
     }
   });
 }
 
 template <class T>
-void dense_backward(Act act, double slope, const T* dy, const T* x, const T* w, const T* y, const T* z, T* dz,
-                    T* dx, T* dw, T* db, bool accumulate, int64_t n, int64_t in, int64_t out, int threads) {
+void dense_backward(Act act, double slope, const T* dy, const T* x, const T* w, const T* y, const T* z, T* dz, T* dx,
+                    T* dw, T* db, bool accumulate, int64_t n, int64_t in, int64_t out, int threads) {
   const Blas& blas = current_blas();  // one backend for both GEMMs below
   // 1. dz = dy * act'(.) and the partial column sums of dz, per fixed block of rows.
   std::vector<T> scratch;
@@ -205,13 +203,13 @@ template void matmul<float>(const GemmArgs&, const float*, const float*, float*,
 template void matmul<double>(const GemmArgs&, const double*, const double*, double*, int);
 template void dense_forward<float>(Act, double, const float*, const float*, const float*, float*, float*, int64_t,
                                    int64_t, int64_t, int);
-template void dense_forward<double>(Act, double, const double*, const double*, const double*, double*, double*,
-                                    int64_t, int64_t, int64_t, int);
+template void dense_forward<double>(Act, double, const double*, const double*, const double*, double*, double*, int64_t,
+                                    int64_t, int64_t, int);
 template void dense_backward<float>(Act, double, const float*, const float*, const float*, const float*, const float*,
                                     float*, float*, float*, float*, bool, int64_t, int64_t, int64_t, int);
 template void dense_backward<double>(Act, double, const double*, const double*, const double*, const double*,
-                                     const double*, double*, double*, double*, double*, bool, int64_t, int64_t,
-                                     int64_t, int);
+                                     const double*, double*, double*, double*, double*, bool, int64_t, int64_t, int64_t,
+                                     int);
 
 }  // namespace GF_ISA_NS
 }  // namespace gf

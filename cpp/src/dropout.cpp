@@ -70,8 +70,7 @@ int64_t stream_offset(const T* out, int64_t n) {
 // with s > 0 (streaming to an output on a vector boundary) a vector straddles two mask words and
 // takes its bits from the pair; [lo, lo + s) and a last partial vector use masked ordinary stores.
 template <bool kStream, class T, class WordBits>
-GF_INLINE void apply_range(const T* in, T* out, int64_t lo, int64_t hi, int64_t s, Vec<T> scale,
-                           WordBits&& word_bits) {
+GF_INLINE void apply_range(const T* in, T* out, int64_t lo, int64_t hi, int64_t s, Vec<T> scale, WordBits&& word_bits) {
   using V = Vec<T>;
   constexpr int64_t W = V::width;
   constexpr uint32_t lanes = (1u << W) - 1u;
@@ -144,8 +143,7 @@ void dropout_backward(const T* dy, const uint8_t* mask, T* dx, int64_t n, double
 
 // Counters and outputs are n x 4 (one block per row): gathered into lanes, L rows at a time; the
 // last group is padded with zero counters whose outputs are dropped.
-void philox4x32_10(const uint32_t* counters, int64_t n, uint32_t key0, uint32_t key1, uint32_t* out,
-                   int threads) {
+void philox4x32_10(const uint32_t* counters, int64_t n, uint32_t key0, uint32_t key1, uint32_t* out, int threads) {
   constexpr int L = U32::width;
   const PhiloxKeys key(key0, key1);
   parallel_for(n, threads, kGrain / 4, [&](int64_t lo, int64_t hi) {

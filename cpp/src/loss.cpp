@@ -37,7 +37,9 @@ GF_INLINE int64_t rows_per_block(int64_t cols) { return cols >= kBlock ? 1 : kBl
 
 // Lanes [0, n) of a vector, n <= width.
 template <class V>
-GF_INLINE typename V::Mask active(int64_t n) { return mask_from_bits<V>((1u << n) - 1u); }
+GF_INLINE typename V::Mask active(int64_t n) {
+  return mask_from_bits<V>((1u << n) - 1u);
+}
 
 // n <= width elements; lanes past n hold fill.
 template <class V>
@@ -188,9 +190,8 @@ template <class F>
 double sum_blocks(int64_t n, int threads, F&& f) {
   const int64_t nblocks = ceil_div(n, kBlock);
   std::vector<double> partial(static_cast<size_t>(nblocks), 0.0);
-  parallel_blocks(nblocks, threads, [&](int64_t b) {
-    partial[static_cast<size_t>(b)] = f(b * kBlock, std::min(n, (b + 1) * kBlock));
-  });
+  parallel_blocks(nblocks, threads,
+                  [&](int64_t b) { partial[static_cast<size_t>(b)] = f(b * kBlock, std::min(n, (b + 1) * kBlock)); });
   double total = 0.0;
   for (double p : partial) total += p;
   return total;
@@ -450,15 +451,14 @@ double penalty(const Segments<T>& list, double l1, double l2, int threads) {
   return value;
 }
 
-#define GF_INSTANTIATE(T)                                                                                  \
-  template void softmax_forward<T>(const T*, T*, int64_t, int64_t, bool, int);                             \
-  template void softmax_backward<T>(const T*, const T*, T*, int64_t, int64_t, bool, int);                  \
-  template double softmax_cross_entropy<T>(const T*, const int64_t*, T*, int64_t, int64_t,                 \
-                                           const CrossEntropyArgs&, int);                                  \
-  template double multi_margin_loss<T>(const T*, const int64_t*, T*, int64_t, int64_t, int, double, bool,  \
-                                       int);                                                               \
-  template double squared_error<T>(const T*, const T*, T*, int64_t, double, int);                          \
-  template double bce_with_logits<T>(const T*, const T*, const T*, T*, int64_t, int64_t, double, int);     \
+#define GF_INSTANTIATE(T)                                                                                           \
+  template void softmax_forward<T>(const T*, T*, int64_t, int64_t, bool, int);                                      \
+  template void softmax_backward<T>(const T*, const T*, T*, int64_t, int64_t, bool, int);                           \
+  template double softmax_cross_entropy<T>(const T*, const int64_t*, T*, int64_t, int64_t, const CrossEntropyArgs&, \
+                                           int);                                                                    \
+  template double multi_margin_loss<T>(const T*, const int64_t*, T*, int64_t, int64_t, int, double, bool, int);     \
+  template double squared_error<T>(const T*, const T*, T*, int64_t, double, int);                                   \
+  template double bce_with_logits<T>(const T*, const T*, const T*, T*, int64_t, int64_t, double, int);              \
   template double penalty<T>(const Segments<T>&, double, double, int);
 GF_INSTANTIATE(float)
 GF_INSTANTIATE(double)

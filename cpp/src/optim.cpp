@@ -23,7 +23,9 @@ namespace GF_ISA_NS {
 namespace {
 
 template <class T>
-GF_INLINE Vec<T> bc(double x) { return Vec<T>::broadcast(static_cast<T>(x)); }
+GF_INLINE Vec<T> bc(double x) {
+  return Vec<T>::broadcast(static_cast<T>(x));
+}
 
 // g <- g / grad_scale; g <- -g when maximizing. Shared by every algorithm.
 template <class T>
@@ -80,8 +82,8 @@ struct Sgd {
   bool has_momentum, nesterov, first;
   V lr, mu, damp1;
   explicit Sgd(const OptimArgs& a)
-      : prep(a), decay(a, false), has_momentum(a.momentum != 0), nesterov(a.nesterov),
-        first(a.step == 1), lr(bc<T>(a.lr)), mu(bc<T>(a.momentum)), damp1(bc<T>(1.0 - a.dampening)) {}
+      : prep(a), decay(a, false), has_momentum(a.momentum != 0), nesterov(a.nesterov), first(a.step == 1),
+        lr(bc<T>(a.lr)), mu(bc<T>(a.momentum)), damp1(bc<T>(1.0 - a.dampening)) {}
   GF_INLINE void operator()(V& p, V g, V* s) const {
     g = prep(g);
     decay(p, g);
@@ -129,8 +131,8 @@ struct Adagrad {
   WeightDecay<T> decay;
   V neg_clr, eps;
   explicit Adagrad(const OptimArgs& a)
-      : prep(a), decay(a, false), neg_clr(bc<T>(-(a.lr / (1.0 + double(a.step - 1) * a.lr_decay)))),
-        eps(bc<T>(a.eps)) {}
+      : prep(a), decay(a, false), neg_clr(bc<T>(-(a.lr / (1.0 + double(a.step - 1) * a.lr_decay)))), eps(bc<T>(a.eps)) {
+  }
   GF_INLINE void operator()(V& p, V g, V* s) const {
     g = prep(g);
     decay(p, g);
@@ -209,7 +211,8 @@ struct Adamax {
   Moments<T> moments;
   V beta2, eps, neg_clr;
   explicit Adamax(const OptimArgs& a)
-      : prep(a), decay(a, false), moments(a), beta2(bc<T>(a.beta2)), eps(bc<T>(a.eps)), neg_clr(bc<T>(-(a.lr / (1.0 - std::pow(a.beta1, double(a.step)))))) {}
+      : prep(a), decay(a, false), moments(a), beta2(bc<T>(a.beta2)), eps(bc<T>(a.eps)),
+        neg_clr(bc<T>(-(a.lr / (1.0 - std::pow(a.beta1, double(a.step)))))) {}
   GF_INLINE void operator()(V& p, V g, V* s) const {
     g = prep(g);
     decay(p, g);
@@ -317,8 +320,8 @@ struct Lion {
   WeightDecay<T> decay;
   V beta1, one_minus_beta1, beta2, one_minus_beta2, lr;
   explicit Lion(const OptimArgs& a)
-      : prep(a), decay(a, true), beta1(bc<T>(a.beta1)), one_minus_beta1(bc<T>(1.0 - a.beta1)),
-        beta2(bc<T>(a.beta2)), one_minus_beta2(bc<T>(1.0 - a.beta2)), lr(bc<T>(a.lr)) {}
+      : prep(a), decay(a, true), beta1(bc<T>(a.beta1)), one_minus_beta1(bc<T>(1.0 - a.beta1)), beta2(bc<T>(a.beta2)),
+        one_minus_beta2(bc<T>(1.0 - a.beta2)), lr(bc<T>(a.lr)) {}
   GF_INLINE void operator()(V& p, V g, V* s) const {
     g = prep(g);
     V& m = s[0];
@@ -351,9 +354,13 @@ GF_INLINE void update(const Op& op, T* p, const T* g, T* const* st, int64_t i, i
   for (int k = 0; k < kMaxStates; ++k)
     if (st[k]) vs[k] = full ? V::load(st[k] + i) : V::load(st[k] + i, n);
   op(vp, vg, vs);
-  if (full) vp.store(p + i); else vp.store(p + i, n);
+  if (full) vp.store(p + i);
+  else vp.store(p + i, n);
   for (int k = 0; k < kMaxStates; ++k)
-    if (st[k]) { if (full) vs[k].store(st[k] + i); else vs[k].store(st[k] + i, n); }
+    if (st[k]) {
+      if (full) vs[k].store(st[k] + i);
+      else vs[k].store(st[k] + i, n);
+    }
 }
 
 template <class T, class Op>
@@ -379,9 +386,20 @@ void run_algorithm(const OptimArgs& args, const Segments<T>& s, int threads) {
 
 // The algorithms optim_step knows: the kernel table's name and the functor. _touch reads and
 // writes what a step with the same arrays would, with no math: the benchmark's ceiling.
-#define GF_OPTIM_ALGORITHMS(X)                                                                        \
-  X(sgd, Sgd) X(adam, Adam) X(adagrad, Adagrad) X(rmsprop, RMSprop) X(adadelta, Adadelta)            \
-  X(adamax, Adamax) X(nadam, NAdam) X(radam, RAdam) X(rprop, Rprop) X(lion, Lion) X(_touch, Touch)
+// clang-format off (a list: one algorithm per line)
+#define GF_OPTIM_ALGORITHMS(X) \
+  X(sgd, Sgd)                  \
+  X(adam, Adam)                \
+  X(adagrad, Adagrad)          \
+  X(rmsprop, RMSprop)          \
+  X(adadelta, Adadelta)        \
+  X(adamax, Adamax)            \
+  X(nadam, NAdam)              \
+  X(radam, RAdam)              \
+  X(rprop, Rprop)              \
+  X(lion, Lion)                \
+  X(_touch, Touch)
+// clang-format on
 
 }  // namespace
 

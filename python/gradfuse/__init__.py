@@ -9,21 +9,42 @@
 gf.ops holds the kernels themselves; each has a NumPy twin of the same name and signature
 (gf.set_backend("numpy") or `with gf.use_backend("numpy"):` switches to them).
 """
-from ._version import __version__
+
+from . import data, losses, nn, ops, optim, regularizers, train
 from ._backend import get_backend, set_backend, use_backend
 from ._config import config, get_num_threads, set_num_threads, show_config
-from . import data, losses, nn, ops, optim, regularizers, train
+from ._version import __version__
 from .checkpoint import CheckpointError, load, save
 from .nn.module import load_model
 
-__all__ = ["__version__", "config", "show_config", "set_num_threads", "get_num_threads", "set_backend",
-           "get_backend", "use_backend", "ops", "optim", "nn", "losses", "regularizers", "data", "train", "save",
-           "load", "load_model", "CheckpointError", "viz"]
+__all__ = [
+    "__version__",
+    "config",
+    "show_config",
+    "set_num_threads",
+    "get_num_threads",
+    "set_backend",
+    "get_backend",
+    "use_backend",
+    "ops",
+    "optim",
+    "nn",
+    "losses",
+    "regularizers",
+    "data",
+    "train",
+    "save",
+    "load",
+    "load_model",
+    "CheckpointError",
+    "viz",
+]
 
 
 def __getattr__(name):
     # gf.viz is imported on first use: it is the only module that needs matplotlib (an optional extra).
     if name == "viz":
         import importlib
+
         return importlib.import_module(".viz", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,6 +10,7 @@
 Commands are argparse sub-commands: a new one is a parser added in build_parser() whose `func`
 takes the parsed arguments and returns the exit code.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,19 +28,22 @@ def _config(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m gradfuse",
-                                     description="gradfuse: fused SIMD + OpenMP CPU kernels for training "
-                                                 "neural networks")
+    parser = argparse.ArgumentParser(
+        prog="python -m gradfuse", description="gradfuse: fused SIMD + OpenMP CPU kernels for training neural networks"
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     config = commands.add_parser("config", help="print the build and runtime configuration")
     config.set_defaults(func=_config)
     demo.add_arguments(commands.add_parser("demo", help=demo.HELP))
     viz.add_arguments(commands.add_parser("viz", help=viz.HELP))
-    bench = commands.add_parser("bench", help="run the benchmark (every part, or one: optim, layers, train)",
-                                description="Benchmark suites: each runs its implementations interleaved "
-                                            "and reports medians. Without a suite name: every part, one "
-                                            "report, charts.\n\n" + suite.__doc__.split("\n\n", 2)[2],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench = commands.add_parser(
+        "bench",
+        help="run the benchmark (every part, or one: optim, layers, train)",
+        description="Benchmark suites: each runs its implementations interleaved "
+        "and reports medians. Without a suite name: every part, one "
+        "report, charts.\n\n" + suite.__doc__.split("\n\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_subcommands(bench)
     return parser
 

@@ -3,6 +3,7 @@
 set_backend changes the process-wide default; use_backend overrides it for a block, in the
 current thread or task only (a context variable), so concurrent code is not affected.
 """
+
 from __future__ import annotations
 
 import contextlib

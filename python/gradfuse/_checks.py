@@ -13,6 +13,7 @@ both to the table.
 A refused call raises KernelTypeError / KernelValueError (gradfuse.errors) naming the kernel and
 the argument, before anything is written.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -38,8 +39,11 @@ def real(fn: str, name: str, x) -> float:
     """A Python/NumPy number or a 0-d array (the C++ bindings' double), as a float."""
     if type(x) is float:  # the common case, first
         return x
-    if (isinstance(x, (str, bytes)) or (isinstance(x, np.ndarray) and x.ndim != 0)
-            or not (hasattr(type(x), "__float__") or hasattr(type(x), "__index__"))):
+    if (
+        isinstance(x, (str, bytes))
+        or (isinstance(x, np.ndarray) and x.ndim != 0)
+        or not (hasattr(type(x), "__float__") or hasattr(type(x), "__index__"))
+    ):
         raise KernelTypeError(fn, f"{{arg}} must be a number, got {type(x).__name__}", name, value=x)
     try:
         return float(x)
@@ -49,12 +53,12 @@ def real(fn: str, name: str, x) -> float:
 
 def integer(fn: str, name: str, x) -> int:
     """An int, or an object with __index__ (not a float), that fits in int64."""
-    if type(x) is int and -2**63 <= x < 2**63:
+    if type(x) is int and -(2**63) <= x < 2**63:
         return x
     if isinstance(x, (float, np.floating)) or not hasattr(type(x), "__index__"):
         raise KernelTypeError(fn, f"{{arg}} must be an int, got {type(x).__name__}", name, value=x)
     value = operator.index(x)
-    if not -2**63 <= value < 2**63:
+    if not -(2**63) <= value < 2**63:
         raise KernelTypeError(fn, f"{{arg}} must be an int that fits in 64 bits, got {value}", name, value=x)
     return value
 
@@ -181,8 +185,9 @@ def _dtype_of(fn: str, item: _Item) -> str | None:
 def _layout(fn: str, item: _Item) -> None:
     flags = item.array.flags
     if not flags.c_contiguous:
-        _fail_value(fn, "{arg} is not C-contiguous (no silent copies: pass np.ascontiguousarray(...) and use the "
-                    "result)", item)
+        _fail_value(
+            fn, "{arg} is not C-contiguous (no silent copies: pass np.ascontiguousarray(...) and use the result)", item
+        )
     if not flags.aligned:
         _fail_value(fn, "{arg} is not aligned to its dtype", item)
     if item.spec.written and not flags.writeable:
@@ -200,13 +205,17 @@ class _Dims:
         shape = item.array.shape
         if "..." in rule:
             at = rule.index("...")
-            head, tail = rule[:at], rule[at + 1:]
+            head, tail = rule[:at], rule[at + 1 :]
             if len(shape) < len(head) + len(tail):
-                _fail_value(fn, f"{{arg}} must have at least {len(head) + len(tail)} dimension"
-                            f"{'s' if len(head) + len(tail) != 1 else ''} {self._say(rule)}, got shape "
-                            f"{shape_str(shape)}", item)
-            pairs = list(zip(head, shape)) + list(zip(tail, shape[len(shape) - len(tail):]))
-            rest = shape[len(head):len(shape) - len(tail)]
+                _fail_value(
+                    fn,
+                    f"{{arg}} must have at least {len(head) + len(tail)} dimension"
+                    f"{'s' if len(head) + len(tail) != 1 else ''} {self._say(rule)}, got shape "
+                    f"{shape_str(shape)}",
+                    item,
+                )
+            pairs = list(zip(head, shape)) + list(zip(tail, shape[len(shape) - len(tail) :]))
+            rest = shape[len(head) : len(shape) - len(tail)]
             if "..." in self.values and self.values["..."] != rest:
                 self._mismatch(fn, item, rule, pairs)
             self.values.setdefault("...", rest)
@@ -242,8 +251,11 @@ class _Dims:
             if isinstance(dim, str) and dim in self.source and self.source[dim] != item.label:
                 known.append(f"{dim} from {self.source[dim]}")
         why = f" ({', '.join(known)})" if known else ""
-        _fail_value(fn, f"{{arg}} has shape {shape_str(item.array.shape)} but must be {self._say(rule)} = "
-                    f"{shape_str(want)}{why}", item)
+        _fail_value(
+            fn,
+            f"{{arg}} has shape {shape_str(item.array.shape)} but must be {self._say(rule)} = {shape_str(want)}{why}",
+            item,
+        )
 
 
 def _check_shape(fn: str, item: _Item, rule, dims: _Dims, found: dict, lists: dict, scalars_: dict) -> None:
@@ -264,9 +276,13 @@ def _check_shape(fn: str, item: _Item, rule, dims: _Dims, found: dict, lists: di
             return
         ref_array = ref[item.index or 0] if isinstance(ref, (list, tuple)) else ref
         if shape != ref_array.shape:
-            _fail_value(fn, f"{{arg}} has shape {shape_str(shape)} but {{other}} has shape "
-                        f"{shape_str(ref_array.shape)}", item, other=ref_name,
-                        other_index=(item.index or 0) if lists.get(ref_name) else None)
+            _fail_value(
+                fn,
+                f"{{arg}} has shape {shape_str(shape)} but {{other}} has shape {shape_str(ref_array.shape)}",
+                item,
+                other=ref_name,
+                other_index=(item.index or 0) if lists.get(ref_name) else None,
+            )
     else:
         dims.match(fn, item, tuple(rule))
 
@@ -299,13 +315,15 @@ def arrays(row: Kernel, values: dict, scalars_: dict) -> dict:
             elif isinstance(obj, (list, tuple)):
                 arrays_, is_list = list(obj), True
             else:
-                _fail_type(fn, f"{{arg}} must be a numpy.ndarray or a list of them, got {type(obj).__name__}",
-                           spec.name)
+                _fail_type(
+                    fn, f"{{arg}} must be a numpy.ndarray or a list of them, got {type(obj).__name__}", spec.name
+                )
             if count is None:
                 count, first_list = len(arrays_), spec.name
             elif len(arrays_) != count:
-                _fail_value(fn, f"{{arg}} has {len(arrays_)} arrays but {{other}} has {count}", spec.name,
-                            other=first_list)
+                _fail_value(
+                    fn, f"{{arg}} has {len(arrays_)} arrays but {{other}} has {count}", spec.name, other=first_list
+                )
             lists[spec.name] = is_list
         else:
             if not isinstance(obj, np.ndarray):
@@ -325,8 +343,13 @@ def arrays(row: Kernel, values: dict, scalars_: dict) -> dict:
                     other_index = first_float.index
                     if other_index is not None and item.index is not None and item.spec is not first_float.spec:
                         other_index = item.index
-                    _fail_type(fn, f"{{arg}} has dtype {kind} but {{other}} is {dtype} (one call takes one dtype)",
-                               item, other=first_float.spec.name, other_index=other_index)
+                    _fail_type(
+                        fn,
+                        f"{{arg}} has dtype {kind} but {{other}} is {dtype} (one call takes one dtype)",
+                        item,
+                        other=first_float.spec.name,
+                        other_index=other_index,
+                    )
             _layout(fn, item)
             items.append(item)
         found[spec.name] = (arrays_ if is_list else (obj,)) if spec.many else obj
@@ -362,7 +385,7 @@ def _check_aliasing(fn: str, items: list[_Item]) -> None:
     for it in items:  # then no read array overlaps a written one, but its in-place partner, exactly
         if it.spec.written:
             continue
-        for w in reversed(written[:bisect.bisect_left(starts, it.end)]):
+        for w in reversed(written[: bisect.bisect_left(starts, it.end)]):
             if w.end <= it.start:
                 break  # disjoint and sorted: the ends grow with the starts
             if _partners(w, it) and w.start == it.start and w.end == it.end and w.array.shape == it.array.shape:

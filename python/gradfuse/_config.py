@@ -1,4 +1,5 @@
 """Build and runtime configuration: gf.config(), gf.show_config(), threads."""
+
 from __future__ import annotations
 
 import os
@@ -51,8 +52,17 @@ def config() -> dict:
         "cpu_count": os.cpu_count(),
     }
     if _core is None:
-        cfg.update(isa=None, isas=[], cpu_isas=[], threads=1, openmp=None, compiler=None, eigen=None, gemm=None,
-                   gemm_error=None)
+        cfg.update(
+            isa=None,
+            isas=[],
+            cpu_isas=[],
+            threads=1,
+            openmp=None,
+            compiler=None,
+            eigen=None,
+            gemm=None,
+            gemm_error=None,
+        )
         return cfg
     info = _core._build_info()
     cfg.update(

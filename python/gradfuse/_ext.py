@@ -2,6 +2,7 @@
 
 If the extension cannot be imported, gradfuse still works on the NumPy backend and says why.
 """
+
 from __future__ import annotations
 
 import os
@@ -35,11 +36,11 @@ def choose_isa(requested: str | None, supported: list[str]) -> tuple[str, str | 
         return best, None
     name = requested.strip().lower()
     if name not in ISA_ORDER:
-        return best, (f"GRADFUSE_CPU={requested!r} is not one of {', '.join(ISA_ORDER)}; "
-                      f"using {best}")
+        return best, (f"GRADFUSE_CPU={requested!r} is not one of {', '.join(ISA_ORDER)}; using {best}")
     if name not in supported:
-        return best, (f"GRADFUSE_CPU={requested!r}: this CPU does not support {name}; "
-                      f"using the best available path, {best}")
+        return best, (
+            f"GRADFUSE_CPU={requested!r}: this CPU does not support {name}; using the best available path, {best}"
+        )
     return name, None
 
 
@@ -61,18 +62,21 @@ def _load_blas(requested: str) -> None:
     Why it did not load is kept in BLAS_ERROR, which gf.config() reports as gemm_error."""
     global BLAS_ERROR
     if requested not in ("", "openblas", "eigen"):
-        warnings.warn(f"gradfuse: GRADFUSE_GEMM={requested!r} is not openblas or eigen; ignored",
-                      RuntimeWarning, stacklevel=4)
+        warnings.warn(
+            f"gradfuse: GRADFUSE_GEMM={requested!r} is not openblas or eigen; ignored", RuntimeWarning, stacklevel=4
+        )
     try:
         import scipy_openblas32
 
-        _core._load_blas(os.path.join(scipy_openblas32.get_lib_dir(),
-                                      f"lib{scipy_openblas32.get_library()}.so"))
+        _core._load_blas(os.path.join(scipy_openblas32.get_lib_dir(), f"lib{scipy_openblas32.get_library()}.so"))
     except (ImportError, ValueError, OSError) as exc:
         BLAS_ERROR = f"{type(exc).__name__}: {exc}"
         if requested == "openblas":
-            warnings.warn(f"gradfuse: GRADFUSE_GEMM=openblas but OpenBLAS did not load ({BLAS_ERROR}); "
-                          "using Eigen", RuntimeWarning, stacklevel=4)
+            warnings.warn(
+                f"gradfuse: GRADFUSE_GEMM=openblas but OpenBLAS did not load ({BLAS_ERROR}); using Eigen",
+                RuntimeWarning,
+                stacklevel=4,
+            )
     if requested == "eigen":
         _core._set_gemm("eigen")
 

@@ -79,6 +79,7 @@ own fresh buffer (one copy in memory, hashed as it is read), and compares the SH
 raises CheckpointError (a ValueError) naming the file and what is wrong; OSErrors of opening and
 reading (no such file, permissions) pass through unchanged.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -101,17 +102,19 @@ FORMAT_VERSION = 1
 MAGIC = b"\x89GFCKPT\n"
 _FORMAT_NAME = "gradfuse.checkpoint"
 _PREAMBLE = struct.Struct("<8sIIQQ")  # magic, version, flags, J, D
-_HEADER_SIZE = 40                      # preamble (32) + CRC-32 (4) + reserved (4)
+_HEADER_SIZE = 40  # preamble (32) + CRC-32 (4) + reserved (4)
 _ALIGN = 64
 _DIGEST_SIZE = 32
-_CHUNK = 16 << 20                      # bytes per write / read / hash piece
+_CHUNK = 16 << 20  # bytes per write / read / hash piece
 _TEMP_SUFFIX = ".gfckpt-tmp"
 _MAX_NDIM = 64
 _PLAIN_INT = 1 << 63
 
 # dtype strings (little-endian, as written in the file) -> NumPy dtype
-_DTYPES = {np.dtype(c).newbyteorder("<").str: np.dtype(c).newbyteorder("<")
-           for c in ("?", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8", "c8", "c16")}
+_DTYPES = {
+    np.dtype(c).newbyteorder("<").str: np.dtype(c).newbyteorder("<")
+    for c in ("?", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8", "c8", "c16")
+}
 
 
 class CheckpointError(ValueError):
@@ -152,8 +155,10 @@ def _encode(obj, where: str, arrays: list, active: set):
         if isinstance(obj, np.ma.MaskedArray):
             raise TypeError(f"{where}: masked arrays are not supported (save .data and .mask separately)")
         if _file_dtype(obj.dtype) is None:
-            raise TypeError(f"{where}: arrays of dtype {obj.dtype} are not supported (bool, int8-64, uint8-64, "
-                            "float16/32/64, complex64/128 are)")
+            raise TypeError(
+                f"{where}: arrays of dtype {obj.dtype} are not supported (bool, int8-64, uint8-64, "
+                "float16/32/64, complex64/128 are)"
+            )
         arrays.append(obj)
         return {"$": "array", "index": len(arrays) - 1}
     if isinstance(obj, np.generic):
@@ -177,14 +182,18 @@ def _encode(obj, where: str, arrays: list, active: set):
                 elif type(key) is int:
                     encoded_key = _encode_int(key)
                 else:
-                    raise TypeError(f"{where}: dict key {key!r} of type {type(key).__name__} is not supported "
-                                    "(keys must be str or int)")
+                    raise TypeError(
+                        f"{where}: dict key {key!r} of type {type(key).__name__} is not supported "
+                        "(keys must be str or int)"
+                    )
                 items.append([encoded_key, _encode(value, _key_path(where, key), arrays, active)])
             return {"$": "dict", "items": items}
         finally:
             active.discard(id(obj))
-    raise TypeError(f"{where}: object of type {kind.__qualname__} is not supported (checkpoints hold dicts, "
-                    "lists, tuples, None, bool, int, float, str, NumPy arrays and NumPy scalars)")
+    raise TypeError(
+        f"{where}: object of type {kind.__qualname__} is not supported (checkpoints hold dicts, "
+        "lists, tuples, None, bool, int, float, str, NumPy arrays and NumPy scalars)"
+    )
 
 
 def _array_pieces(arr: np.ndarray, file_dtype: np.dtype):
@@ -196,7 +205,7 @@ def _array_pieces(arr: np.ndarray, file_dtype: np.dtype):
     if arr.dtype.str == file_dtype.str and arr.flags.c_contiguous:
         flat = arr.reshape(-1).view(np.uint8)
         for start in range(0, flat.size, _CHUNK):
-            yield flat[start:start + _CHUNK]
+            yield flat[start : start + _CHUNK]
         return
     if arr.ndim == 0:
         yield np.array(arr, dtype=file_dtype).reshape(-1).view(np.uint8)
@@ -205,8 +214,8 @@ def _array_pieces(arr: np.ndarray, file_dtype: np.dtype):
     rows = max(1, _CHUNK // max(1, row * arr.itemsize))
     buffer = np.empty(min(rows, arr.shape[0]) * row, file_dtype)
     for start in range(0, arr.shape[0], rows):
-        block = arr[start:start + rows]
-        out = buffer[:block.size].reshape(block.shape)
+        block = arr[start : start + rows]
+        out = buffer[: block.size].reshape(block.shape)
         np.copyto(out, block)
         yield out.reshape(-1).view(np.uint8)
 
@@ -222,8 +231,12 @@ def _encode_file(state) -> tuple[bytes, list]:
         table.append({"dtype": file_dtype.str, "shape": list(arr.shape), "offset": offset, "nbytes": arr.nbytes})
         layout.append((arr, file_dtype, offset))
         offset += arr.nbytes
-    doc = json.dumps({"format": _FORMAT_NAME, "version": FORMAT_VERSION, "arrays": table, "root": root},
-                     ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+    doc = json.dumps(
+        {"format": _FORMAT_NAME, "version": FORMAT_VERSION, "arrays": table, "root": root},
+        ensure_ascii=True,
+        allow_nan=False,
+        separators=(",", ":"),
+    ).encode("ascii")
     preamble = _PREAMBLE.pack(MAGIC, FORMAT_VERSION, 0, len(doc), offset)
     header = preamble + struct.pack("<II", zlib.crc32(doc, zlib.crc32(preamble)), 0)
     head = header + doc
@@ -317,7 +330,7 @@ def clean_temp_files(path) -> list[str]:
     folder, name = os.path.split(path)
     removed = []
     for temp in glob.glob(os.path.join(glob.escape(folder), glob.escape(_temp_prefix(name)) + "*" + _TEMP_SUFFIX)):
-        rest = os.path.basename(temp)[len(_temp_prefix(name)):-len(_TEMP_SUFFIX)]
+        rest = os.path.basename(temp)[len(_temp_prefix(name)) : -len(_TEMP_SUFFIX)]
         if "." in rest:  # mkstemp's random part has no dot: this belongs to a longer name
             continue
         with contextlib.suppress(FileNotFoundError):
@@ -347,10 +360,10 @@ class _Reader:
         view = memoryview(buf)
         done = 0
         while done < buf.size:
-            got = self.f.readinto(view[done:done + _CHUNK])
+            got = self.f.readinto(view[done : done + _CHUNK])
             if not got:
                 self.fail(f"truncated (file ended inside {what})")
-            digest.update(view[done:done + got])
+            digest.update(view[done : done + got])
             done += got
 
     def load(self):
@@ -361,16 +374,15 @@ class _Reader:
             if header and MAGIC.startswith(header):
                 self.fail(f"truncated ({size} bytes, shorter than the header)")
             self.fail("not a gradfuse checkpoint (the file is too short to hold the magic number)")
-        if header[:len(MAGIC)] != MAGIC:
-            self.fail(f"not a gradfuse checkpoint (magic number {header[:len(MAGIC)]!r}, expected {MAGIC!r})")
+        if header[: len(MAGIC)] != MAGIC:
+            self.fail(f"not a gradfuse checkpoint (magic number {header[: len(MAGIC)]!r}, expected {MAGIC!r})")
         if len(header) < _HEADER_SIZE:
             self.fail(f"truncated ({size} bytes, shorter than the {_HEADER_SIZE}-byte header)")
-        _, version, flags, json_len, data_len = _PREAMBLE.unpack(header[:_PREAMBLE.size])
-        crc, reserved = struct.unpack("<II", header[_PREAMBLE.size:])
+        _, version, flags, json_len, data_len = _PREAMBLE.unpack(header[: _PREAMBLE.size])
+        crc, reserved = struct.unpack("<II", header[_PREAMBLE.size :])
         if version != FORMAT_VERSION:
             newer = " (written by a newer gradfuse?)" if version > FORMAT_VERSION else ""
-            self.fail(f"format version {version} is not supported{newer}; this gradfuse reads version "
-                      f"{FORMAT_VERSION}")
+            self.fail(f"format version {version} is not supported{newer}; this gradfuse reads version {FORMAT_VERSION}")
         if flags or reserved:
             self.fail(f"corrupt header (reserved fields are {flags:#x}, {reserved:#x}; expected 0)")
         data_start = _align(_HEADER_SIZE + json_len)
@@ -380,7 +392,7 @@ class _Reader:
         if size > expected:
             self.fail(f"corrupt: {size} bytes, the header announces {expected} ({size - expected} trailing bytes)")
         doc_bytes = self.read_exact(json_len, "the JSON document")
-        if zlib.crc32(doc_bytes, zlib.crc32(header[:_PREAMBLE.size])) != crc:
+        if zlib.crc32(doc_bytes, zlib.crc32(header[: _PREAMBLE.size])) != crc:
             self.fail("corrupt: the header/JSON checksum (CRC-32) does not match")
         try:
             doc = json.loads(doc_bytes.decode("ascii"), parse_constant=_reject_constant)
@@ -436,10 +448,15 @@ class _Reader:
                 self.fail(f"corrupt: array {i}'s entry is malformed")
             dtype_str, shape, offset, nbytes = entry["dtype"], entry["shape"], entry["offset"], entry["nbytes"]
             if type(dtype_str) is not str or dtype_str not in _DTYPES:
-                self.fail(f"array {i} has dtype {dtype_str!r}, which checkpoints never hold (allowed: "
-                          f"{', '.join(sorted(_DTYPES))})")
-            if type(shape) is not list or len(shape) > _MAX_NDIM or \
-                    any(type(d) is not int or not 0 <= d < _PLAIN_INT for d in shape):
+                self.fail(
+                    f"array {i} has dtype {dtype_str!r}, which checkpoints never hold (allowed: "
+                    f"{', '.join(sorted(_DTYPES))})"
+                )
+            if (
+                type(shape) is not list
+                or len(shape) > _MAX_NDIM
+                or any(type(d) is not int or not 0 <= d < _PLAIN_INT for d in shape)
+            ):
                 self.fail(f"corrupt: array {i} has shape {shape!r}")
             if type(offset) is not int or type(nbytes) is not int:
                 self.fail(f"corrupt: array {i} has offset {offset!r} and size {nbytes!r}")
@@ -447,8 +464,10 @@ class _Reader:
             if nbytes != math.prod(shape) * file_dtype.itemsize:
                 self.fail(f"corrupt: array {i} of shape {tuple(shape)} and dtype {dtype_str} claims {nbytes} bytes")
             if offset % _ALIGN or offset < end or offset + nbytes > data_len:
-                self.fail(f"corrupt: array {i} lies at bytes [{offset}, {offset + nbytes}) of a {data_len}-byte data "
-                          f"section (the previous array ends at {end})")
+                self.fail(
+                    f"corrupt: array {i} lies at bytes [{offset}, {offset + nbytes}) of a {data_len}-byte data "
+                    f"section (the previous array ends at {end})"
+                )
             end = offset + nbytes
             table.append((file_dtype, shape, offset, nbytes))
         if end != data_len:
@@ -512,8 +531,12 @@ class _Reader:
 
     def decode_int(self, node: dict, where: str) -> int:
         text = node.get("hex")
-        if set(node) != {"$", "hex"} or node["$"] != "int" or type(text) is not str or \
-                not re.fullmatch(r"-?0x[0-9a-f]+", text):
+        if (
+            set(node) != {"$", "hex"}
+            or node["$"] != "int"
+            or type(text) is not str
+            or not re.fullmatch(r"-?0x[0-9a-f]+", text)
+        ):
             self.fail(f"corrupt: {where} holds a malformed integer")
         return int(text, 16)
 

@@ -18,6 +18,7 @@ samples, then subtract the mean ("center"), divide by the standard deviation ("s
 ("zscore": x' = (x - mu) / sigma); whatever is fitted on the training set is applied unchanged to
 validation, test and prediction inputs.
 """
+
 from __future__ import annotations
 
 import math
@@ -89,11 +90,11 @@ class Standardizer:
         return axes
 
     def _clear(self) -> None:
-        self.ndim_ = None    # number of dimensions of the fitted data
-        self.axes_ = None    # the feature axes, non-negative, ascending
-        self.mean_ = None    # float64, shape: the feature shape
-        self.std_ = None     # float64, the measured population std
-        self.scale_ = None   # float64, std with 0 for constant features replaced by 1
+        self.ndim_ = None  # number of dimensions of the fitted data
+        self.axes_ = None  # the feature axes, non-negative, ascending
+        self.mean_ = None  # float64, shape: the feature shape
+        self.std_ = None  # float64, the measured population std
+        self.scale_ = None  # float64, std with 0 for constant features replaced by 1
         self.n_samples_ = None
 
     @property
@@ -131,7 +132,7 @@ class Standardizer:
 
         def pieces():
             for start in range(0, x.shape[0], step):
-                piece = x[start:start + step]
+                piece = x[start : start + step]
                 if axes:
                     piece = np.moveaxis(piece, axes, range(x.ndim - len(axes), x.ndim))
                 yield piece.reshape(-1, features).astype(np.float64)
@@ -170,16 +171,20 @@ class Standardizer:
         x = np.asarray(x)
         dtype = _out_dtype(x.dtype, where)
         if x.ndim != self.ndim_:
-            raise ValueError(f"{where}: x has shape {x.shape}; the Standardizer was fitted on data with "
-                             f"{self.ndim_} dimension(s) (features along axis {self.axes_})")
+            raise ValueError(
+                f"{where}: x has shape {x.shape}; the Standardizer was fitted on data with "
+                f"{self.ndim_} dimension(s) (features along axis {self.axes_})"
+            )
         feature_shape = tuple(x.shape[a] for a in self.axes_)
         if feature_shape != self.mean_.shape:
             count = "features" if len(self.axes_) == 1 else "feature shape"
             got = feature_shape[0] if len(feature_shape) == 1 else feature_shape
             want = self.mean_.shape[0] if self.mean_.ndim == 1 else self.mean_.shape
-            raise ValueError(f"{where}: x of shape {x.shape} has {got} {count} along axis "
-                             f"{self.axes_[0] if len(self.axes_) == 1 else self.axes_}; the Standardizer was "
-                             f"fitted on {want}")
+            raise ValueError(
+                f"{where}: x of shape {x.shape} has {got} {count} along axis "
+                f"{self.axes_[0] if len(self.axes_) == 1 else self.axes_}; the Standardizer was "
+                f"fitted on {want}"
+            )
         shape = [x.shape[d] if d in self.axes_ else 1 for d in range(x.ndim)]
         mean = self.mean_.astype(dtype).reshape(shape)
         scale = self.scale_.astype(dtype).reshape(shape)
@@ -229,8 +234,10 @@ class Standardizer:
         keys = set(state)
         fitted_keys = {"mode", "axis", "ndim", "n_samples", "mean", "std", "scale"}
         if keys not in ({"mode", "axis"}, fitted_keys):
-            raise ValueError(f"{where}: unexpected keys {sorted(map(str, keys))}; expected {sorted(fitted_keys)} "
-                             "(or only mode and axis for an unfitted Standardizer)")
+            raise ValueError(
+                f"{where}: unexpected keys {sorted(map(str, keys))}; expected {sorted(fitted_keys)} "
+                "(or only mode and axis for an unfitted Standardizer)"
+            )
         mode = state["mode"]
         if mode not in _MODES:
             raise ValueError(f"{where}: unknown mode {mode!r}")
@@ -255,13 +262,14 @@ class Standardizer:
         for key in ("mean", "std", "scale"):
             value = np.asarray(state[key])
             if value.dtype.kind != "f" or value.ndim != len(axis):
-                raise ValueError(f"{where}: {key} must be a float array with {len(axis)} dimension(s), got "
-                                 f"dtype {value.dtype} and shape {value.shape}")
+                raise ValueError(
+                    f"{where}: {key} must be a float array with {len(axis)} dimension(s), got "
+                    f"dtype {value.dtype} and shape {value.shape}"
+                )
             stats[key] = value.astype(np.float64)  # a copy
         if not stats["mean"].shape == stats["std"].shape == stats["scale"].shape:
             raise ValueError(f"{where}: mean, std and scale have different shapes")
-        if not (np.isfinite(stats["mean"]).all() and np.isfinite(stats["scale"]).all() and
-                (stats["scale"] > 0).all()):
+        if not (np.isfinite(stats["mean"]).all() and np.isfinite(stats["scale"]).all() and (stats["scale"] > 0).all()):
             raise ValueError(f"{where}: the statistics hold NaN/Inf or a non-positive scale")
         self.mode, self.axis = mode, axis
         self.ndim_, self.axes_, self.n_samples_ = ndim, axis, ints["n_samples"]
@@ -311,8 +319,15 @@ class MiniBatches:
     one raises RuntimeError.
     """
 
-    def __init__(self, x, y=None, batch_size: int | None = 32, shuffle: bool = True, seed: int | None = 0,
-                 drop_last: bool = False):
+    def __init__(
+        self,
+        x,
+        y=None,
+        batch_size: int | None = 32,
+        shuffle: bool = True,
+        seed: int | None = 0,
+        drop_last: bool = False,
+    ):
         x = _samples(x, "MiniBatches: x")
         if y is not None:
             y = _samples(y, "MiniBatches: y")
@@ -377,8 +392,9 @@ class MiniBatches:
 
     def _run(self, generation: int):
         if generation != self._generation:
-            raise RuntimeError("MiniBatches: this iterator was superseded by a newer iteration, set_epoch() or "
-                               "load_state_dict()")
+            raise RuntimeError(
+                "MiniBatches: this iterator was superseded by a newer iteration, set_epoch() or load_state_dict()"
+            )
         epoch, first, count = self._epoch, self._batch, len(self)
         x, y, size, n = self.x, self.y, self.batch_size, len(self.x)
         order = self.order(epoch) if self.shuffle else None
@@ -387,8 +403,9 @@ class MiniBatches:
             return
         for b in range(first, count):
             if generation != self._generation:
-                raise RuntimeError("MiniBatches: this iterator was superseded by a newer iteration, set_epoch() "
-                                   "or load_state_dict()")
+                raise RuntimeError(
+                    "MiniBatches: this iterator was superseded by a newer iteration, set_epoch() or load_state_dict()"
+                )
             lo, hi = b * size, min((b + 1) * size, n)
             if order is None:
                 xb = x[lo:hi]
@@ -407,8 +424,15 @@ class MiniBatches:
     def state_dict(self) -> dict:
         """{"epoch", "batch", "seed", "num_samples", "batch_size", "shuffle", "drop_last"}: plain ints
         and bools (gf.save keeps ints of any size)."""
-        return {"epoch": self._epoch, "batch": self._batch, "seed": self.seed, "num_samples": len(self.x),
-                "batch_size": self.batch_size, "shuffle": self.shuffle, "drop_last": self.drop_last}
+        return {
+            "epoch": self._epoch,
+            "batch": self._batch,
+            "seed": self.seed,
+            "num_samples": len(self.x),
+            "batch_size": self.batch_size,
+            "shuffle": self.shuffle,
+            "drop_last": self.drop_last,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from a state_dict: the seed and the position (epoch, batch) are taken from it;
@@ -426,14 +450,17 @@ class MiniBatches:
         batch = _as_index(state["batch"], f"{where}: batch")
         seed = _as_index(state["seed"], f"{where}: seed")
         if epoch < 0 or seed < 0 or not 0 <= batch < max(len(self), 1):
-            raise ValueError(f"{where}: invalid position epoch={epoch}, batch={batch} ({len(self)} batches per "
-                             f"epoch) or seed={seed}")
+            raise ValueError(
+                f"{where}: invalid position epoch={epoch}, batch={batch} ({len(self)} batches per epoch) or seed={seed}"
+            )
         self.seed, self._epoch, self._batch = seed, epoch, batch
         self._generation += 1
 
     def __repr__(self) -> str:
-        return (f"MiniBatches({len(self.x)} samples, batch_size={self.batch_size}, shuffle={self.shuffle}, "
-                f"drop_last={self.drop_last}, seed={self.seed}, epoch={self._epoch}, batch={self._batch})")
+        return (
+            f"MiniBatches({len(self.x)} samples, batch_size={self.batch_size}, shuffle={self.shuffle}, "
+            f"drop_last={self.drop_last}, seed={self.seed}, epoch={self._epoch}, batch={self._batch})"
+        )
 
 
 def train_val_split(x, y=None, fraction: float = 0.2, shuffle: bool = False, seed: int = 0):
@@ -459,8 +486,10 @@ def train_val_split(x, y=None, fraction: float = 0.2, shuffle: bool = False, see
     n = len(x)
     split_at = int(math.floor(n * (1.0 - float(fraction))))
     if split_at == 0 or split_at == n:
-        raise ValueError(f"train_val_split: {n} samples are too few to split off a validation fraction of "
-                         f"{fraction} (the training or the validation part would be empty)")
+        raise ValueError(
+            f"train_val_split: {n} samples are too few to split off a validation fraction of "
+            f"{fraction} (the training or the validation part would be empty)"
+        )
     if shuffle:
         order = np.random.default_rng(_as_index(seed, "train_val_split: seed")).permutation(n)
         train, val = order[:split_at], order[split_at:]
@@ -481,6 +510,7 @@ def load_digits_split(seed: int):
     x, y = load_digits(return_X_y=True)
     x = x.astype(np.float32)
     x_rest, x_test, y_rest, y_test = train_test_split(x, y, test_size=0.2, stratify=y, random_state=seed)
-    x_train, x_val, y_train, y_val = train_test_split(x_rest, y_rest, test_size=0.125, stratify=y_rest,
-                                                      random_state=seed)
+    x_train, x_val, y_train, y_val = train_test_split(
+        x_rest, y_rest, test_size=0.125, stratify=y_rest, random_state=seed
+    )
     return x_train, y_train, x_val, y_val, x_test, y_test

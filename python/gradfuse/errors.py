@@ -13,6 +13,7 @@ TypeError / ValueError for code that catches those, and they carry what went wro
 so that a caller can say it in its own terms without parsing the message: an optimizer names the
 hyperparameter with torch's wording, gradient clipping names the parameter whose .grad it was.
 """
+
 from __future__ import annotations
 
 
@@ -27,8 +28,16 @@ class KernelError(Exception):
     """A refused kernel call. `template` is the message after "kernel: ", with {arg} and {other}
     standing for the labels of the two arguments."""
 
-    def __init__(self, kernel: str, template: str, argument: str | None = None, index: int | None = None,
-                 other: str | None = None, other_index: int | None = None, value=None):
+    def __init__(
+        self,
+        kernel: str,
+        template: str,
+        argument: str | None = None,
+        index: int | None = None,
+        other: str | None = None,
+        other_index: int | None = None,
+        value=None,
+    ):
         self.kernel, self.template = kernel, template
         self.argument, self.index = argument, index
         self.other, self.other_index = other, other_index
@@ -43,14 +52,24 @@ class KernelError(Exception):
 
     def relabel(self, kernel: str | None = None, name=label) -> KernelError:
         """The same error said by `kernel` (a caller's name), each argument named by name(argument, index)."""
-        err = type(self)(self.kernel, self.template, self.argument, self.index, self.other, self.other_index,
-                         self.value)
+        err = type(self)(
+            self.kernel, self.template, self.argument, self.index, self.other, self.other_index, self.value
+        )
         err.args = (self.render(kernel, name),)
         return err
 
     def __reduce__(self):  # picklable (multiprocessing, pytest-xdist) despite the custom __init__
-        return _rebuild, (type(self), self.kernel, self.template, self.argument, self.index, self.other,
-                          self.other_index, self.value, self.args)
+        return _rebuild, (
+            type(self),
+            self.kernel,
+            self.template,
+            self.argument,
+            self.index,
+            self.other,
+            self.other_index,
+            self.value,
+            self.args,
+        )
 
 
 def _rebuild(cls, kernel, template, argument, index, other, other_index, value, args):

@@ -24,6 +24,7 @@ for an output of shape (N, 1) by the classes with same-shape targets, as Keras a
 The losses over logits and the squared errors are fused kernels (gf.ops); the probability losses
 (Keras's and torch's BCELoss) are NumPy over the model's small output, summed in float64.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -31,9 +32,26 @@ import numpy as np
 from . import ops
 from .nn.module import check_input
 
-__all__ = ["cross_entropy", "mse", "sum_of_squares", "hinge", "bce_with_logits", "binary_cross_entropy", "Loss",
-           "CrossEntropyLoss", "MSELoss", "SumOfSquaresLoss", "HingeLoss", "BCEWithLogitsLoss", "BCELoss",
-           "BinaryCrossentropy", "CategoricalCrossentropy", "SparseCategoricalCrossentropy", "get_loss", "EPSILON"]
+__all__ = [
+    "cross_entropy",
+    "mse",
+    "sum_of_squares",
+    "hinge",
+    "bce_with_logits",
+    "binary_cross_entropy",
+    "Loss",
+    "CrossEntropyLoss",
+    "MSELoss",
+    "SumOfSquaresLoss",
+    "HingeLoss",
+    "BCEWithLogitsLoss",
+    "BCELoss",
+    "BinaryCrossentropy",
+    "CategoricalCrossentropy",
+    "SparseCategoricalCrossentropy",
+    "get_loss",
+    "EPSILON",
+]
 
 # Keras's backend.epsilon(): its probability losses clip probabilities to [EPSILON, 1 - EPSILON]
 EPSILON = 1e-7
@@ -61,8 +79,9 @@ def cross_entropy(logits, labels, *, reduction="mean", ignore_index=-100, label_
     """Softmax cross-entropy from logits (N, K) and integer labels (N,): (loss, dlogits)."""
     labels = _labels("cross_entropy", labels)
     grad = np.empty_like(check_input("cross_entropy", "logits", logits))
-    loss = ops.softmax_cross_entropy(logits, labels, grad, reduction=reduction, ignore_index=ignore_index,
-                                     label_smoothing=label_smoothing)
+    loss = ops.softmax_cross_entropy(
+        logits, labels, grad, reduction=reduction, ignore_index=ignore_index, label_smoothing=label_smoothing
+    )
     return loss, grad
 
 
@@ -103,9 +122,11 @@ def _probabilities(fn: str, probs) -> np.ndarray:
     bad = (probs < 0) | (probs > 1)
     if bad.any():
         i = _first(bad)
-        raise ValueError(f"{fn}: pred must be probabilities in [0, 1] (a Sigmoid's or Softmax's output), but "
-                         f"pred[{i}] = {probs.flat[np.argmax(bad)]:g}: for logits use from_logits=True or a "
-                         f"*_with_logits loss")
+        raise ValueError(
+            f"{fn}: pred must be probabilities in [0, 1] (a Sigmoid's or Softmax's output), but "
+            f"pred[{i}] = {probs.flat[np.argmax(bad)]:g}: for logits use from_logits=True or a "
+            f"*_with_logits loss"
+        )
     return probs
 
 
@@ -122,8 +143,10 @@ def _unit_targets(fn: str, targets, like: np.ndarray) -> np.ndarray:
         raise ValueError(f"{fn}: target has shape {t.shape} but pred has shape {like.shape}")
     bad = (t < 0) | (t > 1)
     if bad.any():
-        raise ValueError(f"{fn}: target must be in [0, 1] (0/1 labels or probabilities), but "
-                         f"target[{_first(bad)}] = {t.flat[np.argmax(bad)]:g}")
+        raise ValueError(
+            f"{fn}: target must be in [0, 1] (0/1 labels or probabilities), but "
+            f"target[{_first(bad)}] = {t.flat[np.argmax(bad)]:g}"
+        )
     return t
 
 
@@ -195,8 +218,9 @@ def _keras_categorical_logits(logits, onehot, fn):
     log_p = np.empty_like(z)
     ops.log_softmax_forward(z, log_p)
     value = -(onehot * log_p).sum(dtype=np.float64)
-    grad = ((np.exp(log_p.astype(np.float64)) * onehot.sum(axis=-1, keepdims=True) - onehot)
-            / max(len(z), 1)).astype(z.dtype)
+    grad = ((np.exp(log_p.astype(np.float64)) * onehot.sum(axis=-1, keepdims=True) - onehot) / max(len(z), 1)).astype(
+        z.dtype
+    )
     return _mean(value, len(z)), grad
 
 
@@ -205,9 +229,11 @@ def _distribution_targets(fn: str, targets, pred) -> np.ndarray:
     with the loss that takes them."""
     t = np.asarray(targets)
     if t.dtype.kind in "iu" and t.ndim == 1:
-        raise ValueError(f"{fn}: target holds integer class labels of shape {t.shape}, but this loss takes "
-                         f"one-hot targets of pred's shape {np.shape(pred)}: use SparseCategoricalCrossentropy "
-                         f"('sparse_categorical_crossentropy') for labels, or one-hot encode them")
+        raise ValueError(
+            f"{fn}: target holds integer class labels of shape {t.shape}, but this loss takes "
+            f"one-hot targets of pred's shape {np.shape(pred)}: use SparseCategoricalCrossentropy "
+            f"('sparse_categorical_crossentropy') for labels, or one-hot encode them"
+        )
     return _unit_targets(fn, t, check_input(fn, "pred", pred))
 
 
@@ -274,8 +300,13 @@ class CrossEntropyLoss(Loss):
         self.reduction, self.ignore_index, self.label_smoothing = reduction, ignore_index, label_smoothing
 
     def __call__(self, logits, labels):
-        return cross_entropy(logits, labels, reduction=self.reduction, ignore_index=self.ignore_index,
-                             label_smoothing=self.label_smoothing)
+        return cross_entropy(
+            logits,
+            labels,
+            reduction=self.reduction,
+            ignore_index=self.ignore_index,
+            label_smoothing=self.label_smoothing,
+        )
 
 
 class HingeLoss(Loss):
@@ -353,8 +384,10 @@ class BinaryCrossentropy(Loss):
     def __init__(self, from_logits=False):
         self.from_logits = bool(from_logits)
         self.takes = "logits" if self.from_logits else "probabilities"
-        self.counterpart = (f"BinaryCrossentropy(from_logits={not self.from_logits}) "
-                            f"('{'binary_crossentropy' if self.from_logits else 'bce_with_logits'}')")
+        self.counterpart = (
+            f"BinaryCrossentropy(from_logits={not self.from_logits}) "
+            f"('{'binary_crossentropy' if self.from_logits else 'bce_with_logits'}')"
+        )
 
     def __call__(self, pred, target):
         if self.from_logits:
@@ -411,8 +444,11 @@ class SparseCategoricalCrossentropy(Loss):
     def __init__(self, from_logits=False):
         self.from_logits = bool(from_logits)
         self.takes = "logits" if self.from_logits else "probabilities"
-        self.counterpart = ("'sparse_categorical_crossentropy'" if self.from_logits else
-                            "'cross_entropy' (or SparseCategoricalCrossentropy(from_logits=True))")
+        self.counterpart = (
+            "'sparse_categorical_crossentropy'"
+            if self.from_logits
+            else "'cross_entropy' (or SparseCategoricalCrossentropy(from_logits=True))"
+        )
 
     def __call__(self, pred, labels):
         if self.from_logits:
@@ -439,7 +475,7 @@ class MSELoss(Loss):
 
 
 class SumOfSquaresLoss(Loss):
-    """"sum_of_squares": the seeds' L2 loss, the SUM over every element of (pred - target)^2.
+    """ "sum_of_squares": the seeds' L2 loss, the SUM over every element of (pred - target)^2.
 
     pred: any float shape. target: pred's shape, any number dtype; (N,) for a (N, 1) pred."""
 
@@ -451,13 +487,22 @@ class SumOfSquaresLoss(Loss):
 
 # Keras's names have Keras's meaning (probabilities in); torch's names torch's (BCELoss: probabilities,
 # the *_with_logits and cross_entropy: logits).
-_NAMES = {"cross_entropy": CrossEntropyLoss, "softmax_cross_entropy": CrossEntropyLoss,
-          "bce_with_logits": BCEWithLogitsLoss, "binary_cross_entropy_with_logits": BCEWithLogitsLoss,
-          "bce": BCELoss, "binary_cross_entropy": BCELoss,
-          "binary_crossentropy": BinaryCrossentropy, "categorical_crossentropy": CategoricalCrossentropy,
-          "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
-          "mse": MSELoss, "mean_squared_error": MSELoss, "sum_of_squares": SumOfSquaresLoss,
-          "hinge": HingeLoss, "multi_margin": HingeLoss}
+_NAMES = {
+    "cross_entropy": CrossEntropyLoss,
+    "softmax_cross_entropy": CrossEntropyLoss,
+    "bce_with_logits": BCEWithLogitsLoss,
+    "binary_cross_entropy_with_logits": BCEWithLogitsLoss,
+    "bce": BCELoss,
+    "binary_cross_entropy": BCELoss,
+    "binary_crossentropy": BinaryCrossentropy,
+    "categorical_crossentropy": CategoricalCrossentropy,
+    "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
+    "mse": MSELoss,
+    "mean_squared_error": MSELoss,
+    "sum_of_squares": SumOfSquaresLoss,
+    "hinge": HingeLoss,
+    "multi_margin": HingeLoss,
+}
 
 
 def get_loss(loss) -> Loss:

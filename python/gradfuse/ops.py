@@ -39,6 +39,7 @@ Valid but unusual inputs:
 - Norms accumulate in double: float32 gradients never overflow; float64 ones whose |g|^p
   overflows double give an infinite norm (as torch).
 """
+
 from __future__ import annotations
 
 from . import _checks
@@ -52,8 +53,15 @@ from .table import KERNELS, NO_DEFAULT, Kernel, Scalar
 __all__: list[str] = []
 
 # The twin module of each family: the function of the kernel's name holds the math.
-_TWINS = {"optim": optim_twins, "clip": clip, "batchnorm": batchnorm, "dropout": dropout,
-          "activation": activation, "dense": dense, "loss": loss}
+_TWINS = {
+    "optim": optim_twins,
+    "clip": clip,
+    "batchnorm": batchnorm,
+    "dropout": dropout,
+    "activation": activation,
+    "dense": dense,
+    "loss": loss,
+}
 
 
 # ---- the calls ------------------------------------------------------------------------------------------
@@ -155,8 +163,13 @@ def _build(row: Kernel):
         cpp = _define(row, "_optim_cpp(_row, values)", _optim_cpp=_optim_cpp) if _core is not None else None
     else:
         native = getattr(_core, row.name) if _core is not None else None
-        kernel = _define(row, f"({_native_call(row)} if _native is not None and _backend() == 'cpp' "
-                              "else _twin(_row, values))", _native=native, _backend=get_backend, _twin=_twin)
+        kernel = _define(
+            row,
+            f"({_native_call(row)} if _native is not None and _backend() == 'cpp' else _twin(_row, values))",
+            _native=native,
+            _backend=get_backend,
+            _twin=_twin,
+        )
         cpp = native
     kernel.cpp = cpp
     kernel.numpy = _define(row, "_twin(_row, values)", _twin=_twin)

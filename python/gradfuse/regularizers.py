@@ -6,6 +6,7 @@ or batch-norm parameters, by default) and a gradient are penalized.
     reg = gf.regularizers.L2(1e-4)
     value = reg(model.parameters())   # adds to each p.grad; returns the penalty to add to the loss
 """
+
 from __future__ import annotations
 
 from . import ops

@@ -13,6 +13,7 @@ Everything random is seeded (the batch order from (seed, epoch), dropout masks f
 seed and call counter), so a run resumed from a checkpoint (model, optimizer, schedule, callbacks,
 epoch: see ModelCheckpoint and resume_state) continues bitwise like an uninterrupted one.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,19 @@ from .losses import get_loss
 from .nn.layers import Sequential
 from .optim import clip_grad_norm_, clip_grad_value_, grad_norm, lr_scheduler
 
-__all__ = ["fit", "evaluate", "History", "Callback", "EarlyStopping", "ReduceLROnPlateau", "ModelCheckpoint",
-           "TerminateOnNaN", "LearningRateScheduler", "BatchLogger", "resume_state"]
+__all__ = [
+    "fit",
+    "evaluate",
+    "History",
+    "Callback",
+    "EarlyStopping",
+    "ReduceLROnPlateau",
+    "ModelCheckpoint",
+    "TerminateOnNaN",
+    "LearningRateScheduler",
+    "BatchLogger",
+    "resume_state",
+]
 
 
 # ---- History ----------------------------------------------------------------------------------------------
@@ -137,8 +149,16 @@ class EarlyStopping(Callback):
     from 1, as Keras's. verbose: None (the default) prints them when fit prints (its verbose > 0),
     0 never, 1 always; Keras's default is 0."""
 
-    def __init__(self, monitor="val_loss", min_delta=0.0, patience=0, mode="auto", restore_best_weights=False,
-                 start_from_epoch=0, verbose=None):
+    def __init__(
+        self,
+        monitor="val_loss",
+        min_delta=0.0,
+        patience=0,
+        mode="auto",
+        restore_best_weights=False,
+        start_from_epoch=0,
+        verbose=None,
+    ):
         self.tracker = _Monitor(monitor, mode, min_delta)
         self.patience, self.restore_best_weights = int(patience), bool(restore_best_weights)
         self.start_from_epoch = int(start_from_epoch)
@@ -162,15 +182,21 @@ class EarlyStopping(Callback):
 
     def on_train_end(self, logs=None):
         if self.stopped_epoch is not None:
-            self._say(f"Epoch {self.stopped_epoch + 1}: early stopping ({self.tracker.monitor} did not improve "
-                      f"for {self.wait} epoch{'s' if self.wait != 1 else ''})", self.verbose)
+            self._say(
+                f"Epoch {self.stopped_epoch + 1}: early stopping ({self.tracker.monitor} did not improve "
+                f"for {self.wait} epoch{'s' if self.wait != 1 else ''})",
+                self.verbose,
+            )
         if self.restore_best_weights and self.best_weights is not None and self.best_epoch is not None:
             self._say(f"Restoring model weights from the end of the best epoch: {self.best_epoch + 1}.", self.verbose)
             self.trainer.model.load_state_dict(self.best_weights)
 
     def state_dict(self):
-        return {"best": self.tracker.best, "wait": self.wait, "best_epoch": -1 if self.best_epoch is None else
-                self.best_epoch}
+        return {
+            "best": self.tracker.best,
+            "wait": self.wait,
+            "best_epoch": -1 if self.best_epoch is None else self.best_epoch,
+        }
 
     def load_state_dict(self, state):
         self.tracker.best, self.wait = float(state["best"]), int(state["wait"])
@@ -190,16 +216,24 @@ class ReduceLROnPlateau(Callback):
     as it is, not raised to min_lr. The state dict keeps Keras' counters (best, wait,
     cooldown_left), so checkpoints written before this delegation still resume."""
 
-    def __init__(self, monitor="val_loss", factor=0.1, patience=10, mode="auto", min_delta=1e-4, cooldown=0,
-                 min_lr=0.0):
+    def __init__(
+        self, monitor="val_loss", factor=0.1, patience=10, mode="auto", min_delta=1e-4, cooldown=0, min_lr=0.0
+    ):
         if not 0 < factor < 1:
             raise ValueError(f"factor must be in (0, 1), got {factor}")
         self.monitor = monitor
         self.factor, self.patience, self.cooldown, self.min_lr = float(factor), int(patience), int(cooldown), min_lr
         mode = _monitor_mode(monitor, mode)
-        self._scheduler_args = dict(mode=mode, factor=self.factor, patience=max(self.patience - 1, 0),
-                                    threshold=abs(float(min_delta)), threshold_mode="abs",
-                                    cooldown=max(self.cooldown - 1, 0), min_lr=min_lr, eps=0.0)
+        self._scheduler_args = dict(
+            mode=mode,
+            factor=self.factor,
+            patience=max(self.patience - 1, 0),
+            threshold=abs(float(min_delta)),
+            threshold_mode="abs",
+            cooldown=max(self.cooldown - 1, 0),
+            min_lr=min_lr,
+            eps=0.0,
+        )
         self.scheduler = None  # built by set_trainer: the optimizer is fit's
         # the counters until then (fit loads a resumed run's state before it sets the trainer)
         self._state = {"best": math.inf if mode == "min" else -math.inf, "wait": 0, "cooldown_left": 0}
@@ -219,8 +253,11 @@ class ReduceLROnPlateau(Callback):
         if s is None:
             return dict(self._state)
         # Keras' cooldown_left runs one ahead of the scheduler's counter (Keras' 1 and 0 act alike)
-        return {"best": s.best, "wait": s.num_bad_epochs,
-                "cooldown_left": s.cooldown_counter + 1 if s.cooldown_counter else 0}
+        return {
+            "best": s.best,
+            "wait": s.num_bad_epochs,
+            "cooldown_left": s.cooldown_counter + 1 if s.cooldown_counter else 0,
+        }
 
     def load_state_dict(self, state):
         best, wait, cooldown_left = float(state["best"]), int(state["wait"]), int(state["cooldown_left"])
@@ -371,18 +408,22 @@ def _inputs(x, dtype, where: str) -> np.ndarray:
     """x as a C-contiguous array of the model's dtype, as Keras casts at its boundary (the kernels
     never convert: they refuse). Numbers of any dtype and nested lists of them are converted; a list
     of arrays (a multi-input model), strings, objects and ragged lists are refused, naming what x is."""
-    if isinstance(x, dict) or (isinstance(x, (list, tuple)) and len(x) > 0
-                               and all(isinstance(a, np.ndarray) and a.ndim >= 1 for a in x)):
+    if isinstance(x, dict) or (
+        isinstance(x, (list, tuple)) and len(x) > 0 and all(isinstance(a, np.ndarray) and a.ndim >= 1 for a in x)
+    ):
         what = f"a dict of {len(x)} arrays" if isinstance(x, dict) else f"a list of {len(x)} arrays"
-        raise TypeError(f"{where} is {what}, as for a multi-input model; gradfuse's models take one array of "
-                        f"shape (N, features): join the inputs (np.concatenate(x, axis=1)), or train a "
-                        f"multi-input module with your own loop of model.forward / loss / model.backward / "
-                        f"optimizer.step")
+        raise TypeError(
+            f"{where} is {what}, as for a multi-input model; gradfuse's models take one array of "
+            f"shape (N, features): join the inputs (np.concatenate(x, axis=1)), or train a "
+            f"multi-input module with your own loop of model.forward / loss / model.backward / "
+            f"optimizer.step"
+        )
     try:
         arr = np.asarray(x)
     except ValueError:  # NumPy refuses ragged nested lists
-        raise ValueError(f"{where} is a nested list whose rows have different lengths; give an array of shape "
-                         f"(N, features)") from None
+        raise ValueError(
+            f"{where} is a nested list whose rows have different lengths; give an array of shape (N, features)"
+        ) from None
     if arr.dtype.kind not in "biuf":
         what = "strings" if arr.dtype.kind in "US" else f"{arr.dtype} values"
         raise TypeError(f"{where} must hold numbers, got {what} (a {type(x).__name__} of dtype {arr.dtype})")
@@ -414,13 +455,17 @@ def _check_output_layer(model, loss, given, fn: str) -> None:
     act = loss.activation
     if takes == "probabilities" and not probabilities:
         end = "Sigmoid() (or give the last Dense activation='sigmoid')" if act == "sigmoid" else "Softmax()"
-        raise ValueError(f"{fn}: the loss {name} takes probabilities, but the model's last layer {layer!r} gives "
-                         f"unbounded values (logits). End the model with {end}, or use {loss.counterpart}, which "
-                         f"takes logits")
+        raise ValueError(
+            f"{fn}: the loss {name} takes probabilities, but the model's last layer {layer!r} gives "
+            f"unbounded values (logits). End the model with {end}, or use {loss.counterpart}, which "
+            f"takes logits"
+        )
     if takes == "logits" and probabilities:
-        raise ValueError(f"{fn}: the loss {name} takes logits and applies the {act} itself, but the model's last "
-                         f"layer {layer!r} already gives probabilities (the {act} would be applied twice). Remove "
-                         f"the final sigmoid / softmax, or use {loss.counterpart}, which takes probabilities")
+        raise ValueError(
+            f"{fn}: the loss {name} takes logits and applies the {act} itself, but the model's last "
+            f"layer {layer!r} already gives probabilities (the {act} would be applied twice). Remove "
+            f"the final sigmoid / softmax, or use {loss.counterpart}, which takes probabilities"
+        )
 
 
 def _check_optimizer(model, optimizer) -> None:
@@ -434,9 +479,11 @@ def _check_optimizer(model, optimizer) -> None:
     missing = [name for name, p in trainable if id(p) not in stepped]
     if missing:
         shown = ", ".join(missing[:6]) + (", ..." if len(missing) > 6 else "")
-        raise ValueError(f"fit: the optimizer does not step {len(missing)} of the model's {len(trainable)} "
-                         f"trainable parameters ({shown}): build it over this model's parameters, e.g. "
-                         f"gf.optim.Adam(model.parameters()) or model.parameter_groups(...)")
+        raise ValueError(
+            f"fit: the optimizer does not step {len(missing)} of the model's {len(trainable)} "
+            f"trainable parameters ({shown}): build it over this model's parameters, e.g. "
+            f"gf.optim.Adam(model.parameters()) or model.parameter_groups(...)"
+        )
 
 
 def _check_data(model, loss, x, y, where: str, dtype):
@@ -456,8 +503,10 @@ def _check_data(model, loss, x, y, where: str, dtype):
     if len(x) != len(y):
         raise ValueError(f"fit: {where} x has {len(x)} samples but y has {len(y)}")
     if len(x) == 0:
-        raise ValueError(f"fit: {where} x is empty (0 samples): there is nothing to "
-                         f"{'train on' if where == 'training' else 'validate on'}")
+        raise ValueError(
+            f"fit: {where} x is empty (0 samples): there is nothing to "
+            f"{'train on' if where == 'training' else 'validate on'}"
+        )
     outputs = model.forward(x[:1], training=False)  # eval mode: no state changes
     kind, lossname = getattr(loss, "target_kind", None), type(loss).__name__
     if kind == "labels":
@@ -472,8 +521,10 @@ def _check_data(model, loss, x, y, where: str, dtype):
             bad &= y != ignored
         if bad.any():
             i = int(np.argmax(bad))
-            raise ValueError(f"fit: {where} y[{i}] = {int(y[i])} is not a class id of the model's {classes} "
-                             f"outputs (expected 0 <= y < {classes})")
+            raise ValueError(
+                f"fit: {where} y[{i}] = {int(y[i])} is not a class id of the model's {classes} "
+                f"outputs (expected 0 <= y < {classes})"
+            )
     elif kind == "values":
         if y.dtype.kind not in "biuf":
             raise TypeError(f"fit: {where} y must hold numbers for {lossname}, got dtype {y.dtype}")
@@ -482,16 +533,22 @@ def _check_data(model, loss, x, y, where: str, dtype):
         if got != want:
             hint = ""
             if y.ndim == 1 and y.dtype.kind in "iu":
-                hint = (": y looks like integer class labels, which go with 'sparse_categorical_crossentropy' "
-                        "(probabilities) or 'cross_entropy' (logits); or one-hot encode y")
-            raise ValueError(f"fit: {where} y has shape {y.shape}, but the model's output for each sample has "
-                             f"shape {want}, which {lossname} compares y with{hint}")
+                hint = (
+                    ": y looks like integer class labels, which go with 'sparse_categorical_crossentropy' "
+                    "(probabilities) or 'cross_entropy' (logits); or one-hot encode y"
+                )
+            raise ValueError(
+                f"fit: {where} y has shape {y.shape}, but the model's output for each sample has "
+                f"shape {want}, which {lossname} compares y with{hint}"
+            )
         if getattr(loss, "unit_targets", False):
             bad = (y < 0) | (y > 1)
             if bad.any():
                 i = tuple(int(k) for k in np.unravel_index(int(np.argmax(bad)), y.shape))
-                raise ValueError(f"fit: {where} y[{', '.join(map(str, i))}] = {y[i]} is outside [0, 1]: {lossname} "
-                                 f"takes 0/1 labels (or probabilities)")
+                raise ValueError(
+                    f"fit: {where} y[{', '.join(map(str, i))}] = {y[i]} is outside [0, 1]: {lossname} "
+                    f"takes 0/1 labels (or probabilities)"
+                )
     return x, y
 
 
@@ -516,11 +573,11 @@ def _evaluate(model, loss, x, y, batch_size) -> dict:
     total, correct = 0.0, 0.0
     step = n if batch_size is None else int(batch_size)
     for i in range(0, n, step):
-        pred = model.predict(x[i:i + step], batch_size=None)  # leaves a pending backward's state alone
-        value, _ = loss(pred, y[i:i + step])
+        pred = model.predict(x[i : i + step], batch_size=None)  # leaves a pending backward's state alone
+        value, _ = loss(pred, y[i : i + step])
         total += value * len(pred)
         if loss.classification:
-            correct += _accuracy_count(loss, pred, y[i:i + step])
+            correct += _accuracy_count(loss, pred, y[i : i + step])
     out = {"loss": total / n}
     if loss.classification:
         out["accuracy"] = correct / n
@@ -569,9 +626,30 @@ def _epoch_line(epoch, epochs, seconds, logs, show_lr) -> str:
     return " - ".join(parts)
 
 
-def fit(model, loss, optimizer, x, y, *, epochs=1, batch_size=32, validation_data=None, validation_split=0.0,
-        schedule=None, schedule_per=None, callbacks=(), clip_norm=None, clip_value=None, regularizer=None,
-        shuffle=True, seed=0, verbose=1, initial_epoch=0, resume=None, drop_last=False) -> History:
+def fit(
+    model,
+    loss,
+    optimizer,
+    x,
+    y,
+    *,
+    epochs=1,
+    batch_size=32,
+    validation_data=None,
+    validation_split=0.0,
+    schedule=None,
+    schedule_per=None,
+    callbacks=(),
+    clip_norm=None,
+    clip_value=None,
+    regularizer=None,
+    shuffle=True,
+    seed=0,
+    verbose=1,
+    initial_epoch=0,
+    resume=None,
+    drop_last=False,
+) -> History:
     """Train `model` with `loss` and `optimizer` on (x, y) for `epochs` epochs of mini-batches.
 
     loss: a gf.losses.Loss or a name: "cross_entropy" (logits, integer labels), Keras's
@@ -611,8 +689,10 @@ def fit(model, loss, optimizer, x, y, *, epochs=1, batch_size=32, validation_dat
     if epochs < 0:
         raise ValueError(f"fit: epochs must be >= 0 (0 trains nothing), got {epochs}")
     if schedule is None and schedule_per is not None:
-        raise ValueError(f"fit: schedule_per={schedule_per!r} was given without a schedule: pass schedule=... "
-                         f"(a gf.optim.lr_scheduler scheduler), or leave schedule_per out")
+        raise ValueError(
+            f"fit: schedule_per={schedule_per!r} was given without a schedule: pass schedule=... "
+            f"(a gf.optim.lr_scheduler scheduler), or leave schedule_per out"
+        )
     _check_output_layer(model, loss, given, "fit")
     _check_optimizer(model, optimizer)
     callbacks = list(callbacks)
@@ -652,8 +732,14 @@ def fit(model, loss, optimizer, x, y, *, epochs=1, batch_size=32, validation_dat
         batches.set_epoch(epoch)
         bar = None
         if bar_class is not None:  # Keras's "Epoch 3/20" bar; it gives way to the epoch's line
-            bar = bar_class(total=len(batches), desc=f"Epoch {epoch + 1}/{epochs}", leave=False, file=sys.stderr,
-                            dynamic_ncols=True, unit="batch")
+            bar = bar_class(
+                total=len(batches),
+                desc=f"Epoch {epoch + 1}/{epochs}",
+                leave=False,
+                file=sys.stderr,
+                dynamic_ncols=True,
+                unit="batch",
+            )
         seen, total_loss, correct, norms = 0, 0.0, 0.0, []
         try:
             for b, (xb, yb) in enumerate(batches):
@@ -699,8 +785,7 @@ def fit(model, loss, optimizer, x, y, *, epochs=1, batch_size=32, validation_dat
             cb.on_epoch_end(epoch, logs)
         if verbose in (1, 2):
             show_lr = show_lr or logs["lr"] != first_lr
-            print(_epoch_line(epoch, epochs, time.perf_counter() - began, logs, show_lr), file=sys.stderr,
-                  flush=True)
+            print(_epoch_line(epoch, epochs, time.perf_counter() - began, logs, show_lr), file=sys.stderr, flush=True)
         if trainer.stop_training:
             break
     for cb in callbacks:

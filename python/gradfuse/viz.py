@@ -18,6 +18,7 @@ in each panel's title), not a contest won by tuning.
 This module is imported on first use of gf.viz and imports matplotlib only when it draws, so the
 paths and the curves are available without it. pip install "gradfuse[plot]" for the pictures.
 """
+
 from __future__ import annotations
 
 import io
@@ -33,9 +34,21 @@ from . import losses, nn, optim, train
 from .data import load_digits_split
 from .optim import lr_scheduler
 
-__all__ = ["Surface", "SURFACES", "OPTIMIZERS", "get_surface", "optimizer_path", "optimizer_paths", "plot_paths",
-           "default_schedules", "schedule_curves", "plot_schedules", "plot_history", "plot_grad_norms",
-           "gallery"]
+__all__ = [
+    "Surface",
+    "SURFACES",
+    "OPTIMIZERS",
+    "get_surface",
+    "optimizer_path",
+    "optimizer_paths",
+    "plot_paths",
+    "default_schedules",
+    "schedule_curves",
+    "plot_schedules",
+    "plot_history",
+    "plot_grad_norms",
+    "gallery",
+]
 
 INSTALL_HINT = 'matplotlib is needed for gradfuse\'s pictures: pip install "gradfuse[plot]"'
 
@@ -48,6 +61,7 @@ def _pyplot():
         raise ImportError(INSTALL_HINT) from exc
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     return plt
 
 
@@ -108,27 +122,114 @@ def _saddle_grad(x, y):
 # Learning rates: SGD near the stability limit 2 / (largest curvature) so that it zigzags where the
 # surface is ill-conditioned; momentum methods at a tenth of it (momentum 0.9 multiplies the step
 # by up to ten); the adaptive methods at a step length that fits the picture's scale.
-SURFACES: dict[str, Surface] = {s.name: s for s in (
-    Surface("quadratic", "quadratic, condition number 5 (the seeds' ill-conditioned Hessian)",
-            *_quadratic([1.0, 5.0], math.pi / 4), start=(-2.0, -1.2), xlim=(-2.5, 2.5), ylim=(-2.0, 2.0),
-            minimum=(0.0, 0.0), steps=60,
-            lrs=dict(SGD=0.35, Momentum=0.04, Nesterov=0.04, Adagrad=0.8, RMSprop=0.04, Adadelta=10.0,
-                     Adam=0.15, AdamW=0.15, NAdam=0.15, RAdam=0.3, Adamax=0.2, Lion=0.05, Rprop=0.01)),
-    Surface("canyon", "long canyon, condition number 100 (0.02 x^2 + 2 y^2)",
-            *_quadratic([0.04, 4.0], 0.0), start=(-4.5, 0.8), xlim=(-5.0, 1.5), ylim=(-1.2, 1.2),
-            minimum=(0.0, 0.0), steps=80,
-            lrs=dict(SGD=0.45, Momentum=0.1, Nesterov=0.1, Adagrad=1.0, RMSprop=0.03, Adadelta=10.0,
-                     Adam=0.15, AdamW=0.15, NAdam=0.15, RAdam=0.3, Adamax=0.2, Lion=0.06, Rprop=0.01)),
-    Surface("saddle", "saddle x^2 - y^2 (start just off the ridge)", _saddle, _saddle_grad,
-            start=(1.5, 1e-3), xlim=(-1.6, 1.6), ylim=(-1.6, 1.6), minimum=None, steps=60,
-            lrs=dict(SGD=0.05, Momentum=0.01, Nesterov=0.01, Adagrad=0.3, RMSprop=0.01, Adadelta=10.0,
-                     Adam=0.05, AdamW=0.05, NAdam=0.05, RAdam=0.1, Adamax=0.05, Lion=0.03, Rprop=0.01)),
-    Surface("rosenbrock", "Rosenbrock (1 - x)^2 + 100 (y - x^2)^2", _rosenbrock, _rosenbrock_grad,
-            start=(-1.5, 2.0), xlim=(-2.0, 2.0), ylim=(-1.0, 3.0), minimum=(1.0, 1.0), steps=500,
+SURFACES: dict[str, Surface] = {
+    s.name: s
+    for s in (
+        Surface(
+            "quadratic",
+            "quadratic, condition number 5 (the seeds' ill-conditioned Hessian)",
+            *_quadratic([1.0, 5.0], math.pi / 4),
+            start=(-2.0, -1.2),
+            xlim=(-2.5, 2.5),
+            ylim=(-2.0, 2.0),
+            minimum=(0.0, 0.0),
+            steps=60,
+            lrs=dict(
+                SGD=0.35,
+                Momentum=0.04,
+                Nesterov=0.04,
+                Adagrad=0.8,
+                RMSprop=0.04,
+                Adadelta=10.0,
+                Adam=0.15,
+                AdamW=0.15,
+                NAdam=0.15,
+                RAdam=0.3,
+                Adamax=0.2,
+                Lion=0.05,
+                Rprop=0.01,
+            ),
+        ),
+        Surface(
+            "canyon",
+            "long canyon, condition number 100 (0.02 x^2 + 2 y^2)",
+            *_quadratic([0.04, 4.0], 0.0),
+            start=(-4.5, 0.8),
+            xlim=(-5.0, 1.5),
+            ylim=(-1.2, 1.2),
+            minimum=(0.0, 0.0),
+            steps=80,
+            lrs=dict(
+                SGD=0.45,
+                Momentum=0.1,
+                Nesterov=0.1,
+                Adagrad=1.0,
+                RMSprop=0.03,
+                Adadelta=10.0,
+                Adam=0.15,
+                AdamW=0.15,
+                NAdam=0.15,
+                RAdam=0.3,
+                Adamax=0.2,
+                Lion=0.06,
+                Rprop=0.01,
+            ),
+        ),
+        Surface(
+            "saddle",
+            "saddle x^2 - y^2 (start just off the ridge)",
+            _saddle,
+            _saddle_grad,
+            start=(1.5, 1e-3),
+            xlim=(-1.6, 1.6),
+            ylim=(-1.6, 1.6),
+            minimum=None,
+            steps=60,
+            lrs=dict(
+                SGD=0.05,
+                Momentum=0.01,
+                Nesterov=0.01,
+                Adagrad=0.3,
+                RMSprop=0.01,
+                Adadelta=10.0,
+                Adam=0.05,
+                AdamW=0.05,
+                NAdam=0.05,
+                RAdam=0.1,
+                Adamax=0.05,
+                Lion=0.03,
+                Rprop=0.01,
+            ),
+        ),
+        Surface(
+            "rosenbrock",
+            "Rosenbrock (1 - x)^2 + 100 (y - x^2)^2",
+            _rosenbrock,
+            _rosenbrock_grad,
+            start=(-1.5, 2.0),
+            xlim=(-2.0, 2.0),
+            ylim=(-1.0, 3.0),
+            minimum=(1.0, 1.0),
+            steps=500,
             log_contours=True,
-            lrs=dict(SGD=1e-3, Momentum=1e-3, Nesterov=1e-3, Adagrad=0.5, RMSprop=0.01, Adadelta=10.0,
-                     Adam=0.1, AdamW=0.1, NAdam=0.05, RAdam=0.005, Adamax=0.5, Lion=0.01, Rprop=0.01)),
-)}
+            lrs=dict(
+                SGD=1e-3,
+                Momentum=1e-3,
+                Nesterov=1e-3,
+                Adagrad=0.5,
+                RMSprop=0.01,
+                Adadelta=10.0,
+                Adam=0.1,
+                AdamW=0.1,
+                NAdam=0.05,
+                RAdam=0.005,
+                Adamax=0.5,
+                Lion=0.01,
+                Rprop=0.01,
+            ),
+        ),
+    )
+}
 
 
 def get_surface(surface) -> Surface:
@@ -206,8 +307,10 @@ def optimizer_paths(surface, optimizers=None, steps: int | None = None, start=No
     {name: lr} to choose the learning rates, or {label: factory} with factory([param]) -> a
     gf.optim optimizer. Row 0 is the start, row t the parameter after t optimizer steps."""
     surface = get_surface(surface)
-    return {name: optimizer_path(surface, factory, steps, start)
-            for name, (factory, _) in _resolve(surface, optimizers).items()}
+    return {
+        name: optimizer_path(surface, factory, steps, start)
+        for name, (factory, _) in _resolve(surface, optimizers).items()
+    }
 
 
 def _save(fig, path, dpi) -> str:
@@ -252,8 +355,16 @@ def _draw_contours(ax, surface: Surface, grid) -> None:
     ax.tick_params(labelsize=7)
 
 
-def plot_paths(surface, path, optimizers=None, steps: int | None = None, start=None, paths=None,
-               title: str | None = None, dpi: int = 90) -> str:
+def plot_paths(
+    surface,
+    path,
+    optimizers=None,
+    steps: int | None = None,
+    start=None,
+    paths=None,
+    title: str | None = None,
+    dpi: int = 90,
+) -> str:
     """Write a PNG: one panel per optimizer with its path on the surface's contours (log-spaced for
     Rosenbrock; a dot per step, the end circled, the minimum a star), and one panel with the loss
     along every path. `paths` ({name: array}) skips computing them (the legend then names the lr
@@ -299,7 +410,7 @@ def plot_paths(surface, path, optimizers=None, steps: int | None = None, start=N
         cells[n + 1].legend(handles, labels, loc="center", fontsize=8, frameon=False)
     else:
         ax_loss.legend(fontsize=7)
-    for ax in cells[n + 1:]:
+    for ax in cells[n + 1 :]:
         ax.axis("off")
     steps_run = len(next(iter(paths.values()))) - 1 if paths else 0
     x0, y0 = surface.start if start is None else start
@@ -320,19 +431,21 @@ def default_schedules(steps: int = 100) -> dict:
     quarter, warm = max(steps // 4, 1), max(steps // 10, 1)
     return {
         f"StepLR(step_size={quarter}, gamma=0.5)": lambda o: s.StepLR(o, step_size=quarter, gamma=0.5),
-        f"MultiStepLR([{2 * quarter}, {3 * quarter}], gamma=0.1)":
-            lambda o: s.MultiStepLR(o, [2 * quarter, 3 * quarter], gamma=0.1),
+        f"MultiStepLR([{2 * quarter}, {3 * quarter}], gamma=0.1)": lambda o: s.MultiStepLR(
+            o, [2 * quarter, 3 * quarter], gamma=0.1
+        ),
         "ExponentialLR(gamma=0.97)": lambda o: s.ExponentialLR(o, gamma=0.97),
         "InverseTimeDecayLR(k=0.1)": lambda o: s.InverseTimeDecayLR(o, k=0.1),
         "PolynomialLR(power=2)": lambda o: s.PolynomialLR(o, total_iters=steps, power=2.0),
         "CosineAnnealingLR": lambda o: s.CosineAnnealingLR(o, T_max=steps),
         "CosineAnnealingWarmRestarts(T_0=10, T_mult=2)": lambda o: s.CosineAnnealingWarmRestarts(o, T_0=10, T_mult=2),
-        f"warmup({warm}) + cosine": lambda o: s.warmup(s.CosineAnnealingLR(o, T_max=max(steps - warm, 1)), warm,
-                                                        start_factor=0.0),
+        f"warmup({warm}) + cosine": lambda o: s.warmup(
+            s.CosineAnnealingLR(o, T_max=max(steps - warm, 1)), warm, start_factor=0.0
+        ),
         "OneCycleLR": lambda o: s.OneCycleLR(o, max_lr=o.param_groups[0]["lr"], total_steps=steps),
-        "CyclicLR(triangular2)": lambda o: s.CyclicLR(o, base_lr=o.param_groups[0]["lr"] / 10,
-                                                      max_lr=o.param_groups[0]["lr"], step_size_up=10,
-                                                      mode="triangular2"),
+        "CyclicLR(triangular2)": lambda o: s.CyclicLR(
+            o, base_lr=o.param_groups[0]["lr"] / 10, max_lr=o.param_groups[0]["lr"], step_size_up=10, mode="triangular2"
+        ),
         "ReduceLROnPlateau(patience=5)": lambda o: s.ReduceLROnPlateau(o, factor=0.5, patience=5),
         "InverseSqrtLR(timescale=10)": lambda o: s.InverseSqrtLR(o, timescale=10),
     }
@@ -371,7 +484,7 @@ def plot_schedules(path, schedules=None, steps: int = 100, lr: float = 0.1, dpi:
         ax.set_title(name, fontsize=9)
         ax.set_ylim(0, max(lrs.max(), lr) * 1.08)
         ax.grid(alpha=0.3)
-    for ax in axes.flat[len(curves):]:
+    for ax in axes.flat[len(curves) :]:
         ax.axis("off")
     for ax in axes[-1]:
         ax.set_xlabel("step")
@@ -393,10 +506,12 @@ def plot_history(history, path, title: str = "", batch_logger=None, dpi: int = 1
     plt = _pyplot()
     epochs = np.asarray(history.epoch) + 1
     per_batch = batch_logger is not None and len(batch_logger.epochs) > 0
-    panels = [("loss", (("loss", "train"), ("val_loss", "validation"))),
-              ("accuracy", (("accuracy", "train"), ("val_accuracy", "validation"))),
-              ("learning rate", (("lr", "end of epoch"),)),
-              ("gradient norm (before clipping)", (("grad_norm", "epoch mean"),))]
+    panels = [
+        ("loss", (("loss", "train"), ("val_loss", "validation"))),
+        ("accuracy", (("accuracy", "train"), ("val_accuracy", "validation"))),
+        ("learning rate", (("lr", "end of epoch"),)),
+        ("gradient norm (before clipping)", (("grad_norm", "epoch mean"),)),
+    ]
     panels = [(name, [(k, label) for k, label in keys if k in history]) for name, keys in panels]
     panels = [(name, keys) for name, keys in panels if keys]
     cols = 2 if len(panels) == 4 else len(panels)
@@ -405,8 +520,14 @@ def plot_history(history, path, title: str = "", batch_logger=None, dpi: int = 1
     for ax, (name, keys) in zip(axes.flat, panels):
         batch_key = {"learning rate": "lr", "gradient norm (before clipping)": "grad_norm"}.get(name)
         if per_batch and batch_key in batch_logger:
-            ax.plot(batch_logger.epoch_position(), batch_logger[batch_key], color="tab:grey", alpha=0.6,
-                    linewidth=0.8, label="every batch")
+            ax.plot(
+                batch_logger.epoch_position(),
+                batch_logger[batch_key],
+                color="tab:grey",
+                alpha=0.6,
+                linewidth=0.8,
+                label="every batch",
+            )
         for key, label in keys:
             ax.plot(epochs, history[key], "-", marker="." if len(epochs) < 40 else None, label=label)
         ax.set(title=name, xlabel="epoch")
@@ -431,8 +552,14 @@ def _spans_decades(values) -> bool:
     return v.size > 1 and v.max() >= 10 * v.min()
 
 
-def plot_grad_norms(norms, path, clip_norm: float | None = None, xlabel: str | None = None,
-                    title: str = "global gradient norm", dpi: int = 100) -> str:
+def plot_grad_norms(
+    norms,
+    path,
+    clip_norm: float | None = None,
+    xlabel: str | None = None,
+    title: str = "global gradient norm",
+    dpi: int = 100,
+) -> str:
     """Write a PNG of gradient norms: a sequence (e.g. the values gf.optim.clip_grad_norm_ returned),
     a gf.train.BatchLogger (every batch's norm) or a History (history["grad_norm"], per epoch);
     clip_norm draws the clipping threshold."""
@@ -459,22 +586,47 @@ def plot_grad_norms(norms, path, clip_norm: float | None = None, xlabel: str | N
 def _digits_fit(out_dir, epochs: int = 20, seed: int = 0) -> str:
     """A short fit on the digits (a small MLP, Adam, warmup + cosine per batch), drawn by plot_history."""
     x_train, y_train, x_val, y_val, _, _ = load_digits_split(seed)
-    model = nn.Sequential([
-        nn.Standardize("zscore").adapt(x_train),
-        nn.Dense(64, 128, init="he_normal", seed=seed), nn.BatchNorm(128), nn.ReLU(), nn.Dropout(0.2),
-        nn.Dense(128, 10, init="glorot_uniform", seed=seed + 1),
-    ], seed=seed)
+    model = nn.Sequential(
+        [
+            nn.Standardize("zscore").adapt(x_train),
+            nn.Dense(64, 128, init="he_normal", seed=seed),
+            nn.BatchNorm(128),
+            nn.ReLU(),
+            nn.Dropout(0.2),
+            nn.Dense(128, 10, init="glorot_uniform", seed=seed + 1),
+        ],
+        seed=seed,
+    )
     opt = optim.Adam(model.parameter_groups(weight_decay=5e-4), lr=3e-3)
     steps_per_epoch = -(-len(x_train) // 64)
-    schedule = lr_scheduler.warmup(lr_scheduler.CosineAnnealingLR(
-        opt, T_max=(epochs - 2) * steps_per_epoch), 2 * steps_per_epoch, start_factor=0.05)
+    schedule = lr_scheduler.warmup(
+        lr_scheduler.CosineAnnealingLR(opt, T_max=(epochs - 2) * steps_per_epoch),
+        2 * steps_per_epoch,
+        start_factor=0.05,
+    )
     logger = train.BatchLogger()
-    history = train.fit(model, losses.CrossEntropyLoss(label_smoothing=0.1), opt, x_train, y_train,
-                        epochs=epochs, batch_size=64, validation_data=(x_val, y_val), schedule=schedule,
-                        schedule_per="batch", callbacks=[logger], seed=seed, verbose=0)
-    return plot_history(history, os.path.join(out_dir, "digits_fit.png"), batch_logger=logger,
-                        title=f"digits, MLP 64-128-10, Adam with 2 epochs of warmup and a cosine decay: "
-                              f"validation accuracy {history['val_accuracy'][-1]:.1%}")
+    history = train.fit(
+        model,
+        losses.CrossEntropyLoss(label_smoothing=0.1),
+        opt,
+        x_train,
+        y_train,
+        epochs=epochs,
+        batch_size=64,
+        validation_data=(x_val, y_val),
+        schedule=schedule,
+        schedule_per="batch",
+        callbacks=[logger],
+        seed=seed,
+        verbose=0,
+    )
+    return plot_history(
+        history,
+        os.path.join(out_dir, "digits_fit.png"),
+        batch_logger=logger,
+        title=f"digits, MLP 64-128-10, Adam with 2 epochs of warmup and a cosine decay: "
+        f"validation accuracy {history['val_accuracy'][-1]:.1%}",
+    )
 
 
 def gallery(out_dir, log=print) -> list:
@@ -497,10 +649,12 @@ HELP = "draw the gallery: optimizer paths on 2-D surfaces, lr schedules, a short
 
 
 def add_arguments(parser) -> None:
-    parser.description = ("Write the pictures: one PNG per surface (quadratic, canyon, saddle, Rosenbrock) "
-                          "with the paths of every gf.optim optimizer, one of the lr schedules, and (with "
-                          "scikit-learn) the curves of a 20-epoch digits fit. Needs matplotlib: "
-                          'pip install "gradfuse[plot]".')
+    parser.description = (
+        "Write the pictures: one PNG per surface (quadratic, canyon, saddle, Rosenbrock) "
+        "with the paths of every gf.optim optimizer, one of the lr schedules, and (with "
+        "scikit-learn) the curves of a 20-epoch digits fit. Needs matplotlib: "
+        'pip install "gradfuse[plot]".'
+    )
     parser.add_argument("--out", default="gradfuse-viz", help="directory to write into (default gradfuse-viz)")
     parser.set_defaults(func=main)
 

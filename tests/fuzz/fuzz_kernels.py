@@ -11,6 +11,7 @@ sanitizer report) is a finding.
 
     python tests/fuzz/fuzz_kernels.py -max_total_time=60        # see tests/fuzz/README.md
 """
+
 from __future__ import annotations
 
 import inspect
@@ -33,8 +34,21 @@ KERNELS = sorted(gf.ops.__all__)
 BACKENDS = ["cpp", "numpy"] if _core is not None else ["numpy"]
 ISAS = list(_core._build_info()["cpu_isas"]) if _core is not None else [None]
 
-DTYPES = [np.float32, np.float64, np.float16, np.int64, np.int32, np.uint8, np.uint32, np.bool_,
-          np.complex64, np.dtype(">f4"), np.dtype(">f8"), np.dtype(">i8"), object]
+DTYPES = [
+    np.float32,
+    np.float64,
+    np.float16,
+    np.int64,
+    np.int32,
+    np.uint8,
+    np.uint32,
+    np.bool_,
+    np.complex64,
+    np.dtype(">f4"),
+    np.dtype(">f8"),
+    np.dtype(">i8"),
+    object,
+]
 
 
 def _valid(name):
@@ -54,8 +68,12 @@ def _valid(name):
 
 VALID = {name: _valid(name) for name in KERNELS}
 # The strings the kernels take (the table's choices), and some they do not.
-STRINGS = sorted({c for row in kc.ROWS for s in row.scalars if s.type == "str" for c in s.range}) + \
-    ["silu", "", "RELU", "bogus"]
+STRINGS = sorted({c for row in kc.ROWS for s in row.scalars if s.type == "str" for c in s.range}) + [
+    "silu",
+    "",
+    "RELU",
+    "bogus",
+]
 MAX_ELEMENTS = 4096
 
 
@@ -112,7 +130,7 @@ class Inputs:
             flat = earlier.reshape(-1) if earlier.flags.c_contiguous else earlier
             if flat.ndim == 1 and flat.size and self.fdp.ConsumeBool():
                 start = self.pick(flat.size)
-                return flat[start:start + self.fdp.ConsumeIntInRange(0, flat.size)]
+                return flat[start : start + self.fdp.ConsumeIntInRange(0, flat.size)]
             return earlier
         shape = self.shape_for(name)
         if math.prod(shape) > MAX_ELEMENTS:
@@ -160,7 +178,7 @@ class Inputs:
         if choice == 0:
             return [0.0, -0.0, math.nan, math.inf, -math.inf, 1e308, -1.0, 5e-324][self.pick(8)]
         if choice == 1:
-            return [0, -1, 1, 2**31, 2**32, 2**63 - 1, 2**63, -2**63, 2**64, 10**30][self.pick(10)]
+            return [0, -1, 1, 2**31, 2**32, 2**63 - 1, 2**63, -(2**63), 2**64, 10**30][self.pick(10)]
         if choice == 2:
             return fdp.ConsumeBool()
         if choice == 3:
@@ -244,13 +262,17 @@ def test_one_input(data: bytes) -> None:
 
 def describe(name, backend, isa, args, kwargs) -> str:
     """The failing call, for the report (the crash file replays it exactly)."""
+
     def show(x):
         if isinstance(x, np.ndarray):
-            return (f"array(shape={x.shape}, dtype={x.dtype}, strides={x.strides}, writeable={x.flags.writeable}, "
-                    f"values={np.array2string(x.reshape(-1)[:8], threshold=8)})")
+            return (
+                f"array(shape={x.shape}, dtype={x.dtype}, strides={x.strides}, writeable={x.flags.writeable}, "
+                f"values={np.array2string(x.reshape(-1)[:8], threshold=8)})"
+            )
         if isinstance(x, (list, tuple)):
             return type(x).__name__ + "[" + ", ".join(map(show, x)) + "]"
         return repr(x)
+
     call = ", ".join([show(a) for a in args] + [f"{k}={show(v)}" for k, v in kwargs.items()])
     return f"\n=== gf.ops.{name}({call})  backend={backend} isa={isa}"
 
@@ -258,8 +280,11 @@ def describe(name, backend, isa, args, kwargs) -> str:
 def main() -> None:
     warnings.simplefilter("ignore")  # overflow warnings of NumPy arithmetic on fuzzed values
     # Inputs of up to 4 KiB from the start (libFuzzer otherwise grows them from a few bytes).
-    defaults = [arg for arg in ("-max_len=4096", "-len_control=0")
-                if not any(a.startswith(arg.split("=")[0] + "=") for a in sys.argv)]
+    defaults = [
+        arg
+        for arg in ("-max_len=4096", "-len_control=0")
+        if not any(a.startswith(arg.split("=")[0] + "=") for a in sys.argv)
+    ]
     atheris.Setup(sys.argv + defaults, test_one_input)
     atheris.Fuzz()
 

@@ -11,6 +11,7 @@ Anything else (another exception, a crash, a hang) is a finding.
 
     python tests/fuzz/fuzz_load.py -max_total_time=60        # see tests/fuzz/README.md
 """
+
 from __future__ import annotations
 
 import atexit
@@ -46,9 +47,24 @@ def real_checkpoint() -> bytes:
     opt = gf.optim.Adam(params, lr=1e-2, amsgrad=True)
     opt.step([np.full_like(p.data, 0.5) for p in params])
     state = {
-        "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": 3,
-        "kinds": (1.5, float("nan"), float("-inf"), -0.0, 2**70, -2**64, "text", None, True,
-                  np.float32(2.5), np.int64(-3), np.complex64(1 - 2j), {7: [1, 2], "k": ()}),
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "epoch": 3,
+        "kinds": (
+            1.5,
+            float("nan"),
+            float("-inf"),
+            -0.0,
+            2**70,
+            -(2**64),
+            "text",
+            None,
+            True,
+            np.float32(2.5),
+            np.int64(-3),
+            np.complex64(1 - 2j),
+            {7: [1, 2], "k": ()},
+        ),
         "arrays": [np.zeros((0, 3)), np.arange(6, dtype=np.int16).reshape(2, 3), np.array(True)],
     }
     gf.save(state, FILE)
@@ -57,16 +73,21 @@ def real_checkpoint() -> bytes:
 
 
 SEED = real_checkpoint()
-_J, _D = PREAMBLE.unpack(SEED[:PREAMBLE.size])[3:]
-SEED_DOC = json.loads(SEED[40:40 + _J])
-SEED_DATA = SEED[len(SEED) - 32 - _D:len(SEED) - 32]
+_J, _D = PREAMBLE.unpack(SEED[: PREAMBLE.size])[3:]
+SEED_DOC = json.loads(SEED[40 : 40 + _J])
+SEED_DATA = SEED[len(SEED) - 32 - _D : len(SEED) - 32]
 
 
 def pack(doc: bytes, data: bytes, version=1, flags=0, json_len=None, data_len=None, reserved=0) -> bytes:
     """A checkpoint file around `doc` and `data` with valid CRC-32 and SHA-256 (whatever the
     header claims)."""
-    preamble = PREAMBLE.pack(ckpt.MAGIC, version, flags, len(doc) if json_len is None else json_len,
-                             len(data) if data_len is None else data_len)
+    preamble = PREAMBLE.pack(
+        ckpt.MAGIC,
+        version,
+        flags,
+        len(doc) if json_len is None else json_len,
+        len(data) if data_len is None else data_len,
+    )
     head = preamble + struct.pack("<II", zlib.crc32(doc, zlib.crc32(preamble)), reserved) + doc
     body = head + bytes(-len(head) % 64) + data
     return body + hashlib.sha256(body).digest()
@@ -90,7 +111,7 @@ def fuzzed_json_value(fdp: atheris.FuzzedDataProvider, nodes: list):
     if choice == 1:
         return fdp.ConsumeBool()
     if choice == 2:
-        return [0, -1, 1, 63, 64, 2**31, 2**63 - 1, 2**63, -2**63, 2**64, 10**40][fdp.ConsumeIntInRange(0, 10)]
+        return [0, -1, 1, 63, 64, 2**31, 2**63 - 1, 2**63, -(2**63), 2**64, 10**40][fdp.ConsumeIntInRange(0, 10)]
     if choice == 3:
         return fdp.ConsumeInt(fdp.ConsumeIntInRange(1, 10))
     if choice == 4:
@@ -138,7 +159,7 @@ def mutate_tree(fdp: atheris.FuzzedDataProvider) -> bytes:
 
 
 def mutate_text(fdp: atheris.FuzzedDataProvider) -> bytes:
-    doc = bytearray(SEED[40:40 + _J])
+    doc = bytearray(SEED[40 : 40 + _J])
     for _ in range(fdp.ConsumeIntInRange(1, 8)):
         at = fdp.ConsumeIntInRange(0, len(doc))
         action = fdp.ConsumeIntInRange(0, 2)
@@ -147,7 +168,7 @@ def mutate_text(fdp: atheris.FuzzedDataProvider) -> bytes:
         elif action == 1:
             doc[at:at] = fdp.ConsumeBytes(fdp.ConsumeIntInRange(1, 8))
         else:
-            del doc[at:at + fdp.ConsumeIntInRange(1, 16)]
+            del doc[at : at + fdp.ConsumeIntInRange(1, 16)]
     return bytes(doc)
 
 
@@ -156,7 +177,7 @@ def make_file(fdp: atheris.FuzzedDataProvider) -> bytes:
     if mode == 0:
         return fdp.ConsumeBytes(fdp.remaining_bytes())
     if mode == 1:
-        return SEED[:fdp.ConsumeIntInRange(0, len(SEED))]
+        return SEED[: fdp.ConsumeIntInRange(0, len(SEED))]
     if mode == 2:
         data = bytearray(SEED)
         for _ in range(fdp.ConsumeIntInRange(1, 8)):
@@ -167,8 +188,8 @@ def make_file(fdp: atheris.FuzzedDataProvider) -> bytes:
     if mode == 4:
         return pack(mutate_text(fdp), SEED_DATA)
     # forged header fields (and data section length), checksums valid
-    data = SEED_DATA[:fdp.ConsumeIntInRange(0, len(SEED_DATA))] if fdp.ConsumeBool() else SEED_DATA
-    doc = SEED[40:40 + _J]
+    data = SEED_DATA[: fdp.ConsumeIntInRange(0, len(SEED_DATA))] if fdp.ConsumeBool() else SEED_DATA
+    doc = SEED[40 : 40 + _J]
     fields = {}
     for name in ("version", "flags", "json_len", "data_len", "reserved"):
         if fdp.ConsumeIntInRange(0, 4) == 0:
@@ -190,8 +211,11 @@ def test_one_input(data: bytes) -> None:
 
 def main() -> None:
     # Inputs of up to 4 KiB from the start (libFuzzer otherwise grows them from a few bytes).
-    defaults = [arg for arg in ("-max_len=4096", "-len_control=0")
-                if not any(a.startswith(arg.split("=")[0] + "=") for a in sys.argv)]
+    defaults = [
+        arg
+        for arg in ("-max_len=4096", "-len_control=0")
+        if not any(a.startswith(arg.split("=")[0] + "=") for a in sys.argv)
+    ]
     atheris.Setup(sys.argv + defaults, test_one_input)
     atheris.Fuzz()
 

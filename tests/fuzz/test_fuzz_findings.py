@@ -1,5 +1,6 @@
 """Regression tests for what the fuzz harnesses found (tests/fuzz/README.md), each on both
 backends."""
+
 from __future__ import annotations
 
 import math

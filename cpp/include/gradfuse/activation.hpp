@@ -34,13 +34,12 @@ enum class Act : int32_t { none, relu, leaky_relu, tanh, sigmoid, gelu, gelu_tan
 // Which saved tensor a backward reads: the forward's input x, its output y, or nothing.
 enum class ActNeeds : int32_t { nothing, x_or_y, y, x };
 
-#define GF_DECLARE_ACTIVATION(isa)                                                                         \
-  namespace isa {                                                                                          \
-  template <class T>                                                                                       \
-  void activation_forward(Act act, double slope, const T* x, T* y, int64_t n, int threads);               \
-  template <class T>                                                                                       \
-  void activation_backward(Act act, double slope, const T* dy, const T* x, const T* y, T* dx, int64_t n,  \
-                           int threads);                                                                   \
+#define GF_DECLARE_ACTIVATION(isa)                                                                                     \
+  namespace isa {                                                                                                      \
+  template <class T>                                                                                                   \
+  void activation_forward(Act act, double slope, const T* x, T* y, int64_t n, int threads);                            \
+  template <class T>                                                                                                   \
+  void activation_backward(Act act, double slope, const T* dy, const T* x, const T* y, T* dx, int64_t n, int threads); \
   }
 GF_FOR_EACH_ISA(GF_DECLARE_ACTIVATION)
 #undef GF_DECLARE_ACTIVATION

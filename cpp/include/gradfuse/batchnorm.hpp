@@ -102,12 +102,12 @@ struct BnBackward {
   bool batch_stats = true;                          // the saved statistics were the batch's
 };
 
-#define GF_DECLARE_BATCHNORM(isa)                                     \
-  namespace isa {                                                     \
-  template <class T>                                                  \
-  void batchnorm_forward(const BnForward<T>& args, int threads);      \
-  template <class T>                                                  \
-  void batchnorm_backward(const BnBackward<T>& args, int threads);    \
+#define GF_DECLARE_BATCHNORM(isa)                                  \
+  namespace isa {                                                  \
+  template <class T>                                               \
+  void batchnorm_forward(const BnForward<T>& args, int threads);   \
+  template <class T>                                               \
+  void batchnorm_backward(const BnBackward<T>& args, int threads); \
   }
 GF_FOR_EACH_ISA(GF_DECLARE_BATCHNORM)
 #undef GF_DECLARE_BATCHNORM

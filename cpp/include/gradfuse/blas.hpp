@@ -15,10 +15,9 @@
 namespace gf {
 
 // cblas_?gemm with the enums as ints (CblasRowMajor = 101, CblasNoTrans = 111, CblasTrans = 112).
-using SgemmFn = void (*)(int, int, int, int, int, int, float, const float*, int, const float*, int, float, float*,
+using SgemmFn = void (*)(int, int, int, int, int, int, float, const float*, int, const float*, int, float, float*, int);
+using DgemmFn = void (*)(int, int, int, int, int, int, double, const double*, int, const double*, int, double, double*,
                          int);
-using DgemmFn = void (*)(int, int, int, int, int, int, double, const double*, int, const double*, int, double,
-                         double*, int);
 
 // One GEMM configuration. Immutable once published: _set_gemm / _load_blas (from Python, while
 // other threads may be inside a kernel with the GIL released) publish another one through a single

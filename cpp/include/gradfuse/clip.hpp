@@ -49,23 +49,23 @@ namespace gf {
 constexpr int64_t kClipBlock = 32768;  // elements per reduction block (a multiple of 16)
 
 // g.list[0]: the gradients. norm_type: p > 0, or +inf. Norms and coefficients are doubles.
-#define GF_DECLARE_CLIP(isa)                                                                             \
-  namespace isa {                                                                                        \
-  /* ||g||_p over every segment. */                                                                      \
-  template <class T>                                                                                     \
-  double grad_norm(const Segments<T>& g, double norm_type, int threads);                             \
-  /* Returns the norm; scales unless (error_if_nonfinite and the norm is NaN/Inf): nothing written. */   \
-  template <class T>                                                                                     \
-  double clip_grad_norm(const Segments<T>& g, double max_norm, double norm_type,                     \
-                        bool error_if_nonfinite, int threads);                                           \
-  /* norms[s] = ||segment s||_p; each segment scaled by its own coefficient. Returns -1 when every   */ \
-  /* segment was processed, else (error_if_nonfinite) the first segment with a NaN/Inf norm: then    */ \
-  /* nothing was written (norms are filled either way).                                              */ \
-  template <class T>                                                                                     \
-  int64_t clip_grad_norm_per_segment(const Segments<T>& g, double max_norm, double norm_type,        \
-                                     bool error_if_nonfinite, double* norms, int threads);               \
-  template <class T>                                                                                     \
-  void clip_grad_value(const Segments<T>& g, double clip_value, int threads);                        \
+#define GF_DECLARE_CLIP(isa)                                                                                           \
+  namespace isa {                                                                                                      \
+  /* ||g||_p over every segment. */                                                                                    \
+  template <class T>                                                                                                   \
+  double grad_norm(const Segments<T>& g, double norm_type, int threads);                                               \
+  /* Returns the norm; scales unless (error_if_nonfinite and the norm is NaN/Inf): nothing written. */                 \
+  template <class T>                                                                                                   \
+  double clip_grad_norm(const Segments<T>& g, double max_norm, double norm_type, bool error_if_nonfinite,              \
+                        int threads);                                                                                  \
+  /* norms[s] = ||segment s||_p; each segment scaled by its own coefficient. Returns -1 when every   */                \
+  /* segment was processed, else (error_if_nonfinite) the first segment with a NaN/Inf norm: then    */                \
+  /* nothing was written (norms are filled either way).                                              */                \
+  template <class T>                                                                                                   \
+  int64_t clip_grad_norm_per_segment(const Segments<T>& g, double max_norm, double norm_type, bool error_if_nonfinite, \
+                                     double* norms, int threads);                                                      \
+  template <class T>                                                                                                   \
+  void clip_grad_value(const Segments<T>& g, double clip_value, int threads);                                          \
   }
 GF_FOR_EACH_ISA(GF_DECLARE_CLIP)
 #undef GF_DECLARE_CLIP

@@ -39,17 +39,16 @@ struct GemmArgs {
   int64_t m = 0, n = 0, k = 0;  // C is m x n, the products sum over k
 };
 
-#define GF_DECLARE_DENSE(isa)                                                                              \
-  namespace isa {                                                                                          \
-  template <class T>                                                                                       \
-  void matmul(const GemmArgs& g, const T* a, const T* b, T* c, int threads);                               \
-  template <class T>                                                                                       \
-  void dense_forward(Act act, double slope, const T* x, const T* w, const T* bias, T* y, T* z, int64_t n, \
-                     int64_t in, int64_t out, int threads);                                                \
-  template <class T>                                                                                       \
-  void dense_backward(Act act, double slope, const T* dy, const T* x, const T* w, const T* y, const T* z,  \
-                      T* dz, T* dx, T* dw, T* db, bool accumulate, int64_t n, int64_t in, int64_t out,     \
-                      int threads);                                                                        \
+#define GF_DECLARE_DENSE(isa)                                                                                         \
+  namespace isa {                                                                                                     \
+  template <class T>                                                                                                  \
+  void matmul(const GemmArgs& g, const T* a, const T* b, T* c, int threads);                                          \
+  template <class T>                                                                                                  \
+  void dense_forward(Act act, double slope, const T* x, const T* w, const T* bias, T* y, T* z, int64_t n, int64_t in, \
+                     int64_t out, int threads);                                                                       \
+  template <class T>                                                                                                  \
+  void dense_backward(Act act, double slope, const T* dy, const T* x, const T* w, const T* y, const T* z, T* dz,      \
+                      T* dx, T* dw, T* db, bool accumulate, int64_t n, int64_t in, int64_t out, int threads);         \
   }
 GF_FOR_EACH_ISA(GF_DECLARE_DENSE)
 #undef GF_DECLARE_DENSE

@@ -81,15 +81,14 @@ static inline uint32_t dropout_threshold(double p) {
 // 1 / (1 - p) in double (the caller rounds it to T); 0 when p == 1.
 static inline double dropout_scale(double p) { return p < 1.0 ? 1.0 / (1.0 - p) : 0.0; }
 
-#define GF_DECLARE_DROPOUT(isa)                                                                          \
-  namespace isa {                                                                                        \
-  template <class T>                                                                                     \
-  void dropout_forward(const T* x, T* y, uint8_t* mask, int64_t n, double p, uint64_t seed, uint64_t counter, \
-                       int threads);                                                                     \
-  template <class T>                                                                                     \
-  void dropout_backward(const T* dy, const uint8_t* mask, T* dx, int64_t n, double p, int threads);      \
-  void philox4x32_10(const uint32_t* counters, int64_t n, uint32_t key0, uint32_t key1, uint32_t* out,   \
-                     int threads);                                                                       \
+#define GF_DECLARE_DROPOUT(isa)                                                                                      \
+  namespace isa {                                                                                                    \
+  template <class T>                                                                                                 \
+  void dropout_forward(const T* x, T* y, uint8_t* mask, int64_t n, double p, uint64_t seed, uint64_t counter,        \
+                       int threads);                                                                                 \
+  template <class T>                                                                                                 \
+  void dropout_backward(const T* dy, const uint8_t* mask, T* dx, int64_t n, double p, int threads);                  \
+  void philox4x32_10(const uint32_t* counters, int64_t n, uint32_t key0, uint32_t key1, uint32_t* out, int threads); \
   }
 GF_FOR_EACH_ISA(GF_DECLARE_DROPOUT)
 #undef GF_DECLARE_DROPOUT

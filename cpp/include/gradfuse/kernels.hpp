@@ -25,8 +25,8 @@ int num_threads();                             // threads a kernel called now fr
 void set_num_threads(int n);                   // n <= 0: follow OpenMP (OMP_NUM_THREADS, threadpoolctl)
 
 // machine.cpp: the FMA units' throughput on an ISA path (a benchmark probe, not a kernel).
-#define GF_DECLARE_MACHINE(isa) \
-  namespace isa {               \
+#define GF_DECLARE_MACHINE(isa)                               \
+  namespace isa {                                             \
   double fma_peak(int64_t iters, int threads, double* flops); \
   }
 GF_FOR_EACH_ISA(GF_DECLARE_MACHINE)
@@ -35,7 +35,7 @@ GF_FOR_EACH_ISA(GF_DECLARE_MACHINE)
 }  // namespace gf
 
 // Call the selected ISA's copy of a kernel: GF_CALL(batchnorm_forward<float>, a, b, c).
-#define GF_CALL(fn, ...)                                                         \
-  (::gf::selected_isa() == ::gf::Isa::avx512 ? ::gf::avx512::fn(__VA_ARGS__)    \
-   : ::gf::selected_isa() == ::gf::Isa::avx2 ? ::gf::avx2::fn(__VA_ARGS__)      \
+#define GF_CALL(fn, ...)                                                     \
+  (::gf::selected_isa() == ::gf::Isa::avx512 ? ::gf::avx512::fn(__VA_ARGS__) \
+   : ::gf::selected_isa() == ::gf::Isa::avx2 ? ::gf::avx2::fn(__VA_ARGS__)   \
                                              : ::gf::scalar::fn(__VA_ARGS__))

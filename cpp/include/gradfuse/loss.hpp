@@ -77,29 +77,27 @@ struct CrossEntropyArgs {
   double label_smoothing = 0.0;  // in [0, 1]
 };
 
-#define GF_DECLARE_LOSS(isa)                                                                            \
-  namespace isa {                                                                                       \
-  template <class T>                                                                                    \
-  void softmax_forward(const T* x, T* y, int64_t rows, int64_t cols, bool log, int threads);            \
-  template <class T>                                                                                    \
-  void softmax_backward(const T* y, const T* dy, T* dx, int64_t rows, int64_t cols, bool log,           \
-                        int threads);                                                                   \
-  template <class T>                                                                                    \
-  double softmax_cross_entropy(const T* logits, const int64_t* labels, T* grad, int64_t rows,           \
-                               int64_t cols, const CrossEntropyArgs& args, int threads);                \
-  template <class T>                                                                                    \
-  double multi_margin_loss(const T* scores, const int64_t* labels, T* grad, int64_t rows, int64_t cols, \
-                           int p, double margin, bool mean, int threads);                               \
-  /* sum (p - t)^2 in double; grad = T(grad_scale) (p - t) when grad is given */                        \
-  template <class T>                                                                                    \
-  double squared_error(const T* pred, const T* target, T* grad, int64_t n, double grad_scale,          \
-                       int threads);                                                                    \
-  /* sum of the element losses in double; grad = (...) T(grad_scale); pos_weight (cols,) or null */    \
-  template <class T>                                                                                    \
-  double bce_with_logits(const T* logits, const T* targets, const T* pos_weight, T* grad, int64_t n,   \
-                         int64_t cols, double grad_scale, int threads);                                 \
-  template <class T>                                                                                    \
-  double penalty(const Segments<T>& list, double l1, double l2, int threads);                      \
+#define GF_DECLARE_LOSS(isa)                                                                                       \
+  namespace isa {                                                                                                  \
+  template <class T>                                                                                               \
+  void softmax_forward(const T* x, T* y, int64_t rows, int64_t cols, bool log, int threads);                       \
+  template <class T>                                                                                               \
+  void softmax_backward(const T* y, const T* dy, T* dx, int64_t rows, int64_t cols, bool log, int threads);        \
+  template <class T>                                                                                               \
+  double softmax_cross_entropy(const T* logits, const int64_t* labels, T* grad, int64_t rows, int64_t cols,        \
+                               const CrossEntropyArgs& args, int threads);                                         \
+  template <class T>                                                                                               \
+  double multi_margin_loss(const T* scores, const int64_t* labels, T* grad, int64_t rows, int64_t cols, int p,     \
+                           double margin, bool mean, int threads);                                                 \
+  /* sum (p - t)^2 in double; grad = T(grad_scale) (p - t) when grad is given */                                   \
+  template <class T>                                                                                               \
+  double squared_error(const T* pred, const T* target, T* grad, int64_t n, double grad_scale, int threads);        \
+  /* sum of the element losses in double; grad = (...) T(grad_scale); pos_weight (cols,) or null */                \
+  template <class T>                                                                                               \
+  double bce_with_logits(const T* logits, const T* targets, const T* pos_weight, T* grad, int64_t n, int64_t cols, \
+                         double grad_scale, int threads);                                                          \
+  template <class T>                                                                                               \
+  double penalty(const Segments<T>& list, double l1, double l2, int threads);                                      \
   }
 GF_FOR_EACH_ISA(GF_DECLARE_LOSS)
 #undef GF_DECLARE_LOSS

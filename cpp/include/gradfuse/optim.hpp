@@ -30,10 +30,32 @@ namespace gf {
 // The scalar arguments of a step, by the kernel table's names: the bindings fill them by name from
 // the checked scalars of the call; each algorithm reads the fields its formula uses. A new
 // hyperparameter is one more name here.
-#define GF_OPTIM_REALS(X)                                                                               \
-  X(lr) X(beta1) X(beta2) X(eps) X(weight_decay) X(momentum) X(dampening) X(alpha) X(rho) X(lr_decay)  \
-  X(momentum_decay) X(mu_product) X(etaminus) X(etaplus) X(step_size_min) X(step_size_max) X(grad_scale)
-#define GF_OPTIM_FLAGS(X) X(maximize) X(nesterov) X(amsgrad) X(centered) X(decoupled_weight_decay)
+// clang-format off (a list: one name per line)
+#define GF_OPTIM_REALS(X) \
+  X(lr)                   \
+  X(beta1)                \
+  X(beta2)                \
+  X(eps)                  \
+  X(weight_decay)         \
+  X(momentum)             \
+  X(dampening)            \
+  X(alpha)                \
+  X(rho)                  \
+  X(lr_decay)             \
+  X(momentum_decay)       \
+  X(mu_product)           \
+  X(etaminus)             \
+  X(etaplus)              \
+  X(step_size_min)        \
+  X(step_size_max)        \
+  X(grad_scale)
+#define GF_OPTIM_FLAGS(X) \
+  X(maximize)             \
+  X(nesterov)             \
+  X(amsgrad)              \
+  X(centered)             \
+  X(decoupled_weight_decay)
+// clang-format on
 
 struct OptimArgs {
 #define GF_REAL_FIELD(name) double name = 0;
@@ -49,14 +71,13 @@ struct OptimArgs {
 constexpr int kMaxStates = kMaxLists - 2;
 
 // optim_algorithms: the names optim_step knows, in its index order (the same on every ISA path).
-#define GF_DECLARE_OPTIM(isa)                                                                          \
-  namespace isa {                                                                                      \
-  const char* const* optim_algorithms(int* count);                                                     \
-  template <class T>                                                                                   \
-  bool optim_step(int algorithm, const OptimArgs& args, const Segments<T>& s, bool skip_nonfinite,      \
-                  int threads);                                                                        \
-  template <class T>                                                                                   \
-  bool all_finite(const Segments<T>& s, int list, const OptimArgs& args, int threads);                 \
+#define GF_DECLARE_OPTIM(isa)                                                                                    \
+  namespace isa {                                                                                                \
+  const char* const* optim_algorithms(int* count);                                                               \
+  template <class T>                                                                                             \
+  bool optim_step(int algorithm, const OptimArgs& args, const Segments<T>& s, bool skip_nonfinite, int threads); \
+  template <class T>                                                                                             \
+  bool all_finite(const Segments<T>& s, int list, const OptimArgs& args, int threads);                           \
   }
 GF_FOR_EACH_ISA(GF_DECLARE_OPTIM)
 #undef GF_DECLARE_OPTIM

@@ -86,7 +86,8 @@ inline __attribute__((always_inline)) void for_each_piece(const Segments<T>& s, 
   int64_t a = 0, b = s.count;  // binary search: the last segment starting at or before lo
   while (b - a > 1) {
     const int64_t mid = (a + b) / 2;
-    if (s.offset[mid] <= lo) a = mid; else b = mid;
+    if (s.offset[mid] <= lo) a = mid;
+    else b = mid;
   }
   for (int64_t k = a; k < s.count && s.offset[k] < hi; ++k) {
     const int64_t begin = s.offset[k] > lo ? s.offset[k] : lo;

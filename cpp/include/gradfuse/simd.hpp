@@ -66,7 +66,9 @@ GF_INLINE Vec<float> operator+(Vec<float> a, Vec<float> b) { return {_mm512_add_
 GF_INLINE Vec<float> operator-(Vec<float> a, Vec<float> b) { return {_mm512_sub_ps(a.v, b.v)}; }
 GF_INLINE Vec<float> operator*(Vec<float> a, Vec<float> b) { return {_mm512_mul_ps(a.v, b.v)}; }
 GF_INLINE Vec<float> operator/(Vec<float> a, Vec<float> b) { return {_mm512_div_ps(a.v, b.v)}; }
-GF_INLINE Vec<float> operator-(Vec<float> a) { return {_mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(a.v), _mm512_set1_epi32(INT32_MIN)))}; }
+GF_INLINE Vec<float> operator-(Vec<float> a) {
+  return {_mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(a.v), _mm512_set1_epi32(INT32_MIN)))};
+}
 GF_INLINE Vec<float> sqrt(Vec<float> a) { return {_mm512_sqrt_ps(a.v)}; }
 GF_INLINE Vec<float> abs(Vec<float> a) { return {_mm512_abs_ps(a.v)}; }
 GF_INLINE Vec<float> fma(Vec<float> a, Vec<float> b, Vec<float> c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
@@ -75,8 +77,12 @@ GF_INLINE __mmask16 operator<(Vec<float> a, Vec<float> b) { return _mm512_cmp_ps
 GF_INLINE __mmask16 isnan(Vec<float> a) { return _mm512_cmp_ps_mask(a.v, a.v, _CMP_UNORD_Q); }
 GF_INLINE Vec<float> select(__mmask16 m, Vec<float> a, Vec<float> b) { return {_mm512_mask_blend_ps(m, b.v, a.v)}; }
 // vmaxps returns its second operand when either is NaN: (a, b) -> b; patch the NaN-in-a case.
-GF_INLINE Vec<float> maximum(Vec<float> a, Vec<float> b) { return {_mm512_mask_blend_ps(isnan(a), _mm512_max_ps(a.v, b.v), a.v)}; }
-GF_INLINE Vec<float> minimum(Vec<float> a, Vec<float> b) { return {_mm512_mask_blend_ps(isnan(a), _mm512_min_ps(a.v, b.v), a.v)}; }
+GF_INLINE Vec<float> maximum(Vec<float> a, Vec<float> b) {
+  return {_mm512_mask_blend_ps(isnan(a), _mm512_max_ps(a.v, b.v), a.v)};
+}
+GF_INLINE Vec<float> minimum(Vec<float> a, Vec<float> b) {
+  return {_mm512_mask_blend_ps(isnan(a), _mm512_min_ps(a.v, b.v), a.v)};
+}
 GF_INLINE bool any(__mmask16 m) { return m != 0; }
 GF_INLINE float hsum(Vec<float> a) { return _mm512_reduce_add_ps(a.v); }
 
@@ -97,7 +103,9 @@ GF_INLINE Vec<double> operator+(Vec<double> a, Vec<double> b) { return {_mm512_a
 GF_INLINE Vec<double> operator-(Vec<double> a, Vec<double> b) { return {_mm512_sub_pd(a.v, b.v)}; }
 GF_INLINE Vec<double> operator*(Vec<double> a, Vec<double> b) { return {_mm512_mul_pd(a.v, b.v)}; }
 GF_INLINE Vec<double> operator/(Vec<double> a, Vec<double> b) { return {_mm512_div_pd(a.v, b.v)}; }
-GF_INLINE Vec<double> operator-(Vec<double> a) { return {_mm512_castsi512_pd(_mm512_xor_si512(_mm512_castpd_si512(a.v), _mm512_set1_epi64(INT64_MIN)))}; }
+GF_INLINE Vec<double> operator-(Vec<double> a) {
+  return {_mm512_castsi512_pd(_mm512_xor_si512(_mm512_castpd_si512(a.v), _mm512_set1_epi64(INT64_MIN)))};
+}
 GF_INLINE Vec<double> sqrt(Vec<double> a) { return {_mm512_sqrt_pd(a.v)}; }
 GF_INLINE Vec<double> abs(Vec<double> a) { return {_mm512_abs_pd(a.v)}; }
 GF_INLINE Vec<double> fma(Vec<double> a, Vec<double> b, Vec<double> c) { return {_mm512_fmadd_pd(a.v, b.v, c.v)}; }
@@ -105,8 +113,12 @@ GF_INLINE __mmask8 operator>(Vec<double> a, Vec<double> b) { return _mm512_cmp_p
 GF_INLINE __mmask8 operator<(Vec<double> a, Vec<double> b) { return _mm512_cmp_pd_mask(a.v, b.v, _CMP_LT_OQ); }
 GF_INLINE __mmask8 isnan(Vec<double> a) { return _mm512_cmp_pd_mask(a.v, a.v, _CMP_UNORD_Q); }
 GF_INLINE Vec<double> select(__mmask8 m, Vec<double> a, Vec<double> b) { return {_mm512_mask_blend_pd(m, b.v, a.v)}; }
-GF_INLINE Vec<double> maximum(Vec<double> a, Vec<double> b) { return {_mm512_mask_blend_pd(isnan(a), _mm512_max_pd(a.v, b.v), a.v)}; }
-GF_INLINE Vec<double> minimum(Vec<double> a, Vec<double> b) { return {_mm512_mask_blend_pd(isnan(a), _mm512_min_pd(a.v, b.v), a.v)}; }
+GF_INLINE Vec<double> maximum(Vec<double> a, Vec<double> b) {
+  return {_mm512_mask_blend_pd(isnan(a), _mm512_max_pd(a.v, b.v), a.v)};
+}
+GF_INLINE Vec<double> minimum(Vec<double> a, Vec<double> b) {
+  return {_mm512_mask_blend_pd(isnan(a), _mm512_min_pd(a.v, b.v), a.v)};
+}
 GF_INLINE bool any(__mmask8 m) { return m != 0; }
 GF_INLINE double hsum(Vec<double> a) { return _mm512_reduce_add_pd(a.v); }
 
@@ -151,8 +163,12 @@ GF_INLINE uint32_t ge_bits(U32 a, uint32_t t) {
 // ------------------------------------------------------------------------------------------------
 #elif defined(GF_ISA_AVX2)
 // Lane i is active when i < n: the sign bit of each 32/64-bit mask lane selects it.
-GF_INLINE __m256i tail_mask_ps(int64_t n) { return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)); }
-GF_INLINE __m256i tail_mask_pd(int64_t n) { return _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3)); }
+GF_INLINE __m256i tail_mask_ps(int64_t n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+GF_INLINE __m256i tail_mask_pd(int64_t n) {
+  return _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
+}
 
 template <>
 struct Vec<float> {
@@ -179,8 +195,12 @@ GF_INLINE __m256 operator>(Vec<float> a, Vec<float> b) { return _mm256_cmp_ps(a.
 GF_INLINE __m256 operator<(Vec<float> a, Vec<float> b) { return _mm256_cmp_ps(a.v, b.v, _CMP_LT_OQ); }
 GF_INLINE __m256 isnan(Vec<float> a) { return _mm256_cmp_ps(a.v, a.v, _CMP_UNORD_Q); }
 GF_INLINE Vec<float> select(__m256 m, Vec<float> a, Vec<float> b) { return {_mm256_blendv_ps(b.v, a.v, m)}; }
-GF_INLINE Vec<float> maximum(Vec<float> a, Vec<float> b) { return {_mm256_blendv_ps(_mm256_max_ps(a.v, b.v), a.v, isnan(a))}; }
-GF_INLINE Vec<float> minimum(Vec<float> a, Vec<float> b) { return {_mm256_blendv_ps(_mm256_min_ps(a.v, b.v), a.v, isnan(a))}; }
+GF_INLINE Vec<float> maximum(Vec<float> a, Vec<float> b) {
+  return {_mm256_blendv_ps(_mm256_max_ps(a.v, b.v), a.v, isnan(a))};
+}
+GF_INLINE Vec<float> minimum(Vec<float> a, Vec<float> b) {
+  return {_mm256_blendv_ps(_mm256_min_ps(a.v, b.v), a.v, isnan(a))};
+}
 GF_INLINE bool any(__m256 m) { return _mm256_movemask_ps(m) != 0; }
 GF_INLINE float hsum(Vec<float> a) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(a.v), _mm256_extractf128_ps(a.v, 1));
@@ -214,8 +234,12 @@ GF_INLINE __m256d operator>(Vec<double> a, Vec<double> b) { return _mm256_cmp_pd
 GF_INLINE __m256d operator<(Vec<double> a, Vec<double> b) { return _mm256_cmp_pd(a.v, b.v, _CMP_LT_OQ); }
 GF_INLINE __m256d isnan(Vec<double> a) { return _mm256_cmp_pd(a.v, a.v, _CMP_UNORD_Q); }
 GF_INLINE Vec<double> select(__m256d m, Vec<double> a, Vec<double> b) { return {_mm256_blendv_pd(b.v, a.v, m)}; }
-GF_INLINE Vec<double> maximum(Vec<double> a, Vec<double> b) { return {_mm256_blendv_pd(_mm256_max_pd(a.v, b.v), a.v, isnan(a))}; }
-GF_INLINE Vec<double> minimum(Vec<double> a, Vec<double> b) { return {_mm256_blendv_pd(_mm256_min_pd(a.v, b.v), a.v, isnan(a))}; }
+GF_INLINE Vec<double> maximum(Vec<double> a, Vec<double> b) {
+  return {_mm256_blendv_pd(_mm256_max_pd(a.v, b.v), a.v, isnan(a))};
+}
+GF_INLINE Vec<double> minimum(Vec<double> a, Vec<double> b) {
+  return {_mm256_blendv_pd(_mm256_min_pd(a.v, b.v), a.v, isnan(a))};
+}
 GF_INLINE bool any(__m256d m) { return _mm256_movemask_pd(m) != 0; }
 GF_INLINE double hsum(Vec<double> a) {
   __m128d s = _mm_add_pd(_mm256_castpd256_pd128(a.v), _mm256_extractf128_pd(a.v, 1));
@@ -356,7 +380,8 @@ GF_INLINE Vec<T> load_n(const T* p, int64_t n) {
 }
 template <class T>
 GF_INLINE void store_n(Vec<T> v, T* p, int64_t n) {
-  if (n == Vec<T>::width) v.store(p); else v.store(p, n);
+  if (n == Vec<T>::width) v.store(p);
+  else v.store(p, n);
 }
 
 // The upper half of a float vector as doubles (widen_hi); zero on the one-lane scalar path, whose

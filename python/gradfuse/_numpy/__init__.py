@@ -5,6 +5,7 @@ the parity tests. A twin has its kernel's name and takes every argument by name,
 against the kernel table (gradfuse.table, gradfuse._checks); gf.ops.<kernel>.numpy is the twin
 behind those checks, with the table's signature and defaults.
 """
+
 from . import activation, batchnorm, clip, dense, dropout, loss, optim
 
 __all__ = ["optim", "batchnorm", "dropout", "activation", "dense", "loss", "clip"]

@@ -1,4 +1,5 @@
 """Small helpers shared by the NumPy twins."""
+
 from __future__ import annotations
 
 import functools
@@ -9,10 +10,12 @@ import numpy as np
 def quiet(kernel):
     """A twin that never warns, like its C++ kernel: NaN / Inf arithmetic (inf - inf, 0 / 0,
     overflow) gives NaN / Inf silently."""
+
     @functools.wraps(kernel)
     def silent(*args, **kwargs):
         with np.errstate(all="ignore"):
             return kernel(*args, **kwargs)
+
     return silent
 
 

@@ -5,6 +5,7 @@ twin checks only what the table cannot say (which saved tensors a backward needs
 with the C++ kernels to a few ulp (they use Eigen's vectorized tanh/exp/erf, these NumPy's and the
 C library's).
 """
+
 from __future__ import annotations
 
 import math

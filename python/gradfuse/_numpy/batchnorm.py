@@ -11,6 +11,7 @@ first element; here in float64, there in the dtype, exact near the pivot) and th
 is the same dtype arithmetic on the same coefficients, so outputs agree with the C++ kernels to
 about one unit in the last place (the float64 sums are taken in another order).
 """
+
 from __future__ import annotations
 
 import math
@@ -41,8 +42,9 @@ def _broadcastable(v: np.ndarray, ndim: int, channels_last: bool) -> np.ndarray:
     return v if channels_last else v.reshape((1, -1) + (1,) * (ndim - 2))
 
 
-def batchnorm_forward(*, x, weight, bias, running_mean, running_var, y, save_mean, save_invstd, training, momentum,
-                      eps, channels_last):
+def batchnorm_forward(
+    *, x, weight, bias, running_mean, running_var, y, save_mean, save_invstd, training, momentum, eps, channels_last
+):
     fn = "batchnorm_forward"
     if (running_mean is None) != (running_var is None):
         fail(fn, "running_mean", "running_mean and running_var must both be arrays or both be None")
@@ -56,12 +58,26 @@ def batchnorm_forward(*, x, weight, bias, running_mean, running_var, y, save_mea
     if c == 0:
         return
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # NaN / Inf propagate, like torch
-        _forward(x, weight, bias, running_mean, running_var, y, save_mean, save_invstd, batch, count, momentum, eps,
-                 channels_last)
+        _forward(
+            x,
+            weight,
+            bias,
+            running_mean,
+            running_var,
+            y,
+            save_mean,
+            save_invstd,
+            batch,
+            count,
+            momentum,
+            eps,
+            channels_last,
+        )
 
 
-def _forward(x, weight, bias, running_mean, running_var, y, save_mean, save_invstd, batch, count, momentum, eps,
-             channels_last):
+def _forward(
+    x, weight, bias, running_mean, running_var, y, save_mean, save_invstd, batch, count, momentum, eps, channels_last
+):
     c = save_mean.shape[0]
     dtype = x.dtype
     w = np.ones(c) if weight is None else weight.astype(np.float64)
@@ -72,11 +88,11 @@ def _forward(x, weight, bias, running_mean, running_var, y, save_mean, save_invs
             save_mean[...] = 0
             save_invstd[...] = 0
             return
-        values = _by_channel(x, channels_last)           # (C, count), float64
-        pivot = values[:, 0]                               # each channel's first element
+        values = _by_channel(x, channels_last)  # (C, count), float64
+        pivot = values[:, 0]  # each channel's first element
         d = values - pivot[:, None]
         mean_minus_pivot = d.sum(axis=1) / count
-        var = np.maximum((d * d).sum(axis=1) / count - mean_minus_pivot ** 2, 0.0)  # biased; NaN stays NaN
+        var = np.maximum((d * d).sum(axis=1) / count - mean_minus_pivot**2, 0.0)  # biased; NaN stays NaN
         mean = pivot + mean_minus_pivot
         invstd = 1.0 / np.sqrt(var + eps)
         scale = w * invstd
@@ -85,8 +101,9 @@ def _forward(x, weight, bias, running_mean, running_var, y, save_mean, save_invs
         save_invstd[...] = invstd
         if running_mean is not None:
             running_mean[...] = (1.0 - momentum) * running_mean.astype(np.float64) + momentum * mean
-            running_var[...] = ((1.0 - momentum) * running_var.astype(np.float64)
-                                + momentum * (var * count / (count - 1.0)))
+            running_var[...] = (1.0 - momentum) * running_var.astype(np.float64) + momentum * (
+                var * count / (count - 1.0)
+            )
     else:
         invstd = 1.0 / np.sqrt(running_var.astype(np.float64) + eps)
         pivot = running_mean.copy()

@@ -9,6 +9,7 @@ segment is cut into blocks of CLIP_BLOCK elements, element j of a block goes to 
 float64 accumulators (each lane summed in order), the 16 lanes are added as a fixed tree
 (8, 4, 2, 1) and the blocks in order. Scaling and clamping are element-wise and bitwise equal.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,9 +24,11 @@ LANES = 16
 
 def _raise_nonfinite(fn: str, what: str, p: float):
     """torch's error_if_nonfinite refusal, naming the kernel and the argument (as the C++ bindings)."""
-    raise RuntimeError(f"{fn}: the {what} of order {p!r} is non-finite, so it cannot be clipped (nothing was "
-                       "written). To disable this error and scale the gradients by the non-finite norm anyway, set "
-                       "`error_if_nonfinite=False`")
+    raise RuntimeError(
+        f"{fn}: the {what} of order {p!r} is non-finite, so it cannot be clipped (nothing was "
+        "written). To disable this error and scale the gradients by the non-finite norm anyway, set "
+        "`error_if_nonfinite=False`"
+    )
 
 
 # ---- the reduction -----------------------------------------------------------------------------------
@@ -65,7 +68,7 @@ def _block_value(x: np.ndarray, p: float) -> float:
     with np.errstate(over="ignore"):  # float64 terms may overflow to inf, as in the kernels (no warning)
         terms = x * x if p == 2 else x if p == 1 else np.power(x, p)
     padded = np.zeros(-(-x.size // LANES) * LANES)
-    padded[:x.size] = terms
+    padded[: x.size] = terms
     with np.errstate(over="ignore", invalid="ignore"):
         lanes = np.cumsum(padded.reshape(-1, LANES), axis=0)[-1]  # each lane summed in order
     return _lane_tree(lanes)
@@ -90,7 +93,7 @@ def _combine(values, p: float) -> float:
 
 
 def _blocks(segment: np.ndarray):
-    return (segment[b:b + CLIP_BLOCK] for b in range(0, segment.size, CLIP_BLOCK))
+    return (segment[b : b + CLIP_BLOCK] for b in range(0, segment.size, CLIP_BLOCK))
 
 
 def _norm_of_segments(segments, p: float) -> float:

@@ -5,6 +5,7 @@ twin checks only what the table cannot say (the saved tensors an activation's ba
 BLAS interface's int dimensions). Results agree with the C++ kernels to rounding (the products sum
 in another order).
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -14,6 +14,7 @@ of byte i // 8 is keep_i, 8 * ceil(n / 64) bytes, padding bits 0.
 Philox4x32-10 is written here on uint32 arrays (numpy.random.Philox is the 4x64 variant and
 gives other numbers); the 32x32 -> 64-bit products are taken in uint64, which holds them exactly.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -82,7 +83,7 @@ def dropout_forward(*, x, y, mask, p, seed, counter):
 
 
 def dropout_backward(*, dy, mask, dx, p):
-    keep = np.unpackbits(mask, bitorder="little")[:dy.size].astype(bool)
+    keep = np.unpackbits(mask, bitorder="little")[: dy.size].astype(bool)
     with np.errstate(invalid="ignore"):
         dx[...] = dy * _factors(keep, p, dy.dtype).reshape(dy.shape)
 

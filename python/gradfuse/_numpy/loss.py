@@ -12,6 +12,7 @@ dtype, with the kernels' operation order. The results agree with the C++ kernels
 log and the order of summation differ); the mse / sum-of-squares gradient and the penalty's
 gradient update are element-wise IEEE arithmetic and bitwise equal to the kernels'.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -13,6 +13,7 @@ operation is a correctly rounded IEEE one, so a twin gives bitwise the C++ resul
 are rounded to the arrays' dtype as they meet them (NumPy's promotion rules), as torch and the C++
 kernels do.
 """
+
 from __future__ import annotations
 
 import math
@@ -81,12 +82,13 @@ def sgd(a):
             buf[...] = g if a.step == 1 else buf * a.momentum + (1.0 - a.dampening) * g
             g = g + a.momentum * buf if a.nesterov else buf
         p -= a.lr * g
+
     return update
 
 
 def adam(a):
-    step_size = a.lr / (1.0 - a.beta1 ** a.step)
-    inv_bias_correction2_sqrt = 1.0 / math.sqrt(1.0 - a.beta2 ** a.step)
+    step_size = a.lr / (1.0 - a.beta1**a.step)
+    inv_bias_correction2_sqrt = 1.0 / math.sqrt(1.0 - a.beta2**a.step)
 
     def update(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq):
         g = _weight_decay(p, g, a.lr, a.weight_decay, a.decoupled_weight_decay)
@@ -96,6 +98,7 @@ def adam(a):
             np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
             second = max_exp_avg_sq
         p += -step_size * exp_avg / (np.sqrt(second) * inv_bias_correction2_sqrt + a.eps)
+
     return update
 
 
@@ -106,6 +109,7 @@ def adagrad(a):
         g = _weight_decay(p, g, a.lr, a.weight_decay, False)
         state_sum += g * g
         p += -clr * g / (np.sqrt(state_sum) + a.eps)
+
     return update
 
 
@@ -123,6 +127,7 @@ def rmsprop(a):
             p -= a.lr * momentum_buffer
         else:
             p += -a.lr * g / avg
+
     return update
 
 
@@ -133,17 +138,19 @@ def adadelta(a):
         delta = np.sqrt(acc_delta + a.eps) / np.sqrt(square_avg + a.eps) * g
         acc_delta[...] = acc_delta * a.rho + (1.0 - a.rho) * delta * delta
         p -= a.lr * delta
+
     return update
 
 
 def adamax(a):
-    clr = a.lr / (1.0 - a.beta1 ** a.step)
+    clr = a.lr / (1.0 - a.beta1**a.step)
 
     def update(p, g, exp_avg, exp_inf):
         g = _weight_decay(p, g, a.lr, a.weight_decay, False)
         exp_avg += (1.0 - a.beta1) * (g - exp_avg)
         np.maximum(exp_inf * a.beta2, np.abs(g) + a.eps, out=exp_inf)
         p += -clr * exp_avg / exp_inf
+
     return update
 
 
@@ -153,7 +160,7 @@ def nadam_mu(beta1: float, momentum_decay: float, step: int) -> float:
 
 
 def nadam(a):
-    inv_bias_correction2 = 1.0 / (1.0 - a.beta2 ** a.step)
+    inv_bias_correction2 = 1.0 / (1.0 - a.beta2**a.step)
     mu = nadam_mu(a.beta1, a.momentum_decay, a.step)
     mu_next = nadam_mu(a.beta1, a.momentum_decay, a.step + 1)
     coef_grad = -a.lr * (1.0 - mu) / (1.0 - a.mu_product)
@@ -165,18 +172,19 @@ def nadam(a):
         denom = np.sqrt(exp_avg_sq * inv_bias_correction2) + a.eps
         p += coef_grad * g / denom
         p += coef_avg * exp_avg / denom
+
     return update
 
 
 def radam_rho(beta2: float, step: int) -> tuple[float, float]:
     """RAdam's rho_inf and rho_t (the length of the approximated SMA; > 5 means rectified)."""
     rho_inf = 2.0 / (1.0 - beta2) - 1.0
-    return rho_inf, rho_inf - 2.0 * step * beta2 ** step / (1.0 - beta2 ** step)
+    return rho_inf, rho_inf - 2.0 * step * beta2**step / (1.0 - beta2**step)
 
 
 def radam(a):
-    inv_bias_correction1 = 1.0 / (1.0 - a.beta1 ** a.step)
-    bias_correction2_sqrt = math.sqrt(1.0 - a.beta2 ** a.step)
+    inv_bias_correction1 = 1.0 / (1.0 - a.beta1**a.step)
+    bias_correction2_sqrt = math.sqrt(1.0 - a.beta2**a.step)
     rho_inf, rho_t = radam_rho(a.beta2, a.step)
     rect = None
     if rho_t > 5.0:
@@ -189,6 +197,7 @@ def radam(a):
         if rect is not None:
             step = step * (bias_correction2_sqrt / (np.sqrt(exp_avg_sq) + a.eps)) * rect
         p -= step
+
     return update
 
 
@@ -196,12 +205,14 @@ def rprop(a):
     def update(p, g, prev, step_size):
         agreement = g * prev  # > 0: same direction; < 0: the sign flipped; NaN acts as 0 (torch.sign)
         one = np.ones((), g.dtype)
-        factor = np.where(agreement > 0, g.dtype.type(a.etaplus),
-                          np.where(agreement < 0, g.dtype.type(a.etaminus), one))
+        factor = np.where(
+            agreement > 0, g.dtype.type(a.etaplus), np.where(agreement < 0, g.dtype.type(a.etaminus), one)
+        )
         np.minimum(np.maximum(step_size * factor, a.step_size_min), a.step_size_max, out=step_size)
         g = np.where(agreement < 0, g.dtype.type(0), g)
         p -= torch_sign(g) * step_size
         prev[...] = g
+
     return update
 
 
@@ -210,6 +221,7 @@ def lion(a):
         _weight_decay(p, g, a.lr, a.weight_decay, True)
         p -= a.lr * torch_sign(exp_avg * a.beta1 + (1.0 - a.beta1) * g)
         exp_avg[...] = exp_avg * a.beta2 + (1.0 - a.beta2) * g
+
     return update
 
 

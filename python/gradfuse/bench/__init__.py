@@ -10,6 +10,7 @@ Each suite is a module with HELP (one line), add_arguments(parser) and main(args
 SUITES names them, so `python -m gradfuse bench <name>` finds them. The shared timing rules (one
 process, interleaved, medians; never asserted in tests) live in _harness.py.
 """
+
 from __future__ import annotations
 
 import argparse

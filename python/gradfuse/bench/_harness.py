@@ -10,6 +10,7 @@ A "sample" is `number` back-to-back calls of one implementation divided by `numb
 chosen from the warm-up so that a sample lasts at least `min_sample_s` (1 for slow calls). This
 keeps the timer and wake-up noise of millisecond-sized steps out of the medians.
 """
+
 from __future__ import annotations
 
 import gc
@@ -81,9 +82,17 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def measure_interleaved(impls: dict[str, Callable[[], object]], *, repeats: int, warmup: int,
-                        min_sample_s: float = 0.0, sleep_s: float = 0.002, max_number: int = 10_000,
-                        required: tuple[str, ...] = (), warmup_budget_s: float = 1.0) -> Measurement:
+def measure_interleaved(
+    impls: dict[str, Callable[[], object]],
+    *,
+    repeats: int,
+    warmup: int,
+    min_sample_s: float = 0.0,
+    sleep_s: float = 0.002,
+    max_number: int = 10_000,
+    required: tuple[str, ...] = (),
+    warmup_budget_s: float = 1.0,
+) -> Measurement:
     """Time each callable (one step each call) interleaved with the others.
 
     warmup calls of each implementation come first (at least two, but no more once they took
@@ -205,6 +214,7 @@ def _meminfo_gib() -> float | None:
 def cpu_busy_fraction(interval_s: float = 0.3) -> float | None:
     """The fraction of all CPUs busy (not idle / iowait) over interval_s while this process sleeps:
     how much other work competes for the machine right now. None where /proc/stat is missing."""
+
     def read():
         with open("/proc/stat", encoding="ascii") as f:
             values = [int(x) for x in f.readline().split()[1:]]
@@ -222,8 +232,19 @@ def cpu_busy_fraction(interval_s: float = 0.3) -> float | None:
 
 
 CACHE_DIR = "/sys/devices/system/cpu/cpu0/cache"
-ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
-             "avx512_fp16", "amx_tile")
+ISA_FLAGS = (
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+)
 
 
 def _parse_size(text: str) -> int:
@@ -252,14 +273,23 @@ def cpu_caches(cache_dir: str = CACHE_DIR) -> list[dict]:
         return caches
     cpus = os.cpu_count() or 1
     for entry in entries:
+
         def read(name):
             with open(os.path.join(cache_dir, entry, name), encoding="ascii") as f:
                 return f.read().strip()
+
         try:
             size = _parse_size(read("size"))
             sharing = _count_cpus(read("shared_cpu_list"))
-            caches.append({"level": int(read("level")), "type": read("type"), "bytes": size,
-                           "shared_by_cpus": sharing, "total_bytes": size * max(1, cpus // max(1, sharing))})
+            caches.append(
+                {
+                    "level": int(read("level")),
+                    "type": read("type"),
+                    "bytes": size,
+                    "shared_by_cpus": sharing,
+                    "total_bytes": size * max(1, cpus // max(1, sharing)),
+                }
+            )
         except (OSError, ValueError, IndexError, KeyError):
             continue
     return caches
@@ -292,8 +322,7 @@ def machine_info(torch=None, torch_missing: str | None = None) -> dict:
         "numpy": np.__version__,
         "torch": torch.__version__ if torch is not None else None,
         "torch_missing": torch_missing,
-        "threads": {"gradfuse": gf.get_num_threads(),
-                    "torch": torch.get_num_threads() if torch is not None else None},
+        "threads": {"gradfuse": gf.get_num_threads(), "torch": torch.get_num_threads() if torch is not None else None},
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     try:
@@ -311,7 +340,9 @@ def format_table(headers: list[str], rows: list[list[str]], right: set[int] | No
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
 
     def line(cells):
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        return "  ".join(
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        ).rstrip()
 
     out = [line(headers), "  ".join("-" * w for w in widths)]
     out += [line(r) for r in rows]

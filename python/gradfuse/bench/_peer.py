@@ -20,6 +20,7 @@ Setup builds the optimizer and steps it once, so a JIT build or first-touch allo
 inside a timed sample. A peer that cannot import or cannot build that algorithm answers with its
 reason: the parent reports a skipped cell, never an error.
 """
+
 from __future__ import annotations
 
 import json
@@ -57,18 +58,24 @@ def _probe(peer: str) -> dict:
         return {"available": False, "reason": f"unknown peer {peer!r}"}
     try:
         import torch
+
         mod = __import__(module)
     except ImportError as exc:
         return {"available": False, "reason": f"not installed ({_describe(exc)})"}
     except Exception as exc:  # noqa: BLE001 - a broken install is a missing peer
         return {"available": False, "reason": f"import failed ({_describe(exc)})"}
-    info = {"available": True, "version": getattr(mod, "__version__", None), "torch": torch.__version__,
-            "python": sys.version.split()[0]}
+    info = {
+        "available": True,
+        "version": getattr(mod, "__version__", None),
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+    }
     if peer == "deepspeed":
         # the cpu_adam / cpu_adagrad ops are C++ built with ninja at first use: build them here, untimed
         t0 = time.perf_counter()
         try:
             from deepspeed.ops.op_builder import CPUAdagradBuilder, CPUAdamBuilder
+
             CPUAdamBuilder().load(verbose=False)
             CPUAdagradBuilder().load(verbose=False)
         except Exception as exc:  # noqa: BLE001
@@ -82,15 +89,19 @@ def _optimizer(peer: str, algorithm: str, params: list, kwargs: dict):
         raise NotImplementedError(f"{peer} has no {algorithm}")
     if peer == "torch-process":
         import torch
+
         return getattr(torch.optim, algorithm)(params, fused=True, **kwargs)
     if peer == "deepspeed":
         if algorithm == "Adagrad":
             from deepspeed.ops.adagrad import DeepSpeedCPUAdagrad
+
             return DeepSpeedCPUAdagrad(params, **kwargs)
         from deepspeed.ops.adam import DeepSpeedCPUAdam
+
         # DeepSpeedCPUAdam is AdamW unless told otherwise
         return DeepSpeedCPUAdam(params, adamw_mode=algorithm == "AdamW", **kwargs)
     import bitsandbytes as bnb
+
     name = algorithm + ("8bit" if peer == "bnb-8bit" else "")
     return getattr(bnb.optim, name)(params, **kwargs)
 
@@ -104,6 +115,7 @@ class _Server:
 
     def setup(self, key, peer, algorithm, kwargs, shapes, dtype, threads=None, seed=0):
         import torch
+
         if threads:
             torch.set_num_threads(int(threads))
         self.steps.pop(key, None)
@@ -170,8 +182,15 @@ class PeerProcess:
         env = dict(os.environ)
         env.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed: the CPU accelerator, no CUDA probing
         self._log = tempfile.TemporaryFile(mode="w+")
-        self._proc = subprocess.Popen([self.python, self._script], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, stderr=self._log, text=True, env=env, bufsize=1)
+        self._proc = subprocess.Popen(
+            [self.python, self._script],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            env=env,
+            bufsize=1,
+        )
 
     def call(self, cmd: str, **msg) -> dict:
         if self.dead:
@@ -211,8 +230,16 @@ class PeerProcess:
         """A callable for measure_interleaved; raises RuntimeError(reason) if the peer cannot."""
         self._keys += 1
         key = f"{peer}-{self._keys}"
-        reply = self.call("setup", key=key, peer=peer, algorithm=algorithm, kwargs=kwargs,
-                          shapes=[list(s) for s in shapes], dtype=dtype, threads=threads)
+        reply = self.call(
+            "setup",
+            key=key,
+            peer=peer,
+            algorithm=algorithm,
+            kwargs=kwargs,
+            shapes=[list(s) for s in shapes],
+            dtype=dtype,
+            threads=threads,
+        )
         if not reply.get("ok"):
             raise RuntimeError(reply.get("reason", "setup failed"))
         return PeerStep(self, key)

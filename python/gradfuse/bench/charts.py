@@ -1,24 +1,38 @@
 """The suite's PNG charts (matplotlib, Agg backend; optional: without it the charts are skipped).
 
-  speedup.png  per kernel row, each peer's time / gradfuse's time (log scale; right of 1: gradfuse
-               is faster)
-  sizes.png    step time against parameter count (log-log), Adam and SGD, with the bandwidth line
-               (bytes per parameter / measured read-modify-write bandwidth) and the cache sizes
-  threads.png  time and speedup on 1 .. N threads
+speedup.png  per kernel row, each peer's time / gradfuse's time (log scale; right of 1: gradfuse
+             is faster)
+sizes.png    step time against parameter count (log-log), Adam and SGD, with the bandwidth line
+             (bytes per parameter / measured read-modify-write bandwidth) and the cache sizes
+threads.png  time and speedup on 1 .. N threads
 """
+
 from __future__ import annotations
 
 import os
 
-COLORS = {"gradfuse": "#d62728", "numpy": "#7f7f7f", "torch-fused": "#1f77b4", "torch-foreach": "#6baed6",
-          "torch-forloop": "#c6dbef", "torch": "#08519c", "torch-fused-adam": "#9ecae1", "torch-process": "#17becf", "torch.mm": "#1f77b4",
-          "deepspeed": "#2ca02c", "bnb": "#ff7f0e", "bnb-8bit": "#fdae6b", "touch": "#000000"}
+COLORS = {
+    "gradfuse": "#d62728",
+    "numpy": "#7f7f7f",
+    "torch-fused": "#1f77b4",
+    "torch-foreach": "#6baed6",
+    "torch-forloop": "#c6dbef",
+    "torch": "#08519c",
+    "torch-fused-adam": "#9ecae1",
+    "torch-process": "#17becf",
+    "torch.mm": "#1f77b4",
+    "deepspeed": "#2ca02c",
+    "bnb": "#ff7f0e",
+    "bnb-8bit": "#fdae6b",
+    "touch": "#000000",
+}
 
 
 def draw_all(result: dict, out_dir: str) -> tuple[list[str], str | None]:
     """Write the charts; returns (file names written, why charts were skipped or None)."""
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as exc:
@@ -42,8 +56,10 @@ CHART_PEERS = ("numpy", "torch-fused", "torch-foreach", "torch", "torch-fused-ad
 def speedup_chart(plt, result: dict):
     """One panel per part (optimizers; layers and the training step), one group of bars per row."""
     rows = [r for r in result["rows"] if "fp64" not in r["workload"]]
-    parts = [("optimizer steps", [r for r in rows if r["part"] == "optim"]),
-             ("layers and the training step", [r for r in rows if r["part"] != "optim"])]
+    parts = [
+        ("optimizer steps", [r for r in rows if r["part"] == "optim"]),
+        ("layers and the training step", [r for r in rows if r["part"] != "optim"]),
+    ]
     panels = []
     for title, part_rows in parts:
         peers = [p for p in CHART_PEERS if any("speedup" in r["cells"].get(p, {}) for r in part_rows)]
@@ -59,8 +75,13 @@ def speedup_chart(plt, result: dict):
             for j, p in enumerate(peers):
                 cell = r["cells"].get(p, {})
                 if "speedup" in cell:
-                    ax.barh(i + (j - (len(peers) - 1) / 2) * height, cell["speedup"], height=height,
-                            color=COLORS.get(p, f"C{j}"), label=p)
+                    ax.barh(
+                        i + (j - (len(peers) - 1) / 2) * height,
+                        cell["speedup"],
+                        height=height,
+                        color=COLORS.get(p, f"C{j}"),
+                        label=p,
+                    )
         ax.set_yticks(range(len(part_rows)))
         ax.set_yticklabels([f"{r['kernel']}  {r['workload']}" for r in part_rows], fontsize=7)
         ax.invert_yaxis()
@@ -104,8 +125,14 @@ def sizes_chart(plt, result: dict):
             ax.plot([p for p, _ in pts], [t for _, t in pts], label=impl, **style)
         sizes = sorted({r["params"] for r in mine})
         bpp = mine[0]["bytes_per_param"]
-        ax.plot(sizes, [n * bpp / bandwidth / 1e6 for n in sizes], color="black", linestyle="--", linewidth=1,
-                label=f"{bpp} B/param at {bandwidth:.0f} GB/s")
+        ax.plot(
+            sizes,
+            [n * bpp / bandwidth / 1e6 for n in sizes],
+            color="black",
+            linestyle="--",
+            linewidth=1,
+            label=f"{bpp} B/param at {bandwidth:.0f} GB/s",
+        )
         # where the working set (p, g and the states: bpp = 4 * (3 + 2 * states)) fills each cache
         arrays = 2 + (bpp // 4 - 3) // 2
         top = max(r["ms"] for r in mine)

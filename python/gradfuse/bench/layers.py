@@ -19,6 +19,7 @@ Targets (the layer issue): dropout forward+backward >= 25x faster than torch; ba
 forward+backward >= 2x faster than torch; dense + ReLU forward+backward at least as fast as torch,
 and GEMM at >= 0.9x the better of numpy.matmul and torch.mm.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,7 +32,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import gradfuse as gf
-
 from .._ext import _core
 from ..table import KERNELS
 from . import _harness as H
@@ -49,10 +49,10 @@ DENSE_SHAPES_QUICK = [(64, 128, 96)]
 @dataclass
 class Case:
     workload: str
-    kind: str               # "batchnorm", "dropout", "dense", "gemm"
-    passes: str             # "forward", "forward+backward", "C = A @ B"
-    unit: str               # "GB/s" or "GFLOP/s"
-    work: float             # bytes or flops per call
+    kind: str  # "batchnorm", "dropout", "dense", "gemm"
+    passes: str  # "forward", "forward+backward", "C = A @ B"
+    unit: str  # "GB/s" or "GFLOP/s"
+    work: float  # bytes or flops per call
     impls: dict = field(default_factory=dict)
     target: str = ""
 
@@ -78,15 +78,22 @@ def batchnorm_cases(shape, torch, rng) -> list[Case]:
         def run():
             with gf.use_backend("numpy"):
                 fn()
+
         return run
 
     n = x.size
     name = f"batchnorm {shape}"
     fwd_bytes = KERNELS["batchnorm_forward"].bytes_per_element() * n
     fwd = Case(name, "batchnorm", "forward", "GB/s", fwd_bytes, {"gradfuse": forward, "numpy": twin(forward)})
-    fb = Case(name, "batchnorm", "forward+backward", "GB/s",
-              fwd_bytes + KERNELS["batchnorm_backward"].bytes_per_element() * n, {"gradfuse": both, "numpy": twin(both)},
-              target="torch >= 2x")
+    fb = Case(
+        name,
+        "batchnorm",
+        "forward+backward",
+        "GB/s",
+        fwd_bytes + KERNELS["batchnorm_backward"].bytes_per_element() * n,
+        {"gradfuse": both, "numpy": twin(both)},
+        target="torch >= 2x",
+    )
     if torch is not None:
         tx, tdy = torch.from_numpy(x), torch.from_numpy(dy)
         tw, tb = torch.ones(c, requires_grad=True), torch.zeros(c, requires_grad=True)
@@ -125,14 +132,21 @@ def dropout_cases(n, torch, rng) -> list[Case]:
         def run():
             with gf.use_backend("numpy"):
                 fn()
+
         return run
 
     name = f"dropout p=0.5, {n / 2**20:g}M"
     fwd_bytes = KERNELS["dropout_forward"].bytes_per_element() * n
     fwd = Case(name, "dropout", "forward", "GB/s", fwd_bytes, {"gradfuse": forward, "numpy": twin(forward)})
-    fb = Case(name, "dropout", "forward+backward", "GB/s",
-              fwd_bytes + KERNELS["dropout_backward"].bytes_per_element() * n, {"gradfuse": both, "numpy": twin(both)},
-              target="torch >= 25x")
+    fb = Case(
+        name,
+        "dropout",
+        "forward+backward",
+        "GB/s",
+        fwd_bytes + KERNELS["dropout_backward"].bytes_per_element() * n,
+        {"gradfuse": both, "numpy": twin(both)},
+        target="torch >= 25x",
+    )
     if torch is not None:
         tx, tdy = torch.from_numpy(x), torch.from_numpy(dy)
         tx_grad = tx.clone().requires_grad_(True)
@@ -170,6 +184,7 @@ def dense_cases(shape, torch, rng) -> list[Case]:
         def run():
             with gf.use_backend("numpy"):
                 fn()
+
         return run
 
     def gemm():
@@ -179,12 +194,24 @@ def dense_cases(shape, torch, rng) -> list[Case]:
     flops = float(KERNELS["dense_forward"].flops(dims))
     name = f"dense+relu {n}x{n_in}x{n_out}"
     fwd = Case(name, "dense", "forward", "GFLOP/s", flops, {"gradfuse": forward, "numpy": twin(forward)})
-    fb = Case(name, "dense", "forward+backward", "GFLOP/s", flops + KERNELS["dense_backward"].flops(dims),
-              {"gradfuse": both, "numpy": twin(both)},
-              target="torch >= 1x")
-    mm = Case(f"gemm {n}x{n_in}x{n_out}", "gemm", "C = A @ B", "GFLOP/s",
-              float(KERNELS["matmul"].flops({"M": n, "K": n_in, "N": n_out})),
-              {"gradfuse": gemm, "numpy": lambda: np.matmul(x, w, out=y)}, target=">= 0.9x best peer")
+    fb = Case(
+        name,
+        "dense",
+        "forward+backward",
+        "GFLOP/s",
+        flops + KERNELS["dense_backward"].flops(dims),
+        {"gradfuse": both, "numpy": twin(both)},
+        target="torch >= 1x",
+    )
+    mm = Case(
+        f"gemm {n}x{n_in}x{n_out}",
+        "gemm",
+        "C = A @ B",
+        "GFLOP/s",
+        float(KERNELS["matmul"].flops({"M": n, "K": n_in, "N": n_out})),
+        {"gradfuse": gemm, "numpy": lambda: np.matmul(x, w, out=y)},
+        target=">= 0.9x best peer",
+    )
     if torch is not None:
         tx, tdy, tw = torch.from_numpy(x), torch.from_numpy(dy), torch.from_numpy(w)
         lin = torch.nn.Linear(n_in, n_out)
@@ -212,8 +239,9 @@ def machine_limits(quick: bool) -> dict:
     """Read-modify-write bandwidth (_touch on p, g: 12 B/element) and FMA peak, measured here."""
     n = 2**20 if quick else 16 * 2**20
     p, g = np.ones(n, np.float32), np.ones(n, np.float32)
-    m = H.measure_interleaved({"touch": lambda: _core._touch(p, g)}, repeats=5 if quick else 9, warmup=3,
-                              min_sample_s=0.02)
+    m = H.measure_interleaved(
+        {"touch": lambda: _core._touch(p, g)}, repeats=5 if quick else 9, warmup=3, min_sample_s=0.02
+    )
     rmw = 12 * n / m.timings["touch"].median / 1e9
     threads = gf.get_num_threads()
     best = {}
@@ -223,8 +251,7 @@ def machine_limits(quick: bool) -> dict:
             seconds, flops = _core._fma_peak(200_000 if quick else 2_000_000, t)
             rates.append(flops / seconds / 1e9)
         best[t] = max(rates)
-    return {"rmw_gb_per_s": rmw, "fma_gflops_1_thread": best[1], "fma_gflops_all": best[threads],
-            "threads": threads}
+    return {"rmw_gb_per_s": rmw, "fma_gflops_1_thread": best[1], "fma_gflops_all": best[threads], "threads": threads}
 
 
 # ---- running and reporting ------------------------------------------------------------------------------
@@ -238,16 +265,32 @@ def run(args, limits: dict | None = None) -> dict:
     repeats = args.repeats or (3 if quick else 7)
     rng = np.random.default_rng(0)
     limits = limits or machine_limits(quick)
-    builders = ([lambda s=s: batchnorm_cases(s, torch, rng) for s in (BN_SHAPES_QUICK if quick else BN_SHAPES)]
-                + [lambda: dropout_cases(DROPOUT_N_QUICK if quick else DROPOUT_N, torch, rng)]
-                + [lambda s=s: dense_cases(s, torch, rng) for s in (DENSE_SHAPES_QUICK if quick else DENSE_SHAPES)])
+    builders = (
+        [lambda s=s: batchnorm_cases(s, torch, rng) for s in (BN_SHAPES_QUICK if quick else BN_SHAPES)]
+        + [lambda: dropout_cases(DROPOUT_N_QUICK if quick else DROPOUT_N, torch, rng)]
+        + [lambda s=s: dense_cases(s, torch, rng) for s in (DENSE_SHAPES_QUICK if quick else DENSE_SHAPES)]
+    )
     rows = []
     for build in builders:
         for case in build():
-            m = H.measure_interleaved(case.impls, repeats=repeats, warmup=2, min_sample_s=0.0 if quick else 0.05,
-                                      sleep_s=args.sleep_ms / 1e3, required=("gradfuse",))
-            row = {"workload": case.workload, "kind": case.kind, "pass": case.passes, "unit": case.unit,
-                   "work": case.work, "target": case.target, "cells": {}, "errors": m.errors}
+            m = H.measure_interleaved(
+                case.impls,
+                repeats=repeats,
+                warmup=2,
+                min_sample_s=0.0 if quick else 0.05,
+                sleep_s=args.sleep_ms / 1e3,
+                required=("gradfuse",),
+            )
+            row = {
+                "workload": case.workload,
+                "kind": case.kind,
+                "pass": case.passes,
+                "unit": case.unit,
+                "work": case.work,
+                "target": case.target,
+                "cells": {},
+                "errors": m.errors,
+            }
             for name, timing in m.timings.items():
                 cell = timing.as_ms()
                 cell["rate"] = case.work / timing.median / 1e9
@@ -258,9 +301,18 @@ def run(args, limits: dict | None = None) -> dict:
             row["speedup_vs"] = {k: v["ms"] / g["ms"] for k, v in row["cells"].items() if k != "gradfuse"}
             rows.append(row)
         gc.collect()
-    return {"suite": "layers", "machine": H.machine_info(torch, torch_missing), "limits": limits,
-            "settings": {"quick": quick, "repeats": repeats, "sleep_ms": args.sleep_ms,
-                         "OPENBLAS_THREAD_TIMEOUT": os.environ.get("OPENBLAS_THREAD_TIMEOUT")}, "rows": rows}
+    return {
+        "suite": "layers",
+        "machine": H.machine_info(torch, torch_missing),
+        "limits": limits,
+        "settings": {
+            "quick": quick,
+            "repeats": repeats,
+            "sleep_ms": args.sleep_ms,
+            "OPENBLAS_THREAD_TIMEOUT": os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
+        },
+        "rows": rows,
+    }
 
 
 def _target_met(row) -> str:
@@ -281,18 +333,26 @@ def _target_met(row) -> str:
 
 def report(result) -> str:
     lim = result["limits"]
-    head = [f"limits measured here: read-modify-write {lim['rmw_gb_per_s']:.1f} GB/s ({lim['threads']} threads); "
-            f"FMA peak {lim['fma_gflops_1_thread']:.0f} GFLOP/s on 1 thread, {lim['fma_gflops_all']:.0f} on "
-            f"{lim['threads']}",
-            f"median of {result['settings']['repeats']} interleaved repeats; (x) = that time / gradfuse's; "
-            f"OPENBLAS_THREAD_TIMEOUT={result['settings']['OPENBLAS_THREAD_TIMEOUT']} (numpy's BLAS threads sleep "
-            "after each call instead of spinning)", ""]
+    head = [
+        f"limits measured here: read-modify-write {lim['rmw_gb_per_s']:.1f} GB/s ({lim['threads']} threads); "
+        f"FMA peak {lim['fma_gflops_1_thread']:.0f} GFLOP/s on 1 thread, {lim['fma_gflops_all']:.0f} on "
+        f"{lim['threads']}",
+        f"median of {result['settings']['repeats']} interleaved repeats; (x) = that time / gradfuse's; "
+        f"OPENBLAS_THREAD_TIMEOUT={result['settings']['OPENBLAS_THREAD_TIMEOUT']} (numpy's BLAS threads sleep "
+        "after each call instead of spinning)",
+        "",
+    ]
     headers = ["workload", "pass", "gradfuse ms", "rate", "of limit", "numpy ms (x)", "torch ms (x)", "target"]
     rows = []
     for r in result["rows"]:
         g = r["cells"]["gradfuse"]
-        cells = [r["workload"], r["pass"], f"{g['ms']:.3g}", f"{g['rate']:.3g} {r['unit']}",
-                 f"{100 * g['frac_of_limit']:.0f}%"]
+        cells = [
+            r["workload"],
+            r["pass"],
+            f"{g['ms']:.3g}",
+            f"{g['rate']:.3g} {r['unit']}",
+            f"{100 * g['frac_of_limit']:.0f}%",
+        ]
         for peer in ("numpy", "torch"):
             c = r["cells"].get(peer)
             cells.append(f"{c['ms']:.3g} ({c['ms'] / g['ms']:.3g}x)" if c else "-")
@@ -309,8 +369,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="DIR", help="write DIR/layers.json (the table is always printed)")
     parser.add_argument("--threads", type=int, default=None, metavar="N", help="threads for gradfuse and torch")
     parser.add_argument("--no-torch", action="store_true", help="leave out the torch columns")
-    parser.add_argument("--sleep-ms", type=float, default=2.0, metavar="MS",
-                        help="pause before each timed sample (default 2)")
+    parser.add_argument(
+        "--sleep-ms", type=float, default=2.0, metavar="MS", help="pause before each timed sample (default 2)"
+    )
     parser.set_defaults(func=main)
 
 

@@ -23,6 +23,7 @@ doubles them. GB/s = bytes * params / median time.
 A second, small section measures the fixed cost of one step: 256 tensors of 16 elements, where
 time is all per-call and per-tensor overhead (Python in opt.step, the binding, OpenMP fork/join).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,26 +37,28 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import gradfuse as gf
-
-from .._ext import _core
 from .. import _checks
+from .._ext import _core
 from ..table import KERNELS
 from . import _harness as H
 
 LR = 1e-6
 
 IMPLS = ("gradfuse", "numpy", "torch-fused", "torch-foreach", "torch-forloop", "touch")
-TORCH_VARIANTS = {"torch-fused": {"fused": True}, "torch-foreach": {"foreach": True},
-                  "torch-forloop": {"foreach": False}}
+TORCH_VARIANTS = {
+    "torch-fused": {"fused": True},
+    "torch-foreach": {"foreach": True},
+    "torch-forloop": {"foreach": False},
+}
 PEERS = ("numpy", "torch-fused", "torch-foreach", "torch-forloop")
 
 
 @dataclass(frozen=True)
 class Algorithm:
-    name: str               # gf.optim / torch.optim class name
-    kwargs: dict            # constructor arguments, the same for gradfuse and torch
-    kernel: str             # its row of the kernel table, for the bytes and the overhead section's direct call
-    kernel_kwargs: dict     # the kernel's scalar arguments in steady state (after the first step)
+    name: str  # gf.optim / torch.optim class name
+    kwargs: dict  # constructor arguments, the same for gradfuse and torch
+    kernel: str  # its row of the kernel table, for the bytes and the overhead section's direct call
+    kernel_kwargs: dict  # the kernel's scalar arguments in steady state (after the first step)
 
     @property
     def states(self) -> tuple:
@@ -66,10 +69,15 @@ class Algorithm:
 
 
 ALGORITHMS = {
-    a.name: a for a in (
+    a.name: a
+    for a in (
         Algorithm("Adam", {"lr": LR}, "adam", {"step": 10, "lr": LR}),
-        Algorithm("AdamW", {"lr": LR, "weight_decay": 1e-2}, "adam",
-                  {"step": 10, "lr": LR, "weight_decay": 1e-2, "decoupled_weight_decay": True}),
+        Algorithm(
+            "AdamW",
+            {"lr": LR, "weight_decay": 1e-2},
+            "adam",
+            {"step": 10, "lr": LR, "weight_decay": 1e-2, "decoupled_weight_decay": True},
+        ),
         Algorithm("SGD", {"lr": LR, "momentum": 0.9}, "sgd", {"step": 2, "lr": LR, "momentum": 0.9}),
         Algorithm("Adagrad", {"lr": LR}, "adagrad", {"step": 10, "lr": LR}),
         Algorithm("RMSprop", {"lr": LR}, "rmsprop", {"lr": LR}),
@@ -87,7 +95,7 @@ def bytes_per_param(algo: Algorithm, dtype) -> int:
 @dataclass(frozen=True)
 class Workload:
     id: str
-    kind: str                    # "single" (one tensor), "list" (separate arrays), "arena" (ParameterArena)
+    kind: str  # "single" (one tensor), "list" (separate arrays), "arena" (ParameterArena)
     shapes: tuple
     dtype: str = "float32"
 
@@ -129,20 +137,20 @@ def _workloads(big: int, huge: int, n_tensors: int, per_tensor: int, mlp: tuple)
 class Mode:
     repeats: int
     warmup: int
-    min_sample_s: float     # back-to-back calls per sample until a sample lasts this long
+    min_sample_s: float  # back-to-back calls per sample until a sample lasts this long
     workloads: tuple
-    float64: bool           # also run the float64 version of each workload (except the largest)
+    float64: bool  # also run the float64 version of each workload (except the largest)
     overhead_min_sample_s: float
 
 
 MODES = {
     "quick": Mode(3, 1, 0.0, tuple(_workloads(2**18, 2**20, 256, 1024, (784, 128, 128, 10))), False, 0.002),
-    "default": Mode(9, 3, 0.02, tuple(_workloads(16 * 2**20, 64 * 2**20, 256, 4096, (784, 1024, 1024, 10))),
-                    False, 0.02),
+    "default": Mode(
+        9, 3, 0.02, tuple(_workloads(16 * 2**20, 64 * 2**20, 256, 4096, (784, 1024, 1024, 10))), False, 0.02
+    ),
     # tiny arrays, one repeat: only for `bench --smoke` (the tests), which checks that everything runs
     "smoke": Mode(1, 1, 0.0, tuple(_workloads(2**12, 2**14, 8, 1024, (16, 8, 4))), False, 0.0),
-    "full": Mode(15, 5, 0.05, tuple(_workloads(16 * 2**20, 64 * 2**20, 256, 4096, (784, 1024, 1024, 10))),
-                 True, 0.05),
+    "full": Mode(15, 5, 0.05, tuple(_workloads(16 * 2**20, 64 * 2**20, 256, 4096, (784, 1024, 1024, 10))), True, 0.05),
 }
 
 OVERHEAD_TENSORS, OVERHEAD_SIZE = 256, 16
@@ -151,9 +159,9 @@ OVERHEAD_TENSORS, OVERHEAD_SIZE = 256, 16
 # ---- building the arrays --------------------------------------------------------------------------------
 @dataclass
 class Built:
-    gf_params: list            # what the gradfuse optimizers get: arrays, or the arena's Parameters
-    arrays: list               # the parameter arrays
-    grads: list                # their gradients
+    gf_params: list  # what the gradfuse optimizers get: arrays, or the arena's Parameters
+    arrays: list  # the parameter arrays
+    grads: list  # their gradients
     arena: object = None
     torch_params: list = field(default_factory=list)
 
@@ -184,12 +192,15 @@ def _gf_step(opt, built: Built, backend: str):
     grads = None if built.arena is not None else built.grads
 
     if backend == "cpp":
+
         def step():
             opt.step(grads)
     else:
+
         def step():
             with gf.use_backend(backend):
                 opt.step(grads)
+
     return step
 
 
@@ -228,8 +239,16 @@ def _impls_for(algo: Algorithm, built: Built, torch, errors: dict) -> tuple[dict
 
 # ---- running --------------------------------------------------------------------------------------------
 def _cell_row(w: Workload, algo: Algorithm, impl: str, timing: H.Timing | None, bpp: int) -> dict:
-    row = {"workload": w.id, "kind": w.kind, "dtype": w.dtype, "tensors": len(w.shapes), "params": w.params,
-           "algorithm": algo.name, "impl": impl, "bytes_per_param": bpp}
+    row = {
+        "workload": w.id,
+        "kind": w.kind,
+        "dtype": w.dtype,
+        "tensors": len(w.shapes),
+        "params": w.params,
+        "algorithm": algo.name,
+        "impl": impl,
+        "bytes_per_param": bpp,
+    }
     if timing is None:
         row.update(ms=None)
         return row
@@ -240,8 +259,9 @@ def _cell_row(w: Workload, algo: Algorithm, impl: str, timing: H.Timing | None, 
     return row
 
 
-def run_group(w: Workload, algo: Algorithm, built: Built, torch, mode: Mode, repeats: int,
-              sleep_s: float, remote=None) -> list[dict]:
+def run_group(
+    w: Workload, algo: Algorithm, built: Built, torch, mode: Mode, repeats: int, sleep_s: float, remote=None
+) -> list[dict]:
     """One row group. remote (suite.RemotePeers or None): peers in another process that step arrays
     of the same shapes, timed interleaved with the rest."""
     errors: dict[str, str] = {}
@@ -253,8 +273,14 @@ def run_group(w: Workload, algo: Algorithm, built: Built, torch, mode: Mode, rep
         impls.update(remote_impls)
         errors.update(remote_errors)
         keep.append(remote_impls)
-    m = H.measure_interleaved(impls, repeats=repeats, warmup=mode.warmup, min_sample_s=mode.min_sample_s,
-                              sleep_s=sleep_s, required=("gradfuse", "numpy", "touch"))
+    m = H.measure_interleaved(
+        impls,
+        repeats=repeats,
+        warmup=mode.warmup,
+        min_sample_s=mode.min_sample_s,
+        sleep_s=sleep_s,
+        required=("gradfuse", "numpy", "touch"),
+    )
     errors.update(m.errors)
     if remote is not None:
         remote.release(keep[-1])
@@ -299,11 +325,16 @@ def run_overhead(torch, mode: Mode, repeats: int, sleep_s: float, algorithms, pr
         scalars = _checks.scalars(row, {**row.defaults(), **algo.kernel_kwargs})
         native = {k: v for k, v in scalars.items() if v is not None and k != "skip_nonfinite"}
         names = tuple(a.name for a in row.arrays)
-        states = {a.state_key: [opt.state[p][a.state_key] for p in built.gf_params] for a in row.states
-                  if a.state_key in algo.states}
+        states = {
+            a.state_key: [opt.state[p][a.state_key] for p in built.gf_params]
+            for a in row.states
+            if a.state_key in algo.states
+        }
         arrays = (built.arrays, built.grads, *(states.get(a.state_key) for a in row.states))
-        impls = {"gradfuse step": lambda: opt.step(built.grads),
-                 "kernel only": lambda: _core.optim_step(row.name, names, arrays, native, False)}
+        impls = {
+            "gradfuse step": lambda opt=opt: opt.step(built.grads),
+            "kernel only": lambda: _core.optim_step(row.name, names, arrays, native, False),
+        }
         keep = []
         if torch is not None:
             for name, variant in TORCH_VARIANTS.items():
@@ -313,13 +344,23 @@ def run_overhead(torch, mode: Mode, repeats: int, sleep_s: float, algorithms, pr
                     continue
                 keep.append(topt)
                 impls[name] = topt.step
-        m = H.measure_interleaved(impls, repeats=repeats, warmup=max(3, mode.warmup),
-                                  min_sample_s=max(mode.overhead_min_sample_s, 0.002), sleep_s=sleep_s,
-                                  required=("gradfuse step", "kernel only"))
-        row = {"workload": w.id, "tensors": OVERHEAD_TENSORS, "params": w.params, "algorithm": algo.name,
-               "us": {name: t.median * 1e6 for name, t in m.timings.items()},
-               "us_iqr": {name: t.iqr * 1e6 for name, t in m.timings.items()},
-               "calls_per_sample": {name: t.number for name, t in m.timings.items()}}
+        m = H.measure_interleaved(
+            impls,
+            repeats=repeats,
+            warmup=max(3, mode.warmup),
+            min_sample_s=max(mode.overhead_min_sample_s, 0.002),
+            sleep_s=sleep_s,
+            required=("gradfuse step", "kernel only"),
+        )
+        row = {
+            "workload": w.id,
+            "tensors": OVERHEAD_TENSORS,
+            "params": w.params,
+            "algorithm": algo.name,
+            "us": {name: t.median * 1e6 for name, t in m.timings.items()},
+            "us_iqr": {name: t.iqr * 1e6 for name, t in m.timings.items()},
+            "calls_per_sample": {name: t.number for name, t in m.timings.items()},
+        }
         us = row["us"]
         row["python_overhead_us"] = us["gradfuse step"] - us["kernel only"]
         row["python_overhead_us_per_tensor"] = row["python_overhead_us"] / OVERHEAD_TENSORS
@@ -331,10 +372,13 @@ def run_overhead(torch, mode: Mode, repeats: int, sleep_s: float, algorithms, pr
 def run(args, remote=None) -> dict:
     """remote: peers in another process (suite.RemotePeers), timed in the same groups."""
     if _core is None:
-        raise SystemExit("bench optim: the gradfuse C++ extension is not available "
-                         f"({gf.config()['extension']}); nothing to benchmark")
-    mode_name = ("smoke" if getattr(args, "smoke", False) else "quick" if args.quick else "full" if args.full
-                 else "default")
+        raise SystemExit(
+            "bench optim: the gradfuse C++ extension is not available "
+            f"({gf.config()['extension']}); nothing to benchmark"
+        )
+    mode_name = (
+        "smoke" if getattr(args, "smoke", False) else "quick" if args.quick else "full" if args.full else "default"
+    )
     mode = MODES[mode_name]
     repeats = args.repeats if args.repeats is not None else mode.repeats
     if repeats < 1:
@@ -347,17 +391,32 @@ def run(args, remote=None) -> dict:
         largest = max(w.params for w in workloads if w.kind == "single")
         workloads += [w.with_dtype("float64") for w in mode.workloads if w.params != largest]
     sleep_s = args.sleep_ms / 1e3
-    settings = {"mode": mode_name, "repeats": repeats, "warmup": mode.warmup, "warmup_budget_s": 1.0,
-                "min_sample_s": mode.min_sample_s,
-                "sleep_s": sleep_s, "lr": LR, "threads_requested": args.threads,
-                "algorithms": [a.name for a in algorithms],
-                "workloads": [{"id": w.id, "kind": w.kind, "dtype": w.dtype, "tensors": len(w.shapes),
-                               "params": w.params} for w in workloads],
-                "impls": [i for i in IMPLS if torch is not None or not i.startswith("torch")],
-                "timing": "median over repeats; each repeat runs every implementation of a group once, "
-                          "in a rotating order; a sample is calls_per_sample back-to-back steps"}
-    result = {"suite": "optim", "machine": H.machine_info(torch, torch_missing), "settings": settings,
-              "rows": [], "overhead": [], "notes": []}
+    settings = {
+        "mode": mode_name,
+        "repeats": repeats,
+        "warmup": mode.warmup,
+        "warmup_budget_s": 1.0,
+        "min_sample_s": mode.min_sample_s,
+        "sleep_s": sleep_s,
+        "lr": LR,
+        "threads_requested": args.threads,
+        "algorithms": [a.name for a in algorithms],
+        "workloads": [
+            {"id": w.id, "kind": w.kind, "dtype": w.dtype, "tensors": len(w.shapes), "params": w.params}
+            for w in workloads
+        ],
+        "impls": [i for i in IMPLS if torch is not None or not i.startswith("torch")],
+        "timing": "median over repeats; each repeat runs every implementation of a group once, "
+        "in a rotating order; a sample is calls_per_sample back-to-back steps",
+    }
+    result = {
+        "suite": "optim",
+        "machine": H.machine_info(torch, torch_missing),
+        "settings": settings,
+        "rows": [],
+        "overhead": [],
+        "notes": [],
+    }
     t_start = time.perf_counter()
     progress = H.Progress(len(workloads) * len(algorithms) + len(algorithms), "bench optim")
     rng = np.random.default_rng(0)
@@ -384,15 +443,24 @@ def run(args, remote=None) -> dict:
     result["cpu_busy_at_end"] = H.cpu_busy_fraction()
     busy = [b for b in (result["machine"]["cpu_busy_at_start"], result["cpu_busy_at_end"]) if b is not None]
     if busy and max(busy) >= 0.15:
-        result["notes"].append(f"other processes kept {max(busy):.0%} of the {os.cpu_count()} cpus busy (sampled "
-                               "at the start and the end): expect disturbed timings; OpenMP steps stall for "
-                               "scheduler slices when one of their threads is preempted")
-    singles = [r for r in result["rows"] if r["impl"] == "touch" and r["kind"] == "single"
-               and r["dtype"] == "float32" and r["bytes_per_param"] == 28]
+        result["notes"].append(
+            f"other processes kept {max(busy):.0%} of the {os.cpu_count()} cpus busy (sampled "
+            "at the start and the end): expect disturbed timings; OpenMP steps stall for "
+            "scheduler slices when one of their threads is preempted"
+        )
+    singles = [
+        r
+        for r in result["rows"]
+        if r["impl"] == "touch" and r["kind"] == "single" and r["dtype"] == "float32" and r["bytes_per_param"] == 28
+    ]
     if singles:
         head = max(singles, key=lambda r: r["params"])
-        result["rmw_bandwidth"] = {"gb_per_s": head["gb_per_s"], "workload": head["workload"],
-                                   "arrays": "p, g, m, v (28 B/param)", "ms": head["ms"]}
+        result["rmw_bandwidth"] = {
+            "gb_per_s": head["gb_per_s"],
+            "workload": head["workload"],
+            "arrays": "p, g, m, v (28 B/param)",
+            "ms": head["ms"],
+        }
     return result
 
 
@@ -419,7 +487,7 @@ def report(result: dict, long: bool = False) -> str:
     m, s = result["machine"], result["settings"]
     cfg = m["gradfuse"]
     th = m["threads"]
-    torch_desc = (f"torch {m['torch']} ({th['torch']} threads)" if m["torch"] else f"torch: {m['torch_missing']}")
+    torch_desc = f"torch {m['torch']} ({th['torch']} threads)" if m["torch"] else f"torch: {m['torch_missing']}"
     lines = [
         f"gradfuse {cfg['version']} ({cfg['isa']}, {th['gradfuse']} threads) | {torch_desc} | numpy {m['numpy']}",
         f"CPU: {m['cpu_model']}, {m['cpu_count']} cpus, {m['mem_total_gib']} GiB | busy with other work: "
@@ -428,8 +496,10 @@ def report(result: dict, long: bool = False) -> str:
     rmw = result.get("rmw_bandwidth")
     if rmw:
         lines.append(f"RMW bandwidth (touch p,g,m,v on {rmw['workload']} fp32): {rmw['gb_per_s']:.1f} GB/s")
-    lines.append(f"mode {s['mode']}: median of {s['repeats']} interleaved repeats after {s['warmup']} warm-up "
-                 f"steps; ms per step; (x) = that time / gradfuse's; ceiling = touch (same arrays, no math)")
+    lines.append(
+        f"mode {s['mode']}: median of {s['repeats']} interleaved repeats after {s['warmup']} warm-up "
+        f"steps; ms per step; (x) = that time / gradfuse's; ceiling = touch (same arrays, no math)"
+    )
     if s["repeats"] < 7:
         lines.append("note: fewer than 7 repeats, the medians are rough")
     lines.append("")
@@ -449,9 +519,20 @@ def report(result: dict, long: bool = False) -> str:
                 if r["ms"] is None:
                     table.append([label, algo, impl, "skipped", "", "", "", "", "", r.get("skipped", "")[:40]])
                     continue
-                table.append([label, algo, impl, _ms(r["ms"]), _ms(r["ms_min"]), _ms(r["ms_iqr"]),
-                              f"{r['gparams_per_s']:.2f}", f"{r['gb_per_s']:.1f}", f"{r['frac_of_ceiling']:.0%}",
-                              _x(r.get("gradfuse_speedup")) if impl in PEERS else ""])
+                table.append(
+                    [
+                        label,
+                        algo,
+                        impl,
+                        _ms(r["ms"]),
+                        _ms(r["ms_min"]),
+                        _ms(r["ms_iqr"]),
+                        f"{r['gparams_per_s']:.2f}",
+                        f"{r['gb_per_s']:.1f}",
+                        f"{r['frac_of_ceiling']:.0%}",
+                        _x(r.get("gradfuse_speedup")) if impl in PEERS else "",
+                    ]
+                )
         lines.append(H.format_table(headers, table, right=set(range(3, 9))))
     else:
         headers = ["workload", "algorithm", "B/p", "ceil GB/s", "gradfuse ms", "GB/s", "ceil"]
@@ -459,8 +540,15 @@ def report(result: dict, long: bool = False) -> str:
         table = []
         for (label, algo), cells in groups.items():
             g, t = cells["gradfuse"], cells["touch"]
-            row = [label, algo, str(g["bytes_per_param"]), f"{t['gb_per_s']:.1f}", _ms(g["ms"]),
-                   f"{g['gb_per_s']:.1f}", f"{g['frac_of_ceiling']:.0%}"]
+            row = [
+                label,
+                algo,
+                str(g["bytes_per_param"]),
+                f"{t['gb_per_s']:.1f}",
+                _ms(g["ms"]),
+                f"{g['gb_per_s']:.1f}",
+                f"{g['frac_of_ceiling']:.0%}",
+            ]
             for p in peers:
                 r = cells.get(p)
                 row.append("-" if r is None or r["ms"] is None else f"{_ms(r['ms'])} ({_x(r['gradfuse_speedup'])})")
@@ -469,15 +557,26 @@ def report(result: dict, long: bool = False) -> str:
     if result.get("overhead"):
         lines.append("")
         o0 = result["overhead"][0]
-        lines.append(f"fixed cost of one step: {o0['workload']} fp32 (us per step, median); "
-                     "overhead = opt.step - the bare kernel call")
-        names = [n for n in ("gradfuse step", "kernel only", *TORCH_VARIANTS)
-                 if any(n in o["us"] for o in result["overhead"])]
+        lines.append(
+            f"fixed cost of one step: {o0['workload']} fp32 (us per step, median); "
+            "overhead = opt.step - the bare kernel call"
+        )
+        names = [
+            n
+            for n in ("gradfuse step", "kernel only", *TORCH_VARIANTS)
+            if any(n in o["us"] for o in result["overhead"])
+        ]
         headers = ["algorithm", *names, "overhead", "per tensor"]
         table = []
         for o in result["overhead"]:
-            table.append([o["algorithm"], *(f"{o['us'][n]:.1f}" if n in o["us"] else "-" for n in names),
-                          f"{o['python_overhead_us']:.1f}", f"{o['python_overhead_us_per_tensor']:.2f}"])
+            table.append(
+                [
+                    o["algorithm"],
+                    *(f"{o['us'][n]:.1f}" if n in o["us"] else "-" for n in names),
+                    f"{o['python_overhead_us']:.1f}",
+                    f"{o['python_overhead_us_per_tensor']:.2f}",
+                ]
+            )
         lines.append(H.format_table(headers, table, right=set(range(1, len(headers)))))
     for note in result.get("notes", []):
         lines.append(f"note: {note}")
@@ -506,19 +605,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--quick", action="store_true", help="small workloads, few repeats (smoke test, seconds)")
     which.add_argument("--full", action="store_true", help="adds float64 rows and more repeats")
-    parser.add_argument("--repeats", type=int, default=None, metavar="N",
-                        help="timed repeats per cell (default: 9; --quick 3; --full 15)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        metavar="N",
+        help="timed repeats per cell (default: 9; --quick 3; --full 15)",
+    )
     parser.add_argument("--out", metavar="DIR", help="write DIR/optim.json (the table is always printed)")
-    parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="threads for gradfuse and torch (default: as configured, see `python -m gradfuse "
-                             "config`)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="threads for gradfuse and torch (default: as configured, see `python -m gradfuse config`)",
+    )
     parser.add_argument("--no-torch", action="store_true", help="leave out the torch.optim rows")
-    parser.add_argument("--algorithms", type=lambda s: [a.strip() for a in s.split(",") if a.strip()],
-                        default=None, metavar="A,B",
-                        help=f"only these algorithms (of {', '.join(ALGORITHMS)})")
-    parser.add_argument("--sleep-ms", type=float, default=2.0, metavar="MS",
-                        help="pause before each timed sample, so spinning OpenMP threads of the previous "
-                             "implementation go idle (default 2)")
+    parser.add_argument(
+        "--algorithms",
+        type=lambda s: [a.strip() for a in s.split(",") if a.strip()],
+        default=None,
+        metavar="A,B",
+        help=f"only these algorithms (of {', '.join(ALGORITHMS)})",
+    )
+    parser.add_argument(
+        "--sleep-ms",
+        type=float,
+        default=2.0,
+        metavar="MS",
+        help="pause before each timed sample, so spinning OpenMP threads of the previous "
+        "implementation go idle (default 2)",
+    )
     parser.add_argument("--long", action="store_true", help="one table row per implementation")
     parser.set_defaults(func=main)
 
@@ -527,8 +644,10 @@ def main(args) -> int:
     if args.algorithms:
         unknown = [a for a in args.algorithms if a not in ALGORITHMS]
         if unknown:
-            print(f"bench optim: unknown algorithm(s) {', '.join(unknown)}; choose from {', '.join(ALGORITHMS)}",
-                  file=sys.stderr)
+            print(
+                f"bench optim: unknown algorithm(s) {', '.join(unknown)}; choose from {', '.join(ALGORITHMS)}",
+                file=sys.stderr,
+            )
             return 2
     if args.threads is not None and args.threads < 1:
         print("bench optim: --threads must be >= 1", file=sys.stderr)

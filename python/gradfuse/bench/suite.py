@@ -23,6 +23,7 @@ not installed, or has no such kernel, is a skipped cell with its reason, never a
 Output: the table on the terminal; with --out DIR: DIR/suite.json (machine, limits, every row,
 every sample), DIR/suite.md and PNG charts (matplotlib; without it the charts are skipped).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,7 +37,6 @@ from dataclasses import dataclass
 import numpy as np
 
 import gradfuse as gf
-
 from .._ext import _core
 from . import _harness as H
 from . import charts
@@ -51,9 +51,9 @@ HELP = "every part (optim, layers, train, sizes, threads) against every installe
 
 @dataclass(frozen=True)
 class SuiteMode:
-    part_mode: str                # the parts' own mode: "smoke" (optim only; quick for the others), "quick",
-                                  # "default"
-    part_repeats: int | None      # None: the parts' own default
+    part_mode: str  # the parts' own mode: "smoke" (optim only; quick for the others), "quick",
+    # "default"
+    part_repeats: int | None  # None: the parts' own default
     optim_algorithms: tuple | None
     sweep_sizes: tuple
     sweep_repeats: int
@@ -65,16 +65,14 @@ class SuiteMode:
 
 MODES = {
     "smoke": SuiteMode("smoke", 1, ("Adam", "SGD"), (2**10, 2**14), 1, 2**16, 64, 1, 0.0),
-    "quick": SuiteMode("quick", None, None, tuple(4**k * 2**10 for k in range(7)), 3, 4 * 2**20, 512, 3,
-                       0.005),
-    "full": SuiteMode("default", None, None, tuple(4**k * 2**10 for k in range(9)), 5, 16 * 2**20, 1024, 7,
-                      0.02),
+    "quick": SuiteMode("quick", None, None, tuple(4**k * 2**10 for k in range(7)), 3, 4 * 2**20, 512, 3, 0.005),
+    "full": SuiteMode("default", None, None, tuple(4**k * 2**10 for k in range(9)), 5, 16 * 2**20, 1024, 7, 0.02),
 }
 SWEEP_ALGORITHMS = ("Adam", "SGD")
 # bitsandbytes' CPU optimizers are torch-op loops (~0.1 s per step for 1M Adam parameters on 2 cores):
 # left out of the larger rows to keep --full within its time budget
 REMOTE_MAX_PARAMS = {"bnb": 4 * 2**20, "bnb-8bit": 4 * 2**20}
-SWEEP_REMOTE = ("deepspeed",)       # bitsandbytes' CPU path takes seconds per step at 64M; torch is here
+SWEEP_REMOTE = ("deepspeed",)  # bitsandbytes' CPU path takes seconds per step at 64M; torch is here
 
 
 # ---- peers in another process ---------------------------------------------------------------------------
@@ -103,8 +101,10 @@ class RemotePeers:
                 continue
             params = sum(math.prod(s) for s in shapes)
             if params > REMOTE_MAX_PARAMS.get(name, params):
-                skipped[name] = (f"left out above {optim_suite._size(REMOTE_MAX_PARAMS[name])} parameters "
-                                 "(too slow for the time budget)")
+                skipped[name] = (
+                    f"left out above {optim_suite._size(REMOTE_MAX_PARAMS[name])} parameters "
+                    "(too slow for the time budget)"
+                )
                 continue
             try:
                 impls[name] = self.process.step(name, algorithm, kwargs, shapes, dtype, self.threads)
@@ -123,10 +123,18 @@ class RemotePeers:
 
 # ---- the parts ------------------------------------------------------------------------------------------
 def _part_args(mode: SuiteMode, args, **extra) -> argparse.Namespace:
-    return argparse.Namespace(quick=mode.part_mode in ("quick", "smoke"), smoke=mode.part_mode == "smoke",
-                              full=False, repeats=mode.part_repeats,
-                              threads=args.threads, no_torch=args.no_torch, sleep_ms=args.sleep_ms, out=None,
-                              long=False, **extra)
+    return argparse.Namespace(
+        quick=mode.part_mode in ("quick", "smoke"),
+        smoke=mode.part_mode == "smoke",
+        full=False,
+        repeats=mode.part_repeats,
+        threads=args.threads,
+        no_torch=args.no_torch,
+        sleep_ms=args.sleep_ms,
+        out=None,
+        long=False,
+        **extra,
+    )
 
 
 def run_sweep(mode: SuiteMode, torch, remote: RemotePeers | None, sleep_s: float, progress) -> list[dict]:
@@ -141,8 +149,10 @@ def run_sweep(mode: SuiteMode, torch, remote: RemotePeers | None, sleep_s: float
             algo = optim_suite.ALGORITHMS[name]
             gf_opt = getattr(gf.optim, name)(built.gf_params, **algo.kwargs)
             np_opt = getattr(gf.optim, name)(built.gf_params, **algo.kwargs)
-            impls = {"gradfuse": optim_suite._gf_step(gf_opt, built, "cpp"),
-                     "numpy": optim_suite._gf_step(np_opt, built, "numpy")}
+            impls = {
+                "gradfuse": optim_suite._gf_step(gf_opt, built, "cpp"),
+                "numpy": optim_suite._gf_step(np_opt, built, "numpy"),
+            }
             errors = {}
             if torch is not None:
                 topt = getattr(torch.optim, name)(built.torch_params, **algo.kwargs, fused=True)
@@ -154,20 +164,35 @@ def run_sweep(mode: SuiteMode, torch, remote: RemotePeers | None, sleep_s: float
             impls["gradfuse"]()
             states = optim_suite._state_lists(gf_opt, built, algo)
             impls["touch"] = lambda b=built, states=states: _core._touch(b.arrays, b.grads, *states)
-            m = H.measure_interleaved(impls, repeats=mode.sweep_repeats, warmup=2, min_sample_s=mode.min_sample_s,
-                                      sleep_s=sleep_s, required=("gradfuse", "numpy", "touch"),
-                                      warmup_budget_s=0.5)
+            m = H.measure_interleaved(
+                impls,
+                repeats=mode.sweep_repeats,
+                warmup=2,
+                min_sample_s=mode.min_sample_s,
+                sleep_s=sleep_s,
+                required=("gradfuse", "numpy", "touch"),
+                warmup_budget_s=0.5,
+            )
             errors.update(m.errors)
             if remote is not None:
                 remote.release(remote_impls)
             bpp = optim_suite.bytes_per_param(algo, w.dtype)
             for impl, t in m.timings.items():
-                rows.append({"algorithm": name, "params": n, "bytes_per_param": bpp, "impl": impl,
-                             "ms": t.median * 1e3, "gb_per_s": n * bpp / t.median / 1e9,
-                             "samples_ms": [s * 1e3 for s in t.samples]})
+                rows.append(
+                    {
+                        "algorithm": name,
+                        "params": n,
+                        "bytes_per_param": bpp,
+                        "impl": impl,
+                        "ms": t.median * 1e3,
+                        "gb_per_s": n * bpp / t.median / 1e9,
+                        "samples_ms": [s * 1e3 for s in t.samples],
+                    }
+                )
             for impl, why in errors.items():
-                rows.append({"algorithm": name, "params": n, "bytes_per_param": bpp, "impl": impl, "ms": None,
-                             "skipped": why})
+                rows.append(
+                    {"algorithm": name, "params": n, "bytes_per_param": bpp, "impl": impl, "ms": None, "skipped": why}
+                )
             del impls, gf_opt, np_opt
             gc.collect()
         del built
@@ -197,8 +222,10 @@ def run_scaling(mode: SuiteMode, torch, sleep_s: float, progress) -> list[dict]:
     a, b = rng.standard_normal((k, k), dtype=np.float32), rng.standard_normal((k, k), dtype=np.float32)
     c = np.empty((k, k), np.float32)
     adam = gf.optim.Adam([p], lr=optim_suite.LR)
-    cases = {f"Adam 1x{optim_suite._size(n)}": ("GB/s", 28.0 * n, {"gradfuse": lambda: adam.step([g])}),
-             f"GEMM {k}x{k}x{k}": ("GFLOP/s", 2.0 * k**3, {"gradfuse": lambda: gf.ops.matmul(a, b, c)})}
+    cases = {
+        f"Adam 1x{optim_suite._size(n)}": ("GB/s", 28.0 * n, {"gradfuse": lambda: adam.step([g])}),
+        f"GEMM {k}x{k}x{k}": ("GFLOP/s", 2.0 * k**3, {"gradfuse": lambda: gf.ops.matmul(a, b, c)}),
+    }
     if torch is not None:
         tp = torch.from_numpy(p.copy())
         tp.grad = torch.from_numpy(g)
@@ -213,6 +240,7 @@ def run_scaling(mode: SuiteMode, torch, sleep_s: float, progress) -> list[dict]:
             if torch is not None:
                 torch.set_num_threads(threads)
             fn()
+
         return run
 
     rows = []
@@ -220,18 +248,32 @@ def run_scaling(mode: SuiteMode, torch, sleep_s: float, progress) -> list[dict]:
         for case, (unit, work, impls) in cases.items():
             progress.begin(f"threads {case}")
             timed = {f"{impl}@{t}": on(t, fn) for impl, fn in impls.items() for t in counts}
-            m = H.measure_interleaved(timed, repeats=mode.scaling_repeats, warmup=2, min_sample_s=mode.min_sample_s,
-                                      sleep_s=sleep_s, required=tuple(x for x in timed if x.startswith("gradfuse")))
+            m = H.measure_interleaved(
+                timed,
+                repeats=mode.scaling_repeats,
+                warmup=2,
+                min_sample_s=mode.min_sample_s,
+                sleep_s=sleep_s,
+                required=tuple(x for x in timed if x.startswith("gradfuse")),
+            )
             for impl in impls:
                 one = m.timings.get(f"{impl}@1")
                 for t in counts:
                     timing = m.timings.get(f"{impl}@{t}")
                     if timing is None:
                         continue
-                    rows.append({"case": case, "impl": impl, "threads": t, "unit": unit, "ms": timing.median * 1e3,
-                                 "rate": work / timing.median / 1e9,
-                                 "speedup": one.median / timing.median if one else None,
-                                 "samples_ms": [s * 1e3 for s in timing.samples]})
+                    rows.append(
+                        {
+                            "case": case,
+                            "impl": impl,
+                            "threads": t,
+                            "unit": unit,
+                            "ms": timing.median * 1e3,
+                            "rate": work / timing.median / 1e9,
+                            "speedup": one.median / timing.median if one else None,
+                            "samples_ms": [s * 1e3 for s in timing.samples],
+                        }
+                    )
     finally:
         gf.set_num_threads(saved_threads)
         if torch is not None:
@@ -263,10 +305,16 @@ def unify(result: dict) -> list[dict]:
             by = {r["impl"]: r for r in cells}
             g, touch = by["gradfuse"], by["touch"]
             limit = touch["gb_per_s"]
-            row = {"part": "optim", "kernel": algorithm, "workload": f"{workload} {'fp32' if dtype == 'float32' else 'fp64'}",
-                   "pass": "step", "unit": "GB/s", "work": g["params"] * g["bytes_per_param"],
-                   "limit": {"name": "touch of the same arrays (read-modify-write)", "value": limit, "unit": "GB/s"},
-                   "cells": {}}
+            row = {
+                "part": "optim",
+                "kernel": algorithm,
+                "workload": f"{workload} {'fp32' if dtype == 'float32' else 'fp64'}",
+                "pass": "step",
+                "unit": "GB/s",
+                "work": g["params"] * g["bytes_per_param"],
+                "limit": {"name": "touch of the same arrays (read-modify-write)", "value": limit, "unit": "GB/s"},
+                "cells": {},
+            }
             for impl, r in by.items():
                 if impl == "touch":
                     continue
@@ -287,10 +335,20 @@ def unify(result: dict) -> list[dict]:
         for r in layers["rows"]:
             bandwidth = r["unit"] == "GB/s"
             limit = limits["rmw_gb_per_s"] if bandwidth else limits["fma_gflops_all"]
-            row = {"part": "layers", "kernel": f"{r['kind']} {r['pass']}", "workload": r["workload"].split(" ", 1)[-1]
-                   if r["kind"] != "dropout" else r["workload"], "pass": r["pass"], "unit": r["unit"], "work": r["work"],
-                   "limit": {"name": "read-modify-write bandwidth" if bandwidth else "FMA peak, all threads",
-                             "value": limit, "unit": r["unit"]}, "cells": {}}
+            row = {
+                "part": "layers",
+                "kernel": f"{r['kind']} {r['pass']}",
+                "workload": r["workload"].split(" ", 1)[-1] if r["kind"] != "dropout" else r["workload"],
+                "pass": r["pass"],
+                "unit": r["unit"],
+                "work": r["work"],
+                "limit": {
+                    "name": "read-modify-write bandwidth" if bandwidth else "FMA peak, all threads",
+                    "value": limit,
+                    "unit": r["unit"],
+                },
+                "cells": {},
+            }
             g_ms = r["cells"]["gradfuse"]["ms"]
             for impl, c in r["cells"].items():
                 row["cells"][impl] = _cell(c["ms"], c["rate"], limit, g_ms)
@@ -304,10 +362,16 @@ def unify(result: dict) -> list[dict]:
         s = train["settings"]
         flops = train["gemm_gflops_per_step"] * 1e9
         limit = limits["fma_gflops_all"]
-        row = {"part": "train", "kernel": "MLP train step", "workload": f"{'-'.join(map(str, s['sizes']))} batch {s['batch']}",
-               "pass": "forward+backward+Adam", "unit": "GFLOP/s", "work": flops,
-               "limit": {"name": "FMA peak, all threads (GEMM flops only)", "value": limit, "unit": "GFLOP/s"},
-               "cells": {}}
+        row = {
+            "part": "train",
+            "kernel": "MLP train step",
+            "workload": f"{'-'.join(map(str, s['sizes']))} batch {s['batch']}",
+            "pass": "forward+backward+Adam",
+            "unit": "GFLOP/s",
+            "work": flops,
+            "limit": {"name": "FMA peak, all threads (GEMM flops only)", "value": limit, "unit": "GFLOP/s"},
+            "cells": {},
+        }
         g_ms = train["cells"]["gradfuse"]["ms"]
         for impl, c in train["cells"].items():
             row["cells"][impl] = _cell(c["ms"], flops / c["ms"] / 1e6, limit, g_ms)
@@ -328,8 +392,9 @@ def peer_columns(rows: list[dict]) -> list[str]:
 # ---- running --------------------------------------------------------------------------------------------
 def run(args) -> dict:
     if _core is None:
-        raise SystemExit("bench: the gradfuse C++ extension is not available "
-                         f"({gf.config()['extension']}); nothing to benchmark")
+        raise SystemExit(
+            f"bench: the gradfuse C++ extension is not available ({gf.config()['extension']}); nothing to benchmark"
+        )
     mode_name = "smoke" if args.smoke else "full" if args.full else "quick"
     mode = MODES[mode_name]
     sleep_s = args.sleep_ms / 1e3
@@ -338,16 +403,28 @@ def run(args) -> dict:
     H.set_threads(args.threads, torch)
     if torch is not None and args.threads is None:
         torch.set_num_threads(gf.get_num_threads())
-    result = {"suite": "all", "mode": mode_name, "machine": H.machine_info(torch, torch_missing),
-              "settings": {"mode": mode_name, "parts_mode": mode.part_mode, "part_repeats": mode.part_repeats,
-                           "sweep_sizes": list(mode.sweep_sizes), "sweep_repeats": mode.sweep_repeats,
-                           "scaling_threads": thread_counts(os.cpu_count() or 1),
-                           "sleep_s": sleep_s, "threads_requested": args.threads,
-                           "peers_requested": list(args.peers), "peer_python": args.peer_python or sys.executable,
-                           "OPENBLAS_THREAD_TIMEOUT": os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
-                           "timing": "median over interleaved repeats (see each part); peers in another process "
-                                     "time their own samples, interleaved with the in-process ones"},
-              "parts": {}, "timings_s": {}}
+    result = {
+        "suite": "all",
+        "mode": mode_name,
+        "machine": H.machine_info(torch, torch_missing),
+        "settings": {
+            "mode": mode_name,
+            "parts_mode": mode.part_mode,
+            "part_repeats": mode.part_repeats,
+            "sweep_sizes": list(mode.sweep_sizes),
+            "sweep_repeats": mode.sweep_repeats,
+            "scaling_threads": thread_counts(os.cpu_count() or 1),
+            "sleep_s": sleep_s,
+            "threads_requested": args.threads,
+            "peers_requested": list(args.peers),
+            "peer_python": args.peer_python or sys.executable,
+            "OPENBLAS_THREAD_TIMEOUT": os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
+            "timing": "median over interleaved repeats (see each part); peers in another process "
+            "time their own samples, interleaved with the in-process ones",
+        },
+        "parts": {},
+        "timings_s": {},
+    }
     progress = H.Progress(5 + len(mode.sweep_sizes) * len(SWEEP_ALGORITHMS) + 2, "bench")
     remote = None
 
@@ -404,8 +481,17 @@ def table_rows(rows: list[dict], peers: list[str]) -> tuple[list[str], list[list
     for r in rows:
         g = r["cells"]["gradfuse"]
         frac = g.get("frac_of_limit")
-        table.append([r["part"], r["kernel"], r["workload"], optim_suite._ms(g["ms"]), f"{_fmt_rate(g['rate'])} {r['unit']}",
-                      "-" if frac is None else f"{frac:.0%}", *(_speedup_cell(r["cells"].get(p)) for p in peers)])
+        table.append(
+            [
+                r["part"],
+                r["kernel"],
+                r["workload"],
+                optim_suite._ms(g["ms"]),
+                f"{_fmt_rate(g['rate'])} {r['unit']}",
+                "-" if frac is None else f"{frac:.0%}",
+                *(_speedup_cell(r["cells"].get(p)) for p in peers),
+            ]
+        )
     return headers, table
 
 
@@ -421,11 +507,18 @@ def skipped_reasons(rows: list[dict]) -> dict[str, list[str]]:
 def machine_lines(result: dict) -> list[str]:
     m, lim = result["machine"], result["limits"]
     cfg = m["gradfuse"]
-    caches = ", ".join(f"L{c['level']}{'d' if c['type'] == 'Data' else 'i' if c['type'] == 'Instruction' else ''} "
-                       f"{_bytes(c['bytes'])}" + (f" x{c['total_bytes'] // c['bytes']}" if c["total_bytes"] != c["bytes"] else "")
-                       for c in m.get("caches", []))
-    peers = "; ".join(f"{name} {s['version']}" if s.get("available") else f"{name}: {s.get('reason')}"
-                      for name, s in result.get("peers", {}).items()) or "none requested"
+    caches = ", ".join(
+        f"L{c['level']}{'d' if c['type'] == 'Data' else 'i' if c['type'] == 'Instruction' else ''} "
+        f"{_bytes(c['bytes'])}" + (f" x{c['total_bytes'] // c['bytes']}" if c["total_bytes"] != c["bytes"] else "")
+        for c in m.get("caches", [])
+    )
+    peers = (
+        "; ".join(
+            f"{name} {s['version']}" if s.get("available") else f"{name}: {s.get('reason')}"
+            for name, s in result.get("peers", {}).items()
+        )
+        or "none requested"
+    )
     return [
         f"CPU: {m['cpu_model']}, {m['cpu_count']} cpus, {m['mem_total_gib']} GiB; caches: {caches or 'unknown'}",
         f"ISA: {', '.join(m.get('cpu_flags', [])) or 'unknown'}; gradfuse {cfg['version']} runs {cfg['isa']} on "
@@ -448,7 +541,9 @@ def sweep_table(result: dict) -> tuple[list[str], list[list[str]]]:
         if r["impl"] not in impls:
             impls.append(r["impl"])
     cells = {(r["algorithm"], r["params"], r["impl"]): r for r in result["sizes"]}
-    keys = sorted({(r["algorithm"], r["params"]) for r in result["sizes"]}, key=lambda k: (SWEEP_ALGORITHMS.index(k[0]), k[1]))
+    keys = sorted(
+        {(r["algorithm"], r["params"]) for r in result["sizes"]}, key=lambda k: (SWEEP_ALGORITHMS.index(k[0]), k[1])
+    )
     headers = ["algorithm", "params", *(f"{i} ms" for i in impls), "gradfuse GB/s"]
     table = []
     for algo, n in keys:
@@ -463,8 +558,17 @@ def sweep_table(result: dict) -> tuple[list[str], list[list[str]]]:
 
 def scaling_table(result: dict) -> tuple[list[str], list[list[str]]]:
     headers = ["case", "impl", "threads", "ms", "rate", "speedup vs 1"]
-    table = [[r["case"], r["impl"], str(r["threads"]), optim_suite._ms(r["ms"]), f"{_fmt_rate(r['rate'])} {r['unit']}",
-              "-" if r["speedup"] is None else f"{r['speedup']:.2f}x"] for r in result["scaling"]]
+    table = [
+        [
+            r["case"],
+            r["impl"],
+            str(r["threads"]),
+            optim_suite._ms(r["ms"]),
+            f"{_fmt_rate(r['rate'])} {r['unit']}",
+            "-" if r["speedup"] is None else f"{r['speedup']:.2f}x",
+        ]
+        for r in result["scaling"]
+    ]
     return headers, table
 
 
@@ -472,8 +576,11 @@ def report(result: dict) -> str:
     rows = result["rows"]
     peers = peer_columns(rows)
     lines = machine_lines(result)
-    lines += [f"mode {result['mode']}: medians of interleaved repeats; 'x' = peer time / gradfuse time (above 1: "
-              "gradfuse is faster); 'of limit' = gradfuse's rate / the limit of that row", ""]
+    lines += [
+        f"mode {result['mode']}: medians of interleaved repeats; 'x' = peer time / gradfuse time (above 1: "
+        "gradfuse is faster); 'of limit' = gradfuse's rate / the limit of that row",
+        "",
+    ]
     lines.append(H.format_table(*table_rows(rows, peers), right=set(range(3, 6 + len(peers)))))
     for impl, why in skipped_reasons(rows).items():
         lines.append(f"skipped {impl}: {'; '.join(why)}")
@@ -485,8 +592,11 @@ def report(result: dict) -> str:
         lines.append(f"\ncharts: {', '.join(result['charts'])}")
     elif result.get("charts_skipped"):
         lines.append(f"\ncharts skipped: {result['charts_skipped']}")
-    lines.append(f"bench took {result['elapsed_s']:.0f} s (" +
-                 ", ".join(f"{k} {v:.0f} s" for k, v in result["timings_s"].items()) + ")")
+    lines.append(
+        f"bench took {result['elapsed_s']:.0f} s ("
+        + ", ".join(f"{k} {v:.0f} s" for k, v in result["timings_s"].items())
+        + ")"
+    )
     return "\n".join(lines)
 
 
@@ -499,17 +609,25 @@ def _md_table(headers, table) -> str:
 def markdown(result: dict, command: str) -> str:
     rows = result["rows"]
     peers = peer_columns(rows)
-    lines = ["# gradfuse benchmark: every part", "",
-             f"`{command}`, {result['machine']['time']}, {result['elapsed_s']:.0f} s. "
-             "Every sample and the machine's full description are in [suite.json](suite.json).", ""]
+    lines = [
+        "# gradfuse benchmark: every part",
+        "",
+        f"`{command}`, {result['machine']['time']}, {result['elapsed_s']:.0f} s. "
+        "Every sample and the machine's full description are in [suite.json](suite.json).",
+        "",
+    ]
     lines += [f"- {line}" for line in machine_lines(result)]
-    lines += ["", "Medians of interleaved repeats. **x** = the peer's time / gradfuse's time (above 1: gradfuse is "
-              "faster). **of limit** = gradfuse's rate as a fraction of the row's limit: for optimizer rows the "
-              "touch of the same arrays (read p, g, state; write p, state; no math), for batch norm and dropout "
-              "the read-modify-write bandwidth, for dense layers, GEMM and the training step the FMA peak on all "
-              "threads. DeepSpeed, bitsandbytes and torch-process (torch.optim fused, without gradfuse's "
-              "OpenMP runtime in the process) run in a second process, their samples interleaved with the rest. "
-              "An empty cell: that peer has no such kernel; skip: see the reasons below the table.", ""]
+    lines += [
+        "",
+        "Medians of interleaved repeats. **x** = the peer's time / gradfuse's time (above 1: gradfuse is "
+        "faster). **of limit** = gradfuse's rate as a fraction of the row's limit: for optimizer rows the "
+        "touch of the same arrays (read p, g, state; write p, state; no math), for batch norm and dropout "
+        "the read-modify-write bandwidth, for dense layers, GEMM and the training step the FMA peak on all "
+        "threads. DeepSpeed, bitsandbytes and torch-process (torch.optim fused, without gradfuse's "
+        "OpenMP runtime in the process) run in a second process, their samples interleaved with the rest. "
+        "An empty cell: that peer has no such kernel; skip: see the reasons below the table.",
+        "",
+    ]
     lines.append(_md_table(*table_rows(rows, peers)))
     reasons = skipped_reasons(rows)
     if reasons:
@@ -544,10 +662,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="DIR", help="write DIR/suite.json, DIR/suite.md and the PNG charts")
     parser.add_argument("--threads", type=int, default=None, metavar="N", help="threads for gradfuse and torch")
     parser.add_argument("--no-torch", action="store_true", help="leave out torch")
-    parser.add_argument("--peers", type=_peer_list, default=list(REMOTE_PEERS), metavar="A,B",
-                        help=f"peers run in their own process (default: {','.join(REMOTE_PEERS)}; '' for none)")
-    parser.add_argument("--peer-python", metavar="PYTHON", default=os.environ.get("GRADFUSE_PEER_PYTHON"),
-                        help="the interpreter of the peer process (default: $GRADFUSE_PEER_PYTHON, else this one)")
+    parser.add_argument(
+        "--peers",
+        type=_peer_list,
+        default=list(REMOTE_PEERS),
+        metavar="A,B",
+        help=f"peers run in their own process (default: {','.join(REMOTE_PEERS)}; '' for none)",
+    )
+    parser.add_argument(
+        "--peer-python",
+        metavar="PYTHON",
+        default=os.environ.get("GRADFUSE_PEER_PYTHON"),
+        help="the interpreter of the peer process (default: $GRADFUSE_PEER_PYTHON, else this one)",
+    )
     parser.add_argument("--no-charts", action="store_true", help="do not draw the PNG charts")
     parser.add_argument("--sleep-ms", type=float, default=2.0, metavar="MS", help="pause before each timed sample")
     parser.set_defaults(func=main)

@@ -13,6 +13,7 @@ loss kernel, the optimizer); "Python and the rest" is the step time minus those.
 Targets (the training issue): at least 2x faster than torch, at least 10x faster than the NumPy
 backend.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,7 +25,6 @@ from collections import defaultdict
 import numpy as np
 
 import gradfuse as gf
-
 from . import _harness as H
 
 HELP = "one MLP training step (784-1024-1024-10, BN, ReLU, Dropout, Adam, batch 256) vs NumPy backend and torch"
@@ -50,6 +50,7 @@ def gradfuse_step(model, opt, loss_fn):
         _, dout = loss_fn(out, y)
         model.backward(dout)
         opt.step()
+
     return step
 
 
@@ -78,6 +79,7 @@ def torch_step(torch, tmodel, topt):
         loss = torch.nn.functional.cross_entropy(tmodel(x), y)
         loss.backward()
         topt.step()
+
     return step
 
 
@@ -94,14 +96,19 @@ class _Timed:
                 return fn(*args, **kwargs)
             finally:
                 self.seconds[category] += time.perf_counter() - t0
+
         return timed
 
 
 def breakdown(model, opt, loss_fn, x, y, steps: int) -> dict:
     """Milliseconds per step by component, from `steps` instrumented steps."""
     timer = _Timed()
-    categories = {gf.nn.Dense: "GEMM (dense layers)", gf.nn.BatchNorm: "batch norm", gf.nn.ReLU: "ReLU",
-                  gf.nn.Dropout: "dropout"}
+    categories = {
+        gf.nn.Dense: "GEMM (dense layers)",
+        gf.nn.BatchNorm: "batch norm",
+        gf.nn.ReLU: "ReLU",
+        gf.nn.Dropout: "dropout",
+    }
     saved = []
     for layer in model.layers:
         cat = categories.get(type(layer), type(layer).__name__)
@@ -153,6 +160,7 @@ def run(args) -> dict:
     def numpy_backend():
         with gf.use_backend("numpy"):
             np_step(x, y)
+
     impls["numpy"] = numpy_backend
     if torch is not None:
         tx, ty = torch.from_numpy(x), torch.from_numpy(y)
@@ -164,25 +172,45 @@ def run(args) -> dict:
                 continue
             models[name] = (tmodel, topt)
             impls[name] = lambda s=torch_step(torch, tmodel, topt): s(tx, ty)
-    m = H.measure_interleaved(impls, repeats=repeats, warmup=3, min_sample_s=0.0 if args.quick else 0.1,
-                              sleep_s=args.sleep_ms / 1e3, required=("gradfuse",))
+    m = H.measure_interleaved(
+        impls,
+        repeats=repeats,
+        warmup=3,
+        min_sample_s=0.0 if args.quick else 0.1,
+        sleep_s=args.sleep_ms / 1e3,
+        required=("gradfuse",),
+    )
     cells = {name: t.as_ms() for name, t in m.timings.items()}
     g = cells["gradfuse"]["ms"]
     speedup = {name: c["ms"] / g for name, c in cells.items() if name != "gradfuse"}
     parts = breakdown(model, opt, loss_fn, x, y, steps=5 if args.quick else 30)
     flops = 3 * 2 * batch * sum(a * b for a, b in zip(sizes[:-1], sizes[1:])) - 2 * batch * sizes[0] * sizes[1]
-    return {"suite": "train", "machine": H.machine_info(torch, torch_missing),
-            "settings": {"sizes": list(sizes), "batch": batch, "repeats": repeats, "quick": args.quick,
-                         "OPENBLAS_THREAD_TIMEOUT": os.environ.get("OPENBLAS_THREAD_TIMEOUT")},
-            "cells": cells, "speedup_vs": speedup, "breakdown_ms": parts, "errors": m.errors,
-            "gemm_gflops_per_step": flops / 1e9}
+    return {
+        "suite": "train",
+        "machine": H.machine_info(torch, torch_missing),
+        "settings": {
+            "sizes": list(sizes),
+            "batch": batch,
+            "repeats": repeats,
+            "quick": args.quick,
+            "OPENBLAS_THREAD_TIMEOUT": os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
+        },
+        "cells": cells,
+        "speedup_vs": speedup,
+        "breakdown_ms": parts,
+        "errors": m.errors,
+        "gemm_gflops_per_step": flops / 1e9,
+    }
 
 
 def report(result) -> str:
     s = result["settings"]
     cells, g = result["cells"], result["cells"]["gradfuse"]["ms"]
-    lines = [f"MLP {'-'.join(map(str, s['sizes']))}, BatchNorm + ReLU + Dropout(0.5), Adam, batch {s['batch']}, "
-             f"float32; median of {s['repeats']} interleaved repeats", ""]
+    lines = [
+        f"MLP {'-'.join(map(str, s['sizes']))}, BatchNorm + ReLU + Dropout(0.5), Adam, batch {s['batch']}, "
+        f"float32; median of {s['repeats']} interleaved repeats",
+        "",
+    ]
     rows = [[name, f"{c['ms']:.2f}", "1" if name == "gradfuse" else f"{c['ms'] / g:.2f}x"] for name, c in cells.items()]
     lines.append(H.format_table(["implementation", "ms per step", "gradfuse speedup"], rows, right={1, 2}))
     for peer, need in (("torch", 2.0), ("numpy", 10.0)):
@@ -192,9 +220,12 @@ def report(result) -> str:
     parts = result["breakdown_ms"]
     total = parts["total"]
     gemm_ms = parts.get("GEMM (dense layers)", 0)
-    lines += ["", f"where a gradfuse step goes (instrumented, {total:.2f} ms per step; the dense layers do "
-                  f"{result['gemm_gflops_per_step']:.2f} GFLOP: {result['gemm_gflops_per_step'] / max(gemm_ms / 1e3, 1e-12):.0f} "
-                  "GFLOP/s in them):"]
+    lines += [
+        "",
+        f"where a gradfuse step goes (instrumented, {total:.2f} ms per step; the dense layers do "
+        f"{result['gemm_gflops_per_step']:.2f} GFLOP: {result['gemm_gflops_per_step'] / max(gemm_ms / 1e3, 1e-12):.0f} "
+        "GFLOP/s in them):",
+    ]
     rows = [[k, f"{v:.3f}", f"{100 * v / total:.0f}%"] for k, v in parts.items() if k != "total"]
     lines.append(H.format_table(["component", "ms", "share"], rows, right={1, 2}))
     return "\n".join(lines)

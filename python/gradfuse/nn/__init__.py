@@ -9,12 +9,48 @@
 Custom modules subclass gf.nn.Module (see its docstring); @gf.nn.register_serializable lets
 gf.load_model rebuild them.
 """
+
 from . import init
-from .layers import (GELU, Activation, BatchNorm, Dense, DropConnect, Dropout, Flatten, Identity, LeakyReLU, ReLU,
-                     Sequential, Sigmoid, Softmax, Standardize, Tanh)
+from .layers import (
+    GELU,
+    Activation,
+    BatchNorm,
+    Dense,
+    DropConnect,
+    Dropout,
+    Flatten,
+    Identity,
+    LeakyReLU,
+    ReLU,
+    Sequential,
+    Sigmoid,
+    Softmax,
+    Standardize,
+    Tanh,
+)
 from .module import Module, load_model, register_serializable
 from .parameter import Parameter, ParameterArena
 
-__all__ = ["Parameter", "ParameterArena", "Module", "Dense", "DropConnect", "BatchNorm", "Dropout", "Activation",
-           "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Softmax", "GELU", "Identity", "Flatten", "Sequential", "Standardize",
-           "init", "register_serializable", "load_model"]
+__all__ = [
+    "Parameter",
+    "ParameterArena",
+    "Module",
+    "Dense",
+    "DropConnect",
+    "BatchNorm",
+    "Dropout",
+    "Activation",
+    "ReLU",
+    "LeakyReLU",
+    "Tanh",
+    "Sigmoid",
+    "Softmax",
+    "GELU",
+    "Identity",
+    "Flatten",
+    "Sequential",
+    "Standardize",
+    "init",
+    "register_serializable",
+    "load_model",
+]

@@ -40,6 +40,7 @@ bias they are the seeds' advice (0, or 0.1 before a ReLU). Which one it is: role
 or, by default, a Parameter whose name says "bias" is a bias, any other array with 2 or more axes a
 weight, and a vector (a bias, or a per-feature scale like batch norm's weight) does not warn.
 """
+
 from __future__ import annotations
 
 import functools
@@ -51,9 +52,26 @@ import numpy as np
 from .parameter import Parameter
 
 __all__ = [
-    "SymmetryWarning", "calculate_gain", "calculate_fans", "manual_seed", "get_initializer", "INITIALIZERS",
-    "uniform_", "normal_", "constant_", "zeros_", "ones_", "xavier_uniform_", "xavier_normal_", "glorot_uniform_",
-    "glorot_normal_", "kaiming_uniform_", "kaiming_normal_", "he_uniform_", "he_normal_", "lecun_uniform_",
+    "SymmetryWarning",
+    "calculate_gain",
+    "calculate_fans",
+    "manual_seed",
+    "get_initializer",
+    "INITIALIZERS",
+    "uniform_",
+    "normal_",
+    "constant_",
+    "zeros_",
+    "ones_",
+    "xavier_uniform_",
+    "xavier_normal_",
+    "glorot_uniform_",
+    "glorot_normal_",
+    "kaiming_uniform_",
+    "kaiming_normal_",
+    "he_uniform_",
+    "he_normal_",
+    "lecun_uniform_",
     "lecun_normal_",
 ]
 
@@ -120,8 +138,18 @@ def _check_role(fn: str, role) -> None:
 
 # ---- gains and fans -------------------------------------------------------------------------------------
 
-_LINEAR = ("linear", "identity", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
-           "conv_transpose3d", "sigmoid", "logistic")
+_LINEAR = (
+    "linear",
+    "identity",
+    "conv1d",
+    "conv2d",
+    "conv3d",
+    "conv_transpose1d",
+    "conv_transpose2d",
+    "conv_transpose3d",
+    "sigmoid",
+    "logistic",
+)
 _RELU_VARIANTS = ("elu", "gelu", "silu", "swish")  # the seeds' "ReLU (and its variants)"
 
 
@@ -149,7 +177,7 @@ def calculate_gain(nonlinearity, param=None, *, convention="seeds") -> float:
             slope = float(param)
         else:
             raise ValueError(f"negative_slope {param} not a valid number")
-        return math.sqrt(2.0 / (1 + slope ** 2))
+        return math.sqrt(2.0 / (1 + slope**2))
     if name == "selu":
         return 3.0 / 4
     raise ValueError(f"Unsupported nonlinearity {nonlinearity}")
@@ -166,8 +194,9 @@ def calculate_fans(tensor, layout="in_out") -> tuple[int, int]:
     else:
         shape = tuple((tensor.data if isinstance(tensor, Parameter) else tensor).shape)
     if len(shape) < 2:
-        raise ValueError("Fan in and fan out can not be computed for tensor with fewer than 2 dimensions "
-                         f"(shape {shape})")
+        raise ValueError(
+            f"Fan in and fan out can not be computed for tensor with fewer than 2 dimensions (shape {shape})"
+        )
     if layout == "in_out":
         receptive = math.prod(shape[:-2])
         return shape[-2] * receptive, shape[-1] * receptive
@@ -255,7 +284,10 @@ def _fill_constant(fn, tensor, val, role):
             f"{fn}: initializing the weight {_describe(tensor, arr)} to the constant {val!r} never breaks the "
             "symmetry between its units (they compute the same output and get the same gradient, so they stay "
             "equal). Use a random initializer for weights (e.g. 'he_normal', 'glorot_uniform'); constants are "
-            "for biases (pass role='bias').", SymmetryWarning, stacklevel=3)
+            "for biases (pass role='bias').",
+            SymmetryWarning,
+            stacklevel=3,
+        )
     arr[...] = val
     return tensor
 
@@ -306,8 +338,18 @@ def _kaiming_std(fn, arr, a, mode, nonlinearity, convention, layout) -> float:
     return gain / math.sqrt(fan) if fan else 0.0
 
 
-def kaiming_uniform_(tensor, a=0.0, mode="fan_in", nonlinearity="leaky_relu", *, convention="seeds",
-                     layout="in_out", role=None, rng=None, seed=None):
+def kaiming_uniform_(
+    tensor,
+    a=0.0,
+    mode="fan_in",
+    nonlinearity="leaky_relu",
+    *,
+    convention="seeds",
+    layout="in_out",
+    role=None,
+    rng=None,
+    seed=None,
+):
     """He uniform: U[-b, b], b = gain sqrt(3 / fan) (fan = fan_in or fan_out by mode; gain =
     calculate_gain(nonlinearity, a, convention=convention); torch's defaults: leaky_relu with a = 0,
     i.e. sqrt(2))."""
@@ -318,8 +360,18 @@ def kaiming_uniform_(tensor, a=0.0, mode="fan_in", nonlinearity="leaky_relu", *,
     return _fill_uniform(fn, tensor, -bound, bound, rng, seed)
 
 
-def kaiming_normal_(tensor, a=0.0, mode="fan_in", nonlinearity="leaky_relu", *, convention="seeds",
-                    layout="in_out", role=None, rng=None, seed=None):
+def kaiming_normal_(
+    tensor,
+    a=0.0,
+    mode="fan_in",
+    nonlinearity="leaky_relu",
+    *,
+    convention="seeds",
+    layout="in_out",
+    role=None,
+    rng=None,
+    seed=None,
+):
     """He normal: N(0, std^2), std = gain / sqrt(fan) (arguments as kaiming_uniform_)."""
     fn = "kaiming_normal_"
     _check_role(fn, role)
@@ -352,29 +404,42 @@ glorot_uniform_ = xavier_uniform_
 glorot_normal_ = xavier_normal_
 
 
-def he_uniform_(tensor, mode="fan_in", nonlinearity="relu", *, convention="seeds", layout="in_out", role=None,
-                rng=None, seed=None):
+def he_uniform_(
+    tensor, mode="fan_in", nonlinearity="relu", *, convention="seeds", layout="in_out", role=None, rng=None, seed=None
+):
     """kaiming_uniform_ for ReLU (Keras' he_uniform, with gradfuse's fans)."""
-    return kaiming_uniform_(tensor, 0.0, mode, nonlinearity, convention=convention, layout=layout, role=role,
-                            rng=rng, seed=seed)
+    return kaiming_uniform_(
+        tensor, 0.0, mode, nonlinearity, convention=convention, layout=layout, role=role, rng=rng, seed=seed
+    )
 
 
-def he_normal_(tensor, mode="fan_in", nonlinearity="relu", *, convention="seeds", layout="in_out", role=None,
-               rng=None, seed=None):
+def he_normal_(
+    tensor, mode="fan_in", nonlinearity="relu", *, convention="seeds", layout="in_out", role=None, rng=None, seed=None
+):
     """kaiming_normal_ for ReLU (Keras' he_normal, with gradfuse's fans; a plain normal, where Keras truncates)."""
-    return kaiming_normal_(tensor, 0.0, mode, nonlinearity, convention=convention, layout=layout, role=role,
-                           rng=rng, seed=seed)
+    return kaiming_normal_(
+        tensor, 0.0, mode, nonlinearity, convention=convention, layout=layout, role=role, rng=rng, seed=seed
+    )
 
 
 # ---- names -----------------------------------------------------------------------------------------------------
 
 INITIALIZERS: dict = {
-    "zeros": zeros_, "ones": ones_, "constant": constant_, "uniform": uniform_, "normal": normal_,
-    "xavier_uniform": xavier_uniform_, "glorot_uniform": glorot_uniform_,
-    "xavier_normal": xavier_normal_, "glorot_normal": glorot_normal_,
-    "kaiming_uniform": kaiming_uniform_, "he_uniform": he_uniform_,
-    "kaiming_normal": kaiming_normal_, "he_normal": he_normal_,
-    "lecun_uniform": lecun_uniform_, "lecun_normal": lecun_normal_,
+    "zeros": zeros_,
+    "ones": ones_,
+    "constant": constant_,
+    "uniform": uniform_,
+    "normal": normal_,
+    "xavier_uniform": xavier_uniform_,
+    "glorot_uniform": glorot_uniform_,
+    "xavier_normal": xavier_normal_,
+    "glorot_normal": glorot_normal_,
+    "kaiming_uniform": kaiming_uniform_,
+    "he_uniform": he_uniform_,
+    "kaiming_normal": kaiming_normal_,
+    "he_normal": he_normal_,
+    "lecun_uniform": lecun_uniform_,
+    "lecun_normal": lecun_normal_,
 }
 
 

@@ -3,6 +3,7 @@
 Each layer arranges gradfuse's fused kernels (gf.ops); none redoes their work in NumPy. Shapes are
 gradfuse's: a Dense weight is (in_features, out_features) and y = act(x @ weight + bias).
 """
+
 from __future__ import annotations
 
 import secrets
@@ -15,17 +16,27 @@ from . import init as init_module  # "init" is also the initializer argument of 
 from .module import Module, architecture, build, check_input, grad_target, keep_grad
 from .parameter import Parameter, ParameterArena
 
-_ACTIVATIONS = {None: "none", "none": "none", "linear": "none", "relu": "relu", "leaky_relu": "leaky_relu",
-                "tanh": "tanh", "sigmoid": "sigmoid", "logistic": "sigmoid", "gelu": "gelu",
-                "gelu_tanh": "gelu_tanh"}
+_ACTIVATIONS = {
+    None: "none",
+    "none": "none",
+    "linear": "none",
+    "relu": "relu",
+    "leaky_relu": "leaky_relu",
+    "tanh": "tanh",
+    "sigmoid": "sigmoid",
+    "logistic": "sigmoid",
+    "gelu": "gelu",
+    "gelu_tanh": "gelu_tanh",
+}
 # the activations whose backward needs the pre-activation z (the others use the output y)
 _NEEDS_Z = {"gelu", "gelu_tanh"}
 
 
 def _activation_name(activation) -> str:
     if activation not in _ACTIVATIONS:
-        raise ValueError(f"unknown activation {activation!r}; expected one of "
-                         f"{sorted(k for k in _ACTIVATIONS if k)} or None")
+        raise ValueError(
+            f"unknown activation {activation!r}; expected one of {sorted(k for k in _ACTIVATIONS if k)} or None"
+        )
     return _ACTIVATIONS[activation]
 
 
@@ -51,8 +62,17 @@ class Dense(Module):
     zero and, like every bias, is not regularized or decayed by default.
     """
 
-    def __init__(self, in_features: int, out_features: int, activation=None, bias: bool = True,
-                 init="glorot_uniform", negative_slope: float = 0.01, seed=None, dtype=np.float32):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        activation=None,
+        bias: bool = True,
+        init="glorot_uniform",
+        negative_slope: float = 0.01,
+        seed=None,
+        dtype=np.float32,
+    ):
         super().__init__()
         self.in_features, self.out_features = int(in_features), int(out_features)
         self.activation = _activation_name(activation)
@@ -93,8 +113,15 @@ class Dense(Module):
         weight, pending = self._weight_for_forward(training)
         y = np.empty((x.shape[0] if x.ndim else 0, self.out_features), weight.dtype)
         z = np.empty_like(y) if self.activation in _NEEDS_Z else None
-        ops.dense_forward(x, weight, None if self.bias is None else self.bias.data, y,
-                          activation=self.activation, negative_slope=self.negative_slope, z=z)
+        ops.dense_forward(
+            x,
+            weight,
+            None if self.bias is None else self.bias.data,
+            y,
+            activation=self.activation,
+            negative_slope=self.negative_slope,
+            z=z,
+        )
         self._commit_forward(pending)  # only now: a forward that raised changes no state
         self._cache = (x, weight, y, z)
         return y
@@ -109,8 +136,19 @@ class Dense(Module):
         dx = np.empty_like(x) if need_input_grad else None
         dw = self._weight_grad_target(accumulate)
         db = grad_target(self.bias, accumulate) if self.bias is not None else None
-        ops.dense_backward(dy, x, weight, dx, dw, db, activation=self.activation, y=y, z=z,
-                           negative_slope=self.negative_slope, accumulate=accumulate)
+        ops.dense_backward(
+            dy,
+            x,
+            weight,
+            dx,
+            dw,
+            db,
+            activation=self.activation,
+            y=y,
+            z=z,
+            negative_slope=self.negative_slope,
+            accumulate=accumulate,
+        )
         self._after_backward(accumulate, dw)
         keep_grad(self.bias, db)
         return dx
@@ -127,9 +165,14 @@ class Dense(Module):
         return (None if input_shape is None else input_shape[0], self.out_features)
 
     def get_config(self):
-        return {"in_features": self.in_features, "out_features": self.out_features, "activation": self.activation,
-                "bias": self.bias is not None, "negative_slope": self.negative_slope,
-                "dtype": self.weight.dtype.name}
+        return {
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "activation": self.activation,
+            "bias": self.bias is not None,
+            "negative_slope": self.negative_slope,
+            "dtype": self.weight.dtype.name,
+        }
 
     def extra_repr(self):
         act = "" if self.activation == "none" else f", activation={self.activation!r}"
@@ -181,8 +224,18 @@ class DropConnect(Dense):
     Wan et al. 2013): W_masked = W * mask / (1 - p), mask ~ Bernoulli(1 - p) per element; the
     gradient reaches only the kept weights. Evaluation uses W itself (its expectation)."""
 
-    def __init__(self, in_features: int, out_features: int, activation=None, bias: bool = True, p: float = 0.5,
-                 init="glorot_uniform", negative_slope: float = 0.01, seed=None, dtype=np.float32):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        activation=None,
+        bias: bool = True,
+        p: float = 0.5,
+        init="glorot_uniform",
+        negative_slope: float = 0.01,
+        seed=None,
+        dtype=np.float32,
+    ):
         super().__init__(in_features, out_features, activation, bias, init, negative_slope, seed, dtype)
         self._masks = _Masked(p, None if seed is None else np.random.default_rng(seed).integers(2**63))
         self._mask = None
@@ -240,8 +293,16 @@ class BatchNorm(Module):
     with torch's semantics: batch statistics in training, running statistics in eval (updated with
     momentum; momentum=None: the cumulative average), affine weight and bias."""
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
-                 track_running_stats: bool = True, channels_last: bool = False, dtype=np.float32):
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        channels_last: bool = False,
+        dtype=np.float32,
+    ):
         super().__init__()
         if not float(eps) > 0:
             raise ValueError(f"BatchNorm: eps must be > 0, got {eps}")
@@ -261,8 +322,11 @@ class BatchNorm(Module):
     def _local_state(self):
         if not self.track_running_stats:
             return {}
-        return {"running_mean": self.running_mean, "running_var": self.running_var,
-                "num_batches_tracked": self.num_batches_tracked}
+        return {
+            "running_mean": self.running_mean,
+            "running_var": self.running_var,
+            "num_batches_tracked": self.num_batches_tracked,
+        }
 
     def _load_local_state(self, state):
         for key in ("running_mean", "running_var"):
@@ -282,11 +346,20 @@ class BatchNorm(Module):
         y = np.empty_like(x)
         c = self.num_features
         save_mean, save_invstd = np.empty(c, x.dtype), np.empty(c, x.dtype)
-        ops.batchnorm_forward(x, None if self.weight is None else self.weight.data,
-                              None if self.bias is None else self.bias.data,
-                              self.running_mean, self.running_var, y, save_mean, save_invstd,
-                              training=training, momentum=0.0 if momentum is None else momentum, eps=self.eps,
-                              channels_last=self.channels_last)
+        ops.batchnorm_forward(
+            x,
+            None if self.weight is None else self.weight.data,
+            None if self.bias is None else self.bias.data,
+            self.running_mean,
+            self.running_var,
+            y,
+            save_mean,
+            save_invstd,
+            training=training,
+            momentum=0.0 if momentum is None else momentum,
+            eps=self.eps,
+            channels_last=self.channels_last,
+        )
         if tracking:  # counted once the kernel succeeded: a forward that raised changes no state
             self.num_batches_tracked += 1
         self._cache = (x, save_mean, save_invstd, batch_stats)
@@ -302,9 +375,18 @@ class BatchNorm(Module):
             if p is not None and p.trainable:
                 grads[name] = np.empty_like(p.data) if accumulate else grad_target(p, False)
         dx = np.empty_like(x)  # the kernel always computes dx: it shares its pass with the sums
-        ops.batchnorm_backward(dy, x, None if self.weight is None else self.weight.data, save_mean, save_invstd,
-                               dx, grads.get("weight"), grads.get("bias"), training=batch_stats,
-                               channels_last=self.channels_last)
+        ops.batchnorm_backward(
+            dy,
+            x,
+            None if self.weight is None else self.weight.data,
+            save_mean,
+            save_invstd,
+            dx,
+            grads.get("weight"),
+            grads.get("bias"),
+            training=batch_stats,
+            channels_last=self.channels_last,
+        )
         if accumulate:
             for name, g in grads.items():
                 target = grad_target(getattr(self, name), True)
@@ -325,15 +407,28 @@ class BatchNorm(Module):
         return input_shape
 
     def get_config(self):
-        return {"num_features": self.num_features, "eps": self.eps, "momentum": self.momentum,
-                "affine": self.weight is not None, "track_running_stats": self.track_running_stats,
-                "channels_last": self.channels_last, "dtype": self._dtype.name}
+        return {
+            "num_features": self.num_features,
+            "eps": self.eps,
+            "momentum": self.momentum,
+            "affine": self.weight is not None,
+            "track_running_stats": self.track_running_stats,
+            "channels_last": self.channels_last,
+            "dtype": self._dtype.name,
+        }
 
     def extra_repr(self):
-        options = [(k, v, d) for k, v, d in (("eps", self.eps, 1e-5), ("momentum", self.momentum, 0.1),
-                                             ("affine", self.weight is not None, True),
-                                             ("track_running_stats", self.track_running_stats, True),
-                                             ("channels_last", self.channels_last, False)) if v != d]
+        options = [
+            (k, v, d)
+            for k, v, d in (
+                ("eps", self.eps, 1e-5),
+                ("momentum", self.momentum, 0.1),
+                ("affine", self.weight is not None, True),
+                ("track_running_stats", self.track_running_stats, True),
+                ("channels_last", self.channels_last, False),
+            )
+            if v != d
+        ]
         return ", ".join([str(self.num_features)] + [f"{k}={v}" for k, v, _ in options])
 
     def gives_probabilities(self):
@@ -550,8 +645,8 @@ class Standardize(Module):
 
 
 class Identity(Module):
-
     _passes_output = True  # an eval-mode identity: the output means what its input meant
+
     def forward(self, x, training=None):
         return x
 
@@ -608,9 +703,11 @@ class Sequential(Module):
                 raise TypeError(f"Sequential: layers[{i}] is a {type(layer).__name__}, not a gradfuse Module")
             first = next(j for j, other in enumerate(self.layers) if other is layer)
             if first != i:
-                raise ValueError(f"Sequential: layers[{i}] is the same {type(layer).__name__} object as "
-                                 f"layers[{first}]; a layer keeps one forward's state for its backward, so use two "
-                                 "layers (they may share Parameters: layer2.weight = layer1.weight)")
+                raise ValueError(
+                    f"Sequential: layers[{i}] is the same {type(layer).__name__} object as "
+                    f"layers[{first}]; a layer keeps one forward's state for its backward, so use two "
+                    "layers (they may share Parameters: layer2.weight = layer1.weight)"
+                )
         self.output_shape(None)  # the layer sizes chain, or a ValueError names the two layers
         if seed is not None:
             _seed_modules(self, seed)
@@ -654,13 +751,16 @@ class Sequential(Module):
         need_input_grad is True. Parameters shared by several layers get the sum of their
         gradients."""
         if self._cache is None:
-            raise RuntimeError("Sequential.backward: no forward to take the gradients of (none yet, or the last one "
-                               "raised)")
+            raise RuntimeError(
+                "Sequential.backward: no forward to take the gradients of (none yet, or the last one raised)"
+            )
         dy = check_input(self, "dy", dy)
         if dy.shape != self._cache:
-            raise ValueError(f"Sequential.backward: dy has shape {dy.shape}, but the last forward returned shape "
-                             f"{self._cache}: dy is the gradient of the last forward's output (predict() is not a "
-                             "forward: it leaves a pending backward alone)")
+            raise ValueError(
+                f"Sequential.backward: dy has shape {dy.shape}, but the last forward returned shape "
+                f"{self._cache}: dy is the gradient of the last forward's output (predict() is not a "
+                "forward: it leaves a pending backward alone)"
+            )
         sharing = self._layers_sharing_parameters()
         zeroed = accumulate
         for i in range(len(self.layers) - 1, -1, -1):
@@ -669,8 +769,9 @@ class Sequential(Module):
                     for p in self.layers[j].parameters():
                         p.zero_grad(set_to_none=False)
                 zeroed = True
-            dy = self.layers[i].backward(dy, accumulate=accumulate or i in sharing,
-                                         need_input_grad=need_input_grad or i > 0)
+            dy = self.layers[i].backward(
+                dy, accumulate=accumulate or i in sharing, need_input_grad=need_input_grad or i > 0
+            )
         return dy
 
     def _layers_sharing_parameters(self) -> set:
@@ -695,8 +796,9 @@ class Sequential(Module):
                 out = layer.output_shape(shape)
             except ValueError as exc:
                 given = f"layers[{source}] {self.layers[source]!r} outputs" if source is not None else "the input has"
-                raise ValueError(f"Sequential: layers[{i}] {layer!r} {exc}, but {given} shape "
-                                 f"{_shape_str(shape)}") from None
+                raise ValueError(
+                    f"Sequential: layers[{i}] {layer!r} {exc}, but {given} shape {_shape_str(shape)}"
+                ) from None
             if out != shape:
                 source = i
             shape = out
@@ -740,21 +842,30 @@ class Sequential(Module):
             shape = layer.output_shape(shape)
             n = sum(p.size for p in layer.parameters())
             frozen = sum(p.size for p in layer.parameters() if not p.trainable)
-            rows.append((f"{i}: {layer!r}", "?" if shape is None else _shape_str(shape), f"{n:,}" + (
-                f" ({frozen:,} frozen)" if frozen else "")))
+            rows.append(
+                (
+                    f"{i}: {layer!r}",
+                    "?" if shape is None else _shape_str(shape),
+                    f"{n:,}" + (f" ({frozen:,} frozen)" if frozen else ""),
+                )
+            )
         widths = [max(len(r[k]) for r in rows + [("layer", "output shape", "parameters")]) for k in range(3)]
         line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
         total = self.num_parameters()
         trainable = self.num_parameters(trainable_only=True)
         out = [line(("layer", "output shape", "parameters")), line(tuple("-" * w for w in widths))]
         out += [line(r) for r in rows]
-        out.append(f"total parameters: {total:,} ({trainable:,} trainable)" +
-                   (f", one arena of {self.arena.data.nbytes / 2**20:.2f} MiB" if self.arena is not None else ""))
+        out.append(
+            f"total parameters: {total:,} ({trainable:,} trainable)"
+            + (f", one arena of {self.arena.data.nbytes / 2**20:.2f} MiB" if self.arena is not None else "")
+        )
         return "\n".join(out)
 
     def get_config(self):
-        return {"layers": [architecture(layer, f"layers[{i}]") for i, layer in enumerate(self.layers)],
-                "arena": self._arena_requested}
+        return {
+            "layers": [architecture(layer, f"layers[{i}]") for i, layer in enumerate(self.layers)],
+            "arena": self._arena_requested,
+        }
 
     @classmethod
     def from_config(cls, config):
@@ -776,14 +887,18 @@ def _shape_str(shape) -> str:
 
 def _local_states(model) -> list:
     """(module, copy of its buffers and counters) for each module of model that has any."""
-    return [(m, {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in m._local_state().items()})
-            for m in model.modules() if m._local_state()]
+    return [
+        (m, {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in m._local_state().items()})
+        for m in model.modules()
+        if m._local_state()
+    ]
 
 
 def _same_state(now: dict, saved: dict) -> bool:
     return now.keys() == saved.keys() and all(
         np.array_equal(now[k], v, equal_nan=True) if isinstance(v, np.ndarray) else now[k] == v
-        for k, v in saved.items())
+        for k, v in saved.items()
+    )
 
 
 def _seed_modules(model, seed) -> None:
@@ -793,8 +908,9 @@ def _seed_modules(model, seed) -> None:
     dropout streams earlier versions gave them, so seeded runs keep their numbers."""
     top = dict(zip(map(id, model.layers), np.random.SeedSequence(seed).generate_state(len(model.layers), np.uint64)))
     for k, module in enumerate(model.modules()[1:]):
-        init_seed, mask_seed = (int(s) & (2**63 - 1) for s in
-                                np.random.SeedSequence(seed, spawn_key=(k,)).generate_state(2, np.uint64))
+        init_seed, mask_seed = (
+            int(s) & (2**63 - 1) for s in np.random.SeedSequence(seed, spawn_key=(k,)).generate_state(2, np.uint64)
+        )
         if id(module) in top:
             mask_seed = int(top[id(module)]) & (2**63 - 1)
         if isinstance(module, Dense) and module._init_seed is None and module._as_initialized():

@@ -52,6 +52,7 @@ register_buffer, state_dict() / load_state_dict(), train() / eval() (reaching ev
 freeze() / unfreeze(), zero_grad(), num_parameters(), predict / predict_proba / predict_classes,
 save / load_weights, and __call__ (forward).
 """
+
 from __future__ import annotations
 
 import inspect
@@ -92,18 +93,22 @@ class Module:
         kind = "module" if isinstance(value, Module) else "parameter" if isinstance(value, Parameter) else None
         if kinds is None:
             if kind is not None:
-                raise AttributeError(f"cannot assign {kind} {name!r} before Module.__init__() call "
-                                     "(call super().__init__() first)")
+                raise AttributeError(
+                    f"cannot assign {kind} {name!r} before Module.__init__() call (call super().__init__() first)"
+                )
         elif kind is not None:
             kinds[name] = kind
             self._non_persistent.discard(name)
         elif name in kinds and value is not None:
             if kinds[name] != "buffer":
-                raise TypeError(f"cannot assign {type(value).__name__} as {kinds[name]} {name!r} "
-                                f"(a {'Module' if kinds[name] == 'module' else 'Parameter'} or None expected)")
+                raise TypeError(
+                    f"cannot assign {type(value).__name__} as {kinds[name]} {name!r} "
+                    f"(a {'Module' if kinds[name] == 'module' else 'Parameter'} or None expected)"
+                )
             if not isinstance(value, np.ndarray):
-                raise TypeError(f"cannot assign {type(value).__name__} as buffer {name!r} "
-                                "(an ndarray or None expected)")
+                raise TypeError(
+                    f"cannot assign {type(value).__name__} as buffer {name!r} (an ndarray or None expected)"
+                )
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name):
@@ -319,8 +324,9 @@ class Module:
         for prefix, module in modules.items():
             keys = set(module._local_state()) | module._optional_state_keys()
             cut = len(prefix) + 1 if prefix else 0
-            mine = {k[cut:]: v for k, v in state.items() if (not prefix or k.startswith(prefix + "."))
-                    and k[cut:] in keys}
+            mine = {
+                k[cut:]: v for k, v in state.items() if (not prefix or k.startswith(prefix + ".")) and k[cut:] in keys
+            }
             module._load_local_state(mine)
 
     def extra_repr(self) -> str:
@@ -342,8 +348,9 @@ class Module:
             self.eval()
             if batch_size is None or len(x) <= batch_size:
                 return self.forward(x, training=False)
-            return np.concatenate([self.forward(x[i:i + batch_size], training=False)
-                                   for i in range(0, len(x), batch_size)])
+            return np.concatenate(
+                [self.forward(x[i : i + batch_size], training=False) for i in range(0, len(x), batch_size)]
+            )
         finally:  # put back every attribute: forward caches, masks, modes
             for module, attributes in saved:
                 module.__dict__.clear()
@@ -401,8 +408,9 @@ class Module:
                 dtype = arr.dtype if arr.dtype.kind == "f" and arr.dtype.itemsize in (4, 8) else np.float32
             arr = np.ascontiguousarray(arr, dtype=np.dtype(dtype).newbyteorder("="))
         except (TypeError, ValueError) as exc:
-            raise TypeError(f"{where}: x ({given}) cannot be the {target} input of {self._first_layer()} "
-                            f"({exc}); {fix}") from None
+            raise TypeError(
+                f"{where}: x ({given}) cannot be the {target} input of {self._first_layer()} ({exc}); {fix}"
+            ) from None
         if arr.ndim == 0:
             raise ValueError(f"{where}: x is a scalar; {self._first_layer()} takes a batch (N, ...)")
         try:
@@ -424,8 +432,10 @@ class Module:
             if name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
                 continue
             if not hasattr(self, name):
-                raise TypeError(f"{type(self).__name__}.get_config: the constructor argument {name!r} is not kept as "
-                                f"an attribute; store it (self.{name} = {name}) or define get_config()")
+                raise TypeError(
+                    f"{type(self).__name__}.get_config: the constructor argument {name!r} is not kept as "
+                    f"an attribute; store it (self.{name} = {name}) or define get_config()"
+                )
             config[name] = getattr(self, name)
         return config
 
@@ -439,8 +449,15 @@ class Module:
         gf.load_model(path) rebuilds it; model.load_weights(path) loads the weights into a model
         built in code, refusing them when the architectures differ. Custom module classes need
         @gf.nn.register_serializable (else a TypeError says so, and how to save the weights alone)."""
-        checkpoint.save({"format": MODEL_FORMAT, "version": MODEL_FORMAT_VERSION, "architecture": architecture(self),
-                         "state_dict": self.state_dict()}, path)
+        checkpoint.save(
+            {
+                "format": MODEL_FORMAT,
+                "version": MODEL_FORMAT_VERSION,
+                "architecture": architecture(self),
+                "state_dict": self.state_dict(),
+            },
+            path,
+        )
 
     def load_weights(self, path) -> None:
         """Load the weights of a file written by model.save into this model, after checking that its
@@ -469,7 +486,8 @@ def architecture(module: Module, where: str = "model") -> dict:
             f"save: {where} is a {cls.__qualname__}, a custom module gradfuse cannot rebuild. Either decorate the "
             f"class with @gf.nn.register_serializable (its get_config() returns the constructor's arguments), or save "
             f"the weights alone: gf.save(model.state_dict(), path), and later model.load_state_dict(gf.load(path)) "
-            f"into a model built in code")
+            f"into a model built in code"
+        )
     return {"class": cls.__name__, "config": module.get_config()}
 
 
@@ -479,8 +497,10 @@ def build(arch: dict, where: str = "model") -> Module:
         raise checkpoint.CheckpointError(f"{where}: not a module description: {arch!r:.200}")
     cls = _REGISTRY.get(arch["class"])
     if cls is None:
-        raise TypeError(f"load_model: {where} is a {arch['class']}, which is not a registered module class: import "
-                        f"the code that defines it and decorate the class with @gf.nn.register_serializable")
+        raise TypeError(
+            f"load_model: {where} is a {arch['class']}, which is not a registered module class: import "
+            f"the code that defines it and decorate the class with @gf.nn.register_serializable"
+        )
     return cls.from_config(arch["config"])
 
 
@@ -496,12 +516,20 @@ def load_model(path) -> Module:
 def _read_model_file(path) -> dict:
     saved = checkpoint.load(path)
     if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT:
-        raise checkpoint.CheckpointError(f"{path}: not a model file (model.save writes them); for a state_dict "
-                                         f"saved with gf.save use model.load_state_dict(gf.load(path))")
-    if saved.get("version") != MODEL_FORMAT_VERSION or set(saved) != {"format", "version", "architecture",
-                                                                         "state_dict"}:
-        raise checkpoint.CheckpointError(f"{path}: model file version {saved.get('version')!r} is not supported "
-                                         f"(this gradfuse reads version {MODEL_FORMAT_VERSION})")
+        raise checkpoint.CheckpointError(
+            f"{path}: not a model file (model.save writes them); for a state_dict "
+            f"saved with gf.save use model.load_state_dict(gf.load(path))"
+        )
+    if saved.get("version") != MODEL_FORMAT_VERSION or set(saved) != {
+        "format",
+        "version",
+        "architecture",
+        "state_dict",
+    }:
+        raise checkpoint.CheckpointError(
+            f"{path}: model file version {saved.get('version')!r} is not supported "
+            f"(this gradfuse reads version {MODEL_FORMAT_VERSION})"
+        )
     return saved
 
 
@@ -524,8 +552,10 @@ def _difference(saved, mine, where: str) -> str | None:
     if isinstance(saved, dict) and isinstance(mine, dict):
         for key in list(mine) + [k for k in saved if k not in mine]:
             if key not in saved or key not in mine:
-                return f"{where}: {key} is {'missing' if key not in saved else saved[key]!r} in the file, " \
-                       f"{'missing' if key not in mine else repr(mine[key])} here"
+                return (
+                    f"{where}: {key} is {'missing' if key not in saved else saved[key]!r} in the file, "
+                    f"{'missing' if key not in mine else repr(mine[key])} here"
+                )
             found = _difference(saved[key], mine[key], f"{where}.{key}")
             if found:
                 return found

@@ -6,6 +6,7 @@ gradients in a twin buffer: each `.data` and `.grad` is a view into it. An optim
 parameters then steps the whole arena in one kernel call over contiguous memory (the bindings
 coalesce adjacent arrays), instead of one call per tensor.
 """
+
 from __future__ import annotations
 
 import sys
@@ -34,8 +35,9 @@ class Parameter:
 
     __slots__ = ("data", "grad", "name", "trainable", "regularize", "_arena", "_offset", "_arena_data", "_arena_grad")
 
-    def __init__(self, data, name: str | None = None, trainable: bool = True, regularize: bool = True, *,
-                 copy: bool = False):
+    def __init__(
+        self, data, name: str | None = None, trainable: bool = True, regularize: bool = True, *, copy: bool = False
+    ):
         self.data: np.ndarray = _parameter_data(data, name, bool(copy))
         self.grad: np.ndarray | None = None
         self.name = name
@@ -98,24 +100,35 @@ def _parameter_data(data, name, copy: bool) -> np.ndarray:
             arr = data.detach().numpy()  # a view of the tensor's memory
         except (TypeError, RuntimeError) as exc:  # bfloat16, not on the CPU, a lazy conjugate...
             if not copy:
-                raise TypeError(f"{who}: {what} cannot be shared with NumPy ({exc}); pass copy=True to train a "
-                                "float32 copy (torch will not see its updates)") from None
+                raise TypeError(
+                    f"{who}: {what} cannot be shared with NumPy ({exc}); pass copy=True to train a "
+                    "float32 copy (torch will not see its updates)"
+                ) from None
             return np.ascontiguousarray(data.detach().cpu().float().numpy()).copy()
     else:
         arr = np.asarray(data)
     if copy:
         return np.array(arr, dtype=_float_dtype(arr.dtype), order="C", copy=True)
-    fix = ("pass copy=True to train a copy on purpose (torch will not see its updates), or share a tensor that "
-           "fits: t.float().contiguous(), trained in torch too") if what != "the array" else \
-          "pass copy=True to train a copy on purpose, or give an array that fits, e.g. np.ascontiguousarray(a, " \
-          "dtype=np.float32), and keep using that one"
+    fix = (
+        (
+            "pass copy=True to train a copy on purpose (torch will not see its updates), or share a tensor that "
+            "fits: t.float().contiguous(), trained in torch too"
+        )
+        if what != "the array"
+        else "pass copy=True to train a copy on purpose, or give an array that fits, e.g. np.ascontiguousarray(a, "
+        "dtype=np.float32), and keep using that one"
+    )
     if arr.dtype not in _FLOATS or not arr.dtype.isnative:
-        raise TypeError(f"{who}: {what} has dtype {arr.dtype}; a parameter is float32 or float64 (native byte order) "
-                        f"and is trained in place, so a converted copy would be trained and the given data would "
-                        f"never change: {fix}")
+        raise TypeError(
+            f"{who}: {what} has dtype {arr.dtype}; a parameter is float32 or float64 (native byte order) "
+            f"and is trained in place, so a converted copy would be trained and the given data would "
+            f"never change: {fix}"
+        )
     if not arr.flags.c_contiguous:
-        raise ValueError(f"{who}: {what} is not C-contiguous (transposed or strided); it is trained in place, so a "
-                         f"contiguous copy would be trained and the given data would never change: {fix}")
+        raise ValueError(
+            f"{who}: {what} is not C-contiguous (transposed or strided); it is trained in place, so a "
+            f"contiguous copy would be trained and the given data would never change: {fix}"
+        )
     if not arr.flags.writeable:
         raise ValueError(f"{who}: {what} is read-only, and a parameter is trained in place: {fix}")
     return arr
@@ -126,7 +139,7 @@ def _aligned_zeros(n: int, dtype: np.dtype) -> np.ndarray:
     itemsize = dtype.itemsize
     raw = np.zeros(n + _ALIGN_BYTES // itemsize, dtype=dtype)
     offset = (-raw.ctypes.data % _ALIGN_BYTES) // itemsize
-    return raw[offset:offset + n]
+    return raw[offset : offset + n]
 
 
 class ParameterArena:
@@ -153,8 +166,9 @@ class ParameterArena:
             elif isinstance(item, (tuple, list, int, np.integer)):
                 params.append(Parameter(np.zeros(item, self.dtype)))
             else:
-                raise TypeError(f"ParameterArena: items[{i}] must be a Parameter, an ndarray or a shape, "
-                                f"got {type(item).__name__}")
+                raise TypeError(
+                    f"ParameterArena: items[{i}] must be a Parameter, an ndarray or a shape, got {type(item).__name__}"
+                )
         if len({id(p) for p in params}) != len(params):
             raise ValueError("ParameterArena: the same Parameter appears more than once")
         for i, p in enumerate(params):
@@ -165,9 +179,9 @@ class ParameterArena:
         self.grad = _aligned_zeros(total, self.dtype)
         offset = 0
         for p in params:
-            view = self.data[offset:offset + p.size].reshape(p.shape)
+            view = self.data[offset : offset + p.size].reshape(p.shape)
             view[...] = p.data
-            grad = self.grad[offset:offset + p.size].reshape(p.shape)
+            grad = self.grad[offset : offset + p.size].reshape(p.shape)
             p.data, p.grad = view, grad
             p._arena, p._offset, p._arena_data, p._arena_grad = self, offset, view, grad
             offset += p.size

@@ -23,6 +23,7 @@ Differences from torch: norm_type must be > 0 or inf (torch also has 0 and -inf)
 clip_value must be >= 0 (inf allowed), `foreach` is accepted and ignored (every call is fused).
 Every argument is checked before anything is written; an error leaves every gradient unchanged.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,9 +40,11 @@ from .optimizer import Optimizer
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_", "clip_grad_norm_per_param_", "grad_norm"]
 
-_NONFINITE = ("The total norm of order {p} for gradients from `parameters` is non-finite, so it cannot be clipped. "
-              "To disable this error and scale the gradients by the non-finite norm anyway, set "
-              "`error_if_nonfinite=False`")
+_NONFINITE = (
+    "The total norm of order {p} for gradients from `parameters` is non-finite, so it cannot be clipped. "
+    "To disable this error and scale the gradients by the non-finite norm anyway, set "
+    "`error_if_nonfinite=False`"
+)
 
 
 class _Grads:
@@ -50,11 +53,11 @@ class _Grads:
     def __init__(self, fn: str, parameters, *, merge_arenas: bool):
         self.fn = fn
         items = _items(fn, parameters)
-        self.count = len(items)          # parameters seen (the per-parameter results' length)
-        self.arrays: list = []            # the arrays passed to the kernels
-        self.labels: list[str] = []       # how errors name arrays[k]
-        self.owner: list[int] = []        # arrays[k] -> index in items (-1 for an arena run)
-        run = None                        # [arena, first item, last item, start, end]: an open arena run
+        self.count = len(items)  # parameters seen (the per-parameter results' length)
+        self.arrays: list = []  # the arrays passed to the kernels
+        self.labels: list[str] = []  # how errors name arrays[k]
+        self.owner: list[int] = []  # arrays[k] -> index in items (-1 for an arena run)
+        run = None  # [arena, first item, last item, start, end]: an open arena run
         for i, item in enumerate(items):
             if isinstance(item, Parameter):
                 if not item.trainable or item.grad is None:
@@ -71,8 +74,10 @@ class _Grads:
             elif isinstance(item, np.ndarray):
                 g, label = item, f"parameters[{i}]"
             else:
-                raise TypeError(f"{fn}: parameters[{i}] must be a gradfuse Parameter or a numpy.ndarray (a gradient), "
-                                f"got {type(item).__name__}")
+                raise TypeError(
+                    f"{fn}: parameters[{i}] must be a gradfuse Parameter or a numpy.ndarray (a gradient), "
+                    f"got {type(item).__name__}"
+                )
             self._close(run)
             run = None
             self.arrays.append(g)
@@ -88,8 +93,11 @@ class _Grads:
         if run is not None:
             arena, first, last, start, end = run
             self.arrays.append(arena.grad[start:end])
-            self.labels.append(f"parameters[{first}].grad" if first == last else
-                               f"parameters[{first}:{last + 1}] (their arena's gradients)")
+            self.labels.append(
+                f"parameters[{first}].grad"
+                if first == last
+                else f"parameters[{first}:{last + 1}] (their arena's gradients)"
+            )
             self.owner.append(-1)
 
     def group(self, k: int) -> list:
@@ -117,6 +125,7 @@ class _Grads:
 
         def name(argument, index):
             return self.labels[idx[index or 0]] if argument == "grads" else label(argument, index)
+
         return err.relabel(self.fn, name)
 
 
@@ -125,8 +134,10 @@ def _items(fn: str, parameters) -> list:
         items = [p for group in parameters.param_groups for p in group["params"]]
         for i, p in enumerate(items):
             if not isinstance(p, Parameter):
-                raise TypeError(f"{fn}: the optimizer's parameter {i} is a plain ndarray, which has no .grad: pass "
-                                "the gradient arrays themselves")
+                raise TypeError(
+                    f"{fn}: the optimizer's parameter {i} is a plain ndarray, which has no .grad: pass "
+                    "the gradient arrays themselves"
+                )
         return items
     if isinstance(parameters, (np.ndarray, Parameter)):
         return [parameters]
@@ -134,8 +145,10 @@ def _items(fn: str, parameters) -> list:
     try:
         items = list(parameters)
     except TypeError:
-        raise TypeError(f"{fn}: parameters must be a Parameter, an ndarray, an Optimizer or an iterable of Parameters and "
-                        f"ndarrays, got {type(parameters).__name__}") from None
+        raise TypeError(
+            f"{fn}: parameters must be a Parameter, an ndarray, an Optimizer or an iterable of Parameters and "
+            f"ndarrays, got {type(parameters).__name__}"
+        ) from None
     if is_generator and not items:
         warnings.warn("`parameters` is an empty generator, no gradient clipping will occur.", stacklevel=3)
     return items
@@ -200,8 +213,9 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
         if not grads.groups:
             return 0.0
         try:
-            return grads.call(0, ops.clip_grad_norm, max_norm=max_norm, norm_type=p,
-                              error_if_nonfinite=error_if_nonfinite)
+            return grads.call(
+                0, ops.clip_grad_norm, max_norm=max_norm, norm_type=p, error_if_nonfinite=error_if_nonfinite
+            )
         except RuntimeError:
             raise RuntimeError(_NONFINITE.format(p=p)) from None
     # Several dtypes (one kernel call takes one): every list checked, one norm per dtype, combined,
@@ -244,13 +258,16 @@ def clip_grad_norm_per_param_(parameters, max_norm, norm_type=2.0, error_if_nonf
 
     def clip(k: int, bound: float) -> None:
         try:
-            norms = grads.call(k, ops.clip_grad_norm_per_tensor, max_norm=bound, norm_type=p,
-                               error_if_nonfinite=error_if_nonfinite)
+            norms = grads.call(
+                k, ops.clip_grad_norm_per_tensor, max_norm=bound, norm_type=p, error_if_nonfinite=error_if_nonfinite
+            )
         except RuntimeError:
             bad = next(j for j in grads.groups[k] if not math.isfinite(ops.grad_norm(grads.arrays[j], norm_type=p)))
-            raise RuntimeError(f"The norm of order {p} of {grads.labels[bad]} is non-finite, so it cannot be clipped. "
-                               "To disable this error and scale the gradients by the non-finite norm anyway, set "
-                               "`error_if_nonfinite=False`") from None
+            raise RuntimeError(
+                f"The norm of order {p} of {grads.labels[bad]} is non-finite, so it cannot be clipped. "
+                "To disable this error and scale the gradients by the non-finite norm anyway, set "
+                "`error_if_nonfinite=False`"
+            ) from None
         for j, n in zip(grads.groups[k], norms):
             out[grads.owner[j]] = n
 

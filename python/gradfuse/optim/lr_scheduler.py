@@ -71,6 +71,7 @@ Counter; ReduceLROnPlateau keeps _per_group_min_lr instead of default_min_lr=Non
 here); load_state_dict refuses unknown public keys and ignores unknown private ones, so torch's
 scheduler state dicts load too.
 """
+
 from __future__ import annotations
 
 import math
@@ -83,10 +84,29 @@ import numpy as np
 from .optimizer import Optimizer
 
 __all__ = [
-    "LRScheduler", "LambdaLR", "MultiplicativeLR", "Constant", "ConstantLR", "StepLR", "MultiStepLR",
-    "ExponentialLR", "ExponentialDecayLR", "LinearLR", "LinearDecayLR", "PolynomialLR", "CosineAnnealingLR",
-    "CosineAnnealingWarmRestarts", "InverseSqrtLR", "InverseTimeDecayLR", "OneCycleLR", "CyclicLR",
-    "ReduceLROnPlateau", "SequentialLR", "ChainedScheduler", "LinearWarmup", "warmup",
+    "LRScheduler",
+    "LambdaLR",
+    "MultiplicativeLR",
+    "Constant",
+    "ConstantLR",
+    "StepLR",
+    "MultiStepLR",
+    "ExponentialLR",
+    "ExponentialDecayLR",
+    "LinearLR",
+    "LinearDecayLR",
+    "PolynomialLR",
+    "CosineAnnealingLR",
+    "CosineAnnealingWarmRestarts",
+    "InverseSqrtLR",
+    "InverseTimeDecayLR",
+    "OneCycleLR",
+    "CyclicLR",
+    "ReduceLROnPlateau",
+    "SequentialLR",
+    "ChainedScheduler",
+    "LinearWarmup",
+    "warmup",
 ]
 
 
@@ -101,8 +121,10 @@ def _per_group(name: str, optimizer, value) -> list:
     n = len(optimizer.param_groups)
     if isinstance(value, (list, tuple)):
         if len(value) != n:
-            raise ValueError(f"{name} must have the same length as optimizer.param_groups. "
-                             f"{name} has {len(value)} values, param_groups has {n}.")
+            raise ValueError(
+                f"{name} must have the same length as optimizer.param_groups. "
+                f"{name} has {len(value)} values, param_groups has {n}."
+            )
         return list(value)
     return [value] * n
 
@@ -175,9 +197,9 @@ class LRScheduler:
     """
 
     _is_initial = False
-    _chainable = True          # in the constructor's step with last_epoch > 0, keep the groups' lr
-    _transient: tuple = ()     # attributes that are not in the state dict (callables, objects)
-    takes_metrics = False      # step(metric)? True for ReduceLROnPlateau (and warmups around it)
+    _chainable = True  # in the constructor's step with last_epoch > 0, keep the groups' lr
+    _transient: tuple = ()  # attributes that are not in the state dict (callables, objects)
+    takes_metrics = False  # step(metric)? True for ReduceLROnPlateau (and warmups around it)
 
     def __init__(self, optimizer: Optimizer, last_epoch: int = -1) -> None:
         _check_optimizer(optimizer)
@@ -190,8 +212,10 @@ class LRScheduler:
         else:
             for i, group in enumerate(optimizer.param_groups):
                 if "initial_lr" not in group:
-                    raise KeyError(f"param 'initial_lr' is not specified in param_groups[{i}] when resuming "
-                                   "scheduler with last_epoch >= 0 (load the optimizer's state dict first)")
+                    raise KeyError(
+                        f"param 'initial_lr' is not specified in param_groups[{i}] when resuming "
+                        "scheduler with last_epoch >= 0 (load the optimizer's state dict first)"
+                    )
         self.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
         self.last_epoch = int(last_epoch)
         self._initial_step()
@@ -394,11 +418,11 @@ class MultiStepLR(LRScheduler):
         count = self.milestones.get(self.last_epoch, 0)
         if not count:
             return _group_lrs(self.optimizer)
-        return self._scaled(self.gamma ** count)
+        return self._scaled(self.gamma**count)
 
     def _get_closed_form_lr(self):
         n = bisect_right(sorted(self.milestones.elements()), self.last_epoch)
-        return [base * self.gamma ** n for base in self.base_lrs]
+        return [base * self.gamma**n for base in self.base_lrs]
 
     def state_dict(self):
         state = super().state_dict()
@@ -429,7 +453,7 @@ class ExponentialLR(LRScheduler):
         return self._scaled(self.gamma)
 
     def _get_closed_form_lr(self):
-        return [base * self.gamma ** self.last_epoch for base in self.base_lrs]
+        return [base * self.gamma**self.last_epoch for base in self.base_lrs]
 
 
 class _FactorLR(LRScheduler):
@@ -644,8 +668,8 @@ class CosineAnnealingWarmRestarts(LRScheduler):
                 self.T_cur = epoch % self.T_0
             else:
                 n = int(math.log(epoch / self.T_0 * (self.T_mult - 1) + 1, self.T_mult))
-                self.T_cur = epoch - self.T_0 * (self.T_mult ** n - 1) / (self.T_mult - 1)
-                self.T_i = self.T_0 * self.T_mult ** n
+                self.T_cur = epoch - self.T_0 * (self.T_mult**n - 1) / (self.T_mult - 1)
+                self.T_i = self.T_0 * self.T_mult**n
         else:
             self.T_i = self.T_0
             self.T_cur = epoch
@@ -688,9 +712,22 @@ class CyclicLR(LRScheduler):
     _chainable = False
     _transient = ("_scale_fn_custom",)
 
-    def __init__(self, optimizer, base_lr, max_lr, step_size_up=2000, step_size_down=None, mode="triangular",
-                 gamma=1.0, scale_fn=None, scale_mode="cycle", cycle_momentum=True, base_momentum=0.8,
-                 max_momentum=0.9, last_epoch=-1):
+    def __init__(
+        self,
+        optimizer,
+        base_lr,
+        max_lr,
+        step_size_up=2000,
+        step_size_down=None,
+        mode="triangular",
+        gamma=1.0,
+        scale_fn=None,
+        scale_mode="cycle",
+        cycle_momentum=True,
+        base_momentum=0.8,
+        max_momentum=0.9,
+        last_epoch=-1,
+    ):
         _check_optimizer(optimizer)
         self.optimizer = optimizer
         base_lrs = _per_group("base_lr", optimizer, base_lr)
@@ -711,8 +748,7 @@ class CyclicLR(LRScheduler):
         self.mode = mode
         self.gamma = gamma
         self._scale_fn_custom = scale_fn
-        self.scale_mode = scale_mode if scale_fn is not None else \
-            ("iterations" if mode == "exp_range" else "cycle")
+        self.scale_mode = scale_mode if scale_fn is not None else ("iterations" if mode == "exp_range" else "cycle")
         self.cycle_momentum = bool(cycle_momentum)
         if self.cycle_momentum:
             _momentum_setup(self, optimizer, max_momentum, base_momentum, last_epoch, keep_bounds=True)
@@ -726,7 +762,7 @@ class CyclicLR(LRScheduler):
             return 1.0
         if self.mode == "triangular2":
             return 1 / (2.0 ** (x - 1))
-        return self.gamma ** x
+        return self.gamma**x
 
     def get_lr(self):
         t = self.last_epoch
@@ -753,9 +789,23 @@ class OneCycleLR(LRScheduler):
 
     _chainable = False
 
-    def __init__(self, optimizer, max_lr, total_steps=None, epochs=None, steps_per_epoch=None, pct_start=0.3,
-                 anneal_strategy="cos", cycle_momentum=True, base_momentum=0.85, max_momentum=0.95,
-                 div_factor=25.0, final_div_factor=1e4, three_phase=False, last_epoch=-1):
+    def __init__(
+        self,
+        optimizer,
+        max_lr,
+        total_steps=None,
+        epochs=None,
+        steps_per_epoch=None,
+        pct_start=0.3,
+        anneal_strategy="cos",
+        cycle_momentum=True,
+        base_momentum=0.85,
+        max_momentum=0.95,
+        div_factor=25.0,
+        final_div_factor=1e4,
+        three_phase=False,
+        last_epoch=-1,
+    ):
         _check_optimizer(optimizer)
         self.optimizer = optimizer
         if total_steps is not None:
@@ -778,19 +828,44 @@ class OneCycleLR(LRScheduler):
         n, up = self.total_steps, float(pct_start * self.total_steps)
         if three_phase:
             self._schedule_phases = [
-                dict(end_step=up - 1, start_lr="initial_lr", end_lr="max_lr",
-                     start_momentum="max_momentum", end_momentum="base_momentum"),
-                dict(end_step=2 * up - 2, start_lr="max_lr", end_lr="initial_lr",
-                     start_momentum="base_momentum", end_momentum="max_momentum"),
-                dict(end_step=n - 1, start_lr="initial_lr", end_lr="min_lr",
-                     start_momentum="max_momentum", end_momentum="max_momentum"),
+                dict(
+                    end_step=up - 1,
+                    start_lr="initial_lr",
+                    end_lr="max_lr",
+                    start_momentum="max_momentum",
+                    end_momentum="base_momentum",
+                ),
+                dict(
+                    end_step=2 * up - 2,
+                    start_lr="max_lr",
+                    end_lr="initial_lr",
+                    start_momentum="base_momentum",
+                    end_momentum="max_momentum",
+                ),
+                dict(
+                    end_step=n - 1,
+                    start_lr="initial_lr",
+                    end_lr="min_lr",
+                    start_momentum="max_momentum",
+                    end_momentum="max_momentum",
+                ),
             ]
         else:
             self._schedule_phases = [
-                dict(end_step=up - 1, start_lr="initial_lr", end_lr="max_lr",
-                     start_momentum="max_momentum", end_momentum="base_momentum"),
-                dict(end_step=n - 1, start_lr="max_lr", end_lr="min_lr",
-                     start_momentum="base_momentum", end_momentum="max_momentum"),
+                dict(
+                    end_step=up - 1,
+                    start_lr="initial_lr",
+                    end_lr="max_lr",
+                    start_momentum="max_momentum",
+                    end_momentum="base_momentum",
+                ),
+                dict(
+                    end_step=n - 1,
+                    start_lr="max_lr",
+                    end_lr="min_lr",
+                    start_momentum="base_momentum",
+                    end_momentum="max_momentum",
+                ),
             ]
         max_lrs = _per_group("max_lr", optimizer, max_lr)
         if last_epoch == -1:
@@ -822,8 +897,7 @@ class OneCycleLR(LRScheduler):
                     pct = (t - start) / (end - start) if end != start else 1.0
                     lrs.append(self._anneal(group[phase["start_lr"]], group[phase["end_lr"]], pct))
                     if self.cycle_momentum:
-                        momenta.append(self._anneal(group[phase["start_momentum"]],
-                                                    group[phase["end_momentum"]], pct))
+                        momenta.append(self._anneal(group[phase["start_momentum"]], group[phase["end_momentum"]], pct))
                     break
                 start = end
         for group, m in zip(self.optimizer.param_groups, momenta):
@@ -841,8 +915,18 @@ class ReduceLROnPlateau(LRScheduler):
 
     takes_metrics = True
 
-    def __init__(self, optimizer, mode="min", factor=0.1, patience=10, threshold=1e-4, threshold_mode="rel",
-                 cooldown=0, min_lr=0, eps=1e-8):
+    def __init__(
+        self,
+        optimizer,
+        mode="min",
+        factor=0.1,
+        patience=10,
+        threshold=1e-4,
+        threshold_mode="rel",
+        cooldown=0,
+        min_lr=0,
+        eps=1e-8,
+    ):
         if factor >= 1.0:
             raise ValueError("Factor should be < 1.0.")
         _check_optimizer(optimizer)
@@ -916,10 +1000,12 @@ class ReduceLROnPlateau(LRScheduler):
         groups = self.optimizer.param_groups
         if len(groups) != len(self.min_lrs):
             if self._per_group_min_lr:
-                raise RuntimeError(f"The number of param groups in the `optimizer` ({len(groups)}) differs from when "
-                                   f"`ReduceLROnPlateau` was initialized ({len(self.min_lrs)}), usually due to a new "
-                                   "param group being added to the optimizer. Please modify the `min_lrs` field to "
-                                   "match the length of the `optimizer` param groups.")
+                raise RuntimeError(
+                    f"The number of param groups in the `optimizer` ({len(groups)}) differs from when "
+                    f"`ReduceLROnPlateau` was initialized ({len(self.min_lrs)}), usually due to a new "
+                    "param group being added to the optimizer. Please modify the `min_lrs` field to "
+                    "match the length of the `optimizer` param groups."
+                )
             self.min_lrs = [self.min_lrs[0]] * len(groups)
         for group, floor in zip(groups, self.min_lrs):
             old = float(group["lr"])
@@ -941,13 +1027,17 @@ def _check_members(cls_name: str, optimizer, schedulers) -> None:
         if not hasattr(s, "optimizer"):
             raise TypeError(f"{cls_name} at index {i} should have `optimizer` as its attribute.")
         if isinstance(s, ReduceLROnPlateau) or getattr(s, "takes_metrics", False):
-            raise ValueError(f"{cls_name} does not support `ReduceLROnPlateau` scheduler as it requires additional "
-                             "kwargs to be specified when calling `step`, but got one at index "
-                             f"{i} in the given schedulers sequence.")
+            raise ValueError(
+                f"{cls_name} does not support `ReduceLROnPlateau` scheduler as it requires additional "
+                "kwargs to be specified when calling `step`, but got one at index "
+                f"{i} in the given schedulers sequence."
+            )
         if s.optimizer is not optimizer:
-            raise ValueError(f"{cls_name} expects all schedulers to belong to the same optimizer, but got scheduler "
-                             f"{type(s).__name__} at index {i} has {s.optimizer}, which is different from "
-                             f"{type(optimizer).__name__}.")
+            raise ValueError(
+                f"{cls_name} expects all schedulers to belong to the same optimizer, but got scheduler "
+                f"{type(s).__name__} at index {i} has {s.optimizer}, which is different from "
+                f"{type(optimizer).__name__}."
+            )
 
 
 class _Composite(LRScheduler):
@@ -964,8 +1054,10 @@ class _Composite(LRScheduler):
         state = dict(state_dict)
         nested = state.pop("_schedulers", None)
         if nested is not None and len(nested) != len(self._schedulers):
-            raise ValueError(f"{type(self).__name__}.load_state_dict: {len(nested)} scheduler states for "
-                             f"{len(self._schedulers)} schedulers")
+            raise ValueError(
+                f"{type(self).__name__}.load_state_dict: {len(nested)} scheduler states for "
+                f"{len(self._schedulers)} schedulers"
+            )
         super().load_state_dict(state)
         for s, sd in zip(self._schedulers, nested or ()):
             s.load_state_dict(sd)
@@ -983,9 +1075,11 @@ class SequentialLR(_Composite):
         _check_members(type(self).__name__, optimizer, schedulers)
         milestones = list(milestones)
         if len(milestones) != len(schedulers) - 1:
-            raise ValueError("Sequential Schedulers expects number of schedulers provided to be one more than the "
-                             f"number of milestone points, but got number of schedulers {len(schedulers)} and the "
-                             f"number of milestones to be equal to {len(milestones)}")
+            raise ValueError(
+                "Sequential Schedulers expects number of schedulers provided to be one more than the "
+                f"number of milestone points, but got number of schedulers {len(schedulers)} and the "
+                f"number of milestones to be equal to {len(milestones)}"
+            )
         if any(not _is_int(m) for m in milestones) or milestones != sorted(milestones):
             raise ValueError(f"Expected increasing integer milestones, but got {milestones}")
         self._schedulers = schedulers
@@ -1025,8 +1119,9 @@ class ChainedScheduler(_Composite):
     def __init__(self, schedulers, optimizer=None):
         schedulers = list(schedulers)
         if len(schedulers) < 1:
-            raise ValueError(f"{type(self).__name__} expects at least one scheduler to be chained, but got no "
-                             "scheduler.")
+            raise ValueError(
+                f"{type(self).__name__} expects at least one scheduler to be chained, but got no scheduler."
+            )
         optimizer = optimizer or schedulers[0].optimizer
         _check_members(type(self).__name__, optimizer, schedulers)
         self._schedulers = schedulers
@@ -1049,7 +1144,8 @@ class LinearWarmup(LRScheduler):
 
     and at t = warmup_steps hands over to the scheduler, which then runs from its own t = 0: the lr
     is the scheduler's starting lr at t = warmup_steps, and every later step steps the scheduler
-    (``step(metric)`` for ReduceLROnPlateau; the metrics of steps t <= warmup_steps are ignored). The lr sequence is that of torch's
+    (``step(metric)`` for ReduceLROnPlateau; the metrics of steps t <= warmup_steps are ignored).
+    The lr sequence is that of torch's
     ``SequentialLR(opt, [LinearLR(opt, start_factor, 1.0, warmup_steps), scheduler], [warmup_steps])``,
     but start_factor may be 0 and any scheduler fits. Pass an optimizer instead of a scheduler for
     a warmup to the groups' lr, constant after."""

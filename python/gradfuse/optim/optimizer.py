@@ -15,6 +15,7 @@ before the first one writes; with skip_nonfinite=True, gradients with NaN/Inf sk
 (parameters, state and step counters untouched) and step() reports it. One optimizer is stepped by
 one thread at a time (a lock serialises concurrent step() calls).
 """
+
 from __future__ import annotations
 
 import copy
@@ -24,10 +25,9 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from .. import _checks
+from .. import _checks, ops
 from ..errors import KernelError
 from ..nn.parameter import Parameter
-from .. import ops
 from ..ops import run_optim
 from ..table import KERNELS, Kernel
 
@@ -46,9 +46,9 @@ class _Slot:
     __slots__ = ("obj", "state", "views")
 
     def __init__(self, obj):
-        self.obj = obj            # what the user passed: an ndarray or a Parameter
-        self.state: dict = {}     # torch-style state: scalars and views into the state arenas
-        self.views: dict = {}     # state-arena views, kept from the first allocation on
+        self.obj = obj  # what the user passed: an ndarray or a Parameter
+        self.state: dict = {}  # torch-style state: scalars and views into the state arenas
+        self.views: dict = {}  # state-arena views, kept from the first allocation on
 
     @property
     def data(self) -> np.ndarray:
@@ -81,8 +81,7 @@ class _ArenaRuns:
         bounds, start = [], 0
         for i in range(1, len(params) + 1):
             prev = params[i - 1]
-            if i == len(params) or params[i]._arena is not prev._arena or \
-                    params[i]._offset != prev._offset + prev.size:
+            if i == len(params) or params[i]._arena is not prev._arena or params[i]._offset != prev._offset + prev.size:
                 first = params[start]
                 bounds.append((start, i, first._arena, first._offset, prev._offset + prev.size))
                 start = i
@@ -90,16 +89,19 @@ class _ArenaRuns:
 
     def intact(self, grads: list) -> bool:
         """Every parameter still has its arena data, and every gradient is its arena gradient."""
-        return all(map(operator.is_, grads, self.grad_views)) and \
-            all(map(operator.is_, map(_DATA, self.objs), self.data_views))
+        return all(map(operator.is_, grads, self.grad_views)) and all(
+            map(operator.is_, map(_DATA, self.objs), self.data_views)
+        )
 
     def states(self, opt: Optimizer, gi: int, keys: tuple) -> list:
         """Per state key of the optimizer: the runs' flat views into its state buffer, or None."""
         cached = self._states.get(keys)
         if cached is None:
             dtype = self.objs[0].data.dtype.char
-            cached = [[opt._flat[(gi, dtype, k)][a:b] for a, b in self.state_ranges] if k in keys else None
-                      for k in opt._state_keys]
+            cached = [
+                [opt._flat[(gi, dtype, k)][a:b] for a, b in self.state_ranges] if k in keys else None
+                for k in opt._state_keys
+            ]
             self._states[keys] = cached
         return cached
 
@@ -132,8 +134,9 @@ class _StateMap(Mapping):
 def _check_param(param, where: str) -> None:
     data = param.data if isinstance(param, Parameter) else param
     if not isinstance(data, np.ndarray):
-        raise TypeError(f"optimizer can only optimize numpy arrays or gradfuse Parameters, but {where} is "
-                        f"{type(param).__name__}")
+        raise TypeError(
+            f"optimizer can only optimize numpy arrays or gradfuse Parameters, but {where} is {type(param).__name__}"
+        )
     if data.dtype not in (np.float32, np.float64) or not data.dtype.isnative:
         raise TypeError(f"{where} has dtype {data.dtype}; expected float32 or float64")
     if not data.flags.c_contiguous:
@@ -166,9 +169,9 @@ class _Fast:
 
     def __init__(self, scalars: tuple, keys: tuple, states: list, lists: list):
         self.scalars = scalars  # the per-parameter scalar state after that step (step, ...)
-        self.keys = keys        # the state keys it used
-        self.states = states    # the slots' state dicts
-        self.lists = lists      # per state key: the list of state views passed to the kernel, or None
+        self.keys = keys  # the state keys it used
+        self.states = states  # the slots' state dicts
+        self.lists = lists  # per state key: the list of state views passed to the kernel, or None
 
 
 class Optimizer:
@@ -207,8 +210,10 @@ class Optimizer:
 
     def __init__(self, params, defaults: dict, *, skip_nonfinite: bool = False):
         if isinstance(params, (np.ndarray, Parameter)):
-            raise TypeError("params argument given to the optimizer should be an iterable of arrays or dicts, "
-                            f"but got {type(params).__name__}")
+            raise TypeError(
+                "params argument given to the optimizer should be an iterable of arrays or dicts, "
+                f"but got {type(params).__name__}"
+            )
         for key in ("capturable", "differentiable"):
             if defaults.get(key):
                 raise ValueError(f"{key}=True is not supported: gradfuse steps are fused, in place and not traced")
@@ -247,8 +252,10 @@ class Optimizer:
         if isinstance(params, (np.ndarray, Parameter)):
             params = [params]
         elif isinstance(params, set):
-            raise TypeError("optimizer parameters need to be organized in ordered collections, but the ordering "
-                            "of tensors in sets will change between runs. Please use a list instead.")
+            raise TypeError(
+                "optimizer parameters need to be organized in ordered collections, but the ordering "
+                "of tensors in sets will change between runs. Please use a list instead."
+            )
         elif not isinstance(params, Iterable):
             raise TypeError(f"param_group['params'] must be an iterable of arrays, got {type(params).__name__}")
         params = list(params)
@@ -319,8 +326,9 @@ class Optimizer:
         if spec is not None and spec.torch:
             value = raw.get(err.argument)
             if isinstance(err, TypeError):
-                return TypeError(spec.torch.replace("{value}", repr(value)) +
-                                 f" (expected a number, got {type(value).__name__})")
+                return TypeError(
+                    spec.torch.replace("{value}", repr(value)) + f" (expected a number, got {type(value).__name__})"
+                )
             return ValueError(spec.torch.replace("{value}", str(value)))
         return err.relabel(type(self).__name__)
 
@@ -331,8 +339,12 @@ class Optimizer:
         group, rec = self.param_groups[gi], self._groups[gi]
         snapshot = tuple(v for k, v in group.items() if k not in _NOT_HYPERPARAMETERS)
         checked = rec.checked
-        if (snapshot is not None and checked is not None and list not in map(type, snapshot)
-                and all(map(operator.is_, snapshot, checked[0]))):
+        if (
+            snapshot is not None
+            and checked is not None
+            and list not in map(type, snapshot)
+            and all(map(operator.is_, snapshot, checked[0]))
+        ):
             return checked[1], checked[2]
         scalars = self._validate(group)
         keys = self._keys_for(scalars)
@@ -346,8 +358,10 @@ class Optimizer:
     def _used_keys(self, group: dict) -> tuple[str, ...]:
         """The state arrays this group's settings use (the table's `when`)."""
         try:
-            settings = {s.name: (group[s.hyper] if isinstance(s.hyper, str) else group[s.hyper[0]][s.hyper[1]])
-                        for s in self._hyper}
+            settings = {
+                s.name: (group[s.hyper] if isinstance(s.hyper, str) else group[s.hyper[0]][s.hyper[1]])
+                for s in self._hyper
+            }
         except (KeyError, TypeError, IndexError):
             self._validate(group)  # says what is wrong with the group, in torch's words
             raise
@@ -366,7 +380,7 @@ class Optimizer:
             self._flat[(gi, dtype.char, key)] = buf
             offset = 0
             for s in members:
-                s.views[key] = buf[offset:offset + s.data.size].reshape(s.data.shape)
+                s.views[key] = buf[offset : offset + s.data.size].reshape(s.data.shape)
                 offset += s.data.size
             view = slot.views[key]
         return view
@@ -401,15 +415,19 @@ class Optimizer:
         if grads is None:
             if not self._all_parameters:
                 i = next(i for i, p in enumerate(objs) if not isinstance(p, Parameter))
-                raise TypeError("step() needs grads=[...] when the parameters are plain arrays "
-                                f"(params[{i}] is an ndarray, which has no .grad)")
+                raise TypeError(
+                    "step() needs grads=[...] when the parameters are plain arrays "
+                    f"(params[{i}] is an ndarray, which has no .grad)"
+                )
             if all(map(_TRAINABLE, objs)):
                 return list(map(_GRAD, objs))
             return [p.grad if p.trainable else None for p in objs]
         grads = [grads] if isinstance(grads, np.ndarray) else list(grads)
         if len(grads) != len(objs):
-            raise ValueError(f"step(): got {len(grads)} gradients for {len(objs)} parameters "
-                             "(one per parameter, in param-group order; None skips a parameter)")
+            raise ValueError(
+                f"step(): got {len(grads)} gradients for {len(objs)} parameters "
+                "(one per parameter, in param-group order; None skips a parameter)"
+            )
         if self._all_parameters:
             if not all(map(_TRAINABLE, objs)):
                 grads = [g if p.trainable else None for g, p in zip(grads, objs)]
@@ -423,7 +441,7 @@ class Optimizer:
         calls, pos = [], 0
         for gi, (group, rec) in enumerate(zip(self.param_groups, self._groups)):
             slots = rec.slots
-            gs = grads[pos:pos + len(slots)]
+            gs = grads[pos : pos + len(slots)]
             pos += len(slots)
             fast = rec.fast
             if fast is not None and type(None) not in map(type, gs) and fast.keys == checked[gi][1]:
@@ -439,8 +457,9 @@ class Optimizer:
                 calls.append((gi, bslots, bgrads, self._scalars(bslots[0])))
         return calls
 
-    def _call(self, gi: int, slots: list, grads: list, scalars: tuple, grad_scale, checked: tuple
-              ) -> tuple[tuple, dict]:
+    def _call(
+        self, gi: int, slots: list, grads: list, scalars: tuple, grad_scale, checked: tuple
+    ) -> tuple[tuple, dict]:
         """The kernel call for these slots: (array lists in the row's order, checked scalars without
         the optional ones left at None)."""
         group, rec = self.param_groups[gi], self._groups[gi]
@@ -484,8 +503,10 @@ class Optimizer:
 
     def _step(self, grads: list, grad_scale) -> bool:
         checked = [self._group_scalars(gi) for gi in range(len(self._groups))]
-        calls = [(gi, slots, scalars, *self._call(gi, slots, g, scalars, grad_scale, checked[gi]))
-                 for gi, slots, g, scalars in self._plan(grads, checked)]
+        calls = [
+            (gi, slots, scalars, *self._call(gi, slots, g, scalars, grad_scale, checked[gi]))
+            for gi, slots, g, scalars in self._plan(grads, checked)
+        ]
         row, skip = self._row, self.skip_nonfinite
         if len(calls) == 1:  # the kernel checks the arrays, then skips or steps
             gi, slots, scalars, arrays, kernel_scalars = calls[0]
@@ -534,7 +555,7 @@ class Optimizer:
                 for key in keys:
                     slot.state.setdefault(key, slot.views[key])
         if len(items) == 1:
-            (key, value), = items
+            ((key, value),) = items
             for state in dicts:
                 state[key] = value
         elif items:
@@ -585,8 +606,9 @@ class Optimizer:
         if len(saved_groups) != len(self.param_groups):
             raise ValueError("loaded state dict has a different number of parameter groups")
         if any(len(s["params"]) != len(g.slots) for s, g in zip(saved_groups, self._groups)):
-            raise ValueError("loaded state dict contains a parameter group that doesn't match the size of "
-                             "optimizer's group")
+            raise ValueError(
+                "loaded state dict contains a parameter group that doesn't match the size of optimizer's group"
+            )
         saved_state = state_dict["state"]
         new_groups, staged = [], []
         for gi, (saved, rec) in enumerate(zip(saved_groups, self._groups)):
@@ -618,8 +640,9 @@ class Optimizer:
             if key in self._state_keys:
                 arr = np.asarray(value)
                 if arr.shape != slot.data.shape:
-                    raise ValueError(f"state of parameter {index}: {key} has shape {arr.shape}, "
-                                     f"the parameter {slot.data.shape}")
+                    raise ValueError(
+                        f"state of parameter {index}: {key} has shape {arr.shape}, the parameter {slot.data.shape}"
+                    )
                 arrays[key] = arr
             elif key in self._scalar_keys:
                 number = np.asarray(value).item()
