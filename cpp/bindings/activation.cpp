@@ -71,7 +71,8 @@ void bind_activation(py::module_& m) {
         });
       },
       "x"_a, "y"_a, py::kw_only(), "activation"_a, "negative_slope"_a = 0.01,
-      "y = activation(x), element-wise, any shape; y may be x (in place).");
+      "The C++ side of gf.ops.activation_forward: its doc, defaults and checks are its row of the kernel table "
+      "(python/gradfuse/table.py).");
 
   m.def(
       "activation_backward",
@@ -97,8 +98,8 @@ void bind_activation(py::module_& m) {
         });
       },
       "dy"_a, "dx"_a, py::kw_only(), "activation"_a, "x"_a = py::none(), "y"_a = py::none(), "negative_slope"_a = 0.01,
-      "dx = dy * activation'(.), element-wise. Needs y (the forward output) for tanh and sigmoid, x (the input) "
-      "for gelu and gelu_tanh, either for relu and leaky_relu; dx may be dy (in place).");
+      "The C++ side of gf.ops.activation_backward: its doc, defaults and checks are its row of the kernel table "
+      "(python/gradfuse/table.py).");
 }
 
 }  // namespace bind

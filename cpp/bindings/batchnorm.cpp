@@ -65,21 +65,6 @@ BnBackward<T> backward_args(const Dims& d, const ArrayArg& dy, const ArrayArg& x
   return g;
 }
 
-const char* kForwardDoc =
-    "Batch normalization forward (torch.nn.functional.batch_norm), written into y, save_mean and "
-    "save_invstd (and running_mean / running_var when training).\n\n"
-    "x: (N, C, ...) or, with channels_last, (N, ..., C). weight, bias: (C,) or None (1 and 0). "
-    "running_mean, running_var: (C,), both or neither. Batch statistics are used when training, or "
-    "when there are no running statistics; then save_mean = the batch mean, save_invstd = "
-    "1/sqrt(biased var + eps), and the running statistics (when given) move by momentum towards the "
-    "batch mean and the unbiased variance, as torch does. Otherwise the running statistics are used "
-    "(and saved). y may be x itself (in place). Statistics accumulate in double.";
-
-const char* kBackwardDoc =
-    "Batch normalization backward: dx (and dweight = sum(dy xhat), dbias = sum(dy) when given) from "
-    "save_mean and save_invstd of the forward. training=True: the statistics were the batch's, and dx "
-    "includes their gradient; training=False: dx = dy weight invstd. dx may be dy itself (in place).";
-
 }  // namespace
 
 void bind_batchnorm(py::module_& m) {
@@ -126,7 +111,9 @@ void bind_batchnorm(py::module_& m) {
         });
       },
       "x"_a, "weight"_a, "bias"_a, "running_mean"_a, "running_var"_a, "y"_a, "save_mean"_a, "save_invstd"_a,
-      py::kw_only(), "training"_a = true, "momentum"_a = 0.1, "eps"_a = 1e-5, "channels_last"_a = false, kForwardDoc);
+      py::kw_only(), "training"_a = true, "momentum"_a = 0.1, "eps"_a = 1e-5, "channels_last"_a = false,
+      "The C++ side of gf.ops.batchnorm_forward: its doc, defaults and checks are its row of the kernel table "
+      "(python/gradfuse/table.py).");
 
   m.def(
       "batchnorm_backward",
@@ -160,7 +147,9 @@ void bind_batchnorm(py::module_& m) {
         });
       },
       "dy"_a, "x"_a, "weight"_a, "save_mean"_a, "save_invstd"_a, "dx"_a, "dweight"_a, "dbias"_a, py::kw_only(),
-      "training"_a = true, "channels_last"_a = false, kBackwardDoc);
+      "training"_a = true, "channels_last"_a = false,
+      "The C++ side of gf.ops.batchnorm_backward: its doc, defaults and checks are its row of the kernel table "
+      "(python/gradfuse/table.py).");
 }
 
 }  // namespace bind

@@ -75,8 +75,8 @@ void bind_clip(py::module_& m) {
         return norm;
       },
       "grads"_a, py::kw_only(), "norm_type"_a = 2.0,
-      "The p-norm of all the gradients together (as one vector): p = 2, 1, inf or any p > 0 "
-      "(torch.nn.utils.get_total_norm). Accumulated in double, deterministic; 0.0 for no elements.");
+      "The C++ side of gf.ops.grad_norm: its doc, defaults and checks are its row of the kernel table "
+      "(python/gradfuse/table.py).");
 
   m.def(
       "clip_grad_norm",
@@ -99,9 +99,8 @@ void bind_clip(py::module_& m) {
         return norm;
       },
       "grads"_a, py::kw_only(), "max_norm"_a, "norm_type"_a = 2.0, "error_if_nonfinite"_a = false,
-      "torch.nn.utils.clip_grad_norm_ on a list of gradients, in place: n = the p-norm of all of them "
-      "together; each is multiplied by min(max_norm / (n + 1e-6), 1) (only when that is below 1). Returns "
-      "n, the norm before clipping. error_if_nonfinite: a NaN/Inf norm raises RuntimeError, nothing written.");
+      "The C++ side of gf.ops.clip_grad_norm: its doc, defaults and checks are its row of the kernel table "
+      "(python/gradfuse/table.py).");
 
   m.def(
       "clip_grad_norm_per_tensor",
@@ -152,9 +151,8 @@ void bind_clip(py::module_& m) {
         return out;
       },
       "grads"_a, py::kw_only(), "max_norm"_a, "norm_type"_a = 2.0, "error_if_nonfinite"_a = false,
-      "Per-tensor norm clipping, in place: each gradient array on its own, n_i = its p-norm, multiplied by "
-      "min(max_norm / (n_i + 1e-6), 1). Returns [n_i], one per array (before clipping). error_if_nonfinite: "
-      "a NaN/Inf norm raises RuntimeError, nothing written.");
+      "The C++ side of gf.ops.clip_grad_norm_per_tensor: its doc, defaults and checks are its row of the kernel table "
+      "(python/gradfuse/table.py).");
 
   m.def(
       "clip_grad_value",
@@ -171,8 +169,8 @@ void bind_clip(py::module_& m) {
         });
       },
       "grads"_a, py::kw_only(), "clip_value"_a,
-      "torch.nn.utils.clip_grad_value_ on a list of gradients, in place: clamp to [-clip_value, clip_value] "
-      "(NaN stays NaN).");
+      "The C++ side of gf.ops.clip_grad_value: its doc, defaults and checks are its row of the kernel table "
+      "(python/gradfuse/table.py).");
 }
 
 }  // namespace bind

@@ -56,8 +56,8 @@ void bind_dense(py::module_& m) {
         });
       },
       "a"_a, "b"_a, "c"_a, py::kw_only(), "trans_a"_a = false, "trans_b"_a = false, "accumulate"_a = false,
-      "c = op(a) @ op(b), or c += ... with accumulate; op transposes when trans_a / trans_b. Deterministic for every "
-      "thread count.");
+      "The C++ side of gf.ops.matmul: its doc, defaults and checks are its row of the kernel table "
+      "(python/gradfuse/table.py).");
 
   m.def(
       "dense_forward",
@@ -88,8 +88,8 @@ void bind_dense(py::module_& m) {
       },
       "x"_a, "weight"_a, "bias"_a, "y"_a, py::kw_only(), "activation"_a = "none", "negative_slope"_a = 0.01,
       "z"_a = py::none(),
-      "y = activation(x @ weight + bias); weight (in_features, out_features), bias (out_features,) or None; z, if "
-      "given, receives the pre-activation x @ weight + bias (gelu's backward needs it).");
+      "The C++ side of gf.ops.dense_forward: its doc, defaults and checks are its row of the kernel table "
+      "(python/gradfuse/table.py).");
 
   m.def(
       "dense_backward",
@@ -130,10 +130,8 @@ void bind_dense(py::module_& m) {
       },
       "dy"_a, "x"_a, "weight"_a, "dx"_a, "dweight"_a, "dbias"_a, py::kw_only(), "activation"_a = "none",
       "y"_a = py::none(), "z"_a = py::none(), "negative_slope"_a = 0.01, "accumulate"_a = false, "dz"_a = py::none(),
-      "Backward of dense_forward: dz = dy * activation'(.) (from y, the forward output, or z, the "
-      "pre-activation: tanh/sigmoid need y, gelu needs z, relu either), dbias = column sums of dz, dx = dz @ "
-      "weight.T, dweight = x.T @ dz; dx, dweight, dbias may each be None (not computed); accumulate adds into "
-      "dweight and dbias; dz is an optional scratch array (else one is allocated).");
+      "The C++ side of gf.ops.dense_backward: its doc, defaults and checks are its row of the kernel table "
+      "(python/gradfuse/table.py).");
 }
 
 }  // namespace bind

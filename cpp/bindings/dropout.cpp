@@ -71,11 +71,8 @@ void bind_dropout(py::module_& m) {
         });
       },
       "x"_a, "y"_a, "mask"_a, py::kw_only(), "p"_a, "seed"_a, "counter"_a,
-      "Inverted dropout, training mode: y = x * keep / (1 - p), and the keep bits packed into mask "
-      "(uint8, dropout_mask_bytes(x.size) bytes; np.unpackbits(mask, bitorder='little')[:x.size]). "
-      "keep comes from Philox4x32-10 keyed on (seed, counter, element index): the same for every "
-      "thread count, ISA and backend. p in [0, 1] (1: zeros); seed and counter: ints in [0, 2**64). "
-      "y may be x (in place).");
+      "The C++ side of gf.ops.dropout_forward: its doc, defaults and checks are its row of the kernel table "
+      "(python/gradfuse/table.py).");
 
   m.def(
       "dropout_backward",
@@ -99,8 +96,8 @@ void bind_dropout(py::module_& m) {
         });
       },
       "dy"_a, "mask"_a, "dx"_a, py::kw_only(), "p"_a,
-      "Dropout backward: dx = dy * keep / (1 - p) with keep read from the forward's mask (0 when "
-      "p == 1). dx may be dy (in place).");
+      "The C++ side of gf.ops.dropout_backward: its doc, defaults and checks are its row of the kernel table "
+      "(python/gradfuse/table.py).");
 
   m.def(
       "dropout_mask_bytes",
@@ -109,7 +106,9 @@ void bind_dropout(py::module_& m) {
         if (n < 0) value_error("dropout_mask_bytes", "{arg} must be >= 0, got " + std::to_string(n), "n");
         return dropout_mask_bytes(n);
       },
-      "n"_a, "Bytes of the packed dropout mask of n elements: 8 * ceil(n / 64) (whole 64-bit words).");
+      "n"_a,
+      "The C++ side of gf.ops.dropout_mask_bytes: its doc, defaults and checks are its row of the kernel table "
+      "(python/gradfuse/table.py).");
 
   m.def(
       "philox4x32_10",
@@ -130,8 +129,8 @@ void bind_dropout(py::module_& m) {
         GF_CALL(philox4x32_10, ac.ptr<uint32_t>(), n, k0, k1, ao.ptr<uint32_t>(), threads);
       },
       "counters"_a, "key"_a, "out"_a,
-      "Philox4x32-10 (Random123): out[i] = the four output words of counter counters[i] (uint32, "
-      "(n, 4)) under key (uint32, (2,)); out is uint32 (n, 4).");
+      "The C++ side of gf.ops.philox4x32_10: its doc, defaults and checks are its row of the kernel table "
+      "(python/gradfuse/table.py).");
 }
 
 }  // namespace bind

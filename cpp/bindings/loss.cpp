@@ -125,19 +125,24 @@ py::float_ squared_error_binding(const std::string& fn, py::handle pred, py::han
 void bind_loss(py::module_& m) {
   m.def(
       "softmax_forward", [](py::handle x, py::handle y) { softmax_forward_binding("softmax_forward", x, y, false); },
-      "x"_a, "y"_a, "y = softmax(x) over the last axis (max-subtracted: stable). y may be x itself (in place).");
+      "x"_a, "y"_a,
+      "The C++ side of gf.ops.softmax_forward: its doc, defaults and checks are its row of the kernel table "
+      "(python/gradfuse/table.py).");
 
   m.def(
       "softmax_backward",
       [](py::handle y, py::handle dy, py::handle dx) {
         softmax_backward_binding("softmax_backward", y, dy, dx, false);
       },
-      "y"_a, "dy"_a, "dx"_a, "dx = y * (dy - sum(dy * y, last axis)), y = softmax(x). dx may be dy itself (in place).");
+      "y"_a, "dy"_a, "dx"_a,
+      "The C++ side of gf.ops.softmax_backward: its doc, defaults and checks are its row of the kernel table "
+      "(python/gradfuse/table.py).");
 
   m.def(
       "log_softmax_forward",
       [](py::handle x, py::handle y) { softmax_forward_binding("log_softmax_forward", x, y, true); }, "x"_a, "y"_a,
-      "y = log_softmax(x) = (x - max) - log(sum(exp(x - max))) over the last axis. y may be x itself.");
+      "The C++ side of gf.ops.log_softmax_forward: its doc, defaults and checks are its row of the kernel table "
+      "(python/gradfuse/table.py).");
 
   m.def(
       "log_softmax_backward",
@@ -145,7 +150,8 @@ void bind_loss(py::module_& m) {
         softmax_backward_binding("log_softmax_backward", y, dy, dx, true);
       },
       "y"_a, "dy"_a, "dx"_a,
-      "dx = dy - exp(y) * sum(dy, last axis), y = log_softmax(x). dx may be dy itself (in place).");
+      "The C++ side of gf.ops.log_softmax_backward: its doc, defaults and checks are its row of the kernel table "
+      "(python/gradfuse/table.py).");
 
   m.def(
       "softmax_cross_entropy",
@@ -174,8 +180,8 @@ void bind_loss(py::module_& m) {
       },
       "logits"_a, "labels"_a, "grad"_a = py::none(), py::kw_only(), "reduction"_a = "mean", "ignore_index"_a = -100,
       "label_smoothing"_a = 0.0,
-      "Softmax cross-entropy of (N, K) logits and (N,) int64 labels, as torch.nn.functional.cross_entropy; "
-      "writes d loss / d logits into grad when given. Returns the loss.");
+      "The C++ side of gf.ops.softmax_cross_entropy: its doc, defaults and checks are its row of the kernel table "
+      "(python/gradfuse/table.py).");
 
   m.def(
       "multi_margin_loss",
@@ -203,8 +209,8 @@ void bind_loss(py::module_& m) {
         });
       },
       "scores"_a, "labels"_a, "grad"_a = py::none(), py::kw_only(), "p"_a = 1, "margin"_a = 1.0, "reduction"_a = "mean",
-      "Multiclass hinge loss of (N, K) scores and (N,) int64 labels, as torch.nn.functional.multi_margin_loss "
-      "(divided by K); writes d loss / d scores into grad when given. Returns the loss.");
+      "The C++ side of gf.ops.multi_margin_loss: its doc, defaults and checks are its row of the kernel table "
+      "(python/gradfuse/table.py).");
 
   m.def(
       "mse_loss",
@@ -214,8 +220,8 @@ void bind_loss(py::module_& m) {
         return squared_error_binding(fn, pred, target, grad, mean);
       },
       "pred"_a, "target"_a, "grad"_a = py::none(), py::kw_only(), "reduction"_a = "mean",
-      "Mean (or summed) squared error, as torch.nn.functional.mse_loss; grad = 2 (pred - target) / n "
-      "(no / n for 'sum') when given. Returns the loss.");
+      "The C++ side of gf.ops.mse_loss: its doc, defaults and checks are its row of the kernel table "
+      "(python/gradfuse/table.py).");
 
   m.def(
       "sum_of_squares_loss",
@@ -223,8 +229,8 @@ void bind_loss(py::module_& m) {
         return squared_error_binding("sum_of_squares_loss", pred, target, grad, false);
       },
       "pred"_a, "target"_a, "grad"_a = py::none(),
-      "The seeds' L2 loss L = sum_i (pred_i - target_i)^2 (= mse_loss(reduction='sum')); grad = 2 (pred - target) "
-      "when given. Returns the loss.");
+      "The C++ side of gf.ops.sum_of_squares_loss: its doc, defaults and checks are its row of the kernel table "
+      "(python/gradfuse/table.py).");
 
   m.def(
       "bce_with_logits",
@@ -256,9 +262,8 @@ void bind_loss(py::module_& m) {
       },
       "logits"_a, "targets"_a, "grad"_a = py::none(), py::kw_only(), "reduction"_a = "mean",
       "pos_weight"_a = py::none(),
-      "Binary cross-entropy with logits, as torch.nn.functional.binary_cross_entropy_with_logits "
-      "(pos_weight: (C,) over the last axis); grad = ((pw t + 1 - t) sigmoid(x) - pw t) / n when given. "
-      "Returns the loss.");
+      "The C++ side of gf.ops.bce_with_logits: its doc, defaults and checks are its row of the kernel table "
+      "(python/gradfuse/table.py).");
 
   m.def(
       "penalty",
@@ -276,8 +281,8 @@ void bind_loss(py::module_& m) {
         });
       },
       "params"_a, "grads"_a = py::none(), py::kw_only(), "l1"_a = 0.0, "l2"_a = 0.0,
-      "L1 / L2 / elastic-net penalty over a list of parameters (or an arena) in one pass: returns "
-      "l1 sum|w| + (l2/2) sum w^2 and, when grads are given, adds l1 sign(w) + l2 w to them in place.");
+      "The C++ side of gf.ops.penalty: its doc, defaults and checks are its row of the kernel table "
+      "(python/gradfuse/table.py).");
 }
 
 }  // namespace bind
