@@ -76,6 +76,7 @@ NONNEG = Range(
 FINITE = Range(math.isfinite, "a finite number", (-1e300, 0.0, 2.5), (math.nan, math.inf, -math.inf))
 UNIT = Range(lambda x: 0 <= x < 1, "in [0, 1)", (0.0, 0.5, 1 - 2**-53), (-5e-324, 1.0, math.nan))
 CLOSED_UNIT = Range(lambda x: 0 <= x <= 1, "in [0, 1]", (0.0, 1.0), (-5e-324, 1 + 2**-52, math.nan))
+HALF_OPEN_UNIT = Range(lambda x: 0 < x <= 1, "in (0, 1]", (5e-324, 0.5, 1.0), (0.0, 1 + 2**-52, math.nan))
 POSITIVE_OR_INF = Range(lambda x: x > 0, "a number > 0 or inf", (5e-324, 2.0, math.inf), (0.0, -1.0, math.nan))
 NONNEG_OR_INF = Range(lambda x: x >= 0, "a number >= 0", (0.0, 1.0, math.inf), (-5e-324, math.nan))
 SCALE = Range(
@@ -518,6 +519,24 @@ OPTIMIZERS = (
         examples=(
             Example("weight_decay", dict(lr=1e-3, weight_decay=0.1)),
             Example("betas", dict(lr=1e-4, beta1=0.5, beta2=0.9)),
+        ),
+    ),
+    _optim(
+        "asgd",
+        "ASGD step (torch.optim.ASGD): SGD with a step size eta that decays, and a running average ax of the "
+        "parameters (from the step where mu drops below 1). eta and mu are this step's values: the optimizer "
+        "keeps them as state and advances them from lr, lambd, alpha and t0, as torch does.",
+        (_state("axs", "ax"),),
+        (
+            Scalar("eta", range=NONNEG),
+            Scalar("mu", range=HALF_OPEN_UNIT),
+            Scalar("lambd", default=1e-4, range=NONNEG, hyper="lambd", torch="Invalid lambd value: {value}"),
+            _weight_decay(),
+        ),
+        torch="torch.optim.ASGD",
+        examples=(
+            Example("averaging", dict(eta=0.01, mu=0.5, weight_decay=0.1)),
+            Example("before_t0", dict(eta=0.005, mu=1.0, lambd=0.01)),
         ),
     ),
 )
