@@ -168,6 +168,8 @@ def test_bench_layers_quick_writes_every_row(tmp_path, no_torch):
         "dropout": {"forward", "forward+backward"},
         "dense": {"forward", "forward+backward"},
         "gemm": {"C = A @ B"},
+        "loss": {"loss + grad"},
+        "clip": {"norm + scale"},
     }
 
 

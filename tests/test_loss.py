@@ -670,7 +670,7 @@ def _bad_cases():
             fn,
             lambda d=b(): ((d["x"].astype(np.int64), d["labels"], d["g"]), {}),
             TypeError,
-            f"{name} has dtype int64; expected float32 or float64",
+            f"{name} has dtype int64; expected float32, float64 or bfloat16",
         )
         add(
             f"{fn}-scores-fortran",
@@ -867,7 +867,7 @@ def _bad_cases():
             fn,
             lambda d=b(): ((d["labels"], d["g"][0]), {}),
             TypeError,
-            "x has dtype int64; expected float32 or float64",
+            "x has dtype int64; expected float32, float64 or bfloat16",
         )
         add(f"{fn}-y-none", fn, lambda d=b(): ((d["x"], None), {}), TypeError, "y is required (got None)")
     for fn in ("softmax_backward", "log_softmax_backward"):
@@ -956,7 +956,7 @@ def _bad_cases():
         pen,
         lambda d=b(): (([d["labels"]], None), {}),
         TypeError,
-        "params[0] has dtype int64; expected float32 or float64",
+        "params[0] has dtype int64; expected float32, float64 or bfloat16",
     )
     add(
         "penalty-params-dict",

@@ -324,7 +324,7 @@ TensorLists::TensorLists(const std::string& fn, std::vector<TensorArg> args, boo
       // Filled in place, field by field: copying small structs through the stack here stalled on
       // store-to-load forwarding (measured: 12 ns per array).
       Checked& c = items.emplace_back();
-      check_array(fn, objs[i], kFloating, dtypes_, arg.name, is_list[a] ? static_cast<int64_t>(i) : -1, arg.written, c);
+      check_array(fn, objs[i], arg.rule, dtypes_, arg.name, is_list[a] ? static_cast<int64_t>(i) : -1, arg.written, c);
       keep_.push_back(py::reinterpret_borrow<py::object>(objs[i]));
       if (c.nbytes > 0) {
         Span& sp = (arg.written ? written : read).emplace_back();

@@ -172,11 +172,14 @@ void check_aliasing(const std::string& fn, const std::vector<const ArrayArg*>& a
 
 // ---- multi-tensor calls ----------------------------------------------------------------------------------
 // One list argument of a multi-tensor call: an ndarray or a list/tuple of them; None means absent.
+// rule: kFloating, or kReal where the row's list is "real" (bf16 lists too: every list of a call
+// has the call's one dtype, so one itemsize serves the coalescing).
 struct TensorArg {
   const char* name;
   py::handle obj;
   bool written;
   bool required = true;
+  DtypeRule rule = kFloating;
 };
 
 // The validated, coalesced lists of one multi-tensor call. args[0] is the first list: every other

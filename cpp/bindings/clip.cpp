@@ -62,12 +62,12 @@ void bind_clip(py::module_& m) {
       [](py::handle grads, py::handle norm_type_) {
         const std::string fn = "grad_norm";
         const double norm_type = norm_type_of(fn, norm_type_);
-        TensorLists lists(fn, {{"grads", grads, false}});
+        TensorLists lists(fn, {{"grads", grads, false, true, kReal}});
         const int threads = num_threads();
         double norm;
         {
           py::gil_scoped_release release;
-          norm = with_dtype(lists.dtype(), [&](auto zero) {
+          norm = with_real_dtype(lists.dtype(), [&](auto zero) {
             using T = decltype(zero);
             return GF_CALL(grad_norm<T>, lists.segments<T>(), norm_type, threads);
           });
@@ -85,12 +85,12 @@ void bind_clip(py::module_& m) {
         const double max_norm = max_norm_of(fn, max_norm_);
         const double norm_type = norm_type_of(fn, norm_type_);
         const bool error_if_nonfinite = flag(fn, "error_if_nonfinite", error_if_nonfinite_);
-        TensorLists lists(fn, {{"grads", grads, true}});
+        TensorLists lists(fn, {{"grads", grads, true, true, kReal}});
         const int threads = num_threads();
         double norm;
         {
           py::gil_scoped_release release;
-          norm = with_dtype(lists.dtype(), [&](auto zero) {
+          norm = with_real_dtype(lists.dtype(), [&](auto zero) {
             using T = decltype(zero);
             return GF_CALL(clip_grad_norm<T>, lists.segments<T>(), max_norm, norm_type, error_if_nonfinite, threads);
           });
@@ -109,7 +109,7 @@ void bind_clip(py::module_& m) {
         const double max_norm = max_norm_of(fn, max_norm_);
         const double norm_type = norm_type_of(fn, norm_type_);
         const bool error_if_nonfinite = flag(fn, "error_if_nonfinite", error_if_nonfinite_);
-        TensorLists lists(fn, {{"grads", grads, true}});  // every check; its segments are merged ones
+        TensorLists lists(fn, {{"grads", grads, true, true, kReal}});  // every check; its segments are merged ones
         // One segment per non-empty array (not merged: each array has its own norm).
         const std::vector<py::handle> items = items_of(grads);
         std::vector<int64_t> offset{0};
@@ -129,7 +129,7 @@ void bind_clip(py::module_& m) {
         int64_t bad;
         {
           py::gil_scoped_release release;
-          bad = with_dtype(lists.dtype(), [&](auto zero) {
+          bad = with_real_dtype(lists.dtype(), [&](auto zero) {
             using T = decltype(zero);
             Segments<T> g;
             g.count = static_cast<int64_t>(data.size());
@@ -160,10 +160,10 @@ void bind_clip(py::module_& m) {
         const std::string fn = "clip_grad_value";
         const double clip_value = real(fn, "clip_value", clip_value_);
         if (!(clip_value >= 0)) value_error(fn, "{arg} must be a number >= 0, got " + num(clip_value), "clip_value");
-        TensorLists lists(fn, {{"grads", grads, true}});
+        TensorLists lists(fn, {{"grads", grads, true, true, kReal}});
         const int threads = num_threads();
         py::gil_scoped_release release;
-        with_dtype(lists.dtype(), [&](auto zero) {
+        with_real_dtype(lists.dtype(), [&](auto zero) {
           using T = decltype(zero);
           GF_CALL(clip_grad_value<T>, lists.segments<T>(), clip_value, threads);
         });

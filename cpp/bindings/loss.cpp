@@ -57,15 +57,15 @@ py::float_ run_loss(DType dtype, F&& f) {
   double value;
   {
     py::gil_scoped_release release;
-    value = with_dtype(dtype, [&](auto zero) { return f(zero, threads); });
+    value = with_real_dtype(dtype, [&](auto zero) { return f(zero, threads); });
   }
   return py::float_(value);
 }
 
 void softmax_forward_binding(const std::string& fn, py::handle x, py::handle y, bool log) {
   ArgSet s(fn);
-  const ArrayArg& xa = s.floating("x", x, false);
-  const ArrayArg& ya = s.floating("y", y, true);
+  const ArrayArg& xa = s.real("x", x, false);
+  const ArrayArg& ya = s.real("y", y, true);
   s.require_dims(xa, {"...", "K"});  // the last axis is normalised
   s.require_like(ya, xa);
   s.allow_in_place(ya, xa);
@@ -74,7 +74,7 @@ void softmax_forward_binding(const std::string& fn, py::handle x, py::handle y, 
   rows_cols(xa, rows, cols);
   const int threads = num_threads();
   py::gil_scoped_release release;
-  with_dtype(s.dtype(), [&](auto zero) {
+  with_real_dtype(s.dtype(), [&](auto zero) {
     using T = decltype(zero);
     GF_CALL(softmax_forward<T>, xa.ptr<T>(), ya.ptr<T>(), rows, cols, log, threads);
   });
@@ -82,9 +82,9 @@ void softmax_forward_binding(const std::string& fn, py::handle x, py::handle y, 
 
 void softmax_backward_binding(const std::string& fn, py::handle y, py::handle dy, py::handle dx, bool log) {
   ArgSet s(fn);
-  const ArrayArg& ya = s.floating("y", y, false);
-  const ArrayArg& dya = s.floating("dy", dy, false);
-  const ArrayArg& dxa = s.floating("dx", dx, true);
+  const ArrayArg& ya = s.real("y", y, false);
+  const ArrayArg& dya = s.real("dy", dy, false);
+  const ArrayArg& dxa = s.real("dx", dx, true);
   s.require_dims(ya, {"...", "K"});
   s.require_like(dya, ya);
   s.require_like(dxa, ya);
@@ -94,7 +94,7 @@ void softmax_backward_binding(const std::string& fn, py::handle y, py::handle dy
   rows_cols(ya, rows, cols);
   const int threads = num_threads();
   py::gil_scoped_release release;
-  with_dtype(s.dtype(), [&](auto zero) {
+  with_real_dtype(s.dtype(), [&](auto zero) {
     using T = decltype(zero);
     GF_CALL(softmax_backward<T>, ya.ptr<T>(), dya.ptr<T>(), dxa.ptr<T>(), rows, cols, log, threads);
   });
@@ -104,9 +104,9 @@ void softmax_backward_binding(const std::string& fn, py::handle y, py::handle dy
 py::float_ squared_error_binding(const std::string& fn, py::handle pred, py::handle target, py::handle grad,
                                  bool mean) {
   ArgSet s(fn);
-  const ArrayArg& p = s.floating("pred", pred, false);
-  const ArrayArg& t = s.floating("target", target, false);
-  const ArrayArg& g = s.floating("grad", grad, true, true);
+  const ArrayArg& p = s.real("pred", pred, false);
+  const ArrayArg& t = s.wide("target", target, false);  // float32 beside bf16
+  const ArrayArg& g = s.real("grad", grad, true, true);
   s.require_like(t, p);
   s.require_like(g, p);
   s.check_aliasing();
@@ -114,8 +114,8 @@ py::float_ squared_error_binding(const std::string& fn, py::handle pred, py::han
   const double denom = mean ? static_cast<double>(n) : 1.0;
   return run_loss(s.dtype(), [&](auto zero, int threads) {
     using T = decltype(zero);
-    const double sum =
-        GF_CALL(squared_error<T>, p.ptr<T>(), t.ptr<T>(), g.present ? g.ptr<T>() : nullptr, n, 2.0 / denom, threads);
+    const double sum = GF_CALL(squared_error<T>, p.ptr<T>(), t.ptr<compute_t<T>>(), g.present ? g.ptr<T>() : nullptr, n,
+                               2.0 / denom, threads);
     return sum / denom;  // mean of nothing: 0 / 0 = NaN, as torch
   });
 }
@@ -164,9 +164,9 @@ void bind_loss(py::module_& m) {
         a.label_smoothing = real(fn, "label_smoothing", label_smoothing);
         check_closed_unit(fn, "label_smoothing", a.label_smoothing);
         ArgSet s(fn);
-        const ArrayArg& x = s.floating("logits", logits, false);
+        const ArrayArg& x = s.real("logits", logits, false);
         const ArrayArg& y = s.add("labels", labels, false, kInt64);
-        const ArrayArg& g = s.floating("grad", grad, true, true);
+        const ArrayArg& g = s.real("grad", grad, true, true);
         check_labels(s, x, y);
         s.require_like(g, x);
         s.check_aliasing();
@@ -194,9 +194,9 @@ void bind_loss(py::module_& m) {
         check_finite(fn, "margin", margin);
         const bool mean = parse_reduction(fn, reduction);
         ArgSet s(fn);
-        const ArrayArg& x = s.floating("scores", scores, false);
+        const ArrayArg& x = s.real("scores", scores, false);
         const ArrayArg& y = s.add("labels", labels, false, kInt64);
-        const ArrayArg& g = s.floating("grad", grad, true, true);
+        const ArrayArg& g = s.real("grad", grad, true, true);
         check_labels(s, x, y);
         s.require_like(g, x);
         s.check_aliasing();
@@ -238,10 +238,10 @@ void bind_loss(py::module_& m) {
         const std::string fn = "bce_with_logits";
         const bool mean = parse_reduction(fn, reduction);
         ArgSet s(fn);
-        const ArrayArg& x = s.floating("logits", logits, false);
-        const ArrayArg& t = s.floating("targets", targets, false);
-        const ArrayArg& g = s.floating("grad", grad, true, true);
-        const ArrayArg& pw = s.floating("pos_weight", pos_weight, false, true);
+        const ArrayArg& x = s.real("logits", logits, false);
+        const ArrayArg& t = s.wide("targets", targets, false);  // float32 beside bf16
+        const ArrayArg& g = s.real("grad", grad, true, true);
+        const ArrayArg& pw = s.wide("pos_weight", pos_weight, false, true);
         s.require_like(t, x);
         s.require_like(g, x);
         int64_t cols = 0;
@@ -255,7 +255,8 @@ void bind_loss(py::module_& m) {
         const double denom = mean ? static_cast<double>(n) : 1.0;
         return run_loss(s.dtype(), [&](auto zero, int threads) {
           using T = decltype(zero);
-          const double sum = GF_CALL(bce_with_logits<T>, x.ptr<T>(), t.ptr<T>(), pw.present ? pw.ptr<T>() : nullptr,
+          using C = compute_t<T>;
+          const double sum = GF_CALL(bce_with_logits<T>, x.ptr<T>(), t.ptr<C>(), pw.present ? pw.ptr<C>() : nullptr,
                                      g.present ? g.ptr<T>() : nullptr, n, cols, 1.0 / denom, threads);
           return sum / denom;
         });
@@ -273,7 +274,7 @@ void bind_loss(py::module_& m) {
         check_nonneg(fn, "l1", l1);
         const double l2 = real(fn, "l2", l2_);
         check_nonneg(fn, "l2", l2);
-        TensorLists lists(fn, {{"params", params, false}, {"grads", grads, true, false}});
+        TensorLists lists(fn, {{"params", params, false, true, kReal}, {"grads", grads, true, false, kReal}});
         if (lists.empty()) return py::float_(0.0);
         return run_loss(lists.dtype(), [&](auto zero, int threads) {
           using T = decltype(zero);

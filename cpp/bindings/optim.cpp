@@ -136,11 +136,11 @@ void bind_optim(py::module_& m) {
             value_error(fn, "{arg} must be a finite number > 0, got " + num(a.grad_scale), "grad_scale");
           a.has_grad_scale = true;
         }
-        TensorLists lists(fn, {{"arrays", arrays, false}});
+        TensorLists lists(fn, {{"arrays", arrays, false, true, kReal}});
         if (lists.empty()) return true;
         const int threads = num_threads();
         py::gil_scoped_release release;
-        return with_dtype(lists.dtype(), [&](auto zero) {
+        return with_real_dtype(lists.dtype(), [&](auto zero) {
           using T = decltype(zero);
           return GF_CALL(all_finite<T>, lists.segments<T>(), 0, a, threads);
         });

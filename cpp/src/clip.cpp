@@ -8,6 +8,9 @@
 // add nothing). A block's value is its 16 lanes added as a fixed tree; the call's value is the
 // blocks' values added in (segment, block) order. parallel_blocks hands blocks to threads; which
 // thread does a block changes nothing.
+//
+// bf16 gradients are read into float32 lanes (exact) and take the float32 code; a bf16 result
+// (scaled, clamped) is rounded once on the store: the float32 kernel's bits on the widened input.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -53,6 +56,15 @@ struct Lanes16 {
   }
   template <bool Square>
   GF_INLINE void add(const float* x, int64_t n) {
+    add_floats<Square>(x, n);
+  }
+  template <bool Square>
+  GF_INLINE void add(const bf16* x, int64_t n) {
+    add_floats<Square>(x, n);
+  }
+  // float32 lanes, from float32 or bf16 storage.
+  template <bool Square, class S>
+  GF_INLINE void add_floats(const S* x, int64_t n) {
     using F = Vec<float>;
     constexpr int kLoads = kLanes / F::width;  // F::width is D::width, or twice it
     for (int k = 0; k < kLoads; ++k) {
@@ -93,11 +105,15 @@ double block_sum_l(const T* x, int64_t n, bool square) {
   return lanes.sum();
 }
 
+GF_INLINE double value(float x) { return x; }
+GF_INLINE double value(double x) { return x; }
+GF_INLINE double value(bf16 x) { return bf16_to_float(x); }
+
 // Any other p: |x|^p by libm's pow, one element at a time, in the same 16 lanes.
 template <class T>
 double block_sum_p(const T* x, int64_t n, double p) {
   double a[kLanes] = {};
-  for (int64_t j = 0; j < n; ++j) a[j % kLanes] += std::pow(std::fabs(static_cast<double>(x[j])), p);
+  for (int64_t j = 0; j < n; ++j) a[j % kLanes] += std::pow(std::fabs(value(x[j])), p);
   for (int w = kLanes / 2; w >= 1; w /= 2)
     for (int k = 0; k < w; ++k) a[k] += a[k + w];
   return a[0];
@@ -106,15 +122,16 @@ double block_sum_p(const T* x, int64_t n, double p) {
 // max |x| (exact; NaN if any element is NaN), 0 for n == 0.
 template <class T>
 double block_max(const T* x, int64_t n) {
-  using V = Vec<T>;
+  using C = compute_t<T>;
+  using V = Vec<C>;
   constexpr int64_t W = V::width;
-  V m = V::broadcast(T(0));
+  V m = V::broadcast(C(0));
   int64_t i = 0;
   for (; i + W <= n; i += W) m = maximum(m, abs(V::load(x + i)));
   if (i < n) m = maximum(m, abs(V::load(x + i, n - i)));  // lanes past n: |0|
-  alignas(64) T a[W];
+  alignas(64) C a[W];
   m.store(a);
-  T r = a[0];
+  C r = a[0];
   for (int64_t k = 1; k < W; ++k) r = (r != r || r >= a[k]) ? r : a[k];  // NaN wins
   return static_cast<double>(r);
 }
@@ -187,13 +204,14 @@ GF_INLINE bool scales(double coef) { return !(coef >= 1.0); }
 // x[s] *= coef[s] (rounded to T) for every segment s with scale[s] != 0.
 template <class T>
 void scale_segments(const Segments<T>& g, const double* coef, const unsigned char* scale, int threads) {
-  using V = Vec<T>;
+  using C = compute_t<T>;
+  using V = Vec<C>;
   constexpr int64_t W = V::width;
   const int64_t n = g.offset[g.count];
   parallel_for(n, threads, kGrain, [&](int64_t lo, int64_t hi) {
     for_each_piece(g, lo, hi, [&](int64_t s, int64_t off, int64_t len) {
       if (!scale[s]) return;
-      const V c = V::broadcast(static_cast<T>(coef[s]));
+      const V c = V::broadcast(static_cast<C>(coef[s]));
       T* x = g.list[0][s] + off;
       int64_t i = 0;
       for (; i + W <= len; i += W) (V::load(x + i) * c).store(x + i);
@@ -255,10 +273,11 @@ int64_t clip_grad_norm_per_segment(const Segments<T>& g, double max_norm, double
 
 template <class T>
 void clip_grad_value(const Segments<T>& g, double clip_value, int threads) {
-  using V = Vec<T>;
+  using C = compute_t<T>;
+  using V = Vec<C>;
   constexpr int64_t W = V::width;
   if (g.count == 0) return;
-  const V hi_v = V::broadcast(static_cast<T>(clip_value)), lo_v = V::broadcast(static_cast<T>(-clip_value));
+  const V hi_v = V::broadcast(static_cast<C>(clip_value)), lo_v = V::broadcast(static_cast<C>(-clip_value));
   // Only out-of-range elements are replaced: NaN (no comparison holds) and signed zeros stay.
   auto clamp = [&](V x) { return select(x < lo_v, lo_v, select(x > hi_v, hi_v, x)); };
   parallel_for(g.offset[g.count], threads, kGrain, [&](int64_t lo, int64_t hi) {
@@ -278,6 +297,7 @@ void clip_grad_value(const Segments<T>& g, double clip_value, int threads) {
   template void clip_grad_value<T>(const Segments<T>&, double, int);
 GF_INSTANTIATE(float)
 GF_INSTANTIATE(double)
+GF_INSTANTIATE(bf16)
 #undef GF_INSTANTIATE
 
 }  // namespace GF_ISA_NS

@@ -8,6 +8,12 @@
 // where the array sits in memory. Sums are accumulated in double lanes (DoubleSum). Reductions over
 // a batch use parallel_blocks over fixed blocks (rows_per_block / kBlock: they depend only on the
 // shape) and add the blocks' partial sums in block order, so results do not depend on the threads.
+//
+// bf16 (float32 math, each bf16 output rounded once, so a bf16 call gives the float32 kernel's bits
+// on the widened inputs): row kernels widen a row into float32 scratch, run the float32 row code
+// and narrow its outputs (the float32 code writes some outputs twice: exp, then scaled); the
+// element-wise kernels read bf16 straight into float32 lanes (Vec<float>::load(const bf16*)) and
+// round on the store.
 #include <Eigen/Core>
 
 #include <algorithm>
@@ -159,25 +165,43 @@ void scale_shift(T* y, int64_t n, T a, T b) {
   }
 }
 
-// Runs f(row) for every row of a work block, the blocks spread over the threads.
+// float32 copies of a bf16 row for the float32 row code: one set per work block, allocated by the
+// first bf16 row that asks (float32 and float64 calls never do).
+struct RowScratch {
+  std::vector<float> buf[2];
+  float* get(int k, int64_t n) {
+    if (buf[k].size() < static_cast<size_t>(n)) buf[k].resize(static_cast<size_t>(n));
+    return buf[k].data();
+  }
+  float* widen(int k, const bf16* row, int64_t n) {  // exact
+    float* out = get(k, n);
+    widen_bf16(row, out, n);
+    return out;
+  }
+};
+
+// Runs f(row, scratch) for every row of a work block, the blocks spread over the threads.
 template <class F>
 void for_rows(int64_t rows, int64_t cols, int threads, F&& f) {
   const int64_t per = rows_per_block(cols), nblocks = ceil_div(rows, per);
   parallel_blocks(nblocks, threads, [&](int64_t b) {
     const int64_t end = std::min(rows, (b + 1) * per);
-    for (int64_t r = b * per; r < end; ++r) f(r);
+    RowScratch scratch;
+    for (int64_t r = b * per; r < end; ++r) f(r, scratch);
   });
 }
 
-// sum_r f(r) over all rows, each block's rows added in order in double, the blocks in block order.
+// sum_r f(r, scratch) over all rows, each block's rows added in order in double, the blocks in
+// block order.
 template <class F>
 double sum_rows(int64_t rows, int64_t cols, int threads, F&& f) {
   const int64_t per = rows_per_block(cols), nblocks = ceil_div(rows, per);
   std::vector<double> partial(static_cast<size_t>(nblocks), 0.0);
   parallel_blocks(nblocks, threads, [&](int64_t b) {
     const int64_t end = std::min(rows, (b + 1) * per);
+    RowScratch scratch;
     double acc = 0.0;
-    for (int64_t r = b * per; r < end; ++r) acc += f(r);
+    for (int64_t r = b * per; r < end; ++r) acc += f(r, scratch);
     partial[static_cast<size_t>(b)] = acc;
   });
   double total = 0.0;
@@ -198,14 +222,15 @@ double sum_blocks(int64_t n, int threads, F&& f) {
 }
 
 // One span of bce_with_logits: elements [0, n) of x, t, g, pos_weight aligned with the span's
-// start (or null). Returns the sum of the element losses.
-template <class T>
-double bce_span(const T* x, const T* t, const T* pw, T* g, int64_t n, T scale) {
-  using V = Vec<T>;
+// start (or null). Returns the sum of the element losses. T: the storage of x and g (bf16 too);
+// C: the math's (targets and pos_weight are C: "wide").
+template <class T, class C = compute_t<T>>
+double bce_span(const T* x, const C* t, const C* pw, T* g, int64_t n, C scale) {
+  using V = Vec<C>;
   constexpr int64_t W = V::width;
-  alignas(64) T e[kChunk];
-  alignas(64) T l[kChunk];
-  const V zero = V::broadcast(T(0)), one = V::broadcast(T(1)), sc = V::broadcast(scale);
+  alignas(64) C e[kChunk];
+  alignas(64) C l[kChunk];
+  const V zero = V::broadcast(C(0)), one = V::broadcast(C(1)), sc = V::broadcast(scale);
   DoubleSum acc;
   for (int64_t c = 0; c < n; c += kChunk) {
     const int64_t len = std::min(kChunk, n - c);
@@ -215,9 +240,9 @@ double bce_span(const T* x, const T* t, const T* pw, T* g, int64_t n, T scale) {
       (-abs(load_n(x + c + i, m))).store(l + i);  // lanes past len: -|0| = -0
     }
     const int64_t padded = (len + kPad - 1) / kPad * kPad;
-    for (int64_t i = (len + W - 1) / W * W; i < padded; ++i) l[i] = T(0);
+    for (int64_t i = (len + W - 1) / W * W; i < padded; ++i) l[i] = C(0);
     exp_padded(l, e, padded);
-    AlignedMap<T>(l, padded) = AlignedMap<T>(e, padded).log1p();
+    AlignedMap<C>(l, padded) = AlignedMap<C>(e, padded).log1p();
     for (int64_t i = 0; i < len; i += W) {
       const int64_t m = std::min<int64_t>(W, len - i);
       const V xv = load_n(x + c + i, m), tv = load_n(t + c + i, m);
@@ -243,85 +268,69 @@ double bce_span(const T* x, const T* t, const T* pw, T* g, int64_t n, T scale) {
   return acc.sum();
 }
 
-}  // namespace
+// ---- rows: the float32 / float64 code of one row (bf16 rows run it on widened copies) -----------------
 
 template <class T>
-void softmax_forward(const T* x, T* y, int64_t rows, int64_t cols, bool log, int threads) {
+void softmax_row(const T* xr, T* yr, int64_t cols, bool log) {
   using V = Vec<T>;
   constexpr int64_t W = V::width;
-  if (rows == 0 || cols == 0) return;
-  for_rows(rows, cols, threads, [&](int64_t r) {
-    const T* xr = x + r * cols;
-    T* yr = y + r * cols;
-    const T m = row_max(xr, cols);
-    if (!log) {
-      const double s = exp_sum(xr, cols, m, yr);  // y = exp(x - max) (y may be x: read before written)
-      scale_shift(yr, cols, static_cast<T>(1.0 / s), T(0));
-    } else {
-      const V vm = V::broadcast(m), ls = V::broadcast(static_cast<T>(std::log(exp_sum(xr, cols, m, (T*)nullptr))));
-      for (int64_t i = 0; i < cols; i += W) {
-        const int64_t k = std::min<int64_t>(W, cols - i);
-        store_n((load_n(xr + i, k) - vm) - ls, yr + i, k);
-      }
+  const T m = row_max(xr, cols);
+  if (!log) {
+    const double s = exp_sum(xr, cols, m, yr);  // y = exp(x - max) (y may be x: read before written)
+    scale_shift(yr, cols, static_cast<T>(1.0 / s), T(0));
+  } else {
+    const V vm = V::broadcast(m), ls = V::broadcast(static_cast<T>(std::log(exp_sum(xr, cols, m, (T*)nullptr))));
+    for (int64_t i = 0; i < cols; i += W) {
+      const int64_t k = std::min<int64_t>(W, cols - i);
+      store_n((load_n(xr + i, k) - vm) - ls, yr + i, k);
     }
-  });
+  }
 }
 
 template <class T>
-void softmax_backward(const T* y, const T* dy, T* dx, int64_t rows, int64_t cols, bool log, int threads) {
+void softmax_backward_row(const T* yr, const T* gr, T* out, int64_t cols, bool log) {
   using V = Vec<T>;
   constexpr int64_t W = V::width;
-  if (rows == 0 || cols == 0) return;
-  for_rows(rows, cols, threads, [&](int64_t r) {
-    const T* yr = y + r * cols;
-    const T* gr = dy + r * cols;
-    T* out = dx + r * cols;
-    DoubleSum acc;
-    if (!log) {  // dx = y (dy - sum dy y)
-      for (int64_t i = 0; i < cols; i += W) {
-        const int64_t k = std::min<int64_t>(W, cols - i);
-        acc.add(load_n(gr + i, k) * load_n(yr + i, k));
-      }
-      const V s = V::broadcast(static_cast<T>(acc.sum()));
-      for (int64_t i = 0; i < cols; i += W) {
-        const int64_t k = std::min<int64_t>(W, cols - i);
-        store_n(load_n(yr + i, k) * (load_n(gr + i, k) - s), out + i, k);
-      }
-    } else {  // dx = dy - exp(y) sum dy
-      for (int64_t i = 0; i < cols; i += W) acc.add(load_n(gr + i, std::min<int64_t>(W, cols - i)));
-      const V s = V::broadcast(static_cast<T>(acc.sum()));
-      alignas(64) T tmp[kChunk];
-      alignas(64) T buf[kChunk];
-      for (int64_t c = 0; c < cols; c += kChunk) {
-        const int64_t len = std::min(kChunk, cols - c);
-        exp_block(yr + c, len, T(0), tmp, buf);
-        for (int64_t i = 0; i < len; i += W) {
-          const int64_t k = std::min<int64_t>(W, len - i);
-          store_n(load_n(gr + c + i, k) - V::load(buf + i) * s, out + c + i, k);
-        }
+  DoubleSum acc;
+  if (!log) {  // dx = y (dy - sum dy y)
+    for (int64_t i = 0; i < cols; i += W) {
+      const int64_t k = std::min<int64_t>(W, cols - i);
+      acc.add(load_n(gr + i, k) * load_n(yr + i, k));
+    }
+    const V s = V::broadcast(static_cast<T>(acc.sum()));
+    for (int64_t i = 0; i < cols; i += W) {
+      const int64_t k = std::min<int64_t>(W, cols - i);
+      store_n(load_n(yr + i, k) * (load_n(gr + i, k) - s), out + i, k);
+    }
+  } else {  // dx = dy - exp(y) sum dy
+    for (int64_t i = 0; i < cols; i += W) acc.add(load_n(gr + i, std::min<int64_t>(W, cols - i)));
+    const V s = V::broadcast(static_cast<T>(acc.sum()));
+    alignas(64) T tmp[kChunk];
+    alignas(64) T buf[kChunk];
+    for (int64_t c = 0; c < cols; c += kChunk) {
+      const int64_t len = std::min(kChunk, cols - c);
+      exp_block(yr + c, len, T(0), tmp, buf);
+      for (int64_t i = 0; i < len; i += W) {
+        const int64_t k = std::min<int64_t>(W, len - i);
+        store_n(load_n(gr + c + i, k) - V::load(buf + i) * s, out + c + i, k);
       }
     }
-  });
+  }
 }
 
+// The cross-entropy constants of a call, in the row code's type.
 template <class T>
-double softmax_cross_entropy(const T* logits, const int64_t* labels, T* grad, int64_t rows, int64_t cols,
-                             const CrossEntropyArgs& args, int threads) {
-  using V = Vec<T>;
-  constexpr int64_t W = V::width;
-  int64_t counted = 0;
-  for (int64_t r = 0; r < rows; ++r) counted += labels[r] != args.ignore_index;
-  const double denom = args.mean ? static_cast<double>(counted) : 1.0;
-  const double eps = args.label_smoothing, k = static_cast<double>(cols);
-  const T sub_all = static_cast<T>(eps / (k * denom)), sub_label = static_cast<T>((1.0 - eps) / denom);
-  const double total = sum_rows(rows, cols, threads, [&](int64_t r) -> double {
-    const T* x = logits + r * cols;
-    T* g = grad ? grad + r * cols : nullptr;
-    const int64_t y = labels[r];
-    if (y == args.ignore_index) {
-      if (g) std::fill(g, g + cols, T(0));
-      return 0.0;
-    }
+struct CrossEntropyRow {
+  double eps, k, denom;
+  T sub_all, sub_label;  // eps / (K D), (1 - eps) / D
+  CrossEntropyRow(double eps_, int64_t cols, double denom_)
+      : eps(eps_), k(static_cast<double>(cols)), denom(denom_), sub_all(static_cast<T>(eps_ / (k * denom_))),
+        sub_label(static_cast<T>((1.0 - eps_) / denom_)) {}
+
+  // The loss of a counted row x with label y; its gradient into g when given.
+  double operator()(const T* x, int64_t y, T* g, int64_t cols) const {
+    using V = Vec<T>;
+    constexpr int64_t W = V::width;
     const T m = row_max(x, cols);
     const double s = exp_sum(x, cols, m, g);  // g = exp(x - max)
     const double log_s = std::log(s);
@@ -340,23 +349,23 @@ double softmax_cross_entropy(const T* logits, const int64_t* labels, T* grad, in
       g[y] = g[y] - sub_label;
     }
     return loss;
-  });
-  return total / denom;  // mean over no counted row: 0 / 0 = NaN, as torch
-}
+  }
+};
 
+// The multi-margin constants of a call, in the row code's type.
 template <class T>
-double multi_margin_loss(const T* scores, const int64_t* labels, T* grad, int64_t rows, int64_t cols, int p,
-                         double margin, bool mean, int threads) {
-  using V = Vec<T>;
-  constexpr int64_t W = V::width;
-  constexpr T ninf = -std::numeric_limits<T>::infinity();
-  const double denom = mean ? static_cast<double>(rows) : 1.0, k = static_cast<double>(cols);
-  const T g1 = static_cast<T>(1.0 / (k * denom)), g2 = T(2) * g1;  // torch: g, and 2 * g * z
-  const T mg = static_cast<T>(margin);
-  const double total = sum_rows(rows, cols, threads, [&](int64_t r) -> double {
-    const T* x = scores + r * cols;
-    T* g = grad ? grad + r * cols : nullptr;
-    const int64_t y = labels[r];
+struct MarginRow {
+  int p;
+  double k;
+  T mg, g1, g2;  // margin, 1 / (K D), 2 / (K D) (torch: g, and 2 * g * z)
+  MarginRow(int p_, double margin, int64_t cols, double denom)
+      : p(p_), k(static_cast<double>(cols)), mg(static_cast<T>(margin)), g1(static_cast<T>(1.0 / (k * denom))),
+        g2(T(2) * g1) {}
+
+  double operator()(const T* x, int64_t y, T* g, int64_t cols) const {
+    using V = Vec<T>;
+    constexpr int64_t W = V::width;
+    constexpr T ninf = -std::numeric_limits<T>::infinity();
     const V c = V::broadcast(mg - x[y]), zero = V::broadcast(T(0)), vg1 = V::broadcast(g1), vg2 = V::broadcast(g2);
     DoubleSum loss, gsum;
     auto span = [&](int64_t lo, int64_t hi) {  // the classes j in [lo, hi), all != y
@@ -376,15 +385,95 @@ double multi_margin_loss(const T* scores, const int64_t* labels, T* grad, int64_
     span(y + 1, cols);
     if (g) g[y] = static_cast<T>(0.0 - gsum.sum());
     return loss.sum() / k;
+  }
+};
+
+// A labelled row of a loss: row(x, y, g, cols) on the row itself, or for bf16 on its float32
+// copy, the gradient narrowed once.
+template <class T, class Row>
+double labelled_row(const Row& row, const T* x, int64_t y, T* g, int64_t cols, RowScratch& s) {
+  if constexpr (is_bf16<T>) {
+    float* gs = g ? s.get(1, cols) : nullptr;
+    const double loss = row(s.widen(0, x, cols), y, gs, cols);
+    if (g) narrow_bf16(gs, g, cols);
+    return loss;
+  } else {
+    return row(x, y, g, cols);
+  }
+}
+
+}  // namespace
+
+template <class T>
+void softmax_forward(const T* x, T* y, int64_t rows, int64_t cols, bool log, int threads) {
+  if (rows == 0 || cols == 0) return;
+  for_rows(rows, cols, threads, [&](int64_t r, RowScratch& s) {
+    const T* xr = x + r * cols;
+    T* yr = y + r * cols;
+    if constexpr (is_bf16<T>) {  // y may be x: widened before written
+      float* ys = s.get(1, cols);
+      softmax_row(s.widen(0, xr, cols), ys, cols, log);
+      narrow_bf16(ys, yr, cols);
+    } else {
+      softmax_row(xr, yr, cols, log);
+    }
+  });
+}
+
+template <class T>
+void softmax_backward(const T* y, const T* dy, T* dx, int64_t rows, int64_t cols, bool log, int threads) {
+  if (rows == 0 || cols == 0) return;
+  for_rows(rows, cols, threads, [&](int64_t r, RowScratch& s) {
+    const T* yr = y + r * cols;
+    const T* gr = dy + r * cols;
+    T* out = dx + r * cols;
+    if constexpr (is_bf16<T>) {  // dx may be dy: both widened before dx is written
+      float* ys = s.widen(0, yr, cols);
+      float* gs = s.widen(1, gr, cols);
+      softmax_backward_row(ys, gs, gs, cols, log);  // in place, as the float32 kernel may be
+      narrow_bf16(gs, out, cols);
+    } else {
+      softmax_backward_row(yr, gr, out, cols, log);
+    }
+  });
+}
+
+template <class T>
+double softmax_cross_entropy(const T* logits, const int64_t* labels, T* grad, int64_t rows, int64_t cols,
+                             const CrossEntropyArgs& args, int threads) {
+  int64_t counted = 0;
+  for (int64_t r = 0; r < rows; ++r) counted += labels[r] != args.ignore_index;
+  const double denom = args.mean ? static_cast<double>(counted) : 1.0;
+  const CrossEntropyRow<compute_t<T>> row(args.label_smoothing, cols, denom);
+  const double total = sum_rows(rows, cols, threads, [&](int64_t r, RowScratch& s) -> double {
+    T* g = grad ? grad + r * cols : nullptr;
+    const int64_t y = labels[r];
+    if (y == args.ignore_index) {
+      if (g) std::fill(g, g + cols, T{});  // +0 (bf16 too: its bits are zero)
+      return 0.0;
+    }
+    return labelled_row(row, logits + r * cols, y, g, cols, s);
+  });
+  return total / denom;  // mean over no counted row: 0 / 0 = NaN, as torch
+}
+
+template <class T>
+double multi_margin_loss(const T* scores, const int64_t* labels, T* grad, int64_t rows, int64_t cols, int p,
+                         double margin, bool mean, int threads) {
+  const double denom = mean ? static_cast<double>(rows) : 1.0;
+  const MarginRow<compute_t<T>> row(p, margin, cols, denom);
+  const double total = sum_rows(rows, cols, threads, [&](int64_t r, RowScratch& s) -> double {
+    return labelled_row(row, scores + r * cols, labels[r], grad ? grad + r * cols : nullptr, cols, s);
   });
   return total / denom;
 }
 
 template <class T>
-double squared_error(const T* pred, const T* target, T* grad, int64_t n, double grad_scale, int threads) {
-  using V = Vec<T>;
+double squared_error(const T* pred, const compute_t<T>* target, T* grad, int64_t n, double grad_scale, int threads) {
+  using C = compute_t<T>;
+  using V = Vec<C>;
   constexpr int64_t W = V::width;
-  const V sc = V::broadcast(static_cast<T>(grad_scale));
+  const V sc = V::broadcast(static_cast<C>(grad_scale));
   return sum_blocks(n, threads, [&](int64_t lo, int64_t hi) {
     DoubleSum acc;
     for (int64_t i = lo; i < hi; i += W) {
@@ -398,15 +487,16 @@ double squared_error(const T* pred, const T* target, T* grad, int64_t n, double 
 }
 
 template <class T>
-double bce_with_logits(const T* logits, const T* targets, const T* pos_weight, T* grad, int64_t n, int64_t cols,
-                       double grad_scale, int threads) {
-  const T scale = static_cast<T>(grad_scale);
+double bce_with_logits(const T* logits, const compute_t<T>* targets, const compute_t<T>* pos_weight, T* grad, int64_t n,
+                       int64_t cols, double grad_scale, int threads) {
+  using C = compute_t<T>;
+  const C scale = static_cast<C>(grad_scale);
   if (!pos_weight)
     return sum_blocks(n, threads, [&](int64_t lo, int64_t hi) {
-      return bce_span(logits + lo, targets + lo, (const T*)nullptr, grad ? grad + lo : nullptr, hi - lo, scale);
+      return bce_span(logits + lo, targets + lo, (const C*)nullptr, grad ? grad + lo : nullptr, hi - lo, scale);
     });
   if (cols == 0) return 0.0;
-  return sum_rows(n / cols, cols, threads, [&](int64_t r) {
+  return sum_rows(n / cols, cols, threads, [&](int64_t r, RowScratch&) {
     const int64_t o = r * cols;
     return bce_span(logits + o, targets + o, pos_weight, grad ? grad + o : nullptr, cols, scale);
   });
@@ -414,12 +504,13 @@ double bce_with_logits(const T* logits, const T* targets, const T* pos_weight, T
 
 template <class T>
 double penalty(const Segments<T>& list, double l1, double l2, int threads) {
-  using V = Vec<T>;
+  using C = compute_t<T>;  // bf16 params and grads: float32 lanes, grads rounded once on the store
+  using V = Vec<C>;
   constexpr int64_t W = V::width;
   const int64_t n = list.count ? list.offset[list.count] : 0;
   const int64_t nblocks = ceil_div(n, kBlock);
   std::vector<double> abs_sum(static_cast<size_t>(nblocks), 0.0), sq_sum(static_cast<size_t>(nblocks), 0.0);
-  const V vl1 = V::broadcast(static_cast<T>(l1)), vl2 = V::broadcast(static_cast<T>(l2));
+  const V vl1 = V::broadcast(static_cast<C>(l1)), vl2 = V::broadcast(static_cast<C>(l2));
   const bool write = list.list[1] != nullptr && (l1 != 0 || l2 != 0);
   parallel_blocks(nblocks, threads, [&](int64_t b) {
     DoubleSum a1, a2;
@@ -451,17 +542,19 @@ double penalty(const Segments<T>& list, double l1, double l2, int threads) {
   return value;
 }
 
-#define GF_INSTANTIATE(T)                                                                                           \
-  template void softmax_forward<T>(const T*, T*, int64_t, int64_t, bool, int);                                      \
-  template void softmax_backward<T>(const T*, const T*, T*, int64_t, int64_t, bool, int);                           \
-  template double softmax_cross_entropy<T>(const T*, const int64_t*, T*, int64_t, int64_t, const CrossEntropyArgs&, \
-                                           int);                                                                    \
-  template double multi_margin_loss<T>(const T*, const int64_t*, T*, int64_t, int64_t, int, double, bool, int);     \
-  template double squared_error<T>(const T*, const T*, T*, int64_t, double, int);                                   \
-  template double bce_with_logits<T>(const T*, const T*, const T*, T*, int64_t, int64_t, double, int);              \
+#define GF_INSTANTIATE(T)                                                                                              \
+  template void softmax_forward<T>(const T*, T*, int64_t, int64_t, bool, int);                                         \
+  template void softmax_backward<T>(const T*, const T*, T*, int64_t, int64_t, bool, int);                              \
+  template double softmax_cross_entropy<T>(const T*, const int64_t*, T*, int64_t, int64_t, const CrossEntropyArgs&,    \
+                                           int);                                                                       \
+  template double multi_margin_loss<T>(const T*, const int64_t*, T*, int64_t, int64_t, int, double, bool, int);        \
+  template double squared_error<T>(const T*, const compute_t<T>*, T*, int64_t, double, int);                           \
+  template double bce_with_logits<T>(const T*, const compute_t<T>*, const compute_t<T>*, T*, int64_t, int64_t, double, \
+                                     int);                                                                             \
   template double penalty<T>(const Segments<T>&, double, double, int);
 GF_INSTANTIATE(float)
 GF_INSTANTIATE(double)
+GF_INSTANTIATE(bf16)
 #undef GF_INSTANTIATE
 
 }  // namespace GF_ISA_NS

@@ -436,12 +436,13 @@ const char* const* optim_algorithms(int* count) {
 
 template <class T>
 bool all_finite(const Segments<T>& s, int list, const OptimArgs& args, int threads) {
-  using V = Vec<T>;
+  using C = compute_t<T>;  // bf16 arrays: read into float32 lanes (exact), divided in float32
+  using V = Vec<C>;
   constexpr int64_t W = V::width;
-  const GradPrologue<T> prep(args);
+  const GradPrologue<C> prep(args);
   int found = 0;  // set by any thread that sees NaN/Inf: an OR, so the order cannot matter
   parallel_for(s.size(), threads, kGrain, [&](int64_t lo, int64_t hi) {
-    const V zero = V::broadcast(T(0));
+    const V zero = V::broadcast(C(0));
     V acc = zero;  // x * 0 is NaN exactly when x is NaN or +-Inf
     for_each_piece(s, lo, hi, [&](int64_t k, int64_t off, int64_t len) {
       const T* g = s.list[list][k] + off;
@@ -470,6 +471,7 @@ template bool optim_step<float>(int, const OptimArgs&, const Segments<float>&, b
 template bool optim_step<double>(int, const OptimArgs&, const Segments<double>&, bool, int);
 template bool all_finite<float>(const Segments<float>&, int, const OptimArgs&, int);
 template bool all_finite<double>(const Segments<double>&, int, const OptimArgs&, int);
+template bool all_finite<bf16>(const Segments<bf16>&, int, const OptimArgs&, int);
 
 }  // namespace GF_ISA_NS
 }  // namespace gf

@@ -30,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import ops
+from ._checks import is_bfloat16
 from .nn.module import check_input
 
 __all__ = [
@@ -68,7 +69,9 @@ def _labels(fn: str, labels) -> np.ndarray:
 
 
 def _targets(fn: str, name: str, t, dtype) -> np.ndarray:
-    """Targets converted to the predictions' dtype (a read-only input: converting is safe)."""
+    """Targets converted to the predictions' dtype, float32 beside bfloat16 predictions (the kernels'
+    "wide" targets: data, kept in float32) (a read-only input: converting is safe)."""
+    dtype = np.float32 if is_bfloat16(np.dtype(dtype)) else dtype
     arr = np.asarray(t)
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{fn}: {name} must be numbers, got dtype {arr.dtype}")

@@ -587,7 +587,7 @@ GRADIENTS = (
         "optim",
         "True when every element of every array (divided by grad_scale, if given) is finite.",
         (
-            Array("arrays", many=True, values="grad"),
+            Array("arrays", many=True, dtype="real", values="grad"),
             Scalar("grad_scale", default=None, nullable=True, range=SCALE, keyword_only=False),
         ),
         returns="bool",
@@ -599,7 +599,7 @@ GRADIENTS = (
         "clip",
         "The p-norm of all the gradients together (as one vector): p = 2, 1, inf or any "
         "p > 0 (torch.nn.utils.get_total_norm). Accumulated in double, deterministic; 0.0 for no elements.",
-        (Array("grads", many=True, values="grad"), _norm_type()),
+        (Array("grads", many=True, dtype="real", values="grad"), _norm_type()),
         returns="float",
         bytes=4,
         torch="torch.nn.utils.get_total_norm",
@@ -613,7 +613,7 @@ GRADIENTS = (
         "below 1). Returns n, the norm before clipping. error_if_nonfinite: a NaN/Inf norm raises RuntimeError, "
         "nothing written.",
         (
-            Array("grads", UPDATE, many=True, values="grad"),
+            Array("grads", UPDATE, many=True, dtype="real", values="grad"),
             _max_norm(),
             _norm_type(),
             Scalar("error_if_nonfinite", "bool", default=False),
@@ -630,7 +630,7 @@ GRADIENTS = (
         "own, n_i = its p-norm, multiplied by min(max_norm / (n_i + 1e-6), 1). Returns [n_i], one per array "
         "(before clipping). error_if_nonfinite: a NaN/Inf norm raises RuntimeError, nothing written.",
         (
-            Array("grads", UPDATE, many=True, values="grad"),
+            Array("grads", UPDATE, many=True, dtype="real", values="grad"),
             _max_norm(),
             _norm_type(),
             Scalar("error_if_nonfinite", "bool", default=False),
@@ -644,7 +644,7 @@ GRADIENTS = (
         "clip",
         "torch.nn.utils.clip_grad_value_ on a list of gradients, in place: clamp to "
         "[-clip_value, clip_value] (NaN stays NaN).",
-        (Array("grads", UPDATE, many=True, values="grad"), Scalar("clip_value", range=NONNEG_OR_INF)),
+        (Array("grads", UPDATE, many=True, dtype="real", values="grad"), Scalar("clip_value", range=NONNEG_OR_INF)),
         bytes=8,
         torch="torch.nn.utils.clip_grad_value_",
         examples=(Example("half", dict(clip_value=0.5)), Example("inf", dict(clip_value=math.inf))),
@@ -655,8 +655,8 @@ GRADIENTS = (
         "L1 / L2 / elastic-net penalty over a list of parameters (or an arena) in one pass: "
         "returns l1 sum|w| + (l2/2) sum w^2 and, when grads are given, adds l1 sign(w) + l2 w to them in place.",
         (
-            Array("params", many=True),
-            Array("grads", UPDATE, shape="like:params", many=True, optional=True, default=None),
+            Array("params", many=True, dtype="real"),
+            Array("grads", UPDATE, shape="like:params", many=True, dtype="real", optional=True, default=None),
             Scalar("l1", default=0.0, range=NONNEG),
             Scalar("l2", default=0.0, range=NONNEG),
         ),
@@ -978,7 +978,7 @@ def _softmax(name: str, doc: str) -> Kernel:
         name,
         "loss",
         doc,
-        (Array("x", shape=("...", "K")), Array("y", WRITE, shape="like:x", in_place="x")),
+        (Array("x", shape=("...", "K"), dtype="real"), Array("y", WRITE, shape="like:x", dtype="real", in_place="x")),
         bytes=8,
         torch="torch.nn.functional." + name.replace("_forward", ""),
         examples=(Example("rows", {}, {"...": (6,), "K": 9}),),
@@ -991,9 +991,9 @@ def _softmax_backward(name: str, doc: str) -> Kernel:
         "loss",
         doc,
         (
-            Array("y", shape=("...", "K"), values="probability"),
-            Array("dy", shape="like:y"),
-            Array("dx", WRITE, shape="like:y", in_place="dy"),
+            Array("y", shape=("...", "K"), dtype="real", values="probability"),
+            Array("dy", shape="like:y", dtype="real"),
+            Array("dx", WRITE, shape="like:y", dtype="real", in_place="dy"),
         ),
         bytes=12,
         examples=(Example("rows", {}, {"...": (6,), "K": 9}),),
@@ -1021,9 +1021,9 @@ LOSS = (
         "Softmax cross-entropy of (N, K) logits and (N,) int64 labels, as "
         "torch.nn.functional.cross_entropy; writes d loss / d logits into grad when given. Returns the loss.",
         (
-            Array("logits", shape=("N", "K")),
+            Array("logits", shape=("N", "K"), dtype="real"),
             Array("labels", shape=("N",), dtype="int64", values="labels"),
-            Array("grad", WRITE, shape="like:logits", optional=True, default=None),
+            Array("grad", WRITE, shape="like:logits", dtype="real", optional=True, default=None),
             _REDUCTION,
             Scalar("ignore_index", "int", default=-100),
             Scalar("label_smoothing", default=0.0, range=CLOSED_UNIT),
@@ -1044,9 +1044,9 @@ LOSS = (
         "torch.nn.functional.multi_margin_loss (divided by K); writes d loss / d scores into grad when given. "
         "Returns the loss.",
         (
-            Array("scores", shape=("N", "K")),
+            Array("scores", shape=("N", "K"), dtype="real"),
             Array("labels", shape=("N",), dtype="int64", values="labels"),
-            Array("grad", WRITE, shape="like:scores", optional=True, default=None),
+            Array("grad", WRITE, shape="like:scores", dtype="real", optional=True, default=None),
             Scalar("p", "int", default=1, range=(1, 2), message="p must be 1 or 2, got {value}"),
             Scalar("margin", default=1.0, range=FINITE),
             _REDUCTION,
@@ -1066,13 +1066,12 @@ LOSS = (
         "Mean (or summed) squared error, as torch.nn.functional.mse_loss; grad = 2 (pred - "
         "target) / n (no / n for 'sum') when given. Returns the loss.",
         (
-            Array("pred"),
-            Array("target", shape="like:pred"),
-            Array("grad", WRITE, shape="like:pred", optional=True, default=None),
+            Array("pred", dtype="real"),
+            Array("target", shape="like:pred", dtype="wide"),
+            Array("grad", WRITE, shape="like:pred", dtype="real", optional=True, default=None),
             _REDUCTION,
         ),
         returns="float",
-        bytes=12,
         torch="torch.nn.functional.mse_loss",
         examples=(Example("mean", {}, {"...": (9, 3)}), Example("sum", dict(reduction="sum"), {"...": (4,)})),
     ),
@@ -1082,12 +1081,11 @@ LOSS = (
         "The seeds' L2 loss L = sum_i (pred_i - target_i)^2 (= "
         "mse_loss(reduction='sum')); grad = 2 (pred - target) when given. Returns the loss.",
         (
-            Array("pred"),
-            Array("target", shape="like:pred"),
-            Array("grad", WRITE, shape="like:pred", optional=True, default=None),
+            Array("pred", dtype="real"),
+            Array("target", shape="like:pred", dtype="wide"),
+            Array("grad", WRITE, shape="like:pred", dtype="real", optional=True, default=None),
         ),
         returns="float",
-        bytes=12,
         examples=(Example("flat", {}, {"...": (11,)}),),
     ),
     Kernel(
@@ -1097,11 +1095,11 @@ LOSS = (
         "torch.nn.functional.binary_cross_entropy_with_logits (pos_weight: (C,) over the last axis); grad = "
         "((pw t + 1 - t) sigmoid(x) - pw t) / n when given. Returns the loss.",
         (
-            Array("logits"),
-            Array("targets", shape="like:logits", values="probability"),
-            Array("grad", WRITE, shape="like:logits", optional=True, default=None),
+            Array("logits", dtype="real"),
+            Array("targets", shape="like:logits", dtype="wide", values="probability"),
+            Array("grad", WRITE, shape="like:logits", dtype="real", optional=True, default=None),
             _REDUCTION,
-            Array("pos_weight", shape=_class_axis, optional=True, default=None, values="positive"),
+            Array("pos_weight", shape=_class_axis, dtype="wide", optional=True, default=None, values="positive"),
         ),
         returns="float",
         bytes=12,

@@ -4,8 +4,8 @@
 //
 // Contract
 // --------
-// The gradients are a multi-tensor list: one array or a list of arrays, float32 or float64 (one
-// dtype per call), any shapes. As for the optimizer kernels, the bindings merge arrays that are
+// The gradients are a multi-tensor list: one array or a list of arrays, float32, float64 or bf16
+// (one dtype per call), any shapes. As for the optimizer kernels, the bindings merge arrays that are
 // adjacent in memory into one segment (a ParameterArena's gradients are ONE segment).
 //
 // kernel                     formula                                                   written  B/elem
@@ -33,6 +33,10 @@
 // twin's, which follows the same blocks and lanes (p = 1, 2, inf; other p use libm's pow per
 // element: equal to the twin where NumPy's pow is libm's, else to an ulp). Scaling (one multiply)
 // and clamping (two compares) are element-wise IEEE operations: bitwise equal everywhere.
+// dtypes: float32, float64, or bf16 (every gradient of the call): bf16 elements are widened to
+// float32 lanes (exact) and go through the float32 code, so a bf16 norm is the float32 kernel's
+// norm of the widened gradients (the same double lanes, bitwise); a scaled or clamped bf16 gradient
+// is the float32 result rounded to nearest even once (bf16.hpp). Norms are returned as doubles.
 // Threading: OpenMP over the blocks (parallel_blocks; partial sums kept per block, never an OpenMP
 // reduction clause) and over elements for the writing pass. The bindings check every argument
 // before anything is written (TypeError: dtype; ValueError: layout, read-only, memory shared

@@ -9,6 +9,15 @@
 // Labels are int64 (N,). Every output is preallocated by the caller and written in place; a loss
 // returns its value (double, a Python float) and writes its gradient when grad is given.
 // T = float32 or float64; every array of a call has the same T. Bytes per element are for float32.
+// dtypes: float32, float64, or bf16. In a bf16 call the scores / logits / predictions / softmax
+// arrays and every gradient are bf16; the targets of mse_loss / sum_of_squares_loss /
+// bce_with_logits and bce's pos_weight stay float32 ("wide": data, not activations; torch's
+// autocast runs these losses in float32 too); penalty's params and grads are both bf16. The math
+// is float32 (sums in double, as above); each bf16 output is the float32 result rounded to nearest
+// even once (bf16.hpp), so a bf16 call gives bitwise the float32 kernel's outputs on the widened
+// inputs, rounded. The loss value is a double computed from the widened inputs (never rounded to
+// bf16). Row kernels widen each row into float32 scratch (one row per work block); the element-wise
+// ones read bf16 straight into float32 lanes.
 //
 // kernel                 formula (per row r of x (N, K), label y = labels[r])          written   B/elem
 // softmax_forward        y = exp(x - max) / sum exp(x - max)                           y         8
@@ -65,6 +74,7 @@
 
 #include <cstdint>
 
+#include "gradfuse/bf16.hpp"
 #include "gradfuse/kernels.hpp"
 #include "gradfuse/parallel.hpp"
 
@@ -77,27 +87,27 @@ struct CrossEntropyArgs {
   double label_smoothing = 0.0;  // in [0, 1]
 };
 
-#define GF_DECLARE_LOSS(isa)                                                                                       \
-  namespace isa {                                                                                                  \
-  template <class T>                                                                                               \
-  void softmax_forward(const T* x, T* y, int64_t rows, int64_t cols, bool log, int threads);                       \
-  template <class T>                                                                                               \
-  void softmax_backward(const T* y, const T* dy, T* dx, int64_t rows, int64_t cols, bool log, int threads);        \
-  template <class T>                                                                                               \
-  double softmax_cross_entropy(const T* logits, const int64_t* labels, T* grad, int64_t rows, int64_t cols,        \
-                               const CrossEntropyArgs& args, int threads);                                         \
-  template <class T>                                                                                               \
-  double multi_margin_loss(const T* scores, const int64_t* labels, T* grad, int64_t rows, int64_t cols, int p,     \
-                           double margin, bool mean, int threads);                                                 \
-  /* sum (p - t)^2 in double; grad = T(grad_scale) (p - t) when grad is given */                                   \
-  template <class T>                                                                                               \
-  double squared_error(const T* pred, const T* target, T* grad, int64_t n, double grad_scale, int threads);        \
-  /* sum of the element losses in double; grad = (...) T(grad_scale); pos_weight (cols,) or null */                \
-  template <class T>                                                                                               \
-  double bce_with_logits(const T* logits, const T* targets, const T* pos_weight, T* grad, int64_t n, int64_t cols, \
-                         double grad_scale, int threads);                                                          \
-  template <class T>                                                                                               \
-  double penalty(const Segments<T>& list, double l1, double l2, int threads);                                      \
+#define GF_DECLARE_LOSS(isa)                                                                                           \
+  namespace isa {                                                                                                      \
+  template <class T>                                                                                                   \
+  void softmax_forward(const T* x, T* y, int64_t rows, int64_t cols, bool log, int threads);                           \
+  template <class T>                                                                                                   \
+  void softmax_backward(const T* y, const T* dy, T* dx, int64_t rows, int64_t cols, bool log, int threads);            \
+  template <class T>                                                                                                   \
+  double softmax_cross_entropy(const T* logits, const int64_t* labels, T* grad, int64_t rows, int64_t cols,            \
+                               const CrossEntropyArgs& args, int threads);                                             \
+  template <class T>                                                                                                   \
+  double multi_margin_loss(const T* scores, const int64_t* labels, T* grad, int64_t rows, int64_t cols, int p,         \
+                           double margin, bool mean, int threads);                                                     \
+  /* sum (p - t)^2 in double; grad = T(grad_scale) (p - t) when grad is given; target float32 beside bf16 */           \
+  template <class T>                                                                                                   \
+  double squared_error(const T* pred, const compute_t<T>* target, T* grad, int64_t n, double grad_scale, int threads); \
+  /* sum of the element losses in double; grad = (...) T(grad_scale); pos_weight (cols,) or null */                    \
+  template <class T>                                                                                                   \
+  double bce_with_logits(const T* logits, const compute_t<T>* targets, const compute_t<T>* pos_weight, T* grad,        \
+                         int64_t n, int64_t cols, double grad_scale, int threads);                                     \
+  template <class T>                                                                                                   \
+  double penalty(const Segments<T>& list, double l1, double l2, int threads);                                          \
   }
 GF_FOR_EACH_ISA(GF_DECLARE_LOSS)
 #undef GF_DECLARE_LOSS

@@ -15,6 +15,8 @@
 // Gradient prologue, common to all: g <- g / grad_scale (if given); g <- -g (if maximize).
 // skip_nonfinite: one extra read of the gradients (4 B/param) BEFORE anything is written; if any
 // (scaled) gradient is NaN or Inf the call writes nothing and returns false.
+// all_finite (that check on its own) takes float32, float64 or bf16 arrays (one dtype per call):
+// bf16 read into float32 lanes (exact), divided by grad_scale in float32 (as the widened arrays).
 // Threading: OpenMP, parallel over the concatenated elements; the GIL is released by the bindings.
 // The arguments are checked before the call: the arrays by the bindings, the scalars by the kernel
 // table's checker (python/gradfuse/_checks.py) for both backends.

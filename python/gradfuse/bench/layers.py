@@ -1,4 +1,5 @@
-"""bench layers: batch norm, dropout, dense + ReLU and GEMM, against the NumPy twins and torch.
+"""bench layers: batch norm, dropout, dense + ReLU, GEMM, cross-entropy and gradient clipping (float32
+and bf16), against the NumPy twins and torch.
 
     python -m gradfuse bench layers [--quick] [--repeats N] [--out DIR] [--threads N] [--no-torch]
 
@@ -44,12 +45,16 @@ DROPOUT_N = 16 * 2**20
 DROPOUT_N_QUICK = 2**18
 DENSE_SHAPES = [(256, 784, 1024), (256, 1024, 1024), (1024, 4096, 4096)]
 DENSE_SHAPES_QUICK = [(64, 128, 96)]
+LOSS_SHAPE = (4096, 1024)  # softmax cross-entropy: logits (N, K)
+LOSS_SHAPE_QUICK = (64, 100)
+CLIP_N = 16 * 2**20
+CLIP_N_QUICK = 2**18
 
 
 @dataclass
 class Case:
     workload: str
-    kind: str  # "batchnorm", "dropout", "dense", "gemm"
+    kind: str  # "batchnorm", "dropout", "dense", "gemm", "loss", "clip"
     passes: str  # "forward", "forward+backward", "C = A @ B"
     unit: str  # "GB/s" or "GFLOP/s"
     work: float  # bytes or flops per call
@@ -163,6 +168,81 @@ def dropout_cases(n, torch, rng) -> list[Case]:
     return [fwd, fb]
 
 
+def _bf16_torch(torch, a: np.ndarray):
+    """A bfloat16 array as a torch bfloat16 tensor (torch has no NumPy bf16 interop: by the bits)."""
+    return torch.from_numpy(a.view(np.uint16).astype(np.int16)).view(torch.bfloat16).clone()
+
+
+def loss_cases(shape, torch, rng) -> list[Case]:
+    """Softmax cross-entropy, the loss value and d loss / d logits, in float32 and in bf16 (logits
+    and gradient bf16; memory-bound: 8 B/element in float32, 4 in bf16). torch: F.cross_entropy
+    forward + backward on float32 logits, and on bf16 logits (its own bf16 kernels)."""
+    import ml_dtypes
+
+    n, k = shape
+    labels = rng.integers(0, k, n)
+    cases = []
+    for dtype, itemsize in ((np.float32, 4), (ml_dtypes.bfloat16, 2)):
+        x = (rng.standard_normal(shape) * 2).astype(dtype)
+        grad = np.empty_like(x)
+
+        def both(x=x, grad=grad):
+            gf.ops.softmax_cross_entropy(x, labels, grad)
+
+        def twin(x=x, grad=grad):
+            with gf.use_backend("numpy"):
+                gf.ops.softmax_cross_entropy(x, labels, grad)
+
+        name = np.dtype(dtype).name
+        work = KERNELS["softmax_cross_entropy"].bytes_per_element(itemsize, wide_itemsize=4) * n * k
+        case = Case(f"cross-entropy {n}x{k} {name}", "loss", "loss + grad", "GB/s", work)
+        case.impls.update(gradfuse=both, numpy=twin)
+        if torch is not None:
+            tx = (torch.from_numpy(x) if itemsize == 4 else _bf16_torch(torch, x)).requires_grad_(True)
+            tl = torch.from_numpy(labels)
+
+            def t_both(tx=tx):
+                tx.grad = None
+                torch.nn.functional.cross_entropy(tx, tl).backward()
+
+            case.impls["torch"] = t_both
+        cases.append(case)
+    return cases
+
+
+def clip_cases(n, torch, rng) -> list[Case]:
+    """clip_grad_norm over one gradient of n elements that needs clipping (read for the norm, then
+    read and written: 12 B/element in float32, 6 in bf16), float32 and bf16. torch:
+    clip_grad_norm_ on a tensor of the same dtype (its bf16 path keeps a bf16 norm)."""
+    import ml_dtypes
+
+    cases = []
+    for dtype, itemsize in ((np.float32, 4), (ml_dtypes.bfloat16, 2)):
+        g = rng.standard_normal(n, dtype=np.float32).astype(dtype)
+
+        def both(g=g):
+            gf.ops.clip_grad_norm([g], max_norm=1.0)  # scales by ~1 / sqrt(n) each call: stays finite
+
+        def twin(g=g):
+            with gf.use_backend("numpy"):
+                gf.ops.clip_grad_norm([g], max_norm=1.0)
+
+        name = np.dtype(dtype).name
+        work = KERNELS["clip_grad_norm"].bytes_per_element(itemsize, wide_itemsize=4) * n
+        case = Case(f"clip_grad_norm {n / 2**20:g}M {name}", "clip", "norm + scale", "GB/s", work)
+        case.impls.update(gradfuse=both, numpy=twin)
+        if torch is not None:
+            p = torch.nn.Parameter(torch.zeros(n, dtype=torch.float32 if itemsize == 4 else torch.bfloat16))
+            p.grad = torch.from_numpy(g) if itemsize == 4 else _bf16_torch(torch, g)
+
+            def t_both(p=p):
+                torch.nn.utils.clip_grad_norm_([p], 1.0)
+
+            case.impls["torch"] = t_both
+        cases.append(case)
+    return cases
+
+
 def dense_cases(shape, torch, rng) -> list[Case]:
     n, n_in, n_out = shape
     x = rng.standard_normal((n, n_in), dtype=np.float32)
@@ -269,6 +349,8 @@ def run(args, limits: dict | None = None) -> dict:
         [lambda s=s: batchnorm_cases(s, torch, rng) for s in (BN_SHAPES_QUICK if quick else BN_SHAPES)]
         + [lambda: dropout_cases(DROPOUT_N_QUICK if quick else DROPOUT_N, torch, rng)]
         + [lambda s=s: dense_cases(s, torch, rng) for s in (DENSE_SHAPES_QUICK if quick else DENSE_SHAPES)]
+        + [lambda: loss_cases(LOSS_SHAPE_QUICK if quick else LOSS_SHAPE, torch, rng)]
+        + [lambda: clip_cases(CLIP_N_QUICK if quick else CLIP_N, torch, rng)]
     )
     rows = []
     for build in builders:
