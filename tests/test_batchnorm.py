@@ -596,13 +596,12 @@ def test_bf16_streamed_outputs(shape, isa, threads):
         np.testing.assert_array_equal(dy.view(np.uint16), ref["dx"].astype(BF16).view(np.uint16))
 
 
+@needs_core
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("shape, channels_last", [((300, 5), False), ((3, 4, 70), False), ((4, 3, 5), True)], ids=str)
-def test_bf16_twin_agrees(shape, channels_last, training, torch):
+def test_bf16_twin_agrees(shape, channels_last, training):
     """The twin (upcast, the float32 twin, round once) against the kernel: the float32 twin's
     agreement (TWIN_TOL) plus one bf16 rounding either way."""
-    if _core is None:
-        pytest.skip("the C++ extension is not available")
     start = bf16_problem(shape, channels_last=channels_last, seed=13)
     got = cpp_both(copy_problem(start), training=training, channels_last=channels_last)
     ref = run_both(
@@ -653,8 +652,9 @@ def test_bf16_matches_torch_mixed_batch_norm(shape, mode, backend, torch):
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
-def test_bf16_non_finite_values_stay_in_their_channel(bad, backend):
-    p = bf16_problem((40, 3, 70) if backend == "cpp" else (40, 3), seed=15)
+@pytest.mark.parametrize("shape", [(40, 3), (4, 3, 70)], ids=str)
+def test_bf16_non_finite_values_stay_in_their_channel(shape, bad, backend):
+    p = bf16_problem(shape, seed=15)
     clean = run_both(copy_problem(p))
     p["x"][(1, 1) + (0,) * (p["x"].ndim - 2)] = bad
     run_both(p)
