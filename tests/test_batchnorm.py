@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -525,6 +526,189 @@ def test_non_finite_values_stay_in_their_channel(shape, bad, backend):
         np.testing.assert_array_equal(p[k][:, [0, 2]], clean[k][:, [0, 2]])
 
 
+# ---- bfloat16 (ml_dtypes) -----------------------------------------------------------------------------
+# The contract (batchnorm.hpp, "dtypes"): x, y, dy, dx may be bf16, the per-channel arrays then
+# float32; the kernel runs the float32 code on the widened data and rounds y / dx once. So a bf16
+# call is bitwise the float32 call on the widened data, its bf16 outputs rounded, its float32 ones
+# equal (tests/test_bf16.py checks the table's small examples; here every layout and blocking
+# corner, streamed outputs, threads, special values, tiny and empty batches, torch).
+
+BF16 = np.dtype(ml_dtypes.bfloat16)
+DATA = ("x", "dy", "y", "dx")  # bf16 in a bf16 call; the rest float32
+
+
+def bf16_problem(shape, channels_last=False, seed=0, **kw):
+    """make_problem in float32 with its data rounded to bf16 (outputs NaN-filled)."""
+    p = make_problem(shape, np.float32, channels_last=channels_last, seed=seed, **kw)
+    return {k: v.astype(BF16) if k in DATA else v for k, v in p.items()}
+
+
+def widened(p):
+    return {k: v.astype(np.float32) if v is not None and v.dtype == BF16 else v for k, v in copy_problem(p).items()}
+
+
+def assert_bf16_is_the_float32_call_rounded(got, ref, what):
+    for k in OUTPUTS:
+        if ref[k] is None:
+            continue
+        if k in DATA:
+            assert got[k].dtype == BF16, k
+            with np.errstate(over="ignore"):
+                want = ref[k].astype(BF16)
+            np.testing.assert_array_equal(got[k].view(np.uint16), want.view(np.uint16), err_msg=f"{what}: {k}")
+        else:
+            assert got[k].dtype == np.float32, k
+            np.testing.assert_array_equal(got[k], ref[k], err_msg=f"{what}: {k}")
+
+
+def cpp_both(p, **kw):
+    return run_both(p, forward=_core.batchnorm_forward, backward=_core.batchnorm_backward, **kw)
+
+
+@needs_core
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("shape, channels_last", TWIN_CASES, ids=CASE_IDS)
+def test_bf16_is_the_float32_call_rounded_once(shape, channels_last, training, isa, threads):
+    start = bf16_problem(shape, channels_last=channels_last, seed=12)
+    ref = cpp_both(widened(start), training=training, channels_last=channels_last)
+    for n in (1, 2):
+        threads(n)
+        got = cpp_both(copy_problem(start), training=training, channels_last=channels_last)
+        assert_bf16_is_the_float32_call_rounded(got, ref, f"{isa} {shape} {n} threads")
+
+
+@needs_core
+@pytest.mark.parametrize("shape", [(4099, 2049), (2, 3, 1_398_103)], ids=str)
+def test_bf16_streamed_outputs(shape, isa, threads):
+    """bf16 outputs of 16 MiB and more are streamed (from the first column whose address is on a
+    vector of bf16 storage, 32 / 16 bytes); in place too."""
+    assert np.prod(shape) * 2 >= 16 << 20
+    start = bf16_problem(shape, seed=10)
+    ref = cpp_both(widened(start))
+    threads(2)
+    assert_bf16_is_the_float32_call_rounded(cpp_both(copy_problem(start)), ref, f"{isa} streamed {shape}")
+    p = copy_problem(start)
+    x, dy = p["x"].copy(), p["dy"].copy()
+    run_forward(_core.batchnorm_forward, dict(p, x=x, y=x))
+    run_backward(_core.batchnorm_backward, dict(p, dy=dy, dx=dy, x=start["x"]))
+    with np.errstate(over="ignore"):
+        np.testing.assert_array_equal(x.view(np.uint16), ref["y"].astype(BF16).view(np.uint16))
+        np.testing.assert_array_equal(dy.view(np.uint16), ref["dx"].astype(BF16).view(np.uint16))
+
+
+@needs_core
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("shape, channels_last", [((300, 5), False), ((3, 4, 70), False), ((4, 3, 5), True)], ids=str)
+def test_bf16_twin_agrees(shape, channels_last, training):
+    """The twin (upcast, the float32 twin, round once) against the kernel: the float32 twin's
+    agreement (TWIN_TOL) plus one bf16 rounding either way."""
+    start = bf16_problem(shape, channels_last=channels_last, seed=13)
+    got = cpp_both(copy_problem(start), training=training, channels_last=channels_last)
+    ref = run_both(
+        copy_problem(start),
+        training=training,
+        channels_last=channels_last,
+        forward=gf.ops.batchnorm_forward.numpy,
+        backward=gf.ops.batchnorm_backward.numpy,
+    )
+    for k in OUTPUTS:
+        assert got[k].dtype == ref[k].dtype
+        tol = dict(rtol=2**-7, atol=1e-6) if k in DATA else TWIN_TOL[np.float32]
+        np.testing.assert_allclose(got[k].astype(np.float32), ref[k].astype(np.float32), err_msg=k, **tol)
+
+
+def _bf16_torch(torch, a):
+    return torch.from_numpy(a.view(np.int16).copy()).view(torch.bfloat16)
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+@pytest.mark.parametrize("shape", [(64, 5), (8, 3, 7), (4, 3, 70), (3, 4, 5, 6)], ids=str)
+def test_bf16_matches_torch_mixed_batch_norm(shape, mode, backend, torch):
+    """torch's F.batch_norm on a bf16 input with float32 weight, bias and running statistics, the
+    mixed call an autocast model makes (autocast's CPU lists leave batch_norm to its input's dtype,
+    bf16 after an autocast Linear, and keep the module's float32 parameters): y and autograd's dx
+    bf16, dweight, dbias and the running statistics float32. torch rounds its float32 result once
+    too, from other float32 sums: y and dx within a bf16 ulp of the value (dx: of the largest, where
+    its three terms cancel), the float32 outputs close to float32 accuracy."""
+    training = mode == "train"
+    p = bf16_problem(shape, seed=14)
+    F = torch.nn.functional
+    tx = _bf16_torch(torch, p["x"]).requires_grad_(True)
+    tw, tb = (torch.from_numpy(p[k].copy()).requires_grad_(True) for k in ("weight", "bias"))
+    trm, trv = (torch.from_numpy(p[k].copy()) for k in ("running_mean", "running_var"))
+    ty = F.batch_norm(tx, trm, trv, tw, tb, training=training, momentum=0.1, eps=1e-5)
+    assert ty.dtype == torch.bfloat16
+    ty.backward(_bf16_torch(torch, p["dy"]))
+    assert tx.grad.dtype == torch.bfloat16 and tw.grad.dtype == torch.float32
+    run_both(p, training=training)
+    y, dx = p["y"].astype(np.float32), p["dx"].astype(np.float32)
+    ty32, tdx32 = ty.detach().float().numpy(), tx.grad.float().numpy()
+    np.testing.assert_allclose(y, ty32, rtol=2**-7, atol=2**-8 * np.abs(ty32).max())
+    np.testing.assert_allclose(dx, tdx32, rtol=2**-7, atol=2**-8 * np.abs(tdx32).max())
+    for k, t in (("running_mean", trm), ("running_var", trv)):
+        np.testing.assert_allclose(p[k], t.numpy(), rtol=1e-5, atol=1e-6, err_msg=k)
+    for k, t in (("dweight", tw.grad), ("dbias", tb.grad)):
+        np.testing.assert_allclose(p[k], t.numpy(), rtol=1e-4, atol=1e-4 * np.abs(t.numpy()).max(), err_msg=k)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("shape", [(40, 3), (4, 3, 70)], ids=str)
+def test_bf16_non_finite_values_stay_in_their_channel(shape, bad, backend):
+    p = bf16_problem(shape, seed=15)
+    clean = run_both(copy_problem(p))
+    p["x"][(1, 1) + (0,) * (p["x"].ndim - 2)] = bad
+    run_both(p)
+    assert np.isnan(p["y"][:, 1].astype(np.float32)).all() and np.isnan(p["save_invstd"][1])
+    assert (p["y"][:, 1].view(np.uint16) & 0x7FFF == 0x7FC0).all()  # the quiet NaN
+    for k in ("y", "dx"):
+        np.testing.assert_array_equal(p[k][:, [0, 2]].view(np.uint16), clean[k][:, [0, 2]].view(np.uint16))
+
+
+@pytest.mark.parametrize("shape", [(2, 1), (1, 3, 2), (2, 4, 1, 1)], ids=str)
+def test_bf16_smallest_batches(shape, backend):
+    """Two values per channel (a, b): y = +-(a - b) / 2 / sqrt((a - b)^2 / 4 + eps), near +-1, rounded
+    to bf16 once; the float32 call on the widened data rounds to the same bits."""
+    p = bf16_problem(shape, seed=16, affine=False)
+    q = widened(p)
+    run_both(p)
+    run_both(q)
+    np.testing.assert_array_equal(p["y"].view(np.uint16), q["y"].astype(BF16).view(np.uint16))
+    x = to_channels_first(q["x"], False).astype(np.float64)
+    dims = (0, *range(2, x.ndim))
+    want = (x - x.mean(dims, keepdims=True)) / np.sqrt(x.var(dims, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(p["y"].astype(np.float64), want, rtol=2**-8)
+
+
+@pytest.mark.parametrize("shape", [(0, 3), (0, 2, 70), (5, 0), (2, 3, 0)], ids=str)
+def test_bf16_empty(shape, backend):
+    p = bf16_problem(shape)
+    rm = p["running_mean"].copy()
+    run_both(p)
+    assert p["y"].dtype == BF16 and p["y"].shape == shape and p["dx"].shape == shape
+    np.testing.assert_array_equal(p["running_mean"], rm)
+    assert (p["save_mean"] == 0).all() and (p["dweight"] == 0).all() and (p["dbias"] == 0).all()
+
+
+def test_bf16_wide_arrays_must_be_float32(backend):
+    """bf16 data with a float64 (or bf16) per-channel array: TypeError naming it, nothing written."""
+    p = bf16_problem((6, 3))
+    for name, dtype in (("weight", np.float64), ("running_var", BF16), ("save_invstd", np.float64)):
+        q = copy_problem(p)
+        q[name] = q[name].astype(dtype)
+        before = snapshot(*q.values())
+        with pytest.raises(
+            TypeError,
+            match=f"{name} has dtype (float64; expected float32 beside x in bfloat16|bfloat16; expected float32 or "
+            "float64)",
+        ):
+            run_forward(gf.ops.batchnorm_forward, q)
+        assert_unchanged(before, *q.values())
+    q = copy_problem(p)
+    q["dx"] = q["dx"].astype(np.float32)  # a data array in float32 beside bf16 ones
+    with pytest.raises(TypeError, match="dx has dtype float32"):
+        run_backward(gf.ops.batchnorm_backward, q)
+
+
 # ---- signatures and dispatch ------------------------------------------------------------------------
 
 # ---- bad inputs: the documented exception, the same error on both backends, nothing mutated ---------
@@ -565,7 +749,7 @@ BAD = [
         lambda p: dict(p, x=p["x"].astype(np.int32)),
         {},
         TypeError,
-        "x has dtype int32; expected float32 or float64",
+        "x has dtype int32; expected float32, float64 or bfloat16",
     ),
     ("x_list", "forward", lambda p: dict(p, x=p["x"].tolist()), {}, TypeError, "x must be a numpy.ndarray, got list"),
     ("x_big_endian", "forward", lambda p: _big_endian(p, "x"), {}, TypeError, "x is big-endian"),

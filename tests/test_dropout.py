@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import math
 
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -480,6 +481,155 @@ def test_in_place_large_cpp(isa, threads):
     _core.dropout_forward(x, x, mask, p=0.7, seed=SEED, counter=COUNTER)
     np.testing.assert_array_equal(mask, mask_ref)
     assert_bitwise_equal(x, y_ref, err_msg="in-place y")
+
+
+# ---- bfloat16 (ml_dtypes) -------------------------------------------------------------------------------
+# The contract (dropout.hpp, "dtypes"): a bf16 call is the float32 call on the widened input, each
+# output rounded to bf16 once (tests/test_bf16.py checks that on the table's small examples; here:
+# every size class, the streamed outputs at every alignment, threads, special values, torch).
+
+BF16 = np.dtype(ml_dtypes.bfloat16)
+# NaNs with payloads (quiet and signalling, both signs), +-Inf, the largest finite bf16 (times a
+# scale > 1 it overflows to Inf), the smallest normal and a subnormal, +-0
+BF16_SPECIAL = np.array(
+    [0x7F81, 0xFFC1, 0x7FC0, 0x7F80, 0xFF80, 0x7F7F, 0xFF7F, 0x0080, 0x8001, 0x0000, 0x8000], np.uint16
+)
+
+
+def bf16_data(shape, salt=0):
+    """float32 pool values rounded to bf16, with every special pattern spread through them."""
+    n = math.prod(shape)
+    x = data(np.float32, (n,), salt).astype(BF16)
+    bits = x.view(np.uint16)
+    bits[salt % 7 :: 61] = np.resize(BF16_SPECIAL, bits[salt % 7 :: 61].size)
+    return x.reshape(shape)
+
+
+def assert_same_bits(a, b, err_msg=""):
+    assert a.dtype == b.dtype == BF16 and a.shape == b.shape, err_msg
+    differ = np.flatnonzero(a.view(np.uint16) != b.view(np.uint16))
+    assert not differ.size, f"{err_msg}: {differ.size} differ, first at {differ[:5].tolist()}: " + (
+        f"{a.view(np.uint16).ravel()[differ[:5]]} vs {b.view(np.uint16).ravel()[differ[:5]]}"
+    )
+
+
+def float32_call_rounded(fn_fwd, fn_bwd, x, dy, p):
+    """The float32 kernels on the widened inputs, outputs rounded to bf16 once."""
+    with np.errstate(over="ignore"):
+        y32, mask = forward(fn_fwd, x.astype(np.float32), p)
+        dx32 = backward(fn_bwd, dy.astype(np.float32), mask, p)
+        return y32.astype(BF16), mask, dx32.astype(BF16)
+
+
+@needs_core
+@pytest.mark.parametrize("p", PS)
+@pytest.mark.parametrize("size", [*SIZES, THREADED])
+def test_bf16_is_the_float32_call_rounded_once(size, p, isa, threads):
+    x, dy = bf16_data((size,), 1), bf16_data((size,), 2)
+    y_ref, mask_ref, dx_ref = float32_call_rounded(_core.dropout_forward, _core.dropout_backward, x, dy, p)
+    for n in (1, 2):
+        threads(n)
+        y, mask = forward(_core.dropout_forward, x, p)
+        np.testing.assert_array_equal(mask, mask_ref, err_msg="the mask does not depend on the dtype")
+        assert_same_bits(y, y_ref, f"{isa} y")
+        assert_same_bits(backward(_core.dropout_backward, dy, mask, p), dx_ref, f"{isa} dx")
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_bf16_twin_is_bitwise_the_kernel(p, backend):
+    """The twin (upcast, the float32 twin, round once) gives the same bits as the float32 kernel
+    rounded: one correctly rounded float32 product per element, then one rounding."""
+    x, dy = bf16_data((3, 1001), 3), bf16_data((3, 1001), 4)
+    y_ref, mask_ref, dx_ref = float32_call_rounded(twin.dropout_forward, twin.dropout_backward, x, dy, p)
+    y, mask = forward(gf.ops.dropout_forward, x, p)
+    np.testing.assert_array_equal(mask, mask_ref)
+    assert_same_bits(y, y_ref, "y")
+    assert_same_bits(backward(gf.ops.dropout_backward, dy, mask, p), dx_ref, "dx")
+
+
+@needs_core
+def test_bf16_streamed_outputs_at_every_alignment(isa, threads):
+    """bf16 outputs of 16 MiB and more are streamed too (vectors of 16 / 8 bf16, 32 / 16 bytes)."""
+    n = (16 << 20) // 2 + 77
+    rng = np.random.default_rng(16)
+    x, dy = rng.standard_normal(n, np.float32).astype(BF16), rng.standard_normal(n, np.float32).astype(BF16)
+    y_ref, mask_ref, dx_ref = float32_call_rounded(_core.dropout_forward, _core.dropout_backward, x, dy, 0.3)
+    for offset in range(32) if isa != "scalar" else (0, 1):
+        threads(1 + offset % 2)
+        y = _at_offset(np.zeros_like(x), offset)
+        mask = np.zeros_like(mask_ref)
+        _core.dropout_forward(x, y, mask, p=0.3, seed=SEED, counter=COUNTER)
+        np.testing.assert_array_equal(mask, mask_ref, err_msg=f"offset {offset}")
+        assert_same_bits(y, y_ref, f"y at offset {offset}")
+        dx = _at_offset(np.zeros_like(dy), offset)
+        _core.dropout_backward(dy, mask, dx, p=0.3)
+        assert_same_bits(dx, dx_ref, f"dx at offset {offset}")
+    inplace = _at_offset(x, 5)
+    _core.dropout_forward(inplace, inplace, mask, p=0.3, seed=SEED, counter=COUNTER)
+    assert_same_bits(inplace, y_ref, "in place")
+
+
+def test_bf16_special_values(backend):
+    """Kept: NaN becomes the quiet NaN with its sign (ml_dtypes' rounding), the largest bf16 times
+    1 / 0.9 overflows to Inf, subnormals scale; dropped: NaN and Inf give NaN (x * 0), -x gives -0."""
+    x = np.tile(BF16_SPECIAL, 64).view(BF16)
+    y, mask = forward(gf.ops.dropout_forward, x, 0.1)
+    keep = keep_bits(mask, x.size)
+    bits, xb = y.view(np.uint16), x.view(np.uint16)
+    nan_in = (xb & 0x7FFF) > 0x7F80
+    assert keep.any() and (~keep).any()
+    np.testing.assert_array_equal(bits[nan_in], (xb[nan_in] & 0x8000) | 0x7FC0)
+    np.testing.assert_array_equal(bits[keep & (xb == 0x7F7F)], 0x7F80)  # overflow to +Inf
+    np.testing.assert_array_equal(bits[keep & (xb == 0xFF80)], 0xFF80)
+    inf_dropped = ~keep & ((xb & 0x7FFF) == 0x7F80)
+    assert np.isnan(y[inf_dropped].astype(np.float32)).all()
+    np.testing.assert_array_equal(bits[~keep & (xb == 0xFF7F)], 0x8000)  # -x * 0 = -0.0
+    np.testing.assert_array_equal(bits[keep & (xb == 0x8001)], 0x8001)  # -2^-133 / 0.9 rounds back
+
+
+@pytest.mark.parametrize("shape", [(0,), (2, 0, 3), (1,), (63,)], ids=str)
+def test_bf16_tiny_and_empty(shape, backend):
+    x = bf16_data(shape, 5)
+    y, mask = forward(gf.ops.dropout_forward, x, 0.5)
+    assert y.dtype == BF16 and y.shape == shape and mask.size == gf.ops.dropout_mask_bytes(x.size)
+    keep = keep_bits(mask, x.size).reshape(shape)
+    with np.errstate(invalid="ignore", over="ignore"):
+        want = np.where(keep, x.astype(np.float32) * 2, x.astype(np.float32) * 0).astype(BF16)
+    assert_same_bits(y, want, "y")
+
+
+@pytest.mark.parametrize("p", [0.5, 0.2, 0.1, 0.3])
+def test_bf16_matches_torch_dropout_on_torchs_mask(p, backend, torch):
+    """torch's bf16 dropout (what an autocast model's dropout runs: autocast leaves dropout to its
+    input's dtype, bf16 after an autocast Linear) on torch's own random mask; the mask recovered from
+    its output and packed into ours, our backward applies it (the forward's arithmetic) to x and to
+    dy. torch multiplies by a mask already scaled in bf16, i.e. by 1 / (1 - p) rounded to bf16; we
+    by the float32 scale: bit for bit where the scale is exact in bf16 (p = 0.5, 0.2), within one
+    bf16 ulp otherwise. torch's backward the same."""
+    n = 4099
+    rng = np.random.default_rng(21)
+    x = (rng.standard_normal(n, np.float32) + 4 * np.sign(rng.standard_normal(n))).astype(BF16)  # no zeros
+    dy = rng.standard_normal(n, np.float32).astype(BF16)
+    tx = torch.from_numpy(x.view(np.int16).copy()).view(torch.bfloat16).requires_grad_(True)
+    ty = torch.nn.functional.dropout(tx, p, training=True)
+    ty.backward(torch.from_numpy(dy.view(np.int16).copy()).view(torch.bfloat16))
+    y_torch = ty.detach().view(torch.int16).numpy().view(BF16)
+    dx_torch = tx.grad.view(torch.int16).numpy().view(BF16)
+    keep = y_torch.astype(np.float32) != 0
+    assert 0 < keep.sum() < n
+    mask = np.zeros(gf.ops.dropout_mask_bytes(n), np.uint8)
+    packed = np.packbits(keep, bitorder="little")
+    mask[: packed.size] = packed
+    y = backward(gf.ops.dropout_backward, x, mask, p)
+    dx = backward(gf.ops.dropout_backward, dy, mask, p)
+    exact = float(ml_dtypes.bfloat16(1 / (1 - p))) == np.float32(1 / (1 - p))
+    for got, want, what in ((y, y_torch, "y"), (dx, dx_torch, "dx")):
+        if exact:
+            assert_same_bits(got, want, what)
+        else:
+            ulps = np.abs(got.view(np.uint16).astype(np.int32) - want.view(np.uint16).astype(np.int32))
+            assert ulps.max() <= 1, what
+            assert (ulps == 1).any(), f"{what}: torch's bf16-rounded scale shows somewhere"
 
 
 # ---- DropConnect: the same kernels on a dense layer's weights -------------------------------------------------

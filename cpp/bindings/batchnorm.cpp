@@ -44,10 +44,11 @@ template <class T>
 BnForward<T> forward_args(const Dims& d, const ArrayArg& x, const ArrayArg& w, const ArrayArg& b, const ArrayArg& rm,
                           const ArrayArg& rv, const ArrayArg& y, const ArrayArg& sm, const ArrayArg& si, bool batch,
                           double momentum, double eps, bool channels_last) {
+  using R = compute_t<T>;  // the per-channel arrays' dtype (float32 beside bf16 data)
   BnForward<T> f;
-  f.x = x.ptr<T>(), f.y = y.ptr<T>(), f.weight = w.ptr_or_null<T>(), f.bias = b.ptr_or_null<T>();
-  f.running_mean = rm.ptr_or_null<T>(), f.running_var = rv.ptr_or_null<T>();
-  f.save_mean = sm.ptr<T>(), f.save_invstd = si.ptr<T>();
+  f.x = x.ptr<T>(), f.y = y.ptr<T>(), f.weight = w.ptr_or_null<R>(), f.bias = b.ptr_or_null<R>();
+  f.running_mean = rm.ptr_or_null<R>(), f.running_var = rv.ptr_or_null<R>();
+  f.save_mean = sm.ptr<R>(), f.save_invstd = si.ptr<R>();
   f.n = d.n, f.c = d.c, f.l = d.l, f.channels_last = channels_last;
   f.batch_stats = batch, f.momentum = momentum, f.eps = eps;
   return f;
@@ -57,10 +58,11 @@ template <class T>
 BnBackward<T> backward_args(const Dims& d, const ArrayArg& dy, const ArrayArg& x, const ArrayArg& w, const ArrayArg& sm,
                             const ArrayArg& si, const ArrayArg& dx, const ArrayArg& dw, const ArrayArg& db,
                             bool training, bool channels_last) {
+  using R = compute_t<T>;
   BnBackward<T> g;
-  g.dy = dy.ptr<T>(), g.x = x.ptr<T>(), g.weight = w.ptr_or_null<T>();
-  g.save_mean = sm.ptr<T>(), g.save_invstd = si.ptr<T>();
-  g.dx = dx.ptr<T>(), g.dweight = dw.ptr_or_null<T>(), g.dbias = db.ptr_or_null<T>();
+  g.dy = dy.ptr<T>(), g.x = x.ptr<T>(), g.weight = w.ptr_or_null<R>();
+  g.save_mean = sm.ptr<R>(), g.save_invstd = si.ptr<R>();
+  g.dx = dx.ptr<T>(), g.dweight = dw.ptr_or_null<R>(), g.dbias = db.ptr_or_null<R>();
   g.n = d.n, g.c = d.c, g.l = d.l, g.channels_last = channels_last, g.batch_stats = training;
   return g;
 }
@@ -81,14 +83,14 @@ void bind_batchnorm(py::module_& m) {
         check_nonneg(fn, "eps", eps);
         const bool channels_last = flag(fn, "channels_last", channels_last_);
         ArgSet args(fn);
-        const ArrayArg& ax = args.floating("x", x, false);
-        const ArrayArg& aw = args.floating("weight", weight, false, true);
-        const ArrayArg& ab = args.floating("bias", bias, false, true);
-        const ArrayArg& arm = args.floating("running_mean", running_mean, true, true);
-        const ArrayArg& arv = args.floating("running_var", running_var, true, true);
-        const ArrayArg& ay = args.floating("y", y, true);
-        const ArrayArg& asm_ = args.floating("save_mean", save_mean, true);
-        const ArrayArg& asi = args.floating("save_invstd", save_invstd, true);
+        const ArrayArg& ax = args.real("x", x, false);
+        const ArrayArg& aw = args.wide("weight", weight, false, true);
+        const ArrayArg& ab = args.wide("bias", bias, false, true);
+        const ArrayArg& arm = args.wide("running_mean", running_mean, true, true);
+        const ArrayArg& arv = args.wide("running_var", running_var, true, true);
+        const ArrayArg& ay = args.real("y", y, true);
+        const ArrayArg& asm_ = args.wide("save_mean", save_mean, true);
+        const ArrayArg& asi = args.wide("save_invstd", save_invstd, true);
         const Dims d = dims_of(args, ax, channels_last);
         require_channels(args, {&aw, &ab, &arm, &arv});
         args.require_like(ay, ax);
@@ -103,7 +105,7 @@ void bind_batchnorm(py::module_& m) {
         if (batch && d.n * d.l == 1)
           args.fail(ax, "Expected more than 1 value per channel when training, got input size " + shape_str(ax.shape));
         const int threads = num_threads();
-        with_dtype(args.dtype(), [&](auto zero) {
+        with_real_dtype(args.dtype(), [&](auto zero) {
           using T = decltype(zero);
           const auto f = forward_args<T>(d, ax, aw, ab, arm, arv, ay, asm_, asi, batch, momentum, eps, channels_last);
           py::gil_scoped_release release;
@@ -123,14 +125,14 @@ void bind_batchnorm(py::module_& m) {
         const bool training = flag(fn, "training", training_);
         const bool channels_last = flag(fn, "channels_last", channels_last_);
         ArgSet args(fn);
-        const ArrayArg& ady = args.floating("dy", dy, false);
-        const ArrayArg& ax = args.floating("x", x, false);
-        const ArrayArg& aw = args.floating("weight", weight, false, true);
-        const ArrayArg& asm_ = args.floating("save_mean", save_mean, false);
-        const ArrayArg& asi = args.floating("save_invstd", save_invstd, false);
-        const ArrayArg& adx = args.floating("dx", dx, true);
-        const ArrayArg& adw = args.floating("dweight", dweight, true, true);
-        const ArrayArg& adb = args.floating("dbias", dbias, true, true);
+        const ArrayArg& ady = args.real("dy", dy, false);
+        const ArrayArg& ax = args.real("x", x, false);
+        const ArrayArg& aw = args.wide("weight", weight, false, true);
+        const ArrayArg& asm_ = args.wide("save_mean", save_mean, false);
+        const ArrayArg& asi = args.wide("save_invstd", save_invstd, false);
+        const ArrayArg& adx = args.real("dx", dx, true);
+        const ArrayArg& adw = args.wide("dweight", dweight, true, true);
+        const ArrayArg& adb = args.wide("dbias", dbias, true, true);
         const Dims d = dims_of(args, ax, channels_last);  // the row's shape_order: x first
         args.require_like(ady, ax);
         require_channels(args, {&aw, &asm_, &asi});
@@ -139,7 +141,7 @@ void bind_batchnorm(py::module_& m) {
         args.allow_in_place(adx, ady);
         args.check_aliasing();
         const int threads = num_threads();
-        with_dtype(args.dtype(), [&](auto zero) {
+        with_real_dtype(args.dtype(), [&](auto zero) {
           using T = decltype(zero);
           const auto g = backward_args<T>(d, ady, ax, aw, asm_, asi, adx, adw, adb, training, channels_last);
           py::gil_scoped_release release;

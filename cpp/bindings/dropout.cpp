@@ -55,8 +55,8 @@ void bind_dropout(py::module_& m) {
         const double p = probability(fn, p_);
         const uint64_t s = parse_u64(fn, "seed", seed), c = parse_u64(fn, "counter", counter);
         ArgSet args(fn);
-        const ArrayArg& ax = args.floating("x", x, false);
-        const ArrayArg& ay = args.floating("y", y, true);
+        const ArrayArg& ax = args.real("x", x, false);
+        const ArrayArg& ay = args.real("y", y, true);
         const ArrayArg& am = args.add("mask", mask, true, kUint8);
         args.require_like(ay, ax);
         args.require_shape(am, {dropout_mask_bytes(ax.size)}, "x.size = " + std::to_string(ax.size) + " needs");
@@ -65,7 +65,7 @@ void bind_dropout(py::module_& m) {
         const int64_t n = ax.size;
         const int threads = num_threads();
         py::gil_scoped_release release;
-        with_dtype(args.dtype(), [&](auto zero) {
+        with_real_dtype(args.dtype(), [&](auto zero) {
           using T = decltype(zero);
           GF_CALL(dropout_forward<T>, ax.ptr<T>(), ay.ptr<T>(), am.ptr<uint8_t>(), n, p, s, c, threads);
         });
@@ -80,9 +80,9 @@ void bind_dropout(py::module_& m) {
         const std::string fn = "dropout_backward";
         const double p = probability(fn, p_);
         ArgSet args(fn);
-        const ArrayArg& ady = args.floating("dy", dy, false);
+        const ArrayArg& ady = args.real("dy", dy, false);
         const ArrayArg& am = args.add("mask", mask, false, kUint8);
-        const ArrayArg& adx = args.floating("dx", dx, true);
+        const ArrayArg& adx = args.real("dx", dx, true);
         args.require_shape(am, {dropout_mask_bytes(ady.size)}, "dy.size = " + std::to_string(ady.size) + " needs");
         args.require_like(adx, ady);
         args.allow_in_place(adx, ady);
@@ -90,7 +90,7 @@ void bind_dropout(py::module_& m) {
         const int64_t n = ady.size;
         const int threads = num_threads();
         py::gil_scoped_release release;
-        with_dtype(args.dtype(), [&](auto zero) {
+        with_real_dtype(args.dtype(), [&](auto zero) {
           using T = decltype(zero);
           GF_CALL(dropout_backward<T>, ady.ptr<T>(), am.ptr<uint8_t>(), adx.ptr<T>(), n, p, threads);
         });

@@ -11,6 +11,9 @@
 //           Rows narrower than kMinRow are grouped (g rows of K make one row of g K columns), so
 //           the vector loops run long; the last row may then be partial.
 //   planes  channels-first data with L >= kPlaneMin: N C contiguous planes of L values.
+// T is the data's storage type, R = compute_t<T> its arithmetic (float for bf16): data are loaded
+// into Vec<R> lanes (bf16: widened, exact) and stored from them (bf16: rounded once), so a bf16 call
+// runs the float32 code on the same blocks; per-channel values and coefficients are R.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -37,6 +40,13 @@ constexpr int64_t kMinRow = 256;         // rows layout: narrower rows are group
 constexpr int64_t kStreamBytes = int64_t{16} << 20;  // outputs this large are streamed (no read-for-ownership)
 
 using D = Vec<double>;
+
+// A data element as its arithmetic type (bf16: widened, exact).
+GF_INLINE float to_real(bf16 x) { return bf16_to_float(x); }
+template <class T>
+GF_INLINE T to_real(T x) {
+  return x;
+}
 
 // The lanes of a Vec<T> as P vectors of doubles (float: lanes 0..W/2-1, then W/2..W-1).
 template <class T>
@@ -135,11 +145,11 @@ GF_INLINE void accumulate(Vec<T> x, Vec<T> g, Vec<T> p, D (*s)[Wide<T>::P]) {
 
 // Rows layout: Q consecutive rows (stride apart) of the columns [k0, k1), added into out[i]
 // (indexed by column). The Q rows are summed first, in row order, then added.
-template <class T, bool kGrad, int Q>
-GF_INLINE void sum_rows(const T* x, const T* g, int64_t stride, const T* piv, int64_t k0, int64_t k1,
+template <class T, bool kGrad, int Q, class R = compute_t<T>>
+GF_INLINE void sum_rows(const T* x, const T* g, int64_t stride, const R* piv, int64_t k0, int64_t k1,
                         double* const* out) {
-  using V = Vec<T>;
-  constexpr int W = V::width, P = Wide<T>::P, DW = D::width, NS = kSums<kGrad>;
+  using V = Vec<R>;
+  constexpr int W = V::width, P = Wide<R>::P, DW = D::width, NS = kSums<kGrad>;
   for (int64_t k = k0; k < k1; k += W) {
     const int64_t nl = std::min<int64_t>(W, k1 - k);
     const V p = load_n(piv + k, nl);
@@ -148,8 +158,8 @@ GF_INLINE void sum_rows(const T* x, const T* g, int64_t stride, const T* piv, in
       for (int j = 0; j < P; ++j) acc[i][j] = D::load(out[i] + k + j * DW);
     for (int q = 0; q < Q; ++q) {
       const V xv = load_n(x + q * stride + k, nl);
-      if constexpr (kGrad) accumulate<T, true>(xv, load_n(g + q * stride + k, nl), p, acc);
-      else accumulate<T, false>(xv, xv, p, acc);
+      if constexpr (kGrad) accumulate<R, true>(xv, load_n(g + q * stride + k, nl), p, acc);
+      else accumulate<R, false>(xv, xv, p, acc);
     }
     for (int i = 0; i < NS; ++i)
       for (int j = 0; j < P; ++j) acc[i][j].store(out[i] + k + j * DW);
@@ -158,11 +168,11 @@ GF_INLINE void sum_rows(const T* x, const T* g, int64_t stride, const T* piv, in
 
 // Rows layout, one reduction block: rows [r0, r1) x columns [k0, k1) into out[i][k0..], which this
 // block owns (zeroed here, up to a whole vector past k1).
-template <class T, bool kGrad>
-void rows_block(const Geometry& geo, const T* x, const T* g, const T* piv, int64_t r0, int64_t r1, int64_t k0,
+template <class T, bool kGrad, class R = compute_t<T>>
+void rows_block(const Geometry& geo, const T* x, const T* g, const R* piv, int64_t r0, int64_t r1, int64_t k0,
                 int64_t k1, double* const* out) {
   const int64_t cols = geo.cols;
-  const int64_t kend = k0 + ceil_div(k1 - k0, Vec<T>::width) * Vec<T>::width;
+  const int64_t kend = k0 + ceil_div(k1 - k0, Vec<R>::width) * Vec<R>::width;
   for (int i = 0; i < kSums<kGrad>; ++i) std::fill(out[i] + k0, out[i] + kend, 0.0);
   const int64_t full = std::min(r1, geo.total / cols);  // rows with every column present
   int64_t r = r0;
@@ -176,16 +186,16 @@ void rows_block(const Geometry& geo, const T* x, const T* g, const T* piv, int64
 }
 
 // Planes layout, one reduction block: channel ch of samples [n0, n1), into out[0..kSums).
-template <class T, bool kGrad>
-void planes_block(const Geometry& geo, const T* x, const T* g, T pivot, int64_t ch, int64_t n0, int64_t n1,
+template <class T, bool kGrad, class R = compute_t<T>>
+void planes_block(const Geometry& geo, const T* x, const T* g, R pivot, int64_t ch, int64_t n0, int64_t n1,
                   double* out) {
-  using V = Vec<T>;
-  constexpr int W = V::width, P = Wide<T>::P, NS = kSums<kGrad>;
+  using V = Vec<R>;
+  constexpr int W = V::width, P = Wide<R>::P, NS = kSums<kGrad>;
   const int64_t l = geo.l, body = l - l % W, rem = l % W;
   const V p = V::broadcast(pivot);
   V ptail = p;
   if (rem) {
-    T buf[W];
+    R buf[W];
     for (int i = 0; i < W; ++i) buf[i] = pivot;
     ptail = V::load(buf, rem);  // zero beyond rem, like the data
   }
@@ -198,13 +208,13 @@ void planes_block(const Geometry& geo, const T* x, const T* g, T pivot, int64_t 
     const T* gp = g + base;
     for (int64_t i = 0; i < body; i += W) {
       const V xv = V::load(xp + i);
-      if constexpr (kGrad) accumulate<T, true>(xv, V::load(gp + i), p, acc);
-      else accumulate<T, false>(xv, xv, p, acc);
+      if constexpr (kGrad) accumulate<R, true>(xv, V::load(gp + i), p, acc);
+      else accumulate<R, false>(xv, xv, p, acc);
     }
     if (rem) {
       const V xv = V::load(xp + body, rem);
-      if constexpr (kGrad) accumulate<T, true>(xv, V::load(gp + body, rem), ptail, acc);
-      else accumulate<T, false>(xv, xv, ptail, acc);
+      if constexpr (kGrad) accumulate<R, true>(xv, V::load(gp + body, rem), ptail, acc);
+      else accumulate<R, false>(xv, xv, ptail, acc);
     }
   }
   for (int i = 0; i < NS; ++i) {
@@ -236,8 +246,8 @@ class Scratch {
 
 // Per-channel sums sums[i][c] over every element (see accumulate), pivot per channel. Fixed
 // blocks (edges from the shape only), one partial per block, combined in block order.
-template <class T, bool kGrad>
-void channel_sums(const Geometry& geo, const T* x, const T* g, const T* pivot, int threads, double* const* sums) {
+template <class T, bool kGrad, class R = compute_t<T>>
+void channel_sums(const Geometry& geo, const T* x, const T* g, const R* pivot, int threads, double* const* sums) {
   constexpr int NS = kSums<kGrad>;
   const int64_t C = geo.c;
   if (geo.planes) {
@@ -258,7 +268,7 @@ void channel_sums(const Geometry& geo, const T* x, const T* g, const T* pivot, i
     return;
   }
   const int64_t cols = geo.cols, rows = ceil_div(geo.total, cols);
-  const std::vector<T> piv = per_column(geo, pivot);
+  const std::vector<R> piv = per_column(geo, pivot);
   const int64_t stride = static_cast<int64_t>(piv.size());  // cols, padded
   const int64_t ncb = ceil_div(cols, kColBlock);
   const int64_t rows_per = std::max<int64_t>(1, kTaskElems / std::min(cols, kColBlock));
@@ -299,10 +309,11 @@ void channel_sums(const Geometry& geo, const T* x, const T* g, const T* pivot, i
 // out = op(a, b, prm) over every element; prm[i] is per column (rows layout) or per channel
 // (planes layout). NIN: how many of the inputs a, b the op reads. out may be a (in place).
 
-template <class T, int NIN, int NP, class Op>
-void elementwise(const Geometry& geo, const T* a, const T* b, T* out, const T* const (&prm)[NP], int threads, Op op) {
-  using V = Vec<T>;
+template <class T, int NIN, int NP, class Op, class R = compute_t<T>>
+void elementwise(const Geometry& geo, const T* a, const T* b, T* out, const R* const (&prm)[NP], int threads, Op op) {
+  using V = Vec<R>;
   constexpr int W = V::width;
+  constexpr int64_t kVecBytes = W * static_cast<int64_t>(sizeof(T));  // one vector's storage
   const int64_t cols = geo.cols;
   const bool planes = geo.planes;
   const bool stream = geo.total * static_cast<int64_t>(sizeof(T)) >= kStreamBytes;
@@ -314,7 +325,7 @@ void elementwise(const Geometry& geo, const T* a, const T* b, T* out, const T* c
       const T* br = b + row * cols;
       T* outr = out + row * cols;
       V pv[NP];
-      for (int i = 0; i < NP; ++i) pv[i] = V::broadcast(planes ? prm[i][row % geo.c] : T(0));
+      for (int i = 0; i < NP; ++i) pv[i] = V::broadcast(planes ? prm[i][row % geo.c] : R(0));
       // nl lanes from column c; streamed (a non-temporal store) when nt
       auto one = [&](int64_t c, int64_t nl, bool nt) {
         if (!planes)
@@ -328,7 +339,7 @@ void elementwise(const Geometry& geo, const T* a, const T* b, T* out, const T* c
       int64_t c = c0;
       if (stream) {
         // up to the first column whose output address is vector-aligned, then whole streamed vectors
-        const int64_t mis = static_cast<int64_t>(reinterpret_cast<uintptr_t>(outr + c) % sizeof(V)) / sizeof(T);
+        const int64_t mis = static_cast<int64_t>(reinterpret_cast<uintptr_t>(outr + c) % kVecBytes) / sizeof(T);
         if (mis) {
           const int64_t nl = std::min<int64_t>(W - mis, c1 - c);
           one(c, nl, false);
@@ -361,19 +372,20 @@ struct Coefficients {
 
 template <class T>
 void batchnorm_forward(const BnForward<T>& a, int threads) {
+  using R = compute_t<T>;
   const int64_t C = a.c, count = a.n * a.l;
   if (C == 0) return;
   // y = (x - pivot) scale + shift, per channel
-  std::vector<T> pivot(C), scale(C), shift(C);
+  std::vector<R> pivot(C), scale(C), shift(C);
   if (a.batch_stats) {
     if (count == 0) {  // no statistics: nothing to normalise, running statistics untouched
-      std::fill(a.save_mean, a.save_mean + C, T(0));
-      std::fill(a.save_invstd, a.save_invstd + C, T(0));
+      std::fill(a.save_mean, a.save_mean + C, R(0));
+      std::fill(a.save_invstd, a.save_invstd + C, R(0));
       return;
     }
     const Geometry geo = geometry(a.n, a.c, a.l, a.channels_last);
     const int64_t first = a.channels_last ? 1 : a.l;  // channel ch starts at x[ch * first]
-    for (int64_t ch = 0; ch < C; ++ch) pivot[ch] = a.x[ch * first];
+    for (int64_t ch = 0; ch < C; ++ch) pivot[ch] = to_real(a.x[ch * first]);
     std::vector<double> s1(C), s2(C);
     double* const sums[2] = {s1.data(), s2.data()};
     channel_sums<T, false>(geo, a.x, a.x, pivot.data(), threads, sums);
@@ -385,15 +397,15 @@ void batchnorm_forward(const BnForward<T>& a, int threads) {
       const double invstd = 1.0 / std::sqrt(var + a.eps);
       const double w = a.weight ? static_cast<double>(a.weight[ch]) : 1.0;
       const double b = a.bias ? static_cast<double>(a.bias[ch]) : 0.0;
-      scale[ch] = static_cast<T>(w * invstd);
-      shift[ch] = static_cast<T>(b - md * (w * invstd));
-      a.save_mean[ch] = static_cast<T>(mean);
-      a.save_invstd[ch] = static_cast<T>(invstd);
+      scale[ch] = static_cast<R>(w * invstd);
+      shift[ch] = static_cast<R>(b - md * (w * invstd));
+      a.save_mean[ch] = static_cast<R>(mean);
+      a.save_invstd[ch] = static_cast<R>(invstd);
       if (a.running_mean) {
         const double m = a.momentum;
-        a.running_mean[ch] = static_cast<T>((1.0 - m) * static_cast<double>(a.running_mean[ch]) + m * mean);
+        a.running_mean[ch] = static_cast<R>((1.0 - m) * static_cast<double>(a.running_mean[ch]) + m * mean);
         a.running_var[ch] =
-            static_cast<T>((1.0 - m) * static_cast<double>(a.running_var[ch]) + m * (var * n / (n - 1.0)));
+            static_cast<R>((1.0 - m) * static_cast<double>(a.running_var[ch]) + m * (var * n / (n - 1.0)));
       }
     }
   } else {
@@ -401,22 +413,23 @@ void batchnorm_forward(const BnForward<T>& a, int threads) {
       const double invstd = 1.0 / std::sqrt(static_cast<double>(a.running_var[ch]) + a.eps);
       const double w = a.weight ? static_cast<double>(a.weight[ch]) : 1.0;
       pivot[ch] = a.running_mean[ch];
-      scale[ch] = static_cast<T>(w * invstd);
-      shift[ch] = a.bias ? a.bias[ch] : T(0);
+      scale[ch] = static_cast<R>(w * invstd);
+      shift[ch] = a.bias ? a.bias[ch] : R(0);
       a.save_mean[ch] = a.running_mean[ch];
-      a.save_invstd[ch] = static_cast<T>(invstd);
+      a.save_invstd[ch] = static_cast<R>(invstd);
     }
   }
   if (count == 0) return;
   const Geometry geo = geometry(a.n, a.c, a.l, a.channels_last);
-  const Coefficients<T> k(geo, {&pivot, &scale, &shift});
-  const T* const prm[3] = {k.ptr[0], k.ptr[1], k.ptr[2]};
+  const Coefficients<R> k(geo, {&pivot, &scale, &shift});
+  const R* const prm[3] = {k.ptr[0], k.ptr[1], k.ptr[2]};
   elementwise<T, 1, 3>(geo, a.x, a.x, a.y, prm, threads,
-                       [](Vec<T> x, Vec<T>, const Vec<T>* p) { return (x - p[0]) * p[1] + p[2]; });
+                       [](Vec<R> x, Vec<R>, const Vec<R>* p) { return (x - p[0]) * p[1] + p[2]; });
 }
 
 template <class T>
 void batchnorm_backward(const BnBackward<T>& a, int threads) {
+  using R = compute_t<T>;
   const int64_t C = a.c, count = a.n * a.l;
   if (C == 0) return;
   const bool need_sums = a.batch_stats || a.dweight || a.dbias;
@@ -430,36 +443,36 @@ void batchnorm_backward(const BnBackward<T>& a, int threads) {
   // dx = (dy k1 + (x - save_mean) k2) + k3   (eval: dy k1)
   // With batch statistics, save_mean is the batch mean rounded to T: e = mean(x - save_mean)
   // re-centres it exactly (x - mean = (x - save_mean) - e), so its rounding does not reach dx.
-  std::vector<T> k1(C), k2(C), k3(C);
+  std::vector<R> k1(C), k2(C), k3(C);
   const double n = static_cast<double>(count);
   for (int64_t ch = 0; ch < C; ++ch) {
     const double invstd = static_cast<double>(a.save_invstd[ch]);
     const double w = a.weight ? static_cast<double>(a.weight[ch]) : 1.0;
     const double e = a.batch_stats && count > 0 ? sd[ch] / n : 0.0;
     const double sgx = sgd[ch] - e * sg[ch];  // sum dy (x - mean)
-    if (a.dbias) a.dbias[ch] = static_cast<T>(sg[ch]);
-    if (a.dweight) a.dweight[ch] = static_cast<T>(sgx * invstd);
+    if (a.dbias) a.dbias[ch] = static_cast<R>(sg[ch]);
+    if (a.dweight) a.dweight[ch] = static_cast<R>(sgx * invstd);
     const double c1 = w * invstd;
-    k1[ch] = static_cast<T>(c1);
+    k1[ch] = static_cast<R>(c1);
     if (a.batch_stats && count > 0) {
       const double mean_dy = sg[ch] / n, mean_dy_xhat = sgx * invstd / n;
       const double c2 = -c1 * invstd * mean_dy_xhat;
-      k2[ch] = static_cast<T>(c2);
-      k3[ch] = static_cast<T>(-c1 * mean_dy - c2 * e);
+      k2[ch] = static_cast<R>(c2);
+      k3[ch] = static_cast<R>(-c1 * mean_dy - c2 * e);
     }
   }
   if (count == 0) return;
   if (a.batch_stats) {
-    std::vector<T> mean(a.save_mean, a.save_mean + C);
-    const Coefficients<T> k(geo, {&mean, &k1, &k2, &k3});
-    const T* const prm[4] = {k.ptr[0], k.ptr[1], k.ptr[2], k.ptr[3]};
+    std::vector<R> mean(a.save_mean, a.save_mean + C);
+    const Coefficients<R> k(geo, {&mean, &k1, &k2, &k3});
+    const R* const prm[4] = {k.ptr[0], k.ptr[1], k.ptr[2], k.ptr[3]};
     elementwise<T, 2, 4>(geo, a.dy, a.x, a.dx, prm, threads,
-                         [](Vec<T> dy, Vec<T> x, const Vec<T>* p) { return (dy * p[1] + (x - p[0]) * p[2]) + p[3]; });
+                         [](Vec<R> dy, Vec<R> x, const Vec<R>* p) { return (dy * p[1] + (x - p[0]) * p[2]) + p[3]; });
   } else {
-    const Coefficients<T> k(geo, {&k1});
-    const T* const prm[1] = {k.ptr[0]};
+    const Coefficients<R> k(geo, {&k1});
+    const R* const prm[1] = {k.ptr[0]};
     elementwise<T, 1, 1>(geo, a.dy, a.dy, a.dx, prm, threads,
-                         [](Vec<T> dy, Vec<T>, const Vec<T>* p) { return dy * p[0]; });
+                         [](Vec<R> dy, Vec<R>, const Vec<R>* p) { return dy * p[0]; });
   }
 }
 
@@ -467,6 +480,8 @@ template void batchnorm_forward<float>(const BnForward<float>&, int);
 template void batchnorm_forward<double>(const BnForward<double>&, int);
 template void batchnorm_backward<float>(const BnBackward<float>&, int);
 template void batchnorm_backward<double>(const BnBackward<double>&, int);
+template void batchnorm_forward<bf16>(const BnForward<bf16>&, int);
+template void batchnorm_backward<bf16>(const BnBackward<bf16>&, int);
 
 }  // namespace GF_ISA_NS
 }  // namespace gf

@@ -6,7 +6,8 @@
 // its output word j decides element 4 (b0 + l) + j, so the four compare results (bit l of each)
 // are interleaved into the mask word by spreading each over every fourth bit (spread_bits4).
 // The word then selects, vector by vector, the factor (scale or 0) that multiplies x. Outputs of
-// 16 MiB and more are written with non-temporal stores (apply_range).
+// 16 MiB and more are written with non-temporal stores (apply_range). bf16 arrays are read into and
+// written from float32 lanes (V = Vec<compute_t<T>>): the float32 multiplication, rounded once.
 #include <cstdint>
 #include <cstring>
 
@@ -58,7 +59,7 @@ constexpr int64_t kStreamBytes = int64_t{16} << 20;
 // 64 elements span whole vectors). -1: out cannot be streamed (not aligned to its element).
 template <class T>
 int64_t stream_offset(const T* out, int64_t n) {
-  constexpr int64_t bytes = Vec<T>::width * static_cast<int64_t>(sizeof(T));
+  constexpr int64_t bytes = Vec<compute_t<T>>::width * static_cast<int64_t>(sizeof(T));  // one vector's storage
   if (n * static_cast<int64_t>(sizeof(T)) < kStreamBytes) return -1;
   const int64_t past = static_cast<int64_t>(reinterpret_cast<uintptr_t>(out) % bytes);
   if (past % static_cast<int64_t>(sizeof(T)) != 0) return -1;
@@ -69,12 +70,12 @@ int64_t stream_offset(const T* out, int64_t n) {
 // of word_bits(e / 64) (called once per word, in order). The vectors start at lo + s (s < width):
 // with s > 0 (streaming to an output on a vector boundary) a vector straddles two mask words and
 // takes its bits from the pair; [lo, lo + s) and a last partial vector use masked ordinary stores.
-template <bool kStream, class T, class WordBits>
-GF_INLINE void apply_range(const T* in, T* out, int64_t lo, int64_t hi, int64_t s, Vec<T> scale, WordBits&& word_bits) {
-  using V = Vec<T>;
+template <bool kStream, class T, class V, class WordBits>
+GF_INLINE void apply_range(const T* in, T* out, int64_t lo, int64_t hi, int64_t s, V scale, WordBits&& word_bits) {
+  using C = compute_t<T>;
   constexpr int64_t W = V::width;
   constexpr uint32_t lanes = (1u << W) - 1u;
-  const V zero = V::broadcast(T(0));
+  const V zero = V::broadcast(C(0));
   int64_t w = lo / kWord;
   uint64_t cur = word_bits(w);
   if (s > 0) {
@@ -102,8 +103,8 @@ GF_INLINE void apply_range(const T* in, T* out, int64_t lo, int64_t hi, int64_t 
 }
 
 // The thread's block of an element-wise pass: streaming or not, decided once per call.
-template <class T, class WordBits>
-GF_INLINE void apply(const T* in, T* out, int64_t lo, int64_t hi, int64_t s, Vec<T> scale, WordBits&& word_bits) {
+template <class T, class V, class WordBits>
+GF_INLINE void apply(const T* in, T* out, int64_t lo, int64_t hi, int64_t s, V scale, WordBits&& word_bits) {
   if (s < 0) apply_range<false>(in, out, lo, hi, 0, scale, word_bits);
   else apply_range<true>(in, out, lo, hi, s, scale, word_bits);
 }
@@ -113,8 +114,9 @@ GF_INLINE void apply(const T* in, T* out, int64_t lo, int64_t hi, int64_t s, Vec
 template <class T>
 void dropout_forward(const T* x, T* y, uint8_t* mask, int64_t n, double p, uint64_t seed, uint64_t counter,
                      int threads) {
+  using C = compute_t<T>;
   const uint32_t threshold = dropout_threshold(p);
-  const Vec<T> scale = Vec<T>::broadcast(static_cast<T>(dropout_scale(p)));
+  const Vec<C> scale = Vec<C>::broadcast(static_cast<C>(dropout_scale(p)));
   const bool keep_all = threshold == 0, keep_none = p >= 1.0;  // no random numbers needed
   const PhiloxKeys key(static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
   const U32 ctr_lo = U32::broadcast(static_cast<uint32_t>(counter));
@@ -134,7 +136,8 @@ void dropout_forward(const T* x, T* y, uint8_t* mask, int64_t n, double p, uint6
 
 template <class T>
 void dropout_backward(const T* dy, const uint8_t* mask, T* dx, int64_t n, double p, int threads) {
-  const Vec<T> scale = Vec<T>::broadcast(static_cast<T>(dropout_scale(p)));
+  using C = compute_t<T>;
+  const Vec<C> scale = Vec<C>::broadcast(static_cast<C>(dropout_scale(p)));
   const int64_t s = stream_offset(dx, n);
   parallel_for(n, threads, kGrain, [&](int64_t lo, int64_t hi) {
     apply(dy, dx, lo, hi, s, scale, [&](int64_t w) { return load_word(mask, w); });
@@ -165,6 +168,8 @@ template void dropout_forward<float>(const float*, float*, uint8_t*, int64_t, do
 template void dropout_forward<double>(const double*, double*, uint8_t*, int64_t, double, uint64_t, uint64_t, int);
 template void dropout_backward<float>(const float*, const uint8_t*, float*, int64_t, double, int);
 template void dropout_backward<double>(const double*, const uint8_t*, double*, int64_t, double, int);
+template void dropout_forward<bf16>(const bf16*, bf16*, uint8_t*, int64_t, double, uint64_t, uint64_t, int);
+template void dropout_backward<bf16>(const bf16*, const uint8_t*, bf16*, int64_t, double, int);
 
 }  // namespace GF_ISA_NS
 }  // namespace gf

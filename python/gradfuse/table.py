@@ -688,16 +688,19 @@ BATCHNORM = (
         "when there are no running statistics; then save_mean = the batch mean, save_invstd = "
         "1/sqrt(biased var + eps), and the running statistics (when given) move by momentum towards the "
         "batch mean and the unbiased variance, as torch does. Otherwise the running statistics are used "
-        "(and saved). y may be x itself (in place). Statistics accumulate in double.",
+        "(and saved). y may be x itself (in place). Statistics accumulate in double.\n\n"
+        "dtypes: x and y float32, float64 or bfloat16; the per-channel arrays the call's dtype, float32 "
+        "beside bfloat16 (statistics and affine parameters stay fp32; y is the float32 result rounded "
+        "once).",
         (
-            Array("x", shape=_bn_layout),
-            Array("weight", shape=("C",), optional=True),
-            Array("bias", shape=("C",), optional=True),
-            Array("running_mean", UPDATE, shape=("C",), optional=True),
-            Array("running_var", UPDATE, shape=("C",), optional=True, values="positive"),
-            Array("y", WRITE, shape="like:x", in_place="x"),
-            Array("save_mean", WRITE, shape=("C",)),
-            Array("save_invstd", WRITE, shape=("C",)),
+            Array("x", shape=_bn_layout, dtype="real"),
+            Array("weight", shape=("C",), dtype="wide", optional=True),
+            Array("bias", shape=("C",), dtype="wide", optional=True),
+            Array("running_mean", UPDATE, shape=("C",), dtype="wide", optional=True),
+            Array("running_var", UPDATE, shape=("C",), dtype="wide", optional=True, values="positive"),
+            Array("y", WRITE, shape="like:x", dtype="real", in_place="x"),
+            Array("save_mean", WRITE, shape=("C",), dtype="wide"),
+            Array("save_invstd", WRITE, shape=("C",), dtype="wide"),
             Scalar("training", "bool", default=True),
             Scalar("momentum", default=0.1, range=CLOSED_UNIT),
             Scalar("eps", default=1e-5, range=NONNEG),
@@ -721,16 +724,18 @@ BATCHNORM = (
         "batchnorm",
         "Batch normalization backward: dx (and dweight = sum(dy xhat), dbias = sum(dy) when given) from "
         "save_mean and save_invstd of the forward. training=True: the statistics were the batch's, and dx "
-        "includes their gradient; training=False: dx = dy weight invstd. dx may be dy itself (in place).",
+        "includes their gradient; training=False: dx = dy weight invstd. dx may be dy itself (in place).\n\n"
+        "dtypes: dy, x and dx float32, float64 or bfloat16; weight, save_mean, save_invstd, dweight and "
+        "dbias the call's dtype, float32 beside bfloat16 (dx is the float32 result rounded once).",
         (
-            Array("dy", shape="like:x"),
-            Array("x", shape=_bn_layout),
-            Array("weight", shape=("C",), optional=True),
-            Array("save_mean", shape=("C",)),
-            Array("save_invstd", shape=("C",), values="positive"),
-            Array("dx", WRITE, shape="like:x", in_place="dy"),
-            Array("dweight", WRITE, shape=("C",), optional=True),
-            Array("dbias", WRITE, shape=("C",), optional=True),
+            Array("dy", shape="like:x", dtype="real"),
+            Array("x", shape=_bn_layout, dtype="real"),
+            Array("weight", shape=("C",), dtype="wide", optional=True),
+            Array("save_mean", shape=("C",), dtype="wide"),
+            Array("save_invstd", shape=("C",), dtype="wide", values="positive"),
+            Array("dx", WRITE, shape="like:x", dtype="real", in_place="dy"),
+            Array("dweight", WRITE, shape=("C",), dtype="wide", optional=True),
+            Array("dbias", WRITE, shape=("C",), dtype="wide", optional=True),
             Scalar("training", "bool", default=True),
             Scalar("channels_last", "bool", default=False),
         ),
@@ -771,10 +776,10 @@ DROPOUT = (
         "(uint8, dropout_mask_bytes(x.size) bytes; np.unpackbits(mask, bitorder='little')[:x.size]). "
         "keep comes from Philox4x32-10 keyed on (seed, counter, element index): the same for every "
         "thread count, ISA and backend. p in [0, 1] (1: zeros); seed and counter: ints in [0, 2**64). "
-        "y may be x (in place).",
+        "y may be x (in place). x and y: float32, float64 or bfloat16 (the float32 product, rounded once).",
         (
-            Array("x"),
-            Array("y", WRITE, shape="like:x", in_place="x"),
+            Array("x", dtype="real"),
+            Array("y", WRITE, shape="like:x", dtype="real", in_place="x"),
             Array("mask", WRITE, shape=_mask_shape("x"), dtype="uint8", values="bytes"),
             _P,
             Scalar("seed", "u64", range=U64),
@@ -792,11 +797,11 @@ DROPOUT = (
         "dropout_backward",
         "dropout",
         "Dropout backward: dx = dy * keep / (1 - p) with keep read from the forward's mask (0 when "
-        "p == 1). dx may be dy (in place).",
+        "p == 1). dx may be dy (in place). dy and dx: float32, float64 or bfloat16.",
         (
-            Array("dy"),
+            Array("dy", dtype="real"),
             Array("mask", shape=_mask_shape("dy"), dtype="uint8", values="bytes"),
-            Array("dx", WRITE, shape="like:dy", in_place="dy"),
+            Array("dx", WRITE, shape="like:dy", dtype="real", in_place="dy"),
             _P,
         ),
         bytes=8.125,

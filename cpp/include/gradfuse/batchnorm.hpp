@@ -7,7 +7,7 @@
 // Shapes. x is (N, C, *S) (channels first: (N, C), (N, C, L), (N, C, H, W), ...) or, with
 // channels_last, (N, *S, C). L = prod(S) (1 for (N, C)); every channel has n = N * L values.
 // weight, bias, running_mean, running_var, save_mean, save_invstd are (C,); y, dy, dx are x's shape.
-// One dtype per call, float32 or float64, every array C-contiguous.
+// One dtype per call, float32 or float64, every array C-contiguous; or bf16 (below).
 //
 // Forward (batchnorm_forward), per channel c:
 //   batch statistics (training, or no running statistics given):
@@ -42,7 +42,16 @@
 //                                             k3 = -k1 mean(dy) - k2 e
 // Non-finite values propagate: a NaN or Inf in a channel makes that channel's statistics NaN.
 //
-// Memory traffic per element (E = 4 or 8 bytes): forward with batch statistics 2 reads of x + 1
+// dtypes: float32, float64, or bf16 for the data (x, y; dy, dx) with every per-channel array
+// (weight, bias, running_mean, running_var, save_mean, save_invstd, dweight, dbias) float32 beside
+// it: the statistics, the affine parameters and their gradients stay fp32, as under torch's
+// autocast. A bf16 element is widened to float32 (exact) where it is loaded, the kernel runs the
+// float32 code (the same blocks, double sums, float32 coefficients and element-wise math), and each
+// y / dx element is rounded to bf16 once, to nearest even: bitwise the float32 kernel's result on
+// the widened data, rounded. (torch's bf16 batch_norm on CPU takes bf16 or float32 parameters and
+// rounds its output once too, from a float32 computation in another order: within a bf16 ulp.)
+//
+// Memory traffic per element (E = 4, 8 or 2 bytes): forward with batch statistics 2 reads of x + 1
 // write of y (3E), with running statistics 1 read + 1 write (2E); backward 1 pass reading dy and x
 // for the sums (2E, skipped in eval when dweight and dbias are not asked for) + 1 pass reading dy
 // and x and writing dx (3E; eval: dy only, 2E). The per-channel arrays are negligible. Outputs of
@@ -66,37 +75,39 @@
 
 #include <cstdint>
 
+#include "gradfuse/bf16.hpp"
 #include "gradfuse/kernels.hpp"
 
 namespace gf {
 
-// Pointers are to C-contiguous arrays of one dtype T; optional ones are null when absent.
-template <class T>
+// Pointers are to C-contiguous arrays: the data of dtype T, the per-channel arrays of W (T, or float
+// beside bf16 data); optional ones are null when absent.
+template <class T, class W = compute_t<T>>
 struct BnForward {
   const T* x = nullptr;
   T* y = nullptr;                                   // may equal x
-  const T* weight = nullptr;                        // null: 1
-  const T* bias = nullptr;                          // null: 0
-  T* running_mean = nullptr;                        // both null or both given
-  T* running_var = nullptr;
-  T* save_mean = nullptr;
-  T* save_invstd = nullptr;
+  const W* weight = nullptr;                        // null: 1
+  const W* bias = nullptr;                          // null: 0
+  W* running_mean = nullptr;                        // both null or both given
+  W* running_var = nullptr;
+  W* save_mean = nullptr;
+  W* save_invstd = nullptr;
   int64_t n = 0, c = 0, l = 1;                      // x is (n, c, l) or, channels_last, (n, l, c)
   bool channels_last = false;
   bool batch_stats = true;                          // false: use running_mean / running_var
   double momentum = 0.1, eps = 1e-5;
 };
 
-template <class T>
+template <class T, class W = compute_t<T>>
 struct BnBackward {
   const T* dy = nullptr;
   const T* x = nullptr;
-  const T* weight = nullptr;                        // null: 1
-  const T* save_mean = nullptr;
-  const T* save_invstd = nullptr;
+  const W* weight = nullptr;                        // null: 1
+  const W* save_mean = nullptr;
+  const W* save_invstd = nullptr;
   T* dx = nullptr;                                  // may equal dy
-  T* dweight = nullptr;                             // null: not computed
-  T* dbias = nullptr;                               // null: not computed
+  W* dweight = nullptr;                             // null: not computed
+  W* dbias = nullptr;                               // null: not computed
   int64_t n = 0, c = 0, l = 1;
   bool channels_last = false;
   bool batch_stats = true;                          // the saved statistics were the batch's

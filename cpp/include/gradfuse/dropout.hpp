@@ -6,7 +6,7 @@
 // --------
 // dropout_forward(x, y, mask, n, p, seed, counter)   x, y: n elements of T; mask: mask_bytes(n)
 //   keep_i = u_i >= threshold(p)  (and never when p == 1)
-//   y_i    = x_i * (keep_i ? scale : 0)            scale = T(1 / (1 - p)), 0 when p == 1
+//   y_i    = x_i * (keep_i ? scale : 0)            scale = C(1 / (1 - p)), 0 when p == 1 (C = compute_t<T>)
 //   mask bit i = keep_i.  Writes y and the mask in one pass; reads x.
 // dropout_backward(dy, mask, dx, n, p)
 //   dx_i   = dy_i * (keep_i ? scale : 0)           keep_i read from the mask; writes dx; reads dy.
@@ -23,7 +23,7 @@
 // exact in double): P(keep) = 1 - threshold / 2^32, within 2^-33 of 1 - p. p == 0 keeps every
 // element (y = x * 1 = x), p == 1 keeps none (y = x * 0: zeros, NaN stays NaN, -x gives -0.0).
 // p must be in [0, 1] (the bindings refuse anything else with torch's message). scale is computed
-// in double and rounded once to T. The multiplication by 0 (not a select) is torch's
+// in double and rounded once to C. The multiplication by 0 (not a select) is torch's
 // x * mask / (1 - p): a dropped NaN or Inf gives NaN, as in torch.
 //
 // The mask: mask_bytes(n) = 8 * ceil(n / 64) bytes, whole little-endian 64-bit words; bit i % 8 of
@@ -34,8 +34,16 @@
 // dx dy's, and the mask's size). In place: y may be x and dx may be dy (exactly the same array:
 // each vector is read before it is written); any partial overlap is refused.
 //
-// Bytes moved per element (float32 / float64): forward reads x and writes y and a mask bit,
-// 4 + 4 + 1/8 = 8.125 / 16.125 B; backward reads dy and a mask bit and writes dx, the same.
+// dtypes: float32, float64, or bf16 (x and y, dy and dx; the mask is uint8 in every case): a bf16
+// element is widened to float32 (exact), multiplied by the float32 factor (scale rounded to float32)
+// and rounded to bf16 once, to nearest even: bitwise the float32 kernel's result on the widened
+// input, rounded. (torch's bf16 dropout multiplies by a mask already scaled in bf16, i.e. by scale
+// rounded to bf16, 1.109375 for p = 0.1 where this kernel uses 1.1111112f: kept values may differ
+// from torch's by a bf16 ulp; where scale is exact in bf16, p = 0.5, 0.2, 0.75, they agree bit for
+// bit. Autocast leaves dropout in float32.)
+//
+// Bytes moved per element (float32 / float64 / bf16): forward reads x and writes y and a mask bit,
+// 4 + 4 + 1/8 = 8.125 / 16.125 / 4.125 B; backward reads dy and a mask bit and writes dx, the same.
 // Outputs of 16 MiB and more are written with non-temporal stores (no read-for-ownership of the
 // output's lines, which would add 4 / 8 B; they bypass the caches), at any alignment of the output.
 // Compute: Philox4x32-10 per 4 elements, 20 32x32->64 multiplies, on U32 lanes (16 blocks per

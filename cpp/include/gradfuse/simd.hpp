@@ -9,8 +9,9 @@
 // three copies never meet at link time. Kernels are written once against this interface:
 //
 //   V::width, V::load(p), V::load(p, n), v.store(p), v.store(p, n), V::broadcast(x),
-//   Vec<float>::load(const bf16*), v.store(bf16*) (and the masked forms): bf16 storage as float lanes
-//   (bf16.hpp: exact widening, round-to-nearest-even narrowing, ml_dtypes' NaN);
+//   Vec<float>::load(const bf16*), v.store(bf16*) (and the masked forms), v.stream(bf16*) (p aligned
+//   to width * 2 bytes): bf16 storage as float lanes (bf16.hpp: exact widening, round-to-nearest-even
+//   narrowing, ml_dtypes' NaN);
 //   v.stream(p) (a non-temporal store, p aligned to sizeof(V); then stream_fence() before the
 //   threads join; for outputs far larger than the caches: no read-for-ownership of the lines),
 //   + - * / unary-, sqrt, abs, maximum/minimum (NaN-propagating, like numpy), sign (torch's:
@@ -84,6 +85,7 @@ struct Vec<float> {
   GF_INLINE void store(bf16* p) const { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), bf16_narrow(v)); }
   GF_INLINE void store(bf16* p, int64_t n) const { _mm256_mask_storeu_epi16(p, tail_mask16(n), bf16_narrow(v)); }
   GF_INLINE void stream(float* p) const { _mm512_stream_ps(p, v); }
+  GF_INLINE void stream(bf16* p) const { _mm256_stream_si256(reinterpret_cast<__m256i*>(p), bf16_narrow(v)); }
   static GF_INLINE Vec broadcast(float x) { return {_mm512_set1_ps(x)}; }
 };
 GF_INLINE Vec<float> operator+(Vec<float> a, Vec<float> b) { return {_mm512_add_ps(a.v, b.v)}; }
@@ -231,6 +233,7 @@ struct Vec<float> {
     std::memcpy(p, buf, static_cast<size_t>(n) * sizeof(bf16));
   }
   GF_INLINE void stream(float* p) const { _mm256_stream_ps(p, v); }
+  GF_INLINE void stream(bf16* p) const { _mm_stream_si128(reinterpret_cast<__m128i*>(p), bf16_narrow(v)); }
   static GF_INLINE Vec broadcast(float x) { return {_mm256_set1_ps(x)}; }
 };
 GF_INLINE Vec<float> operator+(Vec<float> a, Vec<float> b) { return {_mm256_add_ps(a.v, b.v)}; }
@@ -356,6 +359,7 @@ struct Vec {
   static GF_INLINE Vec load(const bf16* p, int64_t) { return {bf16_to_float(*p)}; }
   GF_INLINE void store(bf16* p) const { *p = float_to_bf16(v); }
   GF_INLINE void store(bf16* p, int64_t) const { *p = float_to_bf16(v); }
+  GF_INLINE void stream(bf16* p) const { *p = float_to_bf16(v); }
 };
 template <class T> GF_INLINE Vec<T> operator+(Vec<T> a, Vec<T> b) { return {a.v + b.v}; }
 template <class T> GF_INLINE Vec<T> operator-(Vec<T> a, Vec<T> b) { return {a.v - b.v}; }

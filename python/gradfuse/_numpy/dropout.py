@@ -75,7 +75,8 @@ def dropout_forward(*, x, y, mask, p, seed, counter):
         keep = np.zeros(n, bool)
     else:
         keep = random_words(n, seed, counter) >= threshold(p)
-    with np.errstate(invalid="ignore"):  # a dropped Inf gives NaN (x * 0, as torch)
+    # a dropped Inf gives NaN (x * 0, as torch); a kept value near the largest float overflows to Inf
+    with np.errstate(invalid="ignore", over="ignore"):
         y[...] = x * _factors(keep, p, x.dtype).reshape(x.shape)
     padded = np.zeros(8 * mask.size, bool)
     padded[:n] = keep
@@ -84,7 +85,7 @@ def dropout_forward(*, x, y, mask, p, seed, counter):
 
 def dropout_backward(*, dy, mask, dx, p):
     keep = np.unpackbits(mask, bitorder="little")[: dy.size].astype(bool)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):
         dx[...] = dy * _factors(keep, p, dy.dtype).reshape(dy.shape)
 
 

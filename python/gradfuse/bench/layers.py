@@ -16,6 +16,12 @@ mask bit; backward 8.125), next to the machine's read-modify-write bandwidth mea
 layers and GEMM are compute-bound and reported in GFLOP/s (the table's FLOPs: 2 N in out per GEMM), next to the FMA
 units' peak measured here.
 
+bf16 rows (issue 12): the same kernels on ml_dtypes.bfloat16 data (batch norm's per-channel arrays
+stay float32), their bytes at 2 B per data element; next to them, interleaved in the same
+measurement, gradfuse's float32 call ("fp32" column) and torch on bfloat16 tensors, which is what
+torch.autocast gives these layers (autocast leaves batch_norm and dropout to their input's dtype,
+bf16 after an autocast Linear; batch_norm then keeps float32 weights and running statistics).
+
 Targets (the layer issue): dropout forward+backward >= 25x faster than torch; batch norm
 forward+backward >= 2x faster than torch; dense + ReLU forward+backward at least as fast as torch,
 and GEMM at >= 0.9x the better of numpy.matmul and torch.mm.
@@ -41,6 +47,8 @@ HELP = "batch norm, dropout, dense + ReLU and GEMM against the NumPy twins and t
 
 BN_SHAPES = [(256, 4096), (4096, 1024), (64, 64, 32, 32)]
 BN_SHAPES_QUICK = [(64, 256), (16, 8, 8, 8)]
+BN_SHAPES_BF16 = [(4096, 1024)]
+BN_SHAPES_BF16_QUICK = [(64, 256)]
 DROPOUT_N = 16 * 2**20
 DROPOUT_N_QUICK = 2**18
 DENSE_SHAPES = [(256, 784, 1024), (256, 1024, 1024), (1024, 4096, 4096)]
@@ -63,20 +71,47 @@ class Case:
 
 
 # ---- the cases ------------------------------------------------------------------------------------------
-def batchnorm_cases(shape, torch, rng) -> list[Case]:
-    c = shape[1]
+def _data(rng, shape, bf16: bool) -> np.ndarray:
     x = rng.standard_normal(shape, dtype=np.float32)
-    dy = rng.standard_normal(shape, dtype=np.float32)
+    return x.astype(_bfloat16()) if bf16 else x
+
+
+def _bfloat16():
+    import ml_dtypes
+
+    return ml_dtypes.bfloat16
+
+
+def _to_torch(torch, a: np.ndarray):
+    """A torch tensor of a's data (bfloat16: a's bits viewed as torch.bfloat16, no copy)."""
+    if a.dtype.kind == "V":
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
+
+
+def _bytes(kernel: str, bf16: bool) -> float:
+    return (
+        KERNELS[kernel].bytes_per_element(itemsize=2, wide_itemsize=4) if bf16 else KERNELS[kernel].bytes_per_element()
+    )
+
+
+def batchnorm_cases(shape, torch, rng, bf16: bool = False) -> list[Case]:
+    """bf16: x, y, dy, dx in bfloat16 (the per-channel arrays float32), with gradfuse's float32 call
+    as the "fp32" cell."""
+    c = shape[1]
+    x, dy = _data(rng, shape, bf16), _data(rng, shape, bf16)
     w, b = np.ones(c, np.float32), np.zeros(c, np.float32)
     rm, rv = np.zeros(c, np.float32), np.ones(c, np.float32)
     y, dx = np.empty_like(x), np.empty_like(x)
     sm, si, dw, db = (np.empty(c, np.float32) for _ in range(4))
+    x32, dy32 = (x.astype(np.float32), dy.astype(np.float32)) if bf16 else (x, dy)  # the "fp32" cell's data
+    y32, dx32 = (np.empty_like(x32), np.empty_like(x32)) if bf16 else (y, dx)
 
-    def forward():
+    def forward(x=x, y=y):
         gf.ops.batchnorm_forward(x, w, b, rm, rv, y, sm, si, training=True, momentum=0.1, eps=1e-5)
 
-    def both():
-        forward()
+    def both(x=x, y=y, dy=dy, dx=dx):
+        forward(x, y)
         gf.ops.batchnorm_backward(dy, x, w, sm, si, dx, dw, db, training=True)
 
     def twin(fn):
@@ -87,20 +122,23 @@ def batchnorm_cases(shape, torch, rng) -> list[Case]:
         return run
 
     n = x.size
-    name = f"batchnorm {shape}"
-    fwd_bytes = KERNELS["batchnorm_forward"].bytes_per_element() * n
+    name = f"batchnorm {shape}" + (" bf16" if bf16 else "")
+    fwd_bytes = _bytes("batchnorm_forward", bf16) * n
     fwd = Case(name, "batchnorm", "forward", "GB/s", fwd_bytes, {"gradfuse": forward, "numpy": twin(forward)})
     fb = Case(
         name,
         "batchnorm",
         "forward+backward",
         "GB/s",
-        fwd_bytes + KERNELS["batchnorm_backward"].bytes_per_element() * n,
+        fwd_bytes + _bytes("batchnorm_backward", bf16) * n,
         {"gradfuse": both, "numpy": twin(both)},
         target="torch >= 2x",
     )
+    if bf16:
+        fwd.impls["fp32"] = lambda: forward(x32, y32)
+        fb.impls["fp32"] = lambda: both(x32, y32, dy32, dx32)
     if torch is not None:
-        tx, tdy = torch.from_numpy(x), torch.from_numpy(dy)
+        tx, tdy = _to_torch(torch, x), _to_torch(torch, dy)
         tw, tb = torch.ones(c, requires_grad=True), torch.zeros(c, requires_grad=True)
         trm, trv = torch.zeros(c), torch.ones(c)
         F = torch.nn.functional
@@ -119,18 +157,20 @@ def batchnorm_cases(shape, torch, rng) -> list[Case]:
     return [fwd, fb]
 
 
-def dropout_cases(n, torch, rng) -> list[Case]:
-    x = rng.standard_normal(n, dtype=np.float32)
-    dy = rng.standard_normal(n, dtype=np.float32)
+def dropout_cases(n, torch, rng, bf16: bool = False) -> list[Case]:
+    """bf16: x, y, dy, dx in bfloat16, with gradfuse's float32 call as the "fp32" cell."""
+    x, dy = _data(rng, n, bf16), _data(rng, n, bf16)
     y, dx = np.empty_like(x), np.empty_like(x)
     mask = np.empty(gf.ops.dropout_mask_bytes(n), np.uint8)
     counter = itertools.count()
+    x32, dy32 = (x.astype(np.float32), dy.astype(np.float32)) if bf16 else (x, dy)  # the "fp32" cell's data
+    y32, dx32 = (np.empty_like(x32), np.empty_like(x32)) if bf16 else (y, dx)
 
-    def forward():
+    def forward(x=x, y=y):
         gf.ops.dropout_forward(x, y, mask, p=0.5, seed=1234, counter=next(counter))
 
-    def both():
-        forward()
+    def both(x=x, y=y, dy=dy, dx=dx):
+        forward(x, y)
         gf.ops.dropout_backward(dy, mask, dx, p=0.5)
 
     def twin(fn):
@@ -140,20 +180,24 @@ def dropout_cases(n, torch, rng) -> list[Case]:
 
         return run
 
-    name = f"dropout p=0.5, {n / 2**20:g}M"
-    fwd_bytes = KERNELS["dropout_forward"].bytes_per_element() * n
+    name = f"dropout p=0.5, {n / 2**20:g}M" + (" bf16" if bf16 else "")
+    # the mask's 1/8 B per element does not scale with the itemsize: 4.125 B in bf16, not 8.125 / 2
+    fwd_bytes = (_bytes("dropout_forward", bf16) + (1 / 16 if bf16 else 0)) * n
     fwd = Case(name, "dropout", "forward", "GB/s", fwd_bytes, {"gradfuse": forward, "numpy": twin(forward)})
     fb = Case(
         name,
         "dropout",
         "forward+backward",
         "GB/s",
-        fwd_bytes + KERNELS["dropout_backward"].bytes_per_element() * n,
+        fwd_bytes + (_bytes("dropout_backward", bf16) + (1 / 16 if bf16 else 0)) * n,
         {"gradfuse": both, "numpy": twin(both)},
         target="torch >= 25x",
     )
+    if bf16:
+        fwd.impls["fp32"] = lambda: forward(x32, y32)
+        fb.impls["fp32"] = lambda: both(x32, y32, dy32, dx32)
     if torch is not None:
-        tx, tdy = torch.from_numpy(x), torch.from_numpy(dy)
+        tx, tdy = _to_torch(torch, x), _to_torch(torch, dy)
         tx_grad = tx.clone().requires_grad_(True)
 
         def t_forward():
@@ -348,6 +392,11 @@ def run(args, limits: dict | None = None) -> dict:
     builders = (
         [lambda s=s: batchnorm_cases(s, torch, rng) for s in (BN_SHAPES_QUICK if quick else BN_SHAPES)]
         + [lambda: dropout_cases(DROPOUT_N_QUICK if quick else DROPOUT_N, torch, rng)]
+        + [
+            lambda s=s: batchnorm_cases(s, torch, rng, bf16=True)
+            for s in (BN_SHAPES_BF16_QUICK if quick else BN_SHAPES_BF16)
+        ]
+        + [lambda: dropout_cases(DROPOUT_N_QUICK if quick else DROPOUT_N, torch, rng, bf16=True)]
         + [lambda s=s: dense_cases(s, torch, rng) for s in (DENSE_SHAPES_QUICK if quick else DENSE_SHAPES)]
         + [lambda: loss_cases(LOSS_SHAPE_QUICK if quick else LOSS_SHAPE, torch, rng)]
         + [lambda: clip_cases(CLIP_N_QUICK if quick else CLIP_N, torch, rng)]
@@ -424,7 +473,8 @@ def report(result) -> str:
         "after each call instead of spinning)",
         "",
     ]
-    headers = ["workload", "pass", "gradfuse ms", "rate", "of limit", "numpy ms (x)", "torch ms (x)", "target"]
+    headers = ["workload", "pass", "gradfuse ms", "rate", "of limit", "numpy ms (x)", "torch ms (x)", "fp32 ms (x)"]
+    headers.append("target")
     rows = []
     for r in result["rows"]:
         g = r["cells"]["gradfuse"]
@@ -435,12 +485,12 @@ def report(result) -> str:
             f"{g['rate']:.3g} {r['unit']}",
             f"{100 * g['frac_of_limit']:.0f}%",
         ]
-        for peer in ("numpy", "torch"):
+        for peer in ("numpy", "torch", "fp32"):
             c = r["cells"].get(peer)
             cells.append(f"{c['ms']:.3g} ({c['ms'] / g['ms']:.3g}x)" if c else "-")
         cells.append(_target_met(r))
         rows.append(cells)
-    return "\n".join(head) + H.format_table(headers, rows, right={2, 3, 4, 5, 6})
+    return "\n".join(head) + H.format_table(headers, rows, right={2, 3, 4, 5, 6, 7})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
