@@ -258,3 +258,23 @@ def test_state_dicts_never_hold_copies_and_loading_refreshes_them(tmp_path, back
     train(fresh, fresh_opt)
     for a, b in zip(net.parameters(), fresh.parameters()):
         assert same_bits(a.data, b.data) and same_bits(a.bf16, b.bf16)
+
+
+def test_copies_attached_and_dropped_between_steps_are_seen(backend):
+    """The optimizer rereads its copies only when one was attached or dropped: every way counts."""
+    arrays = make("arrays")
+    opt = gf.optim.Adam(arrays, lr=0.01)
+    step(opt, arrays, 0)
+    copies = opt.make_compute_copies()
+    step(opt, arrays, 1)
+    assert_copies_follow(arrays, copies)
+    opt.set_compute_copies([None] * len(arrays))
+    frozen = [c.copy() for c in copies]
+    step(opt, arrays, 2)
+    assert all(same_bits(a, b) for a, b in zip(frozen, copies))
+    params = make("parameters")
+    opt = gf.optim.Adam(params, lr=0.01)
+    step(opt, params, 0)
+    params[1].bf16 = np.zeros(params[1].shape, BF16)  # assigned directly
+    step(opt, params, 1)
+    assert_copies_follow(params[1:2], [params[1].bf16])

@@ -45,7 +45,7 @@ class Parameter:
         "name",
         "trainable",
         "regularize",
-        "bf16",
+        "_bf16",
         "_arena",
         "_offset",
         "_arena_data",
@@ -68,8 +68,18 @@ class Parameter:
         self._arena_data: np.ndarray | None = None
         self._arena_grad: np.ndarray | None = None
         # The bf16 compute copy (make_bf16_copy), and in an arena its view into arena.bf16.
-        self.bf16: np.ndarray | None = None
+        self._bf16: np.ndarray | None = None
         self._arena_bf16: np.ndarray | None = None
+
+    @property
+    def bf16(self) -> np.ndarray | None:
+        """The bf16 compute copy (ml_dtypes.bfloat16, the shape of .data), or None."""
+        return self._bf16
+
+    @bf16.setter
+    def bf16(self, value) -> None:
+        self._bf16 = value
+        copies_changed()
 
     shape = property(lambda self: self.data.shape)
     dtype = property(lambda self: self.data.dtype)
@@ -125,6 +135,19 @@ class Parameter:
         name = f"{self.name!r}, " if self.name else ""
         frozen = "" if self.trainable else ", trainable=False"
         return f"Parameter({name}shape={self.shape}, dtype={self.dtype}{frozen})"
+
+
+_copies_epoch = [0]
+
+
+def copies_changed() -> None:
+    """A compute copy was attached or dropped somewhere: optimizers read their copies again at
+    their next step (until then they reuse the lists of the last one, at no cost per parameter)."""
+    _copies_epoch[0] += 1
+
+
+def copies_epoch() -> int:
+    return _copies_epoch[0]
 
 
 def _bfloat16() -> np.dtype:

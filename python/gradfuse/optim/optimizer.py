@@ -37,7 +37,7 @@ import numpy as np
 
 from .. import _checks, ops
 from ..errors import KernelError
-from ..nn.parameter import Parameter, _bfloat16
+from ..nn.parameter import Parameter, _bfloat16, copies_changed, copies_epoch
 from ..ops import run_optim
 from ..table import KERNELS, Kernel
 
@@ -90,6 +90,7 @@ class _ArenaRuns:
         self._states: dict = {}
         self._copy_views: list | None = None  # each parameter's view into its arena's bf16 buffer
         self._copies: list | None = None  # the runs' flat views into those buffers
+        self._copies_checked: tuple = (-1, None)  # (copies_epoch(), what copies() returned then)
 
     @classmethod
     def of(cls, params: list):
@@ -112,7 +113,15 @@ class _ArenaRuns:
 
     def copies(self) -> list | None:
         """The runs' flat views into their arenas' bf16 copy buffers, while every parameter's
-        compute copy is its arena view; else None (the copies then go one array per parameter)."""
+        compute copy is its arena view; else None (the copies then go one array per parameter).
+        Checked again only when a compute copy was attached or dropped since the last call."""
+        epoch, result = self._copies_checked
+        if epoch != copies_epoch():
+            result = self._find_copies()
+            self._copies_checked = (copies_epoch(), result)
+        return result
+
+    def _find_copies(self) -> list | None:
         if self._copy_views is None:
             views = [p._arena_bf16 for p in self.objs]
             if any(v is None for v in views):
@@ -179,7 +188,7 @@ def _check_param(param, where: str) -> None:
 class _Group:
     """What the optimizer keeps for one parameter group, beside its dict in param_groups."""
 
-    __slots__ = ("slots", "single_dtype", "arrays", "params", "runs", "fast", "checked")
+    __slots__ = ("slots", "single_dtype", "arrays", "params", "runs", "fast", "checked", "copies_seen")
 
     def __init__(self, slots: list, params: list):
         self.slots = slots
@@ -187,19 +196,27 @@ class _Group:
         # plain arrays never change identity: their list is reused by every step
         self.arrays = None if any(isinstance(p, Parameter) for p in params) else params
         self.params = params if all(isinstance(p, Parameter) for p in params) else None
+        self.copies_seen: tuple = (-1, None, 0)  # (copies_epoch(), copies(), how many are None)
         self.runs = _ArenaRuns.of(params) if self.single_dtype else None
         self.fast: _Fast | None = None
         # (the hyperparameter values last checked, the kernel scalars they gave): checked again
         # only when one of the values is another object (an edit of param_groups, a scheduler)
         self.checked: tuple | None = None
 
-    def copies(self) -> list:
-        """Each slot's compute copy or None (C-level loops where the group is of one kind)."""
-        if self.arrays is not None:
-            return list(map(_SLOT_COPY, self.slots))
-        if self.params is not None:
-            return list(map(_BF16, self.params))
-        return [s.compute_copy for s in self.slots]
+    def copies(self) -> tuple[list, int]:
+        """Each slot's compute copy or None, and how many are None; read again only when a copy
+        was attached or dropped anywhere since the last call (copies_epoch)."""
+        epoch, copies, missing = self.copies_seen
+        if epoch != copies_epoch():
+            if self.arrays is not None:
+                copies = list(map(_SLOT_COPY, self.slots))
+            elif self.params is not None:
+                copies = list(map(_BF16, self.params))
+            else:
+                copies = [s.compute_copy for s in self.slots]
+            missing = sum(map(_IS_NONE, copies))
+            self.copies_seen = (copies_epoch(), copies, missing)
+        return copies, missing
 
 
 class _Fast:
@@ -484,8 +501,7 @@ class Optimizer:
             slots = rec.slots
             gs = grads[pos : pos + len(slots)]
             pos += len(slots)
-            copies = rec.copies()
-            missing = sum(map(_IS_NONE, copies))
+            copies, missing = rec.copies()
             fast = rec.fast
             if (
                 fast is not None
@@ -667,6 +683,7 @@ class Optimizer:
                 slot.obj.bf16 = c
             else:
                 slot.copy = c
+        copies_changed()
         self.refresh_compute_copies()
 
     def make_compute_copies(self) -> list:
@@ -683,6 +700,7 @@ class Optimizer:
                 else:
                     if slot.copy is None:
                         slot.copy = np.empty(slot.data.shape, _bfloat16())
+                        copies_changed()
                     slot.copy[...] = slot.data.astype(slot.copy.dtype)
                     out.append(slot.copy)
         return out
