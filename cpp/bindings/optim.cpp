@@ -122,13 +122,13 @@ void bind_optim(py::module_& m) {
 
   m.def(
       "_touch",
-      [](py::handle params, py::handle grads, py::handle s0, py::handle s1, py::handle s2) {
-        return step("_touch", py::make_tuple("params", "grads", "s0", "s1", "s2"),
-                    py::make_tuple(params, grads, s0, s1, s2), py::dict(), false);
+      [](py::handle params, py::handle grads, py::handle s0, py::handle s1, py::handle s2, py::handle copies) {
+        return step("_touch", py::make_tuple("params", "grads", "s0", "s1", "s2", "copies"),
+                    py::make_tuple(params, grads, s0, s1, s2, copies), py::dict(), false);
       },
-      "params"_a, "grads"_a, "s0"_a = py::none(), "s1"_a = py::none(), "s2"_a = py::none(),
-      "Benchmark ceiling: the memory traffic of an optimizer step with these arrays (p += 0*g, s += 0*g), "
-      "no math. Not a training kernel.");
+      "params"_a, "grads"_a, "s0"_a = py::none(), "s1"_a = py::none(), "s2"_a = py::none(), "copies"_a = py::none(),
+      "Benchmark ceiling: the memory traffic of an optimizer step with these arrays (p += 0*g, s += 0*g, "
+      "and the bf16 copies of p when given), no math. Not a training kernel.");
 
   m.def(
       "all_finite",

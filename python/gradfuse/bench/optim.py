@@ -386,7 +386,7 @@ def run_copies(torch, mode: Mode, mode_name: str, repeats: int, sleep_s: float) 
         plain, mixed, cast = p0.copy(), p0.copy(), p0.copy()
         opt_plain, opt_mixed, opt_cast = (gf.optim.Adam([a], lr=LR) for a in (plain, mixed, cast))
         opt_mixed.make_compute_copies()
-        cast_copy = np.empty(n, bf16)
+        cast_copy, touch_copy = np.empty(n, bf16), np.empty(n, bf16)
         m, v = np.zeros_like(p0), np.zeros_like(p0)
 
         def step_then_cast():
@@ -398,6 +398,7 @@ def run_copies(torch, mode: Mode, mode_name: str, repeats: int, sleep_s: float) 
             "adam+copies": lambda: opt_mixed.step([g]),
             "adam, then cast": step_then_cast,
             "touch": lambda: _core._touch(p0, g, m, v),
+            "touch+copies": lambda: _core._touch(p0, g, m, v, copies=touch_copy),
         }
         keep = []
         if torch is not None:
@@ -422,7 +423,7 @@ def run_copies(torch, mode: Mode, mode_name: str, repeats: int, sleep_s: float) 
             {
                 "params": n,
                 "ms": ms,
-                "bytes_per_param": {"adam": 28, "adam+copies": 30, "touch": 28},
+                "bytes_per_param": {"adam": 28, "adam+copies": 30, "touch": 28, "touch+copies": 30},
                 "vs_adam": {k: (x / base if base else None) for k, x in ms.items()},
                 "errors": measured.errors,
             }
@@ -649,7 +650,15 @@ def report(result: dict, long: bool = False) -> str:
             "Adam with bf16 compute copies (fp32, one tensor; ms per step, median; x: time / the plain step): "
             "written in the pass (30 B/param) vs a separate cast pass"
         )
-        order = ("adam", "adam+copies", "adam, then cast", "torch fused", "torch fused, then cast", "touch")
+        order = (
+            "adam",
+            "adam+copies",
+            "adam, then cast",
+            "torch fused",
+            "torch fused, then cast",
+            "touch",
+            "touch+copies",
+        )
         names = [n for n in order if any(n in r["ms"] for r in result["copies"])]
         table = [
             [
