@@ -247,7 +247,13 @@ def build(
     example = example or examples(row)[0]
     s = scalars_of(row, example, **(scalars or {}))
     d = dict(example.dims, **(dims or {}))
-    present = [a.name for a in row.arrays if row.used(a, s) and (optional or not a.optional or a.when is not None)]
+    present = [
+        a.name
+        for a in row.arrays
+        if row.used(a, s)
+        and (optional or not a.optional or a.when is not None)
+        and not (a.dtype == "bfloat16" and np.dtype(dtype) != np.float32)  # bf16 copies: beside float32 only
+    ]
     shape = shapes_of(row, s, d, shapes, present)
     classes = None
     for a in row.arrays:  # class labels index the last axis of the first floating array read

@@ -160,6 +160,19 @@ def _twice(name):
     return mutate
 
 
+def _float64_masters(row):
+    """Every floating array float64 (the call's dtype), the bfloat16 ones left as they are."""
+
+    def mutate(values):
+        for a in row.arrays:
+            v = values[a.name]
+            if a.floating and v is not None:
+                values[a.name] = [x.astype(np.float64) for x in v] if isinstance(v, list) else v.astype(np.float64)
+        return True
+
+    return mutate
+
+
 def _shape_bound(row, spec, present) -> bool:
     """Whether the array's shape is tied to another's: its own rule, or another array's like:/rule."""
     if spec.shape is not None:
@@ -216,6 +229,8 @@ def bad_cases():
                     yield row, f"{w.name}-overlaps-{o.name}", _alias(w.name, o.name, 1), ValueError, None
                 elif not w.floating:  # a written mask / output over another argument's bytes
                     yield row, f"{w.name}-inside-{o.name}", _bytes_of(w.name, o.name), ValueError, None
+        if any(a.dtype == "bfloat16" for a in present):  # bf16 compute copies need float32 masters
+            yield row, "bfloat16-beside-float64", _float64_masters(row), TypeError, "copies"
         for spec in row.scalars:
             bad = BAD_SCALAR_TYPES[spec.type] + (() if spec.nullable else (None,))
             for value in bad:

@@ -69,7 +69,7 @@ def call(fn, problem, bare=False):
 def assert_bitwise_equal(a, b, err_msg):
     """np.testing.assert_array_equal, and beyond it the same bits (it lets -0.0 == 0.0 pass)."""
     assert a.dtype == b.dtype and a.shape == b.shape, err_msg
-    bits = np.uint32 if a.dtype == np.float32 else np.uint64
+    bits = {2: np.uint16, 4: np.uint32, 8: np.uint64}[a.dtype.itemsize]  # bf16 copies: 2
     if np.array_equal(a.view(bits), b.view(bits)):
         return
     np.testing.assert_array_equal(a, b, err_msg=err_msg)
@@ -81,12 +81,19 @@ def assert_bitwise_equal(a, b, err_msg):
 
 
 def assert_problems_equal(got, want, what):
-    """Every array of two calls (params, grads, every state list), bitwise."""
+    """Every array of two calls (params, grads, every state list, the bf16 copies), bitwise."""
     assert [k for k, _ in lists_of(got)] == [k for k, _ in lists_of(want)], what
     for (name, a_list), (_, b_list) in zip(lists_of(got), lists_of(want)):
         assert len(a_list) == len(b_list), what
         for i, (a, b) in enumerate(zip(a_list, b_list)):
             assert_bitwise_equal(a, b, err_msg=f"{what}: {name}[{i}]")
+    assert_copies_follow(got, what)
+
+
+def assert_copies_follow(problem, what):
+    """After a step, each bf16 copy is bitwise its parameter rounded by ml_dtypes (nearest even)."""
+    for i, (p, c) in enumerate(zip(problem["params"], problem.get("copies") or ())):
+        assert_bitwise_equal(c, p.astype(kc.BF16), err_msg=f"{what}: copies[{i}] vs params[{i}].astype(bfloat16)")
 
 
 def assert_cpp_equals_twin(case_id, dtype, shapes, extra=None, bare=False, subnormals=True):
@@ -238,7 +245,8 @@ def test_arena_views_match_separate_arrays(case_id, dtype, layout, isa):
     def lay(name):
         return layout if layout != "reversed" or name == names[-1] else "contiguous"
 
-    arena = {k: (arena_views(v, lay(k), dtype) if isinstance(v, list) else v) for k, v in start.items()}
+    # each list in its own dtype: the bf16 copies form a bf16 arena beside the float32 ones
+    arena = {k: (arena_views(v, lay(k), v[0].dtype) if isinstance(v, list) else v) for k, v in start.items()}
     assert call(op.cpp, separate) is True
     assert call(op.cpp, arena) is True
     assert_problems_equal(arena, separate, f"{case_id} {layout} arena vs separate arrays")

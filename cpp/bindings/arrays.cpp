@@ -184,6 +184,16 @@ void check_array(const std::string& fn, PyObject* o, DtypeRule rule, DtypeState&
                      " (one call takes one dtype)",
                  out.name, out.index, dtypes.first, other_index);
     }
+  } else if (rule.kind == 'b') {
+    if (!(descr->type_num >= 256 && bfloat16_type() &&
+          descr->typeobj == reinterpret_cast<PyObject*>(bfloat16_type())) ||
+        descr->byteorder == '>')
+      type_error(fn, "{arg} has dtype " + dtype() + "; expected bfloat16", out.name, out.index);
+    if (dtypes.set && dtypes.dtype != DType::f32)
+      type_error(fn,
+                 "{arg} is bfloat16 but {other} is " + std::string(dtype_name(dtypes.dtype)) +
+                     " (bfloat16 copies need float32 masters)",
+                 out.name, out.index, dtypes.first, dtypes.first_index);
   } else {
     const py::dtype dt = py::reinterpret_borrow<py::dtype>(arr->descr);
     if (dt.kind() != rule.kind || dt.itemsize() != rule.itemsize || dt.byteorder() == '>')
@@ -276,6 +286,7 @@ TensorLists::TensorLists(const std::string& fn, std::vector<TensorArg> args, boo
   const size_t nargs = args.size();
   present_.assign(nargs, false);
   base_.resize(nargs);
+  for (const TensorArg& arg : args) rules_.push_back(arg.rule);
   // Every array of the call, list after list: items[start[a] + i] is argument a's i-th.
   std::vector<Checked> items;
   std::vector<size_t> start(nargs + 1, 0);
@@ -352,7 +363,8 @@ TensorLists::TensorLists(const std::string& fn, std::vector<TensorArg> args, boo
   std::vector<size_t> lists;
   for (size_t a = 0; a < nargs; ++a)
     if (present_[a]) lists.push_back(a), base_[a].reserve(count);
-  const int64_t itemsize = bind::itemsize(dtypes_.dtype);
+  std::vector<int64_t> itemsize(nargs);
+  for (size_t a = 0; a < nargs; ++a) itemsize[a] = args[a].rule.kind == 'b' ? 2 : bind::itemsize(dtypes_.dtype);
   std::vector<const char*> seg_end(nargs, nullptr);
   offset_.reserve(count + 1);
   for (size_t i = 0; i < count; ++i) {
@@ -365,7 +377,7 @@ TensorLists::TensorLists(const std::string& fn, std::vector<TensorArg> args, boo
       for (size_t a : lists) base_[a].push_back(items[start[a] + i].data);
     }
     offset_.back() += size;
-    for (size_t a : lists) seg_end[a] = items[start[a] + i].data + size * itemsize;
+    for (size_t a : lists) seg_end[a] = items[start[a] + i].data + size * itemsize[a];
   }
 }
 

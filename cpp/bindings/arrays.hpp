@@ -87,9 +87,11 @@ void check_closed_unit(const std::string& fn, const char* name, double x);  // i
 //   kReal      "real": the same, or bfloat16 (ml_dtypes.bfloat16: bf16 storage, float32 math)
 //   kWide      "wide": the call's dtype, but float32 beside a bfloat16 call (statistics,
 //              accumulators, fp32 masters); the table puts a real array before any wide one
+//   kBf16      "bfloat16": always ml_dtypes.bfloat16, and only beside a float32 call (the bf16
+//              compute copies of fp32 masters); TypeError beside float64
 // or a fixed one (kind and itemsize, e.g. 'u', 1 for uint8).
 struct DtypeRule {
-  char kind = 'f';  // 'f': the call's floating dtype; 'w': wide
+  char kind = 'f';  // 'f': the call's floating dtype; 'w': wide; 'b': bfloat16
   int itemsize = 0;
   const char* name = "float32 or float64";
   bool bf16 = false;  // 'f' only: bfloat16 accepted
@@ -97,6 +99,7 @@ struct DtypeRule {
 constexpr DtypeRule kFloating{};
 constexpr DtypeRule kReal{'f', 0, "float32, float64 or bfloat16", true};
 constexpr DtypeRule kWide{'w', 0, "float32 or float64"};
+constexpr DtypeRule kBf16{'b', 2, "bfloat16"};
 constexpr DtypeRule kUint8{'u', 1, "uint8"};
 constexpr DtypeRule kUint32{'u', 4, "uint32"};
 constexpr DtypeRule kInt64{'i', 8, "int64"};
@@ -179,28 +182,38 @@ struct TensorArg {
   py::handle obj;
   bool written;
   bool required = true;
-  DtypeRule rule = kFloating;
+  DtypeRule rule = kFloating;  // kFloating; kReal for bf16 data lists; kBf16 for a list of bf16 copies
 };
 
 // The validated, coalesced lists of one multi-tensor call. args[0] is the first list: every other
 // list has its length, and its i-th array the shape of args[0][i] (unless shapes are free, as for
 // clipping's one list). Arrays adjacent in memory in every list (an arena) are merged into one
-// segment; empty arrays are dropped.
+// segment, each list by its own itemsize (an arena of bf16 copies beside an fp32 arena); empty
+// arrays are dropped.
 class TensorLists {
  public:
   TensorLists(const std::string& fn, std::vector<TensorArg> args, bool check_only = false);
 
   bool empty() const { return offset_.size() <= 1; }
   DType dtype() const { return dtypes_.dtype; }
-  // list[k] <- argument k's segment starts (null when absent).
+  // list[j] <- the j-th floating argument's segment starts (null when absent); copy <- those of the
+  // kBf16 argument, if any.
   template <class T>
   Segments<T> segments() const {
     Segments<T> s;
     s.count = static_cast<int64_t>(offset_.size()) - 1;
     s.offset = offset_.data();
-    for (size_t k = 0; k < base_.size() && k < static_cast<size_t>(kMaxLists); ++k)
-      s.list[k] = present_[k] ? reinterpret_cast<T* const*>(base_[k].data()) : nullptr;
+    size_t j = 0;
+    for (size_t k = 0; k < base_.size(); ++k) {
+      if (rules_[k].kind == 'b') s.copy = starts<bf16>(k);
+      else if (j < static_cast<size_t>(kMaxLists)) s.list[j++] = starts<T>(k);
+    }
     return s;
+  }
+  // Argument k's segment starts as U*, or null when absent.
+  template <class U>
+  U* const* starts(size_t k) const {
+    return present_[k] ? reinterpret_cast<U* const*>(base_[k].data()) : nullptr;
   }
 
  private:
@@ -208,6 +221,7 @@ class TensorLists {
   std::vector<int64_t> offset_{0};        // prefix sums of segment sizes (elements)
   std::vector<std::vector<char*>> base_;  // per argument: the start of each segment
   std::vector<bool> present_;
+  std::vector<DtypeRule> rules_;
   DtypeState dtypes_;
 };
 

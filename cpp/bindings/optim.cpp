@@ -3,8 +3,9 @@
 //   _core.optim_step(algorithm, names, arrays, scalars, skip_nonfinite) -> bool
 //
 // algorithm: a name of GF_OPTIM_ALGORITHMS (cpp/src/optim.cpp); names / arrays: the call's array
-// arguments in the kernel table's order (params, grads, then the states; each an ndarray, a list
-// of them, or None when the call does not use it); scalars: {name: value} for the fields of
+// arguments in the kernel table's order (params, grads, then the states, then optionally "copies",
+// the bf16 compute copies written in the same pass; each an ndarray, a list of them, or None when
+// the call does not use it); scalars: {name: value} for the fields of
 // OptimArgs, already checked against the kernel table by python/gradfuse/_checks.py (gf.ops does
 // it for both backends). Thin: check the arrays (arrays.hpp), release the GIL, call the selected
 // ISA's kernel. Returns False when skip_nonfinite found NaN/Inf in the gradients (nothing was
@@ -76,13 +77,17 @@ OptimArgs parse_scalars(const std::string& fn, py::dict scalars) {
 bool step(const std::string& algorithm, py::tuple names, py::tuple arrays, py::dict scalars, bool skip_nonfinite) {
   const int index = algorithm_index(algorithm);
   const OptimArgs args = parse_scalars(algorithm, scalars);
-  if (names.size() != arrays.size() || arrays.size() < 2 || arrays.size() > static_cast<size_t>(kMaxLists))
-    value_error(algorithm, "expected params, grads and up to " + std::to_string(kMaxStates) + " states", "arrays");
+  const bool copies = names.size() > 2 && py::str(names[names.size() - 1]).cast<std::string>() == "copies";
+  const size_t floating = names.size() - copies;
+  if (names.size() != arrays.size() || floating < 2 || floating > static_cast<size_t>(kMaxLists))
+    value_error(algorithm, "expected params, grads, up to " + std::to_string(kMaxStates) + " states and copies",
+                "arrays");
   std::vector<std::string> keep(names.size());
   std::vector<TensorArg> lists;
   for (size_t i = 0; i < names.size(); ++i) {
     keep[i] = py::str(names[i]);
-    lists.push_back({keep[i].c_str(), arrays[i], i != 1, i < 2});  // grads are read; states may be unused
+    if (i == floating) lists.push_back({keep[i].c_str(), arrays[i], true, false, kBf16});  // bf16 copies, optional
+    else lists.push_back({keep[i].c_str(), arrays[i], i != 1, i < 2});  // grads are read; states may be unused
   }
   TensorLists checked(algorithm, std::move(lists));
   if (checked.empty()) return true;
@@ -117,13 +122,13 @@ void bind_optim(py::module_& m) {
 
   m.def(
       "_touch",
-      [](py::handle params, py::handle grads, py::handle s0, py::handle s1, py::handle s2) {
-        return step("_touch", py::make_tuple("params", "grads", "s0", "s1", "s2"),
-                    py::make_tuple(params, grads, s0, s1, s2), py::dict(), false);
+      [](py::handle params, py::handle grads, py::handle s0, py::handle s1, py::handle s2, py::handle copies) {
+        return step("_touch", py::make_tuple("params", "grads", "s0", "s1", "s2", "copies"),
+                    py::make_tuple(params, grads, s0, s1, s2, copies), py::dict(), false);
       },
-      "params"_a, "grads"_a, "s0"_a = py::none(), "s1"_a = py::none(), "s2"_a = py::none(),
-      "Benchmark ceiling: the memory traffic of an optimizer step with these arrays (p += 0*g, s += 0*g), "
-      "no math. Not a training kernel.");
+      "params"_a, "grads"_a, "s0"_a = py::none(), "s1"_a = py::none(), "s2"_a = py::none(), "copies"_a = py::none(),
+      "Benchmark ceiling: the memory traffic of an optimizer step with these arrays (p += 0*g, s += 0*g, "
+      "and the bf16 copies of p when given), no math. Not a training kernel.");
 
   m.def(
       "all_finite",

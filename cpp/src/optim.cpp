@@ -13,6 +13,7 @@
 // mirrors the NumPy twin (python/gradfuse/_numpy/optim.py) exactly and uses no fma, so results are
 // bitwise equal across ISA paths, thread counts and the twin.
 #include <cmath>
+#include <type_traits>
 
 #include "gradfuse/optim.hpp"
 #include "gradfuse/parallel.hpp"
@@ -365,9 +366,11 @@ struct Touch {
   }
 };
 
-// One vector (or a masked tail of n < width elements) through an update rule.
-template <class T, class Op>
-GF_INLINE void update(const Op& op, T* p, const T* g, T* const* st, int64_t i, int64_t n) {
+// One vector (or a masked tail of n < width elements) through an update rule. kCopy: the updated
+// parameters are also stored, rounded to nearest even, into the bf16 copy c (float32 only: the
+// bindings refuse copies beside float64). The one place where a compute copy is written.
+template <bool kCopy, class T, class Op>
+GF_INLINE void update(const Op& op, T* p, const T* g, T* const* st, bf16* c, int64_t i, int64_t n) {
   using V = Vec<T>;
   const bool full = n == V::width;
   V vp = full ? V::load(p + i) : V::load(p + i, n);
@@ -378,6 +381,10 @@ GF_INLINE void update(const Op& op, T* p, const T* g, T* const* st, int64_t i, i
   op(vp, vg, vs);
   if (full) vp.store(p + i);
   else vp.store(p + i, n);
+  if constexpr (kCopy && std::is_same_v<T, float>) {
+    if (full) vp.store(c + i);
+    else vp.store(c + i, n);
+  }
   for (int k = 0; k < kMaxStates; ++k)
     if (st[k]) {
       if (full) vs[k].store(st[k] + i);
@@ -385,25 +392,27 @@ GF_INLINE void update(const Op& op, T* p, const T* g, T* const* st, int64_t i, i
     }
 }
 
-template <class T, class Op>
+template <bool kCopy, class T, class Op>
 void run(const Op& op, const Segments<T>& s, int threads) {
   constexpr int64_t W = Vec<T>::width;
   parallel_for(s.size(), threads, kGrain, [&](int64_t lo, int64_t hi) {
     for_each_piece(s, lo, hi, [&](int64_t k, int64_t off, int64_t len) {
       T* p = s.list[0][k] + off;
       const T* g = s.list[1][k] + off;
+      bf16* c = kCopy ? s.copy[k] + off : nullptr;
       T* st[kMaxStates];
       for (int j = 0; j < kMaxStates; ++j) st[j] = s.list[2 + j] ? s.list[2 + j][k] + off : nullptr;
       int64_t i = 0;
-      for (; i + W <= len; i += W) update(op, p, g, st, i, W);
-      if (i < len) update(op, p, g, st, i, len - i);
+      for (; i + W <= len; i += W) update<kCopy>(op, p, g, st, c, i, W);
+      if (i < len) update<kCopy>(op, p, g, st, c, i, len - i);
     });
   });
 }
 
 template <class T, template <class> class Op>
 void run_algorithm(const OptimArgs& args, const Segments<T>& s, int threads) {
-  run(Op<T>(args), s, threads);
+  if (s.copy) run<true>(Op<T>(args), s, threads);
+  else run<false>(Op<T>(args), s, threads);
 }
 
 // The algorithms optim_step knows: the kernel table's name and the functor. _touch reads and

@@ -186,6 +186,10 @@ def _dtype_of(fn: str, item: _Item) -> str | None:
         if dt.byteorder == ">":
             _fail_type(fn, f"{{arg}} is big-endian; expected native {_FLOATING[want]}", item)
         return "float32" if dt.itemsize == 4 else "float64"
+    if want == "bfloat16":
+        if not is_bfloat16(dt) or dt.byteorder == ">":
+            _fail_type(fn, f"{{arg}} has dtype {dt}; expected bfloat16", item)
+        return None
     expected = np.dtype(want)
     if dt.kind != expected.kind or dt.itemsize != expected.itemsize or dt.byteorder == ">":
         _fail_type(fn, f"{{arg}} has dtype {dt}; expected {want}", item)
@@ -345,6 +349,14 @@ def arrays(row: Kernel, values: dict, scalars_: dict) -> dict:
                 _fail_type(fn, f"{{arg}} must be a numpy.ndarray, got {type(a).__name__}", spec.name, index)
             item = _Item(spec, a, index)
             kind = _dtype_of(fn, item)
+            if spec.dtype == "bfloat16" and dtype is not None and dtype != "float32":
+                _fail_type(
+                    fn,
+                    f"{{arg}} is bfloat16 but {{other}} is {dtype} (bfloat16 copies need float32 masters)",
+                    item,
+                    other=first_float.spec.name,
+                    other_index=first_float.index,
+                )
             if kind is not None:
                 if spec.dtype == "wide" and dtype == "bfloat16":
                     if kind != "float32":

@@ -14,7 +14,8 @@ Bad inputs (the same on both backends; the generated tests check every kernel):
 - TypeError (gradfuse.errors.KernelTypeError, which carries the kernel, the argument and its
   index): an argument of the wrong type (not an ndarray, a str for a number, a float for an
   int), an array of the wrong dtype (int, float16, complex, object, big-endian, float64 mixed
-  with float32; uint8 masks, int64 labels, uint32 counters where those are asked for).
+  with float32; uint8 masks, int64 labels, uint32 counters where those are asked for; an
+  optimizer's bfloat16 `copies` beside float64 params: bf16 compute copies need float32 masters).
 - ValueError (gradfuse.errors.KernelValueError): a non-C-contiguous array (strided,
   Fortran-ordered, a broadcast view), a read-only array that is written, a wrong shape, a written
   array that shares memory with any other argument (except the documented in-place pairs: y may BE

@@ -6,7 +6,9 @@ A row (Kernel) lists the kernel's arguments in signature order:
   place, STATE: an optimizer's state, updated in place and kept between steps), its dtype rule
   ("float": the call's one floating dtype, float32 or float64; "real": the same or bfloat16, the
   ml_dtypes dtype, stored in bf16 and computed in float32; "wide": the call's dtype, but float32
-  in a bfloat16 call: statistics, accumulators, fp32 masters; or a fixed dtype such as "uint8"),
+  in a bfloat16 call: statistics, accumulators, fp32 masters; or a fixed dtype such as "uint8", or
+  "bfloat16": always ml_dtypes.bfloat16 and only beside a float32 call, the bf16 compute copies of
+  fp32 masters),
   its shape rule (below), whether it may be None, whether it is a list of arrays (multi-tensor
   kernels), which argument it may be exactly (in place), and what valid data looks like.
 - Scalar: a number, flag or name with its type, default, valid range and message, and for the
@@ -45,6 +47,7 @@ from typing import Callable
 
 READ, WRITE, UPDATE, STATE = "read", "write", "update", "state"
 FLOATING = ("float", "real", "wide")  # the floating dtype rules (Array.dtype); the others are fixed dtypes
+FIXED_ITEMSIZE = {"bfloat16": 2, "uint8": 1, "uint32": 4, "int64": 8}
 
 
 class _NoDefault:
@@ -234,11 +237,12 @@ class Kernel:
             raise ValueError(f"{self.name}: a 'wide' array before the first 'float'/'real' one")
 
     def bytes_per_element(
-        self, itemsize: int = 4, scalars: dict | None = None, wide_itemsize: int | None = None
+        self, itemsize: int = 4, scalars: dict | None = None, wide_itemsize: int | None = None, given: tuple = ()
     ) -> float:
         """Bytes the kernel moves per element (per parameter, for an optimizer) in a dtype of this
         itemsize (wide arrays: wide_itemsize, 4 beside bf16): each element of a READ or WRITE array
-        once, of an UPDATE or STATE one twice (read and write), for the arrays the scalars use."""
+        once, of an UPDATE or STATE one twice (read and write), for the arrays the scalars use;
+        optional fixed-dtype arrays (an optimizer's bf16 copies) only when named in `given`."""
         if self.bytes is not None:
             return self.bytes * itemsize / 4
         scalars = {**self.defaults(), **(scalars or {})}
@@ -246,7 +250,11 @@ class Kernel:
         for a in self.arrays:
             if a.floating and self.used(a, scalars):
                 size = (wide_itemsize or itemsize) if a.dtype == "wide" else itemsize
-                total += size * (2 if a.role in (UPDATE, STATE) else 1)
+            elif not a.floating and (not a.optional or a.name in given):
+                size = FIXED_ITEMSIZE[a.dtype]
+            else:
+                continue
+            total += size * (2 if a.role in (UPDATE, STATE) else 1)
         return total
 
 
@@ -310,10 +318,13 @@ def _flag(name: str, hyper: bool = True) -> Scalar:
 _STEP = Scalar("step", "int", range=STEP)
 # Every optimizer kernel ends with these: the gradient prologue (divide by grad_scale, negate when
 # maximizing) and the all-or-nothing NaN/Inf check.
+# copies: the bf16 compute copies of float32 parameters (mixed precision: fp32 masters, bf16
+# weights for the forward pass), written in the same pass; never beside float64 parameters.
 _OPTIM_TAIL = (
     _flag("maximize"),
     Scalar("grad_scale", default=None, nullable=True, range=SCALE),
     _flag("skip_nonfinite", hyper=False),
+    Array("copies", WRITE, shape="like:params", dtype="bfloat16", optional=True, default=None, many=True),
 )
 _ADAM_FAMILY = lambda lr: (_STEP, _lr(lr), *_betas(0.9, 0.999), _eps(1e-8), _weight_decay())  # noqa: E731
 
@@ -321,7 +332,9 @@ _OPTIM_DOC = (
     "Updates params and the state lists in place, reads grads (one list per argument: an array or "
     "a list of arrays, the i-th of each the shape of params[i]); one call is one fused pass over all "
     "of them. Returns False only when skip_nonfinite found NaN/Inf in the (scaled) gradients: then "
-    "nothing was written."
+    "nothing was written. copies (optional, float32 params only): ml_dtypes.bfloat16 arrays, one per "
+    "parameter, into which the same pass writes the updated parameters rounded to nearest even "
+    "(bitwise params.astype(bfloat16)); a skipped step leaves them alone."
 )
 
 

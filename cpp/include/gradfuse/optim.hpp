@@ -17,6 +17,10 @@
 // (scaled) gradient is NaN or Inf the call writes nothing and returns false.
 // all_finite (that check on its own) takes float32, float64 or bf16 arrays (one dtype per call):
 // bf16 read into float32 lanes (exact), divided by grad_scale in float32 (as the widened arrays).
+// Compute copies (Segments::copy, optional, float32 parameters only): the same pass also stores
+// each updated parameter, rounded to nearest even (bf16.hpp, ml_dtypes' rounding), into its bf16
+// copy: 2 more bytes per parameter (Adam: 28 -> 30), bitwise params.astype(bfloat16) afterwards.
+// A skipped step leaves the copies alone too.
 // Threading: OpenMP, parallel over the concatenated elements; the GIL is released by the bindings.
 // The arguments are checked before the call: the arrays by the bindings, the scalars by the kernel
 // table's checker (python/gradfuse/_checks.py) for both backends.

@@ -4,7 +4,9 @@
 // space, the concatenation of all their elements, cut into segments of memory-adjacent arrays (the
 // bindings merge neighbours: an arena is one segment). list[k] holds argument k's start of each
 // segment: params, grads and states for an optimizer; grads for clipping; params and grads for a
-// penalty. Lists that are only read are never written through their pointers.
+// penalty. Lists that are only read are never written through their pointers. copy: an optional
+// list of another itemsize, bf16 arrays beside list[0] (an optimizer's compute copies of its
+// parameters, written in the same pass), with the same segment boundaries.
 //
 // In the kernels (each compiled per ISA):
 // parallel_for(n, threads, grain, f) calls f(lo, hi) on disjoint blocks that cover [0, n): one
@@ -19,6 +21,8 @@
 
 #include <cstdint>
 
+#include "gradfuse/bf16.hpp"
+
 namespace gf {
 
 constexpr int kMaxLists = 5;  // params, grads and up to three optimizer states
@@ -28,6 +32,7 @@ struct Segments {
   int64_t count = 0;                // number of segments
   const int64_t* offset = nullptr;  // count + 1 prefix sums of segment sizes (elements)
   T* const* list[kMaxLists] = {};   // per argument: the start of each segment, or null when absent
+  bf16* const* copy = nullptr;      // the start of each segment of the bf16 copies, or null
   int64_t size() const { return count ? offset[count] : 0; }
 };
 

@@ -40,15 +40,18 @@ def _finite(grads, scale) -> bool:
 @quiet
 def step(row, args: dict) -> bool:
     """One multi-tensor call of optimizer `row` with checked arguments (lists of arrays, converted
-    scalars): False, writing nothing, when skip_nonfinite finds NaN/Inf in the scaled gradients."""
+    scalars): False, writing nothing, when skip_nonfinite finds NaN/Inf in the scaled gradients.
+    Then each bf16 compute copy (if given) becomes its updated parameter, rounded once."""
     a = SimpleNamespace(**{s.name: args[s.name] for s in row.scalars})
-    params, grads = args["params"], args["grads"]
+    params, grads, copies = args["params"], args["grads"], args.get("copies")
     if a.skip_nonfinite and not _finite(grads, a.grad_scale):
         return False
     states = [args[s.name] for s in row.states]
     update = UPDATES[row.name](a)
     for i, (p, g) in enumerate(zip(params, grads)):
         update(p, _grad(g, a.grad_scale, a.maximize), *[None if s is None else s[i] for s in states])
+        if copies is not None:
+            copies[i][...] = p.astype(copies[i].dtype)  # ml_dtypes: round to nearest even
     return True
 
 

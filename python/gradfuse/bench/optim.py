@@ -330,7 +330,7 @@ def run_overhead(torch, mode: Mode, repeats: int, sleep_s: float, algorithms, pr
             for a in row.states
             if a.state_key in algo.states
         }
-        arrays = (built.arrays, built.grads, *(states.get(a.state_key) for a in row.states))
+        arrays = (built.arrays, built.grads, *(states.get(a.state_key) for a in row.states), None)  # no copies
         impls = {
             "gradfuse step": lambda opt=opt: opt.step(built.grads),
             "kernel only": lambda: _core.optim_step(row.name, names, arrays, native, False),
@@ -366,6 +366,69 @@ def run_overhead(torch, mode: Mode, repeats: int, sleep_s: float, algorithms, pr
         row["python_overhead_us_per_tensor"] = row["python_overhead_us"] / OVERHEAD_TENSORS
         rows.append(row)
         del opt, keep, impls
+    return rows
+
+
+# Mixed precision: Adam writing bf16 compute copies in its pass (30 B/param) against the plain step
+# (28 B), a step followed by a separate cast pass, and torch's fused Adam + a cast into bf16.
+COPIES_SIZES = {"smoke": (2**14,), "quick": (2**20,), "default": (2**20, 16 * 2**20), "full": (2**20, 16 * 2**20)}
+
+
+def run_copies(torch, mode: Mode, mode_name: str, repeats: int, sleep_s: float) -> list[dict]:
+    """ms per Adam step over one float32 tensor of n params, with and without bf16 copies."""
+    import ml_dtypes
+
+    bf16 = np.dtype(ml_dtypes.bfloat16)
+    rows = []
+    for n in COPIES_SIZES[mode_name]:
+        rng = np.random.default_rng(5)
+        p0, g = rng.standard_normal(n, dtype=np.float32), rng.standard_normal(n, dtype=np.float32)
+        plain, mixed, cast = p0.copy(), p0.copy(), p0.copy()
+        opt_plain, opt_mixed, opt_cast = (gf.optim.Adam([a], lr=LR) for a in (plain, mixed, cast))
+        opt_mixed.make_compute_copies()
+        cast_copy, touch_copy = np.empty(n, bf16), np.empty(n, bf16)
+        m, v = np.zeros_like(p0), np.zeros_like(p0)
+
+        def step_then_cast():
+            opt_cast.step([g])
+            cast_copy[...] = cast.astype(bf16)  # ml_dtypes' cast: NumPy, one thread
+
+        impls = {
+            "adam": lambda: opt_plain.step([g]),
+            "adam+copies": lambda: opt_mixed.step([g]),
+            "adam, then cast": step_then_cast,
+            "touch": lambda: _core._touch(p0, g, m, v),
+            "touch+copies": lambda: _core._touch(p0, g, m, v, copies=touch_copy),
+        }
+        keep = []
+        if torch is not None:
+            tp = torch.from_numpy(p0.copy())
+            tp.grad = torch.from_numpy(g)
+            topt = torch.optim.Adam([tp], lr=LR, fused=True)
+            tcopy = torch.empty(n, dtype=torch.bfloat16)
+            keep += [tp, topt, tcopy]
+
+            def torch_step_then_cast():
+                topt.step()
+                tcopy.copy_(tp)  # as tp.to(torch.bfloat16), into a kept buffer
+
+            impls["torch fused"] = topt.step
+            impls["torch fused, then cast"] = torch_step_then_cast
+        measured = H.measure_interleaved(
+            impls, repeats=repeats, warmup=mode.warmup, min_sample_s=mode.min_sample_s, sleep_s=sleep_s
+        )
+        ms = {k: t.median * 1e3 for k, t in measured.timings.items()}
+        base = ms.get("adam")
+        rows.append(
+            {
+                "params": n,
+                "ms": ms,
+                "bytes_per_param": {"adam": 28, "adam+copies": 30, "touch": 28, "touch+copies": 30},
+                "vs_adam": {k: (x / base if base else None) for k, x in ms.items()},
+                "errors": measured.errors,
+            }
+        )
+        del keep
     return rows
 
 
@@ -433,6 +496,9 @@ def run(args, remote=None) -> dict:
             del built
             gc.collect()
         result["overhead"] = run_overhead(torch, mode, repeats, sleep_s, algorithms, progress)
+        if any(a.name == "Adam" for a in algorithms):
+            progress.begin("Adam with bf16 copies")
+            result["copies"] = run_copies(torch, mode, mode_name, repeats, sleep_s)
     finally:
         progress.close()
     result["elapsed_s"] = time.perf_counter() - t_start
@@ -578,6 +644,30 @@ def report(result: dict, long: bool = False) -> str:
                 ]
             )
         lines.append(H.format_table(headers, table, right=set(range(1, len(headers)))))
+    if result.get("copies"):
+        lines.append("")
+        lines.append(
+            "Adam with bf16 compute copies (fp32, one tensor; ms per step, median; x: time / the plain step): "
+            "written in the pass (30 B/param) vs a separate cast pass"
+        )
+        order = (
+            "adam",
+            "adam+copies",
+            "adam, then cast",
+            "torch fused",
+            "torch fused, then cast",
+            "touch",
+            "touch+copies",
+        )
+        names = [n for n in order if any(n in r["ms"] for r in result["copies"])]
+        table = [
+            [
+                _size(r["params"]),
+                *(f"{r['ms'][n]:.2f} ({r['vs_adam'][n]:.2f}x)" if n in r["ms"] else "-" for n in names),
+            ]
+            for r in result["copies"]
+        ]
+        lines.append(H.format_table(["params", *names], table, right=set(range(1, len(names) + 1))))
     for note in result.get("notes", []):
         lines.append(f"note: {note}")
     lines.append(f"\nbench optim took {result['elapsed_s']:.1f} s")

@@ -300,7 +300,9 @@ class Module:
     def load_state_dict(self, state: dict, strict: bool = True) -> None:
         """Copy values in (shapes must match). Everything is checked before anything changes;
         strict refuses missing and unexpected keys. A dict read from a model file (model.save)
-        has its architecture compared with this model's first, as load_weights does."""
+        has its architecture compared with this model's first, as load_weights does. Parameters'
+        bf16 compute copies (Parameter.bf16) are rewritten from the loaded values; the dict never
+        holds them (state_dict() has the fp32 masters only)."""
         if isinstance(state, dict) and isinstance(state.get("format"), str) and state["format"] == MODEL_FORMAT:
             state = _weights_for(self, state, "load_state_dict")
         params = dict(self.named_parameters(remove_duplicate=False))
@@ -321,6 +323,7 @@ class Module:
         for name, p in params.items():
             if name in state:
                 p.data[...] = np.asarray(state[name])
+                p.refresh_bf16()  # a bf16 compute copy follows its master
         for prefix, module in modules.items():
             keys = set(module._local_state()) | module._optional_state_keys()
             cut = len(prefix) + 1 if prefix else 0

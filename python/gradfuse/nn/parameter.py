@@ -5,6 +5,12 @@ same shape, or None). A ParameterArena keeps many parameters in ONE contiguous b
 gradients in a twin buffer: each `.data` and `.grad` is a view into it. An optimizer over arena
 parameters then steps the whole arena in one kernel call over contiguous memory (the bindings
 coalesce adjacent arrays), instead of one call per tensor.
+
+Mixed precision: a float32 Parameter may carry a bf16 compute copy, `.bf16` (an ml_dtypes.bfloat16
+array of its shape, made by `make_bf16_copy()`), which a bf16 forward pass reads. The optimizer
+writes it in the same fused pass as the update (28 -> 30 bytes per parameter for Adam), so no
+cast pass runs before each forward. In an arena the copies form a bf16 arena beside the fp32 one
+(`arena.bf16`), and a step of the whole arena stays one kernel call.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ _ALIGN_BYTES = 64  # a cache line; also AVX-512's vector width
 class Parameter:
     """A trainable array: `.data`, `.grad` (None until a gradient is set), `.name`, `.trainable`,
     `.regularize` (whether penalties and weight decay apply: layers set it False for biases and
-    batch-norm parameters).
+    batch-norm parameters), `.bf16` (the bf16 compute copy, or None: see make_bf16_copy).
 
     No silent copies: an array (or a torch tensor, or anything else with memory of its own) is
     trained IN PLACE, so whoever holds it sees every update. It must therefore already be what the
@@ -33,7 +39,19 @@ class Parameter:
     floats, float32 from ints).
     """
 
-    __slots__ = ("data", "grad", "name", "trainable", "regularize", "_arena", "_offset", "_arena_data", "_arena_grad")
+    __slots__ = (
+        "data",
+        "grad",
+        "name",
+        "trainable",
+        "regularize",
+        "_bf16",
+        "_arena",
+        "_offset",
+        "_arena_data",
+        "_arena_grad",
+        "_arena_bf16",
+    )
 
     def __init__(
         self, data, name: str | None = None, trainable: bool = True, regularize: bool = True, *, copy: bool = False
@@ -49,6 +67,19 @@ class Parameter:
         self._offset = 0
         self._arena_data: np.ndarray | None = None
         self._arena_grad: np.ndarray | None = None
+        # The bf16 compute copy (make_bf16_copy), and in an arena its view into arena.bf16.
+        self._bf16: np.ndarray | None = None
+        self._arena_bf16: np.ndarray | None = None
+
+    @property
+    def bf16(self) -> np.ndarray | None:
+        """The bf16 compute copy (ml_dtypes.bfloat16, the shape of .data), or None."""
+        return self._bf16
+
+    @bf16.setter
+    def bf16(self, value) -> None:
+        self._bf16 = value
+        copies_changed()
 
     shape = property(lambda self: self.data.shape)
     dtype = property(lambda self: self.data.dtype)
@@ -66,6 +97,35 @@ class Parameter:
         elif self.grad is not None:
             self.grad.fill(0)
 
+    def make_bf16_copy(self) -> np.ndarray:
+        """Give this float32 parameter a bf16 compute copy (`.bf16`, ml_dtypes.bfloat16, rounded to
+        nearest even from `.data`) and return it; an existing copy is refreshed and returned. In a
+        ParameterArena, every parameter of the arena gets one, as views into one bf16 arena.
+
+        Every gf.optim optimizer writes `.bf16` in its fused step. When `.data` changes otherwise
+        (an assignment p.data[...] = ..., an initializer, a torch-side update), call
+        refresh_bf16() (or opt.refresh_compute_copies()); Module.load_state_dict does it itself."""
+        if self.data.dtype != np.float32:
+            raise TypeError(f"{self!r}: a bf16 compute copy needs float32 data (an fp32 master), got {self.data.dtype}")
+        if self.bf16 is None:
+            if self._arena is not None:
+                self._arena.make_bf16_copies()
+            else:
+                self.bf16 = self.data.astype(_bfloat16())
+                return self.bf16
+        self.refresh_bf16()
+        return self.bf16
+
+    def refresh_bf16(self) -> None:
+        """Rewrite the bf16 copy from `.data` (nothing when there is none): after `.data` changed
+        outside an optimizer step."""
+        if self.bf16 is not None:
+            self.bf16[...] = self.data.astype(self.bf16.dtype)
+
+    def drop_bf16_copy(self) -> None:
+        """Forget the bf16 copy: optimizers stop writing one."""
+        self.bf16 = None
+
     def __array__(self, dtype=None, copy=None):
         if copy:
             return np.array(self.data, dtype=dtype, copy=True)
@@ -75,6 +135,25 @@ class Parameter:
         name = f"{self.name!r}, " if self.name else ""
         frozen = "" if self.trainable else ", trainable=False"
         return f"Parameter({name}shape={self.shape}, dtype={self.dtype}{frozen})"
+
+
+_copies_epoch = [0]
+
+
+def copies_changed() -> None:
+    """A compute copy was attached or dropped somewhere: optimizers read their copies again at
+    their next step (until then they reuse the lists of the last one, at no cost per parameter)."""
+    _copies_epoch[0] += 1
+
+
+def copies_epoch() -> int:
+    return _copies_epoch[0]
+
+
+def _bfloat16() -> np.dtype:
+    import ml_dtypes  # only when a bf16 copy is asked for
+
+    return np.dtype(ml_dtypes.bfloat16)
 
 
 def _float_dtype(dtype: np.dtype) -> np.dtype:
@@ -150,7 +229,9 @@ class ParameterArena:
     Parameters), or shapes (new zero Parameters). Parameters are laid out in the given order with
     no gaps, so adjacent parameters are adjacent in memory.
 
-    `.data` / `.grad`: the flat buffers; `.parameters`: the Parameters, in order; `len(arena)`.
+    `.data` / `.grad`: the flat buffers; `.parameters`: the Parameters, in order; `len(arena)`;
+    `.bf16`: the flat buffer of the bf16 compute copies (float32 arenas, after make_bf16_copies()),
+    each Parameter's `.bf16` a view into it.
     """
 
     def __init__(self, items, dtype=np.float32):
@@ -186,6 +267,32 @@ class ParameterArena:
             p._arena, p._offset, p._arena_data, p._arena_grad = self, offset, view, grad
             offset += p.size
         self.parameters = params
+        self.bf16: np.ndarray | None = None
+
+    def make_bf16_copies(self) -> np.ndarray:
+        """Give every parameter a bf16 compute copy, as views into one bf16 buffer laid out like
+        the arena (`.bf16`, returned), so that a step of the arena writes them in the same single
+        call. Parameters that already had a copy of their own get a view instead (refreshed)."""
+        if self.dtype != np.float32:
+            raise TypeError(f"ParameterArena: bf16 compute copies need a float32 arena, got {self.dtype}")
+        if self.bf16 is None:
+            self.bf16 = _aligned_zeros(self.size, _bfloat16())
+            for p in self.parameters:
+                p._arena_bf16 = self.bf16[p._offset : p._offset + p.size].reshape(p.shape)
+        for p in self.parameters:
+            p.bf16 = p._arena_bf16
+        self.refresh_bf16()
+        return self.bf16
+
+    def refresh_bf16(self) -> None:
+        """Rewrite every bf16 copy from the fp32 data in one pass (after the data changed outside a
+        step); parameters whose copy is no longer their arena view are refreshed one by one."""
+        if self.bf16 is None:
+            return
+        self.bf16[...] = self.data.astype(self.bf16.dtype)
+        for p in self.parameters:
+            if p.bf16 is not p._arena_bf16:
+                p.refresh_bf16()
 
     def __len__(self) -> int:
         return len(self.parameters)

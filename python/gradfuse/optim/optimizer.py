@@ -10,6 +10,15 @@ as one contiguous segment, and separate arrays go through one multi-tensor call 
 all their elements. Parameters of one group are split into separate calls only when they differ in
 dtype or in their scalar state (a parameter that missed steps because its gradient was None).
 
+Mixed precision: each float32 parameter may have a bf16 compute copy (Parameter.bf16, made by
+Parameter.make_bf16_copy() or ParameterArena.make_bf16_copies(); for plain arrays,
+set_compute_copies / make_compute_copies). The kernel writes the copies in the same pass as the
+update (bitwise params.astype(bfloat16)); arena copies step as one flat view beside the arena.
+Copies are derived data: state_dict() never holds them. When the masters change outside step()
+(an assignment p.data[...] = ..., a torch-side update), call refresh_compute_copies();
+Module.load_state_dict refreshes its parameters' copies itself, and load_state_dict of an
+optimizer does not touch the masters.
+
 A step is all or nothing: when it takes several kernel calls, every call's arguments are checked
 before the first one writes; with skip_nonfinite=True, gradients with NaN/Inf skip the whole step
 (parameters, state and step counters untouched) and step() reports it. One optimizer is stepped by
@@ -19,6 +28,7 @@ one thread at a time (a lock serialises concurrent step() calls).
 from __future__ import annotations
 
 import copy
+import functools
 import operator
 import threading
 from collections.abc import Iterable, Mapping
@@ -27,7 +37,7 @@ import numpy as np
 
 from .. import _checks, ops
 from ..errors import KernelError
-from ..nn.parameter import Parameter
+from ..nn.parameter import Parameter, _bfloat16, copies_changed, copies_epoch
 from ..ops import run_optim
 from ..table import KERNELS, Kernel
 
@@ -43,16 +53,21 @@ required = _Required()
 class _Slot:
     """One parameter as the optimizer sees it."""
 
-    __slots__ = ("obj", "state", "views")
+    __slots__ = ("obj", "state", "views", "copy")
 
     def __init__(self, obj):
         self.obj = obj  # what the user passed: an ndarray or a Parameter
         self.state: dict = {}  # torch-style state: scalars and views into the state arenas
         self.views: dict = {}  # state-arena views, kept from the first allocation on
+        self.copy: np.ndarray | None = None  # a plain array's bf16 compute copy (a Parameter's: .bf16)
 
     @property
     def data(self) -> np.ndarray:
         return self.obj.data if isinstance(self.obj, Parameter) else self.obj
+
+    @property
+    def compute_copy(self) -> np.ndarray | None:
+        return self.obj.bf16 if isinstance(self.obj, Parameter) else self.copy
 
 
 class _ArenaRuns:
@@ -73,6 +88,9 @@ class _ArenaRuns:
         sizes = np.cumsum([0] + [p.size for p in objs])
         self.state_ranges = [(int(sizes[i]), int(sizes[j])) for i, j, *_ in bounds]
         self._states: dict = {}
+        self._copy_views: list | None = None  # each parameter's view into its arena's bf16 buffer
+        self._copies: list | None = None  # the runs' flat views into those buffers
+        self._copies_checked: tuple = (-1, None)  # (copies_epoch(), what copies() returned then)
 
     @classmethod
     def of(cls, params: list):
@@ -93,6 +111,25 @@ class _ArenaRuns:
             map(operator.is_, map(_DATA, self.objs), self.data_views)
         )
 
+    def copies(self) -> list | None:
+        """The runs' flat views into their arenas' bf16 copy buffers, while every parameter's
+        compute copy is its arena view; else None (the copies then go one array per parameter).
+        Checked again only when a compute copy was attached or dropped since the last call."""
+        epoch, result = self._copies_checked
+        if epoch != copies_epoch():
+            result = self._find_copies()
+            self._copies_checked = (copies_epoch(), result)
+        return result
+
+    def _find_copies(self) -> list | None:
+        if self._copy_views is None:
+            views = [p._arena_bf16 for p in self.objs]
+            if any(v is None for v in views):
+                return None
+            self._copy_views = views
+            self._copies = [arena.bf16[a:b] for _, _, arena, a, b in self.bounds]
+        return self._copies if all(map(operator.is_, map(_BF16, self.objs), self._copy_views)) else None
+
     def states(self, opt: Optimizer, gi: int, keys: tuple) -> list:
         """Per state key of the optimizer: the runs' flat views into its state buffer, or None."""
         cached = self._states.get(keys)
@@ -107,6 +144,9 @@ class _ArenaRuns:
 
 
 _DATA = operator.attrgetter("data")
+_BF16 = operator.attrgetter("bf16")
+_SLOT_COPY = operator.attrgetter("copy")
+_IS_NONE = functools.partial(operator.is_, None)
 _NOT_HYPERPARAMETERS = ("params", "param_names")
 _GRAD = operator.attrgetter("grad")
 _TRAINABLE = operator.attrgetter("trainable")
@@ -148,18 +188,35 @@ def _check_param(param, where: str) -> None:
 class _Group:
     """What the optimizer keeps for one parameter group, beside its dict in param_groups."""
 
-    __slots__ = ("slots", "single_dtype", "arrays", "runs", "fast", "checked")
+    __slots__ = ("slots", "single_dtype", "arrays", "params", "runs", "fast", "checked", "copies_seen")
 
     def __init__(self, slots: list, params: list):
         self.slots = slots
         self.single_dtype = len({s.data.dtype for s in slots}) <= 1
         # plain arrays never change identity: their list is reused by every step
         self.arrays = None if any(isinstance(p, Parameter) for p in params) else params
+        self.params = params if all(isinstance(p, Parameter) for p in params) else None
+        self.copies_seen: tuple = (-1, None, 0)  # (copies_epoch(), copies(), how many are None)
         self.runs = _ArenaRuns.of(params) if self.single_dtype else None
         self.fast: _Fast | None = None
         # (the hyperparameter values last checked, the kernel scalars they gave): checked again
         # only when one of the values is another object (an edit of param_groups, a scheduler)
         self.checked: tuple | None = None
+
+    def copies(self) -> tuple[list, int]:
+        """Each slot's compute copy or None, and how many are None; read again only when a copy
+        was attached or dropped anywhere since the last call (copies_epoch)."""
+        epoch, copies, missing = self.copies_seen
+        if epoch != copies_epoch():
+            if self.arrays is not None:
+                copies = list(map(_SLOT_COPY, self.slots))
+            elif self.params is not None:
+                copies = list(map(_BF16, self.params))
+            else:
+                copies = [s.compute_copy for s in self.slots]
+            missing = sum(map(_IS_NONE, copies))
+            self.copies_seen = (copies_epoch(), copies, missing)
+        return copies, missing
 
 
 class _Fast:
@@ -436,32 +493,40 @@ class Optimizer:
         return grads
 
     def _plan(self, grads: list, checked: list) -> list:
-        """The kernel calls of one step: (group index, slots, grads, scalar state). checked: each
-        group's (kernel scalars, state keys)."""
+        """The kernel calls of one step: (group index, slots, grads, scalar state, compute copies
+        or None). checked: each group's (kernel scalars, state keys). A call's parameters either
+        all have compute copies or none has."""
         calls, pos = [], 0
         for gi, (group, rec) in enumerate(zip(self.param_groups, self._groups)):
             slots = rec.slots
             gs = grads[pos : pos + len(slots)]
             pos += len(slots)
+            copies, missing = rec.copies()
             fast = rec.fast
-            if fast is not None and type(None) not in map(type, gs) and fast.keys == checked[gi][1]:
-                calls.append((gi, slots, gs, fast.scalars))  # the whole group, as last step: one call
+            if (
+                fast is not None
+                and type(None) not in map(type, gs)
+                and fast.keys == checked[gi][1]
+                and missing in (0, len(copies))
+            ):  # the whole group, as last step: one call
+                calls.append((gi, slots, gs, fast.scalars, copies if not missing else None))
                 continue
             buckets: dict = {}
-            for slot, g in zip(slots, gs):
+            for slot, g, c in zip(slots, gs, copies):
                 if g is not None:
-                    entry = buckets.setdefault(self._bucket_key(group, slot), ([], []))
+                    entry = buckets.setdefault((self._bucket_key(group, slot), c is None), ([], [], []))
                     entry[0].append(slot)
                     entry[1].append(g)
-            for bslots, bgrads in buckets.values():
-                calls.append((gi, bslots, bgrads, self._scalars(bslots[0])))
+                    entry[2].append(c)
+            for bslots, bgrads, bcopies in buckets.values():
+                calls.append((gi, bslots, bgrads, self._scalars(bslots[0]), None if bcopies[0] is None else bcopies))
         return calls
 
     def _call(
-        self, gi: int, slots: list, grads: list, scalars: tuple, grad_scale, checked: tuple
+        self, gi: int, slots: list, grads: list, scalars: tuple, copies, grad_scale, checked: tuple
     ) -> tuple[tuple, dict]:
-        """The kernel call for these slots: (array lists in the row's order, checked scalars without
-        the optional ones left at None)."""
+        """The kernel call for these slots: (array lists in the row's order, the compute copies
+        last, checked scalars without the optional ones left at None)."""
         group, rec = self.param_groups[gi], self._groups[gi]
         hyper, keys = checked
         kernel_scalars = {**hyper, **self._step_scalars(group, scalars)}
@@ -475,14 +540,16 @@ class Optimizer:
         if fast is not None and slots is rec.slots:
             runs = rec.runs
             if runs is not None and runs.intact(grads):  # one flat view per arena run
-                return (runs.params, runs.grads, *runs.states(self, gi, keys)), kernel_scalars
-            return (self._group_params(rec, slots), grads, *fast.lists), kernel_scalars
+                run_copies = None if copies is None else runs.copies()
+                if copies is None or run_copies is not None:
+                    return (runs.params, runs.grads, *runs.states(self, gi, keys), run_copies), kernel_scalars
+            return (self._group_params(rec, slots), grads, *fast.lists, copies), kernel_scalars
         for slot in slots:  # fresh state: filled in the arena, joins slot.state after the step
             for key in keys:
                 if key not in slot.state:
                     self._views(gi, slot, key).fill(self._initial_value(group, key))
         states = [[slot.views[k] for slot in slots] if k in keys else None for k in self._state_keys]
-        return (self._group_params(rec, slots), grads, *states), kernel_scalars
+        return (self._group_params(rec, slots), grads, *states, copies), kernel_scalars
 
     @staticmethod
     def _group_params(rec: _Group, slots: list) -> list:
@@ -504,8 +571,8 @@ class Optimizer:
     def _step(self, grads: list, grad_scale) -> bool:
         checked = [self._group_scalars(gi) for gi in range(len(self._groups))]
         calls = [
-            (gi, slots, scalars, *self._call(gi, slots, g, scalars, grad_scale, checked[gi]))
-            for gi, slots, g, scalars in self._plan(grads, checked)
+            (gi, slots, scalars, *self._call(gi, slots, g, scalars, copies, grad_scale, checked[gi]))
+            for gi, slots, g, scalars, copies in self._plan(grads, checked)
         ]
         row, skip = self._row, self.skip_nonfinite
         if len(calls) == 1:  # the kernel checks the arrays, then skips or steps
@@ -584,10 +651,84 @@ class Optimizer:
                 if isinstance(slot.obj, Parameter):
                     slot.obj.zero_grad(set_to_none)
 
+    # ---- bf16 compute copies (mixed precision) ------------------------------------------------------
+    def compute_copies(self) -> list:
+        """Each parameter's bf16 compute copy (or None), in param-group order."""
+        return [slot.compute_copy for rec in self._groups for slot in rec.slots]
+
+    def set_compute_copies(self, copies) -> None:
+        """Register bf16 compute copies, one per parameter in param-group order (None: no copy):
+        ml_dtypes.bfloat16 arrays of the parameter's shape, C-contiguous and writeable, for float32
+        parameters. A Parameter's copy becomes its .bf16. Each copy is written from its master now;
+        then every step() writes it in the same fused pass as the update. Everything is checked
+        before anything changes."""
+        copies = list(copies)
+        slots = [slot for rec in self._groups for slot in rec.slots]
+        if len(copies) != len(slots):
+            raise ValueError(f"set_compute_copies: got {len(copies)} copies for {len(slots)} parameters")
+        for i, (slot, c) in enumerate(zip(slots, copies)):
+            if c is None:
+                continue
+            where = f"set_compute_copies: copies[{i}]"
+            if slot.data.dtype != np.float32:
+                raise TypeError(f"{where}: params[{i}] is {slot.data.dtype}; bf16 copies need float32 masters")
+            if not (isinstance(c, np.ndarray) and _checks.is_bfloat16(c.dtype)):
+                raise TypeError(f"{where} must be an ml_dtypes.bfloat16 ndarray, got {getattr(c, 'dtype', type(c))}")
+            if c.shape != slot.data.shape:
+                raise ValueError(f"{where} has shape {c.shape}, params[{i}] {slot.data.shape}")
+            if not (c.flags.c_contiguous and c.flags.writeable):
+                raise ValueError(f"{where} must be C-contiguous and writeable (it is written in place)")
+        for slot, c in zip(slots, copies):
+            if isinstance(slot.obj, Parameter):
+                slot.obj.bf16 = c
+            else:
+                slot.copy = c
+        copies_changed()
+        self.refresh_compute_copies()
+
+    def make_compute_copies(self) -> list:
+        """Give every float32 parameter a bf16 compute copy (Parameter.make_bf16_copy(): one bf16
+        arena beside each ParameterArena; a fresh array for a plain ndarray) and return them all,
+        in param-group order (None for float64 parameters)."""
+        out = []
+        for rec in self._groups:
+            for slot in rec.slots:
+                if slot.data.dtype != np.float32:
+                    out.append(None)
+                elif isinstance(slot.obj, Parameter):
+                    out.append(slot.obj.make_bf16_copy())
+                else:
+                    if slot.copy is None:
+                        slot.copy = np.empty(slot.data.shape, _bfloat16())
+                        copies_changed()
+                    slot.copy[...] = slot.data.astype(slot.copy.dtype)
+                    out.append(slot.copy)
+        return out
+
+    def refresh_compute_copies(self) -> None:
+        """Rewrite every compute copy from its fp32 master (one pass per arena). Call it after the
+        masters changed outside step(): an assignment p.data[...] = ..., an in-place edit, a
+        torch-side update. Module.load_state_dict does it for its parameters itself; this
+        optimizer's load_state_dict leaves the masters, so the copies stay right."""
+        arenas = {}
+        for rec in self._groups:
+            for slot in rec.slots:
+                obj = slot.obj
+                if isinstance(obj, Parameter):
+                    if obj._arena is not None and obj.bf16 is not None and obj.bf16 is obj._arena_bf16:
+                        arenas[id(obj._arena)] = obj._arena
+                    else:
+                        obj.refresh_bf16()
+                elif slot.copy is not None:
+                    slot.copy[...] = obj.astype(slot.copy.dtype)
+        for arena in arenas.values():
+            arena.refresh_bf16()
+
     # ---- state_dict -------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """{"state": {index: {key: value}}, "param_groups": [{..., "params": [index, ...]}]}, with
-        torch's keys; arrays are copies, so the dict is a snapshot."""
+        torch's keys; arrays are copies, so the dict is a snapshot. Never the bf16 compute copies
+        (derived from the masters)."""
         state, groups, index = {}, [], 0
         for group, rec in zip(self.param_groups, self._groups):
             packed = {k: copy.deepcopy(v) for k, v in group.items() if k != "params"}
