@@ -5,10 +5,13 @@
 
 #include <Eigen/Core>
 #include <algorithm>
+#include <atomic>
+#include <exception>
 #include <vector>
 
 #include "gradfuse/activation_ops.hpp"
 #include "gradfuse/blas.hpp"
+#include "gradfuse/onednn.hpp"
 #include "gradfuse/parallel.hpp"
 
 namespace gf {
@@ -24,18 +27,24 @@ constexpr int64_t kMinTileLen = 256;
 constexpr double kMinTileWork = 4e6;  // multiply-adds; OpenBLAS's small-matrix kernels stop at 1e6
 constexpr int64_t kBiasBlock = 128;   // rows per partial column sum of dz
 
+// The library that runs T's GEMM tiles.
+template <class T>
+GemmLib lib_of(const Blas& blas) {
+  return sizeof(T) == 4 ? blas.f32 : blas.f64;
+}
+
 // One C tile: rows [i0, i0+h) and columns [j0, j0+w) of C = op(A) op(B).
 struct Tile {
   int64_t i0, h, j0, w;
 };
 
 // The tiles of C (m x n): never a function of the thread count, so that C is bitwise the same for
-// every thread count whatever the GEMM does inside a tile (see dense.hpp). With OpenBLAS: equal
-// tiles along the longer side, up to kMaxTiles of at least kMinTileLen, as many as stay large.
-std::vector<Tile> plan_tiles(const Blas& blas, int64_t m, int64_t n, int64_t k) {
+// every thread count whatever the GEMM does inside a tile (see dense.hpp). With OpenBLAS or oneDNN:
+// equal tiles along the longer side, up to kMaxTiles of at least kMinTileLen, as many as stay large.
+std::vector<Tile> plan_tiles(GemmLib lib, int64_t m, int64_t n, int64_t k) {
   std::vector<Tile> tiles;
   if (m == 0 || n == 0) return tiles;
-  if (!blas.use) {
+  if (lib == GemmLib::eigen) {
     for (int64_t i = 0; i < m; i += kEigenTile)
       for (int64_t j = 0; j < n; j += kEigenTile)
         tiles.push_back({i, std::min(kEigenTile, m - i), j, std::min(kEigenTile, n - j)});
@@ -74,7 +83,16 @@ void gemm_tile(const Blas& blas, bool ta, bool tb, bool accumulate, int64_t h, i
       for (int64_t i = 0; i < h; ++i) std::fill(c + i * ldc, c + i * ldc + w, T(0));
     return;
   }
-  if (blas.use) {
+  const GemmLib lib = lib_of<T>(blas);
+  if (lib == GemmLib::onednn) {
+    if constexpr (sizeof(T) == 4) {
+      OnednnGemm d;
+      d.ta = ta, d.tb = tb, d.accumulate = accumulate, d.m = h, d.n = w, d.k = k, d.lda = lda, d.ldb = ldb, d.ldc = ldc;
+      onednn_gemm(d, a, b, c);
+      return;
+    }
+  }
+  if (lib == GemmLib::openblas) {
     const int ta_ = ta ? 112 : 111, tb_ = tb ? 112 : 111;
     const T beta = accumulate ? T(1) : T(0);
     if constexpr (sizeof(T) == 4)
@@ -99,16 +117,26 @@ void gemm_tile(const Blas& blas, bool ta, bool tb, bool accumulate, int64_t h, i
 template <class T, class Epilogue>
 void tiled_gemm(const Blas& blas, const GemmArgs& g, const T* a, int64_t lda, const T* b, int64_t ldb, T* c,
                 int64_t ldc, int threads, Epilogue&& epilogue) {
-  const std::vector<Tile> tiles = plan_tiles(blas, g.m, g.n, g.k);
+  const std::vector<Tile> tiles = plan_tiles(lib_of<T>(blas), g.m, g.n, g.k);
   blas_single_threaded(blas);
+  // oneDNN reports failures with exceptions, which must not leave an OpenMP region: the first one
+  // is kept and rethrown after it.
+  std::exception_ptr error;
+  std::atomic<bool> failed{false};
   parallel_blocks(static_cast<int64_t>(tiles.size()), threads, [&](int64_t t) {
-    const Tile& tile = tiles[t];
-    const T* at = g.trans_a ? a + tile.i0 : a + tile.i0 * lda;
-    const T* bt = g.trans_b ? b + tile.j0 * ldb : b + tile.j0;
-    gemm_tile(blas, g.trans_a, g.trans_b, g.accumulate, tile.h, tile.w, g.k, at, lda, bt, ldb,
-              c + tile.i0 * ldc + tile.j0, ldc);
-    epilogue(tile);
+    if (failed.load(std::memory_order_relaxed)) return;
+    try {
+      const Tile& tile = tiles[t];
+      const T* at = g.trans_a ? a + tile.i0 : a + tile.i0 * lda;
+      const T* bt = g.trans_b ? b + tile.j0 * ldb : b + tile.j0;
+      gemm_tile(blas, g.trans_a, g.trans_b, g.accumulate, tile.h, tile.w, g.k, at, lda, bt, ldb,
+                c + tile.i0 * ldc + tile.j0, ldc);
+      epilogue(tile);
+    } catch (...) {
+      if (!failed.exchange(true)) error = std::current_exception();
+    }
   });
+  if (error) std::rethrow_exception(error);
 }
 
 // acc[0:n) += g[0:n), accumulating in double.
