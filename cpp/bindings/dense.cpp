@@ -29,6 +29,31 @@ void require_int_dims(const ArgSet& args, std::initializer_list<const ArrayArg*>
 }  // namespace
 
 void bind_dense(py::module_& m) {
+  // TEMPORARY (until the bf16 dtype reaches the bindings): raw bf16 matmul for testing the backend.
+  m.def("_matmul_bf16_raw",
+        [](py::array a, py::array b, py::array c, bool ta, bool tb, bool acc, int64_t m_, int64_t n_, int64_t k_) {
+          GemmArgs g;
+          g.trans_a = ta, g.trans_b = tb, g.accumulate = acc, g.m = m_, g.n = n_, g.k = k_;
+          const int threads = num_threads();
+          const bool c_f32 = c.itemsize() == 4;
+          py::gil_scoped_release release;
+          if (c_f32)
+            GF_CALL(matmul_bf16<float>, g, static_cast<const bf16*>(a.data()), static_cast<const bf16*>(b.data()),
+                    static_cast<float*>(c.mutable_data()), threads);
+          else
+            GF_CALL(matmul_bf16<bf16>, g, static_cast<const bf16*>(a.data()), static_cast<const bf16*>(b.data()),
+                    static_cast<bf16*>(c.mutable_data()), threads);
+        });
+  m.def("_dense_bf16_raw", [](py::array x, py::array w, py::object bias, py::array y, py::object z, int act,
+                              double slope) {
+    const int threads = num_threads();
+    const int64_t n = x.shape(0), in = x.shape(1), out = w.shape(1);
+    const float* bp = bias.is_none() ? nullptr : static_cast<const float*>(bias.cast<py::array>().data());
+    bf16* zp = z.is_none() ? nullptr : static_cast<bf16*>(z.cast<py::array>().mutable_data());
+    py::gil_scoped_release release;
+    GF_CALL(dense_forward_bf16, static_cast<Act>(act), slope, static_cast<const bf16*>(x.data()),
+            static_cast<const bf16*>(w.data()), bp, static_cast<bf16*>(y.mutable_data()), zp, n, in, out, threads);
+  });
   m.def(
       "matmul",
       [](py::handle a, py::handle b, py::handle c, py::handle trans_a, py::handle trans_b, py::handle accumulate) {

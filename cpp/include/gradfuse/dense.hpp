@@ -30,6 +30,7 @@
 #include <cstdint>
 
 #include "gradfuse/activation.hpp"
+#include "gradfuse/bf16.hpp"
 #include "gradfuse/kernels.hpp"
 
 namespace gf {
@@ -49,6 +50,13 @@ struct GemmArgs {
   template <class T>                                                                                                  \
   void dense_backward(Act act, double slope, const T* dy, const T* x, const T* w, const T* y, const T* z, T* dz,      \
                       T* dx, T* dw, T* db, bool accumulate, int64_t n, int64_t in, int64_t out, int threads);         \
+  template <class TC>                                                                                                 \
+  void matmul_bf16(const GemmArgs& g, const bf16* a, const bf16* b, TC* c, int threads);                              \
+  void dense_forward_bf16(Act act, double slope, const bf16* x, const bf16* w, const float* bias, bf16* y, bf16* z,   \
+                          int64_t n, int64_t in, int64_t out, int threads);                                           \
+  void dense_backward_bf16(Act act, double slope, const bf16* dy, const bf16* x, const bf16* w, const bf16* y,        \
+                           const bf16* z, bf16* dz, bf16* dx, float* dw, float* db, bool accumulate, int64_t n,       \
+                           int64_t in, int64_t out, int threads);                                                     \
   }
 GF_FOR_EACH_ISA(GF_DECLARE_DENSE)
 #undef GF_DECLARE_DENSE
