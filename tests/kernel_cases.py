@@ -30,6 +30,7 @@ import functools
 import inspect
 import math
 
+import ml_dtypes
 import numpy as np
 
 import gradfuse as gf
@@ -102,7 +103,7 @@ def _pool(dtype, kind: str) -> np.ndarray:
         out[e == -20] = 0.0
         out[e == -19] = -0.0
         if kind == "grad":
-            out[e == 10] = x[e == 10] * np.finfo(dtype).smallest_normal / 8  # subnormal in dtype
+            out[e == 10] = x[e == 10] * ml_dtypes.finfo(dtype).smallest_normal / 8  # subnormal in dtype
     elif kind == "signed":
         out = x * 0.1
         out[e == 0] = 0.0
@@ -121,6 +122,13 @@ def _pool(dtype, kind: str) -> np.ndarray:
     return out
 
 
+BF16 = np.dtype(ml_dtypes.bfloat16)
+
+
+def is_bf16(dtype) -> bool:
+    return np.dtype(dtype) == BF16
+
+
 def material(dtype, kind: str, shape, salt: int) -> np.ndarray:
     """A fresh array of `shape` with values of `kind` (see _pool)."""
     n = math.prod(shape)
@@ -137,7 +145,9 @@ RELATED_STATES = {("square_avgs", "grad_avgs"): lambda second, mean: second + me
 
 
 def _values(spec: Array, dtype, shape, salt: int, subnormals: bool, classes: int | None):
-    if spec.dtype != "float":
+    if spec.floating and spec.dtype != "real" and is_bf16(dtype):
+        dtype = np.float32  # "wide" (and "float") arrays stay float32 in a bfloat16 call
+    if not spec.floating:
         dt = np.dtype(spec.dtype)
         if spec.role == WRITE:
             return np.zeros(shape, dt)
@@ -241,7 +251,7 @@ def build(
     shape = shapes_of(row, s, d, shapes, present)
     classes = None
     for a in row.arrays:  # class labels index the last axis of the first floating array read
-        if a.name in shape and a.dtype == "float" and not a.many and a.role == READ and shape[a.name]:
+        if a.name in shape and a.floating and not a.many and a.role == READ and shape[a.name]:
             classes = shape[a.name][-1]
             break
     out = {}

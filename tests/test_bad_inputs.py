@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import warnings
 
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -78,6 +79,7 @@ FLOAT_BAD_DTYPES = {
     "int32": np.int32,
     "big_endian": ">f4",
     "float16": np.float16,
+    "bfloat16": ml_dtypes.bfloat16,
     "complex64": np.complex64,
     "object": object,
 }
@@ -174,17 +176,19 @@ def bad_cases():
         values = BASES[row.name]
         present = [a for a in row.arrays if values[a.name] is not None]
         names = [a.name for a in present]
-        floats = [a for a in present if a.dtype == "float"]
+        floats = [a for a in present if a.floating]
         for spec in present:
             name = spec.name
-            typed = spec.dtype != "float"
+            typed = not spec.floating
             for label, dt in (TYPED_BAD_DTYPES if typed else FLOAT_BAD_DTYPES).items():
                 if dt is None:
                     if np.dtype(spec.dtype).itemsize == 1:
                         continue  # a byte has no byte order
                     dt = np.dtype(spec.dtype).newbyteorder(">")
-                # float64 in the array that sets the call's dtype: the next floating array is the one named
-                named = None if label == "float64" and spec is floats[0] else name
+                # another floating dtype the array may have, in the array that sets the call's dtype:
+                # the next floating array is the one named
+                sets_call = label == "float64" or (label == "bfloat16" and spec.dtype == "real")
+                named = None if sets_call and spec is floats[0] else name
                 yield row, f"{name}-dtype-{label}", _sub(name, lambda a, dt=dt: a.astype(dt)), TypeError, named
             yield row, f"{name}-not-an-array", _sub(name, lambda a: a.tolist()), TypeError, name
             yield row, f"{name}-non-contiguous", _sub(name, non_contiguous), ValueError, name
@@ -206,11 +210,11 @@ def bad_cases():
             for o in present:
                 if o is w:
                     continue
-                if w.dtype == "float" and o.dtype == "float":
+                if w.floating and o.floating:
                     if w.in_place != o.name and o.in_place != w.name:
                         yield row, f"{w.name}-is-{o.name}", _alias(w.name, o.name, 0), ValueError, None
                     yield row, f"{w.name}-overlaps-{o.name}", _alias(w.name, o.name, 1), ValueError, None
-                elif w.dtype != "float":  # a written mask / output over another argument's bytes
+                elif not w.floating:  # a written mask / output over another argument's bytes
                     yield row, f"{w.name}-inside-{o.name}", _bytes_of(w.name, o.name), ValueError, None
         for spec in row.scalars:
             bad = BAD_SCALAR_TYPES[spec.type] + (() if spec.nullable else (None,))
@@ -220,20 +224,55 @@ def bad_cases():
                 yield row, f"{spec.name}={value!r}", _set(spec.name, value), TypeError, spec.name
 
 
+def _bf16_call(mutate):
+    """A case on the row's bfloat16 call (BF16_BASES) instead of its float32 one."""
+
+    def on_bf16(values):
+        row_name = values["__row__"]
+        values.clear()
+        values.update(kc.copy_call(BF16_BASES[row_name]))
+        return mutate(values)
+
+    return on_bf16
+
+
+def bf16_cases():
+    """The dtype rules of a bfloat16 call: its other "real" arrays bfloat16 too, its "wide" ones
+    float32 (not float64, not bfloat16)."""
+    for row in kc.ROWS:
+        if not row.bf16:
+            continue
+        values = BF16_BASES[row.name]
+        present = [a for a in row.arrays if values[a.name] is not None and a.floating]
+        for spec in present[1:]:
+            wrong = {"real": ("float32", "float64"), "wide": ("float64", "bfloat16")}.get(spec.dtype, ())
+            for label in wrong:
+                dt = FLOAT_BAD_DTYPES.get(label, np.float32)
+                yield (
+                    row,
+                    f"bf16-call-{spec.name}-dtype-{label}",
+                    _bf16_call(_sub(spec.name, lambda a, dt=dt: a.astype(dt))),
+                    TypeError,
+                    spec.name,
+                )
+
+
 def _applies(case) -> bool:
     row, _, mutate, *_ = case
-    return mutate(kc.copy_call(BASES[row.name]))
+    return mutate({**kc.copy_call(BASES[row.name]), "__row__": row.name})
 
 
+BF16_BASES = {row.name: kc.build(row, kc.richest(row), kc.BF16) for row in kc.ROWS if row.bf16}
 # cases that do not apply (e.g. Fortran order of a 1-D array, which is C-contiguous) are not generated
-BAD = [case for case in bad_cases() if _applies(case)]
+BAD = [case for case in (*bad_cases(), *bf16_cases()) if _applies(case)]
 
 
 @pytest.mark.parametrize("row,case,mutate,exc,arg", BAD, ids=[f"{r.name}-{c}" for r, c, *_ in BAD])
 def test_bad_input_raises_alike_and_changes_nothing(row, case, mutate, exc, arg):
     def make():
-        values = kc.copy_call(BASES[row.name])
+        values = {**kc.copy_call(BASES[row.name]), "__row__": row.name}
         assert mutate(values)
+        values.pop("__row__", None)
         return values
 
     kc.refused_alike(row, make, exc, arg)
@@ -266,7 +305,7 @@ def good_cases():
         for spec in present:
             if spec.role == READ:  # inputs are only read: a read-only array is fine
                 yield row, f"{spec.name}-read-only", _sub(spec.name, read_only)
-                if spec.dtype == "float":
+                if spec.floating:
                     for label, value in (("nan", math.nan), ("inf", math.inf), ("-inf", -math.inf)):
                         yield row, f"{spec.name}-{label}", _poison(spec.name, value)
             if spec.in_place is not None:  # documented in-place pairs: the output may be exactly the input

@@ -1,5 +1,6 @@
 """Determinism of every gf.ops kernel and of a whole training run, in fresh processes:
 
+- dtypes: float32, float64, and bfloat16 for the kernels whose rows take it;
 - thread counts: 1, 2, 3 and 4 threads (OMP_NUM_THREADS=4, then gf.set_num_threads; more threads than
   cores is fine) give bitwise the same outputs;
 - runs: two fresh processes give bitwise the same outputs and the same checkpoint bytes;
@@ -47,6 +48,7 @@ pytestmark = pytest.mark.skipif(not HAS_CORE, reason="the C++ extension is not a
 
 N = 100_003  # > 2 * the kernels' 16384-element grain: every thread count splits the arrays
 DTYPES = (np.float32, np.float64)
+BF16 = kc.BF16.type  # the kernels whose rows take bfloat16 run in it too (stored as their uint16 bits)
 
 # Across ISA paths: the largest difference, in ulps (of the problem's dtype) of the output's largest
 # element; per dtype. A float64 kernel's statistics and sums are double sums in a per-ISA lane order,
@@ -55,11 +57,12 @@ DTYPES = (np.float32, np.float64)
 # on the scalar path), batchnorm 0 / 0 | 48 / 14 (dweight, planes layout), dense 2 / 1 | 0 / 0,
 # loss 1.5 / 1.5 | 23 / 7.5 (softmax_backward: y (dy - sum dy y) cancels).
 ULPS = {
-    "exact": {np.float32: 0, np.float64: 0},
-    "activation": {np.float32: 16, np.float64: 4},
-    "batchnorm": {np.float32: 8, np.float64: 128},
-    "dense": {np.float32: 8, np.float64: 8},
-    "loss": {np.float32: 8, np.float64: 64},
+    "exact": {np.float32: 0, np.float64: 0, BF16: 0},
+    # bf16: a float32 result a few ulps apart can round to the neighbouring bf16
+    "activation": {np.float32: 16, np.float64: 4, BF16: 1},
+    "batchnorm": {np.float32: 8, np.float64: 128, BF16: 1},
+    "dense": {np.float32: 8, np.float64: 8, BF16: 1},
+    "loss": {np.float32: 8, np.float64: 64, BF16: 1},
 }
 TRAIN_RTOL = 1e-4  # a 2-epoch fit: those rounding differences, grown by training
 
@@ -139,13 +142,20 @@ def run_every_kernel(dtype) -> dict:
     inputs, which must not change) and the return value, of every call of every kernel."""
     out = {}
     for name in gf.ops.__all__:
+        if dtype is BF16 and not gf.table.KERNELS[name].bf16:
+            continue
         for c, values in enumerate(kernel_calls(name, dtype)):
             result = getattr(gf.ops, name)(**values)
             for j, a in enumerate(kc.arrays_in(values)):
-                out[f"{name}#{c}#{j}"] = a.copy()
+                out[f"{name}#{c}#{j}"] = _storable(a)
             for j, a in enumerate(_arrays(result)):
-                out[f"{name}#{c}#ret{j}"] = a.copy()
+                out[f"{name}#{c}#ret{j}"] = _storable(a)
     return out
+
+
+def _storable(a: np.ndarray) -> np.ndarray:
+    """A copy that np.savez stores without pickling: bfloat16 as its uint16 bits."""
+    return a.view(np.uint16).copy() if a.dtype == kc.BF16 else a.copy()
 
 
 def train_digits():
@@ -179,7 +189,7 @@ def worker(path: str, thread_counts: list[int]) -> None:
     for n in thread_counts:
         gf.set_num_threads(n)
         assert gf.get_num_threads() == n, (n, gf.get_num_threads())
-        for dtype in DTYPES:
+        for dtype in (*DTYPES, BF16):
             for key, a in run_every_kernel(dtype).items():
                 results[f"t{n}/{np.dtype(dtype).name}/{key}"] = a
         params, state = train_digits()
@@ -223,7 +233,13 @@ def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def ulps_of_max(a: np.ndarray, b: np.ndarray, dtype) -> float:
-    """max |a - b| in units of the last place, in dtype, of b's largest element."""
+    """max |a - b| in units of the last place, in dtype, of b's largest element (bfloat16: stored as
+    its bits; a bf16 ulp is 2^-7 of the power of two below)."""
+    if dtype is BF16 and a.dtype in (np.uint16, np.float32):  # bf16 bits, or a float32 "wide" output
+        a, b = (x.view(kc.BF16).astype(np.float32) if x.dtype == np.uint16 else x for x in (a, b))
+        top = float(np.abs(b).max()) if b.size else 0.0
+        spacing = 2.0 ** (np.floor(np.log2(top)) - 7) if top > 0 and np.isfinite(top) else 1.0
+        return float(np.abs(a.astype(np.float64) - b).max() / spacing) if a.size else 0.0
     if a.dtype.kind != "f":
         return 0.0 if np.array_equal(a, b) else np.inf
     if a.size == 0:
@@ -308,7 +324,7 @@ def test_isa_paths_agree_as_promised(runs, isa, name):
     for key in keys_of(best, "t2/", name):
         want = best[key]
         _, dtype_name, rest = split_key(key)
-        dtype = np.dtype(dtype_name).type
+        dtype = BF16 if dtype_name == "bfloat16" else np.dtype(dtype_name).type
         _, _, output = rest.split("#")
         fam = family(name, output)
         allowed = ULPS[fam][dtype]
@@ -317,7 +333,8 @@ def test_isa_paths_agree_as_promised(runs, isa, name):
             if not same_bits(got, want):
                 failures.append(f"{key}: not bitwise equal")
             continue
-        err = ulps_of_max(got, want, dtype) if np.array_equal(np.isnan(got), np.isnan(want)) else np.inf
+        nan = (lambda x: np.isnan(x.view(kc.BF16))) if dtype is BF16 and got.dtype == np.uint16 else np.isnan
+        err = ulps_of_max(got, want, dtype) if np.array_equal(nan(got), nan(want)) else np.inf
         worst[fam, dtype_name] = max(worst.get((fam, dtype_name), 0.0), err)
         if not err <= allowed:
             failures.append(f"{key}: {err:.1f} ulps of the largest element (allowed {allowed})")

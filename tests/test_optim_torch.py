@@ -68,7 +68,8 @@ def two_groups(cls):
 # step counters fall behind): a parameter that starts late, one that pauses, one that misses the last.
 NONE_GRADS = {0: {1}, 1: {1}, 3: {2, 5}, 4: {2}, 9: {4}}
 
-SCALAR_KEYS = ("step", "mu_product")
+# state entries that are numbers, not arrays (torch keeps them as 0-d tensors): each class declares its own
+SCALAR_KEYS = {key for cls in kc.optimizer_classes() for key in cls._scalar_keys} | {"step"}
 
 
 def _id(setting):
@@ -112,7 +113,7 @@ def assert_state_matches(ours, theirs, dtype, where):
         if key in SCALAR_KEYS:
             if key == "step":
                 assert ours[key] == int(value.item()), f"{where}: step {ours[key]} != torch's {value.item()}"
-            else:  # mu_product: a float32 scalar in torch; the optimizer reproduces its rounding
+            else:  # mu_product, eta, mu: float32 scalars in torch; the optimizer reproduces their rounding
                 assert ours[key] == value.item(), f"{where}: {key} {ours[key]!r} != torch's {value.item()!r}"
             continue
         arr = ours[key]

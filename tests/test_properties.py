@@ -582,8 +582,10 @@ def test_regression_losses_and_penalty_equal_the_twin(data, dtype, reduction):
 # Every optimizer with a learning rate among its kernel's scalars, with settings that move every number
 # off its default and use every state (tests/kernel_cases.py: varied); the others (lr only an initial
 # step size) move with lr = 0 too, as torch's do.
-WITH_LR = [cls for cls in kc.optimizer_classes() if "lr" in cls._row.by_name]
-WITHOUT_LR = [cls for cls in kc.optimizer_classes() if "lr" not in cls._row.by_name]
+# lr is a factor of the update where the kernel takes it, or takes a step size that lr scales (ASGD's
+# eta); elsewhere (Rprop) it only seeds a per-element step size that the lower clamp lifts.
+WITH_LR = [cls for cls in kc.optimizer_classes() if "lr" in cls._row.by_name or "eta" in cls._row.by_name]
+WITHOUT_LR = [cls for cls in kc.optimizer_classes() if cls not in WITH_LR]
 
 
 @pytest.mark.parametrize("cls", WITH_LR, ids=lambda c: c.__name__)

@@ -58,14 +58,14 @@ void bind_activation(py::module_& m) {
       [](py::handle x, py::handle y, py::handle activation, py::handle negative_slope) {
         ArgSet args("activation_forward");
         const ActArgs act = activation_args(args.fn(), activation, negative_slope);
-        const ArrayArg& ax = args.floating("x", x, false);
-        const ArrayArg& ay = args.floating("y", y, true);
+        const ArrayArg& ax = args.real("x", x, false);
+        const ArrayArg& ay = args.real("y", y, true);
         args.require_like(ay, ax);
         args.allow_in_place(ay, ax);
         args.check_aliasing();
         const int threads = num_threads();
         py::gil_scoped_release release;
-        with_dtype(args.dtype(), [&](auto zero) {
+        with_real_dtype(args.dtype(), [&](auto zero) {
           using T = decltype(zero);
           GF_CALL(activation_forward<T>, act.act, act.slope, ax.ptr<T>(), ay.ptr<T>(), ax.size, threads);
         });
@@ -79,10 +79,10 @@ void bind_activation(py::module_& m) {
       [](py::handle dy, py::handle dx, py::handle activation, py::handle x, py::handle y, py::handle negative_slope) {
         ArgSet args("activation_backward");
         const ActArgs act = activation_args(args.fn(), activation, negative_slope);
-        const ArrayArg& ady = args.floating("dy", dy, false);
-        const ArrayArg& adx = args.floating("dx", dx, true);
-        const ArrayArg& ax = args.floating("x", x, false, true);
-        const ArrayArg& ay = args.floating("y", y, false, true);
+        const ArrayArg& ady = args.real("dy", dy, false);
+        const ArrayArg& adx = args.real("dx", dx, true);
+        const ArrayArg& ax = args.real("x", x, false, true);
+        const ArrayArg& ay = args.real("y", y, false, true);
         args.require_like(adx, ady);
         args.require_like(ax, ady);
         args.require_like(ay, ady);
@@ -91,7 +91,7 @@ void bind_activation(py::module_& m) {
         check_saved(args, act, ax, ay);
         const int threads = num_threads();
         py::gil_scoped_release release;
-        with_dtype(args.dtype(), [&](auto zero) {
+        with_real_dtype(args.dtype(), [&](auto zero) {
           using T = decltype(zero);
           GF_CALL(activation_backward<T>, act.act, act.slope, ady.ptr<T>(), ax.ptr_or_null<T>(), ay.ptr_or_null<T>(),
                   adx.ptr<T>(), ady.size, threads);

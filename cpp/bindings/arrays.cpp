@@ -23,7 +23,25 @@ py::object none_or(int64_t i) { return i >= 0 ? py::object(py::int_(i)) : py::ob
   throw py::error_already_set();
 }
 
-const char* dtype_name(DType t) { return t == DType::f32 ? "float32" : "float64"; }
+const char* dtype_name(DType t) { return t == DType::f32 ? "float32" : t == DType::f64 ? "float64" : "bfloat16"; }
+
+// ml_dtypes.bfloat16's scalar type, which its NumPy dtype's typeobj is; null when ml_dtypes is not
+// installed. Looked up on the first array that is neither float32 nor float64 (imported only if
+// the caller has not already imported it, which an array of that dtype implies).
+PyTypeObject* bfloat16_type() {
+  static PyTypeObject* type = [] {
+    PyObject* mod = PyImport_ImportModule("ml_dtypes");
+    if (!mod) {
+      PyErr_Clear();
+      return static_cast<PyTypeObject*>(nullptr);
+    }
+    PyObject* t = PyObject_GetAttrString(mod, "bfloat16");  // kept: a type lives as long as its module
+    Py_DECREF(mod);
+    if (!t) PyErr_Clear();
+    return reinterpret_cast<PyTypeObject*>(t);
+  }();
+  return type;
+}
 
 // type(o).__name__, as the Python checker's messages say it ("float32", where tp_name says
 // "numpy.float32").
@@ -138,15 +156,23 @@ void check_array(const std::string& fn, PyObject* o, DtypeRule rule, DtypeState&
   const auto* descr = py::detail::array_descriptor_proxy(arr->descr);
   const auto dtype = [&] { return py::str(py::handle(arr->descr)).cast<std::string>(); };
   int64_t itemsize = rule.itemsize;
-  if (rule.kind == 'f') {
+  if (rule.kind == 'f' || rule.kind == 'w') {
     DType t;
     if (descr->type_num == npy_api::NPY_FLOAT_) t = DType::f32;
     else if (descr->type_num == npy_api::NPY_DOUBLE_) t = DType::f64;
-    else type_error(fn, "{arg} has dtype " + dtype() + "; expected float32 or float64", out.name, out.index);
+    else if (rule.bf16 && descr->type_num >= 256 && bfloat16_type() &&
+             descr->typeobj == reinterpret_cast<PyObject*>(bfloat16_type()))
+      t = DType::bf16;
+    else type_error(fn, "{arg} has dtype " + dtype() + "; expected " + rule.name, out.name, out.index);
     if (descr->byteorder == '>')
-      type_error(fn, "{arg} is big-endian; expected native float32 or float64", out.name, out.index);
-    itemsize = t == DType::f32 ? 4 : 8;
-    if (!dtypes.set) {
+      type_error(fn, "{arg} is big-endian; expected native " + std::string(rule.name), out.name, out.index);
+    itemsize = bind::itemsize(t);
+    if (rule.kind == 'w' && dtypes.set && dtypes.dtype == DType::bf16) {
+      if (t != DType::f32)
+        type_error(fn,
+                   "{arg} has dtype " + std::string(dtype_name(t)) + "; expected float32 beside {other} in bfloat16",
+                   out.name, out.index, dtypes.first, dtypes.first_index);
+    } else if (!dtypes.set) {
       dtypes = DtypeState{t, true, out.name, out.index};
     } else if (t != dtypes.dtype) {
       // a list names its counterpart in the first list (params[i] for grads[i])
@@ -326,7 +352,7 @@ TensorLists::TensorLists(const std::string& fn, std::vector<TensorArg> args, boo
   std::vector<size_t> lists;
   for (size_t a = 0; a < nargs; ++a)
     if (present_[a]) lists.push_back(a), base_[a].reserve(count);
-  const int64_t itemsize = dtypes_.dtype == DType::f32 ? 4 : 8;
+  const int64_t itemsize = bind::itemsize(dtypes_.dtype);
   std::vector<const char*> seg_end(nargs, nullptr);
   offset_.reserve(count + 1);
   for (size_t i = 0; i < count; ++i) {

@@ -25,6 +25,7 @@
 #include <utility>
 #include <vector>
 
+#include "gradfuse/bf16.hpp"
 #include "gradfuse/parallel.hpp"
 
 namespace gf {
@@ -32,14 +33,24 @@ namespace bind {
 
 namespace py = pybind11;
 
-enum class DType : int { f32 = 0, f64 = 1 };
+enum class DType : int { f32 = 0, f64 = 1, bf16 = 2 };
 
 // Calls f(float{}) or f(double{}): the one place where a call's floating dtype becomes a C++ type.
+// Only for calls whose arrays are all kFloating (bf16 refused by check_array).
 template <class F>
 decltype(auto) with_dtype(DType t, F&& f) {
   if (t == DType::f32) return f(float{});
   return f(double{});
 }
+
+// ... and f(gf::bf16{}) too, for the kernels whose arrays are kReal (bf16 storage, float32 math).
+template <class F>
+decltype(auto) with_real_dtype(DType t, F&& f) {
+  if (t == DType::bf16) return f(gf::bf16{});
+  return with_dtype(t, std::forward<F>(f));
+}
+
+inline int64_t itemsize(DType t) { return t == DType::f64 ? 8 : t == DType::f32 ? 4 : 2; }
 
 // ---- errors --------------------------------------------------------------------------------------------
 // `tmpl` is the message after "fn: ", with {arg} and {other} standing for the arguments' labels
@@ -70,14 +81,22 @@ void check_finite(const std::string& fn, const char* name, double x);
 void check_closed_unit(const std::string& fn, const char* name, double x);  // in [0, 1]
 
 // ---- arrays --------------------------------------------------------------------------------------------
-// What an argument's dtype must be: the call's floating dtype (float32 or float64, one per call),
+// What an argument's dtype must be (the kernel table's Array.dtype):
+//   kFloating  "float": the call's floating dtype, float32 or float64 (one per call; set by the
+//              first floating array)
+//   kReal      "real": the same, or bfloat16 (ml_dtypes.bfloat16: bf16 storage, float32 math)
+//   kWide      "wide": the call's dtype, but float32 beside a bfloat16 call (statistics,
+//              accumulators, fp32 masters); the table puts a real array before any wide one
 // or a fixed one (kind and itemsize, e.g. 'u', 1 for uint8).
 struct DtypeRule {
-  char kind = 'f';  // 'f': the call's floating dtype
+  char kind = 'f';  // 'f': the call's floating dtype; 'w': wide
   int itemsize = 0;
   const char* name = "float32 or float64";
+  bool bf16 = false;  // 'f' only: bfloat16 accepted
 };
 constexpr DtypeRule kFloating{};
+constexpr DtypeRule kReal{'f', 0, "float32, float64 or bfloat16", true};
+constexpr DtypeRule kWide{'w', 0, "float32 or float64"};
 constexpr DtypeRule kUint8{'u', 1, "uint8"};
 constexpr DtypeRule kUint32{'u', 4, "uint32"};
 constexpr DtypeRule kInt64{'i', 8, "int64"};
@@ -208,6 +227,12 @@ class ArgSet {
                       bool optional = false);
   const ArrayArg& floating(const char* name, py::handle obj, bool written, bool optional = false) {
     return add(name, obj, written, kFloating, optional);
+  }
+  const ArrayArg& real(const char* name, py::handle obj, bool written, bool optional = false) {
+    return add(name, obj, written, kReal, optional);
+  }
+  const ArrayArg& wide(const char* name, py::handle obj, bool written, bool optional = false) {
+    return add(name, obj, written, kWide, optional);
   }
   DType dtype() const { return dtypes_.dtype; }
   const std::string& fn() const { return fn_; }

@@ -312,6 +312,28 @@ struct Rprop {
   }
 };
 
+// asgd (ax): g += wd p; p *= 1 - lambd eta; p -= eta g; ax = mu == 1 ? p : ax + (p - ax) mu
+// (eta and mu: this step's values, which the optimizer keeps and advances as torch does)
+template <class T>
+struct Asgd {
+  using V = Vec<T>;
+  GradPrologue<T> prep;
+  WeightDecay<T> decay;
+  bool average;
+  V shrink, neg_eta, mu;
+  explicit Asgd(const OptimArgs& a)
+      : prep(a), decay(a, false), average(a.mu != 1), shrink(bc<T>(1.0 - a.lambd * a.eta)), neg_eta(bc<T>(-a.eta)),
+        mu(bc<T>(a.mu)) {}
+  GF_INLINE void operator()(V& p, V g, V* s) const {
+    g = prep(g);
+    decay(p, g);
+    p = p * shrink;
+    p = p + neg_eta * g;
+    V& ax = s[0];
+    ax = average ? ax + (p - ax) * mu : p;
+  }
+};
+
 // lion (exp_avg): p *= 1-lr wd; p -= lr sign(b1 m + (1-b1) g); m = b2 m + (1-b2) g
 template <class T>
 struct Lion {
@@ -398,6 +420,7 @@ void run_algorithm(const OptimArgs& args, const Segments<T>& s, int threads) {
   X(radam, RAdam)              \
   X(rprop, Rprop)              \
   X(lion, Lion)                \
+  X(asgd, Asgd)                \
   X(_touch, Touch)
 // clang-format on
 

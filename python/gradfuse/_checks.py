@@ -161,20 +161,30 @@ def _fail_value(fn, template, item_or_name, index=None, other=None, other_index=
     raise KernelValueError(fn, template, name, index, other, other_index)
 
 
+_FLOATING = {"float": "float32 or float64", "real": "float32, float64 or bfloat16", "wide": "float32 or float64"}
+
+
+def is_bfloat16(dt: np.dtype) -> bool:
+    """ml_dtypes.bfloat16 (without importing ml_dtypes: an array of it means it is imported)."""
+    return dt.kind == "V" and dt.itemsize == 2 and dt.type.__name__ == "bfloat16" and dt.type.__module__ == "ml_dtypes"
+
+
 def _dtype_of(fn: str, item: _Item) -> str | None:
-    """The floating dtype name of a "float" array (TypeError for any other dtype); None for a typed
-    array, whose dtype is checked here."""
+    """The floating dtype name of a "float" / "real" / "wide" array (TypeError for any other dtype);
+    None for a typed array, whose dtype is checked here."""
     dt = item.array.dtype
     want = item.spec.dtype
-    if want == "float":
+    if want in _FLOATING:
         if dt is _F32:  # native dtypes are singletons: the common cases first
             return "float32"
         if dt is _F64:
             return "float64"
+        if want == "real" and is_bfloat16(dt):
+            return "bfloat16"
         if dt.kind != "f" or dt.itemsize not in (4, 8):
-            _fail_type(fn, f"{{arg}} has dtype {dt}; expected float32 or float64", item)
+            _fail_type(fn, f"{{arg}} has dtype {dt}; expected {_FLOATING[want]}", item)
         if dt.byteorder == ">":
-            _fail_type(fn, "{arg} is big-endian; expected native float32 or float64", item)
+            _fail_type(fn, f"{{arg}} is big-endian; expected native {_FLOATING[want]}", item)
         return "float32" if dt.itemsize == 4 else "float64"
     expected = np.dtype(want)
     if dt.kind != expected.kind or dt.itemsize != expected.itemsize or dt.byteorder == ">":
@@ -336,7 +346,16 @@ def arrays(row: Kernel, values: dict, scalars_: dict) -> dict:
             item = _Item(spec, a, index)
             kind = _dtype_of(fn, item)
             if kind is not None:
-                if dtype is None:
+                if spec.dtype == "wide" and dtype == "bfloat16":
+                    if kind != "float32":
+                        _fail_type(
+                            fn,
+                            f"{{arg}} has dtype {kind}; expected float32 beside {{other}} in bfloat16",
+                            item,
+                            other=first_float.spec.name,
+                            other_index=first_float.index,
+                        )
+                elif dtype is None:
                     dtype, first_float = kind, item
                 elif kind != dtype:
                     # a list names its counterpart in the first list (params[i] for grads[i])

@@ -42,11 +42,14 @@ Valid but unusual inputs:
 
 from __future__ import annotations
 
+import numpy as np
+
 from . import _checks
 from ._backend import get_backend
 from ._ext import _core
 from ._numpy import activation, batchnorm, clip, dense, dropout, loss
 from ._numpy import optim as optim_twins
+from ._numpy._common import upcast_call
 from .errors import KernelTypeError
 from .table import KERNELS, NO_DEFAULT, Kernel, Scalar
 
@@ -70,7 +73,20 @@ def _twin(row: Kernel, values: dict):
     checked = _checks.call(row, values)
     if row.entry == "optim_step":
         return optim_twins.step(row, checked)
-    return getattr(_TWINS[row.family], row.name)(**checked)
+    twin = getattr(_TWINS[row.family], row.name)
+    if row.bf16 and _bf16_call(row, checked):
+        return upcast_call(twin, row, checked)
+    return twin(**checked)
+
+
+def _bf16_call(row: Kernel, checked: dict) -> bool:
+    """Whether a checked call's "real" arrays are bfloat16 (the first present one says)."""
+    for spec in row.arrays:
+        a = checked[spec.name]
+        if spec.dtype == "real" and a is not None:
+            a = a[0] if isinstance(a, (list, tuple)) and a else a
+            return isinstance(a, np.ndarray) and a.dtype.kind == "V"
+    return False
 
 
 def _check(row: Kernel, values: dict) -> None:

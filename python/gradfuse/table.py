@@ -4,7 +4,9 @@ A row (Kernel) lists the kernel's arguments in signature order:
 
 - Array: an array argument with its role (READ, WRITE: an output, UPDATE: read and written in
   place, STATE: an optimizer's state, updated in place and kept between steps), its dtype rule
-  ("float": the call's one floating dtype, float32 or float64; or a fixed dtype such as "uint8"),
+  ("float": the call's one floating dtype, float32 or float64; "real": the same or bfloat16, the
+  ml_dtypes dtype, stored in bf16 and computed in float32; "wide": the call's dtype, but float32
+  in a bfloat16 call: statistics, accumulators, fp32 masters; or a fixed dtype such as "uint8"),
   its shape rule (below), whether it may be None, whether it is a list of arrays (multi-tensor
   kernels), which argument it may be exactly (in place), and what valid data looks like.
 - Scalar: a number, flag or name with its type, default, valid range and message, and for the
@@ -42,6 +44,7 @@ from functools import cached_property
 from typing import Callable
 
 READ, WRITE, UPDATE, STATE = "read", "write", "update", "state"
+FLOATING = ("float", "real", "wide")  # the floating dtype rules (Array.dtype); the others are fixed dtypes
 
 
 class _NoDefault:
@@ -76,6 +79,7 @@ NONNEG = Range(
 FINITE = Range(math.isfinite, "a finite number", (-1e300, 0.0, 2.5), (math.nan, math.inf, -math.inf))
 UNIT = Range(lambda x: 0 <= x < 1, "in [0, 1)", (0.0, 0.5, 1 - 2**-53), (-5e-324, 1.0, math.nan))
 CLOSED_UNIT = Range(lambda x: 0 <= x <= 1, "in [0, 1]", (0.0, 1.0), (-5e-324, 1 + 2**-52, math.nan))
+HALF_OPEN_UNIT = Range(lambda x: 0 < x <= 1, "in (0, 1]", (5e-324, 0.5, 1.0), (0.0, 1 + 2**-52, math.nan))
 POSITIVE_OR_INF = Range(lambda x: x > 0, "a number > 0 or inf", (5e-324, 2.0, math.inf), (0.0, -1.0, math.nan))
 NONNEG_OR_INF = Range(lambda x: x >= 0, "a number >= 0", (0.0, 1.0, math.inf), (-5e-324, math.nan))
 SCALE = Range(
@@ -114,6 +118,11 @@ class Array:
     @property
     def written(self) -> bool:
         return self.role != READ
+
+    @property
+    def floating(self) -> bool:
+        """A floating array ("float", "real" or "wide"), not a fixed dtype."""
+        return self.dtype in FLOATING
 
 
 @dataclass(frozen=True)
@@ -213,17 +222,31 @@ class Kernel:
         """Whether the call with these scalars uses the array (its `when`)."""
         return array.when is None or bool(array.when(scalars))
 
-    def bytes_per_element(self, itemsize: int = 4, scalars: dict | None = None) -> float:
+    @cached_property
+    def bf16(self) -> bool:
+        """Whether the kernel takes bfloat16 arrays (its "real" ones)."""
+        return any(a.dtype == "real" for a in self.arrays)
+
+    def __post_init__(self):
+        # the first floating array sets a call's dtype, which a "wide" one's rule needs
+        kinds = [a.dtype for a in self.arrays if a.floating]
+        if kinds and kinds[0] == "wide":
+            raise ValueError(f"{self.name}: a 'wide' array before the first 'float'/'real' one")
+
+    def bytes_per_element(
+        self, itemsize: int = 4, scalars: dict | None = None, wide_itemsize: int | None = None
+    ) -> float:
         """Bytes the kernel moves per element (per parameter, for an optimizer) in a dtype of this
-        itemsize: each element of a READ or WRITE array once, of an UPDATE or STATE one twice (read
-        and write), for the arrays the scalars use."""
+        itemsize (wide arrays: wide_itemsize, 4 beside bf16): each element of a READ or WRITE array
+        once, of an UPDATE or STATE one twice (read and write), for the arrays the scalars use."""
         if self.bytes is not None:
             return self.bytes * itemsize / 4
         scalars = {**self.defaults(), **(scalars or {})}
         total = 0
         for a in self.arrays:
-            if a.dtype == "float" and self.used(a, scalars):
-                total += itemsize * (2 if a.role in (UPDATE, STATE) else 1)
+            if a.floating and self.used(a, scalars):
+                size = (wide_itemsize or itemsize) if a.dtype == "wide" else itemsize
+                total += size * (2 if a.role in (UPDATE, STATE) else 1)
         return total
 
 
@@ -518,6 +541,24 @@ OPTIMIZERS = (
         examples=(
             Example("weight_decay", dict(lr=1e-3, weight_decay=0.1)),
             Example("betas", dict(lr=1e-4, beta1=0.5, beta2=0.9)),
+        ),
+    ),
+    _optim(
+        "asgd",
+        "ASGD step (torch.optim.ASGD): SGD with a step size eta that decays, and a running average ax of the "
+        "parameters (from the step where mu drops below 1). eta and mu are this step's values: the optimizer "
+        "keeps them as state and advances them from lr, lambd, alpha and t0, as torch does.",
+        (_state("axs", "ax"),),
+        (
+            Scalar("eta", range=NONNEG),
+            Scalar("mu", range=HALF_OPEN_UNIT),
+            Scalar("lambd", default=1e-4, range=NONNEG, hyper="lambd", torch="Invalid lambd value: {value}"),
+            _weight_decay(),
+        ),
+        torch="torch.optim.ASGD",
+        examples=(
+            Example("averaging", dict(eta=0.01, mu=0.5, weight_decay=0.1)),
+            Example("before_t0", dict(eta=0.005, mu=1.0, lambd=0.01)),
         ),
     ),
 )
@@ -818,7 +859,12 @@ ACTIVATION = (
         "activation_forward",
         "activation",
         "y = activation(x), element-wise, any shape; y may be x (in place).",
-        (Array("x"), Array("y", WRITE, shape="like:x", in_place="x"), _activation(), _SLOPE),
+        (
+            Array("x", dtype="real"),
+            Array("y", WRITE, shape="like:x", dtype="real", in_place="x"),
+            _activation(),
+            _SLOPE,
+        ),
         bytes=8,
         examples=_EACH_ACTIVATION,
     ),
@@ -828,11 +874,11 @@ ACTIVATION = (
         "dx = dy * activation'(.), element-wise. Needs y (the forward output) for tanh and sigmoid, x (the "
         "input) for gelu and gelu_tanh, either for relu and leaky_relu; dx may be dy (in place).",
         (
-            Array("dy"),
-            Array("dx", WRITE, shape="like:dy", in_place="dy"),
+            Array("dy", dtype="real"),
+            Array("dx", WRITE, shape="like:dy", dtype="real", in_place="dy"),
             _activation(),
-            Array("x", shape="like:dy", optional=True, default=None),
-            Array("y", shape="like:dy", optional=True, default=None),
+            Array("x", shape="like:dy", dtype="real", optional=True, default=None),
+            Array("y", shape="like:dy", dtype="real", optional=True, default=None),
             _SLOPE,
         ),
         bytes=12,

@@ -20,6 +20,9 @@
 // 2.4e-7, sigmoid 1.2e-7, gelu 9e-7 (its gradient 2.3e-7); torch's float32 tanh is closer (3e-8). Every element goes through the same packet code (64-element chunks,
 // the last one padded), so results are bitwise the same for every thread count; across ISA paths
 // they agree to a few ulp (the polynomials use fma where the ISA has it).
+// dtypes: float32, float64, or bf16 (every array of the call): bf16 arrays are widened to float32
+// in blocks, run through the float32 code and rounded to bf16 once (bf16.hpp); a bf16 result is
+// the float32 kernel's result rounded to nearest even.
 // Threading: OpenMP over the elements.
 #pragma once
 

@@ -48,7 +48,10 @@ namespace gf {
   X(etaplus)              \
   X(step_size_min)        \
   X(step_size_max)        \
-  X(grad_scale)
+  X(grad_scale)           \
+  X(lambd)                \
+  X(eta)                  \
+  X(mu)
 #define GF_OPTIM_FLAGS(X) \
   X(maximize)             \
   X(nesterov)             \

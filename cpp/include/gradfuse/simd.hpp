@@ -9,6 +9,8 @@
 // three copies never meet at link time. Kernels are written once against this interface:
 //
 //   V::width, V::load(p), V::load(p, n), v.store(p), v.store(p, n), V::broadcast(x),
+//   Vec<float>::load(const bf16*), v.store(bf16*) (and the masked forms): bf16 storage as float lanes
+//   (bf16.hpp: exact widening, round-to-nearest-even narrowing, ml_dtypes' NaN);
 //   v.stream(p) (a non-temporal store, p aligned to sizeof(V); then stream_fence() before the
 //   threads join; for outputs far larger than the caches: no read-for-ownership of the lines),
 //   + - * / unary-, sqrt, abs, maximum/minimum (NaN-propagating, like numpy), sign (torch's:
@@ -27,6 +29,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+
+#include "gradfuse/bf16.hpp"
 
 #if defined(GF_ISA_AVX2) || defined(GF_ISA_AVX512)
 #include <immintrin.h>
@@ -49,6 +54,17 @@ struct Vec;
 GF_INLINE __mmask16 tail_mask16(int64_t n) { return static_cast<__mmask16>((1u << n) - 1u); }
 GF_INLINE __mmask8 tail_mask8(int64_t n) { return static_cast<__mmask8>((1u << n) - 1u); }
 
+// bf16 <-> float32 lanes (bf16.hpp): widening is exact (a shift); narrowing rounds to nearest even,
+// and a NaN becomes the quiet NaN 0x7FC0 with its sign, as ml_dtypes does.
+GF_INLINE __m512 bf16_widen(__m256i h) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); }
+GF_INLINE __m256i bf16_narrow(__m512 v) {
+  const __m512i u = _mm512_castps_si512(v), hi = _mm512_srli_epi32(u, 16);
+  const __m512i bias = _mm512_add_epi32(_mm512_and_si512(hi, _mm512_set1_epi32(1)), _mm512_set1_epi32(0x7FFF));
+  const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(u, bias), 16);
+  const __m512i qnan = _mm512_or_si512(_mm512_and_si512(hi, _mm512_set1_epi32(0x8000)), _mm512_set1_epi32(0x7FC0));
+  return _mm512_cvtepi32_epi16(_mm512_mask_mov_epi32(rounded, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), qnan));
+}
+
 template <>
 struct Vec<float> {
   using value_type = float;
@@ -59,6 +75,14 @@ struct Vec<float> {
   static GF_INLINE Vec load(const float* p, int64_t n) { return {_mm512_maskz_loadu_ps(tail_mask16(n), p)}; }
   GF_INLINE void store(float* p) const { _mm512_storeu_ps(p, v); }
   GF_INLINE void store(float* p, int64_t n) const { _mm512_mask_storeu_ps(p, tail_mask16(n), v); }
+  static GF_INLINE Vec load(const bf16* p) {
+    return {bf16_widen(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)))};
+  }
+  static GF_INLINE Vec load(const bf16* p, int64_t n) {
+    return {bf16_widen(_mm256_maskz_loadu_epi16(tail_mask16(n), p))};
+  }
+  GF_INLINE void store(bf16* p) const { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), bf16_narrow(v)); }
+  GF_INLINE void store(bf16* p, int64_t n) const { _mm256_mask_storeu_epi16(p, tail_mask16(n), bf16_narrow(v)); }
   GF_INLINE void stream(float* p) const { _mm512_stream_ps(p, v); }
   static GF_INLINE Vec broadcast(float x) { return {_mm512_set1_ps(x)}; }
 };
@@ -170,6 +194,18 @@ GF_INLINE __m256i tail_mask_pd(int64_t n) {
   return _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
 }
 
+// bf16 <-> float32 lanes, as on the AVX-512 path; tails go through a small buffer (no 16-bit masked
+// loads before AVX-512).
+GF_INLINE __m256 bf16_widen(__m128i h) { return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)); }
+GF_INLINE __m128i bf16_narrow(__m256 v) {
+  const __m256i u = _mm256_castps_si256(v), hi = _mm256_srli_epi32(u, 16);
+  const __m256i bias = _mm256_add_epi32(_mm256_and_si256(hi, _mm256_set1_epi32(1)), _mm256_set1_epi32(0x7FFF));
+  const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(u, bias), 16);
+  const __m256i qnan = _mm256_or_si256(_mm256_and_si256(hi, _mm256_set1_epi32(0x8000)), _mm256_set1_epi32(0x7FC0));
+  const __m256i r = _mm256_blendv_epi8(rounded, qnan, _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+  return _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));  // lanes <= 0xFFFF
+}
+
 template <>
 struct Vec<float> {
   using value_type = float;
@@ -180,6 +216,20 @@ struct Vec<float> {
   static GF_INLINE Vec load(const float* p, int64_t n) { return {_mm256_maskload_ps(p, tail_mask_ps(n))}; }
   GF_INLINE void store(float* p) const { _mm256_storeu_ps(p, v); }
   GF_INLINE void store(float* p, int64_t n) const { _mm256_maskstore_ps(p, tail_mask_ps(n), v); }
+  static GF_INLINE Vec load(const bf16* p) {
+    return {bf16_widen(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)))};
+  }
+  static GF_INLINE Vec load(const bf16* p, int64_t n) {
+    alignas(16) bf16 buf[8] = {};
+    std::memcpy(buf, p, static_cast<size_t>(n) * sizeof(bf16));
+    return load(buf);
+  }
+  GF_INLINE void store(bf16* p) const { _mm_storeu_si128(reinterpret_cast<__m128i*>(p), bf16_narrow(v)); }
+  GF_INLINE void store(bf16* p, int64_t n) const {
+    alignas(16) bf16 buf[8];
+    store(buf);
+    std::memcpy(p, buf, static_cast<size_t>(n) * sizeof(bf16));
+  }
   GF_INLINE void stream(float* p) const { _mm256_stream_ps(p, v); }
   static GF_INLINE Vec broadcast(float x) { return {_mm256_set1_ps(x)}; }
 };
@@ -301,6 +351,11 @@ struct Vec {
   GF_INLINE void store(T* p, int64_t) const { *p = v; }
   GF_INLINE void stream(T* p) const { *p = v; }  // a plain store on the baseline path
   static GF_INLINE Vec broadcast(T x) { return {x}; }
+  // bf16 storage (Vec<float> only): exact widening, round-to-nearest-even narrowing (bf16.hpp)
+  static GF_INLINE Vec load(const bf16* p) { return {bf16_to_float(*p)}; }
+  static GF_INLINE Vec load(const bf16* p, int64_t) { return {bf16_to_float(*p)}; }
+  GF_INLINE void store(bf16* p) const { *p = float_to_bf16(v); }
+  GF_INLINE void store(bf16* p, int64_t) const { *p = float_to_bf16(v); }
 };
 template <class T> GF_INLINE Vec<T> operator+(Vec<T> a, Vec<T> b) { return {a.v + b.v}; }
 template <class T> GF_INLINE Vec<T> operator-(Vec<T> a, Vec<T> b) { return {a.v - b.v}; }
@@ -382,6 +437,31 @@ template <class T>
 GF_INLINE void store_n(Vec<T> v, T* p, int64_t n) {
   if (n == Vec<T>::width) v.store(p);
   else v.store(p, n);
+}
+// ... from and to bf16 storage, as float lanes
+GF_INLINE Vec<float> load_n(const bf16* p, int64_t n) {
+  return n == Vec<float>::width ? Vec<float>::load(p) : Vec<float>::load(p, n);
+}
+GF_INLINE void store_n(Vec<float> v, bf16* p, int64_t n) {
+  if (n == Vec<float>::width) v.store(p);
+  else v.store(p, n);
+}
+
+// n bf16 values as float32 (exact), and back (rounded to nearest even): the staging of kernels that
+// run their float32 code on bf16 arrays block by block.
+GF_INLINE void widen_bf16(const bf16* src, float* dst, int64_t n) {
+  constexpr int64_t w = Vec<float>::width;
+  for (int64_t i = 0; i < n; i += w) {
+    const int64_t m = n - i < w ? n - i : w;
+    store_n(load_n(src + i, m), dst + i, m);
+  }
+}
+GF_INLINE void narrow_bf16(const float* src, bf16* dst, int64_t n) {
+  constexpr int64_t w = Vec<float>::width;
+  for (int64_t i = 0; i < n; i += w) {
+    const int64_t m = n - i < w ? n - i : w;
+    store_n(load_n(src + i, m), dst + i, m);
+  }
 }
 
 // The upper half of a float vector as doubles (widen_hi); zero on the one-lane scalar path, whose

@@ -225,4 +225,19 @@ def lion(a):
     return update
 
 
-UPDATES = {f.__name__: f for f in (sgd, adam, adagrad, rmsprop, adadelta, adamax, nadam, radam, rprop, lion)}
+def asgd(a):
+    shrink = 1.0 - a.lambd * a.eta
+
+    def update(p, g, ax):
+        g = _weight_decay(p, g, 0.0, a.weight_decay, False)  # coupled: no lr in it
+        p *= shrink
+        p += -a.eta * g
+        if a.mu != 1:
+            ax += (p - ax) * a.mu
+        else:
+            ax[...] = p
+
+    return update
+
+
+UPDATES = {f.__name__: f for f in (sgd, adam, adagrad, rmsprop, adadelta, adamax, nadam, radam, rprop, lion, asgd)}

@@ -427,4 +427,77 @@ class Lion(Optimizer):
         super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
 
 
-__all__ = ["SGD", "Adam", "AdamW", "Adagrad", "RMSprop", "Adadelta", "Adamax", "NAdam", "RAdam", "Rprop", "Lion"]
+class ASGD(Optimizer):
+    """Averaged SGD (Polyak & Juditsky): SGD whose step size eta decays as
+    lr / (1 + lambd lr step)^alpha, and a running average of the parameters, state["ax"] (the
+    averaged weights to evaluate with), taken from step t0 on (mu = 1 / max(1, step - t0))."""
+
+    _kernel = "asgd"
+    _scalar_keys = {"step": 0, "eta": None, "mu": 1.0}  # eta starts at the group's lr
+
+    def __init__(
+        self,
+        params,
+        lr=1e-2,
+        lambd=1e-4,
+        alpha=0.75,
+        t0=1e6,
+        weight_decay=0,
+        foreach=None,
+        maximize=False,
+        differentiable=False,
+        capturable=False,
+        *,
+        skip_nonfinite=False,
+    ):
+        defaults = dict(
+            lr=lr,
+            lambd=lambd,
+            alpha=alpha,
+            t0=t0,
+            weight_decay=weight_decay,
+            foreach=foreach,
+            maximize=maximize,
+            differentiable=differentiable,
+            capturable=capturable,
+        )
+        super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
+
+    def _validate_extra(self, g):
+        # torch takes any alpha and t0; a negative one makes eta grow or mu exceed 1/step, and a
+        # negative lambd can make eta's base negative (a complex power): refused here, with torch's words
+        _nonneg(g, "lr", "learning rate")
+        _nonneg(g, "alpha", "alpha value")
+        _nonneg(g, "t0", "t0 value")
+
+    @staticmethod
+    def _eta(g, eta):
+        """eta before a parameter's first step is the group's lr; torch keeps it as a float32 scalar."""
+        return float(np.float32(g["lr"])) if eta is None else eta
+
+    def _step_scalars(self, g, scalars):
+        _, eta, mu = scalars
+        return {"eta": self._eta(g, eta), "mu": mu}
+
+    def _advance(self, g, scalars):
+        step = scalars[0] + 1  # torch's formulas, rounded to float32 as its state tensors are
+        lr, lambd, alpha, t0 = g["lr"], g["lambd"], g["alpha"], g["t0"]
+        eta = float(np.float32(lr / ((1 + lambd * lr * step) ** alpha)))
+        mu = float(np.float32(1 / max(1, step - t0)))
+        return (step, eta, mu)
+
+
+__all__ = [
+    "SGD",
+    "Adam",
+    "AdamW",
+    "Adagrad",
+    "RMSprop",
+    "Adadelta",
+    "Adamax",
+    "NAdam",
+    "RAdam",
+    "Rprop",
+    "Lion",
+    "ASGD",
+]
