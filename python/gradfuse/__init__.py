@@ -10,7 +10,7 @@ gf.ops holds the kernels themselves; each has a NumPy twin of the same name and 
 (gf.set_backend("numpy") or `with gf.use_backend("numpy"):` switches to them).
 """
 
-from . import data, losses, nn, ops, optim, regularizers, train
+from . import data, datasets, losses, nn, ops, optim, regularizers, train
 from ._backend import get_backend, set_backend, use_backend
 from ._config import config, get_num_threads, set_num_threads, show_config
 from ._version import __version__
@@ -32,6 +32,7 @@ __all__ = [
     "losses",
     "regularizers",
     "data",
+    "datasets",
     "train",
     "save",
     "load",

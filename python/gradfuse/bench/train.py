@@ -73,10 +73,17 @@ def build_torch(torch, model):
     return torch.nn.Sequential(*mods)
 
 
-def torch_step(torch, tmodel, topt):
+def torch_step(torch, tmodel, topt, autocast: bool = False):
+    """One torch step; autocast: the one line a torch user adds for bf16 on a CPU
+    (torch.autocast("cpu", dtype=torch.bfloat16) around the forward and the loss)."""
+
     def step(x, y):
         topt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(tmodel(x), y)
+        if autocast:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = torch.nn.functional.cross_entropy(tmodel(x), y)
+        else:
+            loss = torch.nn.functional.cross_entropy(tmodel(x), y)
         loss.backward()
         topt.step()
 
@@ -164,14 +171,18 @@ def run(args) -> dict:
     impls["numpy"] = numpy_backend
     if torch is not None:
         tx, ty = torch.from_numpy(x), torch.from_numpy(y)
-        for name, kwargs in (("torch", {}), ("torch-fused-adam", {"fused": True})):
+        for name, kwargs, autocast in (
+            ("torch", {}, False),
+            ("torch-fused-adam", {"fused": True}, False),
+            ("torch-autocast-bf16", {"fused": True}, True),
+        ):
             tmodel = build_torch(torch, model)
             try:
                 topt = torch.optim.Adam(tmodel.parameters(), lr=1e-4, **kwargs)
             except (TypeError, RuntimeError, ValueError):
                 continue
             models[name] = (tmodel, topt)
-            impls[name] = lambda s=torch_step(torch, tmodel, topt): s(tx, ty)
+            impls[name] = lambda s=torch_step(torch, tmodel, topt, autocast): s(tx, ty)
     m = H.measure_interleaved(
         impls,
         repeats=repeats,
