@@ -164,11 +164,13 @@ GF_INLINE void add_to_double(double* acc, const float* g, int64_t n) {
 // fp32 fallback, A and B are first widened to float32 copies (exact) and each tile is a float32
 // GEMM on the float32 library. The tiles are planned as for that library's float32 GEMMs.
 
-void to_f32(const bf16* x, float* y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] = bf16_to_float(x[i]);
-}
-void to_bf16(const float* x, bf16* y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] = float_to_bf16(x[i]);
+// Vector widening (exact) and narrowing (to nearest even) of this ISA (simd.hpp).
+GF_INLINE void to_f32(const bf16* x, float* y, int64_t n) { widen_bf16(x, y, n); }
+GF_INLINE void to_bf16(const float* x, bf16* y, int64_t n) { narrow_bf16(x, y, n); }
+
+// acc[0:n) += c[0:n) widened: a bf16 C accumulated onto its float32 tile before the one rounding.
+GF_INLINE void add_widened(float* acc, const bf16* c, int64_t n) {
+  for_vectors<float>(n, [&](int64_t i, int64_t m) { store_n(load_n(acc + i, m) + load_n(c + i, m), acc + i, m); });
 }
 
 std::vector<float> widened(const bf16* x, int64_t n, int threads) {
@@ -239,8 +241,7 @@ void tiled_gemm_bf16(const Blas& blas, const GemmArgs& g, const bf16* a, int64_t
             for (int64_t r = 0; r < t.h; ++r) {
               float* row = out + r * ldo;
               bf16* crow = ct + r * ldc;
-              if (g.accumulate)
-                for (int64_t j = 0; j < t.w; ++j) row[j] += bf16_to_float(crow[j]);
+              if (g.accumulate) add_widened(row, crow, t.w);
               to_bf16(row, crow, t.w);
             }
         }
