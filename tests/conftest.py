@@ -47,6 +47,19 @@ def isa(request):
         _core._set_isa(before)
 
 
+# The bf16 GEMM paths this machine can run (blas.hpp): the fp32 fallback always, oneDNN when it loaded
+# (on a CPU without AMX or AVX512-BF16 oneDNN emulates bf16 on avx512_core: slower, the same contract).
+BF16_GEMM_PATHS = ["fallback"] + (["onednn"] if HAS_CORE and _core._build_info()["onednn"] else [])
+
+
+@pytest.fixture
+def bf16_gemm():
+    """set(path) runs the bf16 GEMMs on that path until the test ends."""
+    saved = _core._get_gemm_bf16()
+    yield _core._set_gemm_bf16
+    _core._set_gemm_bf16(saved)
+
+
 @pytest.fixture
 def threads():
     """Restores the thread setting a test changes."""

@@ -170,7 +170,10 @@ def test_bench_layers_quick_writes_every_row(tmp_path, no_torch):
         "gemm": {"C = A @ B"},
         "loss": {"loss + grad"},
         "clip": {"norm + scale"},
+        "dense bf16": {"forward+backward"},
+        "gemm bf16": {"C = A @ B"},
     }
+    assert "bf16 peak" in proc.stdout  # measured, or why not (no AMX / AVX512-BF16, no oneDNN)
 
 
 @needs_core
@@ -275,7 +278,10 @@ def test_bench_suite_rows_have_every_implementation_and_their_limit(smoke_suite)
         if HAS_TORCH:
             assert any(k.startswith("torch") and "ms" in c for k, c in r["cells"].items()), r
     gemm = [r for r in rows if r["kernel"].startswith("gemm")]
-    assert gemm and all(r["limit"]["name"].startswith("FMA") for r in gemm)
+    assert gemm and all(r["limit"]["name"].startswith("FMA") for r in gemm if "bf16" not in r["kernel"])
+    # bf16 rows: the bf16 units' peak where the CPU has them, else the FMA peak (the fp32 fallback's)
+    bf16 = [r for r in rows if "bf16" in r["kernel"]]
+    assert bf16 and all(r["limit"]["name"].startswith(("FMA", "bf16 peak")) for r in bf16)
 
 
 @needs_core

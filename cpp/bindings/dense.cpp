@@ -37,9 +37,9 @@ void bind_dense(py::module_& m) {
         g.trans_a = flag(args.fn(), "trans_a", trans_a);
         g.trans_b = flag(args.fn(), "trans_b", trans_b);
         g.accumulate = flag(args.fn(), "accumulate", accumulate);
-        const ArrayArg& aa = args.floating("a", a, false);
-        const ArrayArg& ab = args.floating("b", b, false);
-        const ArrayArg& ac = args.floating("c", c, true);
+        const ArrayArg& aa = args.real("a", a, false);
+        const ArrayArg& ab = args.real("b", b, false);
+        const ArrayArg& ac = args.wide("c", c, true);  // float32 beside bf16 a, b
         if (g.trans_a) args.require_dims(aa, {"K", "M"});
         else args.require_dims(aa, {"M", "K"});
         if (g.trans_b) args.require_dims(ab, {"N", "K"});
@@ -50,10 +50,13 @@ void bind_dense(py::module_& m) {
         require_int_dims(args, {&aa, &ab});  // they hold every dimension of the call
         const int threads = num_threads();
         py::gil_scoped_release release;
-        with_dtype(args.dtype(), [&](auto t) {
-          using T = decltype(t);
-          GF_CALL(matmul<T>, g, aa.ptr<T>(), ab.ptr<T>(), ac.ptr<T>(), threads);
-        });
+        if (args.dtype() == DType::bf16)
+          GF_CALL(matmul_bf16<float>, g, aa.ptr<bf16>(), ab.ptr<bf16>(), ac.ptr<float>(), threads);
+        else
+          with_dtype(args.dtype(), [&](auto t) {
+            using T = decltype(t);
+            GF_CALL(matmul<T>, g, aa.ptr<T>(), ab.ptr<T>(), ac.ptr<T>(), threads);
+          });
       },
       "a"_a, "b"_a, "c"_a, py::kw_only(), "trans_a"_a = false, "trans_b"_a = false, "accumulate"_a = false,
       "The C++ side of gf.ops.matmul: its doc, defaults and checks are its row of the kernel table "
@@ -65,11 +68,11 @@ void bind_dense(py::module_& m) {
          py::handle negative_slope, py::handle z) {
         ArgSet args("dense_forward");
         const ActArgs act = activation_args(args.fn(), activation, negative_slope);
-        const ArrayArg& ax = args.floating("x", x, false);
-        const ArrayArg& aw = args.floating("weight", weight, false);
-        const ArrayArg& ab = args.floating("bias", bias, false, true);
-        const ArrayArg& ay = args.floating("y", y, true);
-        const ArrayArg& az = args.floating("z", z, true, true);
+        const ArrayArg& ax = args.real("x", x, false);
+        const ArrayArg& aw = args.real("weight", weight, false);
+        const ArrayArg& ab = args.wide("bias", bias, false, true);  // float32 beside bf16
+        const ArrayArg& ay = args.real("y", y, true);
+        const ArrayArg& az = args.real("z", z, true, true);
         args.require_dims(ax, {"N", "IN"});
         args.require_dims(aw, {"IN", "OUT"});
         args.require_dims(ab, {"OUT"});
@@ -80,11 +83,15 @@ void bind_dense(py::module_& m) {
         require_int_dims(args, {&ax, &aw});
         const int threads = num_threads();
         py::gil_scoped_release release;
-        with_dtype(args.dtype(), [&](auto t) {
-          using T = decltype(t);
-          GF_CALL(dense_forward<T>, act.act, act.slope, ax.ptr<T>(), aw.ptr<T>(), ab.ptr_or_null<T>(), ay.ptr<T>(),
-                  az.ptr_or_null<T>(), n, in, out, threads);
-        });
+        if (args.dtype() == DType::bf16)
+          GF_CALL(dense_forward_bf16, act.act, act.slope, ax.ptr<bf16>(), aw.ptr<bf16>(), ab.ptr_or_null<float>(),
+                  ay.ptr<bf16>(), az.ptr_or_null<bf16>(), n, in, out, threads);
+        else
+          with_dtype(args.dtype(), [&](auto t) {
+            using T = decltype(t);
+            GF_CALL(dense_forward<T>, act.act, act.slope, ax.ptr<T>(), aw.ptr<T>(), ab.ptr_or_null<T>(), ay.ptr<T>(),
+                    az.ptr_or_null<T>(), n, in, out, threads);
+          });
       },
       "x"_a, "weight"_a, "bias"_a, "y"_a, py::kw_only(), "activation"_a = "none", "negative_slope"_a = 0.01,
       "z"_a = py::none(),
@@ -99,15 +106,15 @@ void bind_dense(py::module_& m) {
         ArgSet args("dense_backward");
         const ActArgs act = activation_args(args.fn(), activation, negative_slope);
         const bool accumulate = flag(args.fn(), "accumulate", accumulate_);
-        const ArrayArg& ady = args.floating("dy", dy, false);
-        const ArrayArg& ax = args.floating("x", x, false);
-        const ArrayArg& aw = args.floating("weight", weight, false);
-        const ArrayArg& adx = args.floating("dx", dx, true, true);
-        const ArrayArg& adw = args.floating("dweight", dweight, true, true);
-        const ArrayArg& adb = args.floating("dbias", dbias, true, true);
-        const ArrayArg& ay = args.floating("y", y, false, true);
-        const ArrayArg& az = args.floating("z", z, false, true);
-        const ArrayArg& adz = args.floating("dz", dz, true, true);
+        const ArrayArg& ady = args.real("dy", dy, false);
+        const ArrayArg& ax = args.real("x", x, false);
+        const ArrayArg& aw = args.real("weight", weight, false);
+        const ArrayArg& adx = args.real("dx", dx, true, true);
+        const ArrayArg& adw = args.wide("dweight", dweight, true, true);  // float32 beside bf16: they
+        const ArrayArg& adb = args.wide("dbias", dbias, true, true);      // feed float32 master weights
+        const ArrayArg& ay = args.real("y", y, false, true);
+        const ArrayArg& az = args.real("z", z, false, true);
+        const ArrayArg& adz = args.real("dz", dz, true, true);
         args.require_dims(ax, {"N", "IN"});  // the row's shape_order: x, weight first
         args.require_dims(aw, {"IN", "OUT"});
         args.require_dims(ady, {"N", "OUT"});
@@ -121,12 +128,17 @@ void bind_dense(py::module_& m) {
         require_int_dims(args, {&ax, &aw});
         const int threads = num_threads();
         py::gil_scoped_release release;
-        with_dtype(args.dtype(), [&](auto t) {
-          using T = decltype(t);
-          GF_CALL(dense_backward<T>, act.act, act.slope, ady.ptr<T>(), ax.ptr<T>(), aw.ptr<T>(), ay.ptr_or_null<T>(),
-                  az.ptr_or_null<T>(), adz.ptr_or_null<T>(), adx.ptr_or_null<T>(), adw.ptr_or_null<T>(),
-                  adb.ptr_or_null<T>(), accumulate, n, in, out, threads);
-        });
+        if (args.dtype() == DType::bf16)
+          GF_CALL(dense_backward_bf16, act.act, act.slope, ady.ptr<bf16>(), ax.ptr<bf16>(), aw.ptr<bf16>(),
+                  ay.ptr_or_null<bf16>(), az.ptr_or_null<bf16>(), adz.ptr_or_null<bf16>(), adx.ptr_or_null<bf16>(),
+                  adw.ptr_or_null<float>(), adb.ptr_or_null<float>(), accumulate, n, in, out, threads);
+        else
+          with_dtype(args.dtype(), [&](auto t) {
+            using T = decltype(t);
+            GF_CALL(dense_backward<T>, act.act, act.slope, ady.ptr<T>(), ax.ptr<T>(), aw.ptr<T>(), ay.ptr_or_null<T>(),
+                    az.ptr_or_null<T>(), adz.ptr_or_null<T>(), adx.ptr_or_null<T>(), adw.ptr_or_null<T>(),
+                    adb.ptr_or_null<T>(), accumulate, n, in, out, threads);
+          });
       },
       "dy"_a, "x"_a, "weight"_a, "dx"_a, "dweight"_a, "dbias"_a, py::kw_only(), "activation"_a = "none",
       "y"_a = py::none(), "z"_a = py::none(), "negative_slope"_a = 0.01, "accumulate"_a = false, "dz"_a = py::none(),

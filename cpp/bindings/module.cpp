@@ -2,6 +2,7 @@
 // registers its functions from its own bindings file.
 #include <dlfcn.h>
 #include <omp.h>
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
 #include <Eigen/Core>
@@ -9,6 +10,7 @@
 
 #include "gradfuse/blas.hpp"
 #include "gradfuse/kernels.hpp"
+#include "gradfuse/onednn.hpp"
 
 namespace gf {
 namespace bind {
@@ -48,11 +50,53 @@ py::dict build_info() {
     if (gf::cpu_supports(names[i])) cpu.append(names[i]);
   const std::string eigen = std::to_string(EIGEN_WORLD_VERSION) + "." + std::to_string(EIGEN_MAJOR_VERSION) + "." +
                             std::to_string(EIGEN_MINOR_VERSION);
-  const gf::Blas& blas = gf::current_blas();  // one snapshot: the name and description agree
-  const std::string gemm = blas.use ? "OpenBLAS (" + blas.description + ")" : "Eigen " + eigen;
+  const gf::Blas& blas = gf::current_blas();  // one snapshot: the names and descriptions agree
+  auto describe = [&](gf::GemmLib lib) {
+    if (lib == gf::GemmLib::openblas) return "OpenBLAS (" + blas.description + ")";
+    if (lib == gf::GemmLib::onednn) return "oneDNN " + gf::onednn_version() + " (" + gf::onednn_isa() + ")";
+    return "Eigen " + eigen;
+  };
+  // The bf16 path as gf.config() shows it: "onednn (avx512_core_amx)" or "fp32 fallback (openblas)".
+  const std::string gemm_bf16 = blas.bf16_onednn ? "onednn (" + gf::onednn_isa() + ")"
+                                                 : std::string("fp32 fallback (") + gf::gemm_lib_name(blas.f32) + ")";
+  const gf::CpuFeatures& f = gf::cpu_features();
+  py::dict features("avx512_bf16"_a = f.avx512_bf16, "amx_tile"_a = f.amx_tile, "amx_bf16_cpu"_a = f.amx_bf16_cpu,
+                    "amx_permitted"_a = f.amx_permitted, "amx_bf16"_a = f.amx_bf16);
   return py::dict("version"_a = GF_VERSION, "isas"_a = isas, "cpu_isas"_a = cpu, "compiler"_a = "GCC " __VERSION__,
-                  "openmp"_a = openmp_runtime(), "eigen"_a = eigen, "gemm"_a = gemm, "blas"_a = gf::blas_description(),
+                  "openmp"_a = openmp_runtime(), "eigen"_a = eigen, "gemm"_a = describe(blas.f32),
+                  "gemm_f64"_a = describe(blas.f64), "gemm_bf16"_a = gemm_bf16, "blas"_a = gf::blas_description(),
+                  "onednn"_a = gf::onednn_version(), "onednn_isa"_a = gf::onednn_isa(),
+                  "onednn_native_bf16"_a = gf::onednn_native_bf16(), "cpu_features"_a = features,
                   "cxx_standard"_a = __cplusplus);
+}
+
+// gradfuse._core._onednn_matmul: oneDNN's own matmul, for the benchmark's peer row and the
+// determinism check in the tests. float32 or bfloat16 (ml_dtypes) A and B, float32 or bfloat16 C.
+gf::GemmType gemm_type(const py::array& x, const char* name) {
+  const py::dtype d = x.dtype();
+  if (d.kind() == 'f' && d.itemsize() == 4) return gf::GemmType::f32;
+  if (d.itemsize() == 2 && std::string(py::str(d)) == "bfloat16") return gf::GemmType::bf16;
+  throw py::type_error(std::string("_onednn_matmul: ") + name + " must be float32 or bfloat16");
+}
+
+std::string onednn_probe(py::array a, py::array b, py::array c, int threads, bool accumulate) {
+  if (!gf::onednn_loaded()) throw py::value_error("_onednn_matmul: oneDNN is not loaded");
+  for (const py::array* x : {&a, &b, &c})
+    if (x->ndim() != 2 || !(x->flags() & py::array::c_style))
+      throw py::value_error("_onednn_matmul: arrays must be 2-D and C-contiguous");
+  if (!c.writeable()) throw py::value_error("_onednn_matmul: c is read-only");
+  gf::OnednnGemm g;
+  g.a = gemm_type(a, "a"), g.b = gemm_type(b, "b"), g.c = gemm_type(c, "c");
+  g.m = a.shape(0), g.k = a.shape(1), g.n = b.shape(1), g.accumulate = accumulate;
+  if (b.shape(0) != g.k || c.shape(0) != g.m || c.shape(1) != g.n)
+    throw py::value_error("_onednn_matmul: shapes do not agree");
+  g.lda = g.k, g.ldb = g.n, g.ldc = g.n;
+  const int n = threads > 0 ? threads : gf::num_threads();
+  {
+    py::gil_scoped_release release;
+    gf::onednn_gemm_threaded(g, a.data(), b.data(), c.mutable_data(), n);
+  }
+  return gf::onednn_impl(g, n);
 }
 
 }  // namespace
@@ -78,7 +122,7 @@ PYBIND11_MODULE(_core, m) {
         if (!gf::load_blas(path, &error)) throw py::value_error("cannot load OpenBLAS from " + path + ": " + error);
       },
       "path"_a, "Load OpenBLAS (scipy-openblas32's library) and use it for GEMMs.");
-  m.def("_get_gemm", &gf::gemm_name, "The GEMM backend in use: openblas or eigen.");
+  m.def("_get_gemm", &gf::gemm_name, "The float32 GEMM backend in use: onednn, openblas or eigen.");
   m.def(
       "_set_gemm",
       [](const std::string& name) {
@@ -88,7 +132,30 @@ PYBIND11_MODULE(_core, m) {
           throw py::value_error(e.what());
         }
       },
-      "name"_a, "Use openblas (if loaded) or eigen for GEMMs; for tests and benchmarks.");
+      "name"_a, "Use onednn or openblas (if loaded) or eigen for float32 GEMMs; for tests and benchmarks.");
+  m.def(
+      "_load_onednn",
+      [](const std::string& path, bool max_isa_bf16) {
+        std::string error;
+        if (!gf::onednn_load(path, max_isa_bf16, &error))
+          throw py::value_error("cannot load oneDNN from " + path + ": " + error);
+      },
+      "path"_a, "max_isa_bf16"_a = false,
+      "Load oneDNN (libdnnl.so.3 of the onednn-cpu-gomp wheel), once per process; max_isa_bf16 keeps it off AMX.");
+  m.def("_get_gemm_bf16", &gf::gemm_bf16_name, "The bf16 GEMM path in use: onednn or fallback.");
+  m.def(
+      "_set_gemm_bf16",
+      [](const std::string& name) {
+        try {
+          gf::select_gemm_bf16(name);
+        } catch (const std::invalid_argument& e) {
+          throw py::value_error(e.what());
+        }
+      },
+      "name"_a, "Run bf16 GEMMs on onednn (if loaded) or on the fp32 fallback; for tests and benchmarks.");
+  m.def("_onednn_matmul", &onednn_probe, "a"_a, "b"_a, "c"_a, "threads"_a = 0, "accumulate"_a = false,
+        "Benchmark probe: C (+)= A B as ONE oneDNN matmul with oneDNN's own threading (threads; 0: all), "
+        "no checks beyond dtypes and shapes; returns oneDNN's implementation name.");
   m.def(
       "_fma_peak",
       [](int64_t iters, int threads) {

@@ -4,6 +4,8 @@
 // gradfuse/_ext.py then applies GRADFUSE_CPU (a lower path, with a warning when the CPU lacks the
 // requested one). The selection is one atomic index that GF_CALL (kernels.hpp) reads.
 #include <omp.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <stdexcept>
@@ -57,6 +59,29 @@ const char* const* compiled_isas(int* count) {
 bool cpu_supports(const std::string& isa) {
   const int i = index_of(isa);
   return i >= 0 && supports(i);
+}
+
+// AMX needs the OS's permission per process before the first tile instruction (Linux 5.16+:
+// arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA), else SIGILL). Asked once, here; oneDNN
+// asks too, harmlessly. __builtin_cpu_supports reports amx/avx512bf16 only when the OS enables
+// their register state (XCR0).
+CpuFeatures detect_features() {
+  __builtin_cpu_init();
+  CpuFeatures f;
+  f.avx512_bf16 = __builtin_cpu_supports("avx512bf16") && supports(2);
+  f.amx_tile = __builtin_cpu_supports("amx-tile");
+  f.amx_bf16_cpu = f.amx_tile && __builtin_cpu_supports("amx-bf16");
+#if defined(__linux__) && defined(SYS_arch_prctl)
+  constexpr int kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  if (f.amx_bf16_cpu) f.amx_permitted = syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#endif
+  f.amx_bf16 = f.amx_bf16_cpu && f.amx_permitted;
+  return f;
+}
+
+const CpuFeatures& cpu_features() {
+  static const CpuFeatures features = detect_features();
+  return features;
 }
 
 void select_isa(const std::string& isa) {

@@ -39,9 +39,12 @@ def set_num_threads(n: int) -> None:
 def config() -> dict:
     """What gradfuse runs with: version, ISA paths, threads, OpenMP, compiler, Eigen, GEMM, backend.
 
-    gemm names the GEMM library in use and gemm_backend says which one ("openblas" or "eigen");
-    gemm_error is why OpenBLAS (the scipy-openblas32 wheel) did not load, so GEMMs fell back to
-    Eigen, or None when it loaded (GRADFUSE_GEMM=eigen still loads it, and selects Eigen)."""
+    gemm names the float32 GEMM library in use and gemm_backend says which one ("onednn",
+    "openblas" or "eigen"); gemm_error is why OpenBLAS (the scipy-openblas32 wheel) did not load,
+    so GEMMs fell back to Eigen, or None when it loaded (GRADFUSE_GEMM=eigen still loads it, and
+    selects Eigen). gemm_bf16 names the bf16 GEMM path: "onednn (<the ISA oneDNN uses>)" or
+    "fp32 fallback (<float32 library>)"; onednn_error is why oneDNN (the onednn-cpu-gomp wheel) did
+    not load; cpu_features says whether the CPU (and, for AMX, the OS) offers the bf16 units."""
     cfg = {
         "version": __version__,
         "backend": get_backend(),
@@ -62,6 +65,9 @@ def config() -> dict:
             eigen=None,
             gemm=None,
             gemm_error=None,
+            gemm_bf16=None,
+            onednn_error=None,
+            cpu_features={},
         )
         return cfg
     info = _core._build_info()
@@ -76,6 +82,12 @@ def config() -> dict:
         gemm=info["gemm"],
         gemm_backend=_core._get_gemm(),
         gemm_error=_ext.BLAS_ERROR,
+        gemm_bf16=info["gemm_bf16"],
+        gemm_bf16_backend=_core._get_gemm_bf16(),
+        onednn=info["onednn"] or None,
+        onednn_error=_ext.ONEDNN_ERROR,
+        cpu_features=dict(info["cpu_features"]),
+        gradfuse_amx=os.environ.get("GRADFUSE_AMX") or None,
         gradfuse_cpu=os.environ.get("GRADFUSE_CPU") or None,
         omp_num_threads=os.environ.get("OMP_NUM_THREADS") or None,
     )

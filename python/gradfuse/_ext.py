@@ -50,10 +50,70 @@ def _apply_env() -> None:
     if warning:
         warnings.warn(f"gradfuse: {warning}", RuntimeWarning, stacklevel=3)
     _core._set_isa(isa)
-    _load_blas(os.environ.get("GRADFUSE_GEMM", "").strip().lower())
+    requested = os.environ.get("GRADFUSE_GEMM", "").strip().lower()
+    if requested not in ("", "onednn", "openblas", "eigen"):
+        warnings.warn(
+            f"gradfuse: GRADFUSE_GEMM={requested!r} is not onednn, openblas or eigen; ignored",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        requested = ""
+    _load_blas(requested)
+    _load_onednn(requested, amx_off(os.environ.get("GRADFUSE_AMX")))
 
 
 BLAS_ERROR: str | None = None
+ONEDNN_ERROR: str | None = None
+# float32 GEMMs default to OpenBLAS: oneDNN's float32 matmul, tiled as gradfuse must for
+# determinism, was slower on the reference machine (README, "GEMM"); GRADFUSE_GEMM=onednn selects it.
+DEFAULT_F32_GEMM = "openblas"
+
+
+def amx_off(value: str | None) -> bool:
+    """GRADFUSE_AMX=0 (or off, false, no) keeps bf16 GEMMs off the AMX tiles."""
+    return (value or "").strip().lower() in ("0", "off", "false", "no")
+
+
+def find_onednn() -> str:
+    """The path of libdnnl.so.3 from the onednn-cpu-gomp wheel (it installs into sys.prefix/lib)."""
+    import importlib.metadata
+    import sys
+
+    try:
+        files = importlib.metadata.files("onednn-cpu-gomp") or []
+    except importlib.metadata.PackageNotFoundError:
+        files = []
+    for f in files:
+        if f.name == "libdnnl.so.3":
+            return str(f.locate().resolve())
+    path = os.path.join(sys.prefix, "lib", "libdnnl.so.3")
+    if os.path.exists(path):
+        return path
+    raise FileNotFoundError("libdnnl.so.3 not found (pip install onednn-cpu-gomp)")
+
+
+def _load_onednn(requested: str, amx_disabled: bool) -> None:
+    """bf16 GEMMs run on oneDNN (the onednn-cpu-gomp wheel) when it loads and the CPU has bf16
+    instructions (AMX or AVX512-BF16); else on the fp32 fallback. GRADFUSE_AMX=0 caps oneDNN at
+    avx512_core_bf16 through dnnl_set_max_cpu_isa, called before any other oneDNN function (the
+    ONEDNN_MAX_CPU_ISA variable would do the same, but only if set before the library loads).
+    Why oneDNN did not load is kept in ONEDNN_ERROR (gf.config()'s onednn_error)."""
+    global ONEDNN_ERROR
+    try:
+        _core._load_onednn(find_onednn(), amx_disabled)
+    except (OSError, ValueError) as exc:
+        ONEDNN_ERROR = f"{type(exc).__name__}: {exc}"
+        if requested == "onednn":
+            warnings.warn(
+                f"gradfuse: GRADFUSE_GEMM=onednn but oneDNN did not load ({ONEDNN_ERROR}); using {_core._get_gemm()}",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        return
+    if _core._build_info()["onednn_native_bf16"]:
+        _core._set_gemm_bf16("onednn")
+    if requested == "onednn" or (not requested and DEFAULT_F32_GEMM == "onednn"):
+        _core._set_gemm("onednn")
 
 
 def _load_blas(requested: str) -> None:
@@ -61,10 +121,6 @@ def _load_blas(requested: str) -> None:
     GRADFUSE_GEMM=eigen forces Eigen; GRADFUSE_GEMM=openblas warns if OpenBLAS cannot load.
     Why it did not load is kept in BLAS_ERROR, which gf.config() reports as gemm_error."""
     global BLAS_ERROR
-    if requested not in ("", "openblas", "eigen"):
-        warnings.warn(
-            f"gradfuse: GRADFUSE_GEMM={requested!r} is not openblas or eigen; ignored", RuntimeWarning, stacklevel=4
-        )
     try:
         import scipy_openblas32
 

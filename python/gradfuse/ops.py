@@ -74,9 +74,12 @@ def _twin(row: Kernel, values: dict):
     checked = _checks.call(row, values)
     if row.entry == "optim_step":
         return optim_twins.step(row, checked)
-    twin = getattr(_TWINS[row.family], row.name)
+    module = _TWINS[row.family]
+    twin = getattr(module, row.name)
     if row.bf16 and _bf16_call(row, checked):
-        return upcast_call(twin, row, checked)
+        # a twin whose bf16 call is not "widen, compute, round once" has its own <name>_bf16(row, values)
+        own = getattr(module, f"{row.name}_bf16", None)
+        return own(row, checked) if own is not None else upcast_call(twin, row, checked)
     return twin(**checked)
 
 

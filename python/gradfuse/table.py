@@ -914,11 +914,12 @@ DENSE = (
         "matmul",
         "dense",
         "c = op(a) @ op(b), or c += ... with accumulate; op transposes when trans_a / "
-        "trans_b. Deterministic for every thread count.",
+        "trans_b. a and b may be bfloat16 (c float32: float32 accumulation, products exact). "
+        "Deterministic for every thread count.",
         (
-            Array("a", shape=_op("trans_a", "M", "K")),
-            Array("b", shape=_op("trans_b", "K", "N")),
-            Array("c", WRITE, shape=("M", "N")),
+            Array("a", shape=_op("trans_a", "M", "K"), dtype="real"),
+            Array("b", shape=_op("trans_b", "K", "N"), dtype="real"),
+            Array("c", WRITE, shape=("M", "N"), dtype="wide"),
             Scalar("trans_a", "bool", default=False),
             Scalar("trans_b", "bool", default=False),
             Scalar("accumulate", "bool", default=False),
@@ -937,15 +938,16 @@ DENSE = (
         "dense",
         "y = activation(x @ weight + bias); weight (in_features, out_features), bias "
         "(out_features,) or None; z, if given, receives the pre-activation x @ weight + bias (gelu's backward "
-        "needs it).",
+        "needs it). bfloat16 x, weight, y, z take a float32 bias; the epilogue runs on the float32 tile, y and z "
+        "are rounded once.",
         (
-            Array("x", shape=("N", "IN")),
-            Array("weight", shape=("IN", "OUT")),
-            Array("bias", shape=("OUT",), optional=True),
-            Array("y", WRITE, shape=("N", "OUT")),
+            Array("x", shape=("N", "IN"), dtype="real"),
+            Array("weight", shape=("IN", "OUT"), dtype="real"),
+            Array("bias", shape=("OUT",), dtype="wide", optional=True),
+            Array("y", WRITE, shape=("N", "OUT"), dtype="real"),
             _activation("none"),
             _SLOPE,
-            Array("z", WRITE, shape=("N", "OUT"), optional=True, default=None),
+            Array("z", WRITE, shape=("N", "OUT"), dtype="real", optional=True, default=None),
         ),
         flops=lambda d: 2 * d["N"] * d["IN"] * d["OUT"],
         torch="torch.nn.functional.linear",
@@ -957,20 +959,22 @@ DENSE = (
         "Backward of dense_forward: dz = dy * activation'(.) (from y, the forward "
         "output, or z, the pre-activation: tanh/sigmoid need y, gelu needs z, relu either), dbias = column sums "
         "of dz, dx = dz @ weight.T, dweight = x.T @ dz; dx, dweight, dbias may each be None (not computed); "
-        "accumulate adds into dweight and dbias; dz is an optional scratch array (else one is allocated).",
+        "accumulate adds into dweight and dbias; dz is an optional scratch array (else one is allocated). "
+        "bfloat16 dy, x, weight, y, z, dx, dz take float32 dweight and dbias (they feed float32 master "
+        "weights); dz is rounded to bfloat16 before the bias sum and both GEMMs read it.",
         (
-            Array("dy", shape=("N", "OUT")),
-            Array("x", shape=("N", "IN")),
-            Array("weight", shape=("IN", "OUT")),
-            Array("dx", WRITE, shape=("N", "IN"), optional=True),
-            Array("dweight", UPDATE, shape=("IN", "OUT"), optional=True),
-            Array("dbias", UPDATE, shape=("OUT",), optional=True),
+            Array("dy", shape=("N", "OUT"), dtype="real"),
+            Array("x", shape=("N", "IN"), dtype="real"),
+            Array("weight", shape=("IN", "OUT"), dtype="real"),
+            Array("dx", WRITE, shape=("N", "IN"), dtype="real", optional=True),
+            Array("dweight", UPDATE, shape=("IN", "OUT"), dtype="wide", optional=True),
+            Array("dbias", UPDATE, shape=("OUT",), dtype="wide", optional=True),
             _activation("none"),
-            Array("y", shape=("N", "OUT"), optional=True, default=None),
-            Array("z", shape=("N", "OUT"), optional=True, default=None),
+            Array("y", shape=("N", "OUT"), dtype="real", optional=True, default=None),
+            Array("z", shape=("N", "OUT"), dtype="real", optional=True, default=None),
             _SLOPE,
             Scalar("accumulate", "bool", default=False),
-            Array("dz", WRITE, shape=("N", "OUT"), optional=True, default=None),
+            Array("dz", WRITE, shape=("N", "OUT"), dtype="real", optional=True, default=None),
         ),
         flops=lambda d: 4 * d["N"] * d["IN"] * d["OUT"],
         shape_order=("x", "weight"),

@@ -25,11 +25,23 @@
 // call's shape, so with Eigen the tiles are fixed (256 x 256) whatever the thread count.
 // db: per fixed block of 128 rows, column sums in double, blocks combined in order: deterministic.
 // Sizes: N, in and out must each fit in a 32-bit int (the BLAS interface).
+//
+// bf16 (the *_bf16 kernels; ml_dtypes.bfloat16 arrays, the table's "real" dtype): products of
+// two bf16 are exact in float32 and sum in float32; each bf16 output is rounded once (to nearest
+// even). matmul_bf16: bf16 A, B; C float32 (gf.ops.matmul; bf16 C only inside dense_backward's
+// dx). dense_forward_bf16: x, W bf16, bias float32; the epilogue runs on the float32 tile, then y
+// and z are rounded once. dense_backward_bf16: dy, x, W, y, z bf16; dz is rounded to bf16 BEFORE
+// the bias sum and both GEMMs (the dz the GEMMs read, as under torch's autocast); dx bf16; dW and
+// db float32 (they feed float32 master weights). GEMM paths (blas.hpp): oneDNN bf16 tiles, or the
+// fp32 fallback (A, B widened to float32 copies, the float32 library's tiles): the fallback is
+// bitwise the float32 kernel on the widened inputs, oneDNN differs from it in summation order
+// only. Each path is bitwise the same for every thread count (fixed tiles, single-threaded calls).
 #pragma once
 
 #include <cstdint>
 
 #include "gradfuse/activation.hpp"
+#include "gradfuse/bf16.hpp"
 #include "gradfuse/kernels.hpp"
 
 namespace gf {
@@ -49,6 +61,13 @@ struct GemmArgs {
   template <class T>                                                                                                  \
   void dense_backward(Act act, double slope, const T* dy, const T* x, const T* w, const T* y, const T* z, T* dz,      \
                       T* dx, T* dw, T* db, bool accumulate, int64_t n, int64_t in, int64_t out, int threads);         \
+  template <class TC>                                                                                                 \
+  void matmul_bf16(const GemmArgs& g, const bf16* a, const bf16* b, TC* c, int threads);                              \
+  void dense_forward_bf16(Act act, double slope, const bf16* x, const bf16* w, const float* bias, bf16* y, bf16* z,   \
+                          int64_t n, int64_t in, int64_t out, int threads);                                           \
+  void dense_backward_bf16(Act act, double slope, const bf16* dy, const bf16* x, const bf16* w, const bf16* y,        \
+                           const bf16* z, bf16* dz, bf16* dx, float* dw, float* db, bool accumulate, int64_t n,       \
+                           int64_t in, int64_t out, int threads);                                                     \
   }
 GF_FOR_EACH_ISA(GF_DECLARE_DENSE)
 #undef GF_DECLARE_DENSE

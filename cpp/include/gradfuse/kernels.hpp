@@ -21,6 +21,16 @@ const char* const* compiled_isas(int* count);  // scalar, avx2, avx512
 bool cpu_supports(const std::string& isa);
 void select_isa(const std::string& isa);       // throws std::invalid_argument if unknown/unsupported
 
+// The bf16 units, for the GEMM backend's report (the kernels never issue these instructions
+// themselves: oneDNN does). amx_bf16: the CPU has AMX-BF16 AND this process may use the tiles.
+struct CpuFeatures {
+  bool avx512_bf16 = false;
+  bool amx_tile = false, amx_bf16_cpu = false;
+  bool amx_permitted = false;  // arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) succeeded
+  bool amx_bf16 = false;
+};
+const CpuFeatures& cpu_features();
+
 int num_threads();                             // threads a kernel called now from this thread uses
 void set_num_threads(int n);                   // n <= 0: follow OpenMP (OMP_NUM_THREADS, threadpoolctl)
 

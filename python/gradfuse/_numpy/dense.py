@@ -3,7 +3,9 @@
 The math only: gf.ops checks every argument against the kernel table first (gradfuse.table); a
 twin checks only what the table cannot say (the saved tensors an activation's backward needs, the
 BLAS interface's int dimensions). Results agree with the C++ kernels to rounding (the products sum
-in another order).
+in another order). bfloat16 calls (ops._twin): matmul and dense_forward through the generic
+upcast_call (widen, the float32 math, round each bf16 output once); dense_backward through its own
+dense_backward_bf16, which also rounds dz before using it, as the C++ kernel does.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._checks import fail
-from ._common import quiet
+from ._common import quiet, upcast_call
 from .activation import backward_math, check_saved, forward_math
 
 _INT_MAX = 2**31 - 1
@@ -48,10 +50,30 @@ def dense_forward(*, x, weight, bias, y, activation, negative_slope, z):
 
 @quiet
 def dense_backward(*, dy, x, weight, dx, dweight, dbias, activation, y, z, negative_slope, accumulate, dz):
+    _backward(dy, x, weight, dx, dweight, dbias, activation, y, z, negative_slope, accumulate, dz)
+
+
+def dense_backward_bf16(row, values: dict):
+    """A bfloat16 call: the float32 twin on the widened arrays (upcast_call), except that dz is
+    rounded to bfloat16 right after the activation's backward, before the bias sum and the GEMMs
+    read it, as the C++ kernel does (and torch's autocast, whose dz is a bf16 tensor)."""
+    return upcast_call(_backward_rounding_dz, row, values)
+
+
+@quiet
+def _backward_rounding_dz(**kw):
+    import ml_dtypes
+
+    _backward(**kw, round_grad=lambda g: g.astype(ml_dtypes.bfloat16).astype(np.float32))
+
+
+def _backward(dy, x, weight, dx, dweight, dbias, activation, y, z, negative_slope, accumulate, dz, round_grad=None):
     fn = "dense_backward"
     check_saved(fn, activation, negative_slope, z, y, x_name="z")  # z plays the activation's input
     _require_int_dims(fn, x=x, weight=weight)
     grad = dy if activation == "none" else backward_math(activation, negative_slope, dy, z, y)
+    if round_grad is not None and activation != "none":
+        grad = round_grad(grad)
     if dz is not None and activation != "none":
         dz[...] = grad
     if dbias is not None:

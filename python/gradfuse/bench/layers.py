@@ -25,6 +25,14 @@ bf16 after an autocast Linear; batch_norm then keeps float32 weights and running
 Targets (the layer issue): dropout forward+backward >= 25x faster than torch; batch norm
 forward+backward >= 2x faster than torch; dense + ReLU forward+backward at least as fast as torch,
 and GEMM at >= 0.9x the better of numpy.matmul and torch.mm.
+
+bf16 rows (issue 12; --no-bf16 leaves them out): bf16 GEMM (bf16 A, B, float32 C) against torch.mm
+in bf16 and oneDNN's own matmul (one call, its own threading), target >= 0.9x oneDNN and >= 1.2x
+torch; dense + ReLU forward+backward in bf16 against torch autocast bf16; a 16x16x16 bf16 matmul for
+the fixed cost of a call (gf.ops.matmul, the binding alone, oneDNN, torch). gradfuse runs on its
+default bf16 GEMM path, the other path is a column of its own (gradfuse-onednn / gradfuse-fallback).
+Their limit is the bf16 units' peak (oneDNN's best bf16 matmul, where the CPU has AMX-BF16 or
+AVX512-BF16), else the FMA peak: without bf16 units the bf16 rows run on the fp32 units.
 """
 
 from __future__ import annotations
@@ -68,6 +76,7 @@ class Case:
     work: float  # bytes or flops per call
     impls: dict = field(default_factory=dict)
     target: str = ""
+    bf16: bool = False  # a bf16 row: its limit is the bf16 peak where the CPU has bf16 units
 
 
 # ---- the cases ------------------------------------------------------------------------------------------
@@ -358,6 +367,132 @@ def dense_cases(shape, torch, rng) -> list[Case]:
     return [fwd, fb, mm]
 
 
+def _with_bf16_path(path: str, fn):
+    """fn with the bf16 GEMMs on `path` ("onednn" or "fallback"), the default path restored after."""
+
+    def run():
+        saved = _core._get_gemm_bf16()
+        _core._set_gemm_bf16(path)
+        try:
+            fn()
+        finally:
+            _core._set_gemm_bf16(saved)
+
+    return run
+
+
+def _bf16_path_variants(fn) -> dict:
+    """The bf16 GEMM path gradfuse does NOT use by default, as an extra column (both paths measured)."""
+    if not _core._build_info()["onednn"]:
+        return {}
+    other = "fallback" if _core._get_gemm_bf16() == "onednn" else "onednn"
+    return {f"gradfuse-{other}": _with_bf16_path(other, fn)}
+
+
+def bf16_dense_cases(shape, torch, rng, gemm_row: bool = True) -> list[Case]:
+    """bf16 rows (issue 12): dense + ReLU forward+backward with bf16 activations and weights and
+    float32 bias and weight gradients, against torch autocast bf16 (float32 master weights, as a torch
+    user trains); and C = A @ B with bf16 A, B and a float32 C, against torch.mm in bf16 and oneDNN's
+    own matmul (one call, its own threading: the _onednn_matmul probe). gradfuse runs on its default bf16
+    GEMM path (gf.config()["gemm_bf16"]); gradfuse-<other> is the other path."""
+    import ml_dtypes
+
+    bf16 = ml_dtypes.bfloat16
+    n, n_in, n_out = shape
+    x32 = rng.standard_normal((n, n_in), dtype=np.float32)
+    w32 = (rng.standard_normal((n_in, n_out), dtype=np.float32) / np.sqrt(n_in)).astype(np.float32)
+    b = rng.standard_normal(n_out, dtype=np.float32)
+    dy32 = rng.standard_normal((n, n_out), dtype=np.float32)
+    x, w, dy = x32.astype(bf16), w32.astype(bf16), dy32.astype(bf16)
+    y, dz, dx = np.empty((n, n_out), bf16), np.empty((n, n_out), bf16), np.empty_like(x)
+    dw, db, c = np.empty_like(w32), np.empty_like(b), np.empty((n, n_out), np.float32)
+
+    def both():
+        gf.ops.dense_forward(x, w, b, y, activation="relu")
+        gf.ops.dense_backward(dy, x, w, dx, dw, db, activation="relu", y=y, dz=dz)
+
+    def gemm():
+        gf.ops.matmul(x, w, c)
+
+    def twin(fn):  # the NumPy twins in bf16: widen, the float32 math, round once
+        def run():
+            with gf.use_backend("numpy"):
+                fn()
+
+        return run
+
+    dims = {"N": n, "IN": n_in, "OUT": n_out}
+    flops = float(KERNELS["dense_forward"].flops(dims))
+    fb = Case(
+        f"dense+relu bf16 {n}x{n_in}x{n_out}",
+        "dense bf16",
+        "forward+backward",
+        "GFLOP/s",
+        flops + KERNELS["dense_backward"].flops(dims),
+        {"gradfuse": both, "numpy": twin(both), **_bf16_path_variants(both)},
+        target="torch >= 1x",
+        bf16=True,
+    )
+    mm = Case(
+        f"gemm bf16 {n}x{n_in}x{n_out}",
+        "gemm bf16",
+        "C = A @ B",
+        "GFLOP/s",
+        flops,
+        {"gradfuse": gemm, "numpy": twin(gemm), **_bf16_path_variants(gemm)},
+        target="onednn >= 0.9x, torch >= 1.2x",
+        bf16=True,
+    )
+    if _core._build_info()["onednn"]:
+        mm.impls["onednn"] = lambda: _core._onednn_matmul(x, w, c)
+    if torch is not None:
+        tx, tdy = torch.from_numpy(x32), torch.from_numpy(dy32)
+        lin = torch.nn.Linear(n_in, n_out)
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(w32).T)
+            lin.bias.copy_(torch.from_numpy(b))
+        tx_grad = tx.clone().requires_grad_(True)
+
+        def t_both():
+            tx_grad.grad = lin.weight.grad = lin.bias.grad = None
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = torch.relu(lin(tx_grad))
+            out.backward(tdy)
+
+        tx_b, tw_b = tx.to(torch.bfloat16), torch.from_numpy(w32).to(torch.bfloat16)
+        fb.impls["torch"] = t_both
+        mm.impls["torch"] = lambda: torch.mm(tx_b, tw_b)
+    return [fb, mm] if gemm_row else [fb]
+
+
+def call_overhead_cases(torch) -> list[Case]:
+    """The fixed cost of a call: a 16x16x16 bf16 matmul through gf.ops.matmul (the table's checks,
+    the tiling, the GEMM path) against oneDNN's own matmul called directly and torch.mm bf16."""
+    import ml_dtypes
+
+    a = np.ones((16, 16), ml_dtypes.bfloat16)
+    c = np.empty((16, 16), np.float32)
+    case = Case(
+        "gemm bf16 16x16x16 (call overhead)",
+        "gemm bf16",
+        "C = A @ B",
+        "GFLOP/s",
+        2.0 * 16**3,
+        {
+            "gradfuse": lambda: gf.ops.matmul(a, a, c),
+            "gradfuse-core": lambda: _core.matmul(a, a, c),
+            "numpy": lambda: gf.ops.matmul.numpy(a, a, c),
+        },
+        bf16=True,
+    )
+    if _core._build_info()["onednn"]:
+        case.impls["onednn"] = lambda: _core._onednn_matmul(a, a, c)
+    if torch is not None:
+        t = torch.ones((16, 16), dtype=torch.bfloat16)
+        case.impls["torch"] = lambda: torch.mm(t, t)
+    return [case]
+
+
 # ---- machine limits -------------------------------------------------------------------------------------
 def machine_limits(quick: bool) -> dict:
     """Read-modify-write bandwidth (_touch on p, g: 12 B/element) and FMA peak, measured here."""
@@ -375,7 +510,37 @@ def machine_limits(quick: bool) -> dict:
             seconds, flops = _core._fma_peak(200_000 if quick else 2_000_000, t)
             rates.append(flops / seconds / 1e9)
         best[t] = max(rates)
-    return {"rmw_gb_per_s": rmw, "fma_gflops_1_thread": best[1], "fma_gflops_all": best[threads], "threads": threads}
+    return {
+        "rmw_gb_per_s": rmw,
+        "fma_gflops_1_thread": best[1],
+        "fma_gflops_all": best[threads],
+        "threads": threads,
+        **bf16_peak(quick, threads),
+    }
+
+
+def bf16_peak(quick: bool, threads: int) -> dict:
+    """The bf16 units' peak, where the CPU has them (AMX-BF16, else AVX512-BF16) and oneDNN loaded:
+    the best rate of oneDNN's own bf16 matmul on a square shape whose operands stay in the caches
+    (its AMX or VDPBF16PS kernels at full speed), all threads. gradfuse issues no tile instructions
+    itself, so oneDNN's best kernel is the probe. None, with the reason, elsewhere: there the bf16
+    rows run on the fp32 units and their limit is the FMA peak."""
+    features = _core._build_info()["cpu_features"]
+    unit = "AMX-BF16" if features["amx_bf16"] else "AVX512-BF16" if features["avx512_bf16"] else None
+    if unit is None or not _core._build_info()["onednn"]:
+        why = "no AMX-BF16 or AVX512-BF16 on this CPU" if unit is None else "oneDNN is not loaded"
+        return {"bf16_peak_gflops": None, "bf16_peak": f"not measured: {why}"}
+    import ml_dtypes
+
+    k = 512 if quick else 1024
+    a = np.ones((k, k), ml_dtypes.bfloat16)
+    c = np.empty((k, k), np.float32)
+    isa = _core._onednn_matmul(a, a, c, threads)  # warm-up, and the kernel oneDNN picked
+    m = H.measure_interleaved(
+        {"peak": lambda: _core._onednn_matmul(a, a, c, threads)}, repeats=3 if quick else 9, warmup=2
+    )
+    rate = 2.0 * k**3 / m.timings["peak"].min / 1e9  # the best sample: a peak
+    return {"bf16_peak_gflops": rate, "bf16_peak": f"{unit}: oneDNN bf16 matmul {k}^3 ({isa})"}
 
 
 # ---- running and reporting ------------------------------------------------------------------------------
@@ -400,6 +565,12 @@ def run(args, limits: dict | None = None) -> dict:
         + [lambda s=s: dense_cases(s, torch, rng) for s in (DENSE_SHAPES_QUICK if quick else DENSE_SHAPES)]
         + [lambda: loss_cases(LOSS_SHAPE_QUICK if quick else LOSS_SHAPE, torch, rng)]
         + [lambda: clip_cases(CLIP_N_QUICK if quick else CLIP_N, torch, rng)]
+        + (
+            [lambda s=s: bf16_dense_cases(s, torch, rng) for s in (DENSE_SHAPES_QUICK if quick else DENSE_SHAPES)]
+            + [lambda: call_overhead_cases(torch)]
+            if getattr(args, "bf16", True)
+            else []
+        )
     )
     rows = []
     for build in builders:
@@ -428,6 +599,10 @@ def run(args, limits: dict | None = None) -> dict:
                 row["cells"][name] = cell
             g = row["cells"]["gradfuse"]
             limit = limits["rmw_gb_per_s"] if case.unit == "GB/s" else limits["fma_gflops_all"]
+            row["limit_name"] = "read-modify-write bandwidth" if case.unit == "GB/s" else "FMA peak, all threads"
+            if case.bf16 and limits.get("bf16_peak_gflops"):
+                limit, row["limit_name"] = limits["bf16_peak_gflops"], f"bf16 peak ({limits['bf16_peak']})"
+            row["limit"] = limit
             g["frac_of_limit"] = g["rate"] / limit
             row["speedup_vs"] = {k: v["ms"] / g["ms"] for k, v in row["cells"].items() if k != "gradfuse"}
             rows.append(row)
@@ -448,7 +623,7 @@ def run(args, limits: dict | None = None) -> dict:
 
 def _target_met(row) -> str:
     cells, target = row["cells"], row["target"]
-    if not target or "torch" not in cells and target.startswith("torch"):
+    if not target:
         return ""
     g = cells["gradfuse"]["ms"]
     if target == ">= 0.9x best peer":
@@ -457,9 +632,14 @@ def _target_met(row) -> str:
             return ""
         ratio = cells["gradfuse"]["rate"] / max(peers)
         return f"{ratio:.2f}x best: {'met' if ratio >= 0.9 else 'NOT met'}"
-    need = float(target.split(">=")[1].rstrip("x "))
-    ratio = cells["torch"]["ms"] / g
-    return f"{ratio:.2f}x vs torch (need {need:g}x): {'met' if ratio >= need else 'NOT met'}"
+    out = []
+    for part in target.split(","):  # "peer >= Nx": the peer's time / gradfuse's
+        peer, need = part.split(">=")
+        peer, need = peer.strip(), float(need.strip().rstrip("x"))
+        if peer in cells:
+            ratio = cells[peer]["ms"] / g
+            out.append(f"{ratio:.2f}x vs {peer} (need {need:g}x): {'met' if ratio >= need else 'NOT met'}")
+    return "; ".join(out)
 
 
 def report(result) -> str:
@@ -467,14 +647,20 @@ def report(result) -> str:
     head = [
         f"limits measured here: read-modify-write {lim['rmw_gb_per_s']:.1f} GB/s ({lim['threads']} threads); "
         f"FMA peak {lim['fma_gflops_1_thread']:.0f} GFLOP/s on 1 thread, {lim['fma_gflops_all']:.0f} on "
-        f"{lim['threads']}",
+        f"{lim['threads']}; bf16 peak: "
+        + (
+            f"{lim['bf16_peak_gflops']:.0f} GFLOP/s ({lim['bf16_peak']})"
+            if lim.get("bf16_peak_gflops")
+            else str(lim.get("bf16_peak"))
+        ),
         f"median of {result['settings']['repeats']} interleaved repeats; (x) = that time / gradfuse's; "
         f"OPENBLAS_THREAD_TIMEOUT={result['settings']['OPENBLAS_THREAD_TIMEOUT']} (numpy's BLAS threads sleep "
         "after each call instead of spinning)",
         "",
     ]
-    headers = ["workload", "pass", "gradfuse ms", "rate", "of limit", "numpy ms (x)", "torch ms (x)", "fp32 ms (x)"]
-    headers.append("target")
+    extra = sorted({k for r in result["rows"] for k in r["cells"]} - {"gradfuse", "numpy", "torch"})
+    headers = ["workload", "pass", "gradfuse ms", "rate", "of limit", "numpy ms (x)", "torch ms (x)"]
+    headers += [f"{k} ms (x)" for k in extra] + ["target"]
     rows = []
     for r in result["rows"]:
         g = r["cells"]["gradfuse"]
@@ -485,12 +671,12 @@ def report(result) -> str:
             f"{g['rate']:.3g} {r['unit']}",
             f"{100 * g['frac_of_limit']:.0f}%",
         ]
-        for peer in ("numpy", "torch", "fp32"):
+        for peer in ("numpy", "torch", *extra):
             c = r["cells"].get(peer)
             cells.append(f"{c['ms']:.3g} ({c['ms'] / g['ms']:.3g}x)" if c else "-")
         cells.append(_target_met(r))
         rows.append(cells)
-    return "\n".join(head) + H.format_table(headers, rows, right={2, 3, 4, 5, 6, 7})
+    return "\n".join(head) + H.format_table(headers, rows, right=set(range(2, len(headers) - 1)))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -501,6 +687,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="DIR", help="write DIR/layers.json (the table is always printed)")
     parser.add_argument("--threads", type=int, default=None, metavar="N", help="threads for gradfuse and torch")
     parser.add_argument("--no-torch", action="store_true", help="leave out the torch columns")
+    parser.add_argument(
+        "--no-bf16", dest="bf16", action="store_false", help="leave out the bf16 rows (GEMM, dense, call overhead)"
+    )
     parser.add_argument(
         "--sleep-ms", type=float, default=2.0, metavar="MS", help="pause before each timed sample (default 2)"
     )

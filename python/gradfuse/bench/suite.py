@@ -335,6 +335,8 @@ def unify(result: dict) -> list[dict]:
         for r in layers["rows"]:
             bandwidth = r["unit"] == "GB/s"
             limit = limits["rmw_gb_per_s"] if bandwidth else limits["fma_gflops_all"]
+            limit_name = "read-modify-write bandwidth" if bandwidth else "FMA peak, all threads"
+            limit, limit_name = r.get("limit", limit), r.get("limit_name", limit_name)  # bf16 rows: the bf16 peak
             row = {
                 "part": "layers",
                 "kernel": f"{r['kind']} {r['pass']}",
@@ -343,7 +345,7 @@ def unify(result: dict) -> list[dict]:
                 "unit": r["unit"],
                 "work": r["work"],
                 "limit": {
-                    "name": "read-modify-write bandwidth" if bandwidth else "FMA peak, all threads",
+                    "name": limit_name,
                     "value": limit,
                     "unit": r["unit"],
                 },
@@ -525,7 +527,13 @@ def machine_lines(result: dict) -> list[str]:
         f"{m['threads']['gradfuse']} threads ({cfg['compiler']}, {cfg['gemm']}, {cfg['openmp']})",
         f"python {m['python']}, numpy {m['numpy']}, torch {m['torch'] or m['torch_missing']}; peers: {peers}",
         f"limits measured here: read-modify-write {lim['rmw_gb_per_s']:.1f} GB/s ({lim['threads']} threads); FMA "
-        f"{lim['fma_gflops_1_thread']:.0f} GFLOP/s on 1 thread, {lim['fma_gflops_all']:.0f} on {lim['threads']}",
+        f"{lim['fma_gflops_1_thread']:.0f} GFLOP/s on 1 thread, {lim['fma_gflops_all']:.0f} on {lim['threads']}; "
+        + (
+            f"bf16 peak {lim['bf16_peak_gflops']:.0f} GFLOP/s ({lim['bf16_peak']})"
+            if lim.get("bf16_peak_gflops")
+            else f"bf16 peak {lim.get('bf16_peak', 'not measured')}"
+        ),
+        f"gemm_bf16: {cfg.get('gemm_bf16')}",
         f"busy with other work: {optim_suite._pct(m['cpu_busy_at_start'])} at the start, "
         f"{optim_suite._pct(result.get('cpu_busy_at_end'))} at the end",
     ]
