@@ -7,7 +7,7 @@ import platform
 
 import numpy as np
 
-from . import _ext
+from . import _ext, memory
 from ._backend import get_backend
 from ._ext import IMPORT_ERROR, _core
 from ._version import __version__
@@ -41,7 +41,9 @@ def config() -> dict:
 
     gemm names the GEMM library in use and gemm_backend says which one ("openblas" or "eigen");
     gemm_error is why OpenBLAS (the scipy-openblas32 wheel) did not load, so GEMMs fell back to
-    Eigen, or None when it loaded (GRADFUSE_GEMM=eigen still loads it, and selects Eigen)."""
+    Eigen, or None when it loaded (GRADFUSE_GEMM=eigen still loads it, and selects Eigen).
+    allocator says what allocates NumPy arrays inside gradfuse's calls: "caching (gradfuse, ...)"
+    when the caching allocator is on (gf.memory), else "system (numpy, why)"."""
     cfg = {
         "version": __version__,
         "backend": get_backend(),
@@ -50,6 +52,7 @@ def config() -> dict:
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
+        "allocator": memory.describe(),
     }
     if _core is None:
         cfg.update(

@@ -15,9 +15,15 @@ mask bit; backward 8.125), next to the machine's read-modify-write bandwidth mea
 layers and GEMM are compute-bound and reported in GFLOP/s (the table's FLOPs: 2 N in out per GEMM), next to the FMA
 units' peak measured here.
 
+Layer rows ("layer Dropout ...", kind "layer") time a gf.nn layer's forward(x, training=True) +
+backward(dy) against the same kernels called alone on preallocated outputs ("kernels"), and the layer
+again with NumPy's own allocator ("numpy-alloc", gf.memory switched off): what a layer call costs
+beyond its kernels (fresh outputs, Python) and what the caching allocator saves of it.
+
 Targets (the layer issue): dropout forward+backward >= 25x faster than torch; batch norm
 forward+backward >= 2x faster than torch; dense + ReLU forward+backward at least as fast as torch,
-and GEMM at >= 0.9x the better of numpy.matmul and torch.mm.
+and GEMM at >= 0.9x the better of numpy.matmul and torch.mm. Issue 12: a layer's forward+backward
+within 1.2x of its kernels alone.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import gradfuse as gf
+from .. import memory
 from .._ext import _core
 from ..table import KERNELS
 from . import _harness as H
@@ -49,7 +56,7 @@ DENSE_SHAPES_QUICK = [(64, 128, 96)]
 @dataclass
 class Case:
     workload: str
-    kind: str  # "batchnorm", "dropout", "dense", "gemm"
+    kind: str  # "batchnorm", "dropout", "dense", "gemm", "layer"
     passes: str  # "forward", "forward+backward", "C = A @ B"
     unit: str  # "GB/s" or "GFLOP/s"
     work: float  # bytes or flops per call
@@ -234,6 +241,73 @@ def dense_cases(shape, torch, rng) -> list[Case]:
     return [fwd, fb, mm]
 
 
+def _layer_case(name, unit, work, layer, x, dy, kernels) -> Case:
+    """A layer's forward+backward (fresh outputs each call, dropped at once as in a training step)
+    against its kernels alone, and against itself on NumPy's allocator."""
+
+    def call():
+        layer.forward(x, training=True)
+        layer.backward(dy, need_input_grad=True)
+
+    def numpy_alloc():
+        with memory._switched(False):
+            call()
+
+    impls = {"gradfuse": call, "kernels": kernels, "numpy-alloc": numpy_alloc}
+    return Case(f"layer {name}", "layer", "forward+backward", unit, work, impls, target="kernels <= 1.2x")
+
+
+def layer_dropout_case(n, rng) -> Case:
+    """gf.nn.Dropout(0.5) against dropout_forward + dropout_backward."""
+    x, dy = rng.standard_normal(n, dtype=np.float32), rng.standard_normal(n, dtype=np.float32)
+    y, dx, mask = np.empty_like(x), np.empty_like(x), np.empty(gf.ops.dropout_mask_bytes(n), np.uint8)
+    counter = itertools.count()
+
+    def kernels():
+        gf.ops.dropout_forward(x, y, mask, p=0.5, seed=1234, counter=next(counter))
+        gf.ops.dropout_backward(dy, mask, dx, p=0.5)
+
+    work = (KERNELS["dropout_forward"].bytes_per_element() + KERNELS["dropout_backward"].bytes_per_element()) * n
+    layer = gf.nn.Dropout(0.5, seed=1234)
+    return _layer_case(f"Dropout p=0.5, {n / 2**20:g}M", "GB/s", work, layer, x, dy, kernels)
+
+
+def layer_batchnorm_case(shape, rng) -> Case:
+    """gf.nn.BatchNorm in training against batchnorm_forward + batchnorm_backward."""
+    c = shape[1]
+    x, dy = rng.standard_normal(shape, dtype=np.float32), rng.standard_normal(shape, dtype=np.float32)
+    layer = gf.nn.BatchNorm(c)
+    w, b, rm, rv = layer.weight.data.copy(), layer.bias.data.copy(), np.zeros(c, np.float32), np.ones(c, np.float32)
+    y, dx = np.empty_like(x), np.empty_like(x)
+    sm, si, dw, db = (np.empty(c, np.float32) for _ in range(4))
+
+    def kernels():
+        gf.ops.batchnorm_forward(x, w, b, rm, rv, y, sm, si, training=True, momentum=0.1, eps=1e-5)
+        gf.ops.batchnorm_backward(dy, x, w, sm, si, dx, dw, db, training=True)
+
+    per_element = KERNELS["batchnorm_forward"].bytes_per_element() + KERNELS["batchnorm_backward"].bytes_per_element()
+    return _layer_case(f"BatchNorm {shape}", "GB/s", per_element * x.size, layer, x, dy, kernels)
+
+
+def layer_dense_case(shape, rng) -> Case:
+    """gf.nn.Dense(activation="relu") against dense_forward + dense_backward (dx included)."""
+    n, n_in, n_out = shape
+    x = rng.standard_normal((n, n_in), dtype=np.float32)
+    dy = rng.standard_normal((n, n_out), dtype=np.float32)
+    layer = gf.nn.Dense(n_in, n_out, activation="relu", seed=0)
+    w, b = layer.weight.data.copy(), layer.bias.data.copy()
+    y, dz = np.empty((n, n_out), np.float32), np.empty((n, n_out), np.float32)
+    dx, dw, db = np.empty_like(x), np.empty_like(w), np.empty_like(b)
+
+    def kernels():
+        gf.ops.dense_forward(x, w, b, y, activation="relu")
+        gf.ops.dense_backward(dy, x, w, dx, dw, db, activation="relu", y=y, dz=dz)
+
+    dims = {"N": n, "IN": n_in, "OUT": n_out}
+    flops = float(KERNELS["dense_forward"].flops(dims) + KERNELS["dense_backward"].flops(dims))
+    return _layer_case(f"Dense relu {n}x{n_in}x{n_out}", "GFLOP/s", flops, layer, x, dy, kernels)
+
+
 # ---- machine limits -------------------------------------------------------------------------------------
 def machine_limits(quick: bool) -> dict:
     """Read-modify-write bandwidth (_touch on p, g: 12 B/element) and FMA peak, measured here."""
@@ -265,14 +339,25 @@ def run(args, limits: dict | None = None) -> dict:
     repeats = args.repeats or (3 if quick else 7)
     rng = np.random.default_rng(0)
     limits = limits or machine_limits(quick)
-    builders = (
-        [lambda s=s: batchnorm_cases(s, torch, rng) for s in (BN_SHAPES_QUICK if quick else BN_SHAPES)]
-        + [lambda: dropout_cases(DROPOUT_N_QUICK if quick else DROPOUT_N, torch, rng)]
-        + [lambda s=s: dense_cases(s, torch, rng) for s in (DENSE_SHAPES_QUICK if quick else DENSE_SHAPES)]
+    dropout_n = DROPOUT_N_QUICK if quick else DROPOUT_N
+    bn_shapes = BN_SHAPES_QUICK if quick else BN_SHAPES
+    dense_shapes = DENSE_SHAPES_QUICK if quick else DENSE_SHAPES
+    builders = (  # (the kinds of rows it gives, the builder)
+        [({"batchnorm"}, lambda s=s: batchnorm_cases(s, torch, rng)) for s in bn_shapes]
+        + [({"dropout"}, lambda: dropout_cases(dropout_n, torch, rng))]
+        + [({"dense", "gemm"}, lambda s=s: dense_cases(s, torch, rng)) for s in dense_shapes]
+        + [({"layer"}, lambda: [layer_dropout_case(dropout_n, rng)])]
+        + [({"layer"}, lambda s=s: [layer_batchnorm_case(s, rng)]) for s in bn_shapes]
+        + [({"layer"}, lambda s=s: [layer_dense_case(s, rng)]) for s in dense_shapes]
     )
+    only = set(getattr(args, "only", None) or ())
     rows = []
-    for build in builders:
+    for kinds, build in builders:
+        if only and not kinds & only:
+            continue
         for case in build():
+            if only and case.kind not in only:
+                continue
             m = H.measure_interleaved(
                 case.impls,
                 repeats=repeats,
@@ -320,6 +405,11 @@ def _target_met(row) -> str:
     if not target or "torch" not in cells and target.startswith("torch"):
         return ""
     g = cells["gradfuse"]["ms"]
+    if target == "kernels <= 1.2x":
+        if "kernels" not in cells:
+            return ""
+        ratio = g / cells["kernels"]["ms"]
+        return f"{ratio:.2f}x kernels (need <= 1.2x): {'met' if ratio <= 1.2 else 'NOT met'}"
     if target == ">= 0.9x best peer":
         peers = [c["rate"] for k, c in cells.items() if k != "gradfuse"]
         if not peers:
@@ -345,6 +435,8 @@ def report(result) -> str:
     headers = ["workload", "pass", "gradfuse ms", "rate", "of limit", "numpy ms (x)", "torch ms (x)", "target"]
     rows = []
     for r in result["rows"]:
+        if r["kind"] == "layer":
+            continue
         g = r["cells"]["gradfuse"]
         cells = [
             r["workload"],
@@ -358,7 +450,28 @@ def report(result) -> str:
             cells.append(f"{c['ms']:.3g} ({c['ms'] / g['ms']:.3g}x)" if c else "-")
         cells.append(_target_met(r))
         rows.append(cells)
-    return "\n".join(head) + H.format_table(headers, rows, right={2, 3, 4, 5, 6})
+    text = "\n".join(head) + (H.format_table(headers, rows, right={2, 3, 4, 5, 6}) if rows else "")
+    layers = [r for r in result["rows"] if r["kind"] == "layer"]
+    if layers:
+        headers = ["layer (forward+backward)", "layer ms", "rate", "kernels ms", "numpy-alloc ms", "target"]
+        rows = []
+        for r in layers:
+            g, k, a = (r["cells"].get(name) for name in ("gradfuse", "kernels", "numpy-alloc"))
+            rows.append(
+                [
+                    r["workload"].removeprefix("layer "),
+                    f"{g['ms']:.3g}",
+                    f"{g['rate']:.3g} {r['unit']}",
+                    f"{k['ms']:.3g}" if k else "-",
+                    f"{a['ms']:.3g} ({a['ms'] / k['ms']:.2f}x kernels)" if a and k else "-",
+                    _target_met(r),
+                ]
+            )
+        text += (
+            "\n\nA layer call against its kernels alone (preallocated outputs), and the layer on NumPy's own "
+            "allocator (gf.memory off):\n" + H.format_table(headers, rows, right={1, 2, 3, 4})
+        )
+    return text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -369,6 +482,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="DIR", help="write DIR/layers.json (the table is always printed)")
     parser.add_argument("--threads", type=int, default=None, metavar="N", help="threads for gradfuse and torch")
     parser.add_argument("--no-torch", action="store_true", help="leave out the torch columns")
+    parser.add_argument(
+        "--only",
+        type=lambda text: text.split(","),
+        metavar="KINDS",
+        help="run only these kinds of rows: batchnorm, dropout, dense, gemm, layer (comma-separated)",
+    )
     parser.add_argument(
         "--sleep-ms", type=float, default=2.0, metavar="MS", help="pause before each timed sample (default 2)"
     )

@@ -59,7 +59,7 @@ import inspect
 
 import numpy as np
 
-from .. import checkpoint, ops
+from .. import checkpoint, memory, ops
 from .parameter import Parameter
 
 MODEL_FORMAT = "gradfuse.model"
@@ -78,6 +78,10 @@ class Module:
         super().__init_subclass__(**kwargs)
         if cls.__module__.startswith("gradfuse."):  # the built-in layers can always be saved
             _REGISTRY[cls.__name__] = cls
+        # every forward and backward allocates its arrays through the caching allocator (gf.memory)
+        for name in ("forward", "backward"):
+            if name in cls.__dict__ and callable(cls.__dict__[name]):
+                setattr(cls, name, memory.scoped(cls.__dict__[name]))
 
     def __init__(self):
         # name -> "module" | "parameter" | "buffer": what is registered; the values are ordinary
