@@ -329,3 +329,27 @@ def test_size_classes():
 def test_config_says_what_is_active(caching):
     assert gf.config()["allocator"] == "caching (gradfuse, limit 1024 MiB, set_allocator)"
     assert gf.memory_stats()["allocator"] == "caching"
+
+
+@pytest.mark.skipif(
+    gf._ext._core is None or not gf._ext._core._alloc_sanitized(), reason="needs the AddressSanitizer build"
+)
+@pytest.mark.parametrize("alloc, report", [("system", "heap-use-after-free"), ("caching", "use-after-poison")])
+def test_asan_still_sees_a_use_after_free(alloc, report):
+    """Under ASan (.ci/sanitize) a read of a freed layer output is reported: with the cache off (the
+    default there) by ASan's own allocator, with it forced on because cached blocks are poisoned."""
+    code = (
+        "import ctypes, numpy as np, gradfuse as gf\n"
+        "y = gf.nn.Dropout(0.5, seed=0).forward(np.ones(1 << 20, np.float32), training=True)\n"
+        "address = y.ctypes.data\n"
+        "del y\n"
+        "ctypes.memmove(ctypes.create_string_buffer(64), address, 64)\n"
+        "print('not reported')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "GRADFUSE_ALLOC": alloc},
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0 and report in proc.stderr, proc.stdout + proc.stderr[-2000:]
