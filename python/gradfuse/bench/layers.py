@@ -18,7 +18,8 @@ units' peak measured here.
 Layer rows ("layer Dropout ...", kind "layer") time a gf.nn layer's forward(x, training=True) +
 backward(dy) against the same kernels called alone on preallocated outputs ("kernels"), and the layer
 again with NumPy's own allocator ("numpy-alloc", gf.memory switched off): what a layer call costs
-beyond its kernels (fresh outputs, Python) and what the caching allocator saves of it.
+beyond its kernels (fresh outputs, Python) and what the caching allocator saves of it. Their minor
+page faults per call are counted too (a number a busy machine does not blur).
 
 Targets (the layer issue): dropout forward+backward >= 25x faster than torch; batch norm
 forward+backward >= 2x faster than torch; dense + ReLU forward+backward at least as fast as torch,
@@ -32,6 +33,7 @@ import argparse
 import gc
 import itertools
 import os
+import resource
 import sys
 from dataclasses import dataclass, field
 
@@ -328,6 +330,15 @@ def machine_limits(quick: bool) -> dict:
     return {"rmw_gb_per_s": rmw, "fma_gflops_1_thread": best[1], "fma_gflops_all": best[threads], "threads": threads}
 
 
+def _page_faults(fn, calls: int = 5) -> float:
+    """Minor page faults per call of fn (after two calls of warm-up): what fresh memory costs."""
+    fn(), fn()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(calls):
+        fn()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls
+
+
 # ---- running and reporting ------------------------------------------------------------------------------
 def run(args, limits: dict | None = None) -> dict:
     """limits: machine_limits() measured by the caller (the whole suite measures them once)."""
@@ -384,6 +395,8 @@ def run(args, limits: dict | None = None) -> dict:
             limit = limits["rmw_gb_per_s"] if case.unit == "GB/s" else limits["fma_gflops_all"]
             g["frac_of_limit"] = g["rate"] / limit
             row["speedup_vs"] = {k: v["ms"] / g["ms"] for k, v in row["cells"].items() if k != "gradfuse"}
+            if case.kind == "layer":  # a count that a busy machine does not blur, unlike the times
+                row["page_faults_per_call"] = {name: _page_faults(fn) for name, fn in case.impls.items()}
             rows.append(row)
         gc.collect()
     return {
@@ -453,7 +466,7 @@ def report(result) -> str:
     text = "\n".join(head) + (H.format_table(headers, rows, right={2, 3, 4, 5, 6}) if rows else "")
     layers = [r for r in result["rows"] if r["kind"] == "layer"]
     if layers:
-        headers = ["layer (forward+backward)", "layer ms", "rate", "kernels ms", "numpy-alloc ms", "target"]
+        headers = ["layer (forward+backward)", "layer ms", "rate", "kernels ms", "numpy-alloc ms", "faults", "target"]
         rows = []
         for r in layers:
             g, k, a = (r["cells"].get(name) for name in ("gradfuse", "kernels", "numpy-alloc"))
@@ -464,12 +477,14 @@ def report(result) -> str:
                     f"{g['rate']:.3g} {r['unit']}",
                     f"{k['ms']:.3g}" if k else "-",
                     f"{a['ms']:.3g} ({a['ms'] / k['ms']:.2f}x kernels)" if a and k else "-",
+                    " / ".join(f"{r['page_faults_per_call'].get(name, 0):.0f}" for name in ("gradfuse", "numpy-alloc")),
                     _target_met(r),
                 ]
             )
         text += (
             "\n\nA layer call against its kernels alone (preallocated outputs), and the layer on NumPy's own "
-            "allocator (gf.memory off):\n" + H.format_table(headers, rows, right={1, 2, 3, 4})
+            "allocator (gf.memory off); faults: minor page faults per call, layer / numpy-alloc:\n"
+            + H.format_table(headers, rows, right={1, 2, 3, 4, 5})
         )
     return text
 
