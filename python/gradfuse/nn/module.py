@@ -7,6 +7,8 @@ backward WRITES each parameter's gradient (no need to zero them first); backward
 accumulate=True) adds to them instead, for gradient accumulation over micro-batches. A parameter
 with trainable=False gets no gradient at all (nothing is computed for it). The arrays a forward
 returns are fresh; the input x is referenced until the backward: do not modify it in between.
+Every subclass's forward and backward run with gradfuse's caching allocator as NumPy's allocator
+(gf.memory): the arrays they allocate reuse the memory of freed ones, never that of live ones.
 
 backward computes the gradients of the LAST forward, whatever its mode: after forward(x,
 training=False) it gives the eval-mode gradients (running statistics, no dropout), as torch does.
