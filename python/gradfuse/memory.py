@@ -90,7 +90,7 @@ def release_memory() -> int:
 
 def memory_stats() -> dict:
     """The caching allocator's counters: cached_bytes / cached_blocks (freed, kept mapped),
-    live_bytes / live_blocks (large blocks in use), limit_bytes, hits / misses (large requests
+    live_bytes / live_blocks (large blocks in use), limit_bytes (0 while switched off), hits / misses (large requests
     served from the cache / by a new mapping), released_bytes (unmapped in total), large_min_bytes
     (smaller requests go to posix_memalign), alignment; and allocator ("caching" / "system")."""
     stats = {} if _core is None else dict(_core._alloc_stats())
