@@ -161,6 +161,9 @@ def test_bench_layers_quick_writes_every_row(tmp_path, no_torch):
     for row in result["rows"]:
         kinds.setdefault(row["kind"], set()).add(row["pass"])
         assert row["cells"]["gradfuse"]["ms"] > 0 and row["cells"]["gradfuse"]["rate"] > 0
+        if row["kind"] == "layer":  # a gf.nn layer against its kernels alone and on NumPy's allocator
+            assert row["cells"]["kernels"]["ms"] > 0 and row["cells"]["numpy-alloc"]["ms"] > 0
+            continue
         assert row["cells"]["numpy"]["ms"] > 0
         assert ("torch" in row["cells"]) == (HAS_TORCH and not no_torch)
     assert kinds == {
@@ -172,7 +175,11 @@ def test_bench_layers_quick_writes_every_row(tmp_path, no_torch):
         "clip": {"norm + scale"},
         "dense bf16": {"forward+backward"},
         "gemm bf16": {"C = A @ B"},
+        "layer": {"forward+backward"},
     }
+    layers = [r["workload"] for r in result["rows"] if r["kind"] == "layer"]
+    assert [w.split()[1] for w in layers] == ["Dropout", "BatchNorm", "BatchNorm", "Dense"]
+    assert "A layer call against its kernels alone" in proc.stdout
     assert "bf16 peak" in proc.stdout  # measured, or why not (no AMX / AVX512-BF16, no oneDNN)
 
 
@@ -274,6 +281,9 @@ def test_bench_suite_rows_have_every_implementation_and_their_limit(smoke_suite)
         assert r["limit"]["unit"] == r["unit"]
         g = r["cells"]["gradfuse"]
         assert g["ms"] > 0 and g["rate"] > 0 and g["frac_of_limit"] > 0 and g["speedup"] == 1.0
+        if r["kernel"].startswith("layer"):  # a gf.nn layer: its peers are its kernels alone, and itself
+            assert r["cells"]["kernels"]["ms"] > 0 and r["cells"]["numpy-alloc"]["speedup"] > 0
+            continue
         assert r["cells"]["numpy"]["ms"] > 0 and r["cells"]["numpy"]["speedup"] > 0
         if HAS_TORCH:
             assert any(k.startswith("torch") and "ms" in c for k, c in r["cells"].items()), r

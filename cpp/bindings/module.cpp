@@ -21,6 +21,7 @@ void bind_activation(pybind11::module_& m);
 void bind_dense(pybind11::module_& m);
 void bind_loss(pybind11::module_& m);
 void bind_clip(pybind11::module_& m);
+void bind_allocator(pybind11::module_& m);
 }  // namespace bind
 }  // namespace gf
 
@@ -185,4 +186,5 @@ PYBIND11_MODULE(_core, m) {
   gf::bind::bind_dense(m);
   gf::bind::bind_loss(m);
   gf::bind::bind_clip(m);
+  gf::bind::bind_allocator(m);
 }

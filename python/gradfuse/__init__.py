@@ -10,11 +10,12 @@ gf.ops holds the kernels themselves; each has a NumPy twin of the same name and 
 (gf.set_backend("numpy") or `with gf.use_backend("numpy"):` switches to them).
 """
 
-from . import data, datasets, losses, nn, ops, optim, regularizers, train
+from . import data, datasets, losses, memory, nn, ops, optim, regularizers, train
 from ._backend import get_backend, set_backend, use_backend
 from ._config import config, get_num_threads, set_num_threads, show_config
 from ._version import __version__
 from .checkpoint import CheckpointError, load, save
+from .memory import get_allocator, memory_stats, release_memory, set_allocator
 from .nn.module import load_model
 
 __all__ = [
@@ -26,6 +27,11 @@ __all__ = [
     "set_backend",
     "get_backend",
     "use_backend",
+    "set_allocator",
+    "get_allocator",
+    "release_memory",
+    "memory_stats",
+    "memory",
     "ops",
     "optim",
     "nn",

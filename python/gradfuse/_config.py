@@ -7,7 +7,7 @@ import platform
 
 import numpy as np
 
-from . import _ext
+from . import _ext, memory
 from ._backend import get_backend
 from ._ext import IMPORT_ERROR, _core
 from ._version import __version__
@@ -44,7 +44,9 @@ def config() -> dict:
     so GEMMs fell back to Eigen, or None when it loaded (GRADFUSE_GEMM=eigen still loads it, and
     selects Eigen). gemm_bf16 names the bf16 GEMM path: "onednn (<the ISA oneDNN uses>)" or
     "fp32 fallback (<float32 library>)"; onednn_error is why oneDNN (the onednn-cpu-gomp wheel) did
-    not load; cpu_features says whether the CPU (and, for AMX, the OS) offers the bf16 units."""
+    not load; cpu_features says whether the CPU (and, for AMX, the OS) offers the bf16 units.
+    allocator says what allocates NumPy arrays inside gradfuse's calls: "caching (gradfuse, ...)"
+    when the caching allocator is on (gf.memory), else "system (numpy, why)"."""
     cfg = {
         "version": __version__,
         "backend": get_backend(),
@@ -53,6 +55,7 @@ def config() -> dict:
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
+        "allocator": memory.describe(),
     }
     if _core is None:
         cfg.update(

@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 from . import data as _data
+from . import memory
 from .checkpoint import save
 from .losses import get_loss
 from .nn.layers import Sequential
@@ -584,6 +585,7 @@ def _evaluate(model, loss, x, y, batch_size) -> dict:
     return out
 
 
+@memory.scoped
 def evaluate(model, loss, x, y, batch_size: int | None = 1024) -> dict:
     """Mean loss (and accuracy for classification losses) over (x, y), in eval mode. x is converted
     to the model's dtype as in fit (scikit-learn's float64, integers, lists)."""
@@ -626,6 +628,7 @@ def _epoch_line(epoch, epochs, seconds, logs, show_lr) -> str:
     return " - ".join(parts)
 
 
+@memory.scoped
 def fit(
     model,
     loss,

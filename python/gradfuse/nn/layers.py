@@ -134,6 +134,8 @@ class Dense(Module):
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
         x, weight, y, z = self._cache
         dx = np.empty_like(x) if need_input_grad else None
+        # the kernel's scratch for dy * act'(.): from NumPy (and so the caching allocator), not a fresh vector
+        dz = np.empty_like(dy) if self.activation != "none" else None
         dw = self._weight_grad_target(accumulate)
         db = grad_target(self.bias, accumulate) if self.bias is not None else None
         ops.dense_backward(
@@ -148,6 +150,7 @@ class Dense(Module):
             z=z,
             negative_slope=self.negative_slope,
             accumulate=accumulate,
+            dz=dz,
         )
         self._after_backward(accumulate, dw)
         keep_grad(self.bias, db)

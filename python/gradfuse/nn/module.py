@@ -7,6 +7,8 @@ backward WRITES each parameter's gradient (no need to zero them first); backward
 accumulate=True) adds to them instead, for gradient accumulation over micro-batches. A parameter
 with trainable=False gets no gradient at all (nothing is computed for it). The arrays a forward
 returns are fresh; the input x is referenced until the backward: do not modify it in between.
+Every subclass's forward and backward run with gradfuse's caching allocator as NumPy's allocator
+(gf.memory): the arrays they allocate reuse the memory of freed ones, never that of live ones.
 
 backward computes the gradients of the LAST forward, whatever its mode: after forward(x,
 training=False) it gives the eval-mode gradients (running statistics, no dropout), as torch does.
@@ -59,7 +61,7 @@ import inspect
 
 import numpy as np
 
-from .. import checkpoint, ops
+from .. import checkpoint, memory, ops
 from .parameter import Parameter
 
 MODEL_FORMAT = "gradfuse.model"
@@ -78,6 +80,10 @@ class Module:
         super().__init_subclass__(**kwargs)
         if cls.__module__.startswith("gradfuse."):  # the built-in layers can always be saved
             _REGISTRY[cls.__name__] = cls
+        # every forward and backward allocates its arrays through the caching allocator (gf.memory)
+        for name in ("forward", "backward"):
+            if name in cls.__dict__ and callable(cls.__dict__[name]):
+                setattr(cls, name, memory.scoped(cls.__dict__[name]))
 
     def __init__(self):
         # name -> "module" | "parameter" | "buffer": what is registered; the values are ordinary
