@@ -820,7 +820,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--only",
         type=lambda text: text.split(","),
         metavar="KINDS",
-        help="run only these kinds of rows: batchnorm, dropout, dense, gemm, loss, clip, dense bf16, gemm bf16, layer (comma-separated)",
+        help="run only these kinds of rows (comma-separated): batchnorm, dropout, dense, gemm, loss, clip, "
+        "dense bf16, gemm bf16, layer",
     )
     parser.add_argument(
         "--sleep-ms", type=float, default=2.0, metavar="MS", help="pause before each timed sample (default 2)"
