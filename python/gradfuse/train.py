@@ -562,6 +562,8 @@ def _accuracy_count(loss, pred, target) -> float:
     binary cross-entropy) each sample counts its fraction of correct outputs, as Keras's
     binary_accuracy averages them."""
     labels = np.asarray(loss.labels(target))
+    if pred.dtype.kind == "V":  # bf16 outputs (precision="bf16"): compared as float32, exactly
+        pred = pred.astype(np.float32)
     guess = np.asarray(loss.predictions(pred)).reshape(labels.shape)
     per_sample = labels.size / max(len(labels), 1)
     return float(np.count_nonzero(guess == labels)) / per_sample
@@ -652,6 +654,7 @@ def fit(
     initial_epoch=0,
     resume=None,
     drop_last=False,
+    precision=None,
 ) -> History:
     """Train `model` with `loss` and `optimizer` on (x, y) for `epochs` epochs of mini-batches.
 
@@ -663,7 +666,9 @@ def fit(
     scheduler stepped per "epoch" (default) or per "batch" (schedule_per; ReduceLROnPlateau steps on
     the monitored validation loss); clip_norm / clip_value: gradient clipping by global L2 norm / by
     value; regularizer: a gf.regularizers penalty; resume: a state from resume_state /
-    ModelCheckpoint (gf.load(path)) to continue a run exactly.
+    ModelCheckpoint (gf.load(path)) to continue a run exactly. precision: "bf16" (or "fp32") sets
+    the model's precision for this fit and after it (model.set_precision: float32 masters and
+    optimizer state, bf16 activations and GEMMs); None keeps the model's.
 
     verbose (to stderr): 0 silent; 1 a live progress bar per epoch (tqdm.auto: on a terminal, and
     as a widget in a notebook) and one line per epoch with the metrics ("Epoch 3/20 - 0.41s -
@@ -710,6 +715,8 @@ def fit(
     if validation_data is not None:
         validation_data = _check_data(model, loss, *validation_data, "validation", dtype)
     batches = _data.MiniBatches(x, y, batch_size=batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last)
+    if precision is not None:  # the last check (a float64 model refuses bf16), and the first change
+        model.set_precision(precision)
     trainer = _Trainer(model, loss, optimizer, callbacks, verbose)
     start = int(initial_epoch)
     if resume is not None:

@@ -40,6 +40,21 @@ def _activation_name(activation) -> str:
     return _ACTIVATIONS[activation]
 
 
+def _like(dy, x):
+    """dy in x's dtype where one of them is bf16 and the other float32 (a gradient crossing a
+    precision boundary: a float32 loss gradient into a bf16 model, a bf16 layer's input gradient
+    into a float32 one); anything else is left for the kernels to check."""
+    want = x.dtype if isinstance(x, np.ndarray) else np.dtype(x)
+    if (
+        isinstance(dy, np.ndarray)
+        and dy.dtype != want
+        and {dy.dtype.kind, want.kind} == {"V", "f"}
+        and np.float32 in (dy.dtype, want)
+    ):
+        return dy.astype(want)
+    return dy
+
+
 def _new_seed() -> int:
     return secrets.randbits(63)
 
@@ -107,10 +122,15 @@ class Dense(Module):
     def _commit_forward(self, pending) -> None:
         pass
 
+    def _compute_parameters(self):
+        return [self.weight]
+
     def forward(self, x, training=None):
         training = self._mode(training)
-        x = check_input(self, "x", x)
+        x = self._in_precision(check_input(self, "x", x))
         weight, pending = self._weight_for_forward(training)
+        if self._precision == "bf16":  # the compute copy the optimizer keeps; a masked weight is cast
+            weight = self._bf16_weight() if weight is self.weight.data else weight.astype(x.dtype)
         y = np.empty((x.shape[0] if x.ndim else 0, self.out_features), weight.dtype)
         z = np.empty_like(y) if self.activation in _NEEDS_Z else None
         ops.dense_forward(
@@ -126,6 +146,10 @@ class Dense(Module):
         self._cache = (x, weight, y, z)
         return y
 
+    def _bf16_weight(self):
+        """The weight's bf16 compute copy (made here if a user dropped it)."""
+        return self.weight.bf16 if self.weight.bf16 is not None else self.weight.make_bf16_copy()
+
     def _weight_grad_target(self, accumulate: bool):
         return grad_target(self.weight, accumulate)
 
@@ -133,6 +157,7 @@ class Dense(Module):
         if self._cache is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
         x, weight, y, z = self._cache
+        dy = _like(dy, x)  # a float32 gradient into a bf16 layer (or back)
         dx = np.empty_like(x) if need_input_grad else None
         # the kernel's scratch for dy * act'(.): from NumPy (and so the caching allocator), not a fresh vector
         dz = np.empty_like(dy) if self.activation != "none" else None
@@ -346,9 +371,11 @@ class BatchNorm(Module):
         if tracking and momentum is None:
             momentum = 1.0 / (self.num_batches_tracked + 1)  # the cumulative average, this batch included
         batch_stats = training or self.running_mean is None
+        x = self._in_precision(x)
         y = np.empty_like(x)
         c = self.num_features
-        save_mean, save_invstd = np.empty(c, x.dtype), np.empty(c, x.dtype)
+        stats = np.float32 if x.dtype.kind == "V" else x.dtype  # bf16 data: float32 statistics
+        save_mean, save_invstd = np.empty(c, stats), np.empty(c, stats)
         ops.batchnorm_forward(
             x,
             None if self.weight is None else self.weight.data,
@@ -372,6 +399,7 @@ class BatchNorm(Module):
         if self._cache is None:
             raise RuntimeError("BatchNorm.backward called before forward")
         x, save_mean, save_invstd, batch_stats = self._cache
+        dy = _like(dy, x)  # a float32 gradient into a bf16 layer (or back)
         # the parameter gradients: written in place, or computed aside and added (accumulate)
         grads = {}
         for name, p in (("weight", self.weight), ("bias", self.bias)):
@@ -694,11 +722,15 @@ class Sequential(Module):
     untouched, unseeded initialization is re-drawn. Two builds with the same seed are bitwise equal.
     Without a seed, the layers keep their own (random) initialization and masks.
 
+    precision: "fp32" or "bf16" (mixed precision: float32 masters and optimizer state, bf16
+    activations and GEMMs; see Module.set_precision), for every layer inside; None leaves each
+    layer's own (a layer in fp32 between bf16 ones takes its input back to float32).
+
     A layer object may appear only once (it keeps one forward's state for its backward); layers may
     share Parameters (tied weights): their gradients are summed.
     """
 
-    def __init__(self, layers, seed=None, arena: bool = True):
+    def __init__(self, layers, seed=None, arena: bool = True, precision: str | None = None):
         super().__init__()
         self.layers = list(layers)
         for i, layer in enumerate(self.layers):
@@ -721,6 +753,10 @@ class Sequential(Module):
             dtypes = {p.dtype for p in params}
             if len(dtypes) == 1 and all(p._arena is None for p in params):
                 self.arena = ParameterArena(params, dtype=dtypes.pop())
+        if precision is not None:
+            self.set_precision(precision)  # after the arena: the compute copies form one bf16 arena
+        elif {m._precision for m in self.modules() if m is not self} == {"bf16"}:
+            self._precision = "bf16"  # layers set one by one: the model says what they say
 
     def children(self):
         return self.layers
@@ -745,7 +781,7 @@ class Sequential(Module):
                 if not _same_state(module._local_state(), state):
                     module._load_local_state(state)
             raise
-        self._cache = x.shape if isinstance(x, np.ndarray) else None  # what backward's dy must match
+        self._cache = (x.shape, x.dtype) if isinstance(x, np.ndarray) else None  # what backward's dy must match
         return x
 
     def backward(self, dy, *, accumulate=False, need_input_grad=False):
@@ -758,12 +794,14 @@ class Sequential(Module):
                 "Sequential.backward: no forward to take the gradients of (none yet, or the last one raised)"
             )
         dy = check_input(self, "dy", dy)
-        if dy.shape != self._cache:
+        shape, dtype = self._cache
+        if dy.shape != shape:
             raise ValueError(
                 f"Sequential.backward: dy has shape {dy.shape}, but the last forward returned shape "
-                f"{self._cache}: dy is the gradient of the last forward's output (predict() is not a "
+                f"{shape}: dy is the gradient of the last forward's output (predict() is not a "
                 "forward: it leaves a pending backward alone)"
             )
+        dy = _like(dy, dtype)  # a float32 loss gradient of a bf16 output
         sharing = self._layers_sharing_parameters()
         zeroed = accumulate
         for i in range(len(self.layers) - 1, -1, -1):
@@ -868,11 +906,13 @@ class Sequential(Module):
         return {
             "layers": [architecture(layer, f"layers[{i}]") for i, layer in enumerate(self.layers)],
             "arena": self._arena_requested,
+            "precision": self._precision,
         }
 
     @classmethod
     def from_config(cls, config):
-        return cls([build(arch, f"layers[{i}]") for i, arch in enumerate(config["layers"])], arena=config["arena"])
+        layers = [build(arch, f"layers[{i}]") for i, arch in enumerate(config["layers"])]
+        return cls(layers, arena=config["arena"], precision=config.get("precision", "fp32"))
 
     def extra_repr(self):
         return ", ".join(repr(layer) for layer in self.layers)

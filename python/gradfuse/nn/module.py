@@ -69,6 +69,27 @@ MODEL_FORMAT_VERSION = 1
 _REGISTRY: dict[str, type] = {}  # class name -> Module subclass: what gf.load_model can build
 
 
+_PRECISIONS = {
+    "fp32": "fp32",
+    "float32": "fp32",
+    "bf16": "bf16",
+    "bfloat16": "bf16",
+    "mixed_bfloat16": "bf16",  # Keras's policy name
+    "bf16-mixed": "bf16",  # Lightning's
+}
+
+
+def _bf16():
+    import ml_dtypes  # imported where bf16 is used: a few hundred ms on a cold start
+
+    return ml_dtypes.bfloat16
+
+
+def _as_float32(out):
+    """A bf16 output as float32 (exact): what predict returns under precision="bf16"."""
+    return out.astype(np.float32) if isinstance(out, np.ndarray) and out.dtype.kind == "V" else out
+
+
 def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
@@ -84,6 +105,10 @@ class Module:
         for name in ("forward", "backward"):
             if name in cls.__dict__ and callable(cls.__dict__[name]):
                 setattr(cls, name, memory.scoped(cls.__dict__[name]))
+
+    # "fp32" or "bf16" (set_precision): what this module computes in. A class attribute, so that a
+    # subclass whose __init__ runs code before super().__init__() still has one.
+    _precision = "fp32"
 
     def __init__(self):
         # name -> "module" | "parameter" | "buffer": what is registered; the values are ordinary
@@ -270,6 +295,60 @@ class Module:
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.size for p in self.parameters() if p.trainable or not trainable_only)
 
+    # ---- precision ------------------------------------------------------------------------------------
+    @property
+    def precision(self) -> str:
+        """ "fp32" or "bf16": see set_precision."""
+        return self._precision
+
+    def set_precision(self, precision: str):
+        """Mixed precision for this module and every module inside it: "fp32" (the default) or
+        "bf16" (also "bfloat16", Keras's "mixed_bfloat16", Lightning's "bf16-mixed"). Returns self.
+
+        bf16 (float32 models only): the master weights, their gradients and the optimizer state stay
+        float32; each weight a GEMM reads gets a bf16 compute copy (Parameter.bf16) that the optimizer
+        writes in the same fused pass as the update; activations travel between layers as
+        ml_dtypes.bfloat16 arrays; the GEMMs multiply bf16 x bf16 with float32 accumulation; batch
+        norm's statistics and parameters, biases, the loss value and every reduction stay float32.
+        A float32 input is rounded to bf16 once, by the first layer that needs it. predict and
+        evaluate run in the model's precision and return float32; state_dict and checkpoints hold
+        the float32 masters only. Back to "fp32": the copies are dropped, nothing else changes."""
+        name = _PRECISIONS.get(precision) if isinstance(precision, str) else None
+        if name is None:
+            raise ValueError(f"precision must be one of {', '.join(repr(k) for k in _PRECISIONS)}, got {precision!r}")
+        if name == "bf16":
+            for pname, p in self.named_parameters():
+                if p.dtype != np.float32:
+                    raise TypeError(
+                        f"precision='bf16' trains float32 master weights in bf16; parameter {pname!r} is "
+                        f"{p.dtype} (build the model in float32, or keep precision='fp32')"
+                    )
+        for module in self.modules():
+            module._precision = name
+            if name == "bf16":
+                for p in module._compute_parameters():
+                    p.make_bf16_copy()  # in an arena: one bf16 arena for all (one optimizer call)
+        if name == "fp32":
+            for p in self.parameters():
+                if p._arena is not None and p._arena.bf16 is not None:
+                    p._arena.drop_bf16_copies()
+                elif p.bf16 is not None:
+                    p.drop_bf16_copy()
+        return self
+
+    def _compute_parameters(self) -> list:
+        """The Parameters a bf16 computation reads in bf16 (a GEMM's weight): they get compute
+        copies under precision="bf16". Default: none (biases and batch-norm parameters stay float32)."""
+        return []
+
+    def _in_precision(self, x: np.ndarray) -> np.ndarray:
+        """x in this module's compute dtype: a float32 array rounded to bf16 once under
+        precision="bf16" (the model's input, or a custom module's float32 output); a bf16 array
+        widened to float32 (exact) under "fp32" (a float32 layer after bf16 ones)."""
+        if self._precision == "bf16":
+            return x.astype(_bf16()) if x.dtype == np.float32 else x
+        return x.astype(np.float32) if x.dtype.kind == "V" else x
+
     def train(self, mode: bool = True):
         self.training = bool(mode)
         for child in self.children():
@@ -347,8 +426,8 @@ class Module:
     # ---- inference ---------------------------------------------------------------------------------------
     def predict(self, x, batch_size: int | None = 1024):
         """The last layer's output in eval mode (logits for a model without a final Sigmoid or
-        Softmax), over x in batches. x is cast to the model's dtype here (float64, int or list data
-        into a float32 model). No state changes: running statistics and dropout counters do not
+        Softmax), over x in batches (float32 under precision="bf16"). x is cast to the model's
+        dtype here (float64, int or list data into a float32 model). No state changes: running statistics and dropout counters do not
         move, and every module is left as it was found, so a backward still pending from a
         training forward computes that forward's gradients."""
         x = self._inference_input(x, "predict")
@@ -356,9 +435,9 @@ class Module:
         try:
             self.eval()
             if batch_size is None or len(x) <= batch_size:
-                return self.forward(x, training=False)
+                return _as_float32(self.forward(x, training=False))
             return np.concatenate(
-                [self.forward(x[i : i + batch_size], training=False) for i in range(0, len(x), batch_size)]
+                [_as_float32(self.forward(x[i : i + batch_size], training=False)) for i in range(0, len(x), batch_size)]
             )
         finally:  # put back every attribute: forward caches, masks, modes
             for module, attributes in saved:

@@ -284,6 +284,13 @@ class ParameterArena:
         self.refresh_bf16()
         return self.bf16
 
+    def drop_bf16_copies(self) -> None:
+        """Forget every parameter's bf16 copy and free the bf16 buffer (optimizers stop writing them)."""
+        for p in self.parameters:
+            p._arena_bf16 = None
+            p.bf16 = None
+        self.bf16 = None
+
     def refresh_bf16(self) -> None:
         """Rewrite every bf16 copy from the fp32 data in one pass (after the data changed outside a
         step); parameters whose copy is no longer their arena view are refreshed one by one."""
