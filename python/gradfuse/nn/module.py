@@ -427,9 +427,9 @@ class Module:
     def predict(self, x, batch_size: int | None = 1024):
         """The last layer's output in eval mode (logits for a model without a final Sigmoid or
         Softmax), over x in batches (float32 under precision="bf16"). x is cast to the model's
-        dtype here (float64, int or list data into a float32 model). No state changes: running statistics and dropout counters do not
-        move, and every module is left as it was found, so a backward still pending from a
-        training forward computes that forward's gradients."""
+        dtype here (float64, int or list data into a float32 model). No state changes: running
+        statistics and dropout counters do not move, and every module is left as it was found, so a
+        backward still pending from a training forward computes that forward's gradients."""
         x = self._inference_input(x, "predict")
         saved = [(m, dict(m.__dict__)) for m in self.modules()]
         try:
