@@ -5,6 +5,8 @@ statistics, biases, loss values; predict/evaluate in either precision; checkpoin
 
 from __future__ import annotations
 
+import warnings
+
 import ml_dtypes
 import numpy as np
 import pytest
@@ -215,3 +217,26 @@ def test_custom_modules_and_dropconnect_follow(digits):
     assert out.dtype == BF16
     block.backward(gf.losses.cross_entropy(out, y[:16])[1])
     assert block.fc2.weight.grad.dtype == np.float32
+
+
+def test_a_cpu_without_bf16_units_is_told_once(monkeypatch):
+    """Where the bf16 GEMMs fall back to the float32 units, precision='bf16' warns once (as Keras's
+    policy does on a GPU without fast float16); on the oneDNN path it does not."""
+    from gradfuse._ext import _core
+    from gradfuse.nn import module
+
+    saved = _core._get_gemm_bf16()
+    try:
+        for path, warns in (("fallback", True), ("onednn", False)):
+            if path == "onednn" and not _core._build_info()["onednn"]:
+                continue
+            _core._set_gemm_bf16(path)
+            monkeypatch.setattr(module, "_WARNED", [])
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                nn.Dense(4, 4).set_precision("bf16")
+                nn.Dense(4, 4).set_precision("bf16")
+            said = [w for w in caught if "without bf16 units" in str(w.message)]
+            assert len(said) == (1 if warns else 0), (path, [str(w.message) for w in caught])
+    finally:
+        _core._set_gemm_bf16(saved)

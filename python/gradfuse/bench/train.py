@@ -4,8 +4,10 @@
 
 The model (the training issue's): 784-1024-1024-10, each hidden layer Dense -> BatchNorm -> ReLU
 -> Dropout(0.5), softmax cross-entropy, Adam, batch 256, float32. A step is forward, loss,
-backward and the optimizer step. The three implementations run in this process, interleaved,
-medians of the repeats; torch is the same model in eager mode (its default Adam, and fused=True).
+backward and the optimizer step. The implementations run in this process, interleaved, medians of
+the repeats; torch is the same model in eager mode (its default Adam, and fused=True), and with the
+one line a torch user adds for bf16 (torch.autocast("cpu", dtype=torch.bfloat16)); gradfuse-bf16
+is the same model with precision="bf16" (issue 12's target: >= 2x torch autocast bf16).
 
 Where the time goes: gradfuse steps are also run with each layer's forward/backward, the loss and
 the optimizer step timed separately (GEMM = the Dense layers, then batch norm, ReLU, dropout, the
@@ -160,6 +162,9 @@ def run(args) -> dict:
     model = build_gradfuse(sizes)
     opt = gf.optim.Adam(model.parameters(), lr=1e-4)
     impls["gradfuse"] = lambda s=gradfuse_step(model, opt, loss_fn): s(x, y)
+    bf16_model = build_gradfuse(sizes).set_precision("bf16")  # mixed precision: bf16 GEMMs and activations
+    bf16_opt = gf.optim.Adam(bf16_model.parameters(), lr=1e-4)
+    impls["gradfuse-bf16"] = lambda s=gradfuse_step(bf16_model, bf16_opt, loss_fn): s(x, y)
     np_model = build_gradfuse(sizes)
     np_opt = gf.optim.Adam(np_model.parameters(), lr=1e-4)
     np_step = gradfuse_step(np_model, np_opt, loss_fn)
@@ -228,6 +233,12 @@ def report(result) -> str:
         if peer in result["speedup_vs"]:
             got = result["speedup_vs"][peer]
             lines.append(f"target vs {peer}: {need:g}x, measured {got:.2f}x: {'met' if got >= need else 'NOT met'}")
+    if "gradfuse-bf16" in cells and "torch-autocast-bf16" in cells:
+        got = cells["torch-autocast-bf16"]["ms"] / cells["gradfuse-bf16"]["ms"]
+        lines.append(
+            f"target gradfuse-bf16 vs torch-autocast-bf16: 2x, measured {got:.2f}x: {'met' if got >= 2 else 'NOT met'}"
+            f" (bf16 GEMM path: {gf.config()['gemm_bf16']})"
+        )
     parts = result["breakdown_ms"]
     total = parts["total"]
     gemm_ms = parts.get("GEMM (dense layers)", 0)

@@ -58,10 +58,13 @@ save / load_weights, and __call__ (forward).
 from __future__ import annotations
 
 import inspect
+import warnings
 
 import numpy as np
 
 from .. import checkpoint, memory, ops
+from .._config import config
+from .._ext import _core
 from .parameter import Parameter
 
 MODEL_FORMAT = "gradfuse.model"
@@ -77,6 +80,26 @@ _PRECISIONS = {
     "mixed_bfloat16": "bf16",  # Keras's policy name
     "bf16-mixed": "bf16",  # Lightning's
 }
+
+
+_WARNED = []
+
+
+def _warn_without_bf16_units() -> None:
+    """Once per process: where the bf16 GEMMs run on the fp32 units (no AMX-BF16 / AVX512-BF16,
+    or no oneDNN), bf16 saves memory traffic but no arithmetic, and the conversions cost: say so,
+    as Keras's mixed-precision policy does on a GPU without fast float16."""
+    if _WARNED or _core is None or _core._get_gemm_bf16() != "fallback":
+        return
+    _WARNED.append(True)
+    warnings.warn(
+        "gradfuse: precision='bf16' on a CPU without bf16 units in use (gf.config()['gemm_bf16'] is "
+        f"{config()['gemm_bf16']!r}): the bf16 GEMMs run on the float32 units after a conversion, so "
+        "expect training slower than precision='fp32'; AMX-BF16 or AVX512-BF16 (Sapphire Rapids and "
+        "later Xeons) is where bf16 pays",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 def _bf16():
@@ -323,6 +346,8 @@ class Module:
                         f"precision='bf16' trains float32 master weights in bf16; parameter {pname!r} is "
                         f"{p.dtype} (build the model in float32, or keep precision='fp32')"
                     )
+        if name == "bf16":
+            _warn_without_bf16_units()
         for module in self.modules():
             module._precision = name
             if name == "bf16":
