@@ -281,13 +281,27 @@ void dense_forward_bf16(Act act, double slope, const bf16* x, const bf16* w, con
   });
 }
 
-void dense_backward_bf16(Act act, double slope, const bf16* dy, const bf16* x, const bf16* w, const bf16* y,
-                         const bf16* z, bf16* dz, bf16* dx, float* dw, float* db, bool accumulate, int64_t n,
-                         int64_t in, int64_t out, int threads) {
-  const Blas& blas = current_blas();
-  // 1. dz = round(dy * act'(.)) in bf16 (what both GEMMs read), and the column sums of that dz.
-  std::vector<bf16> scratch;
-  const bf16* grad = dy;
+// The two GEMMs of a dense pass on T storage: float32 / float64 tiles, or bf16 tiles accumulated in
+// float32 (C float32, or bf16 rounded once).
+template <class T, class TC>
+void pass_gemm(const Blas& blas, const GemmArgs& g, const T* a, int64_t lda, const T* b, int64_t ldb, TC* c,
+               int64_t ldc, int threads) {
+  if constexpr (is_bf16<T>) tiled_gemm_bf16(blas, g, a, lda, b, ldb, c, ldc, threads);
+  else tiled_gemm(blas, g, a, lda, b, ldb, c, ldc, threads, [](const Tile&) {});
+}
+
+// dense_backward on T storage; dW and db are compute_t<T> (float32 beside bf16: they feed the
+// float32 masters). bf16: dz = round(dy * act'(.)) is what the bias sum and both GEMMs read, as
+// torch's autocast does; its rows are staged through float32.
+template <class T>
+void backward_pass(Act act, double slope, const T* dy, const T* x, const T* w, const T* y, const T* z, T* dz, T* dx,
+                   compute_t<T>* dw, compute_t<T>* db, bool accumulate, int64_t n, int64_t in, int64_t out,
+                   int threads) {
+  using C = compute_t<T>;
+  const Blas& blas = current_blas();  // one backend for both GEMMs below
+  // 1. dz = dy * act'(.) and the partial column sums of dz, per fixed block of rows.
+  std::vector<T> scratch;
+  const T* grad = dy;
   if (act != Act::none) {
     if (!dz) {
       scratch.resize(static_cast<size_t>(n * out));
@@ -299,20 +313,27 @@ void dense_backward_bf16(Act act, double slope, const bf16* dy, const bf16* x, c
   std::vector<double> partial(db ? static_cast<size_t>(blocks * out) : 0, 0.0);
   if (act != Act::none || db) {
     parallel_blocks(blocks, threads, [&](int64_t b) {
-      std::vector<float> rows(static_cast<size_t>(4 * out));
+      std::vector<float> rows(is_bf16<T> ? static_cast<size_t>(4 * out) : 0);
       float *g32 = rows.data(), *z32 = g32 + out, *y32 = z32 + out, *d32 = y32 + out;
       const int64_t r0 = b * kBiasBlock, r1 = std::min(n, r0 + kBiasBlock);
       for (int64_t r = r0; r < r1; ++r) {
-        if (act != Act::none) {
-          to_f32(dy + r * out, g32, out);
-          if (z) to_f32(z + r * out, z32, out);
-          if (y) to_f32(y + r * out, y32, out);
-          act_backward_span<float>(act, float(slope), g32, z ? z32 : nullptr, y ? y32 : nullptr, d32, out);
-          to_bf16(d32, dz + r * out, out);
-        }
-        if (db) {
-          to_f32(grad + r * out, g32, out);
-          add_to_double(partial.data() + b * out, g32, out);
+        if constexpr (is_bf16<T>) {
+          if (act != Act::none) {
+            to_f32(dy + r * out, g32, out);
+            if (z) to_f32(z + r * out, z32, out);
+            if (y) to_f32(y + r * out, y32, out);
+            act_backward_span<float>(act, float(slope), g32, z ? z32 : nullptr, y ? y32 : nullptr, d32, out);
+            to_bf16(d32, dz + r * out, out);
+          }
+          if (db) {
+            to_f32(grad + r * out, g32, out);
+            add_to_double(partial.data() + b * out, g32, out);
+          }
+        } else {
+          if (act != Act::none)  // z is the forward's input to the activation, y its output
+            act_backward_span<T>(act, T(slope), dy + r * out, z ? z + r * out : nullptr, y ? y + r * out : nullptr,
+                                 dz + r * out, out);
+          if (db) add_to_double(partial.data() + b * out, grad + r * out, out);
         }
       }
     });
@@ -321,20 +342,26 @@ void dense_backward_bf16(Act act, double slope, const bf16* dy, const bf16* x, c
     for (int64_t j = 0; j < out; ++j) {
       double s = 0.0;
       for (int64_t b = 0; b < blocks; ++b) s += partial[b * out + j];
-      db[j] = accumulate ? db[j] + static_cast<float>(s) : static_cast<float>(s);
+      db[j] = accumulate ? static_cast<C>(db[j] + static_cast<C>(s)) : static_cast<C>(s);
     }
   }
-  // 2. dx = round(dz W^T) (bf16); dW (+)= x^T dz (float32: it feeds the float32 master weights).
+  // 2. dx = dz W^T (n x in, summing over out); dW (+)= x^T dz (in x out, summing over n).
   if (dx) {
     GemmArgs g;
     g.trans_b = true, g.m = n, g.n = in, g.k = out;
-    tiled_gemm_bf16(blas, g, grad, out, w, out, dx, in, threads);
+    pass_gemm(blas, g, grad, out, w, out, dx, in, threads);
   }
   if (dw) {
     GemmArgs g;
     g.trans_a = true, g.accumulate = accumulate, g.m = in, g.n = out, g.k = n;
-    tiled_gemm_bf16(blas, g, x, in, grad, out, dw, out, threads);
+    pass_gemm(blas, g, x, in, grad, out, dw, out, threads);
   }
+}
+
+void dense_backward_bf16(Act act, double slope, const bf16* dy, const bf16* x, const bf16* w, const bf16* y,
+                         const bf16* z, bf16* dz, bf16* dx, float* dw, float* db, bool accumulate, int64_t n,
+                         int64_t in, int64_t out, int threads) {
+  backward_pass<bf16>(act, slope, dy, x, w, y, z, dz, dx, dw, db, accumulate, n, in, out, threads);
 }
 
 template void matmul_bf16<float>(const GemmArgs&, const bf16*, const bf16*, float*, int);
@@ -364,48 +391,7 @@ void dense_forward(Act act, double slope, const T* x, const T* w, const T* bias,
 template <class T>
 void dense_backward(Act act, double slope, const T* dy, const T* x, const T* w, const T* y, const T* z, T* dz, T* dx,
                     T* dw, T* db, bool accumulate, int64_t n, int64_t in, int64_t out, int threads) {
-  const Blas& blas = current_blas();  // one backend for both GEMMs below
-  // 1. dz = dy * act'(.) and the partial column sums of dz, per fixed block of rows.
-  std::vector<T> scratch;
-  const T* grad = dy;
-  if (act != Act::none) {
-    if (!dz) {
-      scratch.resize(static_cast<size_t>(n * out));
-      dz = scratch.data();
-    }
-    grad = dz;
-  }
-  const int64_t blocks = (n + kBiasBlock - 1) / kBiasBlock;
-  std::vector<double> partial(db ? static_cast<size_t>(blocks * out) : 0, 0.0);
-  if (act != Act::none || db) {
-    parallel_blocks(blocks, threads, [&](int64_t b) {
-      const int64_t r0 = b * kBiasBlock, r1 = std::min(n, r0 + kBiasBlock);
-      for (int64_t r = r0; r < r1; ++r) {
-        if (act != Act::none)  // z is the forward's input to the activation, y its output
-          act_backward_span<T>(act, T(slope), dy + r * out, z ? z + r * out : nullptr, y ? y + r * out : nullptr,
-                               dz + r * out, out);
-        if (db) add_to_double(partial.data() + b * out, grad + r * out, out);
-      }
-    });
-  }
-  if (db) {
-    for (int64_t j = 0; j < out; ++j) {
-      double s = 0.0;
-      for (int64_t b = 0; b < blocks; ++b) s += partial[b * out + j];
-      db[j] = accumulate ? static_cast<T>(db[j] + static_cast<T>(s)) : static_cast<T>(s);
-    }
-  }
-  // 2. dx = dz W^T (n x in, summing over out); dW (+)= x^T dz (in x out, summing over n).
-  if (dx) {
-    GemmArgs g;
-    g.trans_b = true, g.m = n, g.n = in, g.k = out;
-    tiled_gemm(blas, g, grad, out, w, out, dx, in, threads, [](const Tile&) {});
-  }
-  if (dw) {
-    GemmArgs g;
-    g.trans_a = true, g.accumulate = accumulate, g.m = in, g.n = out, g.k = n;
-    tiled_gemm(blas, g, x, in, grad, out, dw, out, threads, [](const Tile&) {});
-  }
+  backward_pass<T>(act, slope, dy, x, w, y, z, dz, dx, dw, db, accumulate, n, in, out, threads);
 }
 
 template void matmul<float>(const GemmArgs&, const float*, const float*, float*, int);

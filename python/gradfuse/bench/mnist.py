@@ -29,6 +29,7 @@ import numpy as np
 
 import gradfuse as gf
 from . import _harness as H
+from .train import build_torch  # the same gradfuse -> torch model copy
 
 HELP = "real MNIST MLP (784-512-512-10), s per epoch and accuracy: gradfuse fp32/bf16 vs torch fp32/autocast bf16"
 
@@ -47,24 +48,6 @@ def build_gradfuse(seed: int, precision: str):
             layers += [nn.BatchNorm(b), nn.ReLU(), nn.Dropout(0.2)]
     kwargs = {} if precision == "fp32" else {"precision": precision}
     return nn.Sequential(layers, seed=seed, **kwargs)
-
-
-def build_torch(torch, model):
-    mods = []
-    for layer in model.layers:
-        if isinstance(layer, gf.nn.Dense):
-            lin = torch.nn.Linear(layer.in_features, layer.out_features)
-            with torch.no_grad():
-                lin.weight.copy_(torch.from_numpy(np.ascontiguousarray(layer.weight.data.T)))
-                lin.bias.copy_(torch.from_numpy(layer.bias.data.copy()))
-            mods.append(lin)
-        elif isinstance(layer, gf.nn.BatchNorm):
-            mods.append(torch.nn.BatchNorm1d(layer.num_features))
-        elif isinstance(layer, gf.nn.ReLU):
-            mods.append(torch.nn.ReLU())
-        elif isinstance(layer, gf.nn.Dropout):
-            mods.append(torch.nn.Dropout(layer.p))
-    return torch.nn.Sequential(*mods)
 
 
 class GradfuseRun:
