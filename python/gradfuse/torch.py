@@ -391,7 +391,7 @@ class Optimizer(torch.optim.Optimizer):
     def _scalars_of(self, rec: _Record, part: _Part, j: int, cols: dict) -> tuple:
         """Parameter j's scalar state (step, ...) as the gf.optim class reads it."""
         if self._own_scalars:
-            return self._spec._scalars(_StateOf(self.state[part.params[j]]))
+            return self._spec._scalars(_StateOf(self.state.get(part.params[j], {})))
         i = part.positions[j]
         if not rec.started[i]:
             return tuple(self._scalar_keys.values())
@@ -440,14 +440,14 @@ class Optimizer(torch.optim.Optimizer):
             for key in keys:  # fresh state is filled in its buffer; it joins state[p] after the step
                 views = part.state(key)
                 for j in chosen:
-                    if key not in self.state[params[j]]:
+                    if key not in self.state.get(params[j], ()):
                         views[j].fill_(self._spec._initial_value(group, key))
             if part.bf16:
                 self._widen(part, chosen, grads, all_of_part)
-                if _MASTER not in part.views or any(_MASTER not in self.state[params[j]] for j in chosen):
+                if _MASTER not in part.views or any(_MASTER not in self.state.get(params[j], ()) for j in chosen):
                     masters = part.state(_MASTER)
                     for j in chosen:
-                        if _MASTER not in self.state[params[j]]:
+                        if _MASTER not in self.state.get(params[j], ()):
                             masters[j].copy_(params[j].detach())
             arrays = self._arrays(part, chosen, grads, keys, all_of_part)
             scalars = {**hyper, **self._spec._step_scalars(group, scalars_before)}

@@ -1,0 +1,495 @@
+"""gradfuse.torch: the optimizers as torch.optim.Optimizer subclasses, on real torch models.
+
+Every class is stepped side by side with torch.optim's (Lion: with gf.optim.Lion on NumPy copies)
+on a torch MLP and a small torch.nn.TransformerEncoder, each model doing its own forward and
+backward; parameters and every state tensor are compared after each step (float64 tight, float32
+close). Then what torch users do around an optimizer: schedulers, torch.save checkpoints mid-run,
+state_dict swaps with torch.optim both ways, hooks, closures, add_param_group, zero_grad; the flat
+arena (flatten_parameters) against the per-tensor path; bf16 parameters with fp32 masters; refusals.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import gradfuse as gf  # noqa: E402
+import gradfuse.torch as gft  # noqa: E402
+
+STEPS = 5
+TOL = {torch.float32: dict(rtol=2e-5, atol=2e-6), torch.float64: dict(rtol=1e-10, atol=1e-12)}
+
+# Per class: torch's defaults, and a setting that moves the options that change the code path.
+SETTINGS = {
+    "SGD": [dict(lr=0.05), dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01)],
+    "Adam": [dict(lr=0.01), dict(lr=0.01, amsgrad=True, weight_decay=0.01, maximize=True)],
+    "AdamW": [dict(lr=0.01), dict(lr=0.01, amsgrad=True, weight_decay=0.1)],
+    "Adagrad": [dict(lr=0.05), dict(lr=0.05, lr_decay=0.01, initial_accumulator_value=0.1, weight_decay=0.01)],
+    "RMSprop": [dict(lr=0.01), dict(lr=0.01, centered=True, momentum=0.5, weight_decay=0.01)],
+    "Adadelta": [dict(), dict(lr=0.5, rho=0.8, weight_decay=0.01)],
+    "Adamax": [dict(lr=0.01), dict(lr=0.01, weight_decay=0.01)],
+    "NAdam": [dict(lr=0.01), dict(lr=0.01, decoupled_weight_decay=True, weight_decay=0.01)],
+    "RAdam": [dict(lr=0.01), dict(lr=0.01, decoupled_weight_decay=True, weight_decay=0.01)],
+    "Rprop": [dict(lr=0.01), dict(lr=0.01, etas=(0.4, 1.1), step_sizes=(1e-5, 1.0))],
+    "ASGD": [dict(lr=0.01), dict(lr=0.01, t0=2, lambd=0.01, weight_decay=0.01)],
+    "Lion": [dict(lr=1e-3), dict(lr=1e-3, weight_decay=0.1)],
+}
+
+
+def test_every_gf_optimizer_has_a_torch_class():
+    names = [cls.__name__ for cls in gft._optimizer_classes()]
+    assert set(names) == set(gft.OPTIMIZERS) and set(names) <= set(SETTINGS)
+    for name in names:
+        cls = getattr(gft, name)
+        assert issubclass(cls, torch.optim.Optimizer)
+        ours, theirs = _signature(cls), getattr(torch.optim, name, None)
+        if theirs is not None:  # same argument names and defaults as torch (plus skip_nonfinite)
+            expected = {k: v.default for k, v in _signature(theirs).items()}
+            assert {k: v.default for k, v in ours.items() if k != "skip_nonfinite"} == expected, name
+
+
+def _signature(cls):
+    import inspect
+
+    return inspect.signature(cls).parameters
+
+
+def mlp(dtype, seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3)
+    ).to(dtype)
+
+
+def encoder(dtype, seed=0):
+    torch.manual_seed(seed)
+    layer = torch.nn.TransformerEncoderLayer(d_model=8, nhead=2, dim_feedforward=16, dropout=0.0, batch_first=True)
+    return torch.nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False).to(dtype)
+
+
+MODELS = {"mlp": (mlp, (12, 6)), "encoder": (encoder, (4, 5, 8))}
+
+
+def twins(kind, dtype):
+    build, shape = MODELS[kind]
+    a, b = build(dtype), build(dtype)
+    b.load_state_dict(a.state_dict())
+    gen = torch.Generator().manual_seed(1)
+    batches = [torch.randn(shape, generator=gen, dtype=dtype) for _ in range(STEPS)]
+    return a, b, batches
+
+
+def backward(model, x):
+    out = model(x)
+    (out.sin().sum() + 0.1 * out.pow(2).sum()).backward()
+
+
+class GfReference:
+    """gf.optim's class on NumPy copies, fed the torch model's gradients: the reference for Lion."""
+
+    def __init__(self, name, model, **kwargs):
+        self.model = model
+        self.arrays = [p.detach().numpy().copy() for p in model.parameters()]
+        self.opt = getattr(gf.optim, name)(self.arrays, **kwargs)
+        self.state = {p: self.opt.state[a] for p, a in zip(model.parameters(), self.arrays)}
+
+    def zero_grad(self):
+        self.model.zero_grad()
+
+    def step(self):
+        self.opt.step([p.grad.numpy() for p in self.model.parameters()])
+        with torch.no_grad():
+            for p, a in zip(self.model.parameters(), self.arrays):
+                p.copy_(torch.from_numpy(a))
+
+
+def reference(name, model, kwargs):
+    cls = getattr(torch.optim, name, None)
+    return cls(model.parameters(), foreach=False, **kwargs) if cls is not None else GfReference(name, model, **kwargs)
+
+
+def assert_state(ours, theirs, tol, where):
+    assert set(ours) == set(theirs), f"{where}: {sorted(ours)} != {sorted(theirs)}"
+    for key, value in theirs.items():
+        mine = ours[key]
+        if isinstance(value, np.ndarray):
+            value = torch.from_numpy(value)
+        elif not isinstance(value, torch.Tensor):
+            value = torch.tensor(float(value))
+        assert isinstance(mine, torch.Tensor), f"{where}: {key} is {type(mine)}"
+        if value.dim() == 0:
+            assert mine.dtype == torch.float32 and mine.item() == pytest.approx(value.item(), rel=1e-7), (where, key)
+        else:
+            torch.testing.assert_close(mine, value.to(mine.dtype), **tol, msg=lambda m: f"{where} {key}: {m}")
+
+
+def step_pair(a, b, ours, theirs, x):
+    """One step of both: the gradients of a's backward, copied to b. The same gradients on both
+    sides: the attention's key bias has a zero gradient up to rounding noise, which Adagrad-like
+    rules scale up to O(lr), so two backwards would compare noise, not the optimizers."""
+    ours.zero_grad()
+    theirs.zero_grad()
+    backward(a, x)
+    for p, q in zip(a.parameters(), b.parameters()):
+        q.grad = p.grad.clone()
+    ours.step()
+    theirs.step()
+
+
+def run_side_by_side(name, kwargs, kind, dtype, steps=STEPS):
+    a, b, batches = twins(kind, dtype)
+    ours, theirs = getattr(gft, name)(a.parameters(), **kwargs), reference(name, b, kwargs)
+    tol = TOL[dtype]
+    for t, x in enumerate(batches[:steps]):
+        step_pair(a, b, ours, theirs, x)
+        assert_models(a, b, ours, theirs, tol, f"{name} {kwargs} step {t}")
+    return ours, theirs
+
+
+def assert_models(a, b, ours, theirs, tol, where):
+    """Parameters and every state entry, compared as one concatenation per key (fast)."""
+    pa, pb = list(a.parameters()), list(b.parameters())
+    torch.testing.assert_close(flat(pa), flat(pb), **tol, msg=lambda m: f"{where} params: {m}")
+    keys = set(ours.state[pa[0]])
+    for p, q in zip(pa, pb):
+        assert set(ours.state[p]) == set(theirs.state[q]) == keys, where
+    for key in keys:
+        mine = [ours.state[p][key] for p in pa]
+        theirs_ = [_tensor(theirs.state[q][key]) for q in pb]
+        if mine[0].dim() == 0 and pa[0].dim() != 0:
+            if isinstance(ours, gft.Optimizer):  # torch's dtype for scalar state
+                assert all(m.dtype == torch.float32 for m in mine), (where, key)
+            torch.testing.assert_close(
+                flat(mine).float(), flat(theirs_).float(), rtol=1e-7, atol=0, msg=lambda m: f"{where} {key}: {m}"
+            )
+        else:
+            torch.testing.assert_close(flat(mine), flat(theirs_), **tol, msg=lambda m: f"{where} {key}: {m}")
+
+
+def flat(tensors):
+    return torch.cat([t.detach().reshape(-1) for t in tensors])
+
+
+def _tensor(value):
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value)
+    return value if isinstance(value, torch.Tensor) else torch.tensor(float(value))
+
+
+@pytest.mark.parametrize("kind", ["mlp", "encoder"])
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_step_for_step_against_torch_float64(name, kind):
+    for kwargs in SETTINGS[name]:
+        run_side_by_side(name, kwargs, kind, torch.float64)
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_step_for_step_against_torch_float32(name):
+    for kind in MODELS:
+        run_side_by_side(name, SETTINGS[name][-1], kind, torch.float32)
+
+
+def test_torch_schedulers_drive_the_hyperparameters():
+    a, b, batches = twins("mlp", torch.float64)
+    ours, theirs = gft.Adam(a.parameters(), lr=0.01), torch.optim.Adam(b.parameters(), lr=0.01, foreach=False)
+    # OneCycleLR moves lr AND betas[0] every step; StepLR chained on top of nothing else here
+    sched = [torch.optim.lr_scheduler.OneCycleLR(o, max_lr=0.05, total_steps=STEPS) for o in (ours, theirs)]
+    for x in batches:
+        step_pair(a, b, ours, theirs, x)
+        for s in sched:
+            s.step()
+        assert ours.param_groups[0]["lr"] == theirs.param_groups[0]["lr"]
+        assert ours.param_groups[0]["betas"] == theirs.param_groups[0]["betas"]
+        for p, q in zip(a.parameters(), b.parameters()):
+            torch.testing.assert_close(p, q, **TOL[torch.float64])
+
+
+def test_checkpoint_round_trip_mid_run_is_exact():
+    """torch.save of model + optimizer + scheduler at step 3, loaded into fresh objects, continues
+    bitwise like the run that never stopped."""
+    model, _, batches = twins("encoder", torch.float32)
+    opt = gft.AdamW(model.parameters(), lr=0.01)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+
+    def train(model, opt, sched, xs):
+        for x in xs:
+            opt.zero_grad()
+            backward(model, x)
+            opt.step()
+            sched.step()
+
+    train(model, opt, sched, batches[:3])
+    buf = io.BytesIO()
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict()}, buf)
+    train(model, opt, sched, batches[3:])
+
+    buf.seek(0)
+    ckpt = torch.load(buf)
+    model2 = encoder(torch.float32, seed=5)
+    model2.load_state_dict(ckpt["model"])
+    opt2 = gft.AdamW(model2.parameters(), lr=0.01)
+    sched2 = torch.optim.lr_scheduler.StepLR(opt2, step_size=2, gamma=0.5)
+    opt2.load_state_dict(ckpt["opt"])
+    sched2.load_state_dict(ckpt["sched"])
+    assert opt2.state_dict()["state"][0]["step"].item() == 3
+    train(model2, opt2, sched2, batches[3:])
+    for p, q in zip(model.parameters(), model2.parameters()):
+        assert torch.equal(p, q)
+    for p, q in zip(model.parameters(), model2.parameters()):
+        for key in opt.state[p]:
+            assert torch.equal(opt.state[p][key], opt2.state[q][key]), key
+
+
+@pytest.mark.parametrize("name", ["Adam", "SGD", "NAdam", "ASGD", "Adagrad", "RMSprop"])
+def test_state_dict_swaps_with_torch_optim_both_ways(name):
+    kwargs = SETTINGS[name][-1]
+    a, b, batches = twins("mlp", torch.float64)
+    torch_cls = getattr(torch.optim, name)
+    # torch.optim -> gradfuse.torch, mid-run
+    first, second = (
+        torch_cls(a.parameters(), foreach=False, **kwargs),
+        torch_cls(b.parameters(), foreach=False, **kwargs),
+    )
+    for x in batches[:3]:
+        step_pair(a, b, first, second, x)
+    ours = getattr(gft, name)(a.parameters(), **kwargs)
+    ours.load_state_dict(first.state_dict())
+    step_pair(a, b, ours, second, batches[3])
+    assert_models(a, b, ours, second, TOL[torch.float64], f"{name} torch -> gradfuse")
+    # gradfuse.torch -> torch.optim, after a torch.save round trip
+    buf = io.BytesIO()
+    torch.save(ours.state_dict(), buf)
+    buf.seek(0)
+    back = torch_cls(a.parameters(), foreach=False, **kwargs)
+    back.load_state_dict(torch.load(buf))
+    second.load_state_dict(second.state_dict())  # torch's load casts NAdam's mu_product to float64: both alike
+    step_pair(a, b, back, second, batches[4])
+    assert_models(a, b, back, second, TOL[torch.float64], f"{name} gradfuse -> torch")
+
+
+def test_hooks_closure_add_param_group_and_zero_grad():
+    a, b, batches = twins("mlp", torch.float64)
+    pa, pb = list(a.parameters()), list(b.parameters())
+    ours = gft.Adam(pa[:2], lr=0.01)
+    theirs = torch.optim.Adam(pb[:2], lr=0.01, foreach=False)
+    calls = []
+    ours.register_step_pre_hook(lambda opt, args, kwargs: calls.append("pre"))
+    ours.register_step_post_hook(lambda opt, args, kwargs: calls.append("post"))
+    for t, x in enumerate(batches):
+        if t == 2:  # the rest of the model joins with its own hyperparameters (a fine-tuning habit)
+            ours.add_param_group({"params": pa[2:], "lr": 0.003, "weight_decay": 0.1})
+            theirs.add_param_group({"params": pb[2:], "lr": 0.003, "weight_decay": 0.1})
+        losses = []
+        for model, opt in ((a, ours), (b, theirs)):
+
+            def closure(model=model, opt=opt, x=x):
+                opt.zero_grad(set_to_none=True)
+                out = model(x)
+                loss = out.sin().sum() + 0.1 * out.pow(2).sum()
+                loss.backward()
+                return loss
+
+            losses.append(opt.step(closure))
+        torch.testing.assert_close(losses[0], losses[1], **TOL[torch.float64])
+        for p, q in zip(pa, pb):
+            torch.testing.assert_close(p, q, **TOL[torch.float64])
+    assert calls == ["pre", "post"] * STEPS
+    ours.zero_grad()
+    assert all(p.grad is None for p in pa)
+    assert ours.state[pa[-1]]["step"].item() == STEPS - 2
+    assert len(ours.state_dict()["param_groups"]) == 2
+
+
+def _count_calls(monkeypatch):
+    """Record, for every kernel call, whether params came as one flat array or a list."""
+    seen = []
+    real = gft.run_optim
+
+    def spy(row, arrays, scalars, skip):
+        seen.append("flat" if isinstance(arrays[0], np.ndarray) else len(arrays[0]))
+        return real(row, arrays, scalars, skip)
+
+    monkeypatch.setattr(gft, "run_optim", spy)
+    return seen
+
+
+def test_flat_arena_steps_in_one_segment_and_equals_the_per_tensor_path(monkeypatch):
+    a, b, batches = twins("encoder", torch.float32)
+    flat = gft.flatten_parameters(a)
+    (arena,) = flat.data.values()
+    assert arena.numel() == sum(p.numel() for p in a.parameters())
+    assert all(arena.data_ptr() <= p.data_ptr() < arena.data_ptr() + arena.nbytes for p in a.parameters())
+    torch.testing.assert_close(list(a.parameters()), list(b.parameters()), rtol=0, atol=0)
+    ours, per_tensor = gft.Adam(a.parameters(), lr=0.01), gft.Adam(b.parameters(), lr=0.01)
+    seen = _count_calls(monkeypatch)
+    for t, x in enumerate(batches):
+        for model, opt in ((a, ours), (b, per_tensor)):
+            opt.zero_grad(set_to_none=True)  # arena grads dropped: the hook puts them back
+            backward(model, x)
+            opt.step()
+        for p, q in zip(a.parameters(), b.parameters()):
+            assert torch.equal(p, q)  # element-wise kernels: the layout changes no bit
+        assert all(p.grad.data_ptr() == flat._grad_views[p].data_ptr() for p in a.parameters())
+    n = len(list(b.parameters()))
+    assert seen == ["flat", n] * STEPS
+    for p, q in zip(a.parameters(), b.parameters()):
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(ours.state[p][key], per_tensor.state[q][key])
+
+
+def test_flat_arena_falls_back_when_the_user_replaces_a_gradient(monkeypatch):
+    a, b, batches = twins("mlp", torch.float64)
+    gft.flatten_parameters(a)
+    ours, per_tensor = gft.SGD(a.parameters(), lr=0.1, momentum=0.9), gft.SGD(b.parameters(), lr=0.1, momentum=0.9)
+    seen = _count_calls(monkeypatch)
+    for model, opt in ((a, ours), (b, per_tensor)):
+        opt.zero_grad()
+        backward(model, batches[0])
+        opt.step()
+    # a hand-made gradient (gradient surgery, a clipped copy...) is stepped as given
+    pa, pb = list(a.parameters()), list(b.parameters())
+    for p, q in zip(pa, pb):
+        p.grad = torch.full_like(p, 0.5)
+        q.grad = torch.full_like(q, 0.5)
+    ours.step()
+    per_tensor.step()
+    for p, q in zip(pa, pb):
+        assert torch.equal(p, q)
+    # a backward after it accumulates into the user's tensor (torch's rule); the hook re-points it
+    for model, opt in ((a, ours), (b, per_tensor)):
+        backward(model, batches[1])
+        opt.step()
+    for p, q in zip(pa, pb):
+        assert torch.equal(p, q)
+    assert seen[0] == "flat" and seen[2] == len(pa) and seen[4] == "flat"
+
+
+@pytest.mark.parametrize("name", ["Adam", "SGD"])
+def test_bf16_parameters_with_fp32_masters(name, monkeypatch):
+    """bf16 torch parameters: fp32 masters and state in the optimizer, the bf16 parameters written
+    by the same pass. Reference: torch.optim on fp32 copies fed the same (widened) gradients; our
+    bf16 parameters must be bitwise the reference's rounded to bf16 (round to nearest even)."""
+    kwargs = SETTINGS[name][-1]
+    model = mlp(torch.float32).to(torch.bfloat16)
+    flat = gft.flatten_parameters(model)
+    masters = [torch.nn.Parameter(p.detach().float()) for p in model.parameters()]
+    ours = getattr(gft, name)(model.parameters(), **kwargs)
+    theirs = getattr(torch.optim, name)(masters, foreach=False, **kwargs)
+    seen = _count_calls(monkeypatch)
+    gen = torch.Generator().manual_seed(2)
+    for _ in range(STEPS):
+        ours.zero_grad()
+        backward(model, torch.randn(12, 6, generator=gen).to(torch.bfloat16))
+        for m, p in zip(masters, model.parameters()):
+            m.grad = p.grad.float()
+        ours.step()
+        theirs.step()
+        for m, p in zip(masters, model.parameters()):
+            assert p.dtype == torch.bfloat16 and torch.equal(p, m.detach().to(torch.bfloat16))
+            torch.testing.assert_close(ours.state[p]["master"], m.detach(), **TOL[torch.float32])
+            assert_state(
+                {k: v for k, v in ours.state[p].items() if k != "master"}, theirs.state[m], TOL[torch.float32], name
+            )
+    assert seen == ["flat"] * STEPS
+    assert list(flat.data) == [torch.bfloat16]
+    # a checkpoint keeps the masters: a fresh optimizer continues from fp32, not from the bf16 values
+    fresh = getattr(gft, name)(model.parameters(), **kwargs)
+    fresh.load_state_dict(ours.state_dict())
+    for p in model.parameters():
+        assert fresh.state[p]["master"].dtype == torch.float32
+        assert torch.equal(fresh.state[p]["master"], ours.state[p]["master"])
+
+
+def test_bf16_without_arena_and_refresh_masters():
+    model = mlp(torch.float32).to(torch.bfloat16)
+    opt = gft.Adam(model.parameters(), lr=0.01)
+    backward(model, torch.randn(12, 6).to(torch.bfloat16))
+    opt.step()
+    for p in model.parameters():
+        assert torch.equal(p, opt.state[p]["master"].to(torch.bfloat16))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(0.25)
+    opt.refresh_masters()
+    assert all(
+        torch.equal(opt.state[p]["master"], torch.full_like(p, 0.25, dtype=torch.float32)) for p in model.parameters()
+    )
+
+
+def _snapshot(model):
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def test_refusals_name_the_parameter_and_change_nothing():
+    leaf = torch.nn.Parameter(torch.randn(4, 3))
+    strided = torch.nn.Parameter(torch.randn(3, 4).t())
+    with pytest.raises(ValueError, match=r"params\[1\].*not contiguous"):
+        gft.Adam([leaf, strided])
+    with pytest.raises(ValueError, match=r"params\[0\] \('w'\).*on meta"):
+        gft.Adam([("w", torch.nn.Parameter(torch.empty(3, device="meta")))])
+    with pytest.raises(TypeError, match=r"params\[0\].*float16"):
+        gft.SGD([torch.nn.Parameter(torch.randn(3).half())], lr=0.1)
+    with pytest.raises(ValueError, match="Invalid learning rate"):
+        gft.Adam([leaf], lr=-1)
+    with pytest.raises(ValueError, match="Invalid beta parameter at index 1"):
+        gft.Adam([leaf], betas=(0.9, 1.5))
+
+    # at step(): a sparse gradient in the 2nd group; the 1st group's step must not happen either
+    emb = torch.nn.Embedding(10, 4, sparse=True)
+    lin = torch.nn.Linear(4, 2)
+    opt = gft.Adam([{"params": lin.parameters()}, {"params": emb.parameters()}], lr=0.1)
+    lin(emb(torch.tensor([1, 2]))).sum().backward()
+    before = _snapshot(lin) + _snapshot(emb)
+    with pytest.raises(TypeError, match=r"param group 1, params\[0\]\.grad is a sparse tensor"):
+        opt.step()
+    assert all(torch.equal(x, y) for x, y in zip(before, _snapshot(lin) + _snapshot(emb)))
+    assert not opt.state
+
+    # a parameter re-pointed at strided memory after construction, named by named_parameters()
+    model = mlp(torch.float32)
+    opt = gft.SGD(model.named_parameters(), lr=0.1)
+    backward(model, torch.randn(2, 6))
+    with torch.no_grad():
+        model[2].weight.data = model[2].weight.data.t().contiguous().t()
+    before = _snapshot(model)
+    with pytest.raises(ValueError, match=r"params\[2\] \('2.weight'\) is not contiguous"):
+        opt.step()
+    assert all(torch.equal(x, y) for x, y in zip(before, _snapshot(model)))
+
+    # a gradient of another dtype (assigned by hand) is refused
+    p = torch.nn.Parameter(torch.randn(3, dtype=torch.float64))
+    opt = gft.Adam([p])
+    p.grad = torch.randn(3, dtype=torch.float64)
+    with torch.no_grad():
+        p.grad = p.grad.float().double()  # fine
+    opt.step()
+    assert opt.state[p]["step"].item() == 1
+
+
+def test_skip_nonfinite_and_isinstance():
+    model = mlp(torch.float32)
+    opt = gft.Adam(model.parameters(), lr=0.1, skip_nonfinite=True)
+    assert isinstance(opt, torch.optim.Optimizer)
+    backward(model, torch.randn(3, 6))
+    next(model.parameters()).grad[0, 0] = float("nan")
+    before = _snapshot(model)
+    opt.step()
+    assert opt.last_step_skipped and opt.skipped_steps == 1
+    assert all(torch.equal(x, y) for x, y in zip(before, _snapshot(model)))
+
+
+def test_bench_torch_rows(monkeypatch):
+    import argparse
+
+    from gradfuse.bench import torchfront
+
+    monkeypatch.setitem(torchfront.SIZES, "quick", (1, 1000))
+    args = argparse.Namespace(quick=True, repeats=1, threads=1, sleep_ms=0.0, out=None, no_deepspeed=True)
+    result = torchfront.run(args)
+    impls = {(r["workload"], r["impl"]) for r in result["rows"] if "ms" in r}
+    assert {("encoder", "gradfuse-arena"), ("encoder", "torch-fused"), ("large", "gradfuse")} <= impls
+    assert "gradfuse-arena" in torchfront.report(result)
