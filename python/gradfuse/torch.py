@@ -34,6 +34,7 @@ are widened into an fp32 scratch buffer, and the kernel writes the bf16 paramete
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import operator
 import threading
@@ -52,6 +53,7 @@ _STEP_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
 _MASTER = "master"  # the state key of a bf16 parameter's fp32 master
 _GRAD = operator.attrgetter("grad")
 _PTR = torch.Tensor.data_ptr
+_IS_NONE = functools.partial(operator.is_, None)  # not `None in tensors`: that calls Tensor.__eq__
 
 
 def _numpy(t: torch.Tensor) -> np.ndarray:
@@ -412,8 +414,9 @@ class Optimizer(torch.optim.Optimizer):
             part.flat_params = None if flat is None else _numpy(flat)
             part.ptrs = ptrs
             part.flat_grads = None
-        stepping = [j for j, g in enumerate(grads) if g is not None] if None in grads else range(len(params))
-        for j in stepping:  # gradients not seen at the last step: check them, views anew
+        stepping = [j for j, g in enumerate(grads) if g is not None] if any(map(_IS_NONE, grads)) else range(len(params))
+        fresh = () if all(map(operator.is_, grads, part.grad_objs)) else stepping
+        for j in fresh:  # gradients not seen at the last step: check them, views anew
             g = grads[j]
             if g is not part.grad_objs[j]:
                 p = params[j]
@@ -437,14 +440,15 @@ class Optimizer(torch.optim.Optimizer):
         calls = []
         for scalars_before, chosen in buckets.items():
             all_of_part = len(chosen) == len(params)
-            for key in keys:  # fresh state is filled in its buffer; it joins state[p] after the step
+            settled = all_of_part and part.settled == keys  # every state already held
+            for key in () if settled else keys:  # fresh state is filled in its buffer; joins state[p] after the step
                 views = part.state(key)
                 for j in chosen:
                     if key not in self.state.get(params[j], ()):
                         views[j].fill_(self._spec._initial_value(group, key))
             if part.bf16:
                 self._widen(part, chosen, grads, all_of_part)
-                if _MASTER not in part.views or any(_MASTER not in self.state.get(params[j], ()) for j in chosen):
+                if not settled and any(_MASTER not in self.state.get(params[j], ()) for j in chosen):
                     masters = part.state(_MASTER)
                     for j in chosen:
                         if _MASTER not in self.state.get(params[j], ()):
