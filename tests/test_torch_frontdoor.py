@@ -493,3 +493,30 @@ def test_bench_torch_rows(monkeypatch):
     impls = {(r["workload"], r["impl"]) for r in result["rows"] if "ms" in r}
     assert {("encoder", "gradfuse-arena"), ("encoder", "torch-fused"), ("large", "gradfuse")} <= impls
     assert "gradfuse-arena" in torchfront.report(result)
+
+
+@pytest.mark.parametrize("name", ["Adam", "NAdam", "SGD", "ASGD"])
+def test_missing_gradients_and_mixed_dtypes_in_one_group(name):
+    """Parameters whose gradient is None skip the step (their step counters fall behind, as in
+    torch), and a group mixing float32 and float64 tensors steps each dtype in its own call."""
+    kwargs = SETTINGS[name][-1]
+    gen = torch.Generator().manual_seed(3)
+    dtypes = [torch.float64, torch.float32, torch.float64, torch.float32, torch.float64, torch.float64]
+    shapes = [(3, 4), (5,), (1,), (2, 2), (7,), (0,)]
+    init = [torch.randn(s, generator=gen).to(d) for s, d in zip(shapes, dtypes)]
+    pa = [torch.nn.Parameter(x.clone()) for x in init]
+    pb = [torch.nn.Parameter(x.clone()) for x in init]
+    ours, theirs = getattr(gft, name)(pa, **kwargs), getattr(torch.optim, name)(pb, foreach=False, **kwargs)
+    skip = {0: {1}, 1: {1, 3}, 3: {0, 5}}
+    for t in range(STEPS):
+        for i, (p, q) in enumerate(zip(pa, pb)):
+            g = None if i in skip.get(t, ()) else torch.randn(p.shape, generator=gen).to(p.dtype)
+            p.grad, q.grad = g, None if g is None else g.clone()
+        ours.step()
+        theirs.step()
+        for i, (p, q) in enumerate(zip(pa, pb)):
+            tol = TOL[p.dtype]
+            torch.testing.assert_close(p, q, **tol, msg=lambda m: f"step {t} param {i}: {m}")
+            assert set(ours.state[p]) == set(theirs.state[q]), (t, i)
+            for key, value in theirs.state[q].items():
+                torch.testing.assert_close(ours.state[p][key].to(value.dtype), value, **tol)

@@ -414,7 +414,9 @@ class Optimizer(torch.optim.Optimizer):
             part.flat_params = None if flat is None else _numpy(flat)
             part.ptrs = ptrs
             part.flat_grads = None
-        stepping = [j for j, g in enumerate(grads) if g is not None] if any(map(_IS_NONE, grads)) else range(len(params))
+        stepping = (
+            [j for j, g in enumerate(grads) if g is not None] if any(map(_IS_NONE, grads)) else range(len(params))
+        )
         fresh = () if all(map(operator.is_, grads, part.grad_objs)) else stepping
         for j in fresh:  # gradients not seen at the last step: check them, views anew
             g = grads[j]
@@ -510,9 +512,13 @@ class Optimizer(torch.optim.Optimizer):
     def _commit(self, rec: _Record, part: _Part, chosen: list, new: tuple, keys: tuple) -> None:
         """After a kernel call: the scalar state advances; fresh state joins state[p]."""
         whole = len(chosen) == len(part.params)
+        everyone = whole and len(part.params) == rec.n  # the whole group: one fill
         index = part.index if whole else part.index[chosen]
         for key, value in zip(self._scalar_keys, new):
-            rec.scalars[key].index_fill_(0, index, value)
+            if everyone:
+                rec.scalars[key].fill_(value)
+            else:
+                rec.scalars[key].index_fill_(0, index, value)
         if whole and part.settled == keys:
             return
         held = keys + ((_MASTER,) if part.bf16 else ())
@@ -524,7 +530,7 @@ class Optimizer(torch.optim.Optimizer):
             for key in self._scalar_keys:
                 state.setdefault(key, rec.scalar_views[key][i])
             rec.started[i] = True
-        part.settled = keys if whole or all(rec.started[i] for i in part.positions) else None
+        part.settled = keys if whole else None  # a partial step: the next whole one scans again
 
 
 def _generate(gf_cls: type) -> type:
