@@ -520,3 +520,29 @@ def test_missing_gradients_and_mixed_dtypes_in_one_group(name):
             assert set(ours.state[p]) == set(theirs.state[q]), (t, i)
             for key, value in theirs.state[q].items():
                 torch.testing.assert_close(ours.state[p][key].to(value.dtype), value, **tol)
+
+
+def test_deepcopy_and_pickle_continue_like_the_original():
+    import copy
+    import pickle
+
+    model, _, batches = twins("mlp", torch.float64)
+    opt = gft.NAdam(model.parameters(), lr=0.01)
+    backward(model, batches[0])
+    opt.step()
+    clone_model = copy.deepcopy(model)
+    clone = copy.deepcopy({"model": clone_model, "opt": opt})["opt"]
+    assert clone.param_groups[0]["params"][0] is not model[0].weight
+    unpickled = pickle.loads(pickle.dumps(opt))
+    assert unpickled.state_dict()["state"][0]["step"].item() == 1
+    # the deep copy steps its own copies of the model and the state, like the original
+    model2 = clone.param_groups[0]["params"]
+    for p, q in zip(model.parameters(), model2):
+        q.grad = torch.ones_like(q)
+        p.grad = torch.ones_like(p)
+    opt.step()
+    clone.step()
+    for p, q in zip(model.parameters(), model2):
+        assert torch.equal(p, q)
+        for key in opt.state[p]:
+            assert torch.equal(opt.state[p][key], clone.state[q][key])

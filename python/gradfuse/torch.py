@@ -181,6 +181,7 @@ class Optimizer(torch.optim.Optimizer):
     def __init__(self, params, *args, **kwargs):
         cls = self._gf_class
         self._spec = cls([np.zeros(1, np.float32)], *args, **kwargs)  # checks the hyperparameters
+        self._arguments = (args, kwargs)
         self._row = cls._row
         self._state_keys = cls._state_keys
         self._scalar_keys = dict(cls._scalar_keys)
@@ -191,6 +192,19 @@ class Optimizer(torch.optim.Optimizer):
         self.skipped_steps = 0
         self.last_step_skipped = False
         super().__init__(params, dict(self._spec.defaults))
+
+    def __getstate__(self) -> dict:
+        """Pickle / deepcopy: everything but the lock, the gf.optim instance and the records (views
+        into this optimizer's buffers); they are rebuilt, the state re-homed at the next step."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_spec", "_records", "_row")}
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        args, kwargs = self._arguments
+        self._spec = self._gf_class([np.zeros(1, np.float32)], *args, **kwargs)
+        self._row = self._gf_class._row
+        self._lock = threading.Lock()
+        self._records = []
 
     # ---- groups -------------------------------------------------------------------------------------
     def add_param_group(self, param_group: dict) -> None:
