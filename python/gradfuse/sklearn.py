@@ -7,7 +7,8 @@
 Drop-in for sklearn.neural_network's estimators of the same names: the same parameters with the
 same defaults and meanings, the same fitted attributes, the same stopping rules (tol /
 n_iter_no_change on the training loss, or on the validation score with early_stopping), the same
-losses (log-loss; half the squared error for the regressor) and L2 penalty (alpha / (2 batch) *
+losses (log-loss; half the squared error for the regressor, averaged over the outputs in loss_
+and, as sklearn's gradient, summed over them in training) and L2 penalty (alpha / (2 batch) *
 sum of squared weights, biases left out). Underneath, the model is a gf.nn.Sequential of fused
 Dense layers trained by gf.train.fit with a gradfuse optimizer.
 
@@ -94,18 +95,20 @@ _SPARSE = ["csr", "csc", "coo"]
 
 
 class _Scaled(losses.Loss):
-    """A gradfuse loss times a constant, value and gradient: sklearn's losses are gradfuse's scaled
-    (half the mean squared error; binary log-loss summed over the outputs, averaged over samples)."""
+    """A gradfuse loss with its value and its gradient each times a constant: sklearn's losses are
+    gradfuse's scaled (binary log-loss summed over the outputs and averaged over samples; half the
+    mean squared error, whose gradient sklearn takes as that of half the squared error summed over
+    the outputs, so the trajectory of a multi-output regressor is sklearn's too)."""
 
-    def __init__(self, loss: losses.Loss, factor: float):
-        self.loss, self.factor = loss, float(factor)
+    def __init__(self, loss: losses.Loss, value_factor: float, grad_factor: float):
+        self.loss, self.value_factor, self.grad_factor = loss, float(value_factor), float(grad_factor)
         for key in ("classification", "takes", "activation", "counterpart", "target_kind", "unit_targets"):
             setattr(self, key, getattr(loss, key))
 
     def __call__(self, pred, target):
         value, grad = self.loss(pred, target)
-        grad *= grad.dtype.type(self.factor)
-        return value * self.factor, grad
+        grad *= grad.dtype.type(self.grad_factor)
+        return value * self.value_factor, grad
 
     def predictions(self, pred):
         return self.loss.predictions(pred)
@@ -528,7 +531,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             return losses.CrossEntropyLoss()
         # sklearn's binary log-loss sums over the outputs (labels) and averages over samples
         loss = losses.BCEWithLogitsLoss()
-        return loss if self.n_outputs_ == 1 else _Scaled(loss, self.n_outputs_)
+        return loss if self.n_outputs_ == 1 else _Scaled(loss, self.n_outputs_, self.n_outputs_)
 
     def partial_fit(self, X, y, classes=None):
         """One epoch over (X, y), continuing from the last fit. classes (every label that will ever
@@ -638,7 +641,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self.out_activation_ = "identity"
 
     def _training_loss(self):
-        return _Scaled(losses.MSELoss(), 0.5)  # sklearn's squared error: mean((y - p)^2) / 2
+        # sklearn's loss_: mean((y - p)^2) / 2; its gradient: (p - y) / n_samples
+        return _Scaled(losses.MSELoss(), 0.5, 0.5 * self.n_outputs_)
 
     def partial_fit(self, X, y):
         """One epoch over (X, y), continuing from the last fit (or starting)."""
