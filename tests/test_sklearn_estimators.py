@@ -446,3 +446,22 @@ def test_halving_random_search_on_epochs():
     ).fit(x, y / y.std())
     assert set(search.cv_results_["param_max_iter"]) == {10, 20, 40}
     assert search.best_estimator_.n_iter_ <= 40 and search.best_score_ > 0.5
+
+
+# ---- the benchmark suite runs (its numbers are the README's, never asserted) ----------------------------------
+def test_bench_sklearn_runs_on_a_small_folder(tmp_path):
+    import argparse
+
+    from gradfuse.bench import SUITES
+    from test_datasets import fake_mnist
+
+    fake_mnist(tmp_path, n_train=200, n_test=40)
+    parser = argparse.ArgumentParser()
+    SUITES["sklearn"].add_arguments(parser)
+    args = parser.parse_args(["--quick", "--epochs", "1", "--data", str(tmp_path), "--threads", "1"])
+    result = SUITES["sklearn"].run(args)
+    assert set(result["sets"]) == {"mnist", "digits"}
+    for s in result["sets"].values():
+        assert set(s["cells"]) == {"gradfuse", "sklearn", "sklearn float32"}
+        assert all(c["s_per_epoch"] > 0 and 0 <= c["accuracy"] <= 1 for c in s["cells"].values())
+    assert "target: >= 5x" in SUITES["sklearn"].report(result)
