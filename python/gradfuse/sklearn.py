@@ -43,8 +43,11 @@ the weights: writing into them changes the model); and gradfuse's model_ (the gf
 and optimizer_. A fitted estimator pickles (its model as architecture + state_dict, its optimizer
 state with it), so partial_fit and warm_start continue exactly after a round trip.
 
-sklearn.utils.estimator_checks: both estimators pass every check of check_estimator (sklearn 1.9)
-with no check skipped or expected to fail (tests/test_sklearn_estimators.py).
+sklearn.utils.estimator_checks: both estimators pass every check of check_estimator (sklearn 1.9;
+tests/test_sklearn_estimators.py runs them with parametrize_with_checks), none skipped or marked as
+an expected failure by gradfuse. sklearn itself skips two: check_array_api_input (unless
+SCIPY_ARRAY_API=1 is set) and the decision_function output check of multilabel classifiers (these
+have no decision_function, as sklearn's MLPClassifier has none).
 """
 
 from __future__ import annotations
@@ -123,8 +126,8 @@ class _SklearnRules(train.Callback):
     early_stopping, keeping the best weights); the sgd learning-rate rules (invscaling after every
     epoch, adaptive: divide by 5 instead of stopping while lr > 1e-6)."""
 
-    def __init__(self, estimator, n_samples: int, validation, incremental: bool):
-        self.est, self.n_samples, self.validation, self.incremental = estimator, n_samples, validation, incremental
+    def __init__(self, estimator, n_samples: int, validation):
+        self.est, self.n_samples, self.validation = estimator, n_samples, validation
         self.converged = False
         self.best_state = None
 
@@ -390,7 +393,7 @@ class _BaseMLP(BaseEstimator):
             if self.batch_size > n:
                 warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped")
             batch = int(np.clip(self.batch_size, 1, n))
-        rules = _SklearnRules(self, n, validation, incremental)
+        rules = _SklearnRules(self, n, validation)
         train.fit(
             self.model_,
             self._training_loss(),
