@@ -30,6 +30,9 @@ gradfuse's own parameters, after sklearn's:
   coefs_ and intercepts_ have it. predict_proba and the regressor's predict return float64, as
   sklearn's estimators give for float64 input.
 
+Needs scikit-learn >= 1.6 (sklearn.utils.validation.validate_data, __sklearn_tags__); scikit-learn
+is imported by this module only, never by `import gradfuse`.
+
 Other differences from sklearn: no sample_weight; the regressor's loss="poisson" is refused; the
 weights are drawn by gf.nn.init's glorot_uniform (sklearn's uniform bound sqrt(6 / (fan_in +
 fan_out)); sklearn draws biases from the same range where gradfuse starts them at 0, and uses
