@@ -259,7 +259,7 @@ def test_random_search_on_digits_matches_a_refit_and_any_n_jobs():
     serial = tune.random_search(objective, DIGITS_SPACE, 4, seed=0)
     parallel = tune.random_search(objective, DIGITS_SPACE, 4, seed=0, n_jobs=2)
     assert [t.score for t in serial.trials] == [t.score for t in parallel.trials]  # bitwise, 2 x 1 thread
-    assert serial.best_score > 0.85
+    assert serial.best_score > 0.85 and serial.budget_spent == 4 * 3 and serial.best.budget == 3
     # the best score is what a plain fit of the best params gives
     model, opt = build_mlp(serial.best_params)
     x, y, xv, yv = digits()
@@ -340,3 +340,20 @@ def test_gf_tune_is_lazy_and_exported():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert "tune" in gf.__all__
+
+
+def test_tune_command(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("matplotlib")
+    from gradfuse.__main__ import main
+
+    path = tmp_path / "tune.png"
+    assert main(["tune", "--method", "halving", "--trials", "4", "--epochs", "2", "--plot", str(path)]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].split()[:6] == ["number", "round", "budget", "score", "status", "seconds"]
+    # 4 trials of 1 epoch, then the best 2 resumed for 1 more
+    assert "4 trials, 6 epochs" in out and "best val_accuracy 0." in out and path.stat().st_size > 10_000
+    # the two trials that reached 2 epochs first, the best of them on top
+    assert [line.split()[2] for line in lines[1:5]] == ["2", "2", "1", "1"]
+    assert float(lines[1].split()[3]) >= float(lines[2].split()[3])

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import train, viz
+from . import data, nn, optim, train, viz
 from ._config import set_num_threads
 
 __all__ = [
@@ -564,12 +564,13 @@ def _check_count(n, what: str, fn: str, minimum: int = 1) -> int:
 # ---- the searches -----------------------------------------------------------------------------------------
 def random_search(objective, space, n_trials, *, budget=None, mode=None, seed=0, n_jobs=1) -> TuneResult:
     """Evaluate n_trials configurations drawn at random from `space`, each as objective(params,
-    budget) (budget None: the objective's own default, e.g. fit_objective's epochs).
+    budget) (budget None: the objective's default_budget if it has one, fit_objective's epochs).
 
     mode: "max" when higher scores are better, "min" when lower are (None: the objective's .mode).
     n_jobs: processes (-1: one per core). Returns a TuneResult."""
     fn = "random_search"
     space, n_trials = _check_space(space, fn), _check_count(n_trials, "n_trials", fn)
+    budget = getattr(objective, "default_budget", None) if budget is None else budget
     style, mode = _call_style(objective, fn), _mode(objective, mode, fn)
     trials = [Trial(i, sample(space, _trial_rng(seed, 0, i))) for i in range(n_trials)]
     with _Runner(objective, style, n_jobs, fn) as runner:
@@ -626,6 +627,7 @@ def coarse_to_fine(
     fn = "coarse_to_fine"
     space, n_trials = _check_space(space, fn), _check_count(n_trials, "n_trials", fn)
     rounds = _check_count(rounds, "rounds", fn)
+    budget = getattr(objective, "default_budget", None) if budget is None else budget
     style, mode = _call_style(objective, fn), _mode(objective, mode, fn)
     trials, spaces = [], [space]
     with _Runner(objective, style, n_jobs, fn) as runner:
@@ -717,6 +719,10 @@ class FitObjective:
         self.validation_data, self.metric, self.epochs = validation_data, metric, epochs
         self.fit_kwargs = fit_kwargs
         self.mode = train._monitor_mode(metric, "auto")
+
+    @property
+    def default_budget(self) -> int:
+        return self.epochs
 
     def run(self, params, budget=None, state=None, callbacks=()):
         built = self.build(params)
@@ -835,3 +841,70 @@ def optuna_objective(objective, space: dict, budget=None):
         return value[0] if style == "state" else value
 
     return run
+
+
+# ---- python -m gradfuse tune ------------------------------------------------------------------------------
+HELP = "search an MLP's lr, weight decay and width on scikit-learn's digits (coarse to fine or halving)"
+
+DIGITS_SPACE = {
+    "lr": loguniform(1e-4, 1),
+    "weight_decay": loguniform(1e-6, 1e-1),
+    "hidden": lograndint(16, 257),
+    "batch_size": 64,
+}
+
+
+def digits_mlp(params):
+    """The command's model: 64 -> hidden (ReLU) -> 10 with AdamW (no decay on biases); the same
+    seeds for every trial, so that trials differ by their hyperparameters only."""
+    model = nn.Sequential(
+        [nn.Dense(64, params["hidden"], activation="relu", init="he_normal"), nn.Dense(params["hidden"], 10)], seed=0
+    )
+    groups = model.parameter_groups(weight_decay=params["weight_decay"])
+    return model, optim.AdamW(groups, lr=params["lr"]), {"batch_size": params["batch_size"]}
+
+
+def add_arguments(parser) -> None:
+    parser.description = (
+        "Search the learning rate (log-uniform 1e-4..1), AdamW's weight decay (1e-6..0.1) and the hidden "
+        "width (16..256, log) of a one-hidden-layer MLP on scikit-learn's digits (train / validation split "
+        "70/10; the test part is not used), print the table of trials and the best, and write the scatter "
+        "plot of the validation accuracy against each hyperparameter."
+    )
+    parser.add_argument("--method", choices=("random", "coarse-to-fine", "halving"), default="coarse-to-fine")
+    parser.add_argument("--trials", type=int, default=12, help="trials (per round for coarse-to-fine)")
+    parser.add_argument("--rounds", type=int, default=3, help="coarse-to-fine rounds (default 3)")
+    parser.add_argument("--epochs", type=int, default=8, help="epochs per trial (halving: the largest budget)")
+    parser.add_argument("--jobs", type=int, default=1, help="processes (-1: one per core)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--top", type=int, default=10, help="rows of the table to print (default 10)")
+    parser.add_argument("--plot", default=None, help="write the scatter plot to this PNG (needs matplotlib)")
+    parser.set_defaults(func=main)
+
+
+def main(args) -> int:
+    x, y, xv, yv, _, _ = data.load_digits_split(args.seed)
+    scaler = data.Standardizer("zscore")
+    x, xv = scaler.fit_transform(x), scaler.transform(xv)
+    objective = fit_objective(digits_mlp, x, y, validation_data=(xv, yv), metric="val_accuracy", epochs=args.epochs)
+    began = time.perf_counter()
+    common = dict(seed=args.seed, n_jobs=args.jobs)
+    if args.method == "random":
+        result = random_search(objective, DIGITS_SPACE, args.trials, **common)
+    elif args.method == "coarse-to-fine":
+        result = coarse_to_fine(objective, DIGITS_SPACE, args.trials, rounds=args.rounds, **common)
+    else:
+        result = successive_halving(objective, DIGITS_SPACE, args.trials, max_budget=args.epochs, **common)
+    seconds = time.perf_counter() - began
+    rows = Table(result.table()[: args.top])
+    print(rows)
+    print(
+        f"{len(result.trials)} trials, {result.budget_spent:g} epochs in {seconds:.1f} s ({args.jobs} job(s)); "
+        f"best val_accuracy {result.best_score:.4f} with "
+        + ", ".join(f"{k}={_format(v)}" for k, v in result.best_params.items())
+    )
+    if args.method == "coarse-to-fine":
+        print("last round's space:", result.spaces[-1])
+    if args.plot:
+        print(f"wrote {result.plot(args.plot)}")
+    return 0
