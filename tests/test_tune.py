@@ -76,6 +76,12 @@ def test_sample_keeps_fixed_values_and_bad_spaces_are_refused():
             tune.random_search(bowl, space, 4, mode="max")
     with pytest.raises(TypeError, match="dict"):
         tune.random_search(bowl, [tune.uniform(0, 1)], 4, mode="max")
+    # scikit-learn's habits: a list of values, a scipy.stats distribution; never a silent fixed value
+    with pytest.raises(TypeError, match=r"gf.tune.choice\(\[16, 32\]\)"):
+        tune.random_search(bowl, {"lr": tune.loguniform(1e-4, 1), "hidden": [16, 32]}, 4, mode="max")
+    stats = pytest.importorskip("scipy.stats")
+    with pytest.raises(TypeError, match="another library"):
+        tune.random_search(bowl, {"lr": stats.loguniform(1e-4, 1), "x": tune.uniform(0, 1)}, 4, mode="max")
 
 
 def test_bad_search_arguments_are_refused():
@@ -237,6 +243,8 @@ def test_table_text_and_plot(tmp_path):
     ]
     assert len(text.splitlines()) == 17 and f"{result.best_score:.4g}" in text.splitlines()[1]
     assert "TuneResult(coarse_to_fine" in repr(result)
+    split = [line.split() for line in text.splitlines()]
+    assert [line.split() for line in str(table[:3]).splitlines()] == split[:4]  # a slice prints as a table too
     pytest.importorskip("matplotlib")
     import matplotlib.image
 

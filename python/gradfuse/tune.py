@@ -230,9 +230,20 @@ def _check_space(space, fn: str) -> dict:
             f"{fn}: the space has nothing to search (it is empty or holds only fixed values): give at least "
             f"one range, e.g. {{'lr': gf.tune.loguniform(1e-4, 1)}}"
         )
-    for name in space:
+    for name, value in space.items():
         if not isinstance(name, str):
             raise TypeError(f"{fn}: space keys must be strings (parameter names), got {name!r}")
+        # what other libraries' users put in a space would otherwise be taken as a fixed value
+        if isinstance(value, list):
+            raise TypeError(
+                f"{fn}: space[{name!r}] is a list: write gf.tune.choice({value!r}) to search over its values "
+                f"(scikit-learn's meaning), or a tuple for one fixed value"
+            )
+        if hasattr(value, "rvs") or type(value).__module__.startswith("optuna"):
+            raise TypeError(
+                f"{fn}: space[{name!r}] is a {type(value).__name__} from another library: use gf.tune's "
+                f"uniform / loguniform / randint / lograndint / choice"
+            )
     return space
 
 
@@ -279,7 +290,12 @@ def _format(value) -> str:
 
 
 class Table(list):
-    """A list of dicts (one per trial, best first) that prints as a text table."""
+    """A list of dicts (one per trial, best first) that prints as a text table; a slice
+    (table[:5]) is a Table too."""
+
+    def __getitem__(self, index):
+        item = super().__getitem__(index)
+        return Table(item) if isinstance(index, slice) else item
 
     def __str__(self):
         if not self:
@@ -896,7 +912,7 @@ def main(args) -> int:
     else:
         result = successive_halving(objective, DIGITS_SPACE, args.trials, max_budget=args.epochs, **common)
     seconds = time.perf_counter() - began
-    rows = Table(result.table()[: args.top])
+    rows = result.table()[: args.top]
     print(rows)
     print(
         f"{len(result.trials)} trials, {result.budget_spent:g} epochs in {seconds:.1f} s ({args.jobs} job(s)); "
