@@ -129,6 +129,19 @@ def test_random_search_is_deterministic_by_seed_and_finds_the_best():
     assert one.best_score == a.best_score
 
 
+def test_objective_habits_edited_params_and_array_scores():
+    def pops(params, budget):
+        return params.pop("x")  # edits its own copy: the recorded params keep x
+
+    result = tune.random_search(pops, SPACE, 4, mode="max", seed=0)
+    assert all("x" in t.params and t.score == t.params["x"] for t in result.trials)
+    arrays = tune.random_search(lambda p: np.array([p["x"]], np.float32), SPACE, 4, mode="max", seed=0)
+    assert [t.score for t in arrays.trials] == [float(np.float32(t.params["x"])) for t in arrays.trials]
+    with pytest.warns(RuntimeWarning, match="failed"):
+        mixed = tune.random_search(lambda p: np.ones(2) if p["x"] > 0.5 else 1.0, SPACE, 8, mode="max", seed=0)
+    assert {t.ok for t in mixed.trials} == {True, False} and mixed.best_score == 1.0
+
+
 # ---- coarse to fine ----------------------------------------------------------------------------------------
 def test_coarse_to_fine_narrows_around_the_known_optimum():
     space = {"lr": tune.loguniform(1e-5, 1), "x": tune.uniform(-2, 2), "opt": tune.choice(["a", "b"])}
@@ -177,6 +190,9 @@ def test_successive_halving_keeps_the_best_and_spends_the_right_budget():
     capped = tune.successive_halving(by_x, space, 9, min_budget=1, max_budget=9, eta=3, mode="max", seed=0)
     assert sorted(t.budget for t in capped.trials) == [1] * 6 + [3] * 2 + [9]
     assert capped.budget_spent == 9 + 3 * 3 + 9
+    # a lone survivor still goes on to max_budget
+    lone = tune.successive_halving(by_x, space, 2, min_budget=1, max_budget=8, mode="max", seed=0)
+    assert lone.best.budget == 8 and list(lone.best.scores) == [1, 2, 4, 8] and lone.budget_spent == 2 + 2 + 4 + 8
     # lower is better: the smallest x survives
     low = tune.successive_halving(by_x, space, 8, mode="min", seed=0)
     assert low.best_params["x"] == xs[-1] and low.best.budget == 8
@@ -261,27 +277,29 @@ def test_to_pandas():
 
 
 # ---- real fits on the digits -------------------------------------------------------------------------------
-def test_random_search_on_digits_matches_a_refit_and_any_n_jobs():
+def test_random_search_on_digits_matches_a_refit():
     objective = digits_objective(epochs=3)
     assert objective.mode == "max"
-    serial = tune.random_search(objective, DIGITS_SPACE, 4, seed=0)
-    parallel = tune.random_search(objective, DIGITS_SPACE, 4, seed=0, n_jobs=2)
-    assert [t.score for t in serial.trials] == [t.score for t in parallel.trials]  # bitwise, 2 x 1 thread
-    assert serial.best_score > 0.85 and serial.budget_spent == 4 * 3 and serial.best.budget == 3
+    result = tune.random_search(objective, DIGITS_SPACE, 4, seed=0)
+    assert result.best_score > 0.85 and result.budget_spent == 4 * 3 and result.best.budget == 3
     # the best score is what a plain fit of the best params gives
-    model, opt = build_mlp(serial.best_params)
+    model, opt = build_mlp(result.best_params)
     x, y, xv, yv = digits()
     gf.train.fit(model, "cross_entropy", opt, x, y, epochs=3, batch_size=64, verbose=0)
-    assert gf.train.evaluate(model, "cross_entropy", xv, yv)["accuracy"] == serial.best_score
+    assert gf.train.evaluate(model, "cross_entropy", xv, yv)["accuracy"] == result.best_score
 
 
-def test_successive_halving_on_digits_resumes_bitwise():
+def test_successive_halving_on_digits_resumes_bitwise_for_any_n_jobs():
     objective = digits_objective()
-    result = tune.successive_halving(objective, DIGITS_SPACE, 4, min_budget=1, max_budget=4, seed=0)
-    best = result.best
-    assert best.budget == 4 and result.budget_spent == 4 + 2 * 1 + 1 * 2
+    serial = tune.successive_halving(objective, DIGITS_SPACE, 4, min_budget=1, max_budget=4, seed=0)
+    best = serial.best
+    assert best.budget == 4 and serial.budget_spent == 4 + 2 * 1 + 1 * 2
     score, _ = objective(best.params, 4)  # from scratch: 4 epochs in one go
     assert score == best.score and score > 0.85
+    # in 2 processes of 1 thread each, the survivors' states crossing between processes: bitwise the same
+    parallel = tune.successive_halving(objective, DIGITS_SPACE, 4, min_budget=1, max_budget=4, seed=0, n_jobs=2)
+    assert [t.scores for t in parallel.trials] == [t.scores for t in serial.trials]
+    assert parallel.budget_spent == serial.budget_spent
 
 
 def test_fit_objective_refuses_training_metrics_and_fit_arguments():

@@ -454,6 +454,7 @@ def _run_trial(objective, style, params, budget, state):
     error, recorded, never raised."""
     began = time.perf_counter()
     new_state, score = None, None
+    params = dict(params)  # an objective that pops or edits a key changes its own copy, not the record
     try:
         if style == "state":
             out = objective(params, budget, state=state)
@@ -462,8 +463,8 @@ def _run_trial(objective, style, params, budget, state):
             value = objective(params, budget)
         else:
             value = objective(params)
-        if isinstance(value, np.ndarray) and value.size == 1:
-            value = value.item()
+        if not isinstance(value, numbers.Real) and hasattr(value, "item"):
+            value = value.item()  # a one-element array or tensor (torch's loss.item() forgotten)
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             error = f"the objective returned {type(value).__name__} {value!r}, not a number"
         elif not math.isfinite(value):
@@ -674,11 +675,12 @@ def successive_halving(
     objective, space, n_trials, *, min_budget=1, max_budget=None, eta=2, mode=None, seed=0, n_jobs=1
 ) -> TuneResult:
     """Successive halving on the budget (epochs): all n_trials configurations get min_budget, the
-    best 1/eta of them (at least 1) get eta times as much, and so on until max_budget (or until one
-    is left, when max_budget is None). eta=2 halves the field and doubles the budget at each rung
-    (Hyperband uses 3). A resumable objective (a `state` parameter, as fit_objective's) continues
-    each survivor from the state it returned, so a rung costs only the added epochs; any other
-    objective is run again from scratch with the larger budget. result.budget_spent adds them up;
+    best 1/eta of them (at least 1) get eta times as much, and so on until max_budget (the last
+    survivor too), or, when max_budget is None, until one is left. eta=2 halves the field and
+    doubles the budget at each rung (Hyperband uses 3). A resumable objective (a `state`
+    parameter, as fit_objective's) continues each survivor from the state it returned, so a rung
+    costs only the added epochs; any other objective is run again from scratch with the larger
+    budget. result.budget_spent adds them up;
     each trial's budget and round (rung) say how far it got, its scores every rung's score."""
     fn = "successive_halving"
     space, n_trials = _check_space(space, fn), _check_count(n_trials, "n_trials", fn)
@@ -702,8 +704,9 @@ def successive_halving(
             for trial, outcome in zip(alive, runner.run(tasks)):
                 states[trial.number] = _record(trial, outcome, b, rung)
             ranked = sorted((t for t in alive if t.ok), key=lambda t: t.score if mode == "min" else -t.score)
-            done = max_budget is not None and budget >= max_budget
-            if done or len(ranked) <= 1:
+            # with a max_budget the last survivor goes on to it; without, the last survivor is the end
+            done = budget >= max_budget if max_budget is not None else len(ranked) <= 1
+            if done or not ranked:
                 break
             alive = ranked[: max(1, len(alive) // eta)]
             states = {t.number: states[t.number] for t in alive}  # the others' states are dropped
@@ -854,7 +857,7 @@ def optuna_objective(objective, space: dict, budget=None):
             return objective.run(params, budget, callbacks=[OptunaPruning(trial, objective.metric)])[0]
         style = _call_style(objective, "optuna_objective")
         value = objective(params) if style == "params" else objective(params, budget)
-        return value[0] if style == "state" else value
+        return value[0] if style == "state" and isinstance(value, tuple) else value
 
     return run
 
