@@ -1,4 +1,4 @@
-"""Objectives for tests/test_tune.py, in a module of their own: n_jobs > 1 runs trials in spawned
+"""Objectives for tests/test_tune.py, in a module of their own: n_jobs > 1 runs trials in worker
 processes, which import the objective's module; this one imports only gradfuse (not pytest, not
 scikit-learn), so a worker starts in about a second."""
 
