@@ -383,3 +383,18 @@ def test_tune_command(tmp_path, capsys):
     # the two trials that reached 2 epochs first, the best of them on top
     assert [line.split()[2] for line in lines[1:5]] == ["2", "2", "1", "1"]
     assert float(lines[1].split()[3]) >= float(lines[2].split()[3])
+
+
+def test_an_objective_the_workers_cannot_import_says_what_to_do():
+    # a notebook's habit: the objective lives in __main__ without a file; n_jobs=2 cannot run it there
+    import subprocess
+    import sys
+
+    code = (
+        "import gradfuse as gf\n"
+        "def f(p, b):\n    return p['x']\n"
+        "try:\n    gf.tune.random_search(f, {'x': gf.tune.uniform(0, 1)}, 4, mode='max', n_jobs=2)\n"
+        "except RuntimeError as e:\n    print('raised:', e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "raised: random_search: a worker process died" in out.stdout and "define it in a module" in out.stdout
