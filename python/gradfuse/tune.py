@@ -393,6 +393,10 @@ class TuneResult:
                 to_x = float
                 if dist.log:
                     ax.set_xscale("log")
+                if dist.log and isinstance(dist, IntUniform):  # widths: powers of two, not 3x10^1
+                    powers = [2**k for k in range(dist.high.bit_length() + 1) if dist.low <= 2**k <= dist.high]
+                    ax.set_xticks(powers, [str(v) for v in powers])
+                    ax.set_xticks([], minor=True)
             for r in rounds:
                 group = [t for t in done if t.round == r]
                 ax.scatter(
