@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import ops
 from .._config import config
-from ..nn.parameter import _bfloat16
+from ..nn.parameter import Parameter, _bfloat16
 from .optimizer import Optimizer
 from .optimizers import AdamW
 
@@ -248,7 +248,7 @@ class Muon(_ShapedOptimizer):
     sqrt(max(1, rows/cols)); "match_rms_adamw": 0.2 sqrt(max(rows, cols))).
 
     Like torch, Muon takes 2-D parameters only: give the rest (biases, norms, embeddings) to AdamW.
-    muon_with_adamw(params) builds both optimizers from one parameter list."""
+    muon_with_adamw(params) gives both as one optimizer (MuonWithAdamW)."""
 
     _array_keys = ("momentum_buffer",)
 
@@ -310,18 +310,70 @@ class Muon(_ShapedOptimizer):
         p += p.dtype.type(-_adjust_lr(lr, group["adjust_lr_fn"], p.shape)) * ortho.astype(p.dtype)
 
 
-def muon_with_adamw(params, *, lr=1e-3, weight_decay=0.1, adamw_lr=None, adamw_weight_decay=0.01, **muon_kwargs):
+class MuonWithAdamW:
+    """Muon on the 2-D parameters and AdamW on the others, as one optimizer (what torch's Muon docs
+    build by hand with two): step, zero_grad, param_groups (Muon's groups, then AdamW's),
+    state_dict / load_state_dict ({"muon": ..., "adamw": ...}); gf.train.fit takes it.
+    step(grads): one gradient per parameter in the order the parameters were given."""
+
+    def __init__(self, muon: Muon, adamw: Optimizer | None, order: list):
+        self.muon, self.adamw, self._order = muon, adamw, order
+
+    @property
+    def param_groups(self) -> list:
+        return self.muon.param_groups + (self.adamw.param_groups if self.adamw else [])
+
+    def step(self, grads=None, closure=None):
+        loss = closure() if closure is not None else None
+        split = [None, None] if grads is None else [[], []]
+        if grads is not None:
+            grads = list(grads)
+            if len(grads) != len(self._order):
+                raise ValueError(f"step(): got {len(grads)} gradients for {len(self._order)} parameters")
+            for which, g in zip(self._order, grads):
+                split[which].append(g)
+        self.muon.step(split[0])
+        if self.adamw is not None:
+            self.adamw.step(split[1])
+        return loss if closure is not None else True
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for opt in (self.muon, self.adamw):
+            if opt is not None:
+                opt.zero_grad(set_to_none)
+
+    def state_dict(self) -> dict:
+        return {"muon": self.muon.state_dict(), "adamw": self.adamw.state_dict() if self.adamw else None}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.muon.load_state_dict(state_dict["muon"])
+        if self.adamw is not None:
+            self.adamw.load_state_dict(state_dict["adamw"])
+
+
+def muon_with_adamw(
+    params,
+    *,
+    lr=1e-3,
+    weight_decay=0.1,
+    adamw_lr=None,
+    adamw_betas=(0.9, 0.999),
+    adamw_weight_decay=0.01,
+    **muon_kwargs,
+) -> MuonWithAdamW:
     """Muon for the 2-D parameters, AdamW for the rest (biases, norms), as torch's Muon docs
-    suggest. Returns (muon, adamw); adamw is None when every parameter is 2-D. Step both:
-    `for opt in (muon, adamw): opt and opt.step()`. adamw_lr: AdamW's learning rate (None: lr)."""
+    suggest, in one MuonWithAdamW (its .muon, .adamw: None when every parameter is 2-D).
+    adamw_lr: AdamW's learning rate (None: lr); muon_kwargs: Muon's other arguments."""
     params = list(params)
-    matrices = [p for p in params if np.ndim(p.data if hasattr(p, "data") else p) == 2]
-    rest = [p for p in params if np.ndim(p.data if hasattr(p, "data") else p) != 2]
+    order = [0 if np.ndim(p.data if isinstance(p, Parameter) else p) == 2 else 1 for p in params]
+    matrices = [p for p, which in zip(params, order) if which == 0]
+    rest = [p for p, which in zip(params, order) if which == 1]
     if not matrices:
         raise ValueError("muon_with_adamw: no 2-D parameter to give to Muon")
     muon = Muon(matrices, lr=lr, weight_decay=weight_decay, **muon_kwargs)
-    adamw = AdamW(rest, lr=lr if adamw_lr is None else adamw_lr, weight_decay=adamw_weight_decay) if rest else None
-    return muon, adamw
+    adamw_lr = lr if adamw_lr is None else adamw_lr
+    adamw = AdamW(rest, lr=adamw_lr, betas=adamw_betas, weight_decay=adamw_weight_decay) if rest else None
+    return MuonWithAdamW(muon, adamw, order)
 
 
-__all__ = ["Adafactor", "Muon", "muon_with_adamw", "newton_schulz"]
+__all__ = ["Adafactor", "Muon", "MuonWithAdamW", "muon_with_adamw", "newton_schulz"]
