@@ -95,12 +95,15 @@ def test_state_dict_round_trip_and_torch_state_loads():
     closure = lambda: (lambda f, g: (f, [g]))(*_rosenbrock(x))  # noqa: E731
     opt.step(closure)
     sd = opt.state_dict()
+    saved = [a.copy() for a in sd["state"][0]["old_dirs"]]
     x2 = x.copy()
     clone = gf.optim.LBFGS([x2], history_size=3, line_search_fn="strong_wolfe")
     clone.load_state_dict(sd)
     opt.step(closure)
     clone.step(lambda: (lambda f, g: (f, [g]))(*_rosenbrock(x2)))
     np.testing.assert_allclose(x2, x, rtol=1e-12)
+    for a, b in zip(sd["state"][0]["old_dirs"], saved):  # a snapshot: later steps left it alone
+        np.testing.assert_array_equal(a, b)
     # torch's state dict (tensors) loads as well
     xt = torch.nn.Parameter(torch.tensor([-1.5, 2.0], dtype=torch.float64))
     topt = torch.optim.LBFGS([xt], history_size=3, line_search_fn="strong_wolfe")

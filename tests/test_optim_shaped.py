@@ -136,8 +136,8 @@ def test_bad_hyperparameters_say_what_torch_says(cls, kw, error):
 
 
 def test_bad_gradient_leaves_nothing_changed():
-    p = np.ones((2, 3))
-    opt = gf.optim.Adafactor([p])
+    p, q = np.ones((2, 3)), np.ones(4)
+    opt = gf.optim.Adafactor([p, q])
     with pytest.raises(ValueError, match="shape"):
-        opt.step([np.ones(3)])
-    assert np.array_equal(p, np.ones((2, 3))) and not opt.state[p]
+        opt.step([np.ones((2, 3)), np.ones(3)])  # the second is wrong: the first is not stepped either
+    assert np.array_equal(p, np.ones((2, 3))) and not opt.state[p] and not opt.state[q]

@@ -331,10 +331,13 @@ class LBFGS(Optimizer):
         return loss, flat_grad
 
     # ---- the step ---------------------------------------------------------------------------------
-    def step(self, closure):  # noqa: C901 - torch's loop, kept in its order to follow its iterates
+    def step(self, closure=None):  # noqa: C901 - torch's loop, kept in its order to follow its iterates
         """Up to max_iter L-BFGS iterations; returns the closure's first loss."""
         if closure is None:
-            raise TypeError("LBFGS.step needs a closure (it evaluates the loss several times)")
+            raise TypeError(
+                "LBFGS.step needs a closure (it evaluates the loss several times); gf.train.fit steps "
+                "without one: drive LBFGS with a loop of opt.step(closure) (README, LBFGS)"
+            )
         group = self.param_groups[0]
         self._validate(group)
         lr = float(group["lr"])
@@ -486,6 +489,16 @@ class LBFGS(Optimizer):
             else:
                 raise ValueError(f"state of parameter {index}: unknown key {key!r} for LBFGS")
         return {}, out
+
+    def state_dict(self) -> dict:
+        """As Optimizer.state_dict, the history lists copied too (their arrays are views into the
+        history buffer, which later steps overwrite)."""
+        sd = super().state_dict()
+        for entry in sd["state"].values():
+            for key in _HISTORY_KEYS:
+                if key in entry:
+                    entry[key] = [v.copy() if isinstance(v, np.ndarray) else v for v in entry[key]]
+        return sd
 
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)

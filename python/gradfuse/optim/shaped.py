@@ -57,20 +57,23 @@ class _ShapedOptimizer(Optimizer):
         loss = closure() if closure is not None else None
         grads = self._grads(grads)
         with self._lock:
-            pos = 0
+            work, pos = [], 0  # everything is checked before the first parameter changes
             for group, rec in zip(self.param_groups, self._groups):
                 self._check(group)
                 gs = grads[pos : pos + len(rec.slots)]
                 pos += len(rec.slots)
                 for slot, g in zip(rec.slots, gs):
-                    if g is not None:
-                        g = np.asarray(g)
-                        if g.shape != slot.data.shape or g.dtype != slot.data.dtype:
-                            raise ValueError(
-                                f"{type(self).__name__}.step: a gradient of shape {g.shape} and dtype {g.dtype} "
-                                f"for a parameter of shape {slot.data.shape} and dtype {slot.data.dtype}"
-                            )
-                        self._update(group, slot, g)
+                    if g is None:
+                        continue
+                    g = np.asarray(g)
+                    if g.shape != slot.data.shape or g.dtype != slot.data.dtype:
+                        raise ValueError(
+                            f"{type(self).__name__}.step: a gradient of shape {g.shape} and dtype {g.dtype} "
+                            f"for a parameter of shape {slot.data.shape} and dtype {slot.data.dtype}"
+                        )
+                    work.append((group, slot, g))
+            for group, slot, g in work:
+                self._update(group, slot, g)
         return loss if closure is not None else True
 
     def _update(self, group: dict, slot, grad: np.ndarray) -> None:
