@@ -173,3 +173,32 @@ def test_bad_inputs():
     with pytest.raises(TypeError, match=r"\(loss, grads\)"):
         opt.step(lambda: 1.0)  # plain arrays have no .grad
     gf.optim.LBFGS([x], lr=np.array(0.5))  # a 0-d array lr, as torch takes a tensor
+
+
+def test_parameters_outside_an_arena_step_like_plain_arrays():
+    """Separate gf.nn.Parameter objects (gradients gathered, written back per parameter) take the
+    same steps as the same numbers as plain arrays with a (loss, grads) closure."""
+    rng = np.random.default_rng(2)
+    a = rng.uniform(1, 10, 7)
+    start = [rng.standard_normal(3), rng.standard_normal(4)]
+    params = [gf.nn.Parameter(s.copy()) for s in start]
+    arrays = [s.copy() for s in start]
+
+    def grads_of(xs):
+        flat = np.concatenate([x.ravel() for x in xs])
+        return 0.5 * flat @ (a * flat), np.split(a * flat, [3])
+
+    def closure_params():
+        loss, grads = grads_of([p.data for p in params])
+        for p, g in zip(params, grads):
+            p.grad = g
+        return loss
+
+    ours = gf.optim.LBFGS(params, history_size=3, line_search_fn="strong_wolfe")
+    plain = gf.optim.LBFGS(arrays, history_size=3, line_search_fn="strong_wolfe")
+    for _ in range(3):
+        ours.step(closure_params)
+        plain.step(lambda: grads_of(arrays))
+        for p, x in zip(params, arrays):
+            np.testing.assert_array_equal(p.data, x)
+    assert ours._flat_params() is None
