@@ -141,3 +141,28 @@ def test_bad_gradient_leaves_nothing_changed():
     with pytest.raises(ValueError, match="shape"):
         opt.step([np.ones((2, 3)), np.ones(3)])  # the second is wrong: the first is not stepped either
     assert np.array_equal(p, np.ones((2, 3))) and not opt.state[p] and not opt.state[q]
+
+
+@pytest.mark.parametrize("name", ["adafactor", "muon_with_adamw"])
+def test_fit_resumed_from_a_checkpoint_is_bitwise_the_uninterrupted_run(name, tmp_path):
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((48, 6)).astype(np.float32), np.arange(48) % 3
+
+    def run(epochs, resume=None, callbacks=()):
+        model = gf.nn.Sequential([gf.nn.Dense(6, 16, activation="relu"), gf.nn.Dense(16, 3)], seed=0)
+        if name == "adafactor":
+            opt = gf.optim.Adafactor(model.parameters(), lr=0.05)
+        else:
+            opt = gf.optim.muon_with_adamw(model.parameters(), lr=0.02, adamw_lr=0.01)
+        gf.train.fit(
+            model, "cross_entropy", opt, x, y, epochs=epochs, batch_size=16, verbose=0,
+            callbacks=callbacks, resume=resume, shuffle=False,
+        )  # fmt: skip
+        return model
+
+    path = str(tmp_path / "run.gfck")
+    full = run(3)
+    run(1, callbacks=[gf.train.ModelCheckpoint(path)])
+    resumed = run(3, resume=gf.checkpoint.load(path), callbacks=[gf.train.ModelCheckpoint(path)])
+    for a, b in zip(full.parameters(), resumed.parameters()):
+        np.testing.assert_array_equal(a.data, b.data)
