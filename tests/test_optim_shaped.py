@@ -135,6 +135,16 @@ def test_bad_hyperparameters_say_what_torch_says(cls, kw, error):
         cls([np.zeros((2, 3))], **kw)
 
 
+def test_hyperparameter_arrays_must_be_0d():
+    with pytest.raises(ValueError, match="Tensor lr must be 1-element"):
+        gf.optim.Adafactor([np.zeros((2, 3))], lr=np.array([0.1, 0.2]))
+    with pytest.raises(ValueError, match="Tensor lr must be 1-element"):
+        gf.optim.Muon([np.zeros((2, 3))], lr=torch.tensor([0.1, 0.2]))
+    gf.optim.Muon([np.zeros((2, 3))], lr=torch.tensor([0.1]))  # torch takes a 1-element tensor
+    with pytest.raises(TypeError, match="expected a number, got str"):
+        gf.optim.Muon([np.zeros((2, 3))], momentum="0.9")
+
+
 def test_bad_gradient_leaves_nothing_changed():
     p, q = np.ones((2, 3)), np.ones(4)
     opt = gf.optim.Adafactor([p, q])

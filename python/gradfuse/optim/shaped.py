@@ -25,8 +25,10 @@ def _number(value, what: str, key: str) -> float:
     """A hyperparameter as a float (a 0-d array or tensor as its value, as torch does on the CPU)."""
     if isinstance(value, (str, bytes, bool)) or not hasattr(type(value), "__float__"):
         raise TypeError(f"{what}: {value!r} (expected a number, got {type(value).__name__})")
-    if isinstance(value, np.ndarray) and value.ndim != 0:
+    if hasattr(value, "numel") and value.numel() != 1:  # torch takes a 1-element tensor
         raise ValueError(f"Tensor {key} must be 1-element")
+    if isinstance(value, np.ndarray) and value.ndim != 0:  # as the kernel table's scalars: 0-d only
+        raise ValueError(f"Tensor {key} must be 1-element (an array hyperparameter must be 0-d)")
     return float(value)
 
 
