@@ -6,6 +6,7 @@
     python -m gradfuse bench layers [--quick] [--repeats N] [--out DIR] [--threads N] [--no-torch]
     python -m gradfuse bench train [--quick] [--repeats N] [--out DIR] [--threads N] [--no-torch]
     python -m gradfuse bench mnist [--epochs N] [--seeds N] [--quick] [--out DIR] [--threads N] [--no-torch]
+    python -m gradfuse bench shaped [--quick] [--repeats N] [--history N] [--out DIR] [--threads N] [--no-torch]
 
 Each suite is a module with HELP (one line), add_arguments(parser) and main(args) -> exit code;
 SUITES names them, so `python -m gradfuse bench <name>` finds them. The shared timing rules (one
@@ -16,10 +17,10 @@ from __future__ import annotations
 
 import argparse
 
-from . import layers, mnist, optim, suite, train
+from . import layers, mnist, optim, shaped, suite, train
 
 # name -> module (the suites import torch only when they run)
-SUITES = {"optim": optim, "layers": layers, "train": train, "mnist": mnist}
+SUITES = {"optim": optim, "layers": layers, "train": train, "mnist": mnist, "shaped": shaped}
 
 
 def add_subcommands(parser: argparse.ArgumentParser) -> None:

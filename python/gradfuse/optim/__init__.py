@@ -6,13 +6,21 @@ from . import (
     optimizers,
 )
 from .clip import clip_grad_norm_, clip_grad_norm_per_param_, clip_grad_value_, grad_norm
+from .lbfgs import LBFGS
 from .optimizer import Optimizer, required
 from .optimizers import *  # noqa: F403 - the optimizer classes, listed in optimizers.__all__
+from .shaped import Adafactor, Muon, MuonWithAdamW, muon_with_adamw, newton_schulz
 
 __all__ = [
     "Optimizer",
     "required",
     *optimizers.__all__,
+    "Adafactor",
+    "LBFGS",
+    "Muon",
+    "MuonWithAdamW",
+    "muon_with_adamw",
+    "newton_schulz",
     "lr_scheduler",
     "clip_grad_norm_",
     "clip_grad_value_",
