@@ -3,6 +3,7 @@ and the forward-mode derivatives (Module.jvp) and Gauss-Newton products they use
 differences in float64."""
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -445,3 +446,32 @@ def test_the_documented_loop_and_fit_refusals():
     with pytest.raises(TypeError, match="hessian_product"):
         ModelClosure(model, "hinge", x, y)
         HessianFree(model.parameters()).step(ModelClosure(model, "hinge", x, y))
+
+
+# ---- the pictures (gf.viz) --------------------------------------------------------------------------
+def test_viz_paths_show_why_curvature_matters():
+    canyon = gf.viz.SURFACES["canyon"]
+    paths = gf.viz.optimizer_paths(
+        canyon,
+        {"SGD": None, "Newton": None, "CG": lambda ps: ConjugateGradient(ps, c2=1e-6, max_evaluations=50)},
+        steps=5,
+    )
+    assert np.abs(paths["Newton"][1]).max() < 1e-6  # the minimum in one step
+    assert np.abs(paths["CG"][1]).max() > 0.1 and np.abs(paths["CG"][2]).max() < 1e-6  # in n = 2
+    assert np.abs(paths["SGD"][-1]).max() > 1.0  # still far along the canyon
+    rosenbrock = gf.viz.optimizer_paths("rosenbrock", ["CG", "CG (FR)", "Newton (Armijo)"], steps=80)
+    for name, path in rosenbrock.items():
+        np.testing.assert_allclose(path[-1], [1, 1], atol=1e-4, err_msg=name)
+
+
+def test_viz_line_search_steps_are_what_the_searches_accepted(tmp_path):
+    data = gf.viz.line_search_steps("rosenbrock", ["CG", "Newton (Armijo)"], steps=40)
+    lengths, evaluations = data["Newton (Armijo)"]
+    assert lengths[0] == 1.0 and set(lengths) <= {1.0 * 0.5**k for k in range(25)}  # backtracking from 1
+    assert np.all(evaluations >= 1) and np.all(data["CG"][0] > 0)
+    pytest.importorskip("matplotlib")
+    for written in (
+        gf.viz.plot_curvature(tmp_path / "curvature.png", steps=5),
+        gf.viz.plot_line_search_steps(tmp_path / "steps.png", steps=20),
+    ):
+        assert os.path.getsize(written) > 10_000

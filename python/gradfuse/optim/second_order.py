@@ -464,7 +464,8 @@ class ConjugateGradient(_ClosureOptimizer):
     lr: the first iteration's trial step is lr / |g|_inf; later ones start from the previous step
     scaled by the ratio of slopes (Nocedal & Wright 3.60). max_iter iterations per step() call.
 
-    step(closure) returns the loss before the step; status: "ok", "converged" (|g| <= tolerance_grad),
+    step(closure) returns the loss before the step; status: "ok", "converged" (max |g| <= tolerance_grad,
+    or the loss changed by at most tolerance_change relative to max(1, |loss|)),
     "line_search_failed" (no acceptable step: the parameters are left where they were and the next
     iteration restarts from -g), "nonfinite" (the loss or gradient at the start is NaN/Inf)."""
 
@@ -480,6 +481,7 @@ class ConjugateGradient(_ClosureOptimizer):
         max_evaluations=25,
         restart=None,
         tolerance_grad=1e-10,
+        tolerance_change=1e-12,
     ):
         if variant not in ("PR+", "FR"):
             raise ValueError(f"ConjugateGradient: variant must be 'PR+' or 'FR', got {variant!r}")
@@ -497,6 +499,7 @@ class ConjugateGradient(_ClosureOptimizer):
                 max_evaluations=int(max_evaluations),
                 restart=restart,
                 tolerance_grad=_positive("tolerance_grad", tolerance_grad, allow_zero=True),
+                tolerance_change=_positive("tolerance_change", tolerance_change, allow_zero=True),
             ),
         )
         if int(max_iter) < 1 or int(max_evaluations) < 1:
@@ -562,8 +565,12 @@ class ConjugateGradient(_ClosureOptimizer):
                 prev_slope=slope,
                 step_size=result.step,
             )
+            converged = abs(loss - result.loss) <= g_["tolerance_change"] * max(1.0, abs(loss))
             loss, grad = result.loss, result.grad
-            self._finish(x, loss, "ok", step=result.step, evaluations=result.evaluations, beta=beta)
+            status = "converged" if converged else "ok"
+            self._finish(x, loss, status, step=result.step, evaluations=result.evaluations, beta=beta)
+            if converged:
+                break
         return first_loss
 
 
@@ -576,7 +583,8 @@ class Newton(_ClosureOptimizer):
     gauss_newton_product (a gf.optim.ModelClosure), n products, positive semi-definite.
     When H + damping I is not positive definite, the damping grows tenfold (Levenberg-Marquardt)
     until it is (status says so). line_search: None (the full step times lr) or "armijo" /
-    "strong_wolfe" along p. max_parameters bounds n: H has n^2 entries."""
+    "strong_wolfe" along p. max_parameters bounds n: H has n^2 entries. status "converged": max |g|
+    <= tolerance_grad (the step does not move)."""
 
     def __init__(
         self,
@@ -587,6 +595,7 @@ class Newton(_ClosureOptimizer):
         fd_step=1e-5,
         line_search=None,
         max_parameters=4096,
+        tolerance_grad=1e-10,
     ):
         if hessian not in ("finite_difference", "gauss_newton"):
             raise ValueError(f"Newton: hessian must be 'finite_difference' or 'gauss_newton', got {hessian!r}")
@@ -600,6 +609,7 @@ class Newton(_ClosureOptimizer):
                 hessian=hessian,
                 fd_step=_positive("fd_step", fd_step),
                 line_search=line_search,
+                tolerance_grad=_positive("tolerance_grad", tolerance_grad, allow_zero=True),
             ),
         )
         n = sum(p.data.size for p in self._params)
@@ -642,6 +652,9 @@ class Newton(_ClosureOptimizer):
         x = self._get()
         if not _finite(loss, grad):
             self._finish(x, loss, "nonfinite")
+            return loss
+        if float(np.abs(grad).max(initial=0.0)) <= g_["tolerance_grad"]:
+            self._finish(x, loss, "converged", step=0.0, evaluations=0)
             return loss
         h = self.hessian(closure, x)
         self._set(x)
