@@ -436,7 +436,7 @@ def test_the_documented_loop_and_fit_refusals():
     x, y = two_moons()
     model = moons_model()
     opt = HessianFree(model.parameters(), damping=1.0)
-    closure = ModelClosure(model, "cross_entropy", x, y)
+    closure = ModelClosure(model, "cross_entropy", x.astype(np.float32), y)  # converted like fit converts
     first = closure()
     for _ in range(5):
         opt.step(closure)

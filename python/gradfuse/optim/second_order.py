@@ -308,9 +308,12 @@ class ModelClosure:
     with every call; full-batch second-order training is usually run without dropout)."""
 
     def __init__(self, model, loss, x, y, *, training=True):
-        self.model, self.loss, self.x, self.y = model, get_loss(loss), x, y
+        self.model, self.loss, self.y = model, get_loss(loss), y
         self.training = bool(training)
         self.params = [p for p in model.parameters() if p.trainable]
+        dtypes = {p.data.dtype for p in model.parameters()}
+        # x in the model's dtype, as fit converts it (float32 data into a float64 model)
+        self.x = np.ascontiguousarray(x, dtypes.pop()) if len(dtypes) == 1 else x
         self.pred = None
         self.first_pred = None  # the first call's output and gradient norm (fit reports them)
         self.first_grad_norm = math.nan
