@@ -475,3 +475,24 @@ def test_viz_line_search_steps_are_what_the_searches_accepted(tmp_path):
         gf.viz.plot_line_search_steps(tmp_path / "steps.png", steps=20),
     ):
         assert os.path.getsize(written) > 10_000
+
+
+def test_hessian_free_nan_and_never_decreasing_end_with_a_status():
+    x, y = two_moons(32)
+    model = moons_model()
+    opt = HessianFree(model.parameters(), max_evaluations=6)
+
+    class Worse(ModelClosure):  # every evaluation after the first reports a higher loss
+        def __call__(self):
+            return super().__call__() + 10.0 * self.calls
+
+    before = [p.data.copy() for p in model.parameters()]
+    closure = Worse(model, "cross_entropy", x, y)
+    opt.step(closure)
+    assert opt.status == "rejected" and opt.param_groups[0]["damping"] > 1.0
+    assert all(np.array_equal(a, p.data) for a, p in zip(before, model.parameters()))
+    assert closure.calls < 30  # bounded: backtracking over the saved iterates, then <= 6 line-search calls
+    model[0].weight.data[0, 0] = math.nan
+    opt.step(ModelClosure(model, "cross_entropy", x, y))
+    assert opt.status == "nonfinite" and np.isnan(model[0].weight.data[0, 0])
+    assert np.array_equal(model[0].bias.data, before[1])
