@@ -205,6 +205,8 @@ class LBFGS(Optimizer):
     iterations and returns the closure's first loss; see the module docstring for the closure and
     for last_status."""
 
+    needs_closure = True  # fit passes a ModelClosure of each batch to step()
+
     def __init__(
         self,
         params,

@@ -390,6 +390,11 @@ class _ClosureOptimizer:
     def _params(self):
         return self.param_groups[0]["params"]
 
+    @property
+    def last_status(self) -> str:
+        """status under gf.optim.LBFGS's name."""
+        return self.status
+
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self._params:
             p.zero_grad(set_to_none)
