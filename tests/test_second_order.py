@@ -499,3 +499,20 @@ def test_hessian_free_nan_and_never_decreasing_end_with_a_status():
     opt.step(ModelClosure(model, "cross_entropy", x, y))
     assert opt.status == "nonfinite" and np.isnan(model[0].weight.data[0, 0])
     assert np.array_equal(model[0].bias.data, before[1])
+
+
+@pytest.mark.parametrize("cls", [HessianFree, ConjugateGradient])
+def test_fit_resumed_from_a_checkpoint_is_the_uninterrupted_run(cls, tmp_path):
+    x, y = two_moons(64)
+    path = tmp_path / "run.gf"
+    model = moons_model()
+    fit = dict(epochs=3, batch_size=len(x), verbose=0)
+    gf.train.fit(
+        model, "cross_entropy", cls(model.parameters()), x, y, callbacks=[gf.train.ModelCheckpoint(path)], **fit
+    )
+    resumed = moons_model()
+    fit["epochs"] = 5
+    gf.train.fit(resumed, "cross_entropy", cls(resumed.parameters()), x, y, resume=gf.load(path), **fit)
+    straight = moons_model()
+    gf.train.fit(straight, "cross_entropy", cls(straight.parameters()), x, y, **fit)
+    assert all(np.array_equal(a.data, b.data) for a, b in zip(resumed.parameters(), straight.parameters()))
