@@ -401,7 +401,8 @@ class _ClosureOptimizer:
 
     def state_dict(self) -> dict:
         group = {k: v for k, v in self.param_groups[0].items() if k != "params"}
-        return {"state": dict(self.state), "param_groups": [dict(group, params=list(range(len(self._params))))]}
+        state = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in self.state.items()}  # a snapshot
+        return {"state": state, "param_groups": [dict(group, params=list(range(len(self._params))))]}
 
     def load_state_dict(self, state_dict) -> None:
         group = dict(state_dict["param_groups"][0])
@@ -449,7 +450,7 @@ class _ClosureOptimizer:
             )
 
     def _finish(self, x, loss, status, **record):
-        """Leave the parameters at x, the gradients at x's, and record the step."""
+        """Record how the step ended (the parameters are already at x, the gradients x's)."""
         self.status = status
         self.history.append(dict(loss=loss, status=status, **record))
 
