@@ -6,6 +6,7 @@
     python -m gradfuse bench layers [--quick] [--repeats N] [--out DIR] [--threads N] [--no-torch]
     python -m gradfuse bench train [--quick] [--repeats N] [--out DIR] [--threads N] [--no-torch]
     python -m gradfuse bench mnist [--epochs N] [--seeds N] [--quick] [--out DIR] [--threads N] [--no-torch]
+    python -m gradfuse bench shaped [--quick] [--repeats N] [--history N] [--out DIR] [--threads N] [--no-torch]
     python -m gradfuse bench sklearn [--epochs N] [--seeds N] [--quick] [--out DIR] [--threads N]
 
 Each suite is a module with HELP (one line), add_arguments(parser) and main(args) -> exit code;
@@ -17,10 +18,17 @@ from __future__ import annotations
 
 import argparse
 
-from . import layers, mnist, optim, sklearn_mlp, suite, train
+from . import layers, mnist, optim, shaped, sklearn_mlp, suite, train
 
 # name -> module (the suites import torch only when they run)
-SUITES = {"optim": optim, "layers": layers, "train": train, "mnist": mnist, "sklearn": sklearn_mlp}
+SUITES = {
+    "optim": optim,
+    "layers": layers,
+    "train": train,
+    "mnist": mnist,
+    "shaped": shaped,
+    "sklearn": sklearn_mlp,
+}
 
 
 def add_subcommands(parser: argparse.ArgumentParser) -> None:
