@@ -16,8 +16,9 @@ gradfuse's own parameters, after sklearn's:
 
 - solver: sklearn's "adam" and "sgd", or the name of any gradfuse optimizer ("adamw", "nadam",
   "radam", "rmsprop", "adagrad", "lion", ...; case does not matter), built with lr=learning_rate_init
-  (and betas=(beta_1, beta_2), eps=epsilon where it takes them). "lbfgs" is refused (no L-BFGS
-  solver yet); max_fun, which only L-BFGS uses, is accepted and ignored.
+  (and betas=(beta_1, beta_2), eps=epsilon where it takes them). "lbfgs" (and gradfuse's other
+  closure-driven methods) is refused: sklearn's full-batch L-BFGS is not mapped onto gf.optim.LBFGS
+  yet; max_fun, which only L-BFGS uses, is accepted and ignored.
 - batch_norm: a BatchNorm between each hidden Dense layer and its activation.
 - dropout: the drop probability of a Dropout after each hidden activation (0: none).
 - schedule: None, "cosine" (cosine annealing to 0 over max_iter epochs), or a callable
@@ -95,7 +96,8 @@ _ACTIVATION_LAYERS = {
     "gelu": nn.GELU,
     "gelu_tanh": lambda: nn.GELU("tanh"),
 }
-# closure-driven optimizers need a loss closure, which fit's mini-batch loop does not give
+# closure-driven optimizers: sklearn's full-batch lbfgs (max_iter iterations, max_fun evaluations,
+# n_iter_ from the solver, no loss_curve_) is not mapped onto them yet
 _CLOSURE_SOLVERS = {"lbfgs", "conjugategradient", "newton", "hessianfree"}
 _SPARSE = ["csr", "csc", "coo"]
 
@@ -217,8 +219,8 @@ class _BaseMLP(BaseEstimator):
         _check(isinstance(solver, str), "solver", solver, "a string")
         if solver.lower() in _CLOSURE_SOLVERS:
             raise ValueError(
-                f"solver={solver!r} is not available in gradfuse.sklearn: it needs a loss closure, and the "
-                f"estimators train by mini-batches; use 'adam' or 'sgd' (or another gradfuse optimizer's name)"
+                f"solver={solver!r} is not supported by gradfuse.sklearn yet: use 'adam' or 'sgd' (or another "
+                f"gradfuse optimizer's name, one of {sorted(optim.optimizers.__all__)})"
             )
         names = {name.lower(): name for name in optim.optimizers.__all__}
         _check(
