@@ -406,3 +406,13 @@ def test_peer_process_that_hangs_is_killed_and_reported(tmp_path):
     finally:
         process.close()
     assert status["deepspeed"]["available"] is False and "did not answer" in status["deepspeed"]["reason"]
+
+
+def test_bench_shaped_smoke(tmp_path):
+    from gradfuse.__main__ import build_parser
+
+    args = build_parser().parse_args(["bench", "shaped", "--smoke", "--out", str(tmp_path)])
+    assert args.func(args) == 0
+    rows = {r["row"]: r for r in json.loads((tmp_path / "shaped.json").read_text())["rows"]}
+    assert set(rows) == {"muon", "adafactor", "lbfgs"}
+    assert all(r["timings"]["gradfuse"]["ms"] > 0 for r in rows.values())

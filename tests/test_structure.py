@@ -18,6 +18,9 @@ EXTENSIONS = ("gradfuse._core",)  # compiled modules: they import no gradfuse mo
 # (importing module, imported module) -> why it is imported inside a function
 FUNCTION_LEVEL_ALLOWED = {
     ("gradfuse", "gradfuse.viz"): "the lazy gf.viz attribute (module __getattr__): gf.viz is imported on first use",
+    ("gradfuse", "gradfuse.tune"): "the lazy gf.tune attribute (module __getattr__): gf.tune is imported on first use",
+    ("gradfuse.bench.sklearn_mlp", "gradfuse.sklearn"): "gradfuse.sklearn imports scikit-learn, an optional peer: "
+    "every bench command (the CLI imports each suite) must start without it",
     ("gradfuse.bench.torchfront", "gradfuse.torch"): "gradfuse.torch imports torch: only when bench torch runs",
 }
 

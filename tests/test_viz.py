@@ -99,7 +99,7 @@ def test_paths_take_learning_rates_factories_steps_and_a_start():
     slow = gf.viz.optimizer_paths(s, ["Adam"], steps=7, start=(1.0, 2.0))["Adam"]
     assert not np.array_equal(slow, paths["Adam"])  # lr 0.01 is not the surface's lr
     with pytest.raises(ValueError, match="unknown optimizer"):
-        gf.viz.optimizer_paths(s, ["Newton"])
+        gf.viz.optimizer_paths(s, ["Shampoo"])
     with pytest.raises(ValueError, match="unknown surface"):
         gf.viz.optimizer_paths("himmelblau")
 
@@ -226,6 +226,7 @@ def test_the_viz_command_writes_the_gallery(mpl, tmp_path, capsys):
     assert main(["viz", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     names = [f"paths_{s}.png" for s in SURFACES] + ["schedules.png", "digits_fit.png"]
+    names += ["curvature.png", "line_search_steps.png"]
     assert sorted(os.listdir(out)) == sorted(names)
     for name in names:
         assert f"wrote {out / name}" in printed

@@ -45,13 +45,17 @@ __all__ = [
     "load_model",
     "CheckpointError",
     "viz",
+    "tune",
 ]
 
 
 def __getattr__(name):
-    # gf.viz is imported on first use: it is the only module that needs matplotlib (an optional extra).
-    if name == "viz":
-        import importlib
+    # gf.viz is imported on first use: it is the only module that needs matplotlib (an optional extra);
+    # gf.tune too: it brings multiprocessing and gf.viz with it.
+    import importlib
 
+    if name == "viz":
         return importlib.import_module(".viz", __name__)
+    if name == "tune":
+        return importlib.import_module(".tune", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,6 +6,7 @@
     python -m gradfuse bench optim [options]   # the optimizer benchmark (see: bench optim --help)
     python -m gradfuse bench layers [options]  # batch norm, dropout, dense layers, GEMM
     python -m gradfuse viz [--out DIR]         # optimizer paths on 2-D surfaces, schedules, fit curves (PNGs)
+    python -m gradfuse tune [options]          # hyperparameter search on the digits (see: tune --help)
 
 Commands are argparse sub-commands: a new one is a parser added in build_parser() whose `func`
 takes the parsed arguments and returns the exit code.
@@ -17,7 +18,7 @@ import argparse
 import os
 import sys
 
-from . import demo, viz
+from . import demo, tune, viz
 from ._config import show_config
 from .bench import add_subcommands, suite
 
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     config.set_defaults(func=_config)
     demo.add_arguments(commands.add_parser("demo", help=demo.HELP))
     viz.add_arguments(commands.add_parser("viz", help=viz.HELP))
+    tune.add_arguments(commands.add_parser("tune", help=tune.HELP))
     bench = commands.add_parser(
         "bench",
         help="run the benchmark (every part, or one: optim, layers, train)",

@@ -302,6 +302,21 @@ class CrossEntropyLoss(Loss):
     def __init__(self, reduction="mean", ignore_index=-100, label_smoothing=0.0):
         self.reduction, self.ignore_index, self.label_smoothing = reduction, ignore_index, label_smoothing
 
+    def hessian_product(self, logits, labels, v):
+        """(d^2 loss / d logits^2) v: per sample (diag(p) - p p^T) v_i, p = softmax(logits_i), over
+        the counted samples (mean: divided by their number). Label smoothing does not change it."""
+        z = logits.astype(np.float64)
+        p = np.exp(z - z.max(axis=-1, keepdims=True))
+        p /= p.sum(axis=-1, keepdims=True)
+        hv = p * v - p * (p * v).sum(axis=-1, keepdims=True)
+        counted = np.asarray(labels) != self.ignore_index
+        hv[~counted] = 0
+        if self.reduction == "mean":
+            hv /= max(int(counted.sum()), 1)
+        elif self.reduction != "sum":
+            raise ValueError(f"CrossEntropyLoss.hessian_product: no Hessian for reduction={self.reduction!r}")
+        return hv.astype(logits.dtype)
+
     def __call__(self, logits, labels):
         return cross_entropy(
             logits,
@@ -472,6 +487,12 @@ class MSELoss(Loss):
 
     def __init__(self, reduction="mean"):
         self.reduction = reduction
+
+    def hessian_product(self, pred, target, v):
+        """(d^2 loss / d pred^2) v = 2 v (/ pred.size for the mean)."""
+        if self.reduction not in ("mean", "sum"):
+            raise ValueError(f"MSELoss.hessian_product: no Hessian for reduction={self.reduction!r}")
+        return (2.0 / (pred.size if self.reduction == "mean" else 1)) * v
 
     def __call__(self, pred, target):
         return mse(pred, _like_output(np.asarray(target), pred), reduction=self.reduction)

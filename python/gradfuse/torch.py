@@ -4,9 +4,11 @@
     opt = gft.Adam(model.parameters(), lr=1e-3)        # torch.optim.Adam's arguments and defaults
     flat = gft.flatten_parameters(model)                # optional: the whole model in one arena
 
-Every class of gf.optim has a counterpart here, generated from it (same name, constructor,
-defaults, validation, kernel): SGD, Adam, AdamW, Adagrad, RMSprop, Adadelta, Adamax, NAdam,
-RAdam, Rprop, Lion, ASGD, and whatever gf.optim gains later.
+Every fused optimizer of gf.optim (one kernel of the table per step) has a counterpart here,
+generated from it (same name, constructor, defaults, validation, kernel): SGD, Adam, AdamW,
+Adagrad, RMSprop, Adadelta, Adamax, NAdam, RAdam, Rprop, Lion, ASGD, and whichever such class
+gf.optim gains later. Not (yet) the per-parameter Python ones (Adafactor, Muon) nor the
+closure-driven ones (LBFGS, ConjugateGradient, Newton, HessianFree): use torch.optim's there.
 
 How a step runs
 ---------------
@@ -567,11 +569,16 @@ def _generate(gf_cls: type) -> type:
 
 
 def _optimizer_classes() -> list:
-    return [
-        cls
-        for cls in (getattr(_gf_optim, name) for name in _gf_optim.optimizers.__all__)
-        if isinstance(cls, type) and issubclass(cls, _gf_optim.Optimizer) and getattr(cls, "_kernel", "")
-    ]
+    """Every gf.optim class stepped by one fused kernel of the table (its _kernel row). Not the
+    per-parameter Python ones (Adafactor, Muon) nor the closure-driven ones (LBFGS, Newton, ...):
+    their state has other shapes, and they have no fused multi-tensor step to share."""
+    out = []
+    for name in _gf_optim.__all__:
+        cls = getattr(_gf_optim, name)
+        if isinstance(cls, type) and issubclass(cls, _gf_optim.Optimizer) and getattr(cls, "_kernel", ""):
+            if cls._row.entry == "optim_step":
+                out.append(cls)
+    return out
 
 
 OPTIMIZERS: dict[str, type] = {cls.__name__: _generate(cls) for cls in _optimizer_classes()}

@@ -29,7 +29,7 @@ from . import memory
 from .checkpoint import save
 from .losses import get_loss
 from .nn.layers import Sequential
-from .optim import clip_grad_norm_, clip_grad_value_, grad_norm, lr_scheduler
+from .optim import ModelClosure, clip_grad_norm_, clip_grad_value_, grad_norm, lr_scheduler
 
 __all__ = [
     "fit",
@@ -703,6 +703,12 @@ def fit(
         )
     _check_output_layer(model, loss, given, "fit")
     _check_optimizer(model, optimizer)
+    closure_driven = getattr(optimizer, "needs_closure", False)
+    if closure_driven and (clip_norm is not None or clip_value is not None or regularizer is not None):
+        raise ValueError(
+            f"fit: {type(optimizer).__name__} steps with a closure (several loss and gradient evaluations "
+            "per step): clip_norm, clip_value and regularizer do not apply to it"
+        )
     callbacks = list(callbacks)
     if schedule is not None:
         callbacks.append(LearningRateScheduler(schedule, per=schedule_per or "epoch"))
@@ -755,18 +761,24 @@ def fit(
             for b, (xb, yb) in enumerate(batches):
                 for cb in callbacks:
                     cb.on_batch_begin(b, {})
-                pred = model.forward(xb, training=True)
-                value, dpred = loss(pred, yb)
-                model.backward(dpred)
-                if regularizer is not None:
-                    value += regularizer(params)
-                if clip_norm is not None:
-                    norms.append(clip_grad_norm_(params, clip_norm))
+                if closure_driven:  # the optimizer evaluates the batch itself; loss and pred: before the step
+                    closure = ModelClosure(model, loss, xb, yb)
+                    value = float(optimizer.step(closure))
+                    pred = closure.first_pred
+                    norms.append(closure.first_grad_norm)
                 else:
-                    norms.append(grad_norm(params))
-                if clip_value is not None:
-                    clip_grad_value_(params, clip_value)
-                optimizer.step()
+                    pred = model.forward(xb, training=True)
+                    value, dpred = loss(pred, yb)
+                    model.backward(dpred)
+                    if regularizer is not None:
+                        value += regularizer(params)
+                    if clip_norm is not None:
+                        norms.append(clip_grad_norm_(params, clip_norm))
+                    else:
+                        norms.append(grad_norm(params))
+                    if clip_value is not None:
+                        clip_grad_value_(params, clip_value)
+                    optimizer.step()
                 seen += len(xb)
                 total_loss += value * len(xb)
                 if loss.classification:

@@ -260,6 +260,17 @@ OPTIMIZERS: dict[str, tuple[str, dict]] = {
 }
 
 
+# The seeds' second-order methods (closure-driven, float64; their step lengths come from a line search
+# or from the curvature, so lr is 1): not in the default set of a surface's picture, which compares
+# the learning-rate-driven optimizers, but drawn by name and in curvature.png.
+SECOND_ORDER: dict[str, tuple[str, dict]] = {
+    "CG": ("ConjugateGradient", {}),
+    "CG (FR)": ("ConjugateGradient", {"variant": "FR"}),
+    "Newton": ("Newton", {}),
+    "Newton (Armijo)": ("Newton", {"line_search": "armijo"}),
+}
+
+
 def _resolve(surface: Surface, optimizers) -> dict:
     """{label: (factory(params) -> Optimizer, lr or None)} from names (each with this surface's lr),
     a {name: lr} dict, or a {label: factory} dict."""
@@ -272,8 +283,14 @@ def _resolve(surface: Surface, optimizers) -> dict:
         if callable(spec):
             out[name] = (spec, None)
             continue
+        if name in SECOND_ORDER:
+            cls_name, kwargs = SECOND_ORDER[name]
+            out[name] = (lambda params, cls=getattr(optim, cls_name), kw=kwargs: cls(params, **kw)), None
+            continue
         if name not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {name!r}: give a factory, or one of {', '.join(OPTIMIZERS)}")
+            raise ValueError(
+                f"unknown optimizer {name!r}: give a factory, or one of {', '.join([*OPTIMIZERS, *SECOND_ORDER])}"
+            )
         cls_name, kwargs = OPTIMIZERS[name]
         lr = surface.lrs.get(name) if spec is None else float(spec)
         if lr is not None:  # else the class's default
@@ -288,14 +305,35 @@ def optimizer_path(surface, factory, steps: int | None = None, start=None) -> np
     steps = surface.steps if steps is None else int(steps)
     param = np.array(surface.start if start is None else start, dtype=np.float32)
     grad = np.empty_like(param)
-    opt = factory([param])
+    try:
+        opt = factory([param])
+    except TypeError:  # a closure-driven optimizer takes gf.nn.Parameter objects
+        opt = factory([nn.Parameter(param.astype(np.float64))])
     path = np.empty((steps + 1, 2), dtype=np.float32)
     path[0] = param
+    if getattr(opt, "needs_closure", False):
+        return _closure_path(surface, opt, path)
     for t in range(steps):
         gx, gy = surface.grad(float(param[0]), float(param[1]))
         grad[:] = (gx, gy)  # float32, as a network's gradient would be
         opt.step([grad])
         path[t + 1] = param
+    return path
+
+
+def _closure_path(surface: Surface, opt, path) -> np.ndarray:
+    """Step a closure-driven optimizer (float64) on the surface; a converged one stays put."""
+    (p,) = opt.param_groups[0]["params"]
+
+    def closure():
+        gx, gy = surface.grad(float(p.data[0]), float(p.data[1]))
+        p.grad = np.array([gx, gy], dtype=np.float64)
+        return surface.value(p.data)
+
+    for t in range(1, len(path)):
+        if opt.status != "converged":
+            opt.step(closure)
+        path[t] = p.data
     return path
 
 
@@ -415,6 +453,70 @@ def plot_paths(
     steps_run = len(next(iter(paths.values()))) - 1 if paths else 0
     x0, y0 = surface.start if start is None else start
     fig.suptitle(f"{title or surface.title}: {steps_run} steps of gf.optim from ({x0:g}, {y0:g})", fontsize=12)
+    fig.tight_layout()
+    return _save(fig, path, dpi)
+
+
+# ---- the second-order methods: curvature and line searches ------------------------------------------------
+def plot_curvature(path, surface="canyon", steps: int = 30, dpi: int = 90) -> str:
+    """The seeds' point on a quadratic (the canyon: condition number 100): gradient descent and
+    momentum follow the gradient and zigzag across the ill-conditioned bowl; nonlinear CG with
+    exact line searches is linear CG there and reaches the minimum in n = 2 steps, and Newton,
+    which rescales the gradient by the inverse Hessian, in one."""
+    return plot_paths(
+        surface,
+        path,
+        {
+            "SGD": None,
+            "Momentum": None,
+            # a near-exact line search (c2 tiny) makes nonlinear CG linear CG on a quadratic
+            "CG (exact line search)": lambda ps: optim.ConjugateGradient(ps, c2=1e-6, max_evaluations=50),
+            "Newton": None,
+        },
+        steps=steps,
+        title="why curvature matters: first-order steps against CG and Newton",
+        dpi=dpi,
+    )
+
+
+def line_search_steps(surface="rosenbrock", optimizers=("CG", "CG (FR)", "Newton (Armijo)"), steps: int = 60) -> dict:
+    """{name: (accepted step lengths, closure evaluations per step)} of closure-driven optimizers
+    (names in SECOND_ORDER) on a surface, from its start: what their line searches chose."""
+    surface = get_surface(surface)
+    out = {}
+    for name in optimizers:
+        cls_name, kwargs = SECOND_ORDER[name]
+        opt = getattr(optim, cls_name)([nn.Parameter(np.array(surface.start, dtype=np.float64))], **kwargs)
+        _closure_path(surface, opt, np.empty((steps + 1, 2), dtype=np.float32))
+        moved = []
+        for h in opt.history:  # up to convergence (or a failed search): the steps that moved
+            if not h.get("step"):
+                break
+            moved.append(h)
+        out[name] = (np.array([h["step"] for h in moved]), np.array([h["evaluations"] for h in moved]))
+    return out
+
+
+def plot_line_search_steps(
+    path, surface="rosenbrock", optimizers=("CG", "CG (FR)", "Newton (Armijo)"), steps=60, dpi=90
+):
+    """Two panels: the step length each optimizer's line search accepted per iteration (log scale;
+    CG's is a length along an unnormalized direction, Newton's a fraction of the Newton step), and
+    the closure evaluations it spent on it."""
+    plt = _pyplot()
+    data = line_search_steps(surface, optimizers, steps)
+    fig, (ax_step, ax_evals) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for color, (name, (lengths, evaluations)) in zip(_colors(len(data)), data.items()):
+        it = np.arange(1, len(lengths) + 1)
+        ax_step.plot(it, np.maximum(lengths, 1e-12), "-o", color=color, markersize=3, label=name)
+        ax_evals.plot(it, evaluations, "-o", color=color, markersize=3, label=name)
+    ax_step.set(yscale="log", xlabel="iteration", title="step length the line search accepted")
+    ax_evals.set(xlabel="iteration", title="closure evaluations per iteration")
+    for ax in (ax_step, ax_evals):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.suptitle(f"line searches on {get_surface(surface).title}", fontsize=11)
     fig.tight_layout()
     return _save(fig, path, dpi)
 
@@ -634,6 +736,8 @@ def gallery(out_dir, log=print) -> list:
     short digits fit; returns the paths written."""
     os.makedirs(out_dir, exist_ok=True)
     written = [plot_paths(surface, os.path.join(out_dir, f"paths_{name}.png")) for name, surface in SURFACES.items()]
+    written.append(plot_curvature(os.path.join(out_dir, "curvature.png")))
+    written.append(plot_line_search_steps(os.path.join(out_dir, "line_search_steps.png")))
     written.append(plot_schedules(os.path.join(out_dir, "schedules.png")))
     try:
         import sklearn  # noqa: F401

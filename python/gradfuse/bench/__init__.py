@@ -6,7 +6,9 @@
     python -m gradfuse bench layers [--quick] [--repeats N] [--out DIR] [--threads N] [--no-torch]
     python -m gradfuse bench train [--quick] [--repeats N] [--out DIR] [--threads N] [--no-torch]
     python -m gradfuse bench mnist [--epochs N] [--seeds N] [--quick] [--out DIR] [--threads N] [--no-torch]
-    python -m gradfuse bench torch [--quick] [--repeats N] [--out DIR] [--threads N]   # gradfuse.torch
+    python -m gradfuse bench shaped [--quick] [--repeats N] [--history N] [--out DIR] [--threads N] [--no-torch]
+    python -m gradfuse bench sklearn [--epochs N] [--seeds N] [--quick] [--out DIR] [--threads N]
+    python -m gradfuse bench torch [--quick] [--repeats N] [--out DIR] [--threads N] [--no-deepspeed]
 
 Each suite is a module with HELP (one line), add_arguments(parser) and main(args) -> exit code;
 SUITES names them, so `python -m gradfuse bench <name>` finds them. The shared timing rules (one
@@ -17,10 +19,18 @@ from __future__ import annotations
 
 import argparse
 
-from . import layers, mnist, optim, suite, torchfront, train
+from . import layers, mnist, optim, shaped, sklearn_mlp, suite, torchfront, train
 
 # name -> module (the suites import torch only when they run)
-SUITES = {"optim": optim, "layers": layers, "train": train, "mnist": mnist, "torch": torchfront}
+SUITES = {
+    "optim": optim,
+    "layers": layers,
+    "train": train,
+    "mnist": mnist,
+    "shaped": shaped,
+    "sklearn": sklearn_mlp,
+    "torch": torchfront,
+}
 
 
 def add_subcommands(parser: argparse.ArgumentParser) -> None:

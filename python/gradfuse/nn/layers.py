@@ -55,6 +55,25 @@ def _like(dy, x):
     return dy
 
 
+def _tangent(tangents, p):
+    """p's tangent in a jvp's parameter tangents (None: zero), checked against p's shape."""
+    if p is None or not tangents:
+        return None
+    v = tangents.get(p)
+    if v is None:
+        return None
+    v = np.asarray(v)
+    if v.shape != p.data.shape:
+        raise ValueError(f"jvp: the tangent of parameter {p.name!r} has shape {v.shape}, the parameter {p.data.shape}")
+    return v
+
+
+def _jvp_cache(layer):
+    if layer._cache is None:
+        raise RuntimeError(f"{type(layer).__name__}.jvp called before forward")
+    return layer._cache
+
+
 def _new_seed() -> int:
     return secrets.randbits(63)
 
@@ -184,6 +203,25 @@ class Dense(Module):
     def _after_backward(self, accumulate: bool, dw) -> None:
         keep_grad(self.weight, dw)
 
+    def jvp(self, dx, tangents=None):
+        """d act(x W + b) = act'(z) * (dx W + x dW + db), from the last forward's x, W, y and z."""
+        x, weight, y, z = _jvp_cache(self)
+        t = np.zeros_like(y) if dx is None else dx @ weight
+        dw = _tangent(tangents, self.weight)
+        if dw is not None:
+            t += x @ self._weight_tangent(dw)
+        db = _tangent(tangents, self.bias)
+        if db is not None:
+            t += db
+        if self.activation == "none":
+            return t
+        out = np.empty_like(t)  # act' is diagonal: its product with t is the backward's
+        ops.activation_backward(t, out, activation=self.activation, x=z, y=y, negative_slope=self.negative_slope)
+        return out
+
+    def _weight_tangent(self, dw):
+        return dw
+
     def output_shape(self, input_shape):
         if input_shape is not None:
             if len(input_shape) != 2:
@@ -292,6 +330,14 @@ class DropConnect(Dense):
             return None
         self._dw_masked = np.empty_like(self.weight.data)
         return self._dw_masked
+
+    def _weight_tangent(self, dw):
+        """The masked weight's tangent: dW masked and scaled by the same mask."""
+        if self._mask is None:
+            return dw
+        out = np.empty_like(dw)
+        ops.dropout_backward(np.ascontiguousarray(dw, self.weight.dtype), self._mask, out, p=self._masks.p)
+        return out
 
     def _after_backward(self, accumulate, dw):
         if self._mask is None:
@@ -428,6 +474,34 @@ class BatchNorm(Module):
                 keep_grad(getattr(self, name), g)
         return dx if need_input_grad else None
 
+    def jvp(self, dx, tangents=None):
+        """Training (batch statistics): d xhat = invstd (dx - mean(dx) - xhat mean(dx xhat)); eval
+        (running statistics): d xhat = invstd dx; then dy = weight d xhat + xhat dweight + dbias."""
+        x, save_mean, save_invstd, batch_stats = _jvp_cache(self)
+        axis = x.ndim - 1 if self.channels_last else 1
+        shape = [1] * x.ndim
+        shape[axis] = self.num_features
+        others = tuple(a for a in range(x.ndim) if a != axis)
+        if batch_stats:
+            mean, invstd = save_mean, save_invstd
+        else:
+            mean, invstd = self.running_mean, 1.0 / np.sqrt(self.running_var + self.eps)
+        mean, invstd = mean.reshape(shape).astype(x.dtype), invstd.reshape(shape).astype(x.dtype)
+        xhat = (x - mean) * invstd
+        if dx is None:
+            dxhat = np.zeros_like(xhat)
+        elif batch_stats:
+            dxhat = invstd * (dx - dx.mean(others, keepdims=True) - xhat * (dx * xhat).mean(others, keepdims=True))
+        else:
+            dxhat = invstd * dx
+        t = dxhat if self.weight is None else dxhat * self.weight.data.reshape(shape)
+        dw, db = _tangent(tangents, self.weight), _tangent(tangents, self.bias)
+        if dw is not None:
+            t = t + xhat * dw.reshape(shape)
+        if db is not None:
+            t = t + db.reshape(shape)
+        return t.astype(x.dtype, copy=False)
+
     def output_shape(self, input_shape):
         if input_shape is not None:
             axis = -1 if self.channels_last else 1
@@ -510,6 +584,14 @@ class Dropout(Module):
         ops.dropout_backward(dy, self._mask, dx, p=self._masks.p)
         return dx
 
+    def jvp(self, dx, tangents=None):
+        """The last forward's mask and scale on dx (the identity in eval)."""
+        if dx is None or self._mask is None:
+            return dx
+        out = np.empty_like(dx)
+        ops.dropout_backward(dx, self._mask, out, p=self._masks.p)
+        return out
+
     def get_config(self):
         return {"p": self._masks.p}  # the seed and the counter are state (state_dict)
 
@@ -539,6 +621,15 @@ class Activation(Module):
         dx = np.empty_like(dy)
         ops.activation_backward(dy, dx, activation=self.activation, x=x, y=y, negative_slope=self.negative_slope)
         return dx
+
+    def jvp(self, dx, tangents=None):
+        """act'(x) * dx: the Jacobian is diagonal, so this is the backward's product."""
+        x, y = _jvp_cache(self)
+        if dx is None:
+            return None
+        out = np.empty_like(dx)
+        ops.activation_backward(dx, out, activation=self.activation, x=x, y=y, negative_slope=self.negative_slope)
+        return out
 
     def gives_probabilities(self):
         return self.activation == "sigmoid"
@@ -604,6 +695,11 @@ class Softmax(Module):
         ops.softmax_backward(self._cache, dy, dx)
         return dx
 
+    def jvp(self, dx, tangents=None):
+        """The softmax Jacobian is symmetric: the backward's product."""
+        _jvp_cache(self)
+        return None if dx is None else self.backward(dx)
+
     def gives_probabilities(self):
         return True
 
@@ -650,6 +746,10 @@ class Standardize(Module):
             shape[axis] = dy.shape[axis]
         return (dy / self.standardizer.scale_.reshape(shape)).astype(dy.dtype, copy=False)
 
+    def jvp(self, dx, tangents=None):
+        """The standardization is element-wise linear: the backward's product."""
+        return None if dx is None else self.backward(dx)
+
     def _fitted_input_shape(self):
         """(None, *features) when the statistics were fitted over every axis but the batch."""
         st = self.standardizer
@@ -684,6 +784,9 @@ class Identity(Module):
     def backward(self, dy, *, accumulate=False, need_input_grad=True):
         return dy
 
+    def jvp(self, dx, tangents=None):
+        return dx
+
 
 class Flatten(Module):
     """(N, ...) -> (N, prod(...)), a view."""
@@ -696,6 +799,9 @@ class Flatten(Module):
 
     def backward(self, dy, *, accumulate=False, need_input_grad=True):
         return dy.reshape(self._cache)
+
+    def jvp(self, dx, tangents=None):
+        return None if dx is None else dx.reshape(dx.shape[0], -1)
 
     def output_shape(self, input_shape):
         if input_shape is None:
@@ -814,6 +920,20 @@ class Sequential(Module):
                 dy, accumulate=accumulate or i in sharing, need_input_grad=need_input_grad or i > 0
             )
         return dy
+
+    def jvp(self, dx=None, tangents=None):
+        """Forward-mode derivative of the last forward through every layer in order (see
+        Module.jvp): the output's change along dx (None: a fixed input) and the parameter tangents
+        {Parameter: array}. A tied parameter's tangent enters every layer that uses it."""
+        if self._cache is None:
+            raise RuntimeError(
+                "Sequential.jvp: no forward to take the derivative of (none yet, or the last one raised)"
+            )
+        for layer in self.layers:
+            dx = layer.jvp(dx, tangents)
+        if dx is None:  # nothing moved: no parameter tangents reached any layer
+            dx = np.zeros(*self._cache)
+        return dx
 
     def _layers_sharing_parameters(self) -> set:
         owners: dict[int, set] = {}

@@ -224,6 +224,14 @@ class Module:
         parameter's .grad and returns dx (None when need_input_grad is False)."""
         raise NotImplementedError
 
+    def jvp(self, dx, tangents=None):
+        """Forward-mode derivative of the last forward (a Jacobian-vector product, next to backward):
+        the change of its output along an input tangent dx (None: zero) and parameter tangents
+        (a mapping Parameter -> array of its shape; a parameter left out has a zero tangent). It
+        reads what the last forward kept (the same dropout mask, the same batch statistics) and
+        changes no state. Used for Gauss-Newton products (gf.optim.HessianFree)."""
+        raise NotImplementedError(f"{type(self).__name__} has no jvp (forward-mode derivative)")
+
     def _local_parameters(self) -> dict[str, Parameter]:
         """This module's own parameters (not its children's): the registered ones."""
         return dict(self._registered("parameter"))

@@ -6,16 +6,43 @@ from . import (
     optimizers,
 )
 from .clip import clip_grad_norm_, clip_grad_norm_per_param_, clip_grad_value_, grad_norm
+from .lbfgs import LBFGS
 from .optimizer import Optimizer, required
 from .optimizers import *  # noqa: F403 - the optimizer classes, listed in optimizers.__all__
+from .second_order import (
+    CGResult,
+    ConjugateGradient,
+    HessianFree,
+    LineSearchResult,
+    ModelClosure,
+    Newton,
+    line_search,
+    linear_cg,
+)
+from .shaped import Adafactor, Muon, MuonWithAdamW, muon_with_adamw, newton_schulz
 
 __all__ = [
     "Optimizer",
     "required",
     *optimizers.__all__,
+    "Adafactor",
+    "LBFGS",
+    "Muon",
+    "MuonWithAdamW",
+    "muon_with_adamw",
+    "newton_schulz",
     "lr_scheduler",
     "clip_grad_norm_",
     "clip_grad_value_",
     "clip_grad_norm_per_param_",
     "grad_norm",
+    # the seeds' second-order methods (closure-driven: opt.step(closure))
+    "ConjugateGradient",
+    "Newton",
+    "HessianFree",
+    "ModelClosure",
+    "line_search",
+    "LineSearchResult",
+    "linear_cg",
+    "CGResult",
 ]

@@ -23,13 +23,20 @@ from .._numpy.optim import nadam_mu
 from .optimizer import Optimizer
 
 
-def _nonneg(group: dict, key: str, what: str) -> None:
-    """torch's check of a hyperparameter that is not a kernel argument: a finite number >= 0."""
+def _nonneg(group: dict, key: str, what: str) -> float:
+    """torch's check of a hyperparameter that is not a kernel argument: a finite number >= 0 (a
+    0-d array or tensor counts as its value, as torch takes it on the CPU). Returns it as a float."""
     value = group[key]
-    if isinstance(value, (str, bytes, bool)) or not isinstance(value, (int, float, np.integer, np.floating)):
+    if (
+        isinstance(value, (str, bytes, bool, np.bool_))
+        or not hasattr(type(value), "__float__")
+        or getattr(value, "ndim", 0) != 0
+    ):
         raise TypeError(f"Invalid {what}: {value!r} (expected a number, got {type(value).__name__})")
-    if not (math.isfinite(value) and value >= 0):
+    number = float(value)
+    if not (math.isfinite(number) and number >= 0):
         raise ValueError(f"Invalid {what}: {value}")
+    return number
 
 
 class SGD(Optimizer):
@@ -188,7 +195,8 @@ class Adagrad(Optimizer):
         _nonneg(g, "initial_accumulator_value", "initial_accumulator_value value")
 
     def _initial_value(self, g, key):
-        return g["initial_accumulator_value"]
+        # torch starts every group's sum from the constructor's value, whatever the group says
+        return float(self.defaults["initial_accumulator_value"])
 
 
 class RMSprop(Optimizer):
@@ -410,7 +418,7 @@ class Rprop(Optimizer):
         _nonneg(g, "lr", "learning rate")
 
     def _initial_value(self, g, key):
-        return g["lr"] if key == "step_size" else 0.0
+        return float(g["lr"]) if key == "step_size" else 0.0
 
 
 class Lion(Optimizer):
@@ -473,7 +481,7 @@ class ASGD(Optimizer):
     @staticmethod
     def _eta(g, eta):
         """eta before a parameter's first step is the group's lr; torch keeps it as a float32 scalar."""
-        return float(np.float32(g["lr"])) if eta is None else eta
+        return float(np.float32(float(g["lr"]))) if eta is None else eta
 
     def _step_scalars(self, g, scalars):
         _, eta, mu = scalars
@@ -481,7 +489,7 @@ class ASGD(Optimizer):
 
     def _advance(self, g, scalars):
         step = scalars[0] + 1  # torch's formulas, rounded to float32 as its state tensors are
-        lr, lambd, alpha, t0 = g["lr"], g["lambd"], g["alpha"], g["t0"]
+        lr, lambd, alpha, t0 = (float(g[k]) for k in ("lr", "lambd", "alpha", "t0"))
         eta = float(np.float32(lr / ((1 + lambd * lr * step) ** alpha)))
         mu = float(np.float32(1 / max(1, step - t0)))
         return (step, eta, mu)
