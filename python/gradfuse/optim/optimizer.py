@@ -254,6 +254,7 @@ class Optimizer:
     _state_keys: tuple[str, ...] = ()
     _scalar_keys: dict = {"step": 0}
     _eager_state = False  # torch's Adagrad creates its state at construction
+    _group_step = False  # schedule-free: the step count is the group's ("k"), not each parameter's
     _takes_step = False
     _hyper: tuple = ()  # the kernel's scalars that come from a group's hyperparameters (Scalar.hyper)
 

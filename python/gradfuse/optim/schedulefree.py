@@ -45,7 +45,8 @@ class _ScheduleFree(Optimizer):
     """What both schedule-free optimizers share: the schedule (warmup, averaging weight), the
     train/eval swap and the group entries schedulefree keeps."""
 
-    _scalar_keys: dict = {}  # the step counter is the group's "k", as in schedulefree
+    _scalar_keys: dict = {}  # no per-parameter step: the counter is the group's "k", as in schedulefree
+    _group_step = True
 
     def _beta1(self, group: dict) -> float:
         raise NotImplementedError
@@ -68,34 +69,37 @@ class _ScheduleFree(Optimizer):
         return {"k": k + 1, "scheduled_lr": lr, "lr_max": lr_max, "weight_sum": weight_sum}, ckp1
 
     def step(self, grads=None, closure=None, *, grad_scale=None):
-        if not self.param_groups[0]["train_mode"]:
-            if any(slot.state for rec in self._groups for slot in rec.slots):
-                raise RuntimeError(
-                    f"{type(self).__name__}.step() in eval mode: the parameters hold the averaged weights x, "
-                    "not y where gradients belong. Call optimizer.train() before the training steps "
-                    "(and optimizer.eval() before evaluating or saving); gf.train.fit does both."
-                )
-            self.train()  # nothing stepped yet: x = y = z, no swap to make
+        if not self.param_groups[0]["train_mode"] and any(slot.state for rec in self._groups for slot in rec.slots):
+            raise RuntimeError(
+                f"{type(self).__name__}.step() in eval mode: the parameters hold the averaged weights x, "
+                "not y where gradients belong. Call optimizer.train() before the training steps "
+                "(and optimizer.eval() before evaluating or saving); gf.train.fit does both."
+            )
         return super().step(grads, closure, grad_scale=grad_scale)
 
     def _step(self, grads: list, grad_scale) -> bool:
-        # every group's schedule advances once per applied step, whichever of its parameters have
-        # gradients (as schedulefree's); a refused or skipped step leaves it unchanged
-        self._pending = {id(g): self._schedule(g) for g in self.param_groups}
+        # Every group's schedule advances once per applied step, whichever of its parameters have
+        # gradients (as schedulefree's); computed after the base class checked the hyperparameters.
+        # A refused or skipped step changes nothing. A step before any train() call (nothing
+        # stepped yet, so x = y = z) puts the optimizer in train mode.
+        self._pending = {}
         try:
             applied = super()._step(grads, grad_scale)
+            if applied:
+                for group in self.param_groups:
+                    entries = self._pending.get(id(group)) or self._schedule(group)
+                    group.update(entries[0], train_mode=True)
         finally:
-            pending, self._pending = self._pending, None
-        if applied:
-            for group in self.param_groups:
-                group.update(pending[id(group)][0])
+            self._pending = None
         return applied
 
     def _step_scalars(self, group, scalars):
-        entries, ckp1 = self._pending[id(group)]
-        out = {"lr": entries["scheduled_lr"], "average_weight": ckp1}
+        entries = self._pending.get(id(group))
+        if entries is None:
+            entries = self._pending[id(group)] = self._schedule(group)
+        out = {"lr": entries[0]["scheduled_lr"], "average_weight": entries[1]}
         if self._takes_step:
-            out["step"] = entries["k"]
+            out["step"] = entries[0]["k"]
         return out
 
     def _fill_state(self, group, slot, key, view):
