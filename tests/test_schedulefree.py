@@ -292,3 +292,18 @@ def test_early_stopping_restores_the_best_eval_weights():
     _fit(model, opt, x, y, xv, yv, 8, callbacks=[stop])
     assert stop.best_epoch == int(np.argmin(val))
     _assert_weights(model, weights[stop.best_epoch])
+
+
+@pytest.mark.parametrize("cls", SF_CLASSES, ids=lambda c: c.__name__)
+def test_swap_rewrites_the_bf16_compute_copies(cls):
+    pytest.importorskip("ml_dtypes")
+    rng = np.random.default_rng(4)
+    params = [rng.standard_normal(s).astype(np.float32) for s in SHAPES]
+    opt = cls(params, lr=0.1)
+    copies = opt.make_compute_copies()
+    for _ in range(3):
+        opt.step([rng.standard_normal(s).astype(np.float32) for s in SHAPES])
+    for mode in ("eval", "train"):
+        getattr(opt, mode)()
+        for p, c in zip(params, copies):
+            np.testing.assert_array_equal(c, p.astype(c.dtype), err_msg=mode)
