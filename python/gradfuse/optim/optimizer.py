@@ -255,6 +255,7 @@ class Optimizer:
     _scalar_keys: dict = {"step": 0}
     _eager_state = False  # torch's Adagrad creates its state at construction
     _group_step = False  # schedule-free: the step count is the group's ("k"), not each parameter's
+    _not_hyper: tuple = _NOT_HYPERPARAMETERS  # group entries whose change needs no new check (+ ones a step writes)
     _takes_step = False
     _hyper: tuple = ()  # the kernel's scalars that come from a group's hyperparameters (Scalar.hyper)
 
@@ -395,7 +396,7 @@ class Optimizer:
         cached while every value of the group (its own hyperparameters included) is the same object
         as when it was checked (a list, which can change in place, is checked every time)."""
         group, rec = self.param_groups[gi], self._groups[gi]
-        snapshot = tuple(v for k, v in group.items() if k not in _NOT_HYPERPARAMETERS)
+        snapshot = tuple(v for k, v in group.items() if k not in self._not_hyper)
         checked = rec.checked
         if (
             snapshot is not None

@@ -47,6 +47,8 @@ class _ScheduleFree(Optimizer):
 
     _scalar_keys: dict = {}  # no per-parameter step: the counter is the group's "k", as in schedulefree
     _group_step = True
+    # the group entries each step writes: not hyperparameters, no new check when they change
+    _not_hyper = ("params", "param_names", "k", "train_mode", "weight_sum", "lr_max", "scheduled_lr")
 
     def _beta1(self, group: dict) -> float:
         raise NotImplementedError
