@@ -249,14 +249,29 @@ def _impls_for(algo: Algorithm, built: Built, torch, errors: dict) -> tuple[dict
     keep += [gf_opt, np_opt]
     impls = {"gradfuse": _gf_step(gf_opt, built, "cpp"), "numpy": _gf_step(np_opt, built, "numpy")}
     if torch is not None:
+        torch_params, restore = built.torch_params, None
+        if algo.peer == "schedulefree" and algo.name.startswith("AdamW"):
+            # schedulefree's AdamW divides p.grad in place each step: repeated steps on the shared
+            # gradients would shrink them into denormals for every implementation. Its cells step
+            # private copies and restore their gradients first (one copy pass, 8 B/param, timed).
+            torch_params = [t.detach().clone() for t in built.torch_params]
+            shared = [t.grad for t in built.torch_params]
+            for t, g in zip(torch_params, shared):
+                t.grad = g.clone()
+            private = [t.grad for t in torch_params]
+
+            def restore():
+                torch._foreach_copy_(private, shared)
+
+            keep.append(torch_params)
         for name, variant in TORCH_VARIANTS.items():
             try:
-                topt = _torch_optimizer(torch, algo, built.torch_params, variant)
+                topt = _torch_optimizer(torch, algo, torch_params, variant)
             except Exception as exc:  # noqa: BLE001 - a variant torch does not offer is a skipped cell
                 errors[name] = H._describe(exc)
                 continue
             keep.append(topt)
-            impls[name] = topt.step
+            impls[name] = topt.step if restore is None else lambda topt=topt: (restore(), topt.step())
     impls["gradfuse"]()  # the state exists from here on: the touch steps the same arrays
     states = _state_lists(gf_opt, built, algo)
     impls["touch"] = lambda: _core._touch(built.arrays, built.grads, *states)
