@@ -354,6 +354,63 @@ struct Lion {
   }
 };
 
+// Schedule-free (Defazio et al. 2024; the schedulefree package 1.4.1). p holds y, where gradients
+// are taken; state z is the base sequence; x, the average to evaluate with, is never stored (the
+// optimizer's eval() moves p from y to x). With d the step direction and c the averaging weight:
+// y = lerp(y, z, c) + lr (beta1 (1 - c) - 1) d; z -= lr d. lerp as torch's: from the nearer end.
+template <class T>
+struct ScheduleFreeUpdate {
+  using V = Vec<T>;
+  bool from_z;
+  V weight, one_minus_weight, y_coef, lr;
+  ScheduleFreeUpdate(const OptimArgs& a, double beta1)
+      : from_z(std::abs(a.average_weight) >= 0.5), weight(bc<T>(a.average_weight)),
+        one_minus_weight(bc<T>(1.0 - a.average_weight)), y_coef(bc<T>(a.lr * (beta1 * (1.0 - a.average_weight) - 1.0))),
+        lr(bc<T>(a.lr)) {}
+  GF_INLINE void operator()(V& y, V& z, V d) const {
+    y = from_z ? z - (z - y) * one_minus_weight : y + weight * (z - y);
+    y = y + y_coef * d;
+    z = z - lr * d;
+  }
+};
+
+// sgd_schedulefree (z): g += wd y; then the schedule-free update with d = g, beta1 = momentum
+template <class T>
+struct SgdScheduleFree {
+  using V = Vec<T>;
+  GradPrologue<T> prep;
+  WeightDecay<T> decay;
+  ScheduleFreeUpdate<T> sf;
+  explicit SgdScheduleFree(const OptimArgs& a) : prep(a), decay(a, false), sf(a, a.momentum) {}
+  GF_INLINE void operator()(V& p, V g, V* s) const {
+    g = prep(g);
+    decay(p, g);
+    sf(p, s[0], g);
+  }
+};
+
+// adamw_schedulefree (z, exp_avg_sq): v = b2 v + (1-b2) g g; d = g / (sqrt(v (1/bc2)) + eps);
+// d += wd y; then the schedule-free update with beta1
+template <class T>
+struct AdamWScheduleFree {
+  using V = Vec<T>;
+  GradPrologue<T> prep;
+  WeightDecay<T> decay;
+  ScheduleFreeUpdate<T> sf;
+  V beta2, one_minus_beta2, inv_bc2, eps;
+  explicit AdamWScheduleFree(const OptimArgs& a)
+      : prep(a), decay(a, false), sf(a, a.beta1), beta2(bc<T>(a.beta2)), one_minus_beta2(bc<T>(1.0 - a.beta2)),
+        inv_bc2(bc<T>(1.0 / (1.0 - std::pow(a.beta2, double(a.step))))), eps(bc<T>(a.eps)) {}
+  GF_INLINE void operator()(V& p, V g, V* s) const {
+    g = prep(g);
+    V& v = s[1];
+    v = v * beta2 + one_minus_beta2 * g * g;
+    V d = g / (sqrt(v * inv_bc2) + eps);
+    decay(p, d);
+    sf(p, s[0], d);
+  }
+};
+
 // Reads and writes what a step with the same arrays would, with no math to speak of.
 template <class T>
 struct Touch {
@@ -418,18 +475,20 @@ void run_algorithm(const OptimArgs& args, const Segments<T>& s, int threads) {
 // The algorithms optim_step knows: the kernel table's name and the functor. _touch reads and
 // writes what a step with the same arrays would, with no math: the benchmark's ceiling.
 // clang-format off (a list: one algorithm per line)
-#define GF_OPTIM_ALGORITHMS(X) \
-  X(sgd, Sgd)                  \
-  X(adam, Adam)                \
-  X(adagrad, Adagrad)          \
-  X(rmsprop, RMSprop)          \
-  X(adadelta, Adadelta)        \
-  X(adamax, Adamax)            \
-  X(nadam, NAdam)              \
-  X(radam, RAdam)              \
-  X(rprop, Rprop)              \
-  X(lion, Lion)                \
-  X(asgd, Asgd)                \
+#define GF_OPTIM_ALGORITHMS(X)             \
+  X(sgd, Sgd)                              \
+  X(adam, Adam)                            \
+  X(adagrad, Adagrad)                      \
+  X(rmsprop, RMSprop)                      \
+  X(adadelta, Adadelta)                    \
+  X(adamax, Adamax)                        \
+  X(nadam, NAdam)                          \
+  X(radam, RAdam)                          \
+  X(rprop, Rprop)                          \
+  X(lion, Lion)                            \
+  X(asgd, Asgd)                            \
+  X(sgd_schedulefree, SgdScheduleFree)     \
+  X(adamw_schedulefree, AdamWScheduleFree) \
   X(_touch, Touch)
 // clang-format on
 

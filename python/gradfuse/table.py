@@ -82,6 +82,7 @@ NONNEG = Range(
 FINITE = Range(math.isfinite, "a finite number", (-1e300, 0.0, 2.5), (math.nan, math.inf, -math.inf))
 UNIT = Range(lambda x: 0 <= x < 1, "in [0, 1)", (0.0, 0.5, 1 - 2**-53), (-5e-324, 1.0, math.nan))
 CLOSED_UNIT = Range(lambda x: 0 <= x <= 1, "in [0, 1]", (0.0, 1.0), (-5e-324, 1 + 2**-52, math.nan))
+OPEN_UNIT = Range(lambda x: 0 < x < 1, "in (0, 1)", (5e-324, 0.5, 1 - 2**-53), (0.0, 1.0, math.nan))
 HALF_OPEN_UNIT = Range(lambda x: 0 < x <= 1, "in (0, 1]", (5e-324, 0.5, 1.0), (0.0, 1 + 2**-52, math.nan))
 POSITIVE_OR_INF = Range(lambda x: x > 0, "a number > 0 or inf", (5e-324, 2.0, math.inf), (0.0, -1.0, math.nan))
 NONNEG_OR_INF = Range(lambda x: x >= 0, "a number >= 0", (0.0, 1.0, math.inf), (-5e-324, math.nan))
@@ -572,6 +573,61 @@ OPTIMIZERS = (
         examples=(
             Example("averaging", dict(eta=0.01, mu=0.5, weight_decay=0.1)),
             Example("before_t0", dict(eta=0.005, mu=1.0, lambd=0.01)),
+        ),
+    ),
+    # Schedule-free (Defazio et al. 2024), as the schedulefree package 1.4.1: lr is this step's
+    # (warmed-up) lr and average_weight its weight in the average x; the optimizer computes both from
+    # its group entries (k, lr_max, weight_sum) and keeps params at y while training.
+    _optim(
+        "sgd_schedulefree",
+        "Schedule-free SGD step (schedulefree.SGDScheduleFree): params hold y; z is the SGD sequence. "
+        "g += weight_decay y; y = lerp(y, z, average_weight) + lr (momentum (1 - average_weight) - 1) g; "
+        "z -= lr g.",
+        (_state("zs", "z"),),
+        (
+            Scalar("lr", default=1.0, range=NONNEG, hyper="lr", torch=_LR_TORCH),
+            Scalar(
+                "momentum",
+                default=0.9,
+                range=OPEN_UNIT,
+                hyper="momentum",
+                torch="Momentum must be between 0 and 1 exclusive: {value}",
+            ),
+            Scalar("average_weight", range=CLOSED_UNIT),
+            _weight_decay(),
+        ),
+        torch=None,
+        examples=(
+            Example("first_step", dict(lr=0.5, average_weight=1.0)),
+            Example("averaging", dict(lr=0.1, momentum=0.8, average_weight=0.25, weight_decay=0.1)),
+        ),
+    ),
+    _optim(
+        "adamw_schedulefree",
+        "Schedule-free AdamW step (schedulefree.AdamWScheduleFree): params hold y; z is the base sequence. "
+        "v = beta2 v + (1 - beta2) g^2; d = g / (sqrt(v / (1 - beta2^step)) + eps) + weight_decay y; "
+        "y = lerp(y, z, average_weight) + lr (beta1 (1 - average_weight) - 1) d; z -= lr d.",
+        (_state("zs", "z"), _state("exp_avg_sqs", "exp_avg_sq", "nonneg")),
+        (
+            _STEP,
+            Scalar("lr", default=0.0025, range=NONNEG, hyper="lr", torch=_LR_TORCH),
+            Scalar(
+                "beta1",
+                default=0.9,
+                range=OPEN_UNIT,
+                hyper=("betas", 0),
+                torch="Invalid beta parameter at index 0: {value}",
+            ),
+            _betas(0.9, 0.999)[1],
+            _eps(1e-8),
+            Scalar("average_weight", range=CLOSED_UNIT),
+            _weight_decay(),
+        ),
+        torch=None,
+        examples=(
+            Example("first_step", dict(step=1, lr=0.01, average_weight=1.0)),
+            Example("averaging", dict(step=6, lr=0.01, beta1=0.8, average_weight=0.4, weight_decay=0.1)),
+            Example("lerp_from_z", dict(step=3, lr=0.01, eps=1e-6, average_weight=0.75)),
         ),
     ),
 )

@@ -30,6 +30,7 @@ from .checkpoint import save
 from .losses import get_loss
 from .nn.layers import Sequential
 from .optim import ModelClosure, clip_grad_norm_, clip_grad_value_, grad_norm, lr_scheduler
+from .optim.schedulefree import eval_weights, holding_eval_weights, train_weights
 
 __all__ = [
     "fit",
@@ -376,15 +377,18 @@ class ModelCheckpoint(Callback):
 
 
 def resume_state(trainer, next_epoch: int) -> dict:
-    """Everything fit needs to continue from next_epoch: pass it to fit(..., resume=state)."""
-    return {
-        "format": "gradfuse-fit",
-        "epoch": int(next_epoch),
-        "model": trainer.model.state_dict(),
-        "optimizer": trainer.optimizer.state_dict(),
-        "callbacks": [cb.state_dict() for cb in trainer.callbacks],
-        "history": trainer.history.state_dict(),
-    }
+    """Everything fit needs to continue from next_epoch: pass it to fit(..., resume=state).
+    A schedule-free optimizer's model is saved with its eval weights x (fit's next epoch moves
+    them back to y)."""
+    with holding_eval_weights(trainer.optimizer):
+        return {
+            "format": "gradfuse-fit",
+            "epoch": int(next_epoch),
+            "model": trainer.model.state_dict(),
+            "optimizer": trainer.optimizer.state_dict(),
+            "callbacks": [cb.state_dict() for cb in trainer.callbacks],
+            "history": trainer.history.state_dict(),
+        }
 
 
 # ---- fit / evaluate ---------------------------------------------------------------------------------------
@@ -745,6 +749,7 @@ def fit(
         for cb in callbacks:
             cb.on_epoch_begin(epoch, {})
         model.train()
+        train_weights(optimizer)  # schedule-free: the parameters step at y
         batches.set_epoch(epoch)
         bar = None
         if bar_class is not None:  # Keras's "Epoch 3/20" bar; it gives way to the epoch's line
@@ -794,6 +799,9 @@ def fit(
         finally:
             if bar is not None:
                 bar.close()
+        # schedule-free: validation, the epoch-end callbacks (checkpoints, early stopping's best
+        # weights) and the model fit returns see the averaged weights x
+        eval_weights(optimizer)
         logs = {"loss": total_loss / max(seen, 1)}
         if loss.classification:
             logs["accuracy"] = correct / max(seen, 1)

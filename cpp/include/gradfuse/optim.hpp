@@ -57,7 +57,8 @@ namespace gf {
   X(grad_scale)           \
   X(lambd)                \
   X(eta)                  \
-  X(mu)
+  X(mu)                   \
+  X(average_weight)
 #define GF_OPTIM_FLAGS(X) \
   X(maximize)             \
   X(nesterov)             \

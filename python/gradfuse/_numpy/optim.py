@@ -243,4 +243,59 @@ def asgd(a):
     return update
 
 
-UPDATES = {f.__name__: f for f in (sgd, adam, adagrad, rmsprop, adadelta, adamax, nadam, radam, rprop, lion, asgd)}
+def _schedule_free(a, beta1):
+    """The schedule-free update of y (p) and z with step direction d (the C++ ScheduleFreeUpdate):
+    y = lerp(y, z, c) + lr (beta1 (1 - c) - 1) d; z -= lr d, lerp from the nearer end as torch's."""
+    c = a.average_weight
+    y_coef = a.lr * (beta1 * (1.0 - c) - 1.0)
+
+    def update(y, z, d):
+        if abs(c) >= 0.5:
+            y[...] = z - (z - y) * (1.0 - c)
+        else:
+            y += c * (z - y)
+        y += y_coef * d
+        z -= a.lr * d
+
+    return update
+
+
+def sgd_schedulefree(a):
+    sf = _schedule_free(a, a.momentum)
+
+    def update(p, g, z):
+        sf(p, z, _weight_decay(p, g, a.lr, a.weight_decay, False))
+
+    return update
+
+
+def adamw_schedulefree(a):
+    sf = _schedule_free(a, a.beta1)
+    inv_bias_correction2 = 1.0 / (1.0 - a.beta2**a.step)
+
+    def update(p, g, z, exp_avg_sq):
+        exp_avg_sq[...] = exp_avg_sq * a.beta2 + (1.0 - a.beta2) * g * g
+        d = g / (np.sqrt(exp_avg_sq * inv_bias_correction2) + a.eps)
+        sf(p, z, _weight_decay(p, d, a.lr, a.weight_decay, False))
+
+    return update
+
+
+UPDATES = {
+    f.__name__: f
+    for f in (
+        sgd,
+        adam,
+        adagrad,
+        rmsprop,
+        adadelta,
+        adamax,
+        nadam,
+        radam,
+        rprop,
+        lion,
+        asgd,
+        sgd_schedulefree,
+        adamw_schedulefree,
+    )
+}

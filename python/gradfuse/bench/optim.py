@@ -3,13 +3,14 @@
     python -m gradfuse bench optim [--quick | --full] [--repeats N] [--out DIR] [--threads N] [--no-torch]
 
 For every workload (parameter layout) and algorithm (Adam, AdamW, SGD momentum 0.9, Adagrad,
-RMSprop), one group of implementations is timed interleaved in this process:
+RMSprop, SGDScheduleFree, AdamWScheduleFree), one group of implementations is timed interleaved in this process:
 
   gradfuse        gf.optim.<Name> over the arrays, C++ backend (one fused multi-tensor call)
   numpy           the same class under gf.use_backend("numpy"): the NumPy twins
   torch-fused     torch.optim.<Name>(fused=True)     } when torch is importable; a variant torch
   torch-foreach   torch.optim.<Name>(foreach=True)   } cannot build (RMSprop has no fused kernel)
   torch-forloop   torch.optim.<Name>(foreach=False)  } is a skipped cell
+                  (schedule-free: the schedulefree package's classes, foreach or not; it has no fused)
   touch           gradfuse._core._touch over the gradfuse optimizer's own arrays: exactly the
                   memory traffic of the step (read p, g, state; write p, state) with no math.
                   This is the ceiling: each cell's GB/s is reported as a fraction of it.
@@ -17,8 +18,9 @@ RMSprop), one group of implementations is timed interleaved in this process:
 All implementations step the same parameter and gradient arrays (torch through torch.from_numpy,
 zero copy) and keep their own state. Learning rates are 1e-6 so values stay finite over many
 steps. Bytes per parameter come from the kernel table (gradfuse/table.py: each array the step
-reads or writes, once): in float32 Adam/AdamW 28, SGD momentum 20, Adagrad 20, RMSprop 20; float64
-doubles them. GB/s = bytes * params / median time.
+reads or writes, once): in float32 Adam/AdamW 28, SGD momentum 20, Adagrad 20, RMSprop 20,
+SGDScheduleFree 20 (p, g, z), AdamWScheduleFree 28 (p, g, z, exp_avg_sq); float64 doubles them.
+GB/s = bytes * params / median time.
 
 A second, small section measures the fixed cost of one step: 256 tensors of 16 elements, where
 time is all per-call and per-tensor overhead (Python in opt.step, the binding, OpenMP fork/join).
@@ -59,6 +61,7 @@ class Algorithm:
     kwargs: dict  # constructor arguments, the same for gradfuse and torch
     kernel: str  # its row of the kernel table, for the bytes and the overhead section's direct call
     kernel_kwargs: dict  # the kernel's scalar arguments in steady state (after the first step)
+    peer: str = "torch.optim"  # the module of the torch peer class of the same name (schedulefree: the package)
 
     @property
     def states(self) -> tuple:
@@ -81,6 +84,21 @@ ALGORITHMS = {
         Algorithm("SGD", {"lr": LR, "momentum": 0.9}, "sgd", {"step": 2, "lr": LR, "momentum": 0.9}),
         Algorithm("Adagrad", {"lr": LR}, "adagrad", {"step": 10, "lr": LR}),
         Algorithm("RMSprop", {"lr": LR}, "rmsprop", {"lr": LR}),
+        # schedule-free: the peer is the schedulefree package's torch implementation (foreach or not)
+        Algorithm(
+            "SGDScheduleFree",
+            {"lr": LR},
+            "sgd_schedulefree",
+            {"lr": LR, "average_weight": 0.1},
+            peer="schedulefree",
+        ),
+        Algorithm(
+            "AdamWScheduleFree",
+            {"lr": LR, "weight_decay": 1e-2},
+            "adamw_schedulefree",
+            {"step": 10, "lr": LR, "average_weight": 0.1, "weight_decay": 1e-2},
+            peer="schedulefree",
+        ),
     )
 }
 
@@ -209,6 +227,14 @@ def _state_lists(opt, built: Built, algo: Algorithm) -> list[list[np.ndarray]]:
 
 
 def _torch_optimizer(torch, algo: Algorithm, params: list, variant: dict):
+    if algo.peer == "schedulefree":
+        import schedulefree  # optional: its cells are skipped where it is not installed
+
+        if "fused" in variant:
+            raise TypeError("schedulefree has no fused step")
+        opt = getattr(schedulefree, algo.name)(params, **algo.kwargs, **variant)
+        opt.train()  # schedulefree refuses to step in eval mode
+        return opt
     opt = getattr(torch.optim, algo.name)(params, **algo.kwargs, **variant)
     return opt
 
@@ -223,14 +249,29 @@ def _impls_for(algo: Algorithm, built: Built, torch, errors: dict) -> tuple[dict
     keep += [gf_opt, np_opt]
     impls = {"gradfuse": _gf_step(gf_opt, built, "cpp"), "numpy": _gf_step(np_opt, built, "numpy")}
     if torch is not None:
+        torch_params, restore = built.torch_params, None
+        if algo.peer == "schedulefree" and algo.name.startswith("AdamW"):
+            # schedulefree's AdamW divides p.grad in place each step: repeated steps on the shared
+            # gradients would shrink them into denormals for every implementation. Its cells step
+            # private copies and restore their gradients first (one copy pass, 8 B/param, timed).
+            torch_params = [t.detach().clone() for t in built.torch_params]
+            shared = [t.grad for t in built.torch_params]
+            for t, g in zip(torch_params, shared):
+                t.grad = g.clone()
+            private = [t.grad for t in torch_params]
+
+            def restore():
+                torch._foreach_copy_(private, shared)
+
+            keep.append(torch_params)
         for name, variant in TORCH_VARIANTS.items():
             try:
-                topt = _torch_optimizer(torch, algo, built.torch_params, variant)
+                topt = _torch_optimizer(torch, algo, torch_params, variant)
             except Exception as exc:  # noqa: BLE001 - a variant torch does not offer is a skipped cell
                 errors[name] = H._describe(exc)
                 continue
             keep.append(topt)
-            impls[name] = topt.step
+            impls[name] = topt.step if restore is None else lambda topt=topt: (restore(), topt.step())
     impls["gradfuse"]()  # the state exists from here on: the touch steps the same arrays
     states = _state_lists(gf_opt, built, algo)
     impls["touch"] = lambda: _core._touch(built.arrays, built.grads, *states)

@@ -4,6 +4,7 @@ clipping with torch.nn.utils' API (clip_grad_norm_, clip_grad_value_), one fused
 from . import (
     lr_scheduler,  # the learning-rate schedules: gf.optim.lr_scheduler.StepLR, ...
     optimizers,
+    schedulefree,
 )
 from .clip import clip_grad_norm_, clip_grad_norm_per_param_, clip_grad_value_, grad_norm
 from .lbfgs import LBFGS
@@ -20,6 +21,7 @@ from .second_order import (
     linear_cg,
 )
 from .shaped import Adafactor, Muon, MuonWithAdamW, muon_with_adamw, newton_schulz
+from .schedulefree import *  # noqa: F403 - SGDScheduleFree, AdamWScheduleFree
 
 __all__ = [
     "Optimizer",
@@ -31,6 +33,7 @@ __all__ = [
     "MuonWithAdamW",
     "muon_with_adamw",
     "newton_schulz",
+    *schedulefree.__all__,
     "lr_scheduler",
     "clip_grad_norm_",
     "clip_grad_value_",

@@ -239,7 +239,7 @@ class Optimizer:
     names), which states a group's settings use, the hyperparameters and how they are checked
     (torch's wording), and how a group's values become the kernel's arguments. Hooks for what the
     table cannot say: _scalar_keys (per-parameter scalar state and initial values), _step_scalars
-    (the kernel's per-step arguments from that state), _advance, _initial_value, _validate_extra
+    (the kernel's per-step arguments from that state), _advance, _initial_value / _fill_state, _validate_extra
     (hyperparameters that are not kernel arguments), _eager_state.
 
     Threads: step() holds a per-optimizer lock from reading the gradients to committing the state,
@@ -254,6 +254,8 @@ class Optimizer:
     _state_keys: tuple[str, ...] = ()
     _scalar_keys: dict = {"step": 0}
     _eager_state = False  # torch's Adagrad creates its state at construction
+    _group_step = False  # schedule-free: the step count is the group's ("k"), not each parameter's
+    _not_hyper: tuple = _NOT_HYPERPARAMETERS  # group entries whose change needs no new check (+ ones a step writes)
     _takes_step = False
     _hyper: tuple = ()  # the kernel's scalars that come from a group's hyperparameters (Scalar.hyper)
 
@@ -394,7 +396,7 @@ class Optimizer:
         cached while every value of the group (its own hyperparameters included) is the same object
         as when it was checked (a list, which can change in place, is checked every time)."""
         group, rec = self.param_groups[gi], self._groups[gi]
-        snapshot = tuple(v for k, v in group.items() if k not in _NOT_HYPERPARAMETERS)
+        snapshot = tuple(v for k, v in group.items() if k not in self._not_hyper)
         checked = rec.checked
         if (
             snapshot is not None
@@ -427,6 +429,11 @@ class Optimizer:
     def _initial_value(self, group: dict, key: str) -> float:
         return 0.0
 
+    def _fill_state(self, group: dict, slot: _Slot, key: str, view: np.ndarray) -> None:
+        """A parameter's fresh state array (default: the constant _initial_value; schedule-free's z
+        starts as a copy of the parameter)."""
+        view.fill(self._initial_value(group, key))
+
     def _views(self, gi: int, slot: _Slot, key: str) -> np.ndarray:
         """slot's view into the group's arena for `key`, allocating the arena on first use."""
         view = slot.views.get(key)
@@ -447,7 +454,7 @@ class Optimizer:
         for key in keys:
             if key not in slot.state:
                 view = self._views(gi, slot, key)
-                view.fill(self._initial_value(group, key))
+                self._fill_state(group, slot, key, view)
                 slot.state[key] = view
 
     # ---- stepping -----------------------------------------------------------------------------------
@@ -547,7 +554,7 @@ class Optimizer:
         for slot in slots:  # fresh state: filled in the arena, joins slot.state after the step
             for key in keys:
                 if key not in slot.state:
-                    self._views(gi, slot, key).fill(self._initial_value(group, key))
+                    self._fill_state(group, slot, key, self._views(gi, slot, key))
         states = [[slot.views[k] for slot in slots] if k in keys else None for k in self._state_keys]
         return (self._group_params(rec, slots), grads, *states, copies), kernel_scalars
 
