@@ -10,6 +10,7 @@ from .clip import clip_grad_norm_, clip_grad_norm_per_param_, clip_grad_value_, 
 from .lbfgs import LBFGS
 from .optimizer import Optimizer, required
 from .optimizers import *  # noqa: F403 - the optimizer classes, listed in optimizers.__all__
+from .schedulefree import *  # noqa: F403 - SGDScheduleFree, AdamWScheduleFree
 from .second_order import (
     CGResult,
     ConjugateGradient,
@@ -21,7 +22,6 @@ from .second_order import (
     linear_cg,
 )
 from .shaped import Adafactor, Muon, MuonWithAdamW, muon_with_adamw, newton_schulz
-from .schedulefree import *  # noqa: F403 - SGDScheduleFree, AdamWScheduleFree
 
 __all__ = [
     "Optimizer",
