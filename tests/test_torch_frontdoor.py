@@ -42,7 +42,7 @@ SETTINGS = {
 
 def test_every_gf_optimizer_has_a_torch_class():
     names = [cls.__name__ for cls in gft._optimizer_classes()]
-    assert set(names) == set(gft.OPTIMIZERS) and set(names) <= set(SETTINGS)
+    assert set(names) == set(gft.OPTIMIZERS) and set(names) <= set(SETTINGS) | set(SCHEDULE_FREE)
     # every fused (kernel-table) class of gf.optim; the rest are listed as not covered in the README
     fused = {
         name
@@ -59,6 +59,18 @@ def test_every_gf_optimizer_has_a_torch_class():
         if theirs is not None:  # same argument names and defaults as torch (plus skip_nonfinite)
             expected = {k: v.default for k, v in _signature(theirs).items()}
             assert {k: v.default for k, v in ours.items() if k != "skip_nonfinite"} == expected, name
+        if name in SCHEDULE_FREE:  # schedulefree's names and defaults (foreach: None, it steps fused)
+            package = pytest.importorskip("schedulefree")
+            expected = {k: v.default for k, v in _signature(getattr(package, name)).items() if k != "foreach"}
+            assert {k: ours[k].default for k in expected} == expected, name
+            assert issubclass(cls, gft.ScheduleFreeOptimizer)
+
+
+# schedule-free: compared with the schedulefree package (not torch.optim); lr warmup, decay, r moved
+SCHEDULE_FREE = {
+    "SGDScheduleFree": dict(lr=0.05, momentum=0.8, weight_decay=0.01, warmup_steps=2, r=0.5),
+    "AdamWScheduleFree": dict(lr=0.01, betas=(0.8, 0.99), weight_decay=0.01, warmup_steps=2, r=0.5),
+}
 
 
 def _signature(cls):
@@ -111,6 +123,9 @@ class GfReference:
 
     def step(self):
         self.opt.step([p.grad.numpy() for p in self.model.parameters()])
+        self.sync()
+
+    def sync(self):
         with torch.no_grad():
             for p, a in zip(self.model.parameters(), self.arrays):
                 p.copy_(torch.from_numpy(a))
@@ -555,3 +570,201 @@ def test_deepcopy_and_pickle_continue_like_the_original():
         assert torch.equal(p, q)
         for key in opt.state[p]:
             assert torch.equal(opt.state[p][key], clone.state[q][key])
+
+
+# ---- every class against its gf.optim twin ----------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(gft.OPTIMIZERS))
+def test_every_torch_class_matches_its_gf_optim_twin(name):
+    """Whatever gf.optim class gradfuse.torch picks up (today's and any later one): its defaults,
+    a few steps on a torch MLP, equal to the gf.optim class on NumPy copies fed the same gradients;
+    a class with train()/eval() (schedule-free) is switched on both sides the same way."""
+    a, b, batches = twins("mlp", torch.float64)
+    ours, twin = gft.OPTIMIZERS[name](a.parameters()), GfReference(name, b)
+    modal = hasattr(twin.opt, "train")
+    assert modal == hasattr(ours, "train") == hasattr(ours, "eval"), name
+    if modal:
+        ours.train()
+        twin.opt.train()
+    for t, x in enumerate(batches[:3]):
+        step_pair(a, b, ours, twin, x)
+        assert_models(a, b, ours, twin, TOL[torch.float64], f"{name} step {t}")
+    if modal:
+        ours.eval()
+        twin.opt.eval()
+        twin.sync()
+        torch.testing.assert_close(flat(a.parameters()), flat(b.parameters()), **TOL[torch.float64])
+    assert {k: v for k, v in ours.param_groups[0].items() if k != "params"} == {
+        k: v for k, v in twin.opt.param_groups[0].items() if k != "params"
+    }
+
+
+# ---- schedule-free against the schedulefree package ---------------------------------------------------------
+def _package(name, params, kwargs):
+    schedulefree = pytest.importorskip("schedulefree")
+    return getattr(schedulefree, name)(params, foreach=False, **kwargs)
+
+
+def assert_schedule_free(a, b, ours, theirs, tol, where):
+    assert_models(a, b, ours, theirs, tol, where)
+    for g, h in zip(ours.param_groups, theirs.param_groups):
+        for key in ("k", "train_mode", "warmup_steps", "lr"):
+            assert g[key] == h[key], (where, key)
+        for key in ("weight_sum", "lr_max", "scheduled_lr"):
+            assert g[key] == pytest.approx(h[key], rel=1e-12), (where, key)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("name", sorted(SCHEDULE_FREE))
+def test_schedule_free_step_for_step_against_the_package(name, dtype):
+    """A training run as schedulefree's README writes it: train(), steps, eval() to evaluate, a
+    torch.save of model + optimizer in eval mode mid-run, loaded into fresh objects, train() and on;
+    parameters (y, then x), z / exp_avg_sq and the group entries equal to the package's each step."""
+    kwargs, tol = SCHEDULE_FREE[name], TOL[dtype]
+    a, b, batches = twins("mlp", dtype)
+    ours, theirs = getattr(gft, name)(a.parameters(), **kwargs), _package(name, b.parameters(), kwargs)
+    assert ours.param_groups[0]["train_mode"] is False and ours.param_groups[0]["k"] == 0
+    for opt in (ours, theirs):
+        opt.train()
+    for t, x in enumerate(batches[:3]):
+        step_pair(a, b, ours, theirs, x)
+        assert_schedule_free(a, b, ours, theirs, tol, f"{name} step {t}")
+    for opt in (ours, theirs):
+        opt.eval()  # the parameters move to x, in place
+    assert_schedule_free(a, b, ours, theirs, tol, f"{name} eval")
+    with torch.no_grad():
+        torch.testing.assert_close(a(batches[0]), b(batches[0]), **tol)
+    buf = io.BytesIO()
+    torch.save({"model": a.state_dict(), "opt": ours.state_dict()}, buf)
+    buf.seek(0)
+    ckpt = torch.load(buf)
+    a = mlp(dtype, seed=7)
+    a.load_state_dict(ckpt["model"])
+    ours = getattr(gft, name)(a.parameters(), **kwargs)
+    ours.load_state_dict(ckpt["opt"])
+    assert ours.param_groups[0]["k"] == 3 and ours.param_groups[0]["train_mode"] is False
+    for opt in (ours, theirs):
+        opt.train()  # back to y
+    assert_schedule_free(a, b, ours, theirs, tol, f"{name} train after the round trip")
+    for t, x in enumerate(batches[3:]):
+        step_pair(a, b, ours, theirs, x)
+        assert_schedule_free(a, b, ours, theirs, tol, f"{name} step {t + 3}")
+    for opt in (ours, theirs):
+        opt.eval()
+    assert_schedule_free(a, b, ours, theirs, tol, f"{name} final eval")
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULE_FREE))
+def test_schedule_free_state_dict_swaps_with_the_package_both_ways(name):
+    kwargs = SCHEDULE_FREE[name]
+    a, b, batches = twins("mlp", torch.float64)
+    first, second = _package(name, a.parameters(), kwargs), _package(name, b.parameters(), kwargs)
+    for opt in (first, second):
+        opt.train()
+    for x in batches[:2]:
+        step_pair(a, b, first, second, x)
+    # schedulefree -> gradfuse.torch, mid-run in train mode
+    ours = getattr(gft, name)(a.parameters(), **kwargs)
+    ours.load_state_dict(first.state_dict())
+    assert ours.param_groups[0]["train_mode"] is True
+    step_pair(a, b, ours, second, batches[2])
+    assert_schedule_free(a, b, ours, second, TOL[torch.float64], f"{name} package -> gradfuse")
+    # gradfuse.torch -> schedulefree, in eval mode, through torch.save
+    for opt in (ours, second):
+        opt.eval()
+    buf = io.BytesIO()
+    torch.save(ours.state_dict(), buf)
+    buf.seek(0)
+    back = _package(name, a.parameters(), kwargs)
+    back.load_state_dict(torch.load(buf))
+    for opt in (back, second):
+        opt.train()
+    step_pair(a, b, back, second, batches[3])
+    assert_schedule_free(a, b, back, second, TOL[torch.float64], f"{name} gradfuse -> package")
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULE_FREE))
+def test_schedule_free_flat_arena_and_eval_mode_rules(name, monkeypatch):
+    kwargs = SCHEDULE_FREE[name]
+    a, b, batches = twins("encoder", torch.float32)
+    gft.flatten_parameters(a)
+    ours, per_tensor = getattr(gft, name)(a.parameters(), **kwargs), getattr(gft, name)(b.parameters(), **kwargs)
+    seen = _count_calls(monkeypatch)
+    for opt in (ours, per_tensor):
+        opt.train()
+    for t, x in enumerate(batches):
+        for model, opt in ((a, ours), (b, per_tensor)):
+            opt.zero_grad(set_to_none=True)
+            backward(model, x)
+            opt.step()
+        if t == 2:
+            for opt in (ours, per_tensor):
+                opt.eval()
+                opt.train()
+        for p, q in zip(a.parameters(), b.parameters()):
+            assert torch.equal(p, q)
+    n = len(list(b.parameters()))
+    assert seen == ["flat", n] * STEPS
+    for opt in (ours, per_tensor):
+        with opt.eval_weights():
+            assert opt.param_groups[0]["train_mode"] is False
+            with pytest.raises(RuntimeError, match="eval mode"):
+                opt.step()  # gradients belong at y, the parameters hold x
+        assert opt.param_groups[0]["train_mode"] is True
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)
+        for key in ("z", "exp_avg_sq") if "AdamW" in name else ("z",):
+            assert torch.equal(ours.state[p][key], per_tensor.state[q][key])
+
+
+def test_schedule_free_first_step_without_train_enters_train_mode():
+    """Before any state x = y = z: a step without train() is taken (as gf.optim's), in train mode."""
+    a, b, batches = twins("mlp", torch.float64)
+    ours, twin = gft.SGDScheduleFree(a.parameters(), lr=0.1), GfReference("SGDScheduleFree", b, lr=0.1)
+    step_pair(a, b, ours, twin, batches[0])
+    assert ours.param_groups[0]["train_mode"] is True and ours.param_groups[0]["k"] == 1
+    assert_models(a, b, ours, twin, TOL[torch.float64], "first step")
+
+
+def test_schedule_free_bf16_parameters_swap_their_fp32_masters():
+    """bf16 parameters: the fp32 master moves between y and x, the parameter is its rounding; the
+    run follows the package's fp32 run within bf16's precision."""
+    a, b, batches = twins("mlp", torch.float32)
+    a.bfloat16()
+    ours = gft.AdamWScheduleFree(a.parameters(), lr=0.01)
+    theirs = _package("AdamWScheduleFree", b.parameters(), dict(lr=0.01))
+    for opt in (ours, theirs):
+        opt.train()
+    for x in batches:
+        for model, opt in ((a, ours), (b, theirs)):
+            opt.zero_grad()
+            backward(model, x.to(next(model.parameters()).dtype))
+            opt.step()
+    for opt in (ours, theirs):
+        opt.eval()
+    for p, q in zip(a.parameters(), b.parameters()):
+        state = ours.state[p]
+        assert state["z"].dtype == state["master"].dtype == torch.float32
+        assert torch.equal(p, state["master"].to(torch.bfloat16))
+        torch.testing.assert_close(state["master"], q, rtol=0.05, atol=0.02)
+    ours.train()
+    for p in a.parameters():
+        assert torch.equal(p, ours.state[p]["master"].to(torch.bfloat16))
+
+
+def test_schedule_free_deepcopy_continues_like_the_original():
+    a, b, batches = twins("mlp", torch.float64)
+    opt = gft.AdamWScheduleFree(a.parameters(), lr=0.01)
+    opt.train()
+    step_pair(a, b, opt, gft.SGD(b.parameters()), batches[0])
+    import copy
+
+    model2, opt2 = copy.deepcopy((a, opt))  # the copy's state and groups point at the copied model
+    assert opt2.param_groups[0]["k"] == 1 and opt2.param_groups[0]["params"][0] is next(model2.parameters())
+    for model, o in ((a, opt), (model2, opt2)):
+        o.zero_grad()
+        backward(model, batches[1])
+        o.step()
+        o.eval()
+    for p, q in zip(a.parameters(), model2.parameters()):
+        assert torch.equal(p, q)
+        assert torch.equal(opt.state[p]["z"], opt2.state[q]["z"]) and p.data_ptr() != q.data_ptr()

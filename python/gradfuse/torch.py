@@ -6,8 +6,10 @@
 
 Every fused optimizer of gf.optim (one kernel of the table per step) has a counterpart here,
 generated from it (same name, constructor, defaults, validation, kernel): SGD, Adam, AdamW,
-Adagrad, RMSprop, Adadelta, Adamax, NAdam, RAdam, Rprop, Lion, ASGD, and whichever such class
-gf.optim gains later. Not (yet) the per-parameter Python ones (Adafactor, Muon) nor the
+Adagrad, RMSprop, Adadelta, Adamax, NAdam, RAdam, Rprop, Lion, ASGD, SGDScheduleFree,
+AdamWScheduleFree, and whichever such class gf.optim gains later. The schedule-free ones
+(ScheduleFreeOptimizer) add the schedulefree package's train()/eval(), swapping the torch
+parameters in place between y and x. Not (yet) the per-parameter Python ones (Adafactor, Muon) nor the
 closure-driven ones (LBFGS, ConjugateGradient, Newton, HessianFree): use torch.optim's there.
 
 How a step runs
@@ -35,6 +37,7 @@ are widened into an fp32 scratch buffer, and the kernel writes the bf16 paramete
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import inspect
@@ -50,6 +53,7 @@ from . import optim as _gf_optim
 from .errors import KernelError
 from .nn.parameter import _bfloat16
 from .ops import run_optim
+from .optim.schedulefree import _ScheduleFree
 
 _STEP_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
 _MASTER = "master"  # the state key of a bf16 parameter's fp32 master
@@ -363,7 +367,8 @@ class Optimizer(torch.optim.Optimizer):
 
     def _hyper(self, rec: _Record, group: dict) -> tuple[dict, tuple]:
         """The group's kernel scalars, checked again only when a value is another object."""
-        snapshot = tuple(v for k, v in group.items() if k not in ("params", "param_names"))
+        not_hyper = self._spec._not_hyper  # + the entries a step writes (schedule-free's k, ...)
+        snapshot = tuple(v for k, v in group.items() if k not in not_hyper)
         checked = rec.checked
         if checked is not None and list not in map(type, snapshot) and all(map(operator.is_, snapshot, checked[0])):
             return checked[1], checked[2]
@@ -463,7 +468,7 @@ class Optimizer(torch.optim.Optimizer):
                 views = part.state(key)
                 for j in chosen:
                     if key not in self.state.get(params[j], ()):
-                        views[j].fill_(self._spec._initial_value(group, key))
+                        self._fill(group, key, views[j], params[j])
             if part.bf16:
                 self._widen(part, chosen, grads, all_of_part)
                 if not settled and any(_MASTER not in self.state.get(params[j], ()) for j in chosen):
@@ -476,6 +481,10 @@ class Optimizer(torch.optim.Optimizer):
             new = self._spec._advance(group, scalars_before)
             calls.append((gi, rec, part, chosen, scalars_before, new, keys, arrays, scalars))
         return calls
+
+    def _fill(self, group: dict, key: str, view: torch.Tensor, param: torch.Tensor) -> None:
+        """A parameter's fresh state tensor (the gf.optim class's constant initial value)."""
+        view.fill_(self._spec._initial_value(group, key))
 
     @staticmethod
     def _uniform(cols: dict, part: _Part) -> bool:
@@ -549,12 +558,99 @@ class Optimizer(torch.optim.Optimizer):
         part.settled = keys if whole else None  # a partial step: the next whole one scans again
 
 
+class ScheduleFreeOptimizer(Optimizer):
+    """Base of the schedule-free classes (SGDScheduleFree, AdamWScheduleFree): schedulefree 1.4.1's
+    torch API. The torch parameters hold y while training; eval() moves them in place to x (the
+    averaged weights, for evaluating and saving), train() back to y, each a p.lerp_ toward the
+    state "z" as the schedulefree package computes it. The group entries (k, train_mode,
+    weight_sum, lr_max, scheduled_lr) live in param_groups, z / exp_avg_sq in torch tensors: a
+    state_dict loads into schedulefree's optimizer and back. step() in eval mode raises, unless
+    nothing was stepped yet (then x = y = z and the optimizer enters train mode itself).
+    """
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        if not self.param_groups[0]["train_mode"] and any("z" in s for s in self.state.values()):
+            raise RuntimeError(
+                f"{type(self).__name__}.step() in eval mode: the parameters hold the averaged weights x, "
+                "not y where gradients belong. Call optimizer.train() before the training steps "
+                "(and optimizer.eval() before evaluating or saving)."
+            )
+        return super().step(closure)
+
+    def _step(self) -> bool:
+        # The gf.optim class computes each group's schedule (warmup lr, averaging weight) once per
+        # step in _step_scalars; every group advances once per applied step, gradients or not.
+        spec = self._spec
+        spec._pending = {}
+        try:
+            applied = super()._step()
+            if applied:
+                for group in self.param_groups:
+                    entries = spec._pending.get(id(group)) or spec._schedule(group)
+                    group.update(entries[0], train_mode=True)
+        finally:
+            spec._pending = None
+        return applied
+
+    def _fill(self, group, key, view, param):
+        if key == "z":
+            view.copy_(param.detach())  # z starts at the parameter (schedulefree: torch.clone(p))
+        else:
+            super()._fill(group, key, view, param)
+
+    # ---- the swap -----------------------------------------------------------------------------------
+    def train(self) -> None:
+        """Parameters to y (where gradients are taken): call before training steps."""
+        self._swap(True)
+
+    def eval(self) -> None:
+        """Parameters to x (the averaged weights): call before evaluating, predicting or saving."""
+        self._swap(False)
+
+    @torch.no_grad()
+    def _swap(self, to_train: bool) -> None:
+        for group in self.param_groups:
+            if bool(group["train_mode"]) == to_train:
+                continue
+            beta1 = self._spec._beta1(group)
+            weight = 1.0 - beta1 if to_train else 1.0 - 1.0 / beta1
+            held = [(p, self.state[p]) for p in group["params"] if "z" in self.state.get(p, ())]
+            if held:
+                # bf16: the fp32 master moves, the bf16 parameter is rewritten as its rounding
+                ys = [s[_MASTER] if p.dtype == torch.bfloat16 else p for p, s in held]
+                torch._foreach_lerp_(ys, [s["z"] for _, s in held], weight)
+                wide = [(p, y) for (p, _), y in zip(held, ys) if y is not p]
+                if wide:
+                    torch._foreach_copy_([p for p, _ in wide], [y for _, y in wide])
+            group["train_mode"] = to_train
+
+    @contextlib.contextmanager
+    def eval_weights(self):
+        """with opt.eval_weights(): ... -- the parameters hold x inside, and return to the mode
+        they were in after (a checkpoint written mid-training holds x)."""
+        was_training = bool(self.param_groups[0]["train_mode"])
+        self.eval()
+        try:
+            yield self
+        finally:
+            if was_training:
+                self.train()
+
+
+def _base_for(gf_cls: type) -> type:
+    """The torch-side base of a gf.optim class: the schedule-free ones need their train()/eval()."""
+    return ScheduleFreeOptimizer if issubclass(gf_cls, _ScheduleFree) else Optimizer
+
+
 def _generate(gf_cls: type) -> type:
     """The torch.optim.Optimizer subclass of a gf.optim class: its name, constructor and algorithm."""
     signature = inspect.signature(gf_cls.__init__)
 
+    base = _base_for(gf_cls)
+
     def __init__(self, params, *args, **kwargs):
-        Optimizer.__init__(self, params, *args, **kwargs)
+        base.__init__(self, params, *args, **kwargs)
 
     __init__.__signature__ = signature
     doc = (
@@ -563,7 +659,7 @@ def _generate(gf_cls: type) -> type:
     )
     return type(
         gf_cls.__name__,
-        (Optimizer,),
+        (base,),
         {"__init__": __init__, "_gf_class": gf_cls, "__doc__": doc, "__module__": __name__},
     )
 
@@ -673,4 +769,4 @@ def flatten_parameters(module_or_params) -> FlatParameters:
     return FlatParameters(module_or_params)
 
 
-__all__ = ["Optimizer", "FlatParameters", "flatten_parameters", "OPTIMIZERS", *OPTIMIZERS]
+__all__ = ["Optimizer", "ScheduleFreeOptimizer", "FlatParameters", "flatten_parameters", "OPTIMIZERS", *OPTIMIZERS]
