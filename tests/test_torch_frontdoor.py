@@ -768,3 +768,28 @@ def test_schedule_free_deepcopy_continues_like_the_original():
     for p, q in zip(a.parameters(), model2.parameters()):
         assert torch.equal(p, q)
         assert torch.equal(opt.state[p]["z"], opt2.state[q]["z"]) and p.data_ptr() != q.data_ptr()
+
+
+def test_schedule_free_with_a_torch_scheduler_and_skipped_steps():
+    """A torch LR scheduler moves group["lr"] (warmup scales it) as with the package; a step that
+    skip_nonfinite skips changes nothing, k included."""
+    kwargs = SCHEDULE_FREE["AdamWScheduleFree"]
+    a, b, batches = twins("mlp", torch.float64)
+    ours = gft.AdamWScheduleFree(a.parameters(), skip_nonfinite=True, **kwargs)
+    theirs = _package("AdamWScheduleFree", b.parameters(), kwargs)
+    scheds = [torch.optim.lr_scheduler.LambdaLR(o, lambda t: 1.0 / (1 + t)) for o in (ours, theirs)]
+    for opt in (ours, theirs):
+        opt.train()
+    for t, x in enumerate(batches):
+        step_pair(a, b, ours, theirs, x)
+        for s in scheds:
+            s.step()
+        assert_schedule_free(a, b, ours, theirs, TOL[torch.float64], f"scheduled step {t}")
+    before = [p.clone() for p in a.parameters()]
+    entries = dict(ours.param_groups[0])
+    backward(a, batches[0])
+    next(a.parameters()).grad[0, 0] = float("nan")
+    ours.step()
+    assert ours.last_step_skipped and ours.param_groups[0]["k"] == entries["k"] == STEPS
+    assert ours.param_groups[0]["weight_sum"] == entries["weight_sum"]
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), before))
