@@ -17,20 +17,11 @@ step() in eval mode raises (the gradients were taken at x, not y) unless nothing
 from __future__ import annotations
 
 import contextlib
-import math
 
 import numpy as np
 
 from .optimizer import Optimizer
-
-
-def _number(group: dict, key: str, what: str) -> None:
-    """schedulefree's numbers that are not kernel arguments: finite and >= 0 (it checks none)."""
-    value = group[key]
-    if isinstance(value, (str, bytes, bool)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"Invalid {what}: {value!r} (expected a number, got {type(value).__name__})")
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"Invalid {what}: {value}")
+from .optimizers import _nonneg  # torch's check of a number that is not a kernel argument (0-d arrays too)
 
 
 def _lerp(start: np.ndarray, end: np.ndarray, weight: float) -> None:
@@ -54,9 +45,9 @@ class _ScheduleFree(Optimizer):
         raise NotImplementedError
 
     def _validate_extra(self, group):
-        _number(group, "warmup_steps", "warmup_steps value")
-        _number(group, "r", "r value")
-        _number(group, "weight_lr_power", "weight_lr_power value")
+        _nonneg(group, "warmup_steps", "warmup_steps value")
+        _nonneg(group, "r", "r value")
+        _nonneg(group, "weight_lr_power", "weight_lr_power value")
 
     # ---- the schedule: schedulefree's per-group numbers for the step being taken ------------------
     @staticmethod
