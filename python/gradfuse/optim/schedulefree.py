@@ -32,6 +32,10 @@ def _lerp(start: np.ndarray, end: np.ndarray, weight: float) -> None:
         start[...] = end - (end - start) * (1.0 - weight)
 
 
+# the group entries schedulefree keeps, as a fresh optimizer has them (each step writes them)
+_FRESH_ENTRIES = dict(k=0, train_mode=False, weight_sum=0.0, lr_max=-1.0, scheduled_lr=0.0)
+
+
 class _ScheduleFree(Optimizer):
     """What both schedule-free optimizers share: the schedule (warmup, averaging weight), the
     train/eval swap and the group entries schedulefree keeps."""
@@ -163,16 +167,12 @@ class SGDScheduleFree(_ScheduleFree):
             lr=lr,
             momentum=momentum,
             r=r,
-            k=0,
             warmup_steps=warmup_steps,
-            train_mode=False,
-            weight_sum=0.0,
-            lr_max=-1.0,
-            scheduled_lr=0.0,
             weight_lr_power=weight_lr_power,
             weight_decay=weight_decay,
             foreach=foreach,
             maximize=maximize,
+            **_FRESH_ENTRIES,
         )
         super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
 
@@ -207,16 +207,12 @@ class AdamWScheduleFree(_ScheduleFree):
             betas=betas,
             eps=eps,
             r=r,
-            k=0,
             warmup_steps=warmup_steps,
-            train_mode=False,
-            weight_sum=0.0,
-            lr_max=-1.0,
-            scheduled_lr=0.0,
             weight_lr_power=weight_lr_power,
             weight_decay=weight_decay,
             foreach=foreach,
             maximize=maximize,
+            **_FRESH_ENTRIES,
         )
         super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
 
