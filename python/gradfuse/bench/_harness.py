@@ -349,6 +349,22 @@ def format_table(headers: list[str], rows: list[list[str]], right: set[int] | No
     return "\n".join(out)
 
 
+def run_suite(name: str, args, run: Callable, report: Callable, counts=("threads",)) -> int:
+    """A suite's command: refuse counts below 1 (exit 2), run it, print its report, and write
+    DIR/<name>.json with --out DIR."""
+    bad = [f"--{key}" for key in counts if getattr(args, key, None) is not None and getattr(args, key) < 1]
+    if bad:
+        print(f"bench {name}: {' and '.join(bad)} must be >= 1", file=sys.stderr)
+        return 2
+    result = run(args)
+    print(report(result))
+    if args.out:
+        path = os.path.join(args.out, f"{name}.json")
+        write_json(path, result)
+        print(f"wrote {path}")
+    return 0
+
+
 def write_json(path: str, obj) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp"

@@ -49,7 +49,6 @@ import gc
 import itertools
 import os
 import resource
-import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -830,13 +829,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args) -> int:
-    if args.threads is not None and args.threads < 1:
-        print("bench layers: --threads must be >= 1", file=sys.stderr)
-        return 2
-    result = run(args)
-    print(report(result))
-    if args.out:
-        path = os.path.join(args.out, "layers.json")
-        H.write_json(path, result)
-        print(f"wrote {path}")
-    return 0
+    return H.run_suite("layers", args, run, report)

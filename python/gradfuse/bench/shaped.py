@@ -15,8 +15,6 @@ Interleaved, medians (the harness's rules); torch runs when it is installed.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
 import numpy as np
 
@@ -131,13 +129,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args) -> int:
-    if (args.threads is not None and args.threads < 1) or (args.repeats is not None and args.repeats < 1):
-        print("bench shaped: --threads and --repeats must be >= 1", file=sys.stderr)
-        return 2
-    result = run(args)
-    print(report(result))
-    if args.out:
-        path = os.path.join(args.out, "shaped.json")
-        H.write_json(path, result)
-        print(f"wrote {path}")
-    return 0
+    return H.run_suite("shaped", args, run, report, counts=("threads", "repeats"))

@@ -22,7 +22,6 @@ architecture, with at least its accuracy.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -161,18 +160,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args) -> int:
-    if args.threads is not None and args.threads < 1:
-        print("bench sklearn: --threads must be >= 1", file=sys.stderr)
-        return 2
     try:
         import sklearn  # noqa: F401
     except ImportError:
         print("bench sklearn: needs scikit-learn (pip install scikit-learn)", file=sys.stderr)
         return 2
-    result = run(args)
-    print(report(result))
-    if args.out:
-        path = os.path.join(args.out, "sklearn.json")
-        H.write_json(path, result)
-        print(f"wrote {path}")
-    return 0
+    return H.run_suite("sklearn", args, run, report)

@@ -16,8 +16,6 @@ Adam's 28 bytes per fp32 parameter (read p, g, m, v; write p, m, v).
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
 from . import _harness as H
 
@@ -134,13 +132,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args) -> int:
-    if args.threads is not None and args.threads < 1:
-        print("bench torch: --threads must be >= 1", file=sys.stderr)
-        return 2
-    result = run(args)
-    print(report(result))
-    if args.out:
-        path = os.path.join(args.out, "torch.json")
-        H.write_json(path, result)
-        print(f"wrote {path}")
-    return 0
+    return H.run_suite("torch", args, run, report)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from collections import defaultdict
 
@@ -266,13 +265,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args) -> int:
-    if args.threads is not None and args.threads < 1:
-        print("bench train: --threads must be >= 1", file=sys.stderr)
-        return 2
-    result = run(args)
-    print(report(result))
-    if args.out:
-        path = os.path.join(args.out, "train.json")
-        H.write_json(path, result)
-        print(f"wrote {path}")
-    return 0
+    return H.run_suite("train", args, run, report)
