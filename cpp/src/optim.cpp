@@ -12,9 +12,14 @@
 // operator() updates one vector of elements: p and the states in place, g read. Operation order
 // mirrors the NumPy twin (python/gradfuse/_numpy/optim.py) exactly and uses no fma, so results are
 // bitwise equal across ISA paths, thread counts and the twin.
+#include <algorithm>
 #include <cmath>
+#include <string>
 #include <type_traits>
+#include <vector>
 
+#include "gradfuse/clip.hpp"
+#include "gradfuse/lanes.hpp"
 #include "gradfuse/optim.hpp"
 #include "gradfuse/parallel.hpp"
 #include "gradfuse/simd.hpp"
@@ -411,6 +416,79 @@ struct AdamWScheduleFree {
   }
 };
 
+// LAMB (You et al. 2019, as timm's Lamb; exp_avg, exp_avg_sq): g /= grad_scale (timm's global
+// clip); m = lerp(m, g, 1-b1) (grad_averaging) else b1 m + g; v = b2 v + (1-b2) g g;
+// u = m (1/bc1) / (sqrt(v) (1/sqrt(bc2)) + eps) + wd p; p -= lr trust u, with per tensor
+// trust = ||p|| / ||u|| when both > 0, else 1 (min(trust, 1) with trust_clip), when wd != 0 or
+// always_adapt, else 1. LambDirection holds the math; the passes are in run_lamb.
+template <class T>
+struct LambDirection {
+  using V = Vec<T>;
+  GradPrologue<T> prep;
+  Moments<T> moments;
+  bool averaging, decay;
+  V beta1, beta2, one_minus_beta2, inv_bc1, inv_bc2_sqrt, eps, wd;
+  static double correction(bool on, double beta, int64_t step) { return on ? 1.0 - std::pow(beta, double(step)) : 1.0; }
+  explicit LambDirection(const OptimArgs& a)
+      : prep(a), moments(a), averaging(a.grad_averaging), decay(a.weight_decay != 0), beta1(bc<T>(a.beta1)),
+        beta2(bc<T>(a.beta2)), one_minus_beta2(bc<T>(1.0 - a.beta2)),
+        inv_bc1(bc<T>(1.0 / correction(a.bias_correction, a.beta1, a.step))),
+        inv_bc2_sqrt(bc<T>(1.0 / std::sqrt(correction(a.bias_correction, a.beta2, a.step)))), eps(bc<T>(a.eps)),
+        wd(bc<T>(a.weight_decay)) {}
+  GF_INLINE void update_moments(V g, V& m, V& v) const {
+    g = prep(g);
+    if (averaging) {
+      moments(g, m, v);
+    } else {
+      m = m * beta1 + g;
+      v = v * beta2 + one_minus_beta2 * g * g;
+    }
+  }
+  GF_INLINE V direction(V p, V m, V v) const {
+    V u = m * inv_bc1 / (sqrt(v) * inv_bc2_sqrt + eps);
+    if (decay) u = u + wd * p;
+    return u;
+  }
+};
+
+// lamb without adaptation (wd == 0 and not always_adapt): one pass, p -= lr u.
+template <class T>
+struct Lamb {
+  using V = Vec<T>;
+  LambDirection<T> dir;
+  V neg_lr;
+  explicit Lamb(const OptimArgs& a) : dir(a), neg_lr(bc<T>(-a.lr)) {}
+  GF_INLINE void operator()(V& p, V g, V* s) const {
+    dir.update_moments(g, s[0], s[1]);
+    p = p + neg_lr * dir.direction(p, s[0], s[1]);
+  }
+};
+
+// lamb's second pass: p += -(lr trust) u from the updated moments (u recomputed: the same
+// operations give the same u as the first pass, and reading m, v costs what storing u would).
+// run() hands each segment (one tensor) its coefficient through at_segment.
+template <class T>
+struct LambApply {
+  using V = Vec<T>;
+  LambDirection<T> dir;
+  const double* neg_step = nullptr;  // -(lr trust) per segment
+  V coef;
+  LambApply(const OptimArgs& a, const double* neg_step_) : dir(a), neg_step(neg_step_), coef(bc<T>(0.0)) {}
+  GF_INLINE void operator()(V& p, V, V* s) const { p = p + coef * dir.direction(p, s[0], s[1]); }
+};
+
+// The functor that updates segment k: the same one, but for a per-tensor coefficient.
+template <class Op>
+GF_INLINE const Op& at_segment(const Op& op, int64_t, Op&) {
+  return op;
+}
+template <class T>
+GF_INLINE const LambApply<T>& at_segment(const LambApply<T>& op, int64_t k, LambApply<T>& scratch) {
+  scratch = op;
+  scratch.coef = bc<T>(op.neg_step[k]);
+  return scratch;
+}
+
 // Reads and writes what a step with the same arrays would, with no math to speak of.
 template <class T>
 struct Touch {
@@ -453,15 +531,17 @@ template <bool kCopy, class T, class Op>
 void run(const Op& op, const Segments<T>& s, int threads) {
   constexpr int64_t W = Vec<T>::width;
   parallel_for(s.size(), threads, kGrain, [&](int64_t lo, int64_t hi) {
+    Op scratch = op;
     for_each_piece(s, lo, hi, [&](int64_t k, int64_t off, int64_t len) {
+      const Op& seg_op = at_segment(op, k, scratch);
       T* p = s.list[0][k] + off;
       const T* g = s.list[1][k] + off;
       bf16* c = kCopy ? s.copy[k] + off : nullptr;
       T* st[kMaxStates];
       for (int j = 0; j < kMaxStates; ++j) st[j] = s.list[2 + j] ? s.list[2 + j][k] + off : nullptr;
       int64_t i = 0;
-      for (; i + W <= len; i += W) update<kCopy>(op, p, g, st, c, i, W);
-      if (i < len) update<kCopy>(op, p, g, st, c, i, len - i);
+      for (; i + W <= len; i += W) update<kCopy>(seg_op, p, g, st, c, i, W);
+      if (i < len) update<kCopy>(seg_op, p, g, st, c, i, len - i);
     });
   });
 }
@@ -470,6 +550,75 @@ template <class T, template <class> class Op>
 void run_algorithm(const OptimArgs& args, const Segments<T>& s, int threads) {
   if (s.copy) run<true>(Op<T>(args), s, threads);
   else run<false>(Op<T>(args), s, threads);
+}
+
+// LAMB with adaptation, two passes over one segment per tensor (optim_per_tensor):
+// 1. per block of kClipBlock elements of a tensor: update m and v, and add p^2 and u^2 into the
+//    16 double lanes of the norms (lanes.hpp; the clip kernels' layout, so the NumPy twin
+//    follows it bitwise); the blocks' sums are added in block order per tensor, for any thread count.
+// 2. trust ratio per tensor, then p -= lr trust u (LambApply, through run: p, m, v read, p written).
+// Bytes per element: 24 + 16 (float32).
+template <class T>
+void run_lamb(const OptimArgs& a, const Segments<T>& s, int threads) {
+  using V = Vec<T>;
+  constexpr int64_t W = V::width;
+  static_assert(kLanes % W == 0, "a lane group is whole vectors");
+  if (!(a.weight_decay != 0 || a.always_adapt)) return run_algorithm<T, Lamb>(a, s, threads);
+  const LambDirection<T> dir(a);
+  struct Block {
+    int64_t seg, begin, len;
+  };
+  std::vector<Block> blocks;
+  for (int64_t k = 0; k < s.count; ++k)
+    for (int64_t b = 0, n = s.offset[k + 1] - s.offset[k]; b < n; b += kClipBlock)
+      blocks.push_back({k, b, std::min(kClipBlock, n - b)});
+  std::vector<double> p_sq(blocks.size()), u_sq(blocks.size());
+  const int useful = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, s.size() / kGrain)));
+  parallel_blocks(static_cast<int64_t>(blocks.size()), useful, [&](int64_t b) {
+    const Block& blk = blocks[static_cast<size_t>(b)];
+    T* p = s.list[0][blk.seg] + blk.begin;
+    const T* g = s.list[1][blk.seg] + blk.begin;
+    T* m = s.list[2][blk.seg] + blk.begin;
+    T* v = s.list[3][blk.seg] + blk.begin;
+    Lanes16 p_lanes, u_lanes;
+    alignas(64) T p_group[kLanes], u_group[kLanes];
+    for (int64_t i = 0; i < blk.len; i += kLanes) {
+      const int64_t group = std::min<int64_t>(kLanes, blk.len - i);
+      for (int64_t j = 0; j < group; j += W) {
+        const int64_t n = std::min<int64_t>(W, group - j), at = i + j;
+        const bool full = n == W;
+        V vg = full ? V::load(g + at) : V::load(g + at, n);
+        V vp = full ? V::load(p + at) : V::load(p + at, n);
+        V vm = full ? V::load(m + at) : V::load(m + at, n);
+        V vv = full ? V::load(v + at) : V::load(v + at, n);
+        dir.update_moments(vg, vm, vv);
+        if (full) vm.store(m + at), vv.store(v + at);
+        else vm.store(m + at, n), vv.store(v + at, n);
+        vp.store(p_group + j);  // lanes past n are not added
+        dir.direction(vp, vm, vv).store(u_group + j);
+      }
+      p_lanes.add<true>(p_group, group);
+      u_lanes.add<true>(u_group, group);
+    }
+    p_sq[static_cast<size_t>(b)] = p_lanes.sum();
+    u_sq[static_cast<size_t>(b)] = u_lanes.sum();
+  });
+  std::vector<double> neg_step(static_cast<size_t>(s.count));
+  size_t b = 0;
+  for (int64_t k = 0; k < s.count; ++k) {
+    double p2 = 0, u2 = 0;
+    for (; b < blocks.size() && blocks[b].seg == k; ++b) p2 += p_sq[b], u2 += u_sq[b];
+    const double w_norm = std::sqrt(p2), u_norm = std::sqrt(u2);
+    double trust = w_norm > 0 ? (u_norm > 0 ? w_norm / u_norm : 1.0) : 1.0;
+    if (a.trust_clip) trust = std::min(trust, 1.0);
+    neg_step[static_cast<size_t>(k)] = -(a.lr * trust);
+  }
+  // The second pass reads no gradient: its gradient list is the parameters (the same cache lines).
+  Segments<T> apply = s;
+  apply.list[1] = s.list[0];
+  const LambApply<T> op(a, neg_step.data());
+  if (s.copy) run<true>(op, apply, threads);
+  else run<false>(op, apply, threads);
 }
 
 // The algorithms optim_step knows: the kernel table's name and the functor. _touch reads and
@@ -489,6 +638,7 @@ void run_algorithm(const OptimArgs& args, const Segments<T>& s, int threads) {
   X(asgd, Asgd)                            \
   X(sgd_schedulefree, SgdScheduleFree)     \
   X(adamw_schedulefree, AdamWScheduleFree) \
+  X(lamb, Lamb)                            \
   X(_touch, Touch)
 // clang-format on
 
@@ -500,6 +650,12 @@ const char* const* optim_algorithms(int* count) {
 #undef GF_NAME
   *count = static_cast<int>(sizeof(kNames) / sizeof(kNames[0]));
   return kNames;
+}
+
+bool optim_per_tensor(int algorithm) {
+  int count = 0;
+  const char* const* names = optim_algorithms(&count);
+  return algorithm >= 0 && algorithm < count && std::string(names[algorithm]) == "lamb";
 }
 
 template <class T>
@@ -529,9 +685,16 @@ bool optim_step(int algorithm, const OptimArgs& args, const Segments<T>& s, bool
 #define GF_RUN(name, Op) &run_algorithm<T, Op>,
   static constexpr Run kRun[] = {GF_OPTIM_ALGORITHMS(GF_RUN)};
 #undef GF_RUN
+  static const int kLamb = [] {
+    int count = 0;
+    const char* const* names = optim_algorithms(&count);
+    return static_cast<int>(std::find_if(names, names + count, [](const char* n) { return std::string(n) == "lamb"; }) -
+                            names);
+  }();
   if (s.count == 0) return true;
   if (skip_nonfinite && !all_finite(s, 1, args, threads)) return false;
-  kRun[algorithm](args, s, threads);
+  if (algorithm == kLamb) run_lamb(args, s, threads);  // two passes, per-tensor norms
+  else kRun[algorithm](args, s, threads);
   return true;
 }
 

@@ -340,7 +340,15 @@ _OPTIM_DOC = (
 
 
 def _optim(
-    name: str, doc: str, arrays: tuple, scalars: tuple, *, torch: str | None, examples: tuple, rules: tuple = ()
+    name: str,
+    doc: str,
+    arrays: tuple,
+    scalars: tuple,
+    *,
+    torch: str | None,
+    examples: tuple,
+    rules: tuple = (),
+    bytes: float | None = None,
 ) -> Kernel:
     return Kernel(
         name,
@@ -352,6 +360,7 @@ def _optim(
         torch=torch,
         rules=rules,
         examples=examples,
+        bytes=bytes,
     )
 
 
@@ -628,6 +637,38 @@ OPTIMIZERS = (
             Example("first_step", dict(step=1, lr=0.01, average_weight=1.0)),
             Example("averaging", dict(step=6, lr=0.01, beta1=0.8, average_weight=0.4, weight_decay=0.1)),
             Example("lerp_from_z", dict(step=3, lr=0.01, eps=1e-6, average_weight=0.75)),
+        ),
+    ),
+    # LAMB (You et al. 2019) as timm's Lamb: per-tensor trust ratios ||p|| / ||u|| from norms the
+    # first pass accumulates (deterministic blocks, each tensor on its own even inside an arena), then
+    # a second pass p -= lr trust u: 24 + 16 B/param in float32 (one pass of 24 B when nothing adapts).
+    # timm's global max_grad_norm clip is the optimizer's grad_scale.
+    _optim(
+        "lamb",
+        "LAMB step (timm.optim.Lamb), per tensor (never merged with its neighbours): "
+        "m = lerp(m, g, 1 - beta1) (grad_averaging, else beta1 m + g); v = beta2 v + (1 - beta2) g^2; "
+        "u = m / bc1 / (sqrt(v) / sqrt(bc2) + eps) + weight_decay p (bc = 1 - beta^step, or 1 without "
+        "bias_correction); when weight_decay != 0 or always_adapt: trust = ||p|| / ||u|| if both > 0 else 1 "
+        "(at most 1 with trust_clip), else 1; p -= lr trust u.",
+        (_state("exp_avgs", "exp_avg"), _state("exp_avg_sqs", "exp_avg_sq", "nonneg")),
+        (
+            _STEP,
+            _lr(1e-3),
+            *_betas(0.9, 0.999),
+            _eps(1e-6),
+            Scalar("weight_decay", default=0.01, range=NONNEG, hyper="weight_decay", torch=_WD_TORCH),
+            Scalar("bias_correction", "bool", default=True, hyper="bias_correction"),
+            Scalar("grad_averaging", "bool", default=True, hyper="grad_averaging"),
+            _flag("trust_clip"),
+            _flag("always_adapt"),
+        ),
+        torch=None,
+        bytes=40,
+        examples=(
+            Example("adapt", dict(step=1, lr=0.01)),
+            Example("no_decay", dict(step=3, lr=0.01, weight_decay=0.0)),
+            Example("always_adapt", dict(step=2, lr=0.1, weight_decay=0.0, always_adapt=True, trust_clip=True)),
+            Example("plain_moments", dict(step=4, lr=0.01, grad_averaging=False, bias_correction=False)),
         ),
     ),
 )
