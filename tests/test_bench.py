@@ -21,7 +21,7 @@ from gradfuse._ext import _core
 
 PYTHON_DIR = Path(__file__).resolve().parents[1] / "python"
 HAS_TORCH = importlib.util.find_spec("torch") is not None
-ALGORITHMS = {"Adam", "AdamW", "SGD", "Adagrad", "RMSprop", "SGDScheduleFree", "AdamWScheduleFree", "Lamb"}
+ALGORITHMS = {"Adam", "AdamW", "SGD", "Adagrad", "RMSprop", "SGDScheduleFree", "AdamWScheduleFree", "Lamb", "Lars"}
 TORCH_IMPLS = {"torch-fused", "torch-foreach", "torch-forloop"}
 
 needs_core = pytest.mark.skipif(_core is None, reason="the C++ extension is not available")

@@ -250,3 +250,118 @@ def test_state_dict_round_trip():
     other.step([g.copy() for g in grads[1]])
     for p, q in zip(params, copy):
         assert np.array_equal(p, q)
+
+
+# ---- LARS ---------------------------------------------------------------------------------------
+LARS_SETTINGS = [
+    dict(lr=0.1),
+    dict(lr=0.5, momentum=0.9, weight_decay=1e-4),
+    dict(lr=0.2, momentum=0.9, nesterov=True, weight_decay=0.01, trust_clip=True),
+    dict(lr=0.1, momentum=0.8, dampening=0.1, always_adapt=True, trust_coeff=0.02),
+]
+LARS_DEFAULTS = dict(
+    lr=1.0, momentum=0, dampening=0, weight_decay=0, nesterov=False, trust_coeff=0.001, eps=1e-8, trust_clip=False
+)
+
+
+class ReferenceLars:
+    """timm's _single_tensor_lars, line by line, in float64 NumPy."""
+
+    def __init__(self, params, **kw):
+        self.p, self.h = params, {**LARS_DEFAULTS, "always_adapt": False, **kw}
+        self.buf = [None] * len(params)
+
+    def step(self, grads):
+        h = self.h
+        for i, (p, g) in enumerate(zip(self.p, grads)):
+            if h["weight_decay"] != 0 or h["always_adapt"]:
+                w, gn = np.linalg.norm(p), np.linalg.norm(g)
+                trust = h["trust_coeff"] * w / (gn + w * h["weight_decay"] + h["eps"]) if w > 0 and gn > 0 else 1.0
+                if h["trust_clip"]:
+                    trust = min(trust / h["lr"], 1.0)
+                g = (g + h["weight_decay"] * p) * trust
+            if h["momentum"] != 0:
+                if self.buf[i] is None:
+                    self.buf[i] = g.copy()
+                else:
+                    self.buf[i] = self.buf[i] * h["momentum"] + (1 - h["dampening"]) * g
+                g = g + h["momentum"] * self.buf[i] if h["nesterov"] else self.buf[i]
+            p -= h["lr"] * g
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kwargs", LARS_SETTINGS, ids=range(len(LARS_SETTINGS)))
+def test_lars_matches_reference(kwargs, dtype):
+    params, grads = _problem(dtype, seed=7)
+    ref = ReferenceLars([p.astype(np.float64) for p in params], **kwargs)
+    opt = gf.optim.Lars(params, **kwargs)
+    for gs in grads:
+        opt.step([g.copy() for g in gs])
+        ref.step([g.astype(np.float64) for g in gs])
+    rtol = 2e-5 if dtype == np.float32 else 1e-11
+    for i, (p, r) in enumerate(zip(params, ref.p)):
+        np.testing.assert_allclose(p, r, rtol=rtol, atol=rtol * 0.1, err_msg=f"params[{i}]")
+
+
+@pytest.mark.parametrize("kwargs", LARS_SETTINGS, ids=range(len(LARS_SETTINGS)))
+def test_lars_matches_timm(kwargs):
+    import torch
+
+    _timm_lamb()  # skips without timm
+    spec = importlib.util.find_spec("timm")
+    saved = {k: sys.modules.get(k) for k in ("timm", "timm.optim")}
+    try:
+        for name, sub in (("timm", ""), ("timm.optim", "/optim")):
+            module = types.ModuleType(name)
+            module.__path__ = [spec.submodule_search_locations[0] + sub]
+            sys.modules[name] = module
+        TimmLars = importlib.import_module("timm.optim.lars").Lars
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+    params, grads = _problem(np.float64, seed=8)
+    tparams = [torch.tensor(p.copy()) for p in params]
+    ours, theirs = gf.optim.Lars(params, **kwargs), TimmLars(tparams, foreach=False, **kwargs)
+    for gs in grads:
+        for t, g in zip(tparams, gs):
+            t.grad = torch.tensor(g.copy())
+        theirs.step()
+        ours.step([g.copy() for g in gs])
+    for i, (p, t) in enumerate(zip(params, tparams)):
+        np.testing.assert_allclose(p, t.numpy(), rtol=1e-11, atol=1e-13, err_msg=f"params[{i}]")
+        if kwargs.get("momentum"):
+            buf = theirs.state[tparams[i]]["momentum_buffer"].numpy()
+            np.testing.assert_allclose(ours.state[params[i]]["momentum_buffer"], buf, rtol=1e-11, atol=1e-13)
+
+
+def test_lars_arena_neighbours_keep_their_own_trust_ratio():
+    shapes = [(300, 200), (200,), (200, 77)]
+    arena = gf.nn.ParameterArena(shapes, dtype=np.float32)
+    rng = np.random.default_rng(9)
+    for p, scale in zip(arena, (1.0, 0.01, 3.0)):
+        p.data[...] = rng.standard_normal(p.shape) * scale
+    loose = [p.data.copy() for p in arena]
+    kw = dict(lr=0.5, momentum=0.9, weight_decay=1e-4)
+    a, b = gf.optim.Lars(list(arena), **kw), gf.optim.Lars(loose, **kw)
+    for _ in range(3):
+        gs = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+        for p, g in zip(arena, gs):
+            p.grad[...] = g
+        a.step()
+        b.step([g.copy() for g in gs])
+    for p, q in zip(arena, loose):
+        assert np.array_equal(p.data, q)
+
+
+def test_lars_grad_scale_takes_the_norm_of_the_true_gradient():
+    params, grads = _problem(np.float64, seed=10)
+    twin = [p.copy() for p in params]
+    a, b = gf.optim.Lars(params, lr=0.5, weight_decay=0.01), gf.optim.Lars(twin, lr=0.5, weight_decay=0.01)
+    for gs in grads:
+        a.step([g * 1024.0 for g in gs], grad_scale=1024.0)
+        b.step([g.copy() for g in gs])
+    for p, q in zip(params, twin):
+        np.testing.assert_allclose(p, q, rtol=1e-13)

@@ -93,6 +93,10 @@ struct Sgd {
   GF_INLINE void operator()(V& p, V g, V* s) const {
     g = prep(g);
     decay(p, g);
+    apply(p, g, s);
+  }
+  // The momentum and the step, from the final gradient (shared with LARS).
+  GF_INLINE void apply(V& p, V g, V* s) const {
     if (has_momentum) {
       V& buf = s[0];
       buf = first ? g : buf * mu + damp1 * g;
@@ -477,6 +481,27 @@ struct LambApply {
   GF_INLINE void operator()(V& p, V, V* s) const { p = p + coef * dir.direction(p, s[0], s[1]); }
 };
 
+// LARS (You et al. 2017, as timm's Lars; momentum_buffer): when weight_decay != 0 or always_adapt,
+// g = (g + wd p) trust with per tensor trust = trust_coeff ||p|| / (||g|| + wd ||p|| + eps) when
+// both norms > 0, else 1 (trust_clip: min(trust / lr, 1)); then SGD's momentum and step. The norms
+// come first (run_lars: a reduction pass, p and g read), then this functor with the tensor's trust.
+template <class T>
+struct Lars {
+  using V = Vec<T>;
+  Sgd<T> sgd;
+  bool adapt;
+  V wd, trust;
+  const double* trusts = nullptr;  // per segment
+  explicit Lars(const OptimArgs& a, const double* trusts_ = nullptr)
+      : sgd(a), adapt(a.weight_decay != 0 || a.always_adapt), wd(bc<T>(a.weight_decay)), trust(bc<T>(1.0)),
+        trusts(trusts_) {}
+  GF_INLINE void operator()(V& p, V g, V* s) const {
+    g = sgd.prep(g);
+    if (adapt) g = (g + wd * p) * trust;
+    sgd.apply(p, g, s);
+  }
+};
+
 // The functor that updates segment k: the same one, but for a per-tensor coefficient.
 template <class Op>
 GF_INLINE const Op& at_segment(const Op& op, int64_t, Op&) {
@@ -486,6 +511,12 @@ template <class T>
 GF_INLINE const LambApply<T>& at_segment(const LambApply<T>& op, int64_t k, LambApply<T>& scratch) {
   scratch = op;
   scratch.coef = bc<T>(op.neg_step[k]);
+  return scratch;
+}
+template <class T>
+GF_INLINE const Lars<T>& at_segment(const Lars<T>& op, int64_t k, Lars<T>& scratch) {
+  scratch = op;
+  scratch.trust = bc<T>(op.trusts[k]);
   return scratch;
 }
 
@@ -621,6 +652,50 @@ void run_lamb(const OptimArgs& a, const Segments<T>& s, int threads) {
   else run<false>(op, apply, threads);
 }
 
+// LARS: per block of a tensor, the sums of squares of p and g in the lanes (read only), each
+// tensor's trust ratio, then one element-wise pass (Lars) with it. Bytes: 8 + 20 (float32, momentum).
+// ||g|| is the raw gradients' norm divided by grad_scale (in double).
+template <class T>
+void run_lars(const OptimArgs& a, const Segments<T>& s, int threads) {
+  std::vector<double> trusts(static_cast<size_t>(s.count), 1.0);
+  if (a.weight_decay != 0 || a.always_adapt) {
+    struct Block {
+      int64_t seg, begin, len;
+    };
+    std::vector<Block> blocks;
+    for (int64_t k = 0; k < s.count; ++k)
+      for (int64_t b = 0, n = s.offset[k + 1] - s.offset[k]; b < n; b += kClipBlock)
+        blocks.push_back({k, b, std::min(kClipBlock, n - b)});
+    std::vector<double> p_sq(blocks.size()), g_sq(blocks.size());
+    const int useful = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, s.size() / kGrain)));
+    parallel_blocks(static_cast<int64_t>(blocks.size()), useful, [&](int64_t b) {
+      const Block& blk = blocks[static_cast<size_t>(b)];
+      const T* p = s.list[0][blk.seg] + blk.begin;
+      const T* g = s.list[1][blk.seg] + blk.begin;
+      Lanes16 p_lanes, g_lanes;
+      for (int64_t i = 0; i < blk.len; i += kLanes) {
+        const int64_t n = std::min<int64_t>(kLanes, blk.len - i);
+        p_lanes.add<true>(p + i, n);
+        g_lanes.add<true>(g + i, n);
+      }
+      p_sq[static_cast<size_t>(b)] = p_lanes.sum();
+      g_sq[static_cast<size_t>(b)] = g_lanes.sum();
+    });
+    size_t b = 0;
+    for (int64_t k = 0; k < s.count; ++k) {
+      double p2 = 0, g2 = 0;
+      for (; b < blocks.size() && blocks[b].seg == k; ++b) p2 += p_sq[b], g2 += g_sq[b];
+      const double w = std::sqrt(p2), g = a.has_grad_scale ? std::sqrt(g2) / a.grad_scale : std::sqrt(g2);
+      double trust = w > 0 && g > 0 ? a.trust_coeff * w / (g + w * a.weight_decay + a.eps) : 1.0;
+      if (a.trust_clip) trust = std::min(trust / a.lr, 1.0);
+      trusts[static_cast<size_t>(k)] = trust;
+    }
+  }
+  const Lars<T> op(a, trusts.data());
+  if (s.copy) run<true>(op, s, threads);
+  else run<false>(op, s, threads);
+}
+
 // The algorithms optim_step knows: the kernel table's name and the functor. _touch reads and
 // writes what a step with the same arrays would, with no math: the benchmark's ceiling.
 // clang-format off (a list: one algorithm per line)
@@ -639,6 +714,7 @@ void run_lamb(const OptimArgs& a, const Segments<T>& s, int threads) {
   X(sgd_schedulefree, SgdScheduleFree)     \
   X(adamw_schedulefree, AdamWScheduleFree) \
   X(lamb, Lamb)                            \
+  X(lars, Lars)                            \
   X(_touch, Touch)
 // clang-format on
 
@@ -652,10 +728,18 @@ const char* const* optim_algorithms(int* count) {
   return kNames;
 }
 
-bool optim_per_tensor(int algorithm) {
+// The index of an algorithm by name (-1: none).
+static int algorithm_index(const char* name) {
   int count = 0;
   const char* const* names = optim_algorithms(&count);
-  return algorithm >= 0 && algorithm < count && std::string(names[algorithm]) == "lamb";
+  for (int i = 0; i < count; ++i)
+    if (std::string(names[i]) == name) return i;
+  return -1;
+}
+
+bool optim_per_tensor(int algorithm) {
+  static const int lamb = algorithm_index("lamb"), lars = algorithm_index("lars");
+  return algorithm == lamb || algorithm == lars;
 }
 
 template <class T>
@@ -685,15 +769,11 @@ bool optim_step(int algorithm, const OptimArgs& args, const Segments<T>& s, bool
 #define GF_RUN(name, Op) &run_algorithm<T, Op>,
   static constexpr Run kRun[] = {GF_OPTIM_ALGORITHMS(GF_RUN)};
 #undef GF_RUN
-  static const int kLamb = [] {
-    int count = 0;
-    const char* const* names = optim_algorithms(&count);
-    return static_cast<int>(std::find_if(names, names + count, [](const char* n) { return std::string(n) == "lamb"; }) -
-                            names);
-  }();
+  static const int lamb = algorithm_index("lamb"), lars = algorithm_index("lars");
   if (s.count == 0) return true;
   if (skip_nonfinite && !all_finite(s, 1, args, threads)) return false;
-  if (algorithm == kLamb) run_lamb(args, s, threads);  // two passes, per-tensor norms
+  if (algorithm == lamb) run_lamb(args, s, threads);  // two passes, per-tensor norms
+  else if (algorithm == lars) run_lars(args, s, threads);
   else kRun[algorithm](args, s, threads);
   return true;
 }

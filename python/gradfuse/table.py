@@ -671,6 +671,49 @@ OPTIMIZERS = (
             Example("plain_moments", dict(step=4, lr=0.01, grad_averaging=False, bias_correction=False)),
         ),
     ),
+    # LARS (You et al. 2017) as timm's Lars: a reduction pass (p, g: 8 B/param) for the per-tensor
+    # trust ratios, then SGD's pass with the scaled gradient (20 B with momentum).
+    _optim(
+        "lars",
+        "LARS step (timm.optim.Lars), per tensor (never merged with its neighbours): when weight_decay != 0 "
+        "or always_adapt, g = (g + weight_decay p) trust, trust = trust_coeff ||p|| / (||g|| + weight_decay "
+        "||p|| + eps) when both norms > 0 else 1 (trust_clip: min(trust / lr, 1)); then SGD's momentum "
+        "(step == 1 starts the buffer with g), dampening, nesterov and p -= lr g.",
+        (_state("momentum_buffers", "momentum_buffer", when=lambda s: s["momentum"] != 0),),
+        (
+            Scalar("step", "int", default=1, range=STEP),
+            _lr(1.0),
+            Scalar("momentum", default=0.0, range=NONNEG, hyper="momentum", torch="Invalid momentum value: {value}"),
+            Scalar("dampening", default=0.0, range=FINITE, hyper="dampening", torch="Invalid dampening value: {value}"),
+            _weight_decay(),
+            _flag("nesterov"),
+            Scalar(
+                "trust_coeff", default=0.001, range=NONNEG, hyper="trust_coeff", torch="Invalid trust_coeff: {value}"
+            ),
+            _eps(1e-8),
+            _flag("trust_clip"),
+            _flag("always_adapt"),
+        ),
+        torch=None,
+        bytes=28,
+        rules=(
+            Rule(
+                lambda s: not s["nesterov"] or (s["momentum"] > 0 and s["dampening"] == 0),
+                "nesterov",
+                "Nesterov momentum requires a momentum and zero dampening",
+                "Nesterov momentum requires a momentum and zero dampening",
+            ),
+        ),
+        examples=(
+            Example("plain", dict(lr=0.1)),
+            Example("adapt_momentum", dict(step=2, lr=0.5, momentum=0.9, weight_decay=1e-4)),
+            Example(
+                "first_step_clip", dict(step=1, lr=0.5, momentum=0.9, dampening=0.1, weight_decay=0.01, trust_clip=True)
+            ),
+            Example("nesterov", dict(step=3, lr=0.2, momentum=0.9, nesterov=True, weight_decay=0.01)),
+            Example("always_adapt", dict(step=2, lr=0.1, always_adapt=True, trust_coeff=0.02)),
+        ),
+    ),
 )
 
 

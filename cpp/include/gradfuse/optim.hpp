@@ -12,9 +12,10 @@
 // on every ISA path and no fma, so a step is bitwise identical for every thread count, every ISA
 // path and the NumPy twin (python/gradfuse/_numpy/optim.py).
 //
-// The one exception, lamb (optim_per_tensor): per-tensor trust ratios need each tensor's norms, so
+// The exceptions, lamb and lars (optim_per_tensor): per-tensor trust ratios need each tensor's norms, so
 // it gets one segment per tensor and makes two passes (cpp/src/optim.cpp, run_lamb): the moments
-// with deterministic per-tensor sums of squares of p and u, then p -= lr trust u (40 B/param fp32).
+// with deterministic per-tensor sums of squares of p and u, then p -= lr trust u (40 B/param fp32);
+// lars: the sums of squares of p and g (8 B), then SGD with the scaled gradient (20 B with momentum).
 //
 // Gradient prologue, common to all: g <- g / grad_scale (if given); g <- -g (if maximize).
 // skip_nonfinite: one extra read of the gradients (4 B/param) BEFORE anything is written; if any
@@ -62,7 +63,8 @@ namespace gf {
   X(lambd)                \
   X(eta)                  \
   X(mu)                   \
-  X(average_weight)
+  X(average_weight)       \
+  X(trust_coeff)
 #define GF_OPTIM_FLAGS(X)   \
   X(maximize)               \
   X(nesterov)               \

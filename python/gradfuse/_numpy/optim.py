@@ -49,8 +49,10 @@ def step(row, args: dict) -> bool:
         return False
     states = [args[s.name] for s in row.states]
     update = UPDATES[row.name](a)
+    raw = getattr(update, "wants_raw_grad", False)  # lars: its norm is of the gradient as given
     for i, (p, g) in enumerate(zip(params, grads)):
-        update(p, _grad(g, a.grad_scale, a.maximize), *[None if s is None else s[i] for s in states])
+        extra = {"raw": g} if raw else {}
+        update(p, _grad(g, a.grad_scale, a.maximize), *[None if s is None else s[i] for s in states], **extra)
         if copies is not None:
             copies[i][...] = p.astype(copies[i].dtype)  # ml_dtypes: round to nearest even
     return True
@@ -310,6 +312,28 @@ def lamb(a):
     return update
 
 
+def lars(a):
+    """Per tensor: the norms of p and g in clip's blocks and lanes (||g||: the raw gradients' norm
+    divided by grad_scale), the trust ratio, then SGD with g = (g + weight_decay p) trust."""
+    adapt = a.weight_decay != 0 or a.always_adapt
+    step = sgd(SimpleNamespace(**{**vars(a), "weight_decay": 0.0}))
+
+    def update(p, g, momentum_buffer, raw=None):
+        if adapt:
+            w = _norm_of_segments([p.reshape(-1)], 2.0)
+            gn = _norm_of_segments([raw.reshape(-1)], 2.0)
+            if a.grad_scale is not None:
+                gn = gn / a.grad_scale
+            trust = a.trust_coeff * w / (gn + w * a.weight_decay + a.eps) if w > 0 and gn > 0 else 1.0
+            if a.trust_clip:
+                trust = min(float(np.float64(trust) / np.float64(a.lr)), 1.0)  # lr = 0: inf, as in C++
+            g = (g + a.weight_decay * p) * trust
+        step(p, g, momentum_buffer)
+
+    update.wants_raw_grad = True
+    return update
+
+
 UPDATES = {
     f.__name__: f
     for f in (
@@ -327,5 +351,6 @@ UPDATES = {
         sgd_schedulefree,
         adamw_schedulefree,
         lamb,
+        lars,
     )
 }

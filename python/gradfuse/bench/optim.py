@@ -24,7 +24,8 @@ reads or writes, once): in float32 Adam/AdamW 28, SGD momentum 20, Adagrad 20, R
 SGDScheduleFree 20 (p, g, z), AdamWScheduleFree 28 (p, g, z, exp_avg_sq), Lamb 40 (two passes:
 p, g, m, v read and m, v written, then p, m, v read and p written; its touch is a 24 B touch and a
 12 B one, 36 B, so its fraction of the ceiling is understated by up to 10%; timm's global gradient
-clip, 4 B more for every implementation, is not counted); float64 doubles them.
+clip, 4 B more for every implementation, is not counted), Lars 28 (p, g read for the norms, then
+SGD with momentum: 20; its touch reads p and g and then touches as SGD); float64 doubles them.
 GB/s = bytes * params / median time.
 
 A second, small section measures the fixed cost of one step: 256 tensors of 16 elements, where
@@ -34,6 +35,7 @@ time is all per-call and per-tensor overhead (Python in opt.step, the binding, O
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import math
 import os
@@ -106,6 +108,14 @@ ALGORITHMS = {
         ),
         # LAMB: the peer is timm's Lamb (foreach or not), max_grad_norm=1.0 (timm's default) for both
         Algorithm("Lamb", {"lr": LR}, "lamb", {"step": 10, "lr": LR}, peer="timm"),
+        # LARS: timm's Lars with momentum and weight decay (the adapting path)
+        Algorithm(
+            "Lars",
+            {"lr": LR, "momentum": 0.9, "weight_decay": 1e-4},
+            "lars",
+            {"step": 2, "lr": LR, "momentum": 0.9, "weight_decay": 1e-4},
+            peer="timm",
+        ),
     )
 }
 
@@ -233,6 +243,7 @@ def _state_lists(opt, built: Built, algo: Algorithm) -> list[list[np.ndarray]]:
     return [[opt.state[p][key] for p in built.gf_params] for key in algo.states]
 
 
+@functools.cache
 def _timm_class(name: str):
     """timm.optim.<module>.<name> without timm/__init__ (it imports torchvision): bare parents."""
     import importlib
@@ -253,7 +264,7 @@ def _timm_class(name: str):
 def _torch_optimizer(torch, algo: Algorithm, params: list, variant: dict):
     if algo.peer == "timm":
         if "fused" in variant:
-            raise TypeError("timm's Lamb has no fused step")
+            raise TypeError(f"timm's {algo.name} has no fused step")
         return _timm_class(algo.name)(params, **algo.kwargs, **variant)
     if algo.peer == "schedulefree":
         import schedulefree  # optional: its cells are skipped where it is not installed
@@ -310,6 +321,14 @@ def _impls_for(algo: Algorithm, built: Built, torch, errors: dict) -> tuple[dict
             _core._touch(built.arrays, states[0])
 
         impls["touch"] = touch_twice
+    if algo.kernel == "lars":  # the norms' read of p and g (8 B), then SGD's 20 B
+
+        def touch_lars():
+            gf.ops.all_finite(built.arrays)
+            gf.ops.all_finite(built.grads)
+            _core._touch(built.arrays, built.grads, *states)
+
+        impls["touch"] = touch_lars
     return impls, keep
 
 

@@ -1,4 +1,5 @@
-"""LAMB (You et al. 2019, "Large Batch Optimization for Deep Learning"), with the names, defaults,
+"""LAMB (You et al. 2019, "Large Batch Optimization for Deep Learning") and LARS (You et al. 2017),
+as timm's Lamb and Lars. LAMB with the names, defaults,
 state keys (exp_avg, exp_avg_sq) and group step counter ("step") of timm's Lamb (timm 1.0).
 
 Each step is the kernel table's lamb row: a first fused pass updates the moments and accumulates,
@@ -10,6 +11,9 @@ default) is one more read of the gradients (their norm), folded into the kernel'
 As timm: adaptation (the trust ratio) only where weight_decay != 0, or always_adapt=True. To leave
 biases and norm weights out, give them their own group with weight_decay=0 (timm's
 param_groups_weight_decay does that): gf.optim.lamb_param_groups(model.named_parameters()).
+
+LARS (the lars row): a reduction pass over p and g gives each parameter's trust ratio, then one
+SGD pass with the scaled gradient.
 """
 
 from __future__ import annotations
@@ -134,6 +138,50 @@ class Lamb(Optimizer):
         return applied
 
 
+class Lars(Optimizer):
+    """LARS (timm.optim.Lars): SGD whose gradient, where weight_decay != 0 or always_adapt, is
+    (g + weight_decay p) trust with the per-parameter trust = trust_coeff ||p|| / (||g|| +
+    weight_decay ||p|| + eps) (1 when either norm is 0; trust_clip: min(trust / lr, 1)); then
+    momentum, dampening, nesterov as SGD. State: momentum_buffer (and gradfuse's per-parameter
+    step, which starts the buffer; timm starts it when it is missing). Leave biases and norm weights
+    out with a weight_decay=0 group: lamb_param_groups(model.named_parameters())."""
+
+    _kernel = "lars"
+    _per_tensor = True
+
+    def __init__(
+        self,
+        params,
+        lr=1.0,
+        momentum=0,
+        dampening=0,
+        weight_decay=0,
+        nesterov=False,
+        trust_coeff=0.001,
+        eps=1e-8,
+        trust_clip=False,
+        always_adapt=False,
+        foreach=None,
+        *,
+        maximize=False,
+        skip_nonfinite=False,
+    ):
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            trust_coeff=trust_coeff,
+            eps=eps,
+            trust_clip=trust_clip,
+            always_adapt=always_adapt,
+            foreach=foreach,
+            maximize=maximize,
+        )
+        super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
+
+
 def lamb_param_groups(named_parameters, weight_decay: float = 0.01, no_decay: tuple = ()) -> list:
     """timm's param_groups_weight_decay: 1-D parameters (biases, norm weights) and the names in
     no_decay go into a group with weight_decay=0 (so Lamb does not adapt them), the rest into one
@@ -144,4 +192,4 @@ def lamb_param_groups(named_parameters, weight_decay: float = 0.01, no_decay: tu
     return [{"params": plain, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
 
 
-__all__ = ["Lamb", "lamb_param_groups"]
+__all__ = ["Lamb", "Lars", "lamb_param_groups"]
