@@ -615,17 +615,28 @@ void run_lamb(const OptimArgs& a, const Segments<T>& s, int threads) {
     alignas(64) T p_group[kLanes], u_group[kLanes];
     for (int64_t i = 0; i < blk.len; i += kLanes) {
       const int64_t group = std::min<int64_t>(kLanes, blk.len - i);
+      if (group == kLanes) {  // whole vectors: summed from the registers
+        for (int64_t j = 0; j < kLanes; j += W) {
+          const int64_t at = i + j;
+          V vm = V::load(m + at), vv = V::load(v + at);
+          const V vp = V::load(p + at);
+          dir.update_moments(V::load(g + at), vm, vv);
+          vm.store(m + at);
+          vv.store(v + at);
+          p_lanes.add_vec<true>(vp, static_cast<int>(j / W));
+          u_lanes.add_vec<true>(dir.direction(vp, vm, vv), static_cast<int>(j / W));
+        }
+        continue;
+      }
+      // A block's short last group: masked, through a buffer (lanes past the end are not added).
       for (int64_t j = 0; j < group; j += W) {
         const int64_t n = std::min<int64_t>(W, group - j), at = i + j;
-        const bool full = n == W;
-        V vg = full ? V::load(g + at) : V::load(g + at, n);
-        V vp = full ? V::load(p + at) : V::load(p + at, n);
-        V vm = full ? V::load(m + at) : V::load(m + at, n);
-        V vv = full ? V::load(v + at) : V::load(v + at, n);
-        dir.update_moments(vg, vm, vv);
-        if (full) vm.store(m + at), vv.store(v + at);
-        else vm.store(m + at, n), vv.store(v + at, n);
-        vp.store(p_group + j);  // lanes past n are not added
+        V vm = load_n(m + at, n), vv = load_n(v + at, n);
+        const V vp = load_n(p + at, n);
+        dir.update_moments(load_n(g + at, n), vm, vv);
+        store_n(vm, m + at, n);
+        store_n(vv, v + at, n);
+        vp.store(p_group + j);
         dir.direction(vp, vm, vv).store(u_group + j);
       }
       p_lanes.add<true>(p_group, group);

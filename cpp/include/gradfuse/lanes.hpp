@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "gradfuse/simd.hpp"
 
@@ -29,8 +30,7 @@ struct Lanes16 {
     for (int k = 0; k < kVecs; ++k) {
       const int64_t m = std::min<int64_t>(D::width, n - int64_t{k} * D::width);
       if (m <= 0) break;  // the remaining lanes would add +0
-      const D v = load_n(x + k * D::width, m);
-      acc[k] = acc[k] + (Square ? v * v : abs(v));
+      add_vec<Square>(load_n(x + k * D::width, m), k);
     }
   }
   template <bool Square>
@@ -49,15 +49,24 @@ struct Lanes16 {
     for (int k = 0; k < kLoads; ++k) {
       const int64_t m = std::min<int64_t>(F::width, n - int64_t{k} * F::width);
       if (m <= 0) break;
-      const F v = load_n(x + k * F::width, m);
-      const D lo = widen_lo(v);  // widened first: a float square is exact in double
-      if constexpr (F::width == D::width) {
-        acc[k] = acc[k] + (Square ? lo * lo : abs(lo));
-      } else {
-        const D hi = widen_hi_or_zero(v);
-        acc[2 * k] = acc[2 * k] + (Square ? lo * lo : abs(lo));
-        acc[2 * k + 1] = acc[2 * k + 1] + (Square ? hi * hi : abs(hi));
-      }
+      add_vec<Square>(load_n(x + k * F::width, m), k);
+    }
+  }
+  // Vector k of a group of 16 elements, already in registers (its lanes k * width onwards): for
+  // kernels that sum values they compute (LAMB's update) without storing them.
+  template <bool Square>
+  GF_INLINE void add_vec(D v, int k) {
+    acc[k] = acc[k] + (Square ? v * v : abs(v));
+  }
+  template <bool Square, class F = Vec<float>, std::enable_if_t<!std::is_same_v<F, D>, int> = 0>
+  GF_INLINE void add_vec(Vec<float> v, int k) {
+    const D lo = widen_lo(v);  // widened first: a float square is exact in double
+    if constexpr (F::width == D::width) {
+      acc[k] = acc[k] + (Square ? lo * lo : abs(lo));
+    } else {
+      const D hi = widen_hi_or_zero(v);
+      acc[2 * k] = acc[2 * k] + (Square ? lo * lo : abs(lo));
+      acc[2 * k + 1] = acc[2 * k + 1] + (Square ? hi * hi : abs(hi));
     }
   }
   // The 16 lanes added as a fixed tree: a[k] += a[k + w] for w = 8, 4, 2, 1.
