@@ -250,11 +250,11 @@ def _timm_class(name: str):
     import importlib.util
     import types
 
-    spec = importlib.util.find_spec("timm")
-    if spec is None:
-        raise ImportError("timm is not installed")
-    for package, sub in (("timm", ""), ("timm.optim", "/optim")):
-        if package not in sys.modules:
+    if "timm" not in sys.modules:  # else: timm itself, or the bare parents of an earlier call
+        spec = importlib.util.find_spec("timm")
+        if spec is None:
+            raise ImportError("timm is not installed")
+        for package, sub in (("timm", ""), ("timm.optim", "/optim")):
             module = types.ModuleType(package)
             module.__path__ = [spec.submodule_search_locations[0] + sub]
             sys.modules[package] = module
