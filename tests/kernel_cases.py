@@ -485,6 +485,17 @@ def rule_breakers(row: Kernel) -> list:
 # ---- the optimizer classes --------------------------------------------------------------------------------------
 
 
+# Optimizers whose step couples every parameter by default (Lamb: timm's global gradient clip over
+# all groups), and the setting that makes each parameter's step its own again: the tests that
+# compare a group with separate optimizers use it (tests/test_lamb.py checks the coupled step).
+COUPLED = {"Lamb": {"max_grad_norm": None}}
+
+
+def per_parameter(name: str, kwargs: dict) -> dict:
+    """kwargs under which optimizer `name` steps each parameter independently of the others."""
+    return {**kwargs, **COUPLED.get(name, {})}
+
+
 def optimizer_classes() -> list:
     out = []
     for name in gf.optim.__all__:

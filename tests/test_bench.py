@@ -21,7 +21,7 @@ from gradfuse._ext import _core
 
 PYTHON_DIR = Path(__file__).resolve().parents[1] / "python"
 HAS_TORCH = importlib.util.find_spec("torch") is not None
-ALGORITHMS = {"Adam", "AdamW", "SGD", "Adagrad", "RMSprop", "SGDScheduleFree", "AdamWScheduleFree"}
+ALGORITHMS = {"Adam", "AdamW", "SGD", "Adagrad", "RMSprop", "SGDScheduleFree", "AdamWScheduleFree", "Lamb", "Lars"}
 TORCH_IMPLS = {"torch-fused", "torch-foreach", "torch-forloop"}
 
 needs_core = pytest.mark.skipif(_core is None, reason="the C++ extension is not available")
@@ -55,7 +55,8 @@ def _check_rows(result: dict, with_torch: bool) -> None:
                 assert row["ms"] > 0 and row["gb_per_s"] > 0 and row["ceiling_gb_per_s"] > 0
                 assert len(row["samples_ms"]) == result["settings"]["repeats"]
             assert cells[(w, algo, "numpy")]["gradfuse_speedup"] > 0
-            assert cells[(w, algo, "gradfuse")]["bytes_per_param"] == (28 if algo.startswith("Adam") else 20)
+            expected = {"Lamb": 40, "Lars": 28}.get(algo, 28 if algo.startswith("Adam") else 20)
+            assert cells[(w, algo, "gradfuse")]["bytes_per_param"] == expected
             torch_rows = [cells.get((w, algo, impl)) for impl in TORCH_IMPLS]
             if with_torch:
                 assert all(r is not None for r in torch_rows), (w, algo)

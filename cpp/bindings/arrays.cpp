@@ -281,7 +281,7 @@ void check_aliasing(const std::string& fn, const std::vector<const ArrayArg*>& a
   check_arrays_spans(fn, arrays.size(), [&](size_t k) -> const ArrayArg& { return *arrays[k]; });
 }
 
-TensorLists::TensorLists(const std::string& fn, std::vector<TensorArg> args, bool check_only) {
+TensorLists::TensorLists(const std::string& fn, std::vector<TensorArg> args, bool check_only, bool merge) {
   const auto& api = npy_api::get();
   const size_t nargs = args.size();
   present_.assign(nargs, false);
@@ -370,7 +370,7 @@ TensorLists::TensorLists(const std::string& fn, std::vector<TensorArg> args, boo
   for (size_t i = 0; i < count; ++i) {
     const int64_t size = items[start[first] + i].size;
     if (size == 0) continue;
-    bool joins = offset_.size() > 1;
+    bool joins = merge && offset_.size() > 1;
     for (size_t k = 0; joins && k < lists.size(); ++k) joins = items[start[lists[k]] + i].data == seg_end[lists[k]];
     if (!joins) {
       offset_.push_back(offset_.back());

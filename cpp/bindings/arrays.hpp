@@ -192,7 +192,8 @@ struct TensorArg {
 // arrays are dropped.
 class TensorLists {
  public:
-  TensorLists(const std::string& fn, std::vector<TensorArg> args, bool check_only = false);
+  // merge = false: one segment per non-empty array (kernels that reduce over each array on its own).
+  TensorLists(const std::string& fn, std::vector<TensorArg> args, bool check_only = false, bool merge = true);
 
   bool empty() const { return offset_.size() <= 1; }
   DType dtype() const { return dtypes_.dtype; }

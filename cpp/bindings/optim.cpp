@@ -89,7 +89,7 @@ bool step(const std::string& algorithm, py::tuple names, py::tuple arrays, py::d
     if (i == floating) lists.push_back({keep[i].c_str(), arrays[i], true, false, kBf16});  // bf16 copies, optional
     else lists.push_back({keep[i].c_str(), arrays[i], i != 1, i < 2});  // grads are read; states may be unused
   }
-  TensorLists checked(algorithm, std::move(lists));
+  TensorLists checked(algorithm, std::move(lists), false, !GF_CALL(optim_per_tensor, index));
   if (checked.empty()) return true;
   const int threads = num_threads();
   py::gil_scoped_release release;

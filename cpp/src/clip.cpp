@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "gradfuse/clip.hpp"
+#include "gradfuse/lanes.hpp"
 #include "gradfuse/parallel.hpp"
 #include "gradfuse/simd.hpp"
 
@@ -24,7 +25,6 @@ namespace gf {
 namespace GF_ISA_NS {
 namespace {
 
-constexpr int kLanes = 16;
 static_assert(kClipBlock % kLanes == 0, "blocks hold whole lane groups");
 
 enum class Norm { l1, l2, inf, p };
@@ -35,61 +35,6 @@ Norm norm_kind(double p) {
   if (std::isinf(p)) return Norm::inf;
   return Norm::p;
 }
-
-// 16 double accumulators; lane k of the layout is lane k % DW of vector k / DW.
-struct Lanes16 {
-  using D = Vec<double>;
-  static constexpr int kVecs = kLanes / D::width;
-  D acc[kVecs];
-  Lanes16() {
-    for (auto& a : acc) a = D::broadcast(0.0);
-  }
-  // Squared (Square) or absolute values of n <= 16 elements at x, lane k <- x[k].
-  template <bool Square>
-  GF_INLINE void add(const double* x, int64_t n) {
-    for (int k = 0; k < kVecs; ++k) {
-      const int64_t m = std::min<int64_t>(D::width, n - int64_t{k} * D::width);
-      if (m <= 0) break;  // the remaining lanes would add +0
-      const D v = load_n(x + k * D::width, m);
-      acc[k] = acc[k] + (Square ? v * v : abs(v));
-    }
-  }
-  template <bool Square>
-  GF_INLINE void add(const float* x, int64_t n) {
-    add_floats<Square>(x, n);
-  }
-  template <bool Square>
-  GF_INLINE void add(const bf16* x, int64_t n) {
-    add_floats<Square>(x, n);
-  }
-  // float32 lanes, from float32 or bf16 storage.
-  template <bool Square, class S>
-  GF_INLINE void add_floats(const S* x, int64_t n) {
-    using F = Vec<float>;
-    constexpr int kLoads = kLanes / F::width;  // F::width is D::width, or twice it
-    for (int k = 0; k < kLoads; ++k) {
-      const int64_t m = std::min<int64_t>(F::width, n - int64_t{k} * F::width);
-      if (m <= 0) break;
-      const F v = load_n(x + k * F::width, m);
-      const D lo = widen_lo(v);  // widened first: a float square is exact in double
-      if constexpr (F::width == D::width) {
-        acc[k] = acc[k] + (Square ? lo * lo : abs(lo));
-      } else {
-        const D hi = widen_hi_or_zero(v);
-        acc[2 * k] = acc[2 * k] + (Square ? lo * lo : abs(lo));
-        acc[2 * k + 1] = acc[2 * k + 1] + (Square ? hi * hi : abs(hi));
-      }
-    }
-  }
-  // The 16 lanes added as a fixed tree: a[k] += a[k + w] for w = 8, 4, 2, 1.
-  GF_INLINE double sum() const {
-    alignas(64) double a[kLanes];
-    for (int k = 0; k < kVecs; ++k) acc[k].store(a + k * D::width);
-    for (int w = kLanes / 2; w >= 1; w /= 2)
-      for (int k = 0; k < w; ++k) a[k] += a[k + w];
-    return a[0];
-  }
-};
 
 template <class T>
 double block_sum_l(const T* x, int64_t n, bool square) {

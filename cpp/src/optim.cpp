@@ -12,9 +12,14 @@
 // operator() updates one vector of elements: p and the states in place, g read. Operation order
 // mirrors the NumPy twin (python/gradfuse/_numpy/optim.py) exactly and uses no fma, so results are
 // bitwise equal across ISA paths, thread counts and the twin.
+#include <algorithm>
 #include <cmath>
+#include <string>
 #include <type_traits>
+#include <vector>
 
+#include "gradfuse/clip.hpp"
+#include "gradfuse/lanes.hpp"
 #include "gradfuse/optim.hpp"
 #include "gradfuse/parallel.hpp"
 #include "gradfuse/simd.hpp"
@@ -88,6 +93,10 @@ struct Sgd {
   GF_INLINE void operator()(V& p, V g, V* s) const {
     g = prep(g);
     decay(p, g);
+    apply(p, g, s);
+  }
+  // The momentum and the step, from the final gradient (shared with LARS).
+  GF_INLINE void apply(V& p, V g, V* s) const {
     if (has_momentum) {
       V& buf = s[0];
       buf = first ? g : buf * mu + damp1 * g;
@@ -411,6 +420,106 @@ struct AdamWScheduleFree {
   }
 };
 
+// LAMB (You et al. 2019, as timm's Lamb; exp_avg, exp_avg_sq): g /= grad_scale (timm's global
+// clip); m = lerp(m, g, 1-b1) (grad_averaging) else b1 m + g; v = b2 v + (1-b2) g g;
+// u = m (1/bc1) / (sqrt(v) (1/sqrt(bc2)) + eps) + wd p; p -= lr trust u, with per tensor
+// trust = ||p|| / ||u|| when both > 0, else 1 (min(trust, 1) with trust_clip), when wd != 0 or
+// always_adapt, else 1. LambDirection holds the math; the passes are in run_lamb.
+template <class T>
+struct LambDirection {
+  using V = Vec<T>;
+  GradPrologue<T> prep;
+  Moments<T> moments;
+  bool averaging, decay;
+  V beta1, beta2, one_minus_beta2, inv_bc1, inv_bc2_sqrt, eps, wd;
+  static double correction(bool on, double beta, int64_t step) { return on ? 1.0 - std::pow(beta, double(step)) : 1.0; }
+  explicit LambDirection(const OptimArgs& a)
+      : prep(a), moments(a), averaging(a.grad_averaging), decay(a.weight_decay != 0), beta1(bc<T>(a.beta1)),
+        beta2(bc<T>(a.beta2)), one_minus_beta2(bc<T>(1.0 - a.beta2)),
+        inv_bc1(bc<T>(1.0 / correction(a.bias_correction, a.beta1, a.step))),
+        inv_bc2_sqrt(bc<T>(1.0 / std::sqrt(correction(a.bias_correction, a.beta2, a.step)))), eps(bc<T>(a.eps)),
+        wd(bc<T>(a.weight_decay)) {}
+  GF_INLINE void update_moments(V g, V& m, V& v) const {
+    g = prep(g);
+    if (averaging) {
+      moments(g, m, v);
+    } else {
+      m = m * beta1 + g;
+      v = v * beta2 + one_minus_beta2 * g * g;
+    }
+  }
+  GF_INLINE V direction(V p, V m, V v) const {
+    V u = m * inv_bc1 / (sqrt(v) * inv_bc2_sqrt + eps);
+    if (decay) u = u + wd * p;
+    return u;
+  }
+};
+
+// lamb without adaptation (wd == 0 and not always_adapt): one pass, p -= lr u.
+template <class T>
+struct Lamb {
+  using V = Vec<T>;
+  LambDirection<T> dir;
+  V neg_lr;
+  explicit Lamb(const OptimArgs& a) : dir(a), neg_lr(bc<T>(-a.lr)) {}
+  GF_INLINE void operator()(V& p, V g, V* s) const {
+    dir.update_moments(g, s[0], s[1]);
+    p = p + neg_lr * dir.direction(p, s[0], s[1]);
+  }
+};
+
+// lamb's second pass: p += -(lr trust) u from the updated moments (u recomputed: the same
+// operations give the same u as the first pass, and reading m, v costs what storing u would).
+// run() hands each segment (one tensor) its coefficient through at_segment.
+template <class T>
+struct LambApply {
+  using V = Vec<T>;
+  LambDirection<T> dir;
+  const double* neg_step = nullptr;  // -(lr trust) per segment
+  V coef;
+  LambApply(const OptimArgs& a, const double* neg_step_) : dir(a), neg_step(neg_step_), coef(bc<T>(0.0)) {}
+  GF_INLINE void operator()(V& p, V, V* s) const { p = p + coef * dir.direction(p, s[0], s[1]); }
+};
+
+// LARS (You et al. 2017, as timm's Lars; momentum_buffer): when weight_decay != 0 or always_adapt,
+// g = (g + wd p) trust with per tensor trust = trust_coeff ||p|| / (||g|| + wd ||p|| + eps) when
+// both norms > 0, else 1 (trust_clip: min(trust / lr, 1)); then SGD's momentum and step. The norms
+// come first (run_lars: a reduction pass, p and g read), then this functor with the tensor's trust.
+template <class T>
+struct Lars {
+  using V = Vec<T>;
+  Sgd<T> sgd;
+  bool adapt;
+  V wd, trust;
+  const double* trusts = nullptr;  // per segment
+  explicit Lars(const OptimArgs& a, const double* trusts_ = nullptr)
+      : sgd(a), adapt(a.weight_decay != 0 || a.always_adapt), wd(bc<T>(a.weight_decay)), trust(bc<T>(1.0)),
+        trusts(trusts_) {}
+  GF_INLINE void operator()(V& p, V g, V* s) const {
+    g = sgd.prep(g);
+    if (adapt) g = (g + wd * p) * trust;
+    sgd.apply(p, g, s);
+  }
+};
+
+// The functor that updates segment k: the same one, but for a per-tensor coefficient.
+template <class Op>
+GF_INLINE const Op& at_segment(const Op& op, int64_t, Op&) {
+  return op;
+}
+template <class T>
+GF_INLINE const LambApply<T>& at_segment(const LambApply<T>& op, int64_t k, LambApply<T>& scratch) {
+  scratch = op;
+  scratch.coef = bc<T>(op.neg_step[k]);
+  return scratch;
+}
+template <class T>
+GF_INLINE const Lars<T>& at_segment(const Lars<T>& op, int64_t k, Lars<T>& scratch) {
+  scratch = op;
+  scratch.trust = bc<T>(op.trusts[k]);
+  return scratch;
+}
+
 // Reads and writes what a step with the same arrays would, with no math to speak of.
 template <class T>
 struct Touch {
@@ -453,15 +562,17 @@ template <bool kCopy, class T, class Op>
 void run(const Op& op, const Segments<T>& s, int threads) {
   constexpr int64_t W = Vec<T>::width;
   parallel_for(s.size(), threads, kGrain, [&](int64_t lo, int64_t hi) {
+    Op scratch = op;
     for_each_piece(s, lo, hi, [&](int64_t k, int64_t off, int64_t len) {
+      const Op& seg_op = at_segment(op, k, scratch);
       T* p = s.list[0][k] + off;
       const T* g = s.list[1][k] + off;
       bf16* c = kCopy ? s.copy[k] + off : nullptr;
       T* st[kMaxStates];
       for (int j = 0; j < kMaxStates; ++j) st[j] = s.list[2 + j] ? s.list[2 + j][k] + off : nullptr;
       int64_t i = 0;
-      for (; i + W <= len; i += W) update<kCopy>(op, p, g, st, c, i, W);
-      if (i < len) update<kCopy>(op, p, g, st, c, i, len - i);
+      for (; i + W <= len; i += W) update<kCopy>(seg_op, p, g, st, c, i, W);
+      if (i < len) update<kCopy>(seg_op, p, g, st, c, i, len - i);
     });
   });
 }
@@ -470,6 +581,130 @@ template <class T, template <class> class Op>
 void run_algorithm(const OptimArgs& args, const Segments<T>& s, int threads) {
   if (s.copy) run<true>(Op<T>(args), s, threads);
   else run<false>(Op<T>(args), s, threads);
+}
+
+// LAMB with adaptation, two passes over one segment per tensor (optim_per_tensor):
+// 1. per block of kClipBlock elements of a tensor: update m and v, and add p^2 and u^2 into the
+//    16 double lanes of the norms (lanes.hpp; the clip kernels' layout, so the NumPy twin
+//    follows it bitwise); the blocks' sums are added in block order per tensor, for any thread count.
+// 2. trust ratio per tensor, then p -= lr trust u (LambApply, through run: p, m, v read, p written).
+// Bytes per element: 24 + 16 (float32).
+template <class T>
+void run_lamb(const OptimArgs& a, const Segments<T>& s, int threads) {
+  using V = Vec<T>;
+  constexpr int64_t W = V::width;
+  static_assert(kLanes % W == 0, "a lane group is whole vectors");
+  if (!(a.weight_decay != 0 || a.always_adapt)) return run_algorithm<T, Lamb>(a, s, threads);
+  const LambDirection<T> dir(a);
+  struct Block {
+    int64_t seg, begin, len;
+  };
+  std::vector<Block> blocks;
+  for (int64_t k = 0; k < s.count; ++k)
+    for (int64_t b = 0, n = s.offset[k + 1] - s.offset[k]; b < n; b += kClipBlock)
+      blocks.push_back({k, b, std::min(kClipBlock, n - b)});
+  std::vector<double> p_sq(blocks.size()), u_sq(blocks.size());
+  const int useful = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, s.size() / kGrain)));
+  parallel_blocks(static_cast<int64_t>(blocks.size()), useful, [&](int64_t b) {
+    const Block& blk = blocks[static_cast<size_t>(b)];
+    T* p = s.list[0][blk.seg] + blk.begin;
+    const T* g = s.list[1][blk.seg] + blk.begin;
+    T* m = s.list[2][blk.seg] + blk.begin;
+    T* v = s.list[3][blk.seg] + blk.begin;
+    Lanes16 p_lanes, u_lanes;
+    alignas(64) T p_group[kLanes], u_group[kLanes];
+    for (int64_t i = 0; i < blk.len; i += kLanes) {
+      const int64_t group = std::min<int64_t>(kLanes, blk.len - i);
+      if (group == kLanes) {  // whole vectors: summed from the registers
+        for (int64_t j = 0; j < kLanes; j += W) {
+          const int64_t at = i + j;
+          V vm = V::load(m + at), vv = V::load(v + at);
+          const V vp = V::load(p + at);
+          dir.update_moments(V::load(g + at), vm, vv);
+          vm.store(m + at);
+          vv.store(v + at);
+          p_lanes.add_vec<true>(vp, static_cast<int>(j / W));
+          u_lanes.add_vec<true>(dir.direction(vp, vm, vv), static_cast<int>(j / W));
+        }
+        continue;
+      }
+      // A block's short last group: masked, through a buffer (lanes past the end are not added).
+      for (int64_t j = 0; j < group; j += W) {
+        const int64_t n = std::min<int64_t>(W, group - j), at = i + j;
+        V vm = load_n(m + at, n), vv = load_n(v + at, n);
+        const V vp = load_n(p + at, n);
+        dir.update_moments(load_n(g + at, n), vm, vv);
+        store_n(vm, m + at, n);
+        store_n(vv, v + at, n);
+        vp.store(p_group + j);
+        dir.direction(vp, vm, vv).store(u_group + j);
+      }
+      p_lanes.add<true>(p_group, group);
+      u_lanes.add<true>(u_group, group);
+    }
+    p_sq[static_cast<size_t>(b)] = p_lanes.sum();
+    u_sq[static_cast<size_t>(b)] = u_lanes.sum();
+  });
+  std::vector<double> neg_step(static_cast<size_t>(s.count));
+  size_t b = 0;
+  for (int64_t k = 0; k < s.count; ++k) {
+    double p2 = 0, u2 = 0;
+    for (; b < blocks.size() && blocks[b].seg == k; ++b) p2 += p_sq[b], u2 += u_sq[b];
+    const double w_norm = std::sqrt(p2), u_norm = std::sqrt(u2);
+    double trust = w_norm > 0 ? (u_norm > 0 ? w_norm / u_norm : 1.0) : 1.0;
+    if (a.trust_clip) trust = std::min(trust, 1.0);
+    neg_step[static_cast<size_t>(k)] = -(a.lr * trust);
+  }
+  // The second pass reads no gradient: its gradient list is the parameters (the same cache lines).
+  Segments<T> apply = s;
+  apply.list[1] = s.list[0];
+  const LambApply<T> op(a, neg_step.data());
+  if (s.copy) run<true>(op, apply, threads);
+  else run<false>(op, apply, threads);
+}
+
+// LARS: per block of a tensor, the sums of squares of p and g in the lanes (read only), each
+// tensor's trust ratio, then one element-wise pass (Lars) with it. Bytes: 8 + 20 (float32, momentum).
+// ||g|| is the raw gradients' norm divided by grad_scale (in double).
+template <class T>
+void run_lars(const OptimArgs& a, const Segments<T>& s, int threads) {
+  std::vector<double> trusts(static_cast<size_t>(s.count), 1.0);
+  if (a.weight_decay != 0 || a.always_adapt) {
+    struct Block {
+      int64_t seg, begin, len;
+    };
+    std::vector<Block> blocks;
+    for (int64_t k = 0; k < s.count; ++k)
+      for (int64_t b = 0, n = s.offset[k + 1] - s.offset[k]; b < n; b += kClipBlock)
+        blocks.push_back({k, b, std::min(kClipBlock, n - b)});
+    std::vector<double> p_sq(blocks.size()), g_sq(blocks.size());
+    const int useful = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, s.size() / kGrain)));
+    parallel_blocks(static_cast<int64_t>(blocks.size()), useful, [&](int64_t b) {
+      const Block& blk = blocks[static_cast<size_t>(b)];
+      const T* p = s.list[0][blk.seg] + blk.begin;
+      const T* g = s.list[1][blk.seg] + blk.begin;
+      Lanes16 p_lanes, g_lanes;
+      for (int64_t i = 0; i < blk.len; i += kLanes) {
+        const int64_t n = std::min<int64_t>(kLanes, blk.len - i);
+        p_lanes.add<true>(p + i, n);
+        g_lanes.add<true>(g + i, n);
+      }
+      p_sq[static_cast<size_t>(b)] = p_lanes.sum();
+      g_sq[static_cast<size_t>(b)] = g_lanes.sum();
+    });
+    size_t b = 0;
+    for (int64_t k = 0; k < s.count; ++k) {
+      double p2 = 0, g2 = 0;
+      for (; b < blocks.size() && blocks[b].seg == k; ++b) p2 += p_sq[b], g2 += g_sq[b];
+      const double w = std::sqrt(p2), g = a.has_grad_scale ? std::sqrt(g2) / a.grad_scale : std::sqrt(g2);
+      double trust = w > 0 && g > 0 ? a.trust_coeff * w / (g + w * a.weight_decay + a.eps) : 1.0;
+      if (a.trust_clip) trust = std::min(trust / a.lr, 1.0);
+      trusts[static_cast<size_t>(k)] = trust;
+    }
+  }
+  const Lars<T> op(a, trusts.data());
+  if (s.copy) run<true>(op, s, threads);
+  else run<false>(op, s, threads);
 }
 
 // The algorithms optim_step knows: the kernel table's name and the functor. _touch reads and
@@ -489,6 +724,8 @@ void run_algorithm(const OptimArgs& args, const Segments<T>& s, int threads) {
   X(asgd, Asgd)                            \
   X(sgd_schedulefree, SgdScheduleFree)     \
   X(adamw_schedulefree, AdamWScheduleFree) \
+  X(lamb, Lamb)                            \
+  X(lars, Lars)                            \
   X(_touch, Touch)
 // clang-format on
 
@@ -500,6 +737,20 @@ const char* const* optim_algorithms(int* count) {
 #undef GF_NAME
   *count = static_cast<int>(sizeof(kNames) / sizeof(kNames[0]));
   return kNames;
+}
+
+// The index of an algorithm by name (-1: none).
+static int algorithm_index(const char* name) {
+  int count = 0;
+  const char* const* names = optim_algorithms(&count);
+  for (int i = 0; i < count; ++i)
+    if (std::string(names[i]) == name) return i;
+  return -1;
+}
+
+bool optim_per_tensor(int algorithm) {
+  static const int lamb = algorithm_index("lamb"), lars = algorithm_index("lars");
+  return algorithm == lamb || algorithm == lars;
 }
 
 template <class T>
@@ -529,9 +780,12 @@ bool optim_step(int algorithm, const OptimArgs& args, const Segments<T>& s, bool
 #define GF_RUN(name, Op) &run_algorithm<T, Op>,
   static constexpr Run kRun[] = {GF_OPTIM_ALGORITHMS(GF_RUN)};
 #undef GF_RUN
+  static const int lamb = algorithm_index("lamb"), lars = algorithm_index("lars");
   if (s.count == 0) return true;
   if (skip_nonfinite && !all_finite(s, 1, args, threads)) return false;
-  kRun[algorithm](args, s, threads);
+  if (algorithm == lamb) run_lamb(args, s, threads);  // two passes, per-tensor norms
+  else if (algorithm == lars) run_lars(args, s, threads);
+  else kRun[algorithm](args, s, threads);
   return true;
 }
 

@@ -340,7 +340,15 @@ _OPTIM_DOC = (
 
 
 def _optim(
-    name: str, doc: str, arrays: tuple, scalars: tuple, *, torch: str | None, examples: tuple, rules: tuple = ()
+    name: str,
+    doc: str,
+    arrays: tuple,
+    scalars: tuple,
+    *,
+    torch: str | None,
+    examples: tuple,
+    rules: tuple = (),
+    bytes: float | None = None,
 ) -> Kernel:
     return Kernel(
         name,
@@ -352,6 +360,7 @@ def _optim(
         torch=torch,
         rules=rules,
         examples=examples,
+        bytes=bytes,
     )
 
 
@@ -628,6 +637,81 @@ OPTIMIZERS = (
             Example("first_step", dict(step=1, lr=0.01, average_weight=1.0)),
             Example("averaging", dict(step=6, lr=0.01, beta1=0.8, average_weight=0.4, weight_decay=0.1)),
             Example("lerp_from_z", dict(step=3, lr=0.01, eps=1e-6, average_weight=0.75)),
+        ),
+    ),
+    # LAMB (You et al. 2019) as timm's Lamb: per-tensor trust ratios ||p|| / ||u|| from norms the
+    # first pass accumulates (deterministic blocks, each tensor on its own even inside an arena), then
+    # a second pass p -= lr trust u: 24 + 16 B/param in float32 (one pass of 24 B when nothing adapts).
+    # timm's global max_grad_norm clip is the optimizer's grad_scale.
+    _optim(
+        "lamb",
+        "LAMB step (timm.optim.Lamb), per tensor (never merged with its neighbours): "
+        "m = lerp(m, g, 1 - beta1) (grad_averaging, else beta1 m + g); v = beta2 v + (1 - beta2) g^2; "
+        "u = m / bc1 / (sqrt(v) / sqrt(bc2) + eps) + weight_decay p (bc = 1 - beta^step, or 1 without "
+        "bias_correction); when weight_decay != 0 or always_adapt: trust = ||p|| / ||u|| if both > 0 else 1 "
+        "(at most 1 with trust_clip), else 1; p -= lr trust u.",
+        (_state("exp_avgs", "exp_avg"), _state("exp_avg_sqs", "exp_avg_sq", "nonneg")),
+        (
+            _STEP,
+            _lr(1e-3),
+            *_betas(0.9, 0.999),
+            _eps(1e-6),
+            Scalar("weight_decay", default=0.01, range=NONNEG, hyper="weight_decay", torch=_WD_TORCH),
+            Scalar("bias_correction", "bool", default=True, hyper="bias_correction"),
+            Scalar("grad_averaging", "bool", default=True, hyper="grad_averaging"),
+            _flag("trust_clip"),
+            _flag("always_adapt"),
+        ),
+        torch=None,
+        bytes=40,
+        examples=(
+            Example("adapt", dict(step=1, lr=0.01)),
+            Example("no_decay", dict(step=3, lr=0.01, weight_decay=0.0)),
+            Example("always_adapt", dict(step=2, lr=0.1, weight_decay=0.0, always_adapt=True, trust_clip=True)),
+            Example("plain_moments", dict(step=4, lr=0.01, grad_averaging=False, bias_correction=False)),
+        ),
+    ),
+    # LARS (You et al. 2017) as timm's Lars: a reduction pass (p, g: 8 B/param) for the per-tensor
+    # trust ratios, then SGD's pass with the scaled gradient (20 B with momentum).
+    _optim(
+        "lars",
+        "LARS step (timm.optim.Lars), per tensor (never merged with its neighbours): when weight_decay != 0 "
+        "or always_adapt, g = (g + weight_decay p) trust, trust = trust_coeff ||p|| / (||g|| + weight_decay "
+        "||p|| + eps) when both norms > 0 else 1 (trust_clip: min(trust / lr, 1)); then SGD's momentum "
+        "(step == 1 starts the buffer with g), dampening, nesterov and p -= lr g.",
+        (_state("momentum_buffers", "momentum_buffer", when=lambda s: s["momentum"] != 0),),
+        (
+            Scalar("step", "int", default=1, range=STEP),
+            _lr(1.0),
+            Scalar("momentum", default=0.0, range=NONNEG, hyper="momentum", torch="Invalid momentum value: {value}"),
+            Scalar("dampening", default=0.0, range=FINITE, hyper="dampening", torch="Invalid dampening value: {value}"),
+            _weight_decay(),
+            _flag("nesterov"),
+            Scalar(
+                "trust_coeff", default=0.001, range=NONNEG, hyper="trust_coeff", torch="Invalid trust_coeff: {value}"
+            ),
+            _eps(1e-8),
+            _flag("trust_clip"),
+            _flag("always_adapt"),
+        ),
+        torch=None,
+        bytes=28,
+        rules=(
+            Rule(
+                lambda s: not s["nesterov"] or (s["momentum"] > 0 and s["dampening"] == 0),
+                "nesterov",
+                "Nesterov momentum requires a momentum and zero dampening",
+                "Nesterov momentum requires a momentum and zero dampening",
+            ),
+        ),
+        examples=(
+            Example("plain", dict(lr=0.1)),
+            Example("adapt_momentum", dict(step=2, lr=0.5, momentum=0.9, weight_decay=1e-4)),
+            Example(
+                "first_step_clip", dict(step=1, lr=0.5, momentum=0.9, dampening=0.1, weight_decay=0.01, trust_clip=True)
+            ),
+            Example("nesterov", dict(step=3, lr=0.2, momentum=0.9, nesterov=True, weight_decay=0.01)),
+            Example("always_adapt", dict(step=2, lr=0.1, always_adapt=True, trust_coeff=0.02)),
         ),
     ),
 )

@@ -12,6 +12,11 @@
 // on every ISA path and no fma, so a step is bitwise identical for every thread count, every ISA
 // path and the NumPy twin (python/gradfuse/_numpy/optim.py).
 //
+// The exceptions, lamb and lars (optim_per_tensor): per-tensor trust ratios need each tensor's norms, so
+// it gets one segment per tensor and makes two passes (cpp/src/optim.cpp, run_lamb): the moments
+// with deterministic per-tensor sums of squares of p and u, then p -= lr trust u (40 B/param fp32);
+// lars: the sums of squares of p and g (8 B), then SGD with the scaled gradient (20 B with momentum).
+//
 // Gradient prologue, common to all: g <- g / grad_scale (if given); g <- -g (if maximize).
 // skip_nonfinite: one extra read of the gradients (4 B/param) BEFORE anything is written; if any
 // (scaled) gradient is NaN or Inf the call writes nothing and returns false.
@@ -58,13 +63,18 @@ namespace gf {
   X(lambd)                \
   X(eta)                  \
   X(mu)                   \
-  X(average_weight)
-#define GF_OPTIM_FLAGS(X) \
-  X(maximize)             \
-  X(nesterov)             \
-  X(amsgrad)              \
-  X(centered)             \
-  X(decoupled_weight_decay)
+  X(average_weight)       \
+  X(trust_coeff)
+#define GF_OPTIM_FLAGS(X)   \
+  X(maximize)               \
+  X(nesterov)               \
+  X(amsgrad)                \
+  X(centered)               \
+  X(decoupled_weight_decay) \
+  X(bias_correction)        \
+  X(grad_averaging)         \
+  X(trust_clip)             \
+  X(always_adapt)
 // clang-format on
 
 struct OptimArgs {
@@ -81,9 +91,12 @@ struct OptimArgs {
 constexpr int kMaxStates = kMaxLists - 2;
 
 // optim_algorithms: the names optim_step knows, in its index order (the same on every ISA path).
+// optim_per_tensor: the algorithm reduces over each tensor on its own (LAMB's trust ratios): the
+// bindings then give it one segment per tensor, never merged with its neighbours.
 #define GF_DECLARE_OPTIM(isa)                                                                                    \
   namespace isa {                                                                                                \
   const char* const* optim_algorithms(int* count);                                                               \
+  bool optim_per_tensor(int algorithm);                                                                          \
   template <class T>                                                                                             \
   bool optim_step(int algorithm, const OptimArgs& args, const Segments<T>& s, bool skip_nonfinite, int threads); \
   template <class T>                                                                                             \

@@ -22,6 +22,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from ._common import quiet, torch_sign
+from .clip import _norm_of_segments
 
 
 def _grad(g: np.ndarray, scale: float | None, maximize: bool) -> np.ndarray:
@@ -48,8 +49,10 @@ def step(row, args: dict) -> bool:
         return False
     states = [args[s.name] for s in row.states]
     update = UPDATES[row.name](a)
+    raw = getattr(update, "wants_raw_grad", False)  # lars: its norm is of the gradient as given
     for i, (p, g) in enumerate(zip(params, grads)):
-        update(p, _grad(g, a.grad_scale, a.maximize), *[None if s is None else s[i] for s in states])
+        extra = {"raw": g} if raw else {}
+        update(p, _grad(g, a.grad_scale, a.maximize), *[None if s is None else s[i] for s in states], **extra)
         if copies is not None:
             copies[i][...] = p.astype(copies[i].dtype)  # ml_dtypes: round to nearest even
     return True
@@ -281,6 +284,56 @@ def adamw_schedulefree(a):
     return update
 
 
+def lamb(a):
+    """Per tensor (the C++ kernel gets one segment per tensor): the moments, u, the norms of p and u
+    in clip's blocks and lanes (bitwise the kernel's), then p -= lr trust u."""
+    bc1 = 1.0 - a.beta1**a.step if a.bias_correction else 1.0
+    bc2 = 1.0 - a.beta2**a.step if a.bias_correction else 1.0
+    inv_bc1, inv_bc2_sqrt = 1.0 / bc1, 1.0 / math.sqrt(bc2)
+    adapt = a.weight_decay != 0 or a.always_adapt
+
+    def update(p, g, exp_avg, exp_avg_sq):
+        if a.grad_averaging:
+            _moments(a, g, exp_avg, exp_avg_sq)
+        else:
+            exp_avg[...] = exp_avg * a.beta1 + g
+            exp_avg_sq[...] = exp_avg_sq * a.beta2 + (1.0 - a.beta2) * g * g
+        u = exp_avg * inv_bc1 / (np.sqrt(exp_avg_sq) * inv_bc2_sqrt + a.eps)
+        if a.weight_decay != 0:
+            u = u + a.weight_decay * p
+        trust = 1.0
+        if adapt:
+            w_norm, u_norm = _norm_of_segments([p.reshape(-1)], 2.0), _norm_of_segments([u.reshape(-1)], 2.0)
+            trust = w_norm / u_norm if w_norm > 0 and u_norm > 0 else 1.0
+            if a.trust_clip:
+                trust = min(trust, 1.0)
+        p += -(a.lr * trust) * u
+
+    return update
+
+
+def lars(a):
+    """Per tensor: the norms of p and g in clip's blocks and lanes (||g||: the raw gradients' norm
+    divided by grad_scale), the trust ratio, then SGD with g = (g + weight_decay p) trust."""
+    adapt = a.weight_decay != 0 or a.always_adapt
+    step = sgd(SimpleNamespace(**{**vars(a), "weight_decay": 0.0}))
+
+    def update(p, g, momentum_buffer, raw=None):
+        if adapt:
+            w = _norm_of_segments([p.reshape(-1)], 2.0)
+            gn = _norm_of_segments([raw.reshape(-1)], 2.0)
+            if a.grad_scale is not None:
+                gn = gn / a.grad_scale
+            trust = a.trust_coeff * w / (gn + w * a.weight_decay + a.eps) if w > 0 and gn > 0 else 1.0
+            if a.trust_clip:
+                trust = min(float(np.float64(trust) / np.float64(a.lr)), 1.0)  # lr = 0: inf, as in C++
+            g = (g + a.weight_decay * p) * trust
+        step(p, g, momentum_buffer)
+
+    update.wants_raw_grad = True
+    return update
+
+
 UPDATES = {
     f.__name__: f
     for f in (
@@ -297,5 +350,7 @@ UPDATES = {
         asgd,
         sgd_schedulefree,
         adamw_schedulefree,
+        lamb,
+        lars,
     )
 }

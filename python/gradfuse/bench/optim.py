@@ -3,7 +3,7 @@
     python -m gradfuse bench optim [--quick | --full] [--repeats N] [--out DIR] [--threads N] [--no-torch]
 
 For every workload (parameter layout) and algorithm (Adam, AdamW, SGD momentum 0.9, Adagrad,
-RMSprop, SGDScheduleFree, AdamWScheduleFree), one group of implementations is timed interleaved in this process:
+RMSprop, SGDScheduleFree, AdamWScheduleFree, Lamb), one group of implementations is timed interleaved in this process:
 
   gradfuse        gf.optim.<Name> over the arrays, C++ backend (one fused multi-tensor call)
   numpy           the same class under gf.use_backend("numpy"): the NumPy twins
@@ -11,6 +11,8 @@ RMSprop, SGDScheduleFree, AdamWScheduleFree), one group of implementations is ti
   torch-foreach   torch.optim.<Name>(foreach=True)   } cannot build (RMSprop has no fused kernel)
   torch-forloop   torch.optim.<Name>(foreach=False)  } is a skipped cell
                   (schedule-free: the schedulefree package's classes, foreach or not; it has no fused)
+                  (Lamb: timm's Lamb, foreach or not, loaded without timm/__init__, which needs
+                  torchvision)
   touch           gradfuse._core._touch over the gradfuse optimizer's own arrays: exactly the
                   memory traffic of the step (read p, g, state; write p, state) with no math.
                   This is the ceiling: each cell's GB/s is reported as a fraction of it.
@@ -19,7 +21,11 @@ All implementations step the same parameter and gradient arrays (torch through t
 zero copy) and keep their own state. Learning rates are 1e-6 so values stay finite over many
 steps. Bytes per parameter come from the kernel table (gradfuse/table.py: each array the step
 reads or writes, once): in float32 Adam/AdamW 28, SGD momentum 20, Adagrad 20, RMSprop 20,
-SGDScheduleFree 20 (p, g, z), AdamWScheduleFree 28 (p, g, z, exp_avg_sq); float64 doubles them.
+SGDScheduleFree 20 (p, g, z), AdamWScheduleFree 28 (p, g, z, exp_avg_sq), Lamb 40 (two passes:
+p, g, m, v read and m, v written, then p, m, v read and p written; its touch is a 24 B touch and a
+12 B one, 36 B, so its fraction of the ceiling is understated by up to 10%; timm's global gradient
+clip, 4 B more for every implementation, is not counted), Lars 28 (p, g read for the norms, then
+SGD with momentum: 20; its touch reads p and g and then touches as SGD); float64 doubles them.
 GB/s = bytes * params / median time.
 
 A second, small section measures the fixed cost of one step: 256 tensors of 16 elements, where
@@ -29,6 +35,7 @@ time is all per-call and per-tensor overhead (Python in opt.step, the binding, O
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import math
 import os
@@ -98,6 +105,16 @@ ALGORITHMS = {
             "adamw_schedulefree",
             {"step": 10, "lr": LR, "average_weight": 0.1, "weight_decay": 1e-2},
             peer="schedulefree",
+        ),
+        # LAMB: the peer is timm's Lamb (foreach or not), max_grad_norm=1.0 (timm's default) for both
+        Algorithm("Lamb", {"lr": LR}, "lamb", {"step": 10, "lr": LR}, peer="timm"),
+        # LARS: timm's Lars with momentum and weight decay (the adapting path)
+        Algorithm(
+            "Lars",
+            {"lr": LR, "momentum": 0.9, "weight_decay": 1e-4},
+            "lars",
+            {"step": 2, "lr": LR, "momentum": 0.9, "weight_decay": 1e-4},
+            peer="timm",
         ),
     )
 }
@@ -226,7 +243,29 @@ def _state_lists(opt, built: Built, algo: Algorithm) -> list[list[np.ndarray]]:
     return [[opt.state[p][key] for p in built.gf_params] for key in algo.states]
 
 
+@functools.cache
+def _timm_class(name: str):
+    """timm.optim.<module>.<name> without timm/__init__ (it imports torchvision): bare parents."""
+    import importlib
+    import importlib.util
+    import types
+
+    if "timm" not in sys.modules:  # else: timm itself, or the bare parents of an earlier call
+        spec = importlib.util.find_spec("timm")
+        if spec is None:
+            raise ImportError("timm is not installed")
+        for package, sub in (("timm", ""), ("timm.optim", "/optim")):
+            module = types.ModuleType(package)
+            module.__path__ = [spec.submodule_search_locations[0] + sub]
+            sys.modules[package] = module
+    return getattr(importlib.import_module(f"timm.optim.{name.lower()}"), name)
+
+
 def _torch_optimizer(torch, algo: Algorithm, params: list, variant: dict):
+    if algo.peer == "timm":
+        if "fused" in variant:
+            raise TypeError(f"timm's {algo.name} has no fused step")
+        return _timm_class(algo.name)(params, **algo.kwargs, **variant)
     if algo.peer == "schedulefree":
         import schedulefree  # optional: its cells are skipped where it is not installed
 
@@ -275,6 +314,21 @@ def _impls_for(algo: Algorithm, built: Built, torch, errors: dict) -> tuple[dict
     impls["gradfuse"]()  # the state exists from here on: the touch steps the same arrays
     states = _state_lists(gf_opt, built, algo)
     impls["touch"] = lambda: _core._touch(built.arrays, built.grads, *states)
+    if algo.kernel == "lamb":  # two passes: 24 B, then 12 B (of the 16 the second pass moves)
+
+        def touch_twice():
+            _core._touch(built.arrays, built.grads, *states)
+            _core._touch(built.arrays, states[0])
+
+        impls["touch"] = touch_twice
+    if algo.kernel == "lars":  # the norms' read of p and g (8 B), then SGD's 20 B
+
+        def touch_lars():
+            gf.ops.all_finite(built.arrays)
+            gf.ops.all_finite(built.grads)
+            _core._touch(built.arrays, built.grads, *states)
+
+        impls["touch"] = touch_lars
     return impls, keep
 
 

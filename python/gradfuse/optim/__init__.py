@@ -7,6 +7,7 @@ from . import (
     schedulefree,
 )
 from .clip import clip_grad_norm_, clip_grad_norm_per_param_, clip_grad_value_, grad_norm
+from .lamb import Lamb, Lars, lamb_param_groups
 from .lbfgs import LBFGS
 from .optimizer import Optimizer, required
 from .optimizers import *  # noqa: F403 - the optimizer classes, listed in optimizers.__all__
@@ -34,6 +35,9 @@ __all__ = [
     "muon_with_adamw",
     "newton_schulz",
     *schedulefree.__all__,
+    "Lamb",
+    "Lars",
+    "lamb_param_groups",
     "lr_scheduler",
     "clip_grad_norm_",
     "clip_grad_value_",

@@ -255,6 +255,7 @@ class Optimizer:
     _scalar_keys: dict = {"step": 0}
     _eager_state = False  # torch's Adagrad creates its state at construction
     _group_step = False  # schedule-free: the step count is the group's ("k"), not each parameter's
+    _per_tensor = False  # LAMB: the kernel reduces over each parameter, so arena runs are not flattened
     _not_hyper: tuple = _NOT_HYPERPARAMETERS  # group entries whose change needs no new check (+ ones a step writes)
     _takes_step = False
     _hyper: tuple = ()  # the kernel's scalars that come from a group's hyperparameters (Scalar.hyper)
@@ -546,7 +547,8 @@ class Optimizer:
         fast = rec.fast
         if fast is not None and slots is rec.slots:
             runs = rec.runs
-            if runs is not None and runs.intact(grads):  # one flat view per arena run
+            # one flat view per arena run, unless the kernel needs each tensor on its own (LAMB's norms)
+            if runs is not None and not self._per_tensor and runs.intact(grads):
                 run_copies = None if copies is None else runs.copies()
                 if copies is None or run_copies is not None:
                     return (runs.params, runs.grads, *runs.states(self, gi, keys), run_copies), kernel_scalars
