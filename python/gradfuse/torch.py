@@ -9,8 +9,9 @@ generated from it (same name, constructor, defaults, validation, kernel): SGD, A
 Adagrad, RMSprop, Adadelta, Adamax, NAdam, RAdam, Rprop, Lion, ASGD, SGDScheduleFree,
 AdamWScheduleFree, and whichever such class gf.optim gains later. The schedule-free ones
 (ScheduleFreeOptimizer) add the schedulefree package's train()/eval(), swapping the torch
-parameters in place between y and x. Not (yet) the per-parameter Python ones (Adafactor, Muon) nor the
-closure-driven ones (LBFGS, ConjugateGradient, Newton, HessianFree): use torch.optim's there.
+parameters in place between y and x. Not (yet) the per-parameter Python ones (Adafactor, Muon), the
+closure-driven ones (LBFGS, ConjugateGradient, Newton, HessianFree), nor the per-tensor trust-ratio ones
+(Lamb, Lars): use torch.optim's (or timm's) there.
 
 How a step runs
 ---------------
@@ -667,12 +668,14 @@ def _generate(gf_cls: type) -> type:
 def _optimizer_classes() -> list:
     """Every gf.optim class stepped by one fused kernel of the table (its _kernel row). Not the
     per-parameter Python ones (Adafactor, Muon) nor the closure-driven ones (LBFGS, Newton, ...):
-    their state has other shapes, and they have no fused multi-tensor step to share."""
+    their state has other shapes, and they have no fused multi-tensor step to share. Nor (yet) the
+    per-tensor ones (Lamb, Lars: _per_tensor): their trust ratios need one segment per tensor, not
+    this wrapper's flat arena view, and Lamb's global gradient clip is computed in its own step."""
     out = []
     for name in _gf_optim.__all__:
         cls = getattr(_gf_optim, name)
         if isinstance(cls, type) and issubclass(cls, _gf_optim.Optimizer) and getattr(cls, "_kernel", ""):
-            if cls._row.entry == "optim_step":
+            if cls._row.entry == "optim_step" and not cls._per_tensor:
                 out.append(cls)
     return out
 

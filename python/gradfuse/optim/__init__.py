@@ -53,3 +53,7 @@ __all__ = [
     "linear_cg",
     "CGResult",
 ]
+
+# The papers' (and DESIGN.md's) capitals; the classes keep timm's names, Lamb and Lars.
+LAMB = Lamb
+LARS = Lars
