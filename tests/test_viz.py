@@ -104,6 +104,24 @@ def test_paths_take_learning_rates_factories_steps_and_a_start():
         gf.viz.optimizer_paths("himmelblau")
 
 
+@pytest.mark.parametrize("name", list(gf.viz.NEWER))
+def test_the_newer_optimizers_draw_their_paths_by_name(name):
+    """ASGD, schedule-free, Adafactor, LAMB, LARS on the surfaces with a minimum: finite paths that
+    end near it (the class, its kwargs and the lr are the ones NEWER names), the same as a hand loop."""
+    for surface in ("quadratic", "canyon", "rosenbrock"):
+        s = SURFACES[surface]
+        path = gf.viz.optimizer_paths(s, [name])[name]
+        assert np.isfinite(path).all(), (name, surface)
+        start, end = (np.linalg.norm(path[i] - np.array(s.minimum)) for i in (0, -1))
+        assert end < start, (name, surface)
+    cls_name, kwargs = gf.viz.NEWER[name]
+    p = np.array(SURFACES["quadratic"].start, dtype=np.float32)
+    opt = getattr(gf.optim, cls_name)([p], **kwargs)
+    for _ in range(3):
+        opt.step([np.array(SURFACES["quadratic"].grad(float(p[0]), float(p[1])), dtype=np.float32)])
+    np.testing.assert_array_equal(gf.viz.optimizer_paths("quadratic", [name], steps=3)[name][-1], p)
+
+
 # ---- schedules and training curves ------------------------------------------------------------------------
 def test_schedule_curves_are_the_real_schedulers():
     curves = gf.viz.schedule_curves(steps=100, lr=0.1)
